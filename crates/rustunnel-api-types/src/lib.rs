@@ -1,0 +1,1 @@
+//! REST API data types shared by server, CLI and MCP.

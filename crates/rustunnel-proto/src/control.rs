@@ -1,0 +1,317 @@
+//! Control-plane messages. One JSON object per WebSocket text message, tagged by `type`.
+//!
+//! Unknown message types decode to the `Unknown` variant (never a panic), so a newer peer's
+//! additions are answered with an error instead of tearing the session down.
+use serde::{Deserialize, Serialize};
+
+use crate::limits::MAX_CONTROL_FRAME;
+
+/// Kind of tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Http,
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "http" => Ok(Protocol::Http),
+            "tcp" => Ok(Protocol::Tcp),
+            "udp" => Ok(Protocol::Udp),
+            other => Err(format!("unknown protocol '{other}' (expected http, tcp or udp)")),
+        }
+    }
+}
+
+/// What a client asks for when it opens a tunnel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelSpec {
+    /// Client-side name, unique within the session (`web`, `db`, or the protocol for one-off tunnels).
+    pub name: String,
+    pub protocol: Protocol,
+    /// Requested subdomain for HTTP tunnels; `None` asks for a random one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subdomain: Option<String>,
+    /// Requested public port for TCP/UDP tunnels; `None` lets the server choose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_port: Option<u16>,
+    /// Local address as the user declared it (`localhost:3000`), for display and the API.
+    pub local_addr: String,
+}
+
+/// A tunnel the server has opened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelInfo {
+    pub tunnel_id: String,
+    pub name: String,
+    pub protocol: Protocol,
+    /// Complete, usable public URL (`http://app.example.com`, `tcp://example.com:20001`).
+    pub public_url: String,
+    /// Every public URL of the tunnel (HTTP and HTTPS edges for HTTP tunnels).
+    #[serde(default)]
+    pub public_urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subdomain: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_port: Option<u16>,
+}
+
+/// Machine-readable error codes carried by rejections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    VersionMismatch,
+    Unauthorized,
+    RateLimited,
+    InvalidSubdomain,
+    SubdomainTaken,
+    PortUnavailable,
+    NoPortsAvailable,
+    TooManyTunnels,
+    DuplicateName,
+    ProtocolDisabled,
+    BadRequest,
+    ShuttingDown,
+    Internal,
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// Errors after which retrying the same thing cannot succeed.
+    pub fn is_fatal(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::VersionMismatch | ErrorCode::Unauthorized | ErrorCode::BadRequest
+        )
+    }
+}
+
+/// Why a tunnel was closed by the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseReason {
+    /// Closed through the management API; the client must not re-create it.
+    ClosedByApi,
+    /// The token that opened it was revoked.
+    TokenRevoked,
+    /// The client asked for it.
+    ClientRequest,
+    /// The client's session ended.
+    SessionEnded,
+    /// The server shut down.
+    ServerShutdown,
+    #[serde(other)]
+    Other,
+}
+
+/// One HTTP request served through a tunnel, reported to the client for its live log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestLogEntry {
+    pub tunnel_id: String,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub duration_us: u64,
+    pub remote_addr: String,
+}
+
+/// Client -> server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMsg {
+    /// First message: protocol version and credentials.
+    Hello {
+        version: u32,
+        token: String,
+        /// Free-form client description (`rustunnel/0.1.0`), for logs.
+        #[serde(default)]
+        agent: String,
+    },
+    OpenTunnel {
+        req_id: u64,
+        spec: TunnelSpec,
+    },
+    CloseTunnel {
+        tunnel_id: String,
+    },
+    Ping {
+        nonce: u64,
+    },
+    Pong {
+        nonce: u64,
+    },
+    #[serde(other)]
+    Unknown,
+}
+
+/// Server -> client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    Welcome {
+        version: u32,
+        session_id: String,
+        /// Secret that authenticates this session's data connections.
+        data_key: String,
+        heartbeat_secs: u64,
+        /// How many idle data connections the client should keep open.
+        pool_size: u16,
+        server_agent: String,
+    },
+    /// The hello was refused; the connection closes after this.
+    Rejected {
+        code: ErrorCode,
+        message: String,
+    },
+    TunnelOpened {
+        req_id: u64,
+        tunnel: TunnelInfo,
+    },
+    TunnelRejected {
+        req_id: u64,
+        code: ErrorCode,
+        message: String,
+    },
+    TunnelClosed {
+        tunnel_id: String,
+        reason: CloseReason,
+        message: String,
+    },
+    /// Open this many more data connections.
+    NeedDataConns {
+        count: u16,
+    },
+    RequestLog {
+        entries: Vec<RequestLogEntry>,
+    },
+    Ping {
+        nonce: u64,
+    },
+    Pong {
+        nonce: u64,
+    },
+    /// The server is shutting down gracefully: reconnect after the given delay.
+    Shutdown {
+        message: String,
+        retry_after_ms: u64,
+    },
+    /// A non-fatal error about a message the client sent.
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+    #[serde(other)]
+    Unknown,
+}
+
+/// A control message that could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("control message of {0} bytes exceeds the {MAX_CONTROL_FRAME}-byte limit")]
+    TooLarge(usize),
+    #[error("malformed control message: {0}")]
+    Malformed(#[from] serde_json::Error),
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, DecodeError> {
+    if text.len() > MAX_CONTROL_FRAME {
+        return Err(DecodeError::TooLarge(text.len()));
+    }
+    Ok(serde_json::from_str(text)?)
+}
+
+impl ClientMsg {
+    pub fn decode(text: &str) -> Result<Self, DecodeError> {
+        decode(text)
+    }
+    pub fn encode(&self) -> String {
+        // Serialising these plain structs cannot fail (no maps with non-string keys).
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+impl ServerMsg {
+    pub fn decode(text: &str) -> Result<Self, DecodeError> {
+        decode(text)
+    }
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn round_trip() {
+        let msgs = vec![
+            ClientMsg::Hello { version: 1, token: "t".into(), agent: "a".into() },
+            ClientMsg::OpenTunnel {
+                req_id: 7,
+                spec: TunnelSpec {
+                    name: "web".into(),
+                    protocol: Protocol::Http,
+                    subdomain: Some("app".into()),
+                    remote_port: None,
+                    local_addr: "localhost:3000".into(),
+                },
+            },
+            ClientMsg::CloseTunnel { tunnel_id: "x".into() },
+            ClientMsg::Ping { nonce: 1 },
+        ];
+        for m in msgs {
+            assert_eq!(ClientMsg::decode(&m.encode()).unwrap(), m);
+        }
+        let s = ServerMsg::TunnelClosed {
+            tunnel_id: "t".into(),
+            reason: CloseReason::ClosedByApi,
+            message: "m".into(),
+        };
+        assert_eq!(ServerMsg::decode(&s.encode()).unwrap(), s);
+    }
+
+    #[test]
+    fn unknown_type_is_not_an_error() {
+        assert_eq!(ClientMsg::decode(r#"{"type":"teleport"}"#).unwrap(), ClientMsg::Unknown);
+        assert_eq!(ServerMsg::decode(r#"{"type":"teleport","x":1}"#).unwrap(), ServerMsg::Unknown);
+        let e: ErrorCode = serde_json::from_str("\"brand_new\"").unwrap();
+        assert_eq!(e, ErrorCode::Unknown);
+    }
+
+    #[test]
+    fn oversized_is_refused_before_parsing() {
+        let big = "x".repeat(MAX_CONTROL_FRAME + 1);
+        assert!(matches!(ClientMsg::decode(&big), Err(DecodeError::TooLarge(_))));
+    }
+
+    proptest! {
+        #[test]
+        fn random_text_never_panics(s in ".{0,512}") {
+            let _ = ClientMsg::decode(&s);
+            let _ = ServerMsg::decode(&s);
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Authentication of control connections: the admin token, stored client tokens, and the
+//! anonymous owner of loopback dev servers. Failures are answered identically whatever the
+//! cause, and per-IP failures are rate-limited.
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::store::{Store, StoreError};
+
+/// Owner id of the admin token.
+pub const ADMIN_OWNER: &str = "admin";
+/// Owner id of token-less clients on a loopback dev server.
+pub const ANONYMOUS_OWNER: &str = "local";
+
+/// Who a control connection (or API request) acts as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub owner_id: String,
+    /// The token used, `None` for admin and anonymous.
+    pub token_id: Option<String>,
+    pub is_admin: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("authentication failed: token rejected by the server")]
+    Rejected,
+    #[error("too many failed authentication attempts from this address; try again later")]
+    RateLimited,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Failures allowed per IP within [`WINDOW`] before further attempts are refused outright.
+const MAX_FAILURES: u32 = 10;
+const WINDOW: Duration = Duration::from_secs(60);
+/// Bound on tracked addresses, so a spray of source addresses cannot grow the map forever.
+const MAX_TRACKED: usize = 10_000;
+
+/// Per-IP failure counter with a fixed window.
+#[derive(Default)]
+pub struct FailureLimiter {
+    map: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+impl FailureLimiter {
+    pub fn is_blocked(&self, ip: IpAddr, now: Instant) -> bool {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&ip).is_some_and(|(n, start)| *n >= MAX_FAILURES && now.duration_since(*start) < WINDOW)
+    }
+
+    pub fn record_failure(&self, ip: IpAddr, now: Instant) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_TRACKED {
+            map.retain(|_, (_, start)| now.duration_since(*start) < WINDOW);
+            if map.len() >= MAX_TRACKED {
+                // Still full of live entries: forget the oldest half rather than grow.
+                let mut starts: Vec<Instant> = map.values().map(|(_, s)| *s).collect();
+                starts.sort();
+                let cutoff = starts[starts.len() / 2];
+                map.retain(|_, (_, s)| *s > cutoff);
+            }
+        }
+        let e = map.entry(ip).or_insert((0, now));
+        if now.duration_since(e.1) >= WINDOW {
+            *e = (0, now);
+        }
+        e.0 += 1;
+    }
+}
+
+pub struct Authenticator {
+    admin_hash: Option<[u8; 32]>,
+    allow_anonymous: bool,
+    pub limiter: FailureLimiter,
+}
+
+impl Authenticator {
+    pub fn new(admin_token: Option<&str>, allow_anonymous: bool) -> Self {
+        Authenticator {
+            admin_hash: admin_token.map(|t| Sha256::digest(t.as_bytes()).into()),
+            allow_anonymous,
+            limiter: FailureLimiter::default(),
+        }
+    }
+
+    pub fn is_admin_token(&self, token: &str) -> bool {
+        let h: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.admin_hash.is_some_and(|a| bool::from(a.ct_eq(&h)))
+    }
+
+    pub async fn authenticate(&self, store: &Store, ip: IpAddr, token: &str) -> Result<Principal, AuthError> {
+        let now = Instant::now();
+        if self.limiter.is_blocked(ip, now) {
+            return Err(AuthError::RateLimited);
+        }
+        if token.is_empty() && self.allow_anonymous {
+            return Ok(Principal { owner_id: ANONYMOUS_OWNER.into(), token_id: None, is_admin: false });
+        }
+        if !token.is_empty() && token.len() <= rustunnel_proto::limits::MAX_TOKEN_LEN {
+            if self.is_admin_token(token) {
+                return Ok(Principal { owner_id: ADMIN_OWNER.into(), token_id: None, is_admin: true });
+            }
+            if let Some(t) = store.verify_token(token).await? {
+                return Ok(Principal { owner_id: t.owner_id, token_id: Some(t.id), is_admin: false });
+            }
+        }
+        self.limiter.record_failure(ip, now);
+        Err(AuthError::Rejected)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limiter_blocks_after_failures_and_forgives_later() {
+        let l = FailureLimiter::default();
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let t0 = Instant::now();
+        for _ in 0..MAX_FAILURES {
+            assert!(!l.is_blocked(ip, t0));
+            l.record_failure(ip, t0);
+        }
+        assert!(l.is_blocked(ip, t0));
+        assert!(!l.is_blocked("10.0.0.2".parse().unwrap(), t0));
+        assert!(!l.is_blocked(ip, t0 + WINDOW));
+    }
+
+    #[test]
+    fn limiter_map_is_bounded() {
+        let l = FailureLimiter::default();
+        let t0 = Instant::now();
+        for i in 0..(MAX_TRACKED as u32 + 100) {
+            l.record_failure(IpAddr::from(i.to_be_bytes()), t0 + Duration::from_micros(i as u64));
+        }
+        assert!(l.map.lock().unwrap().len() <= MAX_TRACKED);
+    }
+
+    #[tokio::test]
+    async fn same_answer_for_every_bad_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(None, dir.path()).await.unwrap();
+        let a = Authenticator::new(Some("admin-secret"), false);
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let huge = "x".repeat(1 << 20);
+        for bad in ["", "wrong", "admin-secret\n", huge.as_str()] {
+            let e = a.authenticate(&store, ip, bad).await.unwrap_err();
+            assert_eq!(e.to_string(), AuthError::Rejected.to_string());
+        }
+        assert!(a.authenticate(&store, ip, "admin-secret").await.unwrap().is_admin);
+        let (_, raw) = store.create_token(None, "x").await.unwrap();
+        assert!(!a.authenticate(&store, ip, &raw).await.unwrap().is_admin);
+    }
+}

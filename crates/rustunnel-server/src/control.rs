@@ -1,0 +1,359 @@
+//! The control port: TLS, then HTTP/1.1 with upgrades. `GET /v1/control` upgrades to the
+//! control WebSocket (hello, tunnels, heartbeats); `GET /v1/data` upgrades to a raw data
+//! connection that joins its session's pool. Everything before authentication is bounded:
+//! a global and a per-IP cap on pending connections and a deadline on every step.
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{header, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rustunnel_proto::control::CloseReason;
+use rustunnel_proto::limits::{HANDSHAKE_TIMEOUT, HEARTBEAT_MISSES, MAX_CONTROL_FRAME};
+use rustunnel_proto::{ClientMsg, ErrorCode, ServerMsg, CONTROL_PATH, DATA_PATH, DATA_UPGRADE, HEADER_DATA_KEY, HEADER_SESSION, PROTOCOL_VERSION};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::auth::AuthError;
+use crate::server::Shared;
+use crate::session::Session;
+
+/// Connections that have not authenticated yet, in total and per source address.
+const MAX_PENDING: usize = 1024;
+const MAX_PENDING_PER_IP: usize = 64;
+
+#[derive(Default)]
+struct PendingCounts {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// Holds one pending-connection slot; released on drop (shared by clones via Arc).
+struct PendingSlot {
+    ip: IpAddr,
+    counts: Arc<Mutex<PendingCounts>>,
+}
+
+impl PendingSlot {
+    fn acquire(counts: &Arc<Mutex<PendingCounts>>, ip: IpAddr) -> Option<Arc<PendingSlot>> {
+        let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = c.per_ip.get(&ip).copied().unwrap_or(0);
+        if c.total >= MAX_PENDING || n >= MAX_PENDING_PER_IP {
+            return None;
+        }
+        c.total += 1;
+        c.per_ip.insert(ip, n + 1);
+        Some(Arc::new(PendingSlot { ip, counts: counts.clone() }))
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        c.total = c.total.saturating_sub(1);
+        if let Some(n) = c.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                c.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Accept loop of the control port.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.control.clone());
+    let counts = Arc::new(Mutex::new(PendingCounts::default()));
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shared.stop_accepting.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // fd exhaustion and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "control accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(slot) = PendingSlot::acquire(&counts, peer.ip()) else {
+            tracing::debug!(%peer, "too many pending connections; dropping");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let shared2 = shared.clone();
+        shared.tasks.spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                _ => return,
+            };
+            let sh = shared2.clone();
+            let service = hyper::service::service_fn(move |req| {
+                let sh = sh.clone();
+                let slot = slot.clone();
+                async move { Ok::<_, Infallible>(route(req, peer, sh, slot)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HANDSHAKE_TIMEOUT)
+                .max_buf_size(16 * 1024)
+                .serve_connection(TokioIo::new(tls), service)
+                .with_upgrades();
+            tokio::select! {
+                _ = conn => {}
+                _ = shared2.hard_stop.cancelled() => {}
+            }
+        });
+    }
+}
+
+fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+fn header_is(req: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
+    req.headers().get_all(name).iter().any(|v| {
+        v.to_str().map(|s| s.split(',').any(|p| p.trim().eq_ignore_ascii_case(token))).unwrap_or(false)
+    })
+}
+
+fn route(mut req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>, slot: Arc<PendingSlot>) -> Response<Full<Bytes>> {
+    if shared.stop_accepting.is_cancelled() {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down");
+    }
+    let upgrade = header_is(&req, header::CONNECTION, "upgrade");
+    match req.uri().path() {
+        CONTROL_PATH if upgrade && header_is(&req, header::UPGRADE, "websocket") => {
+            let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+                return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
+            };
+            if req.headers().get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+                return plain(StatusCode::BAD_REQUEST, "unsupported WebSocket version");
+            }
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            let sh = shared.clone();
+            shared.tasks.spawn(async move {
+                let Ok(upgraded) = on_upgrade.await else { return };
+                let mut cfg = WebSocketConfig::default();
+                cfg.max_message_size = Some(MAX_CONTROL_FRAME);
+                cfg.max_frame_size = Some(MAX_CONTROL_FRAME);
+                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(cfg)).await;
+                run_control(ws, peer, sh, slot).await;
+            });
+            let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+            let mut r = Response::new(Full::new(Bytes::new()));
+            *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            let h = r.headers_mut();
+            h.insert(header::CONNECTION, header::HeaderValue::from_static("upgrade"));
+            h.insert(header::UPGRADE, header::HeaderValue::from_static("websocket"));
+            if let Ok(v) = header::HeaderValue::from_str(&accept) {
+                h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+            }
+            r
+        }
+        DATA_PATH if upgrade && header_is(&req, header::UPGRADE, DATA_UPGRADE) => {
+            let sid = req.headers().get(HEADER_SESSION).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let key = req.headers().get(HEADER_DATA_KEY).map(|v| v.as_bytes()).unwrap_or(b"");
+            let Some(session) = shared.session(sid) else {
+                return plain(StatusCode::UNAUTHORIZED, "unknown session");
+            };
+            if !bool::from(session.data_key.as_bytes().ct_eq(key)) {
+                return plain(StatusCode::UNAUTHORIZED, "bad data key");
+            }
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            shared.tasks.spawn(async move {
+                if let Ok(upgraded) = on_upgrade.await {
+                    session.add_data_conn(upgraded);
+                }
+            });
+            let mut r = Response::new(Full::new(Bytes::new()));
+            *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            r.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("upgrade"));
+            r.headers_mut().insert(header::UPGRADE, header::HeaderValue::from_static(DATA_UPGRADE));
+            r
+        }
+        _ => plain(StatusCode::NOT_FOUND, "this is a rustunnel control endpoint; connect with the rustunnel client"),
+    }
+}
+
+type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+async fn send(ws: &mut Ws, msg: &ServerMsg) -> bool {
+    ws.send(Message::text(msg.encode())).await.is_ok()
+}
+
+/// Reads the hello within the deadline. Anything else first is a protocol error.
+async fn read_hello(ws: &mut Ws) -> Result<(u32, String, String), &'static str> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => {
+                return match ClientMsg::decode(t.as_str()) {
+                    Ok(ClientMsg::Hello { version, token, agent }) => Ok((version, token, agent)),
+                    _ => Err("expected a hello message first"),
+                };
+            }
+            Some(Ok(Message::Ping(_))) | Some(Ok(Message::Pong(_))) => continue,
+            _ => return Err("connection closed before hello"),
+        }
+    }
+}
+
+async fn reject(ws: &mut Ws, code: ErrorCode, message: String) {
+    let _ = send(ws, &ServerMsg::Rejected { code, message }).await;
+    let _ = ws.close(None).await;
+}
+
+async fn run_control(mut ws: Ws, peer: SocketAddr, shared: Arc<Shared>, slot: Arc<PendingSlot>) {
+    let hello = tokio::select! {
+        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_hello(&mut ws)) => r,
+        _ = shared.hard_stop.cancelled() => return,
+    };
+    let (version, token, agent) = match hello {
+        Ok(Ok(h)) => h,
+        Ok(Err(why)) => {
+            reject(&mut ws, ErrorCode::BadRequest, why.to_string()).await;
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "hello deadline passed");
+            return;
+        }
+    };
+    if version != PROTOCOL_VERSION {
+        reject(&mut ws, ErrorCode::VersionMismatch, rustunnel_proto::version_mismatch_message(PROTOCOL_VERSION, version)).await;
+        return;
+    }
+    let principal = match shared.auth.authenticate(&shared.store, peer.ip(), &token).await {
+        Ok(p) => p,
+        Err(e) => {
+            let code = match e {
+                AuthError::RateLimited => ErrorCode::RateLimited,
+                AuthError::Rejected => ErrorCode::Unauthorized,
+                AuthError::Store(_) => ErrorCode::Internal,
+            };
+            tracing::info!(%peer, "control authentication failed");
+            reject(&mut ws, code, e.to_string()).await;
+            return;
+        }
+    };
+    drop(token);
+    drop(slot);
+    let (out_tx, mut out_rx) = mpsc::channel::<ServerMsg>(256);
+    let mut key = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+    let session = Arc::new(Session::new(
+        uuid::Uuid::new_v4().to_string(),
+        principal,
+        hex::encode(key),
+        peer,
+        agent.chars().take(128).collect(),
+        out_tx,
+        shared.hard_stop.child_token(),
+    ));
+    crate::server::write(&shared.sessions).insert(session.id.clone(), session.clone());
+    let welcome = ServerMsg::Welcome {
+        version: PROTOCOL_VERSION,
+        session_id: session.id.clone(),
+        data_key: session.data_key.clone(),
+        heartbeat_secs: shared.config.heartbeat.as_secs().max(1),
+        pool_size: shared.config.pool_size,
+        server_agent: format!("rustunnel-server/{}", env!("CARGO_PKG_VERSION")),
+    };
+    tracing::info!(session = %session.id, %peer, owner = %session.principal.owner_id, "client connected");
+    if send(&mut ws, &welcome).await {
+        session_loop(&mut ws, &session, &shared, &mut out_rx).await;
+    }
+    let reason = if shared.stop_accepting.is_cancelled() { CloseReason::ServerShutdown } else { CloseReason::SessionEnded };
+    shared.end_session(&session, reason).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+    tracing::info!(session = %session.id, "client disconnected");
+}
+
+async fn session_loop(ws: &mut Ws, session: &Arc<Session>, shared: &Arc<Shared>, out_rx: &mut mpsc::Receiver<ServerMsg>) {
+    let hb = shared.config.heartbeat.max(Duration::from_millis(100));
+    let mut heartbeat = tokio::time::interval(hb);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut log_flush = tokio::time::interval(Duration::from_millis(100));
+    log_flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_seen = tokio::time::Instant::now();
+    let mut nonce = 0u64;
+    loop {
+        tokio::select! {
+            _ = session.cancel.cancelled() => return,
+            Some(msg) = out_rx.recv() => {
+                if !send(ws, &msg).await { return; }
+            }
+            frame = ws.next() => {
+                last_seen = tokio::time::Instant::now();
+                let text = match frame {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                    Some(Ok(Message::Binary(_))) => {
+                        let _ = send(ws, &ServerMsg::Error { code: ErrorCode::BadRequest, message: "binary control frames are not supported".into() }).await;
+                        continue;
+                    }
+                    // Closed, errored (including oversized frames), or ended.
+                    _ => return,
+                };
+                match ClientMsg::decode(text.as_str()) {
+                    Ok(ClientMsg::OpenTunnel { req_id, spec }) => {
+                        let reply = match shared.open_tunnel(session, spec).await {
+                            Ok(tunnel) => ServerMsg::TunnelOpened { req_id, tunnel },
+                            Err(e) => ServerMsg::TunnelRejected { req_id, code: e.code, message: e.message },
+                        };
+                        if !send(ws, &reply).await { return; }
+                    }
+                    Ok(ClientMsg::CloseTunnel { tunnel_id }) => {
+                        let mine = shared.tunnel(&tunnel_id).is_some_and(|t| t.session.id == session.id);
+                        if mine {
+                            shared.close_tunnel(&tunnel_id, CloseReason::ClientRequest, "closed by the client").await;
+                        }
+                    }
+                    Ok(ClientMsg::Ping { nonce }) => {
+                        if !send(ws, &ServerMsg::Pong { nonce }).await { return; }
+                    }
+                    Ok(ClientMsg::Pong { .. }) => {}
+                    Ok(ClientMsg::Hello { .. }) => {
+                        let _ = send(ws, &ServerMsg::Error { code: ErrorCode::BadRequest, message: "already authenticated".into() }).await;
+                    }
+                    Ok(ClientMsg::Unknown) => {
+                        let _ = send(ws, &ServerMsg::Error {
+                            code: ErrorCode::BadRequest,
+                            message: "unknown message type: this server may be older than the client; upgrade rustunnel-server".into(),
+                        }).await;
+                    }
+                    Err(e) => {
+                        let _ = send(ws, &ServerMsg::Error { code: ErrorCode::BadRequest, message: e.to_string() }).await;
+                    }
+                }
+            }
+            _ = heartbeat.tick() => {
+                if last_seen.elapsed() > hb * HEARTBEAT_MISSES {
+                    tracing::info!(session = %session.id, "heartbeat timeout");
+                    return;
+                }
+                nonce += 1;
+                if !send(ws, &ServerMsg::Ping { nonce }).await { return; }
+            }
+            _ = log_flush.tick() => {
+                let entries = session.take_log();
+                if !entries.is_empty() && !send(ws, &ServerMsg::RequestLog { entries }).await { return; }
+            }
+        }
+    }
+}

@@ -1,0 +1,449 @@
+//! HTTP and HTTPS edges. Requests are routed by `Host: <sub>.<domain>` and forwarded to the
+//! tunnel client over data connections, through a pooled HTTP/1.1 client keyed by tunnel: a
+//! kept-alive data connection serves many requests, so a visitor's request normally costs no
+//! new connection anywhere. Bodies stream both ways; upgrades (WebSocket) are spliced end to end.
+use std::convert::Infallible;
+use std::error::Error as StdError;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::upgrade::Upgraded;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use rustunnel_proto::control::RequestLogEntry;
+use rustunnel_proto::stream::StreamHeader;
+use rustunnel_proto::Protocol;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_rustls::TlsAcceptor;
+
+use super::pages;
+use crate::server::Shared;
+use crate::tunnel::{Tunnel, TunnelStats};
+
+/// Response body: the local service's streamed body, or one of the edge's own pages.
+pub type Body = Either<PermitBody, Full<Bytes>>;
+
+type TunnelClient = Client<TunnelConnector, Incoming>;
+
+/// Spawns hyper's background tasks (connection drivers, HTTP/2 streams) on the server's task
+/// tracker, ended by the hard stop, so nothing outlives the server.
+#[derive(Clone)]
+pub struct TrackedExecutor {
+    shared: Arc<Shared>,
+}
+
+impl<F> hyper::rt::Executor<F> for TrackedExecutor
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        let stop = self.shared.hard_stop.clone();
+        self.shared.tasks.spawn(async move {
+            tokio::select! {
+                _ = fut => {}
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+}
+
+/// Accept loop of one edge (plain HTTP when `tls` is `None`).
+pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<Shared>) {
+    let exec = TrackedExecutor { shared: shared.clone() };
+    let client: TunnelClient = Client::builder(exec.clone())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(1024)
+        .set_host(false)
+        .timer(TokioTimer::new())
+        .build(TunnelConnector { shared: shared.clone() });
+    let graceful = GracefulShutdown::new();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shared.stop_accepting.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "edge accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let ctx = Ctx { shared: shared.clone(), client: client.clone(), peer, scheme };
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        let exec = exec.clone();
+        shared.tasks.spawn(async move {
+            let stop = ctx.shared.hard_stop.clone();
+            match tls {
+                None => serve_conn(stream, ctx, watcher, exec, &stop).await,
+                Some(acceptor) => {
+                    let hs = tokio::time::timeout(rustunnel_proto::limits::HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                    if let Ok(Ok(s)) = hs.await {
+                        serve_conn(s, ctx, watcher, exec, &stop).await;
+                    }
+                }
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = shared.hard_stop.cancelled() => {}
+    }
+}
+
+async fn serve_conn<I>(io: I, ctx: Ctx, watcher: hyper_util::server::graceful::Watcher, exec: TrackedExecutor, stop: &tokio_util::sync::CancellationToken)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(exec);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(250)
+        .max_header_list_size(64 * 1024)
+        .max_pending_accept_reset_streams(64)
+        .keep_alive_interval(Duration::from_secs(30));
+    let service = hyper::service::service_fn(move |req| handle(req, ctx.clone()));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
+    tokio::select! {
+        _ = watcher.watch(conn) => {}
+        _ = stop.cancelled() => {}
+    }
+}
+
+#[derive(Clone)]
+struct Ctx {
+    shared: Arc<Shared>,
+    client: TunnelClient,
+    peer: SocketAddr,
+    scheme: &'static str,
+}
+
+fn page(r: Response<Full<Bytes>>) -> Result<Response<Body>, Infallible> {
+    Ok(r.map(Either::Right))
+}
+
+/// The request's host name without port, lowercased, and the original value.
+fn host_of(req: &Request<Incoming>) -> Option<(String, String)> {
+    let raw = match req.headers().get(header::HOST).and_then(|h| h.to_str().ok()) {
+        Some(h) => h.to_string(),
+        None => req.uri().authority()?.as_str().to_string(),
+    };
+    let name = if raw.starts_with('[') {
+        raw.clone()
+    } else {
+        match raw.rsplit_once(':') {
+            Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h.to_string(),
+            _ => raw.clone(),
+        }
+    };
+    Some((name.to_ascii_lowercase(), raw))
+}
+
+/// The single label in front of the domain, or `None` when the host is not one of ours
+/// (IP literals, trailing dots, nested labels, other domains).
+pub fn subdomain_of<'a>(host: &'a str, domain: &str) -> Option<&'a str> {
+    if host.ends_with('.') || host.parse::<IpAddr>().is_ok() || host.starts_with('[') {
+        return None;
+    }
+    let sub = host.strip_suffix(domain)?.strip_suffix('.')?;
+    (!sub.is_empty() && !sub.contains('.')).then_some(sub)
+}
+
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str().map(|s| s.split(',').any(|p| p.trim().eq_ignore_ascii_case("upgrade"))).unwrap_or(false)
+        })
+}
+
+/// Removes hop-by-hop headers (and those the Connection header names). For an upgrade the
+/// `Upgrade` header and `Connection: upgrade` are kept: they are the point of the request.
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named.iter().chain(HOP_BY_HOP.iter()) {
+        if keep_upgrade && n == header::UPGRADE {
+            continue;
+        }
+        headers.remove(n);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    if req.method() == Method::CONNECT {
+        return page(pages::method_not_allowed());
+    }
+    let h2 = req.version() == Version::HTTP_2;
+    if !h2 && req.uri().scheme().is_some() {
+        return page(pages::bad_request("Absolute-form request targets are not accepted: this edge is not a proxy."));
+    }
+    let Some((host, raw_host)) = host_of(&req) else {
+        return page(pages::bad_request("The request has no Host header."));
+    };
+    let Some(tunnel) = subdomain_of(&host, &ctx.shared.config.domain).and_then(|s| ctx.shared.route(s)) else {
+        return page(pages::not_found());
+    };
+    let Ok(permit) = tunnel.concurrency.clone().try_acquire_owned() else {
+        return page(pages::busy());
+    };
+    tunnel.stats.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let method = req.method().clone();
+    let path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+    let upgrade = !h2 && is_upgrade(req.headers());
+    let visitor_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    let h = &mut parts.headers;
+    if let Ok(v) = HeaderValue::from_str(&raw_host) {
+        h.insert(header::HOST, v.clone());
+        h.insert(HeaderName::from_static("x-forwarded-host"), v);
+    }
+    // Client-supplied forwarding headers are replaced: only the L4 peer is trustworthy.
+    h.remove(header::FORWARDED);
+    let ip = HeaderValue::from_str(&ctx.peer.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"));
+    h.insert(HeaderName::from_static("x-forwarded-for"), ip.clone());
+    h.insert(HeaderName::from_static("x-real-ip"), ip);
+    h.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static(ctx.scheme));
+    let Ok(uri) = format!("http://{}.tunnel{}", tunnel.id, path).parse::<Uri>() else {
+        return page(pages::bad_request("The request target is not valid."));
+    };
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    let out = Request::from_parts(parts, body);
+
+    let result = tokio::time::timeout(ctx.shared.config.response_timeout, ctx.client.request(out)).await;
+    let mut resp = match result {
+        Err(_) => {
+            log(&ctx, &tunnel, &method, &path, 504, started);
+            return page(pages::gateway_timeout());
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(tunnel = %tunnel.id, error = %e, source = ?e.source(), "forwarding failed");
+            log(&ctx, &tunnel, &method, &path, 502, started);
+            return page(pages::bad_gateway());
+        }
+        Ok(Ok(r)) => r,
+    };
+    let status = resp.status();
+    log(&ctx, &tunnel, &method, &path, status.as_u16(), started);
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(visitor) = visitor_upgrade {
+            let local = hyper::upgrade::on(&mut resp);
+            let t = tunnel.clone();
+            ctx.shared.tasks.spawn(async move {
+                let _permit = permit;
+                let (Ok(v), Ok(l)) = tokio::join!(visitor, local) else { return };
+                let mut v = TokioIo::new(v);
+                let mut l = TokioIo::new(l);
+                tokio::select! {
+                    r = tokio::io::copy_bidirectional(&mut v, &mut l) => {
+                        if let Ok((up, down)) = r {
+                            t.stats.add_in(up as usize);
+                            t.stats.add_out(down as usize);
+                        }
+                    }
+                    _ = t.cancel.cancelled() => {}
+                }
+            });
+            return Ok(resp.map(|_| Either::Right(Full::new(Bytes::new()))));
+        }
+    }
+    strip_hop_by_hop(resp.headers_mut(), false);
+    let stats = tunnel.stats.clone();
+    Ok(resp.map(|b| Either::Left(PermitBody { inner: b, stats, _permit: permit })))
+}
+
+fn log(ctx: &Ctx, tunnel: &Tunnel, method: &Method, path: &str, status: u16, started: Instant) {
+    tunnel.session.log_request(RequestLogEntry {
+        tunnel_id: tunnel.id.clone(),
+        method: method.to_string(),
+        path: path.chars().take(256).collect(),
+        status,
+        duration_us: started.elapsed().as_micros() as u64,
+        remote_addr: ctx.peer.ip().to_string(),
+    });
+}
+
+/// A response body that holds the tunnel's concurrency permit until it is finished, so the
+/// cap counts streaming responses and graceful shutdown waits for them.
+pub struct PermitBody {
+    inner: Incoming,
+    stats: Arc<TunnelStats>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl HttpBody for PermitBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &r {
+            if let Some(d) = f.data_ref() {
+                self.stats.add_out(d.len());
+            }
+        }
+        r
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Opens data connections for the pooled client: the URI host names the tunnel.
+#[derive(Clone)]
+pub struct TunnelConnector {
+    shared: Arc<Shared>,
+}
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+impl tower_service::Service<Uri> for TunnelConnector {
+    type Response = TunnelIo;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<TunnelIo, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let id = uri.host().and_then(|h| h.strip_suffix(".tunnel")).ok_or("bad tunnel uri")?;
+            let tunnel = shared.tunnel(id).ok_or("tunnel closed")?;
+            let conn = tunnel.session.take_data_conn().await?;
+            let header = StreamHeader { tunnel_id: tunnel.id.clone(), protocol: Protocol::Http, peer: String::new() };
+            let mut io = TokioIo::new(conn);
+            io.write_all(&header.encode()).await?;
+            Ok(TunnelIo { inner: io.into_inner(), stats: tunnel.stats.clone() })
+        })
+    }
+}
+
+/// A data connection serving HTTP/1.1 for one tunnel, counting bytes.
+pub struct TunnelIo {
+    inner: Upgraded,
+    stats: Arc<TunnelStats>,
+}
+
+impl Connection for TunnelIo {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl hyper::rt::Read for TunnelIo {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: hyper::rt::ReadBufCursor<'_>) -> Poll<std::io::Result<()>> {
+        // Bytes out are counted on the response body (`PermitBody`), where their length is known.
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for TunnelIo {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            self.stats.add_in(*n);
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = &r {
+            self.stats.add_in(*n);
+        }
+        r
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subdomain_routing_rules() {
+        assert_eq!(subdomain_of("app.localhost", "localhost"), Some("app"));
+        assert_eq!(subdomain_of("app.localhost.", "localhost"), None);
+        assert_eq!(subdomain_of("a.b.localhost", "localhost"), None);
+        assert_eq!(subdomain_of("localhost", "localhost"), None);
+        assert_eq!(subdomain_of("applocalhost", "localhost"), None);
+        assert_eq!(subdomain_of("127.0.0.1", "localhost"), None);
+        assert_eq!(subdomain_of("[::1]", "localhost"), None);
+        assert_eq!(subdomain_of("app.example.com", "localhost"), None);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.get("x-secret").is_none());
+        assert!(h.get(header::TRANSFER_ENCODING).is_none());
+        assert!(h.get(header::UPGRADE).is_none());
+        assert!(h.get("x-keep").is_some());
+    }
+}

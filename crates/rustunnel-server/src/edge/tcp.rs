@@ -1,0 +1,61 @@
+//! TCP tunnels: one listener per tunnel; each visitor connection takes a data connection from
+//! the client's pool and is spliced to it with half-close preserved.
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use rustunnel_proto::stream::StreamHeader;
+use rustunnel_proto::Protocol;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+use super::Counted;
+use crate::server::Shared;
+use crate::tunnel::Tunnel;
+
+/// Splice buffer per direction: big enough for full TLS records and fast bulk transfer.
+pub const SPLICE_BUF: usize = 32 * 1024;
+
+pub async fn run(listener: TcpListener, tunnel: Arc<Tunnel>, shared: Arc<Shared>) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = tunnel.cancel.cancelled() => return,
+            _ = shared.stop_accepting.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "tcp tunnel accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = tunnel.concurrency.clone().try_acquire_owned() else {
+            // Over the tunnel's cap: refuse this one connection only.
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        tunnel.stats.connections.fetch_add(1, Ordering::Relaxed);
+        let t = tunnel.clone();
+        shared.tasks.spawn(async move {
+            let _permit = permit;
+            tokio::select! {
+                _ = forward(stream, peer.to_string(), &t) => {}
+                _ = t.cancel.cancelled() => {}
+            }
+        });
+    }
+}
+
+async fn forward(mut visitor: TcpStream, peer: String, tunnel: &Tunnel) {
+    let Ok(conn) = tunnel.session.take_data_conn().await else {
+        return;
+    };
+    let header = StreamHeader { tunnel_id: tunnel.id.clone(), protocol: Protocol::Tcp, peer };
+    let mut data = Counted::new(TokioIo::new(conn), tunnel.stats.clone());
+    if data.write_all(&header.encode()).await.is_err() {
+        return;
+    }
+    let _ = tokio::io::copy_bidirectional_with_sizes(&mut visitor, &mut data, SPLICE_BUF, SPLICE_BUF).await;
+}

@@ -1,0 +1,29 @@
+//! The rustunnel edge server.
+//!
+//! Component map:
+//! - [`config`]: file/flag configuration layer and the validated runtime [`config::Config`].
+//! - [`server`]: [`ServerHandle::spawn`] wires everything; shared state; open/close tunnels;
+//!   graceful shutdown.
+//! - [`control`]: the control port (TLS, WebSocket control channel, data-connection upgrades).
+//! - [`session`]: one connected client: control queue, data-connection pool, request log.
+//! - [`registry`]: sans-IO ownership of subdomains and ports, with reconnect reservations.
+//! - [`edge`]: public HTTP/HTTPS, TCP and UDP edges.
+//! - [`auth`], [`store`]: tokens (hashed), owners, tunnel history (SQLite or PostgreSQL).
+//! - [`api`]: the management REST API.
+//! - [`tls`]: certificates (operator files or a generated self-signed pair for dev).
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod control;
+pub mod edge;
+pub mod registry;
+pub mod server;
+pub mod session;
+pub mod store;
+pub mod tls;
+pub mod tunnel;
+
+pub use config::{Config, FileConfig};
+pub use server::{ServerError, ServerHandle};

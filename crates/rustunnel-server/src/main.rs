@@ -1,0 +1,203 @@
+//! `rustunnel-server`: parses flags and config, sets up logging and signals, runs the library.
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use rustunnel_server::{Config, FileConfig, ServerHandle};
+
+#[derive(Parser)]
+#[command(name = "rustunnel-server", version, about = "The rustunnel edge server: HTTP(S), TCP and UDP tunnels over a TLS WebSocket control plane")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Args, Default)]
+struct RunArgs {
+    /// TOML configuration file; flags and environment override it.
+    #[arg(long, env = "RUSTUNNEL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Loopback development server with embedded defaults (domain localhost, control 127.0.0.1:4040,
+    /// API :4041, HTTP :8080, HTTPS :8443, ports 20000-20999, data in ./.rustunnel, self-signed cert).
+    #[arg(long)]
+    dev: bool,
+    /// Base domain: HTTP tunnels are served at <subdomain>.<domain>.
+    #[arg(long, env = "RUSTUNNEL_DOMAIN")]
+    domain: Option<String>,
+    /// Control-plane address (TLS WebSocket) [default: 0.0.0.0:4040, --dev 127.0.0.1:4040].
+    #[arg(long, env = "RUSTUNNEL_CONTROL_ADDR")]
+    control_addr: Option<String>,
+    /// Management API address [default: :4041]; "off" disables it.
+    #[arg(long, env = "RUSTUNNEL_API_ADDR")]
+    api_addr: Option<String>,
+    /// Public HTTP edge address [default: :80, --dev :8080]; "off" disables it.
+    #[arg(long, env = "RUSTUNNEL_HTTP_ADDR")]
+    http_addr: Option<String>,
+    /// Public HTTPS edge address [default: :443, --dev :8443]; "off" disables it.
+    #[arg(long, env = "RUSTUNNEL_HTTPS_ADDR")]
+    https_addr: Option<String>,
+    /// Port range for TCP tunnels [default: 20000-20999].
+    #[arg(long, env = "RUSTUNNEL_TCP_PORTS")]
+    tcp_ports: Option<String>,
+    /// Port range for UDP tunnels [default: 20000-20999].
+    #[arg(long, env = "RUSTUNNEL_UDP_PORTS")]
+    udp_ports: Option<String>,
+    /// Data directory: SQLite database, generated certificate, admin token [default: ./.rustunnel].
+    #[arg(long, env = "RUSTUNNEL_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Admin token: opens tunnels and mints client tokens.
+    #[arg(long, env = "RUSTUNNEL_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// TLS certificate chain (PEM); without it a self-signed one is generated.
+    #[arg(long, env = "RUSTUNNEL_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "RUSTUNNEL_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Database URL (postgres://...); default is the SQLite file in the data directory.
+    #[arg(long, env = "RUSTUNNEL_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage client tokens directly in the database (no running server needed).
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Create a client token and print it (shown once; only its hash is stored).
+    Create {
+        #[arg(long)]
+        label: String,
+        /// Add the token to this existing owner instead of creating a new one.
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long, env = "RUSTUNNEL_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        #[arg(long, env = "RUSTUNNEL_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+        /// Read other settings (data_dir, database_url) from this config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+impl RunArgs {
+    fn file_config(&self) -> anyhow::Result<FileConfig> {
+        let base = match &self.config {
+            Some(p) => FileConfig::from_file(p)?,
+            None => FileConfig::default(),
+        };
+        let flags = FileConfig {
+            dev: self.dev.then_some(true),
+            domain: self.domain.clone(),
+            control_addr: self.control_addr.clone(),
+            api_addr: self.api_addr.clone(),
+            http_addr: self.http_addr.clone(),
+            https_addr: self.https_addr.clone(),
+            tcp_ports: self.tcp_ports.clone(),
+            udp_ports: self.udp_ports.clone(),
+            data_dir: self.data_dir.clone(),
+            admin_token: self.admin_token.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            database_url: self.database_url.clone(),
+            ..Default::default()
+        };
+        Ok(base.merge(flags))
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUSTUNNEL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Some(Command::Token { action: TokenAction::Create { label, owner, data_dir, database_url, config } }) => {
+            let file = match &config {
+                Some(p) => FileConfig::from_file(p)?,
+                None => FileConfig::default(),
+            };
+            let data_dir = data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./.rustunnel"));
+            let url = database_url.or(file.database_url);
+            let store = rustunnel_server::store::Store::open(url.as_deref(), &data_dir).await.context("opening the database")?;
+            if let Some(o) = &owner {
+                anyhow::ensure!(store.owner_exists(o).await?, "no owner with id {o}");
+            }
+            let (rec, raw) = store.create_token(owner.as_deref(), &label).await?;
+            println!("{raw}");
+            eprintln!("created token {} (label {}, owner {}); it is shown only once", rec.id, rec.label, rec.owner_id);
+            store.close().await;
+            Ok(())
+        }
+        None => run(cli.run).await,
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let config = Config::from_file_config(args.file_config()?)?;
+    let dev = config.dev;
+    let handle = ServerHandle::spawn(config.clone()).await?;
+    let domain = &config.domain;
+    println!("rustunnel-server {} ready", env!("CARGO_PKG_VERSION"));
+    println!("  control plane   wss://{}:{}", domain, handle.control_addr().port());
+    if let Some(a) = handle.api_addr() {
+        println!("  management API  http://{}:{}", domain, a.port());
+    }
+    if let Some(a) = handle.http_addr() {
+        println!("  HTTP edge       http://<name>.{}:{}", domain, a.port());
+    }
+    if let Some(a) = handle.https_addr() {
+        println!("  HTTPS edge      https://<name>.{}:{}", domain, a.port());
+    }
+    println!("  TCP ports       {}-{}", config.tcp_ports.start(), config.tcp_ports.end());
+    println!("  UDP ports       {}-{}", config.udp_ports.start(), config.udp_ports.end());
+    println!("  data directory  {}", config.data_dir.display());
+    if dev {
+        println!("  certificate     {} (self-signed: clients need --insecure or --ca)", handle.cert_path().display());
+        println!("  admin token     {}", handle.admin_token());
+        println!("                  (saved in {})", config.data_dir.join("admin-token").display());
+        if config.allow_anonymous {
+            println!("  loopback dev server: clients may connect without a token");
+        }
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining for up to {:?}", config.drain_timeout);
+    handle.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

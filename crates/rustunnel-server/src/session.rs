@@ -1,0 +1,150 @@
+//! A connected client: its outgoing control queue, its pool of idle data connections and its
+//! batched request log.
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hyper::upgrade::Upgraded;
+use rustunnel_proto::control::RequestLogEntry;
+use rustunnel_proto::ServerMsg;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Principal;
+
+/// Most idle data connections the server keeps for one session; more are refused.
+pub const MAX_IDLE_DATA_CONNS: usize = 256;
+/// Most request-log entries buffered between two flushes; the rest are dropped (the log is a
+/// convenience, not an audit trail).
+const MAX_PENDING_LOG: usize = 1024;
+/// How long a visitor waits for the client to supply a data connection.
+pub const DATA_CONN_WAIT: Duration = Duration::from_secs(10);
+
+/// Why no data connection could be had.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+pub enum DataConnError {
+    #[error("the tunnel client is gone")]
+    Gone,
+    #[error("the tunnel client did not supply a data connection in time")]
+    Timeout,
+}
+
+pub struct Session {
+    pub id: String,
+    pub principal: Principal,
+    pub data_key: String,
+    pub peer: SocketAddr,
+    pub agent: String,
+    /// Control messages to the client. Bounded: a client that does not read its control
+    /// connection is disconnected rather than buffered for.
+    pub out: mpsc::Sender<ServerMsg>,
+    /// Cancelled when the session ends.
+    pub cancel: CancellationToken,
+    pool: Mutex<VecDeque<Upgraded>>,
+    pool_notify: Notify,
+    /// Last time we asked the client for more connections, in ms since `created`.
+    last_request_ms: AtomicU64,
+    created: Instant,
+    log: Mutex<Vec<RequestLogEntry>>,
+}
+
+impl Session {
+    pub fn new(
+        id: String,
+        principal: Principal,
+        data_key: String,
+        peer: SocketAddr,
+        agent: String,
+        out: mpsc::Sender<ServerMsg>,
+        cancel: CancellationToken,
+    ) -> Self {
+        Session {
+            id,
+            principal,
+            data_key,
+            peer,
+            agent,
+            out,
+            cancel,
+            pool: Mutex::new(VecDeque::new()),
+            pool_notify: Notify::new(),
+            last_request_ms: AtomicU64::new(u64::MAX),
+            created: Instant::now(),
+            log: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Adds an idle data connection; false when the pool is full (the connection is dropped).
+    pub fn add_data_conn(&self, conn: Upgraded) -> bool {
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() >= MAX_IDLE_DATA_CONNS || self.cancel.is_cancelled() {
+            return false;
+        }
+        pool.push_back(conn);
+        drop(pool);
+        self.pool_notify.notify_one();
+        true
+    }
+
+    pub fn idle_data_conns(&self) -> usize {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    fn pop(&self) -> Option<Upgraded> {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
+    }
+
+    /// Takes an idle data connection, asking the client for more when none is idle.
+    /// The client replaces every connection it sees used, so the ask is only needed in bursts.
+    pub async fn take_data_conn(&self) -> Result<Upgraded, DataConnError> {
+        let deadline = tokio::time::Instant::now() + DATA_CONN_WAIT;
+        loop {
+            let notified = self.pool_notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(c) = self.pop() {
+                return Ok(c);
+            }
+            if self.cancel.is_cancelled() {
+                return Err(DataConnError::Gone);
+            }
+            self.ask_for_more();
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = self.cancel.cancelled() => return Err(DataConnError::Gone),
+                _ = tokio::time::sleep_until(deadline) => return Err(DataConnError::Timeout),
+            }
+        }
+    }
+
+    /// Asks for a batch of connections, at most every 20 ms so a burst of visitors does not
+    /// turn into a burst of control messages.
+    fn ask_for_more(&self) {
+        let now = self.created.elapsed().as_millis() as u64;
+        let last = self.last_request_ms.load(Ordering::Relaxed);
+        if last != u64::MAX && now.saturating_sub(last) < 20 {
+            return;
+        }
+        self.last_request_ms.store(now, Ordering::Relaxed);
+        let _ = self.out.try_send(ServerMsg::NeedDataConns { count: 8 });
+    }
+
+    /// Queues a request-log entry for the client's live console.
+    pub fn log_request(&self, e: RequestLogEntry) {
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        if log.len() < MAX_PENDING_LOG {
+            log.push(e);
+        }
+    }
+
+    pub fn take_log(&self) -> Vec<RequestLogEntry> {
+        std::mem::take(&mut *self.log.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Drops every idle data connection (session ending).
+    pub fn drain_pool(&self) {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}

@@ -1,0 +1,373 @@
+//! Persistent state: owners, tokens (stored as SHA-256 hashes only) and tunnel history.
+//!
+//! One storage layer over `sqlx::Any`, with two real backends: an embedded SQLite file (the
+//! default, `<data dir>/rustunnel.db`) and PostgreSQL (`--database-url postgres://...`) so
+//! several servers can share tokens and history. Both run the same migrations: the SQL is
+//! written in the common subset (TEXT ids, BIGINT unix milliseconds, `$n` placeholders).
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+
+mod migrations;
+
+/// Storage failures. Callers map these to 500s: they are never caused by user input.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Hex SHA-256 of a token: what the database stores and looks up by. Tokens carry 192 bits of
+/// randomness, so an unsalted hash is not brute-forceable; it only keeps a leaked database
+/// from handing out usable tokens.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Generates a new token: `rt_` + 48 hex characters.
+pub fn generate_token() -> String {
+    let mut b = [0u8; 24];
+    rand::rng().fill_bytes(&mut b);
+    format!("rt_{}", hex::encode(b))
+}
+
+/// A stored token (never its hash or raw value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: String,
+    pub owner_id: String,
+    pub label: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+/// A tunnel's history row.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HistoryRecord {
+    pub id: String,
+    pub owner_id: String,
+    pub name: String,
+    pub protocol: String,
+    pub public_url: String,
+    pub subdomain: Option<String>,
+    pub port: Option<i64>,
+    pub local_addr: String,
+    pub client_addr: String,
+    pub region: String,
+    pub opened_at: i64,
+    pub closed_at: Option<i64>,
+    pub bytes_in: i64,
+    pub bytes_out: i64,
+    pub requests: i64,
+    pub connections: i64,
+    pub close_reason: Option<String>,
+}
+
+/// Filter for [`Store::list_history`].
+#[derive(Debug, Clone, Default)]
+pub struct HistoryQuery {
+    /// `None`: every owner (admin).
+    pub owner_id: Option<String>,
+    pub protocol: Option<String>,
+    pub active: Option<bool>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// Final counters of a closed tunnel.
+#[derive(Debug, Clone, Default)]
+pub struct CloseRecord {
+    pub closed_at: i64,
+    pub reason: String,
+    pub bytes_in: i64,
+    pub bytes_out: i64,
+    pub requests: i64,
+    pub connections: i64,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Store {
+    /// Opens the database at `url`, or the SQLite file in `data_dir` when `url` is `None`,
+    /// and runs pending migrations.
+    pub async fn open(url: Option<&str>, data_dir: &Path) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let url = match url {
+            Some(u) => u.to_string(),
+            None => {
+                std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+                    path: data_dir.display().to_string(),
+                    source,
+                })?;
+                format!("sqlite://{}?mode=rwc", data_dir.join("rustunnel.db").display())
+            }
+        };
+        let backend = if url.starts_with("postgres") { Backend::Postgres } else { Backend::Sqlite };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 10 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers run beside the single writer; busy_timeout makes the
+                        // writer wait instead of failing under contention.
+                        conn.execute("PRAGMA journal_mode=WAL").await?;
+                        conn.execute("PRAGMA busy_timeout=5000").await?;
+                        conn.execute("PRAGMA synchronous=NORMAL").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        let store = Store { pool, backend };
+        migrations::run(&store.pool).await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    // ---- owners and tokens ----
+
+    /// Creates a token. `owner_id = None` creates a new owner for it.
+    pub async fn create_token(&self, owner_id: Option<&str>, label: &str) -> Result<(TokenRecord, String), StoreError> {
+        let now = now_ms();
+        let owner = match owner_id {
+            Some(o) => o.to_string(),
+            None => {
+                let id = uuid::Uuid::new_v4().to_string();
+                sqlx::query("INSERT INTO owners (id, created_at) VALUES ($1, $2)")
+                    .bind(&id)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                id
+            }
+        };
+        let raw = generate_token();
+        let rec = TokenRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            owner_id: owner,
+            label: label.to_string(),
+            created_at: now,
+            last_used_at: None,
+        };
+        sqlx::query("INSERT INTO tokens (id, owner_id, label, token_hash, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&rec.id)
+            .bind(&rec.owner_id)
+            .bind(&rec.label)
+            .bind(hash_token(&raw))
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok((rec, raw))
+    }
+
+    pub async fn owner_exists(&self, owner_id: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM owners WHERE id = $1")
+            .bind(owner_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>("n")? > 0)
+    }
+
+    /// Looks a raw token up by its hash; revoked tokens are not found. Records the use.
+    pub async fn verify_token(&self, raw: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, owner_id, label, created_at, last_used_at FROM tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(hash_token(raw))
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let rec = token_from_row(&row)?;
+        sqlx::query("UPDATE tokens SET last_used_at = $1 WHERE id = $2")
+            .bind(now_ms())
+            .bind(&rec.id)
+            .execute(&self.pool)
+            .await?;
+        Ok(Some(rec))
+    }
+
+    /// Tokens of one owner (or all, for `None`), newest first; revoked ones are left out.
+    pub async fn list_tokens(&self, owner_id: Option<&str>) -> Result<Vec<TokenRecord>, StoreError> {
+        let rows = match owner_id {
+            Some(o) => {
+                sqlx::query("SELECT id, owner_id, label, created_at, last_used_at FROM tokens WHERE revoked_at IS NULL AND owner_id = $1 ORDER BY created_at DESC, id")
+                    .bind(o)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query("SELECT id, owner_id, label, created_at, last_used_at FROM tokens WHERE revoked_at IS NULL ORDER BY created_at DESC, id")
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(token_from_row).collect()
+    }
+
+    /// Revokes a token; `owner_id` scopes the lookup (another owner's token is "not found").
+    pub async fn revoke_token(&self, id: &str, owner_id: Option<&str>) -> Result<Option<TokenRecord>, StoreError> {
+        let found = self.list_tokens(owner_id).await?.into_iter().find(|t| t.id == id);
+        if let Some(t) = &found {
+            sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2")
+                .bind(now_ms())
+                .bind(&t.id)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(found)
+    }
+
+    // ---- history ----
+
+    pub async fn record_open(&self, h: &HistoryRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO tunnel_history (id, owner_id, name, protocol, public_url, subdomain, port, local_addr, client_addr, region, opened_at, bytes_in, bytes_out, requests, connections) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, 0, 0, 0)",
+        )
+        .bind(&h.id)
+        .bind(&h.owner_id)
+        .bind(&h.name)
+        .bind(&h.protocol)
+        .bind(&h.public_url)
+        .bind(h.subdomain.clone())
+        .bind(h.port)
+        .bind(&h.local_addr)
+        .bind(&h.client_addr)
+        .bind(&h.region)
+        .bind(h.opened_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn record_close(&self, id: &str, c: &CloseRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE tunnel_history SET closed_at = $1, close_reason = $2, bytes_in = $3, bytes_out = $4, requests = $5, connections = $6 WHERE id = $7 AND closed_at IS NULL",
+        )
+        .bind(c.closed_at)
+        .bind(&c.reason)
+        .bind(c.bytes_in)
+        .bind(c.bytes_out)
+        .bind(c.requests)
+        .bind(c.connections)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Rows left open by a server that died without closing them.
+    pub async fn close_orphans(&self, reason: &str) -> Result<u64, StoreError> {
+        let r = sqlx::query("UPDATE tunnel_history SET closed_at = $1, close_reason = $2 WHERE closed_at IS NULL")
+            .bind(now_ms())
+            .bind(reason)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
+    pub async fn prune_history(&self, older_than_ms: i64) -> Result<u64, StoreError> {
+        let r = sqlx::query("DELETE FROM tunnel_history WHERE closed_at IS NOT NULL AND closed_at < $1")
+            .bind(older_than_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// History newest first. Filters are bound parameters; the SQL text is fixed per shape.
+    pub async fn list_history(&self, q: &HistoryQuery) -> Result<Vec<HistoryRecord>, StoreError> {
+        let mut sql = String::from(
+            "SELECT id, owner_id, name, protocol, public_url, subdomain, port, local_addr, client_addr, region, opened_at, closed_at, bytes_in, bytes_out, requests, connections, close_reason FROM tunnel_history WHERE 1=1",
+        );
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            format!("${n}")
+        };
+        if q.owner_id.is_some() {
+            sql.push_str(&format!(" AND owner_id = {}", next()));
+        }
+        if q.protocol.is_some() {
+            sql.push_str(&format!(" AND protocol = {}", next()));
+        }
+        match q.active {
+            Some(true) => sql.push_str(" AND closed_at IS NULL"),
+            Some(false) => sql.push_str(" AND closed_at IS NOT NULL"),
+            None => {}
+        }
+        sql.push_str(&format!(" ORDER BY opened_at DESC, id DESC LIMIT {} OFFSET {}", next(), next()));
+        let mut query = sqlx::query(&sql);
+        if let Some(o) = &q.owner_id {
+            query = query.bind(o);
+        }
+        if let Some(p) = &q.protocol {
+            query = query.bind(p);
+        }
+        let rows = query.bind(q.limit).bind(q.offset).fetch_all(&self.pool).await?;
+        rows.iter().map(history_from_row).collect()
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn token_from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
+    Ok(TokenRecord {
+        id: row.try_get("id")?,
+        owner_id: row.try_get("owner_id")?,
+        label: row.try_get("label")?,
+        created_at: row.try_get("created_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+    })
+}
+
+fn history_from_row(row: &AnyRow) -> Result<HistoryRecord, StoreError> {
+    Ok(HistoryRecord {
+        id: row.try_get("id")?,
+        owner_id: row.try_get("owner_id")?,
+        name: row.try_get("name")?,
+        protocol: row.try_get("protocol")?,
+        public_url: row.try_get("public_url")?,
+        subdomain: row.try_get("subdomain")?,
+        port: row.try_get("port")?,
+        local_addr: row.try_get("local_addr")?,
+        client_addr: row.try_get("client_addr")?,
+        region: row.try_get("region")?,
+        opened_at: row.try_get("opened_at")?,
+        closed_at: row.try_get("closed_at")?,
+        bytes_in: row.try_get("bytes_in")?,
+        bytes_out: row.try_get("bytes_out")?,
+        requests: row.try_get("requests")?,
+        connections: row.try_get("connections")?,
+        close_reason: row.try_get("close_reason")?,
+    })
+}
+
+#[cfg(test)]
+mod tests;

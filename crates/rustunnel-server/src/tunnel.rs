@@ -1,0 +1,52 @@
+//! An open tunnel as the server holds it: identity, the session that serves it, counters.
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use rustunnel_proto::{Protocol, TunnelInfo};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::session::Session;
+
+/// Traffic counters, updated by the edges as bytes move.
+#[derive(Debug, Default)]
+pub struct TunnelStats {
+    /// Visitor -> local service.
+    pub bytes_in: AtomicU64,
+    /// Local service -> visitor.
+    pub bytes_out: AtomicU64,
+    pub requests: AtomicU64,
+    pub connections: AtomicU64,
+}
+
+impl TunnelStats {
+    pub fn add_in(&self, n: usize) {
+        self.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    pub fn add_out(&self, n: usize) {
+        self.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> (u64, u64, u64, u64) {
+        (
+            self.bytes_in.load(Ordering::Relaxed),
+            self.bytes_out.load(Ordering::Relaxed),
+            self.requests.load(Ordering::Relaxed),
+            self.connections.load(Ordering::Relaxed),
+        )
+    }
+}
+
+pub struct Tunnel {
+    pub id: String,
+    pub name: String,
+    pub protocol: Protocol,
+    pub info: TunnelInfo,
+    pub local_addr: String,
+    pub session: Arc<Session>,
+    pub opened_at_ms: i64,
+    pub stats: Arc<TunnelStats>,
+    /// Cancelled when the tunnel closes: its listener stops and its connections end at once.
+    pub cancel: CancellationToken,
+    /// Caps concurrent requests/connections of this tunnel so one tunnel cannot starve others.
+    pub concurrency: Arc<Semaphore>,
+}
