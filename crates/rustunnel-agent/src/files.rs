@@ -42,7 +42,10 @@ pub struct Artifact {
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
     #[error("cannot read '{path}': {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("'{0}' is not a regular file")]
     NotAFile(String),
     #[error("file is {size} bytes; the limit is {max}")]
@@ -52,7 +55,10 @@ pub enum FileError {
     #[error("'{0}' already exists; pass overwrite=true to replace it")]
     Exists(String),
     #[error("cannot write '{path}': {source}")]
-    Write { path: String, source: std::io::Error },
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("savePath must not be empty or contain NUL")]
     BadSavePath,
 }
@@ -90,20 +96,27 @@ pub fn sanitize_display_name(raw: &str) -> String {
 /// Reads a file to share, refusing before reading when it is over `max`.
 pub async fn read_for_share(path: &Path, max: u64) -> Result<(String, Vec<u8>), FileError> {
     let shown = path.display().to_string();
-    let meta = tokio::fs::metadata(path).await.map_err(|source| FileError::Read {
-        path: shown.clone(),
-        source,
-    })?;
+    let meta = tokio::fs::metadata(path)
+        .await
+        .map_err(|source| FileError::Read {
+            path: shown.clone(),
+            source,
+        })?;
     if !meta.is_file() {
         return Err(FileError::NotAFile(shown));
     }
     if meta.len() > max {
-        return Err(FileError::TooLarge { size: meta.len(), max });
+        return Err(FileError::TooLarge {
+            size: meta.len(),
+            max,
+        });
     }
-    let data = tokio::fs::read(path).await.map_err(|source| FileError::Read {
-        path: shown.clone(),
-        source,
-    })?;
+    let data = tokio::fs::read(path)
+        .await
+        .map_err(|source| FileError::Read {
+            path: shown.clone(),
+            source,
+        })?;
     // The file may have grown between stat and read.
     if data.len() as u64 > max {
         return Err(FileError::TooLarge {
@@ -144,7 +157,8 @@ impl Assembly {
 
     /// Appends bytes that must start exactly at the current end and stay within size.
     pub fn push(&mut self, offset: u64, data: &[u8]) -> Result<(), FileError> {
-        if offset != self.buf.len() as u64 || self.buf.len() as u64 + data.len() as u64 > self.size {
+        if offset != self.buf.len() as u64 || self.buf.len() as u64 + data.len() as u64 > self.size
+        {
             return Err(FileError::Integrity);
         }
         self.buf.extend_from_slice(data);
@@ -236,14 +250,23 @@ mod tests {
         tokio::fs::create_dir_all(&dir).await.unwrap();
         let p = dir.join("out.txt");
         write_save_path(&p, b"one", false).await.unwrap();
-        assert!(matches!(write_save_path(&p, b"two", false).await, Err(FileError::Exists(_))));
+        assert!(matches!(
+            write_save_path(&p, b"two", false).await,
+            Err(FileError::Exists(_))
+        ));
         assert_eq!(tokio::fs::read(&p).await.unwrap(), b"one");
         write_save_path(&p, b"two", true).await.unwrap();
         assert_eq!(tokio::fs::read(&p).await.unwrap(), b"two");
         let (name, data) = read_for_share(&p, 100).await.unwrap();
         assert_eq!((name.as_str(), data.as_slice()), ("out.txt", &b"two"[..]));
-        assert!(matches!(read_for_share(&p, 1).await, Err(FileError::TooLarge { .. })));
-        assert!(matches!(read_for_share(&dir, 100).await, Err(FileError::NotAFile(_))));
+        assert!(matches!(
+            read_for_share(&p, 1).await,
+            Err(FileError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            read_for_share(&dir, 100).await,
+            Err(FileError::NotAFile(_))
+        ));
         tokio::fs::remove_dir_all(&dir).await.unwrap();
     }
 }

@@ -65,7 +65,11 @@ impl FrameCipher {
     }
 
     /// Encrypts `msg` plus an optional binary attachment into one wire frame.
-    pub fn seal<M: Serialize>(&mut self, msg: &M, attachment: &[u8]) -> Result<Vec<u8>, FrameError> {
+    pub fn seal<M: Serialize>(
+        &mut self,
+        msg: &M,
+        attachment: &[u8],
+    ) -> Result<Vec<u8>, FrameError> {
         let header = serde_json::to_vec(msg).map_err(|e| FrameError::Encrypt(e.to_string()))?;
         let total = HEADER_LEN + header.len() + attachment.len();
         if total > MAX_FRAME_PLAINTEXT {
@@ -163,19 +167,39 @@ fn arr4(b: &[u8]) -> [u8; 4] {
 #[serde(tag = "t", rename_all = "camelCase", deny_unknown_fields)]
 pub enum GuestMsg {
     /// First frame after a Join handshake (key confirmation).
-    Join { name: String },
+    Join {
+        name: String,
+    },
     /// First frame after a Resume handshake.
     #[serde(rename_all = "camelCase")]
-    Resume { last_seq: u64 },
-    Say { req: u64, text: String },
+    Resume {
+        last_seq: u64,
+    },
+    Say {
+        req: u64,
+        text: String,
+    },
     /// Announces an upload; `size` is checked against caps before any allocation.
-    FileBegin { req: u64, name: String, size: u64, sha256: String },
+    FileBegin {
+        req: u64,
+        name: String,
+        size: u64,
+        sha256: String,
+    },
     /// Attachment holds the bytes at `offset`.
-    FileChunk { req: u64, offset: u64 },
-    FileEnd { req: u64 },
+    FileChunk {
+        req: u64,
+        offset: u64,
+    },
+    FileEnd {
+        req: u64,
+    },
     /// Ask the host to stream an artifact.
     #[serde(rename_all = "camelCase")]
-    Fetch { req: u64, artifact_id: String },
+    Fetch {
+        req: u64,
+        artifact_id: String,
+    },
     /// Member leaves for good (the room stays open).
     Leave,
 }
@@ -209,17 +233,39 @@ pub enum HostMsg {
         idle_timeout_secs: u64,
     },
     /// Post-handshake refusal (e.g. invite won by someone else, room full).
-    Rejected { reason: String },
+    Rejected {
+        reason: String,
+    },
     /// A transcript entry.
-    Event { event: Event },
-    Ack { req: u64, seq: Option<u64> },
-    Nack { req: u64, code: NackCode, message: String },
-    FileHeader { req: u64, size: u64, sha256: String },
+    Event {
+        event: Event,
+    },
+    Ack {
+        req: u64,
+        seq: Option<u64>,
+    },
+    Nack {
+        req: u64,
+        code: NackCode,
+        message: String,
+    },
+    FileHeader {
+        req: u64,
+        size: u64,
+        sha256: String,
+    },
     /// Attachment holds the bytes at `offset`.
-    FileData { req: u64, offset: u64 },
-    FileDone { req: u64 },
+    FileData {
+        req: u64,
+        offset: u64,
+    },
+    FileDone {
+        req: u64,
+    },
     /// Room is over; the final system event was sent just before.
-    Closed { summary: Option<String> },
+    Closed {
+        summary: Option<String>,
+    },
 }
 
 #[cfg(test)]
@@ -232,7 +278,8 @@ mod tests {
     pub(crate) fn pair() -> (FrameCipher, FrameCipher) {
         let room = RoomId::parse("room1234abcd").unwrap();
         let (ini, hello) = Initiator::start(&room, HelloKind::Join, [1; 16], &[5; 32]).unwrap();
-        let (host, reply) = respond(&room, &ClientHello::decode(&hello).unwrap(), &[5; 32]).unwrap();
+        let (host, reply) =
+            respond(&room, &ClientHello::decode(&hello).unwrap(), &[5; 32]).unwrap();
         (ini.finish(&reply).unwrap().cipher, host.cipher)
     }
 
@@ -247,7 +294,9 @@ mod tests {
     fn round_trip_large_frame_with_attachment() {
         let (mut g, mut h) = pair();
         let data: Vec<u8> = (0..FILE_CHUNK).map(|i| i as u8).collect();
-        let wire = g.seal(&GuestMsg::FileChunk { req: 1, offset: 0 }, &data).unwrap();
+        let wire = g
+            .seal(&GuestMsg::FileChunk { req: 1, offset: 0 }, &data)
+            .unwrap();
         assert!(wire.len() > NOISE_MAX);
         let (m, att): (GuestMsg, _) = h.open(&wire).unwrap();
         assert_eq!(m, GuestMsg::FileChunk { req: 1, offset: 0 });
@@ -273,14 +322,24 @@ mod tests {
 
         // Truncation on a chunk boundary of a multi-chunk frame.
         let (mut g, mut h) = pair();
-        let big = g.seal(&GuestMsg::FileChunk { req: 1, offset: 0 }, &vec![7u8; 100_000]).unwrap();
-        assert_eq!(h.open::<GuestMsg>(&big[..NOISE_MAX]).unwrap_err(), FrameError::Tampering);
+        let big = g
+            .seal(
+                &GuestMsg::FileChunk { req: 1, offset: 0 },
+                &vec![7u8; 100_000],
+            )
+            .unwrap();
+        assert_eq!(
+            h.open::<GuestMsg>(&big[..NOISE_MAX]).unwrap_err(),
+            FrameError::Tampering
+        );
     }
 
     #[test]
     fn oversize_rejected_before_decrypting() {
         let (_g, mut h) = pair();
-        let e = h.open::<GuestMsg>(&vec![0u8; MAX_WIRE_FRAME + 1]).unwrap_err();
+        let e = h
+            .open::<GuestMsg>(&vec![0u8; MAX_WIRE_FRAME + 1])
+            .unwrap_err();
         assert!(matches!(e, FrameError::TooLarge { .. }));
         let (mut g, _) = pair();
         assert!(matches!(
@@ -295,7 +354,62 @@ mod tests {
         // A guest trying to send a host-only Event (forged sender/seq) cannot be decoded.
         let forged = HostMsg::Closed { summary: None };
         let wire = g.seal(&forged, &[]).unwrap();
-        assert!(matches!(h.open::<GuestMsg>(&wire), Err(FrameError::Malformed(_))));
+        assert!(matches!(
+            h.open::<GuestMsg>(&wire),
+            Err(FrameError::Malformed(_))
+        ));
+    }
+
+    /// A relay that forwards host->guest frames but can misbehave.
+    struct MaliciousRelay {
+        seen: Vec<Vec<u8>>,
+    }
+
+    impl MaliciousRelay {
+        fn replay(&self) -> Vec<u8> {
+            self.seen[0].clone()
+        }
+        fn flip(&self, i: usize, idx: usize) -> Vec<u8> {
+            let mut f = self.seen[i].clone();
+            let n = f.len();
+            f[idx % n] ^= 0x80;
+            f
+        }
+        fn truncate(&self, i: usize) -> Vec<u8> {
+            let f = &self.seen[i];
+            f[..f.len() - 1].to_vec()
+        }
+    }
+
+    #[test]
+    fn malicious_relay_is_detected_every_time() {
+        type Attack = fn(&MaliciousRelay) -> Vec<u8>;
+        let attacks: [(&str, Attack); 5] = [
+            ("replay", |r| r.replay()),
+            ("reorder", |r| r.seen[2].clone()),
+            ("truncate", |r| r.truncate(1)),
+            ("flip-header", |r| r.flip(1, 3)),
+            ("flip-tail", |r| r.flip(1, usize::MAX)),
+        ];
+        for (name, attack) in attacks {
+            let (mut guest, mut host) = pair();
+            let mut relay = MaliciousRelay { seen: Vec::new() };
+            for i in 0..3 {
+                let ev = HostMsg::Closed {
+                    summary: Some(format!("secret {i}")),
+                };
+                relay.seen.push(host.seal(&ev, &[]).unwrap());
+            }
+            let _ = guest.open::<HostMsg>(&relay.seen[0]).unwrap();
+            let forged = attack(&relay);
+            assert_eq!(
+                guest.open::<HostMsg>(&forged).unwrap_err(),
+                FrameError::Tampering,
+                "{name}"
+            );
+            // Once tampering is seen the connection's cipher stays dead.
+            assert!(guest.open::<HostMsg>(&relay.seen[1]).is_err(), "{name}");
+        }
     }
 
     proptest! {

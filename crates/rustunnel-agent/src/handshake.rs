@@ -74,7 +74,9 @@ pub enum HandshakeError {
     Auth,
     #[error("malformed handshake message: {0}")]
     Malformed(&'static str),
-    #[error("host speaks agent protocol {host}, this side {ours}: upgrade rustunnel on the older side")]
+    #[error(
+        "host speaks agent protocol {host}, this side {ours}: upgrade rustunnel on the older side"
+    )]
     Version { host: u8, ours: u8 },
     #[error("host rejected the connection: {0:?}")]
     Rejected(RejectReason),

@@ -129,8 +129,9 @@ impl InviteTable {
     /// are kept for one extra TTL so a late redeemer still gets a precise error.
     pub fn gc(&mut self, now: Instant) {
         let ttl = self.ttl;
-        self.entries
-            .retain(|_, e| now < e.expires_at + ttl || matches!(e.state, State::Pending) && now < e.expires_at);
+        self.entries.retain(|_, e| {
+            now < e.expires_at + ttl || matches!(e.state, State::Pending) && now < e.expires_at
+        });
     }
 
     /// Drops every invite (room closed).

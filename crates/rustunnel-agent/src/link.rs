@@ -23,7 +23,9 @@ pub enum LinkError {
     TooLong(usize),
     #[error("join link has no '#<secret>' part; the link was cut off, ask the host to resend it")]
     NoFragment,
-    #[error("join link secret is not valid base64url; the link was altered, ask the host to resend it")]
+    #[error(
+        "join link secret is not valid base64url; the link was altered, ask the host to resend it"
+    )]
     BadBase64,
     #[error("join link secret has {0} bytes, expected {expected}; the link was cut off or altered", expected = INVITE_ID_LEN + INVITE_KEY_LEN)]
     WrongKeyLength(usize),
@@ -31,7 +33,9 @@ pub enum LinkError {
     WrongScheme(String),
     #[error("join link host is missing or invalid")]
     BadHost,
-    #[error("join link path must end in /t/<roomId> with a room id of 8-64 letters, digits, '-' or '_'")]
+    #[error(
+        "join link path must end in /t/<roomId> with a room id of 8-64 letters, digits, '-' or '_'"
+    )]
     BadRoomId,
     #[error("join link must not contain a query string or user info")]
     Unexpected,
@@ -73,7 +77,8 @@ impl RoomId {
     /// Validates a room id taken from a URL path.
     pub fn parse(s: &str) -> Result<Self, LinkError> {
         let ok = (8..=64).contains(&s.len())
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if ok {
             Ok(RoomId(s.to_owned()))
         } else {

@@ -37,10 +37,15 @@ pub const RESUME_WINDOW: Duration = Duration::from_secs(120);
 pub enum JoinError {
     #[error(transparent)]
     Link(#[from] LinkError),
-    #[error("wss:// links need TLS, which this build does not support; use the ws:// URL of the tunnel")]
+    #[error(
+        "wss:// links need TLS, which this build does not support; use the ws:// URL of the tunnel"
+    )]
     TlsUnsupported,
     #[error("cannot reach the relay at {addr}: {source}")]
-    Connect { addr: String, source: std::io::Error },
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("WebSocket upgrade failed (room gone or wrong URL): {0}")]
     Upgrade(String),
     #[error("this join link was already used; links are single-use, ask the host for a new one")]
@@ -49,7 +54,9 @@ pub enum JoinError {
     Expired,
     #[error("the host does not know this link (room restarted?); ask the host for a new link")]
     UnknownInvite,
-    #[error("the link key was rejected: the link is wrong or was altered; ask the host to resend it")]
+    #[error(
+        "the link key was rejected: the link is wrong or was altered; ask the host to resend it"
+    )]
     BadKey,
     #[error("the room is closed")]
     Closed,
@@ -71,7 +78,9 @@ impl From<HandshakeError> for JoinError {
             HandshakeError::Rejected(RejectReason::AlreadyUsed) => JoinError::AlreadyUsed,
             HandshakeError::Rejected(RejectReason::Expired) => JoinError::Expired,
             HandshakeError::Rejected(RejectReason::Unknown) => JoinError::UnknownInvite,
-            HandshakeError::Rejected(RejectReason::BadKey) | HandshakeError::Auth => JoinError::BadKey,
+            HandshakeError::Rejected(RejectReason::BadKey) | HandshakeError::Auth => {
+                JoinError::BadKey
+            }
             HandshakeError::Rejected(RejectReason::Closed) => JoinError::Closed,
             other => JoinError::Handshake(other),
         }
@@ -139,14 +148,21 @@ impl GuestState {
 
     pub(crate) fn events_since(&self, seq: u64, max: usize) -> Vec<Event> {
         let start = self.transcript.partition_point(|e| e.seq <= seq);
-        self.transcript.iter().skip(start).take(max).cloned().collect()
+        self.transcript
+            .iter()
+            .skip(start)
+            .take(max)
+            .cloned()
+            .collect()
     }
 
     pub(crate) fn file_info(&self, artifact_id: &str) -> Option<FileInfo> {
-        self.transcript
-            .iter()
-            .rev()
-            .find_map(|e| e.file.as_ref().filter(|f| f.artifact_id == artifact_id).cloned())
+        self.transcript.iter().rev().find_map(|e| {
+            e.file
+                .as_ref()
+                .filter(|f| f.artifact_id == artifact_id)
+                .cloned()
+        })
     }
 }
 
@@ -295,17 +311,27 @@ async fn connect(
                 Err(JoinError::Refused(reason))
             }
         }
-        _ => Err(JoinError::Refused("unexpected first message from host".into())),
+        _ => Err(JoinError::Refused(
+            "unexpected first message from host".into(),
+        )),
     }
 }
 
 impl GuestSession {
     /// Redeems `link` and joins the room as `name`.
     pub async fn join(link: &JoinLink, name: &str) -> Result<Self, JoinError> {
-        let first = GuestMsg::Join { name: name.to_owned() };
+        let first = GuestMsg::Join {
+            name: name.to_owned(),
+        };
         let (conn, w) = tokio::time::timeout(
             JOIN_TIMEOUT,
-            connect(link, HelloKind::Join, link.invite_id().0, &link.key().0, first),
+            connect(
+                link,
+                HelloKind::Join,
+                link.invite_id().0,
+                &link.key().0,
+                first,
+            ),
         )
         .await
         .map_err(|_| JoinError::Timeout(JOIN_TIMEOUT))??;
@@ -337,7 +363,13 @@ impl GuestSession {
         let (tx, rx) = mpsc::channel(32);
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        tasks.spawn(drive(conn, link.clone(), shared.clone(), rx, cancel.clone()));
+        tasks.spawn(drive(
+            conn,
+            link.clone(),
+            shared.clone(),
+            rx,
+            cancel.clone(),
+        ));
         Ok(GuestSession {
             shared,
             cmds: tx,
@@ -346,12 +378,18 @@ impl GuestSession {
         })
     }
 
-    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, GuestOpError>>) -> Cmd) -> Result<T, GuestOpError> {
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, GuestOpError>>) -> Cmd,
+    ) -> Result<T, GuestOpError> {
         if self.shared.lock().ended.is_some() {
             return Err(GuestOpError::Closed);
         }
         let (tx, rx) = oneshot::channel();
-        self.cmds.send(make(tx)).await.map_err(|_| GuestOpError::Closed)?;
+        self.cmds
+            .send(make(tx))
+            .await
+            .map_err(|_| GuestOpError::Closed)?;
         rx.await.map_err(|_| GuestOpError::Disconnected)?
     }
 
@@ -483,7 +521,10 @@ async fn resume(
     while tokio::time::Instant::now() < give_up {
         let last_seq = shared.lock().last_seq;
         let first = GuestMsg::Resume { last_seq };
-        let attempt = tokio::time::timeout(JOIN_TIMEOUT, connect(link, HelloKind::Resume, ticket.id, &ticket.secret, first));
+        let attempt = tokio::time::timeout(
+            JOIN_TIMEOUT,
+            connect(link, HelloKind::Resume, ticket.id, &ticket.secret, first),
+        );
         tokio::select! {
             _ = cancel.cancelled() => return Err(None),
             r = attempt => match r {
@@ -514,7 +555,9 @@ async fn resume(
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
-    Err(Some(format!("could not resume within {RESUME_WINDOW:?}: {last_err}")))
+    Err(Some(format!(
+        "could not resume within {RESUME_WINDOW:?}: {last_err}"
+    )))
 }
 
 enum Pending {
@@ -529,7 +572,10 @@ enum Pending {
 
 async fn send_frame(conn: &mut Conn, msg: &GuestMsg, att: &[u8]) -> Result<(), String> {
     let w = conn.cipher.seal(msg, att).map_err(|e| e.to_string())?;
-    conn.ws.send(WsMessage::binary(w)).await.map_err(|e| e.to_string())
+    conn.ws
+        .send(WsMessage::binary(w))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn run_conn(

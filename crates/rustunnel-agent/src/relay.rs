@@ -21,8 +21,12 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::files::{Assembly, FileError};
-use crate::frame::{FrameCipher, FrameError, GuestMsg, HostMsg, NackCode, FILE_CHUNK, MAX_WIRE_FRAME};
-use crate::handshake::{encode_reject, respond, ClientHello, HelloKind, RejectReason, MAX_HELLO_LEN};
+use crate::frame::{
+    FrameCipher, FrameError, GuestMsg, HostMsg, NackCode, FILE_CHUNK, MAX_WIRE_FRAME,
+};
+use crate::handshake::{
+    encode_reject, respond, ClientHello, HelloKind, RejectReason, MAX_HELLO_LEN,
+};
 use crate::invite::{InviteTable, RedeemError};
 use crate::link::{InviteId, JoinLink, RelayBase, RoomId};
 use crate::room::{MemberId, Now, Room, RoomError, RoomLimits, HOST_ID};
@@ -89,6 +93,7 @@ pub(crate) struct HostShared {
     state: Mutex<HostState>,
     /// Bumped whenever the transcript or room state changes.
     pub(crate) changed: watch::Sender<u64>,
+    /// Authenticated member connections currently served.
     live: watch::Sender<usize>,
     room_id: RoomId,
     pub(crate) base: RelayBase,
@@ -136,7 +141,13 @@ impl HostSession {
         }
         let local_addr = listener.local_addr().map_err(OpenError::Listener)?;
         let room_id = RoomId::random();
-        let room = Room::new(room_id.clone(), &cfg.goal, &cfg.host_name, Now::current(), cfg.limits.clone());
+        let room = Room::new(
+            room_id.clone(),
+            &cfg.goal,
+            &cfg.host_name,
+            Now::current(),
+            cfg.limits.clone(),
+        );
         let shared = Arc::new(HostShared {
             state: Mutex::new(HostState {
                 room,
@@ -172,13 +183,19 @@ impl HostSession {
     }
 
     /// Mints `count` single-use invites. Only the host can do this: guests have no table.
-    pub fn invite(&self, count: usize) -> Result<Vec<(JoinLink, Duration)>, crate::invite::MintError> {
+    pub fn invite(
+        &self,
+        count: usize,
+    ) -> Result<Vec<(JoinLink, Duration)>, crate::invite::MintError> {
         let now = Now::current();
         let mut st = self.shared.lock();
         let mut out = Vec::new();
         for _ in 0..count.max(1) {
             let m = st.invites.mint(now.at)?;
-            let link = self.shared.base.join_link(&self.shared.room_id, m.id, &m.key);
+            let link = self
+                .shared
+                .base
+                .join_link(&self.shared.room_id, m.id, &m.key);
             out.push((link, m.expires_at.saturating_duration_since(now.at)));
         }
         Ok(out)
@@ -204,7 +221,6 @@ impl HostSession {
         let mut tasks = self.tasks.lock().await;
         while tasks.join_next().await.is_some() {}
     }
-
 }
 
 async fn idle_timer(shared: Arc<HostShared>, cancel: CancellationToken) {
@@ -251,10 +267,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<HostShared>, cancel: Can
                     };
                     let shared = shared.clone();
                     let cancel = cancel.child_token();
-                    shared.live.send_modify(|n| *n += 1);
                     conns.spawn(async move {
-                        handle_conn(stream, shared.clone(), cancel).await;
-                        shared.live.send_modify(|n| *n = n.saturating_sub(1));
+                        handle_conn(stream, shared, cancel).await;
                         drop(permit);
                     });
                 }
@@ -313,8 +327,12 @@ async fn handle_conn(stream: TcpStream, shared: Arc<HostShared>, cancel: Cancell
     };
     let member = authed.member;
     let gen = authed.gen;
+    // Only members count: close() waits for them to get the final message, never
+    // for unauthenticated sockets.
+    shared.live.send_modify(|n| *n += 1);
     let outcome = serve_member(&mut ws, &shared, authed).await;
     let _ = ws.close(None).await;
+    shared.live.send_modify(|n| *n = n.saturating_sub(1));
     let mut st = shared.lock();
     let current = st.conns.get(&member).map(|s| s.gen) == Some(gen);
     if current {
@@ -337,7 +355,13 @@ fn path_ok(path: &str, room: &RoomId) -> bool {
         .is_some_and(|p| p.ends_with("/t/"))
 }
 
-async fn preauth(stream: TcpStream, shared: &Arc<HostShared>, cancel: &CancellationToken) -> Option<(Ws, Authed)> {
+// The callback's error type is fixed by tungstenite.
+#[allow(clippy::result_large_err)]
+async fn preauth(
+    stream: TcpStream,
+    shared: &Arc<HostShared>,
+    cancel: &CancellationToken,
+) -> Option<(Ws, Authed)> {
     let room_id = shared.room_id.clone();
     let cb = move |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         if path_ok(req.uri().path(), &room_id) {
@@ -365,12 +389,21 @@ async fn preauth(stream: TcpStream, shared: &Arc<HostShared>, cancel: &Cancellat
         let st = shared.lock();
         let now = Now::current();
         match hello.kind {
-            HelloKind::Join => st.invites.key_for(&InviteId(hello.id), now.at).map(|k| k.0).map_err(reject_for),
-            HelloKind::Resume => st
-                .room
-                .resume_lookup(&hello.id)
-                .map(|(_, s)| s)
-                .ok_or(if st.room.is_closed() { RejectReason::Closed } else { RejectReason::Unknown }),
+            HelloKind::Join => st
+                .invites
+                .key_for(&InviteId(hello.id), now.at)
+                .map(|k| k.0)
+                .map_err(reject_for),
+            HelloKind::Resume => {
+                st.room
+                    .resume_lookup(&hello.id)
+                    .map(|(_, s)| s)
+                    .ok_or(if st.room.is_closed() {
+                        RejectReason::Closed
+                    } else {
+                        RejectReason::Unknown
+                    })
+            }
         }
     };
     let psk = match psk {
@@ -401,23 +434,36 @@ async fn preauth(stream: TcpStream, shared: &Arc<HostShared>, cancel: &Cancellat
                 .invites
                 .redeem(&InviteId(hello.id), now.at)
                 .map_err(|e| e.to_string())
-                .and_then(|()| st.room.add_member(&name, Some(code.clone()), now).map_err(|e| e.to_string()))
+                .and_then(|()| {
+                    st.room
+                        .add_member(&name, Some(code.clone()), now)
+                        .map_err(|e| e.to_string())
+                })
                 .map(|m| (m, 0)),
-            (HelloKind::Resume, GuestMsg::Resume { last_seq }) => match st.room.resume_lookup(&hello.id) {
-                Some((m, _)) => {
-                    st.room.set_connected(m, true, now);
-                    Ok((m, last_seq.min(st.room.last_seq())))
+            (HelloKind::Resume, GuestMsg::Resume { last_seq }) => {
+                match st.room.resume_lookup(&hello.id) {
+                    Some((m, _)) => {
+                        st.room.set_connected(m, true, now);
+                        Ok((m, last_seq.min(st.room.last_seq())))
+                    }
+                    None => Err("resume ticket no longer valid".to_owned()),
                 }
-                None => Err("resume ticket no longer valid".to_owned()),
-            },
+            }
             _ => Err("unexpected first frame".to_owned()),
         };
         r.map(|(m, cursor)| {
-            st.room.set_resume(m, ticket.id, ticket.secret, code.clone());
+            st.room
+                .set_resume(m, ticket.id, ticket.secret, code.clone());
             st.next_gen += 1;
             let gen = st.next_gen;
             let conn_cancel = cancel.child_token();
-            if let Some(old) = st.conns.insert(m, ConnSlot { gen, cancel: conn_cancel }) {
+            if let Some(old) = st.conns.insert(
+                m,
+                ConnSlot {
+                    gen,
+                    cancel: conn_cancel,
+                },
+            ) {
                 // A resumed member supersedes its stale connection.
                 old.cancel.cancel();
             }
@@ -446,7 +492,11 @@ async fn preauth(stream: TcpStream, shared: &Arc<HostShared>, cancel: &Cancellat
             resume_seed: hex::encode(seed),
             idle_timeout_secs: st.room.limits().idle_timeout.as_secs(),
         };
-        let c = st.conns.get(&member).map(|s| s.cancel.clone()).unwrap_or_else(|| cancel.child_token());
+        let c = st
+            .conns
+            .get(&member)
+            .map(|s| s.cancel.clone())
+            .unwrap_or_else(|| cancel.child_token());
         (w, c)
     };
     let w = cipher.seal(&welcome, &[]).ok()?;
@@ -528,7 +578,10 @@ async fn serve_member(ws: &mut Ws, shared: &Arc<HostShared>, a: Authed) -> Outco
         let n = events.len();
         for ev in events {
             cursor = ev.seq;
-            if send(ws, &mut cipher, &HostMsg::Event { event: ev }, &[]).await.is_err() {
+            if send(ws, &mut cipher, &HostMsg::Event { event: ev }, &[])
+                .await
+                .is_err()
+            {
                 return Outcome::Dropped;
             }
         }
@@ -551,7 +604,10 @@ async fn serve_member(ws: &mut Ws, shared: &Arc<HostShared>, a: Authed) -> Outco
         let (msg, att) = match cipher.open::<GuestMsg>(&frame) {
             Ok(v) => v,
             Err(FrameError::Tampering) => {
-                tracing::warn!(member, "tampering detected on member connection; dropping it");
+                tracing::warn!(
+                    member,
+                    "tampering detected on member connection; dropping it"
+                );
                 return Outcome::Dropped;
             }
             Err(e) => {
@@ -565,28 +621,37 @@ async fn serve_member(ws: &mut Ws, shared: &Arc<HostShared>, a: Authed) -> Outco
                 match r {
                     Ok(seq) => {
                         shared.notify();
-                        HostMsg::Ack { req, seq: Some(seq) }
+                        HostMsg::Ack {
+                            req,
+                            seq: Some(seq),
+                        }
                     }
                     Err(e) => nack_for(req, &e),
                 }
             }
-            GuestMsg::FileBegin { req, name, size, sha256 } => {
+            GuestMsg::FileBegin {
+                req,
+                name,
+                size,
+                sha256,
+            } => {
                 let (check, max) = {
                     let st = shared.lock();
-                    (st.room.check_upload(member, size), st.room.limits().files.max_file_bytes)
+                    (
+                        st.room.check_upload(member, size),
+                        st.room.limits().files.max_file_bytes,
+                    )
                 };
-                match check.map_err(|e| nack_for(req, &e)).and_then(|()| {
-                    Assembly::new(size, &sha256, max).map_err(|e| HostMsg::Nack {
-                        req,
-                        code: NackCode::Invalid,
-                        message: e.to_string(),
-                    })
-                }) {
+                match check
+                    .map_err(|e| Box::new(nack_for(req, &e)))
+                    .and_then(|()| {
+                        Assembly::new(size, &sha256, max).map_err(|e| Box::new(file_nack(req, &e)))
+                    }) {
                     Ok(asm) => {
                         upload = Some(Upload { req, name, asm });
                         continue;
                     }
-                    Err(n) => n,
+                    Err(n) => *n,
                 }
             }
             GuestMsg::FileChunk { req, offset } => match upload.as_mut() {
@@ -603,11 +668,20 @@ async fn serve_member(ws: &mut Ws, shared: &Arc<HostShared>, a: Authed) -> Outco
                 Some(u) if u.req == req => match u.asm.finish() {
                     Ok(data) => {
                         let sha = crate::files::sha256_hex(&data);
-                        let r = shared.lock().room.add_artifact(member, &u.name, Arc::from(data.into_boxed_slice()), sha, Now::current());
+                        let r = shared.lock().room.add_artifact(
+                            member,
+                            &u.name,
+                            Arc::from(data.into_boxed_slice()),
+                            sha,
+                            Now::current(),
+                        );
                         match r {
                             Ok((seq, _)) => {
                                 shared.notify();
-                                HostMsg::Ack { req, seq: Some(seq) }
+                                HostMsg::Ack {
+                                    req,
+                                    seq: Some(seq),
+                                }
                             }
                             Err(e) => nack_for(req, &e),
                         }
@@ -617,7 +691,7 @@ async fn serve_member(ws: &mut Ws, shared: &Arc<HostShared>, a: Authed) -> Outco
                 _ => file_nack(req, &FileError::Integrity),
             },
             GuestMsg::Fetch { req, artifact_id } => {
-                let art = shared.lock().room.artifact(&artifact_id).map(|a| a.clone());
+                let art = shared.lock().room.artifact(&artifact_id).cloned();
                 match art {
                     Ok(a) => {
                         let head = HostMsg::FileHeader {
@@ -653,6 +727,23 @@ async fn serve_member(ws: &mut Ws, shared: &Arc<HostShared>, a: Authed) -> Outco
             }
             GuestMsg::Join { .. } | GuestMsg::Resume { .. } => return Outcome::Dropped,
         };
+        // Deliver the events this request created before its ack, so the member's
+        // transcript already holds them (e.g. the artifact id) when the call returns.
+        loop {
+            let events = shared.lock().room.events_since(cursor, 64);
+            if events.is_empty() {
+                break;
+            }
+            for ev in events {
+                cursor = ev.seq;
+                if send(ws, &mut cipher, &HostMsg::Event { event: ev }, &[])
+                    .await
+                    .is_err()
+                {
+                    return Outcome::Dropped;
+                }
+            }
+        }
         if send(ws, &mut cipher, &reply, &[]).await.is_err() {
             return Outcome::Dropped;
         }
@@ -675,13 +766,19 @@ impl HostSession {
         Ok(seq)
     }
 
-    pub(crate) fn share_local(&self, name: &str, data: Vec<u8>) -> Result<(u64, crate::room::FileInfo), RoomError> {
+    pub(crate) fn share_local(
+        &self,
+        name: &str,
+        data: Vec<u8>,
+    ) -> Result<(u64, crate::room::FileInfo), RoomError> {
         let sha = crate::files::sha256_hex(&data);
-        let r = self
-            .shared
-            .lock()
-            .room
-            .add_artifact(HOST_ID, name, Arc::from(data.into_boxed_slice()), sha, Now::current())?;
+        let r = self.shared.lock().room.add_artifact(
+            HOST_ID,
+            name,
+            Arc::from(data.into_boxed_slice()),
+            sha,
+            Now::current(),
+        )?;
         self.shared.notify();
         Ok(r)
     }

@@ -192,7 +192,11 @@ impl Room {
     pub fn new(id: RoomId, goal: &str, host_name: &str, now: Now, limits: RoomLimits) -> Self {
         let mut r = Room {
             id,
-            goal: goal.chars().filter(|c| *c == '\n' || !c.is_control()).take(4096).collect(),
+            goal: goal
+                .chars()
+                .filter(|c| *c == '\n' || !c.is_control())
+                .take(4096)
+                .collect(),
             limits,
             members: BTreeMap::new(),
             next_member: HOST_ID + 1,
@@ -205,7 +209,8 @@ impl Room {
             room_file_bytes: 0,
         };
         let name = sanitize_member_name(host_name, "host");
-        r.members.insert(HOST_ID, r.new_member(name.clone(), true, now));
+        r.members
+            .insert(HOST_ID, r.new_member(name.clone(), true, now));
         let text = format!("{name} opened the room. Goal: {}", r.goal);
         r.system(text, now, true);
         r
@@ -263,7 +268,9 @@ impl Room {
 
     /// Verification code the host shares with a given member (None for the host itself).
     pub fn verification_code(&self, id: MemberId) -> Option<&str> {
-        self.members.get(&id).and_then(|m| m.verification_code.as_deref())
+        self.members
+            .get(&id)
+            .and_then(|m| m.verification_code.as_deref())
     }
 
     fn push(&mut self, mut ev: Event) -> u64 {
@@ -272,7 +279,8 @@ impl Room {
         self.transcript_bytes += ev.text.len();
         self.transcript.push_back(ev);
         // Keep memory bounded; resumers older than this get what is left.
-        while self.transcript_bytes > self.limits.max_transcript_bytes && self.transcript.len() > 1 {
+        while self.transcript_bytes > self.limits.max_transcript_bytes && self.transcript.len() > 1
+        {
             if let Some(old) = self.transcript.pop_front() {
                 self.transcript_bytes -= old.text.len();
             }
@@ -306,7 +314,12 @@ impl Room {
     }
 
     /// Adds a member (after the invite was redeemed). Names are made unique.
-    pub fn add_member(&mut self, name: &str, verification_code: Option<String>, now: Now) -> Result<MemberId, RoomError> {
+    pub fn add_member(
+        &mut self,
+        name: &str,
+        verification_code: Option<String>,
+        now: Now,
+    ) -> Result<MemberId, RoomError> {
         self.open_check()?;
         if self.members.len() >= self.limits.max_members {
             return Err(RoomError::Full(self.limits.max_members));
@@ -349,7 +362,13 @@ impl Room {
     }
 
     /// Records the current resumption ticket for a member (rotated on each connect).
-    pub fn set_resume(&mut self, id: MemberId, resume_id: [u8; 16], secret: [u8; 32], code: String) {
+    pub fn set_resume(
+        &mut self,
+        id: MemberId,
+        resume_id: [u8; 16],
+        secret: [u8; 32],
+        code: String,
+    ) {
         if let Some(m) = self.members.get_mut(&id) {
             m.resume = Some((resume_id, secret));
             m.verification_code = Some(code);
@@ -378,7 +397,9 @@ impl Room {
             Ok(())
         } else {
             let wait = ((1.0 - m.tokens) / rate * 1000.0).ceil() as u64;
-            Err(RoomError::RateLimited { retry_after_ms: wait })
+            Err(RoomError::RateLimited {
+                retry_after_ms: wait,
+            })
         }
     }
 
@@ -395,7 +416,10 @@ impl Room {
             return Err(RoomError::Empty);
         }
         self.take_token(id, now)?;
-        let name = self.member_name(id).ok_or(RoomError::UnknownMember)?.to_owned();
+        let name = self
+            .member_name(id)
+            .ok_or(RoomError::UnknownMember)?
+            .to_owned();
         self.last_activity = now.at;
         Ok(self.push(Event {
             seq: 0,
@@ -423,8 +447,8 @@ impl Room {
         if self.closed.is_some() {
             return self.last_seq;
         }
-        let summary: Option<String> = summary
-            .map(|s| s.chars().take(self.limits.max_text_bytes / 4).collect());
+        let summary: Option<String> =
+            summary.map(|s| s.chars().take(self.limits.max_text_bytes / 4).collect());
         let host = self.member_name(HOST_ID).unwrap_or("host").to_owned();
         let text = match &summary {
             Some(s) => format!("{host} closed the room. Summary: {s}"),
@@ -465,7 +489,12 @@ impl Room {
     /// Transcript entries after `seq`, at most `max`.
     pub fn events_since(&self, seq: u64, max: usize) -> Vec<Event> {
         let start = self.transcript.partition_point(|e| e.seq <= seq);
-        self.transcript.iter().skip(start).take(max).cloned().collect()
+        self.transcript
+            .iter()
+            .skip(start)
+            .take(max)
+            .cloned()
+            .collect()
     }
 
     /// Checks caps for a declared upload size before any buffer is allocated.
@@ -500,7 +529,10 @@ impl Room {
         let size = data.len() as u64;
         self.check_upload(id, size)?;
         self.take_token(id, now)?;
-        let name = self.member_name(id).ok_or(RoomError::UnknownMember)?.to_owned();
+        let name = self
+            .member_name(id)
+            .ok_or(RoomError::UnknownMember)?
+            .to_owned();
         let info = FileInfo {
             artifact_id: crate::files::new_artifact_id(),
             name: sanitize_display_name(raw_name),
@@ -521,7 +553,10 @@ impl Room {
         self.last_activity = now.at;
         let seq = self.push(Event {
             seq: 0,
-            from: Sender { id, name: name.clone() },
+            from: Sender {
+                id,
+                name: name.clone(),
+            },
             kind: EventKind::File,
             text: format!("{name} shared file '{}' ({size} bytes)", info.name),
             ts: now.unix_ms,
@@ -532,7 +567,9 @@ impl Room {
     }
 
     pub fn artifact(&self, artifact_id: &str) -> Result<&Artifact, RoomError> {
-        self.artifacts.get(artifact_id).ok_or(RoomError::NoSuchArtifact)
+        self.artifacts
+            .get(artifact_id)
+            .ok_or(RoomError::NoSuchArtifact)
     }
 }
 
@@ -553,7 +590,13 @@ mod tests {
         }
     }
     fn room(n: Now) -> Room {
-        Room::new(RoomId::random(), "fix checkout", "alice", n, RoomLimits::default())
+        Room::new(
+            RoomId::random(),
+            "fix checkout",
+            "alice",
+            n,
+            RoomLimits::default(),
+        )
     }
 
     #[test]
@@ -593,13 +636,21 @@ mod tests {
         let n = now0();
         let mut r = room(n);
         let big = "x".repeat(64 * 1024 + 1);
-        assert!(matches!(r.say(HOST_ID, &big, n), Err(RoomError::TooLarge { .. })));
+        assert!(matches!(
+            r.say(HOST_ID, &big, n),
+            Err(RoomError::TooLarge { .. })
+        ));
         assert_eq!(r.say(HOST_ID, "  ", n), Err(RoomError::Empty));
         for _ in 0..20 {
             r.say(HOST_ID, "m", n).unwrap();
         }
-        assert!(matches!(r.say(HOST_ID, "m", n), Err(RoomError::RateLimited { .. })));
-        assert!(r.say(HOST_ID, "m", later(n, Duration::from_secs(1))).is_ok());
+        assert!(matches!(
+            r.say(HOST_ID, "m", n),
+            Err(RoomError::RateLimited { .. })
+        ));
+        assert!(r
+            .say(HOST_ID, "m", later(n, Duration::from_secs(1)))
+            .is_ok());
     }
 
     #[test]
@@ -607,7 +658,12 @@ mod tests {
         let n = now0();
         let mut r = room(n);
         assert!(!r.tick(later(n, Duration::from_secs(29 * 60))));
-        r.say(HOST_ID, "still here", later(n, Duration::from_secs(29 * 60))).unwrap();
+        r.say(
+            HOST_ID,
+            "still here",
+            later(n, Duration::from_secs(29 * 60)),
+        )
+        .unwrap();
         assert!(!r.tick(later(n, Duration::from_secs(58 * 60))));
         assert!(r.tick(later(n, Duration::from_secs(59 * 60))));
         assert!(r.is_closed());
@@ -654,16 +710,48 @@ mod tests {
     fn file_caps_before_allocation() {
         let n = now0();
         let mut r = room(n);
-        assert!(matches!(r.check_upload(HOST_ID, u64::MAX), Err(RoomError::FileTooLarge { .. })));
+        assert!(matches!(
+            r.check_upload(HOST_ID, u64::MAX),
+            Err(RoomError::FileTooLarge { .. })
+        ));
         let data: Arc<[u8]> = Arc::from(vec![1u8; 10].into_boxed_slice());
         let (_, info) = r
-            .add_artifact(HOST_ID, "../../.bashrc", data, crate::files::sha256_hex(&[1u8; 10]), n)
+            .add_artifact(
+                HOST_ID,
+                "../../.bashrc",
+                data,
+                crate::files::sha256_hex(&[1u8; 10]),
+                n,
+            )
             .unwrap();
         assert_eq!(info.name, ".bashrc");
         assert_eq!(r.artifact(&info.artifact_id).unwrap().data.len(), 10);
-        let lim = FileLimits { max_file_bytes: 10, max_member_bytes: 15, max_room_bytes: 100 };
-        let mut r = Room::new(RoomId::random(), "g", "a", n, RoomLimits { files: lim, ..Default::default() });
-        r.add_artifact(HOST_ID, "a", Arc::from(vec![0u8; 10].into_boxed_slice()), String::new(), n).unwrap();
-        assert!(matches!(r.check_upload(HOST_ID, 10), Err(RoomError::Quota(_))));
+        let lim = FileLimits {
+            max_file_bytes: 10,
+            max_member_bytes: 15,
+            max_room_bytes: 100,
+        };
+        let mut r = Room::new(
+            RoomId::random(),
+            "g",
+            "a",
+            n,
+            RoomLimits {
+                files: lim,
+                ..Default::default()
+            },
+        );
+        r.add_artifact(
+            HOST_ID,
+            "a",
+            Arc::from(vec![0u8; 10].into_boxed_slice()),
+            String::new(),
+            n,
+        )
+        .unwrap();
+        assert!(matches!(
+            r.check_upload(HOST_ID, 10),
+            Err(RoomError::Quota(_))
+        ));
     }
 }

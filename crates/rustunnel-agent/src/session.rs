@@ -240,11 +240,17 @@ impl Open {
         match &self.session {
             Session::Host(h) => {
                 let st = h.shared.lock();
-                (st.room.events_since(since, MAX_LISTEN_BATCH + 1), st.room.is_closed())
+                (
+                    st.room.events_since(since, MAX_LISTEN_BATCH + 1),
+                    st.room.is_closed(),
+                )
             }
             Session::Guest(g) => {
                 let st = g.shared.lock();
-                (st.events_since(since, MAX_LISTEN_BATCH + 1), st.ended.is_some())
+                (
+                    st.events_since(since, MAX_LISTEN_BATCH + 1),
+                    st.ended.is_some(),
+                )
             }
         }
     }
@@ -281,13 +287,16 @@ impl AgentChannel {
     }
 
     async fn current(&self) -> Result<Arc<Open>, SessionError> {
-        self.open.lock().await.clone().ok_or(SessionError::NoOpenTunnel)
+        self.open
+            .lock()
+            .await
+            .clone()
+            .ok_or(SessionError::NoOpenTunnel)
     }
 
     fn invite_text(&self, links: &[String], ttl: u64) -> String {
-        let mut t = String::from(
-            "You're invited to an end-to-end-encrypted rustunnel agent room.\n",
-        );
+        let mut t =
+            String::from("You're invited to an end-to-end-encrypted rustunnel agent room.\n");
         t.push_str(&format!("1. One-time setup: {}\n", self.cfg.setup_command));
         for l in links {
             t.push_str(&format!("2. Ask your agent: \"Join this tunnel: {l}\"\n"));
@@ -313,7 +322,11 @@ impl AgentChannel {
             return Err(SessionError::AlreadyOpen);
         }
         let base = RelayBase::parse(public_url)?;
-        let host = HostSession::open(listener, HostConfig::new(goal, &self.cfg.display_name, base)).await?;
+        let host = HostSession::open(
+            listener,
+            HostConfig::new(goal, &self.cfg.display_name, base),
+        )
+        .await?;
         self.open_with(&mut slot, host, invites).await
     }
 
@@ -483,12 +496,17 @@ impl AgentChannel {
                     more,
                 });
             }
-            let wake = deadline.min(if progress.is_some() { next_progress } else { deadline });
+            let wake = deadline.min(if progress.is_some() {
+                next_progress
+            } else {
+                deadline
+            });
             tokio::select! {
                 r = rx.changed() => if r.is_err() { return Err(SessionError::Closed) },
                 _ = tokio::time::sleep_until(wake) => {
                     if let Some(p) = &progress {
-                        if tokio::time::Instant::now() >= next_progress {
+                        let now = tokio::time::Instant::now();
+                        if now >= next_progress && now < deadline {
                             let _ = p.try_send(ListenProgress {
                                 waited_ms: start.elapsed().as_millis() as u64,
                                 timeout_ms: timeout.as_millis() as u64,
@@ -607,9 +625,18 @@ impl AgentChannel {
             }
             Session::Guest(g) => {
                 let seq = g.share(&name, data).await?;
-                let info = g.shared.lock().transcript.iter().find(|e| e.seq == seq).and_then(|e| e.file.clone());
+                let info = g
+                    .shared
+                    .lock()
+                    .transcript
+                    .iter()
+                    .find(|e| e.seq == seq)
+                    .and_then(|e| e.file.clone());
                 Ok(ShareResult {
-                    artifact_id: info.as_ref().map(|i| i.artifact_id.clone()).unwrap_or_default(),
+                    artifact_id: info
+                        .as_ref()
+                        .map(|i| i.artifact_id.clone())
+                        .unwrap_or_default(),
                     name: crate::files::sanitize_display_name(&name),
                     size,
                     sha256,
@@ -654,7 +681,12 @@ impl AgentChannel {
 
     /// `tunnel_close`: host ends the room for everyone; a guest only leaves.
     pub async fn close(&self, summary: Option<&str>) -> Result<CloseResult, SessionError> {
-        let open = self.open.lock().await.take().ok_or(SessionError::NoOpenTunnel)?;
+        let open = self
+            .open
+            .lock()
+            .await
+            .take()
+            .ok_or(SessionError::NoOpenTunnel)?;
         Ok(match &open.session {
             Session::Host(h) => {
                 h.close(summary).await;

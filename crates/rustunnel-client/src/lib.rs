@@ -1,1 +1,25 @@
-//! stub
+//! The rustunnel client library.
+//!
+//! Component map:
+//! - [`config`]: [`ClientOptions`], tunnel definitions, the `rustunnel start` TOML file.
+//! - [`session`]: the run loop (connect, hello, open tunnels, heartbeats, reconnect with
+//!   jittered backoff) and [`ClientHandle`] for running it in the background.
+//! - [`forward`]: data connections and forwarding to local services (TCP/HTTP splice, UDP).
+//! - [`net`], [`tls`]: dialing and certificate trust (`--insecure`, `--ca`).
+//! - [`events`]: what a run reports (`tunnel_ready`, `reconnecting`, requests, errors).
+//! - [`error`]: typed errors with codes and hints.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod forward;
+pub mod net;
+pub mod session;
+pub mod tls;
+
+pub use config::{ClientOptions, StartFile, TunnelConfig};
+pub use error::ClientError;
+pub use events::Event;
+pub use session::{run, ClientHandle};
+pub use tls::TlsOptions;

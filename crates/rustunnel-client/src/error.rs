@@ -1,0 +1,76 @@
+//! Client errors, each with a stable code and a hint a person (or an agent) can act on.
+use rustunnel_proto::ErrorCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("server unreachable at {addr}: {source}")]
+    Connect { addr: String, source: std::io::Error },
+    #[error("TLS failed: {0}")]
+    Tls(String),
+    #[error("control connection failed: {0}")]
+    Handshake(String),
+    #[error("{message}")]
+    Rejected { code: ErrorCode, message: String },
+    #[error("tunnel '{name}' refused: {message}")]
+    TunnelRejected { name: String, code: ErrorCode, message: String },
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("connection lost: {0}")]
+    Lost(String),
+}
+
+impl ClientError {
+    /// Errors that retrying cannot fix.
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            ClientError::Rejected { code, .. } => code.is_fatal(),
+            ClientError::TunnelRejected { .. } | ClientError::Config(_) => true,
+            ClientError::Tls(m) => m.contains("certificate") || m.contains("Certificate"),
+            _ => false,
+        }
+    }
+
+    /// Stable machine-readable code for `--json` output and MCP results.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ClientError::Connect { .. } => "server_unreachable",
+            ClientError::Tls(_) => "tls_error",
+            ClientError::Handshake(_) => "handshake_failed",
+            ClientError::Rejected { code: ErrorCode::Unauthorized, .. } => "unauthorized",
+            ClientError::Rejected { code: ErrorCode::VersionMismatch, .. } => "version_mismatch",
+            ClientError::Rejected { code: ErrorCode::RateLimited, .. } => "rate_limited",
+            ClientError::Rejected { .. } => "rejected",
+            ClientError::TunnelRejected { code: ErrorCode::SubdomainTaken, .. } => "subdomain_taken",
+            ClientError::TunnelRejected { code: ErrorCode::InvalidSubdomain, .. } => "invalid_subdomain",
+            ClientError::TunnelRejected { code: ErrorCode::PortUnavailable | ErrorCode::NoPortsAvailable, .. } => "port_unavailable",
+            ClientError::TunnelRejected { .. } => "tunnel_rejected",
+            ClientError::Protocol(_) => "protocol_error",
+            ClientError::Config(_) => "config_error",
+            ClientError::Lost(_) => "connection_lost",
+        }
+    }
+
+    /// What to do about it.
+    pub fn hint(&self, server: &str) -> String {
+        match self {
+            ClientError::Connect { .. } => format!("is rustunnel-server running at {server}? Check --server"),
+            ClientError::Tls(m) if m.to_lowercase().contains("certificate") => {
+                "the server's certificate is not trusted: for a self-signed dev server pass --insecure, or --ca <server data dir>/tls-cert.pem".into()
+            }
+            ClientError::Tls(_) => "check that --server points at the control port (default 4040)".into(),
+            ClientError::Rejected { code: ErrorCode::Unauthorized, .. } => {
+                "token rejected by the server: check --token or RUSTUNNEL_TOKEN (create one with `rustunnel token create` or `rustunnel-server token create`)".into()
+            }
+            ClientError::Rejected { code: ErrorCode::VersionMismatch, message } => message.clone(),
+            ClientError::Rejected { code: ErrorCode::RateLimited, .. } => "wait a minute before retrying with a valid token".into(),
+            ClientError::TunnelRejected { code: ErrorCode::SubdomainTaken, .. } => "choose another --subdomain, or omit it for a random one".into(),
+            ClientError::TunnelRejected { code: ErrorCode::InvalidSubdomain, .. } => {
+                "subdomains are 3-63 characters of a-z, 0-9 and '-', not starting or ending with '-'".into()
+            }
+            ClientError::TunnelRejected { code: ErrorCode::PortUnavailable, .. } => "omit the remote port to get a free one".into(),
+            _ => "the client retries automatically unless --no-reconnect is set".into(),
+        }
+    }
+}

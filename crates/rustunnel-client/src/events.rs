@@ -1,0 +1,43 @@
+//! What a running client reports: the CLI prints these (as a console or as JSON lines) and the
+//! MCP server consumes them in-process.
+use rustunnel_proto::{Protocol, TunnelInfo};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A tunnel is open and its public URL works.
+    TunnelReady {
+        tunnel_id: String,
+        name: String,
+        protocol: Protocol,
+        public_url: String,
+        public_urls: Vec<String>,
+        local_addr: String,
+    },
+    /// The connection was lost; retrying after `delay_ms`.
+    Reconnecting { attempt: u32, delay_ms: u64, reason: String },
+    /// A tunnel is back after a reconnect (same URL unless the name was lost).
+    Reconnected { tunnel_id: String, name: String, public_url: String },
+    /// An HTTP request went through a tunnel.
+    Request { name: String, method: String, path: String, status: u16, duration_ms: f64, remote_addr: String },
+    /// The server closed a tunnel (API close, revoked token); it is not re-created.
+    TunnelClosed { tunnel_id: String, name: String, reason: String, message: String },
+    /// The server announced a graceful shutdown; the client reconnects when it is back.
+    ServerShutdown { message: String },
+    /// Something went wrong (fatal ones end the run).
+    Error { code: String, message: String, hint: String, fatal: bool },
+}
+
+impl Event {
+    pub fn ready(info: &TunnelInfo, local_addr: String) -> Self {
+        Event::TunnelReady {
+            tunnel_id: info.tunnel_id.clone(),
+            name: info.name.clone(),
+            protocol: info.protocol,
+            public_url: info.public_url.clone(),
+            public_urls: info.public_urls.clone(),
+            local_addr,
+        }
+    }
+}

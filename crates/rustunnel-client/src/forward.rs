@@ -1,0 +1,161 @@
+//! Data connections on the client side: open one to the server, wait in the pool until the
+//! server hands it a visitor, then forward to the local service (TCP/HTTP splice, or UDP
+//! datagrams).
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use http_body_util::Empty;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use rustunnel_proto::stream::{read_datagram, write_datagram, StreamHeader};
+use rustunnel_proto::{Protocol, DATA_PATH, DATA_UPGRADE, HEADER_DATA_KEY, HEADER_SESSION};
+use tokio::io::AsyncWriteExt;
+use tokio::net::UdpSocket;
+
+use crate::error::ClientError;
+use crate::net::{connect_tcp, resolve, Dialer};
+
+/// Splice buffer per direction.
+const SPLICE_BUF: usize = 32 * 1024;
+const LOCAL_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where a tunnel's visitors go.
+#[derive(Debug, Clone)]
+pub struct LocalTarget {
+    pub name: String,
+    pub protocol: Protocol,
+    pub host: String,
+    pub port: u16,
+}
+
+/// tunnel id -> local target; shared by the session and its streams.
+pub type Targets = Arc<RwLock<HashMap<String, LocalTarget>>>;
+
+/// Opens a data connection: TLS to the control port, `GET /v1/data` with the session's
+/// credentials, `101 Switching Protocols`.
+pub async fn open_data_conn(dialer: &Dialer, session_id: &str, data_key: &str) -> Result<Upgraded, ClientError> {
+    let tls = dialer.dial().await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<bytes::Bytes>>(TokioIo::new(tls))
+        .await
+        .map_err(|e| ClientError::Handshake(e.to_string()))?;
+    let req = http::Request::get(DATA_PATH)
+        .header(http::header::HOST, format!("{}:{}", dialer.host, dialer.port))
+        .header(http::header::CONNECTION, "upgrade")
+        .header(http::header::UPGRADE, DATA_UPGRADE)
+        .header(HEADER_SESSION, session_id)
+        .header(HEADER_DATA_KEY, data_key)
+        .body(Empty::new())
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let (resp, _) = tokio::join!(sender.send_request(req), conn.with_upgrades());
+    let resp = resp.map_err(|e| ClientError::Handshake(e.to_string()))?;
+    if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        return Err(ClientError::Handshake(format!("data connection refused: {}", resp.status())));
+    }
+    hyper::upgrade::on(resp).await.map_err(|e| ClientError::Handshake(e.to_string()))
+}
+
+/// Waits for the server to hand this connection a visitor.
+pub async fn wait_for_stream(conn: Upgraded) -> Result<(StreamHeader, TokioIo<Upgraded>), ClientError> {
+    let mut io = TokioIo::new(conn);
+    let header = StreamHeader::read(&mut io).await.map_err(|e| ClientError::Protocol(e.to_string()))?;
+    Ok((header, io))
+}
+
+/// A local-service failure worth telling the user about.
+#[derive(Debug, Clone)]
+pub struct LocalFailure {
+    pub name: String,
+    pub addr: String,
+    pub error: String,
+}
+
+/// Serves one handed-out stream to completion.
+pub async fn serve_stream(header: StreamHeader, mut data: TokioIo<Upgraded>, targets: &Targets) -> Result<(), LocalFailure> {
+    let target = targets.read().unwrap_or_else(|e| e.into_inner()).get(&header.tunnel_id).cloned();
+    let Some(target) = target else {
+        // A stream for a tunnel we no longer have: drop it.
+        return Ok(());
+    };
+    let addr = if target.host.contains(':') { format!("[{}]:{}", target.host, target.port) } else { format!("{}:{}", target.host, target.port) };
+    match header.protocol {
+        Protocol::Tcp | Protocol::Http => {
+            let mut local = match connect_tcp(&target.host, target.port, LOCAL_CONNECT_TIMEOUT).await {
+                Ok(s) => s,
+                Err(e) => {
+                    let error = describe_local_error(&e, &addr);
+                    if header.protocol == Protocol::Http {
+                        let body = format!("rustunnel: {error}\n");
+                        let resp = format!(
+                            "HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nx-rustunnel-error: local\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = data.write_all(resp.as_bytes()).await;
+                        let _ = data.shutdown().await;
+                    }
+                    return Err(LocalFailure { name: target.name, addr, error });
+                }
+            };
+            let _ = tokio::io::copy_bidirectional_with_sizes(&mut data, &mut local, SPLICE_BUF, SPLICE_BUF).await;
+            Ok(())
+        }
+        Protocol::Udp => {
+            let remote = match resolve(&target.host, target.port).await.ok().and_then(|a| a.into_iter().next()) {
+                Some(a) => a,
+                None => return Err(LocalFailure { name: target.name, addr: addr.clone(), error: format!("cannot resolve {addr}") }),
+            };
+            let bind = if remote.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
+            let sock = match UdpSocket::bind(bind).await {
+                Ok(s) => s,
+                Err(e) => return Err(LocalFailure { name: target.name, addr, error: e.to_string() }),
+            };
+            if let Err(e) = sock.connect(remote).await {
+                return Err(LocalFailure { name: target.name, addr, error: e.to_string() });
+            }
+            pump_udp(data, sock).await;
+            Ok(())
+        }
+    }
+}
+
+fn describe_local_error(e: &std::io::Error, addr: &str) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => format!("nothing is listening on {addr}"),
+        std::io::ErrorKind::TimedOut => format!("connecting to {addr} timed out"),
+        _ => format!("cannot reach {addr}: {e}"),
+    }
+}
+
+/// Moves datagrams between the stream (length-prefixed) and the connected local socket until
+/// either side ends.
+async fn pump_udp(data: TokioIo<Upgraded>, sock: UdpSocket) {
+    let (mut rd, mut wr) = tokio::io::split(data);
+    let up = async {
+        let mut buf = Vec::with_capacity(2048);
+        while read_datagram(&mut rd, &mut buf).await.is_ok() {
+            if sock.send(&buf).await.is_err() {
+                break;
+            }
+        }
+    };
+    let down = async {
+        let mut buf = vec![0u8; rustunnel_proto::limits::MAX_DATAGRAM];
+        let mut scratch = Vec::with_capacity(2048);
+        loop {
+            match sock.recv(&mut buf).await {
+                Ok(n) => {
+                    if write_datagram(&mut wr, &buf[..n], &mut scratch).await.is_err() {
+                        break;
+                    }
+                }
+                // ICMP port unreachable from a local service that is not up yet: keep going.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                Err(_) => break,
+            }
+        }
+    };
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
+    }
+}

@@ -1,0 +1,109 @@
+//! Dialing: `host:port` parsing, `*.localhost` names kept on loopback (RFC 6761), TCP with
+//! `TCP_NODELAY`, then TLS.
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use crate::error::ClientError;
+
+/// Splits `host:port` (IPv6 in brackets). The port defaults to `default_port`.
+pub fn split_host_port(s: &str, default_port: u16) -> Result<(String, u16), ClientError> {
+    let s = s.trim();
+    let s = s.strip_prefix("wss://").or_else(|| s.strip_prefix("https://")).unwrap_or(s);
+    let s = s.trim_end_matches('/');
+    let bad = || ClientError::Config(format!("invalid server address '{s}': expected host:port"));
+    if let Some(rest) = s.strip_prefix('[') {
+        let (h, p) = rest.split_once(']').ok_or_else(bad)?;
+        let port = match p.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| bad())?,
+            None if p.is_empty() => default_port,
+            None => return Err(bad()),
+        };
+        return Ok((h.to_string(), port));
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => Ok((h.to_string(), p.parse().map_err(|_| bad())?)),
+        None if !s.is_empty() => Ok((s.to_string(), default_port)),
+        _ => Err(bad()),
+    }
+}
+
+/// Resolves a host; `localhost` and `*.localhost` always mean this machine.
+pub async fn resolve(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+    let h = host.trim_end_matches('.').to_ascii_lowercase();
+    if h == "localhost" || h.ends_with(".localhost") {
+        return Ok(vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)]);
+    }
+    if let Ok(ip) = h.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    Ok(tokio::net::lookup_host((host, port)).await?.collect())
+}
+
+/// TCP connect to the first address that answers, with a deadline.
+pub async fn connect_tcp(host: &str, port: u16, timeout: Duration) -> std::io::Result<TcpStream> {
+    let addrs = resolve(host, port).await?;
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, format!("{host} did not resolve"));
+    for addr in addrs {
+        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Ok(Err(e)) => last = e,
+            Err(_) => last = std::io::Error::new(std::io::ErrorKind::TimedOut, format!("connecting to {addr} timed out")),
+        }
+    }
+    Err(last)
+}
+
+/// Where the server is, and how to talk TLS to it.
+#[derive(Clone)]
+pub struct Dialer {
+    pub host: String,
+    pub port: u16,
+    pub tls: Arc<rustls::ClientConfig>,
+}
+
+impl Dialer {
+    pub async fn dial(&self) -> Result<TlsStream<TcpStream>, ClientError> {
+        let tcp = connect_tcp(&self.host, self.port, Duration::from_secs(10))
+            .await
+            .map_err(|e| ClientError::Connect { addr: format!("{}:{}", self.host, self.port), source: e })?;
+        let name = match self.host.parse::<IpAddr>() {
+            Ok(ip) => ServerName::IpAddress(ip.into()),
+            Err(_) => ServerName::try_from(self.host.clone()).map_err(|_| ClientError::Config(format!("invalid server name '{}'", self.host)))?,
+        };
+        let tls = tokio::time::timeout(Duration::from_secs(10), TlsConnector::from(self.tls.clone()).connect(name, tcp))
+            .await
+            .map_err(|_| ClientError::Tls("TLS handshake timed out".into()))?
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        Ok(tls)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(split_host_port("localhost:4040", 1).unwrap(), ("localhost".into(), 4040));
+        assert_eq!(split_host_port("example.com", 4040).unwrap(), ("example.com".into(), 4040));
+        assert_eq!(split_host_port("[::1]:9", 1).unwrap(), ("::1".into(), 9));
+        assert_eq!(split_host_port("wss://a.b:5/", 1).unwrap(), ("a.b".into(), 5));
+        assert!(split_host_port("a:b", 1).is_err());
+        assert!(split_host_port("", 1).is_err());
+    }
+
+    #[tokio::test]
+    async fn localhost_names_stay_local() {
+        let a = resolve("app.localhost", 80).await.unwrap();
+        assert_eq!(a, vec!["127.0.0.1:80".parse().unwrap()]);
+    }
+}

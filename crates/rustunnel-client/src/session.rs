@@ -1,0 +1,407 @@
+//! The client run loop: connect, authenticate, open the tunnels, keep a pool of data
+//! connections, and reconnect with jittered exponential backoff when the connection is lost,
+//! asking for the same subdomains and ports back.
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use rand::Rng;
+use rustunnel_proto::limits::{HANDSHAKE_TIMEOUT, HEARTBEAT_MISSES, MAX_CONTROL_FRAME};
+use rustunnel_proto::{ClientMsg, ServerMsg, TunnelInfo, TunnelSpec, CONTROL_PATH, PROTOCOL_VERSION};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{ClientOptions, TunnelConfig};
+use crate::error::ClientError;
+use crate::events::Event;
+use crate::forward::{self, LocalTarget, Targets};
+use crate::net::{split_host_port, Dialer};
+use crate::tls::client_config;
+
+/// Most idle data connections the client keeps open at once.
+const MAX_IDLE: usize = 64;
+
+enum SessionEnd {
+    Cancelled,
+    NoTunnelsLeft,
+    Lost { reason: String, retry_after: Option<Duration>, established: bool },
+}
+
+enum PoolEvent {
+    /// A pooled connection was handed a visitor: open a replacement.
+    Used,
+    /// Opening or holding a connection failed.
+    Failed,
+}
+
+struct Runner {
+    opts: ClientOptions,
+    dialer: Dialer,
+    events: mpsc::Sender<Event>,
+    cancel: CancellationToken,
+    targets: Targets,
+    /// Last tunnel info per tunnel name, to ask for the same name/port after a reconnect.
+    assigned: HashMap<String, TunnelInfo>,
+    /// Names the server closed (API close, revoked token): never re-created.
+    closed: HashSet<String>,
+    /// Streams serving visitors; they outlive a lost control connection and end with the run.
+    streams: TaskTracker,
+}
+
+/// Runs a client until cancelled, until every tunnel was closed by the server, or until a
+/// fatal error. Events are reported on `events`.
+pub async fn run(opts: ClientOptions, events: mpsc::Sender<Event>, cancel: CancellationToken) -> Result<(), ClientError> {
+    if opts.tunnels.is_empty() {
+        return Err(ClientError::Config("no tunnels to open".into()));
+    }
+    let (host, port) = split_host_port(&opts.server, 4040)?;
+    let tls = client_config(&opts.tls, &[b"http/1.1"]).map_err(|e| ClientError::Config(e.to_string()))?;
+    let mut r = Runner {
+        dialer: Dialer { host, port, tls },
+        events,
+        cancel,
+        targets: Default::default(),
+        assigned: HashMap::new(),
+        closed: HashSet::new(),
+        streams: TaskTracker::new(),
+        opts,
+    };
+    let result = r.run_loop().await;
+    r.cancel.cancel();
+    r.streams.close();
+    let _ = tokio::time::timeout(Duration::from_secs(2), r.streams.wait()).await;
+    result
+}
+
+fn jittered(d: Duration) -> Duration {
+    let ms = d.as_millis().max(2) as u64;
+    Duration::from_millis(rand::rng().random_range(ms / 2..=ms))
+}
+
+impl Runner {
+    async fn emit(&self, e: Event) {
+        let _ = self.events.send(e).await;
+    }
+
+    async fn run_loop(&mut self) -> Result<(), ClientError> {
+        let mut attempt: u32 = 0;
+        loop {
+            let end = self.session_once().await;
+            let (reason, retry_after) = match end {
+                Ok(SessionEnd::Cancelled) | Ok(SessionEnd::NoTunnelsLeft) => return Ok(()),
+                Ok(SessionEnd::Lost { reason, retry_after, established }) => {
+                    if established {
+                        attempt = 0;
+                    }
+                    (reason, retry_after)
+                }
+                Err(e) => {
+                    let fatal = e.is_fatal() || !self.opts.reconnect;
+                    self.emit(Event::Error { code: e.code().into(), message: e.to_string(), hint: e.hint(&self.opts.server), fatal }).await;
+                    if fatal {
+                        return Err(e);
+                    }
+                    (e.to_string(), None)
+                }
+            };
+            if !self.opts.reconnect {
+                return Err(ClientError::Lost(reason));
+            }
+            attempt = attempt.saturating_add(1);
+            let delay = match retry_after {
+                Some(d) => jittered(d),
+                None => {
+                    let exp = Duration::from_millis(100u64.saturating_mul(1 << attempt.min(10).saturating_sub(1)));
+                    jittered(exp.min(self.opts.max_backoff))
+                }
+            };
+            self.emit(Event::Reconnecting { attempt, delay_ms: delay.as_millis() as u64, reason }).await;
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.cancel.cancelled() => return Ok(()),
+            }
+        }
+    }
+
+    fn active_tunnels(&self) -> Vec<TunnelConfig> {
+        self.opts.tunnels.iter().filter(|t| !self.closed.contains(&t.name)).cloned().collect()
+    }
+
+    async fn session_once(&mut self) -> Result<SessionEnd, ClientError> {
+        let tls = tokio::select! {
+            r = self.dialer.dial() => r?,
+            _ = self.cancel.cancelled() => return Ok(SessionEnd::Cancelled),
+        };
+        let host = if self.dialer.host.contains(':') { format!("[{}]", self.dialer.host) } else { self.dialer.host.clone() };
+        let url = format!("wss://{host}:{}{CONTROL_PATH}", self.dialer.port);
+        let mut cfg = WebSocketConfig::default();
+        cfg.max_message_size = Some(MAX_CONTROL_FRAME);
+        cfg.max_frame_size = Some(MAX_CONTROL_FRAME);
+        let (mut ws, _) = tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_tungstenite::client_async_with_config(url, tls, Some(cfg)))
+            .await
+            .map_err(|_| ClientError::Handshake("timed out".into()))?
+            .map_err(|e| ClientError::Handshake(e.to_string()))?;
+        let hello = ClientMsg::Hello {
+            version: PROTOCOL_VERSION,
+            token: self.opts.token.clone(),
+            agent: format!("rustunnel/{}", env!("CARGO_PKG_VERSION")),
+        };
+        ws.send(Message::text(hello.encode())).await.map_err(|e| ClientError::Handshake(e.to_string()))?;
+        let (session_id, data_key, heartbeat, pool_size) = loop {
+            let msg = tokio::time::timeout(HANDSHAKE_TIMEOUT, ws.next())
+                .await
+                .map_err(|_| ClientError::Handshake("no answer to hello".into()))?;
+            match msg {
+                Some(Ok(Message::Text(t))) => match ServerMsg::decode(t.as_str()) {
+                    Ok(ServerMsg::Welcome { session_id, data_key, heartbeat_secs, pool_size, .. }) => {
+                        break (session_id, data_key, Duration::from_secs(heartbeat_secs.max(1)), pool_size);
+                    }
+                    Ok(ServerMsg::Rejected { code, message }) => return Err(ClientError::Rejected { code, message }),
+                    _ => return Err(ClientError::Protocol("unexpected first message from server".into())),
+                },
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(ClientError::Handshake(e.to_string())),
+                None => return Err(ClientError::Handshake("server closed the connection".into())),
+            }
+        };
+
+        // A fresh session: tunnel ids from the previous one mean nothing any more.
+        self.targets.write().unwrap_or_else(|e| e.into_inner()).clear();
+        let mut pending: HashMap<u64, TunnelConfig> = HashMap::new();
+        for (i, t) in self.active_tunnels().into_iter().enumerate() {
+            let prev = self.assigned.get(&t.name);
+            let spec = TunnelSpec {
+                name: t.name.clone(),
+                protocol: t.protocol,
+                subdomain: prev.and_then(|p| p.subdomain.clone()).or_else(|| t.subdomain.clone()),
+                remote_port: prev.and_then(|p| p.remote_port).or(t.remote_port),
+                local_addr: t.local_addr(),
+            };
+            let req_id = i as u64 + 1;
+            ws.send(Message::text(ClientMsg::OpenTunnel { req_id, spec }.encode()))
+                .await
+                .map_err(|e| ClientError::Lost(e.to_string()))?;
+            pending.insert(req_id, t);
+        }
+
+        let session_cancel = self.cancel.child_token();
+        let (pool_tx, mut pool_rx) = mpsc::channel::<PoolEvent>(256);
+        let mut idle = 0usize;
+        let spawn_conn = |delay: Duration, idle: &mut usize| {
+            if *idle >= MAX_IDLE {
+                return;
+            }
+            *idle += 1;
+            let dialer = self.dialer.clone();
+            let (sid, key) = (session_id.clone(), data_key.clone());
+            let targets = self.targets.clone();
+            let pool_tx = pool_tx.clone();
+            let session_cancel = session_cancel.clone();
+            let run_cancel = self.cancel.clone();
+            let events = self.events.clone();
+            self.streams.spawn(async move {
+                let waiting = async {
+                    tokio::time::sleep(delay).await;
+                    let conn = forward::open_data_conn(&dialer, &sid, &key).await?;
+                    forward::wait_for_stream(conn).await
+                };
+                let (header, io) = tokio::select! {
+                    r = waiting => match r {
+                        Ok(x) => x,
+                        Err(_) => {
+                            let _ = pool_tx.try_send(PoolEvent::Failed);
+                            return;
+                        }
+                    },
+                    _ = session_cancel.cancelled() => return,
+                };
+                let _ = pool_tx.try_send(PoolEvent::Used);
+                tokio::select! {
+                    r = forward::serve_stream(header, io, &targets) => {
+                        if let Err(f) = r {
+                            tracing::warn!(tunnel = %f.name, "{}", f.error);
+                            let _ = events.try_send(Event::Error {
+                                code: "local_unreachable".into(),
+                                message: format!("tunnel '{}': {}", f.name, f.error),
+                                hint: format!("start the local service on {}, or fix --local-host/port", f.addr),
+                                fatal: false,
+                            });
+                        }
+                    }
+                    _ = run_cancel.cancelled() => {}
+                }
+            });
+        };
+        for _ in 0..pool_size.max(1) {
+            spawn_conn(Duration::ZERO, &mut idle);
+        }
+
+        let mut heartbeat_tick = tokio::time::interval(heartbeat);
+        heartbeat_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_seen = tokio::time::Instant::now();
+        let mut nonce = 0u64;
+        let mut retry_after = None;
+        let end = loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => {
+                    let _ = ws.close(None).await;
+                    break Ok(SessionEnd::Cancelled);
+                }
+                Some(ev) = pool_rx.recv() => {
+                    idle = idle.saturating_sub(1);
+                    match ev {
+                        PoolEvent::Used => spawn_conn(Duration::ZERO, &mut idle),
+                        PoolEvent::Failed => spawn_conn(Duration::from_millis(500), &mut idle),
+                    }
+                }
+                _ = heartbeat_tick.tick() => {
+                    if last_seen.elapsed() > heartbeat * HEARTBEAT_MISSES {
+                        break Ok(SessionEnd::Lost { reason: "heartbeat timeout".into(), retry_after: None, established: true });
+                    }
+                    nonce += 1;
+                    if ws.send(Message::text(ClientMsg::Ping { nonce }.encode())).await.is_err() {
+                        break Ok(SessionEnd::Lost { reason: "control connection closed".into(), retry_after, established: true });
+                    }
+                }
+                msg = ws.next() => {
+                    last_seen = tokio::time::Instant::now();
+                    let text = match msg {
+                        Some(Ok(Message::Text(t))) => t,
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                            let reason = if retry_after.is_some() { "server restarting" } else { "control connection closed" };
+                            break Ok(SessionEnd::Lost { reason: reason.into(), retry_after, established: true });
+                        }
+                        Some(Ok(_)) => continue,
+                    };
+                    let msg = match ServerMsg::decode(text.as_str()) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "undecodable control message");
+                            continue;
+                        }
+                    };
+                    match msg {
+                        ServerMsg::TunnelOpened { req_id, tunnel } => {
+                            let Some(cfg) = pending.remove(&req_id) else { continue };
+                            self.targets.write().unwrap_or_else(|e| e.into_inner()).insert(
+                                tunnel.tunnel_id.clone(),
+                                LocalTarget { name: cfg.name.clone(), protocol: cfg.protocol, host: cfg.local_host.clone(), port: cfg.local_port },
+                            );
+                            let event = if self.assigned.contains_key(&cfg.name) {
+                                Event::Reconnected { tunnel_id: tunnel.tunnel_id.clone(), name: cfg.name.clone(), public_url: tunnel.public_url.clone() }
+                            } else {
+                                Event::ready(&tunnel, cfg.local_addr())
+                            };
+                            self.assigned.insert(cfg.name.clone(), tunnel);
+                            self.emit(event).await;
+                        }
+                        ServerMsg::TunnelRejected { req_id, code, message } => {
+                            let Some(cfg) = pending.remove(&req_id) else { continue };
+                            let err = ClientError::TunnelRejected { name: cfg.name.clone(), code, message };
+                            if self.assigned.contains_key(&cfg.name) {
+                                // Restoring after a reconnect: back off and try again.
+                                break Ok(SessionEnd::Lost { reason: err.to_string(), retry_after: None, established: false });
+                            }
+                            break Err(err);
+                        }
+                        ServerMsg::TunnelClosed { tunnel_id, reason, message } => {
+                            let target = self.targets.write().unwrap_or_else(|e| e.into_inner()).remove(&tunnel_id);
+                            if let Some(t) = target {
+                                self.closed.insert(t.name.clone());
+                                let reason = serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+                                self.emit(Event::TunnelClosed { tunnel_id, name: t.name, reason, message }).await;
+                            }
+                            if self.active_tunnels().is_empty() {
+                                let _ = ws.close(None).await;
+                                break Ok(SessionEnd::NoTunnelsLeft);
+                            }
+                        }
+                        ServerMsg::NeedDataConns { count } => {
+                            for _ in 0..count.min(MAX_IDLE as u16) {
+                                spawn_conn(Duration::ZERO, &mut idle);
+                            }
+                        }
+                        ServerMsg::RequestLog { entries } => {
+                            let names = self.targets.read().unwrap_or_else(|e| e.into_inner()).clone();
+                            for e in entries {
+                                let name = names.get(&e.tunnel_id).map(|t| t.name.clone()).unwrap_or_default();
+                                let _ = self.events.try_send(Event::Request {
+                                    name,
+                                    method: e.method,
+                                    path: e.path,
+                                    status: e.status,
+                                    duration_ms: e.duration_us as f64 / 1000.0,
+                                    remote_addr: e.remote_addr,
+                                });
+                            }
+                        }
+                        ServerMsg::Ping { nonce } => {
+                            let _ = ws.send(Message::text(ClientMsg::Pong { nonce }.encode())).await;
+                        }
+                        ServerMsg::Shutdown { message, retry_after_ms } => {
+                            retry_after = Some(Duration::from_millis(retry_after_ms.clamp(50, 30_000)));
+                            self.emit(Event::ServerShutdown { message }).await;
+                        }
+                        ServerMsg::Error { code, message } => tracing::warn!(?code, "server: {message}"),
+                        ServerMsg::Rejected { code, message } => break Err(ClientError::Rejected { code, message }),
+                        ServerMsg::Pong { .. } | ServerMsg::Welcome { .. } | ServerMsg::Unknown => {}
+                    }
+                }
+            }
+        };
+        session_cancel.cancel();
+        end
+    }
+}
+
+/// A client running in the background.
+pub struct ClientHandle {
+    pub events: mpsc::Receiver<Event>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), ClientError>>,
+}
+
+impl ClientHandle {
+    /// Starts a client on the current runtime.
+    pub fn spawn(opts: ClientOptions) -> ClientHandle {
+        let (tx, rx) = mpsc::channel(1024);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run(opts, tx, cancel.clone()));
+        ClientHandle { events: rx, cancel, task }
+    }
+
+    /// Waits until `n` tunnels are ready, returning their `TunnelReady` events; a fatal error
+    /// (or the run ending) comes back as `Err`.
+    pub async fn wait_ready(&mut self, n: usize) -> Result<Vec<Event>, ClientError> {
+        let mut ready = Vec::new();
+        while ready.len() < n {
+            match self.events.recv().await {
+                Some(e @ Event::TunnelReady { .. }) => ready.push(e),
+                Some(Event::Error { code, message, fatal: true, .. }) => {
+                    return Err(ClientError::Protocol(format!("{code}: {message}")));
+                }
+                Some(_) => {}
+                None => return Err(ClientError::Lost("client stopped".into())),
+            }
+        }
+        Ok(ready)
+    }
+
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Stops the client and waits for it.
+    pub async fn stop(self) -> Result<(), ClientError> {
+        self.cancel.cancel();
+        self.task.await.unwrap_or_else(|e| Err(ClientError::Lost(e.to_string())))
+    }
+
+    /// Waits for the client to end by itself.
+    pub async fn join(self) -> Result<(), ClientError> {
+        self.task.await.unwrap_or_else(|e| Err(ClientError::Lost(e.to_string())))
+    }
+}

@@ -1,0 +1,244 @@
+//! HTTP tunnels end to end, in process, on port 0.
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use rustunnel_proto::Protocol;
+use rustunnel_testkit::*;
+
+#[tokio::test]
+async fn get_through_tunnel_with_keepalive_and_forwarded_headers() {
+    let server = TestServer::start().await;
+    let app = http_app("app").await;
+    let mut t = tunnel("web", Protocol::Http, app.port());
+    t.subdomain = Some("myapp".into());
+    let (_c, ready) = server.client(vec![t]).await;
+    let edge = server.http_addr();
+    assert_eq!(ready[0].public_url, format!("http://myapp.localhost:{}", edge.port()));
+    let host = ready[0].host();
+
+    let mut conn = http1_conn(edge).await;
+    for _ in 0..20 {
+        let req = Request::get("/").header("host", &host).body(body("")).unwrap();
+        let resp = conn.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "hello from app\n");
+    }
+    let req = Request::get("/headers")
+        .header("host", &host)
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-forwarded-proto", "gopher")
+        .body(body(""))
+        .unwrap();
+    let resp = conn.send_request(req).await.unwrap();
+    let text = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    assert!(text.contains("\"x-forwarded-for\":\"127.0.0.1\""), "{text}");
+    assert!(text.contains("\"x-forwarded-proto\":\"http\""), "{text}");
+    assert!(text.contains(&format!("\"x-forwarded-host\":\"{host}\"")), "{text}");
+    assert!(!text.contains("6.6.6.6"), "{text}");
+}
+
+#[tokio::test]
+async fn edge_error_pages() {
+    let server = TestServer::start_with(|c| c.response_timeout = Duration::from_millis(500)).await;
+    let app = http_app("app").await;
+    let (_c, ready) = server.client(vec![tunnel("web", Protocol::Http, app.port())]).await;
+    let edge = server.http_addr();
+    let host = ready[0].host();
+
+    let (s, _) = get(edge, &format!("nope.localhost:{}", edge.port()), "/").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = get(edge, "127.0.0.1", "/").await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "IP-literal host is never proxied");
+    let (s, _) = get(edge, &format!("{host}."), "/").await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "trailing-dot host is never proxied");
+    let (s, page) = get(edge, &host, "/slow?ms=3000").await;
+    assert_eq!(s, StatusCode::GATEWAY_TIMEOUT);
+    assert!(String::from_utf8_lossy(&page).contains("too slow"));
+
+    // CONNECT and absolute-form: not an open proxy.
+    let mut conn = http1_conn(edge).await;
+    let req = Request::connect("example.com:443").header("host", "example.com:443").body(body("")).unwrap();
+    assert_eq!(conn.send_request(req).await.unwrap().status(), StatusCode::METHOD_NOT_ALLOWED);
+    let mut conn = http1_conn(edge).await;
+    let req = Request::get(format!("http://{host}/")).header("host", &host).body(body("")).unwrap();
+    assert_eq!(conn.send_request(req).await.unwrap().status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn local_service_down_gives_502_with_a_clear_message() {
+    let server = TestServer::start().await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (_c, ready) = server.client(vec![tunnel("web", Protocol::Http, port)]).await;
+    let (s, body) = get(server.http_addr(), &ready[0].host(), "/").await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY);
+    assert!(String::from_utf8_lossy(&body).contains("nothing is listening"), "{body:?}");
+}
+
+#[tokio::test]
+async fn tunnel_client_gone_gives_502_quickly() {
+    let server = TestServer::start().await;
+    let app = http_app("app").await;
+    let (c, ready) = server.client(vec![tunnel("web", Protocol::Http, app.port())]).await;
+    c.stop().await.unwrap();
+    let started = std::time::Instant::now();
+    let (s, _) = get(server.http_addr(), &ready[0].host(), "/").await;
+    // Either the name is already gone (404) or the client is (502); never a hang.
+    assert!(s == StatusCode::NOT_FOUND || s == StatusCode::BAD_GATEWAY, "{s}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn large_bodies_stream_both_ways_and_hash_matches() {
+    let server = TestServer::start().await;
+    let app = http_app("app").await;
+    let (_c, ready) = server.client(vec![tunnel("web", Protocol::Http, app.port())]).await;
+    let host = ready[0].host();
+    let edge = server.http_addr();
+
+    // 32 MiB download, streamed by the app in 16 KiB chunks.
+    let n = 32 << 20;
+    let mut conn = http1_conn(edge).await;
+    let req = Request::get(format!("/big?n={n}")).header("host", &host).body(body("")).unwrap();
+    let resp = conn.send_request(req).await.unwrap();
+    let got = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(got.len(), n);
+    assert_eq!(sha256_hex(&got), sha256_hex(&pattern(n)));
+
+    // 16 MiB chunked upload, hashed by the app.
+    let data = Bytes::from(pattern(16 << 20));
+    let chunks: Vec<Result<Frame<Bytes>, std::convert::Infallible>> =
+        (0..data.len()).step_by(100_000).map(|i| Ok(Frame::data(data.slice(i..(i + 100_000).min(data.len()))))).collect();
+    let req = Request::post("/hash")
+        .header("host", &host)
+        .body(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(chunks))))
+        .unwrap();
+    let resp = conn.send_request(req).await.unwrap();
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), sha256_hex(&data));
+}
+
+#[tokio::test]
+async fn streamed_response_arrives_before_request_ends() {
+    // Full-duplex streaming: the app echoes each chunk as it arrives, so the first echoed
+    // chunk must come back while the request body is still open.
+    let server = TestServer::start().await;
+    let app = http_app("app").await;
+    let (_c, ready) = server.client(vec![tunnel("web", Protocol::Http, app.port())]).await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(4);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+    let mut conn = http1_conn(server.http_addr()).await;
+    let req = Request::post("/echo").header("host", ready[0].host()).body(BodyExt::boxed(StreamBody::new(stream))).unwrap();
+    tx.send(Ok(Frame::data(Bytes::from_static(b"first chunk")))).await.unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(5), conn.send_request(req)).await.unwrap().unwrap();
+    let mut body = resp.into_body();
+    let first = tokio::time::timeout(Duration::from_secs(5), body.frame()).await.unwrap().unwrap().unwrap();
+    assert_eq!(first.into_data().unwrap(), "first chunk");
+    tx.send(Ok(Frame::data(Bytes::from_static(b"second")))).await.unwrap();
+    drop(tx);
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert_eq!(rest, "second");
+}
+
+#[tokio::test]
+async fn http2_over_the_https_edge() {
+    let server = TestServer::start().await;
+    let app = http_app("app").await;
+    let mut t = tunnel("web", Protocol::Http, app.port());
+    t.subdomain = Some("secure".into());
+    let (_c, _ready) = server.client(vec![t]).await;
+    let edge = server.https_addr();
+    let mut h2 = h2_conn(edge, "secure.localhost").await;
+    let mut handles = Vec::new();
+    for i in 0..10 {
+        let req = Request::get(format!("https://secure.localhost:{}/big?n={}", edge.port(), 1000 + i)).body(body("")).unwrap();
+        handles.push(h2.send_request(req));
+    }
+    for (i, h) in handles.into_iter().enumerate() {
+        let resp = h.await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes().len(), 1000 + i);
+    }
+    let req = Request::get(format!("https://secure.localhost:{}/headers", edge.port())).body(body("")).unwrap();
+    let text = h2.send_request(req).await.unwrap().into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&text).contains("\"x-forwarded-proto\":\"https\""));
+}
+
+#[tokio::test]
+async fn websocket_echo_through_tunnel() {
+    let server = TestServer::start().await;
+    let app = http_app("app").await;
+    let (_c, ready) = server.client(vec![tunnel("web", Protocol::Http, app.port())]).await;
+    let edge = server.http_addr();
+    let tcp = tokio::net::TcpStream::connect(edge).await.unwrap();
+    let url = format!("ws://{}/ws", ready[0].host());
+    let (mut ws, resp) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    for i in 0..50 {
+        let msg = format!("message {i}");
+        ws.send(tokio_tungstenite::tungstenite::Message::text(msg.clone())).await.unwrap();
+        let back = ws.next().await.unwrap().unwrap();
+        assert_eq!(back.into_text().unwrap().as_str(), msg);
+    }
+    let big = vec![7u8; 1 << 20];
+    ws.send(tokio_tungstenite::tungstenite::Message::binary(big.clone())).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap().into_data().as_ref(), &big[..]);
+}
+
+#[tokio::test]
+async fn several_tunnels_in_one_client_reach_their_own_services() {
+    let server = TestServer::start().await;
+    let (a, b) = (http_app("alpha").await, http_app("beta").await);
+    let echo = tcp_echo().await;
+    let (_c, ready) = server
+        .client(vec![
+            tunnel("a", Protocol::Http, a.port()),
+            tunnel("b", Protocol::Http, b.port()),
+            tunnel("e", Protocol::Tcp, echo.port()),
+        ])
+        .await;
+    let edge = server.http_addr();
+    for r in &ready {
+        match r.name.as_str() {
+            "a" => assert_eq!(get(edge, &r.host(), "/").await.1, "hello from alpha\n"),
+            "b" => assert_eq!(get(edge, &r.host(), "/").await.1, "hello from beta\n"),
+            "e" => {
+                let mut s = tokio::net::TcpStream::connect(("127.0.0.1", r.port())).await.unwrap();
+                tokio::io::AsyncWriteExt::write_all(&mut s, b"ping").await.unwrap();
+                assert_eq!(read_n(&mut s, 4).await, b"ping");
+            }
+            _ => unreachable!(),
+        }
+    }
+}
+
+#[tokio::test]
+async fn concurrent_requests_over_many_connections() {
+    let server = TestServer::start().await;
+    let app = http_app("app").await;
+    let (_c, ready) = server.client(vec![tunnel("web", Protocol::Http, app.port())]).await;
+    let host = ready[0].host();
+    let edge = server.http_addr();
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let host = host.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = http1_conn(edge).await;
+            for _ in 0..20 {
+                let req = Request::get("/").header("host", &host).body(body("")).unwrap();
+                let resp = conn.send_request(req).await.unwrap();
+                assert_eq!(resp.status(), 200);
+                resp.into_body().collect().await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
