@@ -1,0 +1,196 @@
+//! Reconnection, graceful shutdown, names and reservations, authentication.
+use std::time::Duration;
+
+use http::StatusCode;
+use rustunnel_client::{ClientHandle, Event};
+use rustunnel_proto::Protocol;
+use rustunnel_testkit::*;
+
+#[tokio::test]
+async fn reconnects_after_server_restart_with_the_same_url() {
+    let server = TestServer::start().await;
+    let app = http_app("app").await;
+    let echo = tcp_echo().await;
+    let (mut c, ready) = server.client(vec![tunnel("web", Protocol::Http, app.port()), tunnel("db", Protocol::Tcp, echo.port())]).await;
+    let (control, http) = (server.handle.control_addr(), server.http_addr());
+    let web = ready.iter().find(|r| r.name == "web").unwrap().clone();
+    let db = ready.iter().find(|r| r.name == "db").unwrap().clone();
+    assert_eq!(get(http, &web.host(), "/").await.0, StatusCode::OK);
+
+    // Crash: no goodbye to the client.
+    let TestServer { handle, dir } = server;
+    handle.abort().await;
+    next_event(&mut c, |e| matches!(e, Event::Reconnecting { .. }), Duration::from_secs(10)).await;
+
+    let back = TestServer::restart_on_same_ports(dir, control, http, |_| {}).await;
+    let started = std::time::Instant::now();
+    let mut urls = Vec::new();
+    while urls.len() < 2 {
+        if let Event::Reconnected { public_url, .. } = next_event(&mut c, |e| matches!(e, Event::Reconnected { .. }), Duration::from_secs(10)).await {
+            urls.push(public_url);
+        }
+    }
+    let elapsed = started.elapsed();
+    assert!(urls.contains(&web.public_url), "{urls:?} vs {}", web.public_url);
+    assert!(urls.contains(&db.public_url), "{urls:?} vs {}", db.public_url);
+    assert!(elapsed < Duration::from_secs(3), "reconnected in {elapsed:?}");
+    assert_eq!(get(back.http_addr(), &web.host(), "/").await.1, "hello from app\n");
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", db.port())).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut s, b"again").await.unwrap();
+    assert_eq!(read_n(&mut s, 5).await, b"again");
+}
+
+#[tokio::test]
+async fn graceful_shutdown_drains_in_flight_requests_and_clients_reconnect() {
+    let server = TestServer::start().await;
+    let app = http_app("app").await;
+    let (mut c, ready) = server.client(vec![tunnel("web", Protocol::Http, app.port())]).await;
+    let (control, http) = (server.handle.control_addr(), server.http_addr());
+    let host = ready[0].host();
+    // A request in flight when shutdown starts completes.
+    let in_flight = tokio::spawn({
+        let host = host.clone();
+        async move { get(http, &host, "/slow?ms=700").await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let TestServer { handle, dir } = server;
+    let shutdown = tokio::spawn(handle.shutdown());
+    next_event(&mut c, |e| matches!(e, Event::ServerShutdown { .. }), Duration::from_secs(5)).await;
+    let (status, body) = in_flight.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "slow done\n");
+    tokio::time::timeout(Duration::from_secs(15), shutdown).await.unwrap().unwrap();
+    // New connections are refused while it is down; the client waits and comes back.
+    assert!(tokio::net::TcpStream::connect(http).await.is_err());
+    next_event(&mut c, |e| matches!(e, Event::Reconnecting { .. }), Duration::from_secs(5)).await;
+    let back = TestServer::restart_on_same_ports(dir, control, http, |_| {}).await;
+    next_event(&mut c, |e| matches!(e, Event::Reconnected { .. }), Duration::from_secs(10)).await;
+    assert_eq!(get(back.http_addr(), &host, "/").await.1, "hello from app\n");
+}
+
+#[tokio::test]
+async fn client_started_before_the_server_connects_when_it_comes_up() {
+    // Reserve a port, start the client against it, then start the server there.
+    let probe = TestServer::start().await;
+    let control = probe.handle.control_addr();
+    let TestServer { handle, dir } = probe;
+    handle.abort().await;
+    let app = http_app("app").await;
+    let mut opts = rustunnel_client::ClientOptions::new(control.to_string(), std::fs::read_to_string(dir.path().join("admin-token")).unwrap().trim());
+    opts.tls.insecure = true;
+    opts.tunnels = vec![tunnel("web", Protocol::Http, app.port())];
+    let mut c = ClientHandle::spawn(opts);
+    next_event(&mut c, |e| matches!(e, Event::Reconnecting { .. }), Duration::from_secs(5)).await;
+    let mut config = rustunnel_server::Config::ephemeral(dir.path());
+    config.control_addr = control;
+    let server = rustunnel_server::ServerHandle::spawn(config).await.unwrap();
+    let ready = tokio::time::timeout(Duration::from_secs(10), c.wait_ready(1)).await.unwrap().unwrap();
+    let Event::TunnelReady { public_url, .. } = &ready[0] else { panic!() };
+    let host = public_url.split("://").nth(1).unwrap();
+    assert_eq!(get(server.http_addr().unwrap(), host, "/").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn rejected_token_exits_with_a_clear_error() {
+    let server = TestServer::start_with(|c| c.allow_anonymous = false).await;
+    let mut opts = server.client_options(vec![tunnel("web", Protocol::Http, 9)]);
+    opts.token = "rt_wrong".into();
+    let mut c = ClientHandle::spawn(opts);
+    let e = next_event(&mut c, |e| matches!(e, Event::Error { .. }), Duration::from_secs(5)).await;
+    let Event::Error { code, hint, fatal, .. } = e else { unreachable!() };
+    assert_eq!(code, "unauthorized");
+    assert!(fatal);
+    assert!(hint.contains("RUSTUNNEL_TOKEN"));
+    assert!(c.join().await.is_err());
+}
+
+#[tokio::test]
+async fn minted_tokens_work_and_anonymous_is_refused_off_dev() {
+    let server = TestServer::start_with(|c| c.allow_anonymous = false).await;
+    let (_, raw) = server.handle.store().create_token(None, "ci").await.unwrap();
+    let app = http_app("app").await;
+    let mut opts = server.client_options(vec![tunnel("web", Protocol::Http, app.port())]);
+    opts.token = raw;
+    let (_c, ready) = spawn_ready(opts).await;
+    assert_eq!(get(server.http_addr(), &ready[0].host(), "/").await.0, StatusCode::OK);
+    let mut anon = server.client_options(vec![tunnel("web2", Protocol::Http, app.port())]);
+    anon.token = String::new();
+    let mut c = ClientHandle::spawn(anon);
+    assert!(c.wait_ready(1).await.is_err());
+}
+
+#[tokio::test]
+async fn two_clients_racing_for_one_name_exactly_one_wins() {
+    let server = TestServer::start().await;
+    let app = http_app("app").await;
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        let mut t = tunnel("web", Protocol::Http, app.port());
+        t.subdomain = Some("contested".into());
+        let mut c = ClientHandle::spawn(server.client_options(vec![t]));
+        handles.push(tokio::spawn(async move {
+            let ok = tokio::time::timeout(Duration::from_secs(10), c.wait_ready(1)).await.unwrap().is_ok();
+            (ok, c)
+        }));
+    }
+    let mut wins = 0;
+    let mut keep = Vec::new();
+    for h in handles {
+        let (ok, c) = h.await.unwrap();
+        wins += ok as usize;
+        keep.push(c);
+    }
+    assert_eq!(wins, 1);
+}
+
+#[tokio::test]
+async fn dropped_clients_name_is_reserved_for_its_owner() {
+    let server = TestServer::start_with(|c| c.allow_anonymous = false).await;
+    let (_, token_a) = server.handle.store().create_token(None, "a").await.unwrap();
+    let (_, token_b) = server.handle.store().create_token(None, "b").await.unwrap();
+    let app = http_app("app").await;
+    let mut t = tunnel("web", Protocol::Http, app.port());
+    t.subdomain = Some("mine".into());
+    let mut oa = server.client_options(vec![t.clone()]);
+    oa.token = token_a.clone();
+    let (c, _) = spawn_ready(oa.clone()).await;
+    c.stop().await.unwrap();
+    // Another owner cannot take it during the grace period...
+    let mut ob = server.client_options(vec![t.clone()]);
+    ob.token = token_b;
+    let mut cb = ClientHandle::spawn(ob);
+    let e = next_event(&mut cb, |e| matches!(e, Event::Error { .. }), Duration::from_secs(5)).await;
+    assert!(matches!(e, Event::Error { ref code, .. } if code == "subdomain_taken"), "{e:?}");
+    // ...but the owner gets it back.
+    let (_c, ready) = spawn_ready(oa).await;
+    assert!(ready[0].public_url.starts_with("http://mine.localhost:"));
+}
+
+#[tokio::test]
+async fn invalid_and_reserved_subdomains_are_refused() {
+    let server = TestServer::start().await;
+    for bad in ["www", "admin", "api", "-bad", "UPPER", "ab", "xn--80ak6aa92e"] {
+        let mut t = tunnel("web", Protocol::Http, 9);
+        t.subdomain = Some(bad.into());
+        let mut c = ClientHandle::spawn(server.client_options(vec![t]));
+        let e = next_event(&mut c, |e| matches!(e, Event::Error { .. }), Duration::from_secs(5)).await;
+        assert!(matches!(e, Event::Error { ref code, fatal: true, .. } if code == "invalid_subdomain"), "{bad}: {e:?}");
+    }
+}
+
+#[tokio::test]
+async fn heartbeat_loss_frees_server_resources() {
+    // A client whose control connection goes silent is dropped within the heartbeat timeout.
+    let server = TestServer::start_with(|c| c.heartbeat = Duration::from_millis(200)).await;
+    let app = http_app("app").await;
+    let (c, ready) = server.client(vec![tunnel("web", Protocol::Http, app.port())]).await;
+    assert!(server.handle.shared().tunnel(&ready[0].tunnel_id).is_some());
+    // Stopping the client closes its sockets: the server must notice and free the tunnel.
+    c.stop().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while server.handle.shared().tunnel(&ready[0].tunnel_id).is_some() {
+        assert!(std::time::Instant::now() < deadline, "tunnel not freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(server.handle.shared().sessions.read().unwrap().is_empty());
+}

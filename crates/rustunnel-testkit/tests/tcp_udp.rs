@@ -1,0 +1,145 @@
+//! TCP and UDP tunnels end to end.
+use std::time::Duration;
+
+use rustunnel_proto::Protocol;
+use rustunnel_testkit::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+#[tokio::test]
+async fn tcp_echo_and_half_close() {
+    let server = TestServer::start().await;
+    let echo = tcp_echo().await;
+    let (_c, ready) = server.client(vec![tunnel("echo", Protocol::Tcp, echo.port())]).await;
+    assert!(ready[0].public_url.starts_with("tcp://localhost:"));
+    let port = ready[0].port();
+    assert!((20000..=20999).contains(&port));
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(b"hello").await.unwrap();
+    assert_eq!(read_n(&mut s, 5).await, b"hello");
+    // Half-close: we stop writing, the echo finishes and closes; we still read everything.
+    s.write_all(b" world").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await.unwrap().unwrap();
+    assert_eq!(rest, b" world");
+}
+
+#[tokio::test]
+async fn tcp_large_transfer_hash_matches() {
+    let server = TestServer::start().await;
+    let echo = tcp_echo().await;
+    let (_c, ready) = server.client(vec![tunnel("echo", Protocol::Tcp, echo.port())]).await;
+    let s = TcpStream::connect(("127.0.0.1", ready[0].port())).await.unwrap();
+    let (mut r, mut w) = s.into_split();
+    let data = pattern(64 << 20);
+    let expect = sha256_hex(&data);
+    let writer = tokio::spawn(async move {
+        w.write_all(&data).await.unwrap();
+        w.shutdown().await.unwrap();
+    });
+    let mut got = Vec::new();
+    r.read_to_end(&mut got).await.unwrap();
+    writer.await.unwrap();
+    assert_eq!(got.len(), 64 << 20);
+    assert_eq!(sha256_hex(&got), expect);
+}
+
+#[tokio::test]
+async fn tcp_many_parallel_connections() {
+    let server = TestServer::start().await;
+    let echo = tcp_echo().await;
+    let (_c, ready) = server.client(vec![tunnel("echo", Protocol::Tcp, echo.port())]).await;
+    let port = ready[0].port();
+    let mut tasks = Vec::new();
+    for i in 0..100u32 {
+        tasks.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            let msg = format!("conn {i}");
+            s.write_all(msg.as_bytes()).await.unwrap();
+            assert_eq!(read_n(&mut s, msg.len()).await, msg.as_bytes());
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn udp_echo_keeps_datagram_boundaries() {
+    let server = TestServer::start().await;
+    let echo = udp_echo().await;
+    let (_c, ready) = server.client(vec![tunnel("dns", Protocol::Udp, echo.port())]).await;
+    assert!(ready[0].public_url.starts_with("udp://localhost:"));
+    let port = ready[0].port();
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.connect(("127.0.0.1", port)).await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    for size in [1usize, 100, 1400, 8000, 60000] {
+        let d = pattern(size);
+        // UDP may drop; retry a few times.
+        let mut ok = false;
+        for _ in 0..5 {
+            sock.send(&d).await.unwrap();
+            if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), sock.recv(&mut buf)).await {
+                assert_eq!(n, size, "boundaries preserved");
+                assert_eq!(&buf[..n], &d[..]);
+                ok = true;
+                break;
+            }
+        }
+        assert!(ok, "datagram of {size} bytes came back");
+    }
+}
+
+#[tokio::test]
+async fn udp_many_remote_peers_at_once() {
+    let server = TestServer::start().await;
+    let echo = udp_echo().await;
+    let (_c, ready) = server.client(vec![tunnel("u", Protocol::Udp, echo.port())]).await;
+    let port = ready[0].port();
+    let mut tasks = Vec::new();
+    for i in 0..50u32 {
+        tasks.push(tokio::spawn(async move {
+            let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            sock.connect(("127.0.0.1", port)).await.unwrap();
+            let mut buf = [0u8; 64];
+            for j in 0..5u32 {
+                let msg = format!("peer {i} msg {j}");
+                let mut ok = false;
+                for _ in 0..10 {
+                    sock.send(msg.as_bytes()).await.unwrap();
+                    if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), sock.recv(&mut buf)).await {
+                        // Each peer only ever sees its own replies.
+                        assert_eq!(&buf[..n], msg.as_bytes());
+                        ok = true;
+                        break;
+                    }
+                }
+                assert!(ok);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn udp_sessions_expire_when_idle() {
+    let server = TestServer::start_with(|c| c.udp_idle = Duration::from_millis(300)).await;
+    let echo = udp_echo().await;
+    let (_c, ready) = server.client(vec![tunnel("u", Protocol::Udp, echo.port())]).await;
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.connect(("127.0.0.1", ready[0].port())).await.unwrap();
+    let mut buf = [0u8; 16];
+    sock.send(b"one").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf)).await.unwrap().unwrap();
+    let t = server.handle.shared().tunnel(&ready[0].tunnel_id).unwrap();
+    assert_eq!(t.stats.connections.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // After the idle expiry a new datagram opens a new session (a new "connection").
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    sock.send(b"two").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(t.stats.connections.load(std::sync::atomic::Ordering::Relaxed), 2);
+}
