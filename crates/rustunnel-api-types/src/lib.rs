@@ -1,1 +1,197 @@
-//! REST API data types shared by server, CLI and MCP.
+//! REST API data types shared by `rustunnel-server` (which serves them), the `rustunnel` CLI
+//! and `rustunnel-mcp` (which consume them), so the wire cannot drift between them.
+//!
+//! Conventions: JSON, snake_case fields, times as RFC 3339 UTC strings, optional fields are
+//! omitted when absent. Every error is [`ErrorBody`]: `{"error":{"code":"...","message":"..."}}`.
+use serde::{Deserialize, Serialize};
+
+/// `{"error":{"code":"...","message":"..."}}`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorDetail {
+    /// Stable machine-readable code: `bad_request`, `unauthorized`, `not_found`, `rate_limited`, ...
+    pub code: String,
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        ErrorBody { error: ErrorDetail { code: code.into(), message: message.into() } }
+    }
+}
+
+/// Tunnel counts by protocol.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ProtocolCounts {
+    pub http: u64,
+    pub tcp: u64,
+    pub udp: u64,
+}
+
+/// `GET /api/status` (public).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StatusResponse {
+    pub version: String,
+    pub region: String,
+    pub sessions: u64,
+    pub tunnels: ProtocolCounts,
+}
+
+/// One region (`GET /api/regions`, public).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Region {
+    pub id: String,
+    pub name: String,
+    pub location: String,
+    /// Control-plane `host:port` clients connect to (`--server`).
+    pub control_addr: String,
+    /// Management API base URL.
+    pub api_url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RegionList {
+    pub regions: Vec<Region>,
+}
+
+/// An open tunnel (`GET /api/tunnels`, `GET /api/tunnels/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Tunnel {
+    pub id: String,
+    pub name: String,
+    /// `http`, `tcp` or `udp`.
+    pub protocol: String,
+    /// Complete, usable URL (`http://app.example.com`, `tcp://example.com:20001`).
+    pub public_url: String,
+    pub public_urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subdomain: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Local address as the client declared it (`localhost:3000`).
+    pub local_addr: String,
+    /// Address the client connected from.
+    pub client_addr: String,
+    pub region: String,
+    pub owner_id: String,
+    /// RFC 3339.
+    pub created_at: String,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub requests: u64,
+    pub connections: u64,
+    /// `active`.
+    pub status: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TunnelList {
+    pub tunnels: Vec<Tunnel>,
+}
+
+/// `DELETE /api/tunnels/{id}` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClosedTunnel {
+    pub id: String,
+    pub closed: bool,
+}
+
+/// A history row (`GET /api/history`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HistoryEntry {
+    pub id: String,
+    pub name: String,
+    pub protocol: String,
+    pub public_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subdomain: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    pub local_addr: String,
+    pub client_addr: String,
+    pub region: String,
+    pub owner_id: String,
+    pub opened_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<String>,
+    pub active: bool,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub requests: u64,
+    pub connections: u64,
+    /// `closed_by_api`, `client_request`, `session_ended`, `server_shutdown`, `server_restart`, `token_revoked`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HistoryList {
+    pub entries: Vec<HistoryEntry>,
+    pub limit: u32,
+    pub offset: u32,
+}
+
+/// A token as listed (never its value or hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Token {
+    pub id: String,
+    pub label: String,
+    pub owner_id: String,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TokenList {
+    pub tokens: Vec<Token>,
+}
+
+/// `POST /api/tokens` body. `owner_id` is for the admin token only: mint for an existing owner
+/// (omitted: a new owner). A non-admin token always mints for its own owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    pub label: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_id: Option<String>,
+}
+
+/// `POST /api/tokens` answer: the only time the token value is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreatedToken {
+    pub token: String,
+    pub id: String,
+    pub label: String,
+    pub owner_id: String,
+    pub created_at: String,
+}
+
+/// `DELETE /api/tokens/{id}` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RevokedToken {
+    pub id: String,
+    pub revoked: bool,
+    /// Tunnels that were open with this token and are now closed.
+    pub closed_tunnels: u32,
+}

@@ -1,1 +1,59 @@
-//! stub
+//! The `rustunnel` command line.
+//!
+//! - [`tunnels`]: `rustunnel http|tcp|udp <port>` and `rustunnel start --config FILE`.
+//! - [`output`]: the human console (status block + live request log) and `--json` lines.
+//! - [`demo`]: `rustunnel demo`, a self-contained tour on loopback.
+//! - [`manage`]: management commands over the REST API (tokens, tunnels, history, regions).
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+use clap::{Parser, Subcommand};
+
+pub mod demo;
+pub mod manage;
+pub mod output;
+pub mod tunnels;
+
+#[derive(Parser, Debug)]
+#[command(name = "rustunnel", version, about = "Put local services on the internet: HTTP(S) under a subdomain, raw TCP, UDP")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// More logging on stderr (or set RUSTUNNEL_LOG, e.g. RUSTUNNEL_LOG=debug).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Expose a local HTTP service under a subdomain.
+    Http(tunnels::OneTunnel),
+    /// Expose a local TCP service on a public port.
+    Tcp(tunnels::OneTunnel),
+    /// Expose a local UDP service on a public port.
+    Udp(tunnels::OneTunnel),
+    /// Start several named tunnels from a TOML file.
+    Start(tunnels::StartArgs),
+    /// Run a self-contained demo on loopback: dev server, sample page, tunnel, fetch.
+    Demo(demo::DemoArgs),
+    #[command(flatten)]
+    Manage(manage::ManageCommand),
+}
+
+pub fn init_logging(verbose: bool) {
+    let default = if verbose { "debug" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUSTUNNEL_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Runs a command; returns the process exit code.
+pub async fn run(cli: Cli) -> i32 {
+    use rustunnel_proto::Protocol;
+    match cli.command {
+        Command::Http(a) => tunnels::run_one(Protocol::Http, a).await,
+        Command::Tcp(a) => tunnels::run_one(Protocol::Tcp, a).await,
+        Command::Udp(a) => tunnels::run_one(Protocol::Udp, a).await,
+        Command::Start(a) => tunnels::run_start(a).await,
+        Command::Demo(a) => demo::run(a).await,
+        Command::Manage(m) => manage::run(m).await,
+    }
+}

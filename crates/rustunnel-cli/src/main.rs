@@ -1,1 +1,11 @@
-fn main() {}
+//! `rustunnel`: the command-line client. Parses flags, sets up logging, dispatches to the
+//! library modules of this crate.
+use clap::Parser;
+
+#[tokio::main]
+async fn main() {
+    let cli = rustunnel_cli::Cli::parse();
+    rustunnel_cli::init_logging(cli.verbose);
+    let code = rustunnel_cli::run(cli).await;
+    std::process::exit(code);
+}

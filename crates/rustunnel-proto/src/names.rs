@@ -3,7 +3,7 @@
 /// Names nobody may claim: they collide with the service's own hosts or with
 /// well-known prefixes used for certificates and mail.
 pub const RESERVED_SUBDOMAINS: &[&str] = &[
-    "www", "api", "admin", "dashboard", "app", "mail", "smtp", "imap", "pop", "ftp", "ns", "ns1",
+    "www", "api", "admin", "dashboard", "mail", "smtp", "imap", "pop", "ftp", "ns", "ns1",
     "ns2", "dns", "mx", "status", "metrics", "control", "edge", "tunnel", "rustunnel", "root",
     "localhost", "static", "cdn", "auth", "login", "_acme-challenge", "autoconfig",
     "autodiscover", "wpad", "isatap",

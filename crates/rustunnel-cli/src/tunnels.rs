@@ -1,0 +1,164 @@
+//! `rustunnel http|tcp|udp <port>` and `rustunnel start --config FILE`.
+use std::path::PathBuf;
+
+use clap::Args;
+use rustunnel_client::{ClientHandle, ClientOptions, Event, StartFile, TlsOptions, TunnelConfig};
+use rustunnel_proto::Protocol;
+
+use crate::output::Printer;
+
+/// Connection flags shared by every tunnel command.
+#[derive(Args, Debug, Clone)]
+pub struct ConnectArgs {
+    /// Control-plane address of the rustunnel server.
+    #[arg(long, env = "RUSTUNNEL_SERVER", default_value = rustunnel_client::config::DEFAULT_SERVER)]
+    pub server: String,
+    /// Authentication token.
+    #[arg(long, env = "RUSTUNNEL_TOKEN", hide_env_values = true, default_value = "")]
+    pub token: String,
+    /// Skip TLS certificate verification (self-signed dev servers).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Trust this CA certificate (PEM), e.g. the dev server's tls-cert.pem.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Region id to connect to (see `rustunnel regions`), or `auto` for the lowest latency.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Management API URL (used to resolve --region).
+    #[arg(long, env = "RUSTUNNEL_API", default_value = "http://localhost:4041")]
+    pub api: String,
+    /// One JSON object per line instead of the console.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit when the connection is lost instead of reconnecting.
+    #[arg(long)]
+    pub no_reconnect: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct OneTunnel {
+    /// Local port of the service to expose.
+    #[arg(value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+    /// Subdomain to ask for (HTTP); random when omitted.
+    #[arg(long)]
+    pub subdomain: Option<String>,
+    /// Public port to ask for (TCP/UDP); any free one when omitted.
+    #[arg(long)]
+    pub remote_port: Option<u16>,
+    /// Host of the local service.
+    #[arg(long, default_value = "localhost")]
+    pub local_host: String,
+    /// Name of the tunnel (shown in logs and the API).
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StartArgs {
+    /// TOML file with `server`, `token`, `insecure` and `[tunnels.<name>]` sections.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Overrides the file's server.
+    #[arg(long, env = "RUSTUNNEL_SERVER")]
+    pub server: Option<String>,
+    /// Overrides the file's token.
+    #[arg(long, env = "RUSTUNNEL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[arg(long)]
+    pub insecure: bool,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long)]
+    pub no_reconnect: bool,
+}
+
+fn fail(printer: &mut Printer, code: &str, message: String, hint: &str) -> i32 {
+    printer.event(&Event::Error { code: code.into(), message, hint: hint.into(), fatal: true });
+    1
+}
+
+pub async fn run_one(protocol: Protocol, a: OneTunnel) -> i32 {
+    let mut printer = Printer::new(a.connect.json);
+    if a.subdomain.is_some() && protocol != Protocol::Http {
+        return fail(&mut printer, "bad_arguments", "--subdomain applies to http tunnels only".into(), "use --remote-port for tcp/udp");
+    }
+    if a.remote_port.is_some() && protocol == Protocol::Http {
+        return fail(&mut printer, "bad_arguments", "--remote-port applies to tcp/udp tunnels only".into(), "use --subdomain for http");
+    }
+    let server = match crate::manage::resolve_server(&a.connect).await {
+        Ok(s) => s,
+        Err(e) => return fail(&mut printer, "region_error", e.to_string(), "list regions with `rustunnel regions`"),
+    };
+    let mut t = TunnelConfig::new(a.name.clone().unwrap_or_else(|| protocol.to_string()), protocol, a.port);
+    t.local_host = a.local_host.clone();
+    t.subdomain = a.subdomain.clone();
+    t.remote_port = a.remote_port;
+    let mut opts = ClientOptions::new(server, a.connect.token.trim());
+    opts.tls = TlsOptions { insecure: a.connect.insecure, ca: a.connect.ca.clone() };
+    opts.reconnect = !a.connect.no_reconnect;
+    opts.tunnels = vec![t];
+    drive(opts, printer).await
+}
+
+pub async fn run_start(a: StartArgs) -> i32 {
+    let mut printer = Printer::new(a.json);
+    let file = match StartFile::load(&a.config) {
+        Ok(f) => f,
+        Err(e) => return fail(&mut printer, "config_error", e.to_string(), "see examples/client.toml for the format"),
+    };
+    let server = a.server.clone().or(file.server.clone()).unwrap_or_else(|| rustunnel_client::config::DEFAULT_SERVER.into());
+    let token = a.token.clone().or(file.token.clone()).unwrap_or_default();
+    let mut opts = ClientOptions::new(server, token.trim());
+    opts.tls = TlsOptions { insecure: a.insecure || file.insecure, ca: file.ca.clone() };
+    opts.reconnect = !a.no_reconnect;
+    opts.tunnels = file.tunnel_configs();
+    drive(opts, printer).await
+}
+
+/// Runs the client until Ctrl+C/SIGTERM, a fatal error, or every tunnel closed by the server.
+async fn drive(opts: ClientOptions, mut printer: Printer) -> i32 {
+    let mut c = ClientHandle::spawn(opts);
+    let cancel = c.cancel_token();
+    let mut fatal = false;
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            e = c.events.recv() => match e {
+                Some(e) => {
+                    if matches!(e, Event::Error { fatal: true, .. }) {
+                        fatal = true;
+                    }
+                    printer.event(&e);
+                }
+                None => break,
+            },
+            _ = &mut signal => {
+                cancel.cancel();
+            }
+        }
+    }
+    match c.join().await {
+        Ok(()) if !fatal => 0,
+        _ => 1,
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
