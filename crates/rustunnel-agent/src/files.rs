@@ -42,10 +42,7 @@ pub struct Artifact {
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
     #[error("cannot read '{path}': {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("'{0}' is not a regular file")]
     NotAFile(String),
     #[error("file is {size} bytes; the limit is {max}")]
@@ -55,10 +52,7 @@ pub enum FileError {
     #[error("'{0}' already exists; pass overwrite=true to replace it")]
     Exists(String),
     #[error("cannot write '{path}': {source}")]
-    Write {
-        path: String,
-        source: std::io::Error,
-    },
+    Write { path: String, source: std::io::Error },
     #[error("savePath must not be empty or contain NUL")]
     BadSavePath,
 }
@@ -79,13 +73,7 @@ pub fn new_artifact_id() -> String {
 /// leading dots-only names, bounded. Never use the result as a path.
 pub fn sanitize_display_name(raw: &str) -> String {
     let last = raw.rsplit(['/', '\\']).next().unwrap_or("");
-    let cleaned: String = last
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(128)
-        .collect::<String>()
-        .trim()
-        .to_owned();
+    let cleaned: String = last.chars().filter(|c| !c.is_control()).take(128).collect::<String>().trim().to_owned();
     if cleaned.is_empty() || cleaned.chars().all(|c| c == '.') {
         "file".to_owned()
     } else {
@@ -96,38 +84,19 @@ pub fn sanitize_display_name(raw: &str) -> String {
 /// Reads a file to share, refusing before reading when it is over `max`.
 pub async fn read_for_share(path: &Path, max: u64) -> Result<(String, Vec<u8>), FileError> {
     let shown = path.display().to_string();
-    let meta = tokio::fs::metadata(path)
-        .await
-        .map_err(|source| FileError::Read {
-            path: shown.clone(),
-            source,
-        })?;
+    let meta = tokio::fs::metadata(path).await.map_err(|source| FileError::Read { path: shown.clone(), source })?;
     if !meta.is_file() {
         return Err(FileError::NotAFile(shown));
     }
     if meta.len() > max {
-        return Err(FileError::TooLarge {
-            size: meta.len(),
-            max,
-        });
+        return Err(FileError::TooLarge { size: meta.len(), max });
     }
-    let data = tokio::fs::read(path)
-        .await
-        .map_err(|source| FileError::Read {
-            path: shown.clone(),
-            source,
-        })?;
+    let data = tokio::fs::read(path).await.map_err(|source| FileError::Read { path: shown.clone(), source })?;
     // The file may have grown between stat and read.
     if data.len() as u64 > max {
-        return Err(FileError::TooLarge {
-            size: data.len() as u64,
-            max,
-        });
+        return Err(FileError::TooLarge { size: data.len() as u64, max });
     }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "file".into());
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "file".into());
     Ok((name, data))
 }
 
@@ -148,17 +117,12 @@ impl Assembly {
         if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(FileError::Integrity);
         }
-        Ok(Assembly {
-            size,
-            sha256: sha256.to_ascii_lowercase(),
-            buf: Vec::with_capacity(size as usize),
-        })
+        Ok(Assembly { size, sha256: sha256.to_ascii_lowercase(), buf: Vec::with_capacity(size as usize) })
     }
 
     /// Appends bytes that must start exactly at the current end and stay within size.
     pub fn push(&mut self, offset: u64, data: &[u8]) -> Result<(), FileError> {
-        if offset != self.buf.len() as u64 || self.buf.len() as u64 + data.len() as u64 > self.size
-        {
+        if offset != self.buf.len() as u64 || self.buf.len() as u64 + data.len() as u64 > self.size {
             return Err(FileError::Integrity);
         }
         self.buf.extend_from_slice(data);
@@ -192,16 +156,10 @@ pub async fn write_save_path(path: &Path, data: &[u8], overwrite: bool) -> Resul
         if source.kind() == std::io::ErrorKind::AlreadyExists {
             FileError::Exists(shown.clone())
         } else {
-            FileError::Write {
-                path: shown.clone(),
-                source,
-            }
+            FileError::Write { path: shown.clone(), source }
         }
     })?;
-    let w = |source| FileError::Write {
-        path: shown.clone(),
-        source,
-    };
+    let w = |source| FileError::Write { path: shown.clone(), source };
     f.write_all(data).await.map_err(w)?;
     f.flush().await.map_err(w)?;
     Ok(())
@@ -224,10 +182,7 @@ mod tests {
 
     #[test]
     fn assembly_checks_size_order_and_hash() {
-        assert!(matches!(
-            Assembly::new(u64::MAX, &"0".repeat(64), 10),
-            Err(FileError::TooLarge { .. })
-        ));
+        assert!(matches!(Assembly::new(u64::MAX, &"0".repeat(64), 10), Err(FileError::TooLarge { .. })));
         let data = b"hello world";
         let sha = sha256_hex(data);
         let mut a = Assembly::new(11, &sha, 100).unwrap();
@@ -250,23 +205,14 @@ mod tests {
         tokio::fs::create_dir_all(&dir).await.unwrap();
         let p = dir.join("out.txt");
         write_save_path(&p, b"one", false).await.unwrap();
-        assert!(matches!(
-            write_save_path(&p, b"two", false).await,
-            Err(FileError::Exists(_))
-        ));
+        assert!(matches!(write_save_path(&p, b"two", false).await, Err(FileError::Exists(_))));
         assert_eq!(tokio::fs::read(&p).await.unwrap(), b"one");
         write_save_path(&p, b"two", true).await.unwrap();
         assert_eq!(tokio::fs::read(&p).await.unwrap(), b"two");
         let (name, data) = read_for_share(&p, 100).await.unwrap();
         assert_eq!((name.as_str(), data.as_slice()), ("out.txt", &b"two"[..]));
-        assert!(matches!(
-            read_for_share(&p, 1).await,
-            Err(FileError::TooLarge { .. })
-        ));
-        assert!(matches!(
-            read_for_share(&dir, 100).await,
-            Err(FileError::NotAFile(_))
-        ));
+        assert!(matches!(read_for_share(&p, 1).await, Err(FileError::TooLarge { .. })));
+        assert!(matches!(read_for_share(&dir, 100).await, Err(FileError::NotAFile(_))));
         tokio::fs::remove_dir_all(&dir).await.unwrap();
     }
 }

@@ -56,27 +56,15 @@ pub struct FrameCipher {
 
 impl FrameCipher {
     pub(crate) fn new(t: snow::TransportState) -> Self {
-        FrameCipher {
-            t,
-            send_ctr: 0,
-            recv_ctr: 0,
-            poisoned: false,
-        }
+        FrameCipher { t, send_ctr: 0, recv_ctr: 0, poisoned: false }
     }
 
     /// Encrypts `msg` plus an optional binary attachment into one wire frame.
-    pub fn seal<M: Serialize>(
-        &mut self,
-        msg: &M,
-        attachment: &[u8],
-    ) -> Result<Vec<u8>, FrameError> {
+    pub fn seal<M: Serialize>(&mut self, msg: &M, attachment: &[u8]) -> Result<Vec<u8>, FrameError> {
         let header = serde_json::to_vec(msg).map_err(|e| FrameError::Encrypt(e.to_string()))?;
         let total = HEADER_LEN + header.len() + attachment.len();
         if total > MAX_FRAME_PLAINTEXT {
-            return Err(FrameError::TooLarge {
-                len: total,
-                max: MAX_FRAME_PLAINTEXT,
-            });
+            return Err(FrameError::TooLarge { len: total, max: MAX_FRAME_PLAINTEXT });
         }
         let mut plain = Vec::with_capacity(total);
         plain.extend_from_slice(&self.send_ctr.to_be_bytes());
@@ -87,10 +75,7 @@ impl FrameCipher {
         let mut out = vec![0u8; plain.len().div_ceil(CHUNK_PLAIN) * NOISE_MAX];
         let mut w = 0;
         for chunk in plain.chunks(CHUNK_PLAIN) {
-            let n = self
-                .t
-                .write_message(chunk, &mut out[w..])
-                .map_err(|e| FrameError::Encrypt(e.to_string()))?;
+            let n = self.t.write_message(chunk, &mut out[w..]).map_err(|e| FrameError::Encrypt(e.to_string()))?;
             w += n;
         }
         out.truncate(w);
@@ -105,10 +90,7 @@ impl FrameCipher {
         }
         if wire.len() > MAX_WIRE_FRAME {
             self.poisoned = true;
-            return Err(FrameError::TooLarge {
-                len: wire.len(),
-                max: MAX_WIRE_FRAME,
-            });
+            return Err(FrameError::TooLarge { len: wire.len(), max: MAX_WIRE_FRAME });
         }
         match self.open_inner(wire) {
             Ok(v) => Ok(v),
@@ -126,10 +108,7 @@ impl FrameCipher {
             if chunk.len() < TAG_LEN {
                 return Err(FrameError::Tampering);
             }
-            let n = self
-                .t
-                .read_message(chunk, &mut plain[w..])
-                .map_err(|_| FrameError::Tampering)?;
+            let n = self.t.read_message(chunk, &mut plain[w..]).map_err(|_| FrameError::Tampering)?;
             w += n;
         }
         plain.truncate(w);
@@ -278,25 +257,19 @@ mod tests {
     pub(crate) fn pair() -> (FrameCipher, FrameCipher) {
         let room = RoomId::parse("room1234abcd").unwrap();
         let (ini, hello) = Initiator::start(&room, HelloKind::Join, [1; 16], &[5; 32]).unwrap();
-        let (host, reply) =
-            respond(&room, &ClientHello::decode(&hello).unwrap(), &[5; 32]).unwrap();
+        let (host, reply) = respond(&room, &ClientHello::decode(&hello).unwrap(), &[5; 32]).unwrap();
         (ini.finish(&reply).unwrap().cipher, host.cipher)
     }
 
     fn say(i: u64) -> GuestMsg {
-        GuestMsg::Say {
-            req: i,
-            text: format!("secret message {i}"),
-        }
+        GuestMsg::Say { req: i, text: format!("secret message {i}") }
     }
 
     #[test]
     fn round_trip_large_frame_with_attachment() {
         let (mut g, mut h) = pair();
         let data: Vec<u8> = (0..FILE_CHUNK).map(|i| i as u8).collect();
-        let wire = g
-            .seal(&GuestMsg::FileChunk { req: 1, offset: 0 }, &data)
-            .unwrap();
+        let wire = g.seal(&GuestMsg::FileChunk { req: 1, offset: 0 }, &data).unwrap();
         assert!(wire.len() > NOISE_MAX);
         let (m, att): (GuestMsg, _) = h.open(&wire).unwrap();
         assert_eq!(m, GuestMsg::FileChunk { req: 1, offset: 0 });
@@ -322,30 +295,17 @@ mod tests {
 
         // Truncation on a chunk boundary of a multi-chunk frame.
         let (mut g, mut h) = pair();
-        let big = g
-            .seal(
-                &GuestMsg::FileChunk { req: 1, offset: 0 },
-                &vec![7u8; 100_000],
-            )
-            .unwrap();
-        assert_eq!(
-            h.open::<GuestMsg>(&big[..NOISE_MAX]).unwrap_err(),
-            FrameError::Tampering
-        );
+        let big = g.seal(&GuestMsg::FileChunk { req: 1, offset: 0 }, &vec![7u8; 100_000]).unwrap();
+        assert_eq!(h.open::<GuestMsg>(&big[..NOISE_MAX]).unwrap_err(), FrameError::Tampering);
     }
 
     #[test]
     fn oversize_rejected_before_decrypting() {
         let (_g, mut h) = pair();
-        let e = h
-            .open::<GuestMsg>(&vec![0u8; MAX_WIRE_FRAME + 1])
-            .unwrap_err();
+        let e = h.open::<GuestMsg>(&vec![0u8; MAX_WIRE_FRAME + 1]).unwrap_err();
         assert!(matches!(e, FrameError::TooLarge { .. }));
         let (mut g, _) = pair();
-        assert!(matches!(
-            g.seal(&say(1), &vec![0u8; MAX_FRAME_PLAINTEXT]),
-            Err(FrameError::TooLarge { .. })
-        ));
+        assert!(matches!(g.seal(&say(1), &vec![0u8; MAX_FRAME_PLAINTEXT]), Err(FrameError::TooLarge { .. })));
     }
 
     #[test]
@@ -354,10 +314,7 @@ mod tests {
         // A guest trying to send a host-only Event (forged sender/seq) cannot be decoded.
         let forged = HostMsg::Closed { summary: None };
         let wire = g.seal(&forged, &[]).unwrap();
-        assert!(matches!(
-            h.open::<GuestMsg>(&wire),
-            Err(FrameError::Malformed(_))
-        ));
+        assert!(matches!(h.open::<GuestMsg>(&wire), Err(FrameError::Malformed(_))));
     }
 
     /// A relay that forwards host->guest frames but can misbehave.
@@ -395,18 +352,12 @@ mod tests {
             let (mut guest, mut host) = pair();
             let mut relay = MaliciousRelay { seen: Vec::new() };
             for i in 0..3 {
-                let ev = HostMsg::Closed {
-                    summary: Some(format!("secret {i}")),
-                };
+                let ev = HostMsg::Closed { summary: Some(format!("secret {i}")) };
                 relay.seen.push(host.seal(&ev, &[]).unwrap());
             }
             let _ = guest.open::<HostMsg>(&relay.seen[0]).unwrap();
             let forged = attack(&relay);
-            assert_eq!(
-                guest.open::<HostMsg>(&forged).unwrap_err(),
-                FrameError::Tampering,
-                "{name}"
-            );
+            assert_eq!(guest.open::<HostMsg>(&forged).unwrap_err(), FrameError::Tampering, "{name}");
             // Once tampering is seen the connection's cipher stays dead.
             assert!(guest.open::<HostMsg>(&relay.seen[1]).is_err(), "{name}");
         }

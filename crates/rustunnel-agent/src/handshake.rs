@@ -74,9 +74,7 @@ pub enum HandshakeError {
     Auth,
     #[error("malformed handshake message: {0}")]
     Malformed(&'static str),
-    #[error(
-        "host speaks agent protocol {host}, this side {ours}: upgrade rustunnel on the older side"
-    )]
+    #[error("host speaks agent protocol {host}, this side {ours}: upgrade rustunnel on the older side")]
     Version { host: u8, ours: u8 },
     #[error("host rejected the connection: {0:?}")]
     Rejected(RejectReason),
@@ -119,12 +117,7 @@ impl ClientHello {
         };
         let mut id = [0u8; INVITE_ID_LEN];
         id.copy_from_slice(&b[2..2 + INVITE_ID_LEN]);
-        Ok(ClientHello {
-            version: b[0],
-            kind,
-            id,
-            noise: b[2 + INVITE_ID_LEN..].to_vec(),
-        })
+        Ok(ClientHello { version: b[0], kind, id, noise: b[2 + INVITE_ID_LEN..].to_vec() })
     }
 }
 
@@ -149,10 +142,7 @@ impl Established {
 
 /// 6-digit code derived from the handshake hash, formatted `123-456`.
 pub fn verification_code(h: &[u8; 32]) -> String {
-    let d = Sha256::new()
-        .chain_update(b"rustunnel-agent verification code v1")
-        .chain_update(h)
-        .finalize();
+    let d = Sha256::new().chain_update(b"rustunnel-agent verification code v1").chain_update(h).finalize();
     let n = u32::from_be_bytes([d[0], d[1], d[2], d[3]]) % 1_000_000;
     format!("{:03}-{:03}", n / 1000, n % 1000)
 }
@@ -171,9 +161,7 @@ fn builder_err(e: snow::Error) -> HandshakeError {
 }
 
 fn params() -> Result<snow::params::NoiseParams, HandshakeError> {
-    NOISE_PARAMS
-        .parse()
-        .map_err(|e: snow::Error| HandshakeError::Setup(e.to_string()))
+    NOISE_PARAMS.parse().map_err(|e: snow::Error| HandshakeError::Setup(e.to_string()))
 }
 
 fn finish(hs: snow::HandshakeState) -> Result<Established, HandshakeError> {
@@ -184,10 +172,7 @@ fn finish(hs: snow::HandshakeState) -> Result<Established, HandshakeError> {
     }
     h.copy_from_slice(raw);
     let t = hs.into_transport_mode().map_err(builder_err)?;
-    Ok(Established {
-        cipher: FrameCipher::new(t),
-        handshake_hash: h,
-    })
+    Ok(Established { cipher: FrameCipher::new(t), handshake_hash: h })
 }
 
 /// Guest side: waiting for the host's reply.
@@ -213,12 +198,7 @@ impl Initiator {
             .map_err(builder_err)?;
         let mut buf = [0u8; 128];
         let n = hs.write_message(&[], &mut buf).map_err(builder_err)?;
-        let hello = ClientHello {
-            version: PROTOCOL_VERSION,
-            kind,
-            id,
-            noise: buf[..n].to_vec(),
-        };
+        let hello = ClientHello { version: PROTOCOL_VERSION, kind, id, noise: buf[..n].to_vec() };
         Ok((Initiator { hs }, hello.encode()))
     }
 
@@ -228,10 +208,7 @@ impl Initiator {
             return Err(HandshakeError::Malformed("bad server hello length"));
         }
         if reply[0] != PROTOCOL_VERSION {
-            return Err(HandshakeError::Version {
-                host: reply[0],
-                ours: PROTOCOL_VERSION,
-            });
+            return Err(HandshakeError::Version { host: reply[0], ours: PROTOCOL_VERSION });
         }
         match reply[1] {
             1 => {}
@@ -244,25 +221,16 @@ impl Initiator {
             _ => return Err(HandshakeError::Malformed("unknown server hello kind")),
         }
         let mut out = [0u8; 128];
-        self.hs
-            .read_message(&reply[2..], &mut out)
-            .map_err(|_| HandshakeError::Auth)?;
+        self.hs.read_message(&reply[2..], &mut out).map_err(|_| HandshakeError::Auth)?;
         finish(self.hs)
     }
 }
 
 /// Host side: answer a ClientHello with the given PSK. Failure means the guest does
 /// not hold the key (or the hello was altered); the caller must not consume anything.
-pub fn respond(
-    room: &RoomId,
-    hello: &ClientHello,
-    psk: &[u8; 32],
-) -> Result<(Established, Vec<u8>), HandshakeError> {
+pub fn respond(room: &RoomId, hello: &ClientHello, psk: &[u8; 32]) -> Result<(Established, Vec<u8>), HandshakeError> {
     if hello.version != PROTOCOL_VERSION {
-        return Err(HandshakeError::Version {
-            host: PROTOCOL_VERSION,
-            ours: hello.version,
-        });
+        return Err(HandshakeError::Version { host: PROTOCOL_VERSION, ours: hello.version });
     }
     let pro = prologue(room, hello.kind, &hello.id);
     let mut hs = snow::Builder::new(params()?)
@@ -273,8 +241,7 @@ pub fn respond(
         .build_responder()
         .map_err(builder_err)?;
     let mut scratch = [0u8; 128];
-    hs.read_message(&hello.noise, &mut scratch)
-        .map_err(|_| HandshakeError::Auth)?;
+    hs.read_message(&hello.noise, &mut scratch).map_err(|_| HandshakeError::Auth)?;
     let mut buf = [0u8; 128];
     let n = hs.write_message(&[], &mut buf).map_err(builder_err)?;
     scratch.zeroize();
@@ -301,10 +268,7 @@ mod tests {
         assert_eq!(host.handshake_hash, guest.handshake_hash);
         assert_eq!(host.verification_code(), guest.verification_code());
         assert_eq!(guest.verification_code().len(), 7);
-        let wire = guest
-            .cipher
-            .seal(&GuestMsg::Join { name: "bob".into() }, &[])
-            .unwrap();
+        let wire = guest.cipher.seal(&GuestMsg::Join { name: "bob".into() }, &[]).unwrap();
         let (m, _): (GuestMsg, _) = host.cipher.open(&wire).unwrap();
         assert_eq!(m, GuestMsg::Join { name: "bob".into() });
     }
@@ -313,10 +277,7 @@ mod tests {
     fn wrong_key_fails_on_host() {
         let (_ini, hello) = Initiator::start(&room(), HelloKind::Join, [1; 16], &[5; 32]).unwrap();
         let parsed = ClientHello::decode(&hello).unwrap();
-        assert_eq!(
-            respond(&room(), &parsed, &[6; 32]).err(),
-            Some(HandshakeError::Auth)
-        );
+        assert_eq!(respond(&room(), &parsed, &[6; 32]).err(), Some(HandshakeError::Auth));
     }
 
     #[test]
@@ -350,10 +311,7 @@ mod tests {
             Some(HandshakeError::Rejected(RejectReason::Expired))
         );
         let (ini, _) = Initiator::start(&room(), HelloKind::Join, [1; 16], &[5; 32]).unwrap();
-        assert!(matches!(
-            ini.finish(&[9, 1, 0]).err(),
-            Some(HandshakeError::Version { host: 9, .. })
-        ));
+        assert!(matches!(ini.finish(&[9, 1, 0]).err(), Some(HandshakeError::Version { host: 9, .. })));
         assert!(ClientHello::decode(&[1, 2, 3]).is_err());
         assert!(ClientHello::decode(&[0u8; 1000]).is_err());
     }

@@ -64,11 +64,7 @@ pub struct InviteTable {
 
 impl InviteTable {
     pub fn new(ttl: Duration, max_outstanding: usize) -> Self {
-        InviteTable {
-            entries: HashMap::new(),
-            ttl,
-            max_outstanding,
-        }
+        InviteTable { entries: HashMap::new(), ttl, max_outstanding }
     }
 
     /// Mints a random single-use invite.
@@ -77,19 +73,8 @@ impl InviteTable {
         if self.pending(now) >= self.max_outstanding {
             return Err(MintError::TooMany);
         }
-        let m = MintedInvite {
-            id: InviteId::random(),
-            key: InviteKey::random(),
-            expires_at: now + self.ttl,
-        };
-        self.entries.insert(
-            m.id,
-            Entry {
-                key: m.key.clone(),
-                expires_at: m.expires_at,
-                state: State::Pending,
-            },
-        );
+        let m = MintedInvite { id: InviteId::random(), key: InviteKey::random(), expires_at: now + self.ttl };
+        self.entries.insert(m.id, Entry { key: m.key.clone(), expires_at: m.expires_at, state: State::Pending });
         Ok(m)
     }
 
@@ -119,19 +104,14 @@ impl InviteTable {
 
     /// Unredeemed, unexpired invites.
     pub fn pending(&self, now: Instant) -> usize {
-        self.entries
-            .values()
-            .filter(|e| matches!(e.state, State::Pending) && now < e.expires_at)
-            .count()
+        self.entries.values().filter(|e| matches!(e.state, State::Pending) && now < e.expires_at).count()
     }
 
     /// Forgets long-dead entries so the table stays bounded. Used/expired entries
     /// are kept for one extra TTL so a late redeemer still gets a precise error.
     pub fn gc(&mut self, now: Instant) {
         let ttl = self.ttl;
-        self.entries.retain(|_, e| {
-            now < e.expires_at + ttl || matches!(e.state, State::Pending) && now < e.expires_at
-        });
+        self.entries.retain(|_, e| now < e.expires_at + ttl || matches!(e.state, State::Pending) && now < e.expires_at);
     }
 
     /// Drops every invite (room closed).
@@ -176,10 +156,7 @@ mod tests {
         assert_eq!(t.pending(later), 0);
         // After a further TTL the entry is forgotten entirely.
         t.gc(later + DEFAULT_INVITE_TTL);
-        assert_eq!(
-            t.key_for(&m.id, later + DEFAULT_INVITE_TTL),
-            Err(RedeemError::Unknown)
-        );
+        assert_eq!(t.key_for(&m.id, later + DEFAULT_INVITE_TTL), Err(RedeemError::Unknown));
     }
 
     #[test]
@@ -191,10 +168,7 @@ mod tests {
             t.key_for(&m.id, now).unwrap();
         }
         assert_eq!(t.pending(now), 1);
-        assert_eq!(
-            t.key_for(&InviteId([0; 16]), now),
-            Err(RedeemError::Unknown)
-        );
+        assert_eq!(t.key_for(&InviteId([0; 16]), now), Err(RedeemError::Unknown));
     }
 
     #[test]

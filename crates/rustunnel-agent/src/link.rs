@@ -23,9 +23,7 @@ pub enum LinkError {
     TooLong(usize),
     #[error("join link has no '#<secret>' part; the link was cut off, ask the host to resend it")]
     NoFragment,
-    #[error(
-        "join link secret is not valid base64url; the link was altered, ask the host to resend it"
-    )]
+    #[error("join link secret is not valid base64url; the link was altered, ask the host to resend it")]
     BadBase64,
     #[error("join link secret has {0} bytes, expected {expected}; the link was cut off or altered", expected = INVITE_ID_LEN + INVITE_KEY_LEN)]
     WrongKeyLength(usize),
@@ -33,9 +31,7 @@ pub enum LinkError {
     WrongScheme(String),
     #[error("join link host is missing or invalid")]
     BadHost,
-    #[error(
-        "join link path must end in /t/<roomId> with a room id of 8-64 letters, digits, '-' or '_'"
-    )]
+    #[error("join link path must end in /t/<roomId> with a room id of 8-64 letters, digits, '-' or '_'")]
     BadRoomId,
     #[error("join link must not contain a query string or user info")]
     Unexpected,
@@ -76,9 +72,7 @@ impl RoomId {
     }
     /// Validates a room id taken from a URL path.
     pub fn parse(s: &str) -> Result<Self, LinkError> {
-        let ok = (8..=64).contains(&s.len())
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let ok = (8..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if ok {
             Ok(RoomId(s.to_owned()))
         } else {
@@ -156,22 +150,12 @@ impl RelayBase {
         let (host, port) = parse_authority(authority)?;
         let prefix = path.trim_end_matches('/');
         check_prefix(prefix)?;
-        Ok(RelayBase {
-            scheme,
-            host,
-            port,
-            prefix: prefix.to_owned(),
-        })
+        Ok(RelayBase { scheme, host, port, prefix: prefix.to_owned() })
     }
 
     /// Builds the link for `room` carrying `invite`'s secret in the fragment.
     pub fn join_link(&self, room: &RoomId, id: InviteId, key: &InviteKey) -> JoinLink {
-        JoinLink {
-            base: self.clone(),
-            room: room.clone(),
-            invite_id: id,
-            key: key.clone(),
-        }
+        JoinLink { base: self.clone(), room: room.clone(), invite_id: id, key: key.clone() }
     }
 }
 
@@ -231,9 +215,7 @@ impl JoinLink {
         let (prefix, room) = path.rsplit_once("/t/").ok_or(LinkError::BadRoomId)?;
         check_prefix(prefix)?;
         let room = RoomId::parse(room)?;
-        let mut raw = URL_SAFE_NO_PAD
-            .decode(fragment.as_bytes())
-            .map_err(|_| LinkError::BadBase64)?;
+        let mut raw = URL_SAFE_NO_PAD.decode(fragment.as_bytes()).map_err(|_| LinkError::BadBase64)?;
         if raw.len() != INVITE_ID_LEN + INVITE_KEY_LEN {
             let n = raw.len();
             raw.zeroize();
@@ -245,12 +227,7 @@ impl JoinLink {
         key.copy_from_slice(&raw[INVITE_ID_LEN..]);
         raw.zeroize();
         Ok(JoinLink {
-            base: RelayBase {
-                scheme,
-                host,
-                port,
-                prefix: prefix.to_owned(),
-            },
+            base: RelayBase { scheme, host, port, prefix: prefix.to_owned() },
             room: RoomId(room.0),
             invite_id: InviteId(id),
             key: InviteKey(key),
@@ -305,9 +282,7 @@ impl JoinLink {
 }
 
 fn split_scheme(s: &str, allow_http: bool) -> Result<(Scheme, &str), LinkError> {
-    let (scheme, rest) = s
-        .split_once("://")
-        .ok_or_else(|| LinkError::WrongScheme(s.chars().take(10).collect()))?;
+    let (scheme, rest) = s.split_once("://").ok_or_else(|| LinkError::WrongScheme(s.chars().take(10).collect()))?;
     let scheme = match scheme.to_ascii_lowercase().as_str() {
         "ws" => Scheme::Ws,
         "wss" => Scheme::Wss,
@@ -336,9 +311,7 @@ fn parse_authority(a: &str) -> Result<(String, Option<u16>), LinkError> {
         && host.len() <= 253
         && !host.starts_with('.')
         && !host.starts_with('-')
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
     if ok {
         Ok((host.to_owned(), port))
     } else {
@@ -350,8 +323,7 @@ fn check_prefix(p: &str) -> Result<(), LinkError> {
     let ok = p.is_empty()
         || (p.starts_with('/')
             && p.len() <= 256
-            && p.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b))
+            && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b))
             && !p.split('/').any(|seg| seg == ".."));
     if ok {
         Ok(())
@@ -367,11 +339,7 @@ mod tests {
 
     fn sample() -> JoinLink {
         let base = RelayBase::parse("http://abc.localhost:8080").unwrap();
-        base.join_link(
-            &RoomId::parse("room1234abcd").unwrap(),
-            InviteId([7; 16]),
-            &InviteKey([9; 32]),
-        )
+        base.join_link(&RoomId::parse("room1234abcd").unwrap(), InviteId([7; 16]), &InviteKey([9; 32]))
     }
 
     #[test]
@@ -389,11 +357,9 @@ mod tests {
 
     #[test]
     fn prefix_and_default_ports() {
-        let l = JoinLink::parse(&format!(
-            "wss://example.com/relay/t/room1234abcd#{}",
-            URL_SAFE_NO_PAD.encode([1u8; 48])
-        ))
-        .unwrap();
+        let l =
+            JoinLink::parse(&format!("wss://example.com/relay/t/room1234abcd#{}", URL_SAFE_NO_PAD.encode([1u8; 48])))
+                .unwrap();
         assert_eq!(l.request_path(), "/relay/t/room1234abcd");
         assert_eq!(l.dial_target(), ("example.com".into(), 443));
         assert_eq!(l.host_header(), "example.com");
@@ -404,38 +370,14 @@ mod tests {
         let good = sample().to_string();
         let (no_frag, frag) = good.split_once('#').unwrap();
         assert_eq!(JoinLink::parse(no_frag), Err(LinkError::NoFragment));
-        assert_eq!(
-            JoinLink::parse(&format!("{no_frag}#!!!")),
-            Err(LinkError::BadBase64)
-        );
-        assert_eq!(
-            JoinLink::parse(&format!("{no_frag}#{}", &frag[..40])),
-            Err(LinkError::WrongKeyLength(30))
-        );
-        assert!(matches!(
-            JoinLink::parse(&good.replacen("ws://", "http://", 1)),
-            Err(LinkError::WrongScheme(_))
-        ));
-        assert!(matches!(
-            JoinLink::parse(&good.replacen("ws://", "ftp://", 1)),
-            Err(LinkError::WrongScheme(_))
-        ));
-        assert_eq!(
-            JoinLink::parse(&good.replace("room1234abcd", "r/../x")),
-            Err(LinkError::BadRoomId)
-        );
-        assert_eq!(
-            JoinLink::parse(&good.replace("room1234abcd", "short")),
-            Err(LinkError::BadRoomId)
-        );
-        assert_eq!(
-            JoinLink::parse(&good.replace("abc.localhost", "u@abc.localhost")),
-            Err(LinkError::Unexpected)
-        );
-        assert_eq!(
-            JoinLink::parse(&good.replace(":8080", ":99999")),
-            Err(LinkError::BadHost)
-        );
+        assert_eq!(JoinLink::parse(&format!("{no_frag}#!!!")), Err(LinkError::BadBase64));
+        assert_eq!(JoinLink::parse(&format!("{no_frag}#{}", &frag[..40])), Err(LinkError::WrongKeyLength(30)));
+        assert!(matches!(JoinLink::parse(&good.replacen("ws://", "http://", 1)), Err(LinkError::WrongScheme(_))));
+        assert!(matches!(JoinLink::parse(&good.replacen("ws://", "ftp://", 1)), Err(LinkError::WrongScheme(_))));
+        assert_eq!(JoinLink::parse(&good.replace("room1234abcd", "r/../x")), Err(LinkError::BadRoomId));
+        assert_eq!(JoinLink::parse(&good.replace("room1234abcd", "short")), Err(LinkError::BadRoomId));
+        assert_eq!(JoinLink::parse(&good.replace("abc.localhost", "u@abc.localhost")), Err(LinkError::Unexpected));
+        assert_eq!(JoinLink::parse(&good.replace(":8080", ":99999")), Err(LinkError::BadHost));
     }
 
     proptest! {

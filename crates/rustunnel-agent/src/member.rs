@@ -37,15 +37,10 @@ pub const RESUME_WINDOW: Duration = Duration::from_secs(120);
 pub enum JoinError {
     #[error(transparent)]
     Link(#[from] LinkError),
-    #[error(
-        "wss:// links need TLS, which this build does not support; use the ws:// URL of the tunnel"
-    )]
+    #[error("wss:// links need TLS, which this build does not support; use the ws:// URL of the tunnel")]
     TlsUnsupported,
     #[error("cannot reach the relay at {addr}: {source}")]
-    Connect {
-        addr: String,
-        source: std::io::Error,
-    },
+    Connect { addr: String, source: std::io::Error },
     #[error("WebSocket upgrade failed (room gone or wrong URL): {0}")]
     Upgrade(String),
     #[error("this join link was already used; links are single-use, ask the host for a new one")]
@@ -54,9 +49,7 @@ pub enum JoinError {
     Expired,
     #[error("the host does not know this link (room restarted?); ask the host for a new link")]
     UnknownInvite,
-    #[error(
-        "the link key was rejected: the link is wrong or was altered; ask the host to resend it"
-    )]
+    #[error("the link key was rejected: the link is wrong or was altered; ask the host to resend it")]
     BadKey,
     #[error("the room is closed")]
     Closed,
@@ -78,9 +71,7 @@ impl From<HandshakeError> for JoinError {
             HandshakeError::Rejected(RejectReason::AlreadyUsed) => JoinError::AlreadyUsed,
             HandshakeError::Rejected(RejectReason::Expired) => JoinError::Expired,
             HandshakeError::Rejected(RejectReason::Unknown) => JoinError::UnknownInvite,
-            HandshakeError::Rejected(RejectReason::BadKey) | HandshakeError::Auth => {
-                JoinError::BadKey
-            }
+            HandshakeError::Rejected(RejectReason::BadKey) | HandshakeError::Auth => JoinError::BadKey,
             HandshakeError::Rejected(RejectReason::Closed) => JoinError::Closed,
             other => JoinError::Handshake(other),
         }
@@ -148,21 +139,11 @@ impl GuestState {
 
     pub(crate) fn events_since(&self, seq: u64, max: usize) -> Vec<Event> {
         let start = self.transcript.partition_point(|e| e.seq <= seq);
-        self.transcript
-            .iter()
-            .skip(start)
-            .take(max)
-            .cloned()
-            .collect()
+        self.transcript.iter().skip(start).take(max).cloned().collect()
     }
 
     pub(crate) fn file_info(&self, artifact_id: &str) -> Option<FileInfo> {
-        self.transcript.iter().rev().find_map(|e| {
-            e.file
-                .as_ref()
-                .filter(|f| f.artifact_id == artifact_id)
-                .cloned()
-        })
+        self.transcript.iter().rev().find_map(|e| e.file.as_ref().filter(|f| f.artifact_id == artifact_id).cloned())
     }
 }
 
@@ -230,9 +211,7 @@ async fn dial(link: &JoinLink) -> Result<Ws, JoinError> {
     }
     let (host, port) = link.dial_target();
     let addr = format!("{host}:{port}");
-    let tcp = TcpStream::connect((host.as_str(), port))
-        .await
-        .map_err(|source| JoinError::Connect { addr, source })?;
+    let tcp = TcpStream::connect((host.as_str(), port)).await.map_err(|source| JoinError::Connect { addr, source })?;
     let _ = tcp.set_nodelay(true);
     // The request URL has no fragment: the secret never leaves this process.
     let url = link.request_url();
@@ -259,9 +238,7 @@ async fn connect(
 ) -> Result<(Conn, Welcome), JoinError> {
     let mut ws = dial(link).await?;
     let (ini, hello) = Initiator::start(link.room_id(), kind, id, psk)?;
-    ws.send(WsMessage::binary(hello))
-        .await
-        .map_err(|_| JoinError::ConnectionClosed)?;
+    ws.send(WsMessage::binary(hello)).await.map_err(|_| JoinError::ConnectionClosed)?;
     let reply = match next_binary(&mut ws).await {
         Some(Ok(b)) => b,
         _ => return Err(JoinError::ConnectionClosed),
@@ -271,36 +248,17 @@ async fn connect(
     let h = est.handshake_hash;
     let mut cipher = est.cipher;
     let w = cipher.seal(&first, &[])?;
-    ws.send(WsMessage::binary(w))
-        .await
-        .map_err(|_| JoinError::ConnectionClosed)?;
+    ws.send(WsMessage::binary(w)).await.map_err(|_| JoinError::ConnectionClosed)?;
     let frame = match next_binary(&mut ws).await {
         Some(Ok(b)) => b,
         _ => return Err(JoinError::ConnectionClosed),
     };
     let (msg, _) = cipher.open::<HostMsg>(&frame)?;
     match msg {
-        HostMsg::Welcome {
-            member_id,
-            goal,
-            roster,
-            resume_id,
-            resume_seed,
-            idle_timeout_secs,
-            ..
-        } => {
+        HostMsg::Welcome { member_id, goal, roster, resume_id, resume_seed, idle_timeout_secs, .. } => {
             let ticket = crate::resume::accept(&h, &resume_id, &resume_seed)
                 .ok_or_else(|| JoinError::Refused("malformed welcome".into()))?;
-            Ok((
-                Conn { ws, cipher, ticket },
-                Welcome {
-                    member_id,
-                    goal,
-                    roster,
-                    idle_timeout_secs,
-                    code,
-                },
-            ))
+            Ok((Conn { ws, cipher, ticket }, Welcome { member_id, goal, roster, idle_timeout_secs, code }))
         }
         HostMsg::Rejected { reason } => {
             if reason.contains("already used") {
@@ -311,36 +269,22 @@ async fn connect(
                 Err(JoinError::Refused(reason))
             }
         }
-        _ => Err(JoinError::Refused(
-            "unexpected first message from host".into(),
-        )),
+        _ => Err(JoinError::Refused("unexpected first message from host".into())),
     }
 }
 
 impl GuestSession {
     /// Redeems `link` and joins the room as `name`.
     pub async fn join(link: &JoinLink, name: &str) -> Result<Self, JoinError> {
-        let first = GuestMsg::Join {
-            name: name.to_owned(),
-        };
+        let first = GuestMsg::Join { name: name.to_owned() };
         let (conn, w) = tokio::time::timeout(
             JOIN_TIMEOUT,
-            connect(
-                link,
-                HelloKind::Join,
-                link.invite_id().0,
-                &link.key().0,
-                first,
-            ),
+            connect(link, HelloKind::Join, link.invite_id().0, &link.key().0, first),
         )
         .await
         .map_err(|_| JoinError::Timeout(JOIN_TIMEOUT))??;
-        let my_name = w
-            .roster
-            .iter()
-            .find(|m| m.id == w.member_id)
-            .map(|m| m.name.clone())
-            .unwrap_or_else(|| name.to_owned());
+        let my_name =
+            w.roster.iter().find(|m| m.id == w.member_id).map(|m| m.name.clone()).unwrap_or_else(|| name.to_owned());
         let shared = Arc::new(GuestShared {
             state: Mutex::new(GuestState {
                 member_id: w.member_id,
@@ -363,19 +307,8 @@ impl GuestSession {
         let (tx, rx) = mpsc::channel(32);
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        tasks.spawn(drive(
-            conn,
-            link.clone(),
-            shared.clone(),
-            rx,
-            cancel.clone(),
-        ));
-        Ok(GuestSession {
-            shared,
-            cmds: tx,
-            cancel,
-            tasks: tokio::sync::Mutex::new(tasks),
-        })
+        tasks.spawn(drive(conn, link.clone(), shared.clone(), rx, cancel.clone()));
+        Ok(GuestSession { shared, cmds: tx, cancel, tasks: tokio::sync::Mutex::new(tasks) })
     }
 
     async fn call<T>(
@@ -386,10 +319,7 @@ impl GuestSession {
             return Err(GuestOpError::Closed);
         }
         let (tx, rx) = oneshot::channel();
-        self.cmds
-            .send(make(tx))
-            .await
-            .map_err(|_| GuestOpError::Closed)?;
+        self.cmds.send(make(tx)).await.map_err(|_| GuestOpError::Closed)?;
         rx.await.map_err(|_| GuestOpError::Disconnected)?
     }
 
@@ -406,13 +336,7 @@ impl GuestSession {
     pub(crate) async fn fetch(&self, artifact_id: &str, max: u64) -> Result<Vec<u8>, GuestOpError> {
         let expect = self.shared.lock().file_info(artifact_id);
         let artifact_id = artifact_id.to_owned();
-        self.call(|reply| Cmd::Fetch {
-            artifact_id,
-            expect,
-            max,
-            reply,
-        })
-        .await
+        self.call(|reply| Cmd::Fetch { artifact_id, expect, max, reply }).await
     }
 
     /// Leaves the room (the room stays open for others) and stops the driver.
@@ -521,10 +445,8 @@ async fn resume(
     while tokio::time::Instant::now() < give_up {
         let last_seq = shared.lock().last_seq;
         let first = GuestMsg::Resume { last_seq };
-        let attempt = tokio::time::timeout(
-            JOIN_TIMEOUT,
-            connect(link, HelloKind::Resume, ticket.id, &ticket.secret, first),
-        );
+        let attempt =
+            tokio::time::timeout(JOIN_TIMEOUT, connect(link, HelloKind::Resume, ticket.id, &ticket.secret, first));
         tokio::select! {
             _ = cancel.cancelled() => return Err(None),
             r = attempt => match r {
@@ -555,9 +477,7 @@ async fn resume(
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
-    Err(Some(format!(
-        "could not resume within {RESUME_WINDOW:?}: {last_err}"
-    )))
+    Err(Some(format!("could not resume within {RESUME_WINDOW:?}: {last_err}")))
 }
 
 enum Pending {
@@ -572,10 +492,7 @@ enum Pending {
 
 async fn send_frame(conn: &mut Conn, msg: &GuestMsg, att: &[u8]) -> Result<(), String> {
     let w = conn.cipher.seal(msg, att).map_err(|e| e.to_string())?;
-    conn.ws
-        .send(WsMessage::binary(w))
-        .await
-        .map_err(|e| e.to_string())
+    conn.ws.send(WsMessage::binary(w)).await.map_err(|e| e.to_string())
 }
 
 async fn run_conn(
@@ -714,18 +631,10 @@ async fn run_conn(
 
 async fn send_upload(conn: &mut Conn, req: u64, name: String, data: &[u8]) -> Result<(), String> {
     let sha256 = crate::files::sha256_hex(data);
-    let begin = GuestMsg::FileBegin {
-        req,
-        name,
-        size: data.len() as u64,
-        sha256,
-    };
+    let begin = GuestMsg::FileBegin { req, name, size: data.len() as u64, sha256 };
     send_frame(conn, &begin, &[]).await?;
     for (i, chunk) in data.chunks(FILE_CHUNK).enumerate() {
-        let m = GuestMsg::FileChunk {
-            req,
-            offset: (i * FILE_CHUNK) as u64,
-        };
+        let m = GuestMsg::FileChunk { req, offset: (i * FILE_CHUNK) as u64 };
         send_frame(conn, &m, chunk).await?;
     }
     send_frame(conn, &GuestMsg::FileEnd { req }, &[]).await

@@ -21,12 +21,8 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::files::{Assembly, FileError};
-use crate::frame::{
-    FrameCipher, FrameError, GuestMsg, HostMsg, NackCode, FILE_CHUNK, MAX_WIRE_FRAME,
-};
-use crate::handshake::{
-    encode_reject, respond, ClientHello, HelloKind, RejectReason, MAX_HELLO_LEN,
-};
+use crate::frame::{FrameCipher, FrameError, GuestMsg, HostMsg, NackCode, FILE_CHUNK, MAX_WIRE_FRAME};
+use crate::handshake::{encode_reject, respond, ClientHello, HelloKind, RejectReason, MAX_HELLO_LEN};
 use crate::invite::{InviteTable, RedeemError};
 use crate::link::{InviteId, JoinLink, RelayBase, RoomId};
 use crate::room::{MemberId, Now, Room, RoomError, RoomLimits, HOST_ID};
@@ -141,13 +137,7 @@ impl HostSession {
         }
         let local_addr = listener.local_addr().map_err(OpenError::Listener)?;
         let room_id = RoomId::random();
-        let room = Room::new(
-            room_id.clone(),
-            &cfg.goal,
-            &cfg.host_name,
-            Now::current(),
-            cfg.limits.clone(),
-        );
+        let room = Room::new(room_id.clone(), &cfg.goal, &cfg.host_name, Now::current(), cfg.limits.clone());
         let shared = Arc::new(HostShared {
             state: Mutex::new(HostState {
                 room,
@@ -165,12 +155,7 @@ impl HostSession {
         let mut tasks = JoinSet::new();
         tasks.spawn(accept_loop(listener, shared.clone(), cancel.clone()));
         tasks.spawn(idle_timer(shared.clone(), cancel.clone()));
-        Ok(HostSession {
-            shared,
-            cancel,
-            tasks: tokio::sync::Mutex::new(tasks),
-            local_addr,
-        })
+        Ok(HostSession { shared, cancel, tasks: tokio::sync::Mutex::new(tasks), local_addr })
     }
 
     /// Address the relay listens on (what the HTTP tunnel must forward to).
@@ -183,19 +168,13 @@ impl HostSession {
     }
 
     /// Mints `count` single-use invites. Only the host can do this: guests have no table.
-    pub fn invite(
-        &self,
-        count: usize,
-    ) -> Result<Vec<(JoinLink, Duration)>, crate::invite::MintError> {
+    pub fn invite(&self, count: usize) -> Result<Vec<(JoinLink, Duration)>, crate::invite::MintError> {
         let now = Now::current();
         let mut st = self.shared.lock();
         let mut out = Vec::new();
         for _ in 0..count.max(1) {
             let m = st.invites.mint(now.at)?;
-            let link = self
-                .shared
-                .base
-                .join_link(&self.shared.room_id, m.id, &m.key);
+            let link = self.shared.base.join_link(&self.shared.room_id, m.id, &m.key);
             out.push((link, m.expires_at.saturating_duration_since(now.at)));
         }
         Ok(out)
@@ -286,9 +265,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<HostShared>, cancel: Can
 type Ws = WebSocketStream<TcpStream>;
 
 pub(crate) fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .max_message_size(Some(MAX_WIRE_FRAME))
-        .max_frame_size(Some(MAX_WIRE_FRAME))
+    WebSocketConfig::default().max_message_size(Some(MAX_WIRE_FRAME)).max_frame_size(Some(MAX_WIRE_FRAME))
 }
 
 /// Reads the next binary message, skipping pings/pongs. None on close or error.
@@ -351,17 +328,12 @@ async fn send_reject(mut ws: Ws, reason: RejectReason) {
 }
 
 fn path_ok(path: &str, room: &RoomId) -> bool {
-    path.strip_suffix(room.as_str())
-        .is_some_and(|p| p.ends_with("/t/"))
+    path.strip_suffix(room.as_str()).is_some_and(|p| p.ends_with("/t/"))
 }
 
 // The callback's error type is fixed by tungstenite.
 #[allow(clippy::result_large_err)]
-async fn preauth(
-    stream: TcpStream,
-    shared: &Arc<HostShared>,
-    cancel: &CancellationToken,
-) -> Option<(Ws, Authed)> {
+async fn preauth(stream: TcpStream, shared: &Arc<HostShared>, cancel: &CancellationToken) -> Option<(Ws, Authed)> {
     let room_id = shared.room_id.clone();
     let cb = move |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         if path_ok(req.uri().path(), &room_id) {
@@ -372,9 +344,7 @@ async fn preauth(
             Err(e)
         }
     };
-    let mut ws = tokio_tungstenite::accept_hdr_async_with_config(stream, cb, Some(ws_config()))
-        .await
-        .ok()?;
+    let mut ws = tokio_tungstenite::accept_hdr_async_with_config(stream, cb, Some(ws_config())).await.ok()?;
     let first = next_binary(&mut ws).await?.ok()?;
     if first.len() > MAX_HELLO_LEN {
         return None;
@@ -389,21 +359,12 @@ async fn preauth(
         let st = shared.lock();
         let now = Now::current();
         match hello.kind {
-            HelloKind::Join => st
-                .invites
-                .key_for(&InviteId(hello.id), now.at)
-                .map(|k| k.0)
-                .map_err(reject_for),
-            HelloKind::Resume => {
-                st.room
-                    .resume_lookup(&hello.id)
-                    .map(|(_, s)| s)
-                    .ok_or(if st.room.is_closed() {
-                        RejectReason::Closed
-                    } else {
-                        RejectReason::Unknown
-                    })
-            }
+            HelloKind::Join => st.invites.key_for(&InviteId(hello.id), now.at).map(|k| k.0).map_err(reject_for),
+            HelloKind::Resume => st.room.resume_lookup(&hello.id).map(|(_, s)| s).ok_or(if st.room.is_closed() {
+                RejectReason::Closed
+            } else {
+                RejectReason::Unknown
+            }),
         }
     };
     let psk = match psk {
@@ -434,36 +395,23 @@ async fn preauth(
                 .invites
                 .redeem(&InviteId(hello.id), now.at)
                 .map_err(|e| e.to_string())
-                .and_then(|()| {
-                    st.room
-                        .add_member(&name, Some(code.clone()), now)
-                        .map_err(|e| e.to_string())
-                })
+                .and_then(|()| st.room.add_member(&name, Some(code.clone()), now).map_err(|e| e.to_string()))
                 .map(|m| (m, 0)),
-            (HelloKind::Resume, GuestMsg::Resume { last_seq }) => {
-                match st.room.resume_lookup(&hello.id) {
-                    Some((m, _)) => {
-                        st.room.set_connected(m, true, now);
-                        Ok((m, last_seq.min(st.room.last_seq())))
-                    }
-                    None => Err("resume ticket no longer valid".to_owned()),
+            (HelloKind::Resume, GuestMsg::Resume { last_seq }) => match st.room.resume_lookup(&hello.id) {
+                Some((m, _)) => {
+                    st.room.set_connected(m, true, now);
+                    Ok((m, last_seq.min(st.room.last_seq())))
                 }
-            }
+                None => Err("resume ticket no longer valid".to_owned()),
+            },
             _ => Err("unexpected first frame".to_owned()),
         };
         r.map(|(m, cursor)| {
-            st.room
-                .set_resume(m, ticket.id, ticket.secret, code.clone());
+            st.room.set_resume(m, ticket.id, ticket.secret, code.clone());
             st.next_gen += 1;
             let gen = st.next_gen;
             let conn_cancel = cancel.child_token();
-            if let Some(old) = st.conns.insert(
-                m,
-                ConnSlot {
-                    gen,
-                    cancel: conn_cancel,
-                },
-            ) {
+            if let Some(old) = st.conns.insert(m, ConnSlot { gen, cancel: conn_cancel }) {
                 // A resumed member supersedes its stale connection.
                 old.cancel.cancel();
             }
@@ -492,25 +440,12 @@ async fn preauth(
             resume_seed: hex::encode(seed),
             idle_timeout_secs: st.room.limits().idle_timeout.as_secs(),
         };
-        let c = st
-            .conns
-            .get(&member)
-            .map(|s| s.cancel.clone())
-            .unwrap_or_else(|| cancel.child_token());
+        let c = st.conns.get(&member).map(|s| s.cancel.clone()).unwrap_or_else(|| cancel.child_token());
         (w, c)
     };
     let w = cipher.seal(&welcome, &[]).ok()?;
     ws.send(WsMessage::binary(w)).await.ok()?;
-    Some((
-        ws,
-        Authed {
-            member,
-            gen,
-            cancel: conn_cancel,
-            cipher,
-            cursor,
-        },
-    ))
+    Some((ws, Authed { member, gen, cancel: conn_cancel, cipher, cursor }))
 }
 
 fn reject_for(e: RedeemError) -> RejectReason {
@@ -541,11 +476,7 @@ fn nack_for(req: u64, e: &RoomError) -> HostMsg {
         RoomError::NoSuchArtifact => NackCode::NotFound,
         _ => NackCode::Invalid,
     };
-    HostMsg::Nack {
-        req,
-        code,
-        message: e.to_string(),
-    }
+    HostMsg::Nack { req, code, message: e.to_string() }
 }
 
 struct Upload {
@@ -555,13 +486,7 @@ struct Upload {
 }
 
 async fn serve_member(ws: &mut Ws, shared: &Arc<HostShared>, a: Authed) -> Outcome {
-    let Authed {
-        member,
-        cancel,
-        mut cipher,
-        mut cursor,
-        ..
-    } = a;
+    let Authed { member, cancel, mut cipher, mut cursor, .. } = a;
     let mut rx = shared.changed.subscribe();
     let mut upload: Option<Upload> = None;
     let read_timeout = shared.limits.read_timeout;
@@ -569,19 +494,12 @@ async fn serve_member(ws: &mut Ws, shared: &Arc<HostShared>, a: Authed) -> Outco
         // Push transcript entries the member has not seen (also covers resume catch-up).
         let (events, closed, summary) = {
             let st = shared.lock();
-            (
-                st.room.events_since(cursor, 64),
-                st.room.is_closed(),
-                st.room.close_summary().map(str::to_owned),
-            )
+            (st.room.events_since(cursor, 64), st.room.is_closed(), st.room.close_summary().map(str::to_owned))
         };
         let n = events.len();
         for ev in events {
             cursor = ev.seq;
-            if send(ws, &mut cipher, &HostMsg::Event { event: ev }, &[])
-                .await
-                .is_err()
-            {
+            if send(ws, &mut cipher, &HostMsg::Event { event: ev }, &[]).await.is_err() {
                 return Outcome::Dropped;
             }
         }
@@ -604,10 +522,7 @@ async fn serve_member(ws: &mut Ws, shared: &Arc<HostShared>, a: Authed) -> Outco
         let (msg, att) = match cipher.open::<GuestMsg>(&frame) {
             Ok(v) => v,
             Err(FrameError::Tampering) => {
-                tracing::warn!(
-                    member,
-                    "tampering detected on member connection; dropping it"
-                );
+                tracing::warn!(member, "tampering detected on member connection; dropping it");
                 return Outcome::Dropped;
             }
             Err(e) => {
@@ -621,32 +536,20 @@ async fn serve_member(ws: &mut Ws, shared: &Arc<HostShared>, a: Authed) -> Outco
                 match r {
                     Ok(seq) => {
                         shared.notify();
-                        HostMsg::Ack {
-                            req,
-                            seq: Some(seq),
-                        }
+                        HostMsg::Ack { req, seq: Some(seq) }
                     }
                     Err(e) => nack_for(req, &e),
                 }
             }
-            GuestMsg::FileBegin {
-                req,
-                name,
-                size,
-                sha256,
-            } => {
+            GuestMsg::FileBegin { req, name, size, sha256 } => {
                 let (check, max) = {
                     let st = shared.lock();
-                    (
-                        st.room.check_upload(member, size),
-                        st.room.limits().files.max_file_bytes,
-                    )
+                    (st.room.check_upload(member, size), st.room.limits().files.max_file_bytes)
                 };
                 match check
                     .map_err(|e| Box::new(nack_for(req, &e)))
-                    .and_then(|()| {
-                        Assembly::new(size, &sha256, max).map_err(|e| Box::new(file_nack(req, &e)))
-                    }) {
+                    .and_then(|()| Assembly::new(size, &sha256, max).map_err(|e| Box::new(file_nack(req, &e))))
+                {
                     Ok(asm) => {
                         upload = Some(Upload { req, name, asm });
                         continue;
@@ -678,10 +581,7 @@ async fn serve_member(ws: &mut Ws, shared: &Arc<HostShared>, a: Authed) -> Outco
                         match r {
                             Ok((seq, _)) => {
                                 shared.notify();
-                                HostMsg::Ack {
-                                    req,
-                                    seq: Some(seq),
-                                }
+                                HostMsg::Ack { req, seq: Some(seq) }
                             }
                             Err(e) => nack_for(req, &e),
                         }
@@ -694,19 +594,12 @@ async fn serve_member(ws: &mut Ws, shared: &Arc<HostShared>, a: Authed) -> Outco
                 let art = shared.lock().room.artifact(&artifact_id).cloned();
                 match art {
                     Ok(a) => {
-                        let head = HostMsg::FileHeader {
-                            req,
-                            size: a.info.size,
-                            sha256: a.info.sha256.clone(),
-                        };
+                        let head = HostMsg::FileHeader { req, size: a.info.size, sha256: a.info.sha256.clone() };
                         if send(ws, &mut cipher, &head, &[]).await.is_err() {
                             return Outcome::Dropped;
                         }
                         for (i, chunk) in a.data.chunks(FILE_CHUNK).enumerate() {
-                            let m = HostMsg::FileData {
-                                req,
-                                offset: (i * FILE_CHUNK) as u64,
-                            };
+                            let m = HostMsg::FileData { req, offset: (i * FILE_CHUNK) as u64 };
                             if send(ws, &mut cipher, &m, chunk).await.is_err() {
                                 return Outcome::Dropped;
                             }
@@ -736,10 +629,7 @@ async fn serve_member(ws: &mut Ws, shared: &Arc<HostShared>, a: Authed) -> Outco
             }
             for ev in events {
                 cursor = ev.seq;
-                if send(ws, &mut cipher, &HostMsg::Event { event: ev }, &[])
-                    .await
-                    .is_err()
-                {
+                if send(ws, &mut cipher, &HostMsg::Event { event: ev }, &[]).await.is_err() {
                     return Outcome::Dropped;
                 }
             }
@@ -751,11 +641,7 @@ async fn serve_member(ws: &mut Ws, shared: &Arc<HostShared>, a: Authed) -> Outco
 }
 
 fn file_nack(req: u64, e: &FileError) -> HostMsg {
-    HostMsg::Nack {
-        req,
-        code: NackCode::Invalid,
-        message: e.to_string(),
-    }
+    HostMsg::Nack { req, code: NackCode::Invalid, message: e.to_string() }
 }
 
 /// Local (socket-less) member operations of the host.
@@ -766,11 +652,7 @@ impl HostSession {
         Ok(seq)
     }
 
-    pub(crate) fn share_local(
-        &self,
-        name: &str,
-        data: Vec<u8>,
-    ) -> Result<(u64, crate::room::FileInfo), RoomError> {
+    pub(crate) fn share_local(&self, name: &str, data: Vec<u8>) -> Result<(u64, crate::room::FileInfo), RoomError> {
         let sha = crate::files::sha256_hex(&data);
         let r = self.shared.lock().room.add_artifact(
             HOST_ID,

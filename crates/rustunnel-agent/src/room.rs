@@ -174,13 +174,7 @@ pub struct Room {
 
 /// Cleans a display name: no control characters, bounded, never empty.
 pub fn sanitize_member_name(name: &str, fallback: &str) -> String {
-    let s: String = name
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(64)
-        .collect::<String>()
-        .trim()
-        .to_owned();
+    let s: String = name.chars().filter(|c| !c.is_control()).take(64).collect::<String>().trim().to_owned();
     if s.is_empty() {
         fallback.to_owned()
     } else {
@@ -192,11 +186,7 @@ impl Room {
     pub fn new(id: RoomId, goal: &str, host_name: &str, now: Now, limits: RoomLimits) -> Self {
         let mut r = Room {
             id,
-            goal: goal
-                .chars()
-                .filter(|c| *c == '\n' || !c.is_control())
-                .take(4096)
-                .collect(),
+            goal: goal.chars().filter(|c| *c == '\n' || !c.is_control()).take(4096).collect(),
             limits,
             members: BTreeMap::new(),
             next_member: HOST_ID + 1,
@@ -209,8 +199,7 @@ impl Room {
             room_file_bytes: 0,
         };
         let name = sanitize_member_name(host_name, "host");
-        r.members
-            .insert(HOST_ID, r.new_member(name.clone(), true, now));
+        r.members.insert(HOST_ID, r.new_member(name.clone(), true, now));
         let text = format!("{name} opened the room. Goal: {}", r.goal);
         r.system(text, now, true);
         r
@@ -257,20 +246,13 @@ impl Room {
     pub fn roster(&self) -> Vec<MemberInfo> {
         self.members
             .iter()
-            .map(|(id, m)| MemberInfo {
-                id: *id,
-                name: m.name.clone(),
-                is_host: m.is_host,
-                connected: m.connected,
-            })
+            .map(|(id, m)| MemberInfo { id: *id, name: m.name.clone(), is_host: m.is_host, connected: m.connected })
             .collect()
     }
 
     /// Verification code the host shares with a given member (None for the host itself).
     pub fn verification_code(&self, id: MemberId) -> Option<&str> {
-        self.members
-            .get(&id)
-            .and_then(|m| m.verification_code.as_deref())
+        self.members.get(&id).and_then(|m| m.verification_code.as_deref())
     }
 
     fn push(&mut self, mut ev: Event) -> u64 {
@@ -279,8 +261,7 @@ impl Room {
         self.transcript_bytes += ev.text.len();
         self.transcript.push_back(ev);
         // Keep memory bounded; resumers older than this get what is left.
-        while self.transcript_bytes > self.limits.max_transcript_bytes && self.transcript.len() > 1
-        {
+        while self.transcript_bytes > self.limits.max_transcript_bytes && self.transcript.len() > 1 {
             if let Some(old) = self.transcript.pop_front() {
                 self.transcript_bytes -= old.text.len();
             }
@@ -293,10 +274,7 @@ impl Room {
         let host_name = self.member_name(HOST_ID).unwrap_or("host").to_owned();
         self.push(Event {
             seq: 0,
-            from: Sender {
-                id: HOST_ID,
-                name: host_name,
-            },
+            from: Sender { id: HOST_ID, name: host_name },
             kind: EventKind::System,
             text,
             ts: now.unix_ms,
@@ -362,13 +340,7 @@ impl Room {
     }
 
     /// Records the current resumption ticket for a member (rotated on each connect).
-    pub fn set_resume(
-        &mut self,
-        id: MemberId,
-        resume_id: [u8; 16],
-        secret: [u8; 32],
-        code: String,
-    ) {
+    pub fn set_resume(&mut self, id: MemberId, resume_id: [u8; 16], secret: [u8; 32], code: String) {
         if let Some(m) = self.members.get_mut(&id) {
             m.resume = Some((resume_id, secret));
             m.verification_code = Some(code);
@@ -397,9 +369,7 @@ impl Room {
             Ok(())
         } else {
             let wait = ((1.0 - m.tokens) / rate * 1000.0).ceil() as u64;
-            Err(RoomError::RateLimited {
-                retry_after_ms: wait,
-            })
+            Err(RoomError::RateLimited { retry_after_ms: wait })
         }
     }
 
@@ -407,19 +377,13 @@ impl Room {
     pub fn say(&mut self, id: MemberId, text: &str, now: Now) -> Result<u64, RoomError> {
         self.open_check()?;
         if text.len() > self.limits.max_text_bytes {
-            return Err(RoomError::TooLarge {
-                len: text.len(),
-                max: self.limits.max_text_bytes,
-            });
+            return Err(RoomError::TooLarge { len: text.len(), max: self.limits.max_text_bytes });
         }
         if text.trim().is_empty() {
             return Err(RoomError::Empty);
         }
         self.take_token(id, now)?;
-        let name = self
-            .member_name(id)
-            .ok_or(RoomError::UnknownMember)?
-            .to_owned();
+        let name = self.member_name(id).ok_or(RoomError::UnknownMember)?.to_owned();
         self.last_activity = now.at;
         Ok(self.push(Event {
             seq: 0,
@@ -447,8 +411,7 @@ impl Room {
         if self.closed.is_some() {
             return self.last_seq;
         }
-        let summary: Option<String> =
-            summary.map(|s| s.chars().take(self.limits.max_text_bytes / 4).collect());
+        let summary: Option<String> = summary.map(|s| s.chars().take(self.limits.max_text_bytes / 4).collect());
         let host = self.member_name(HOST_ID).unwrap_or("host").to_owned();
         let text = match &summary {
             Some(s) => format!("{host} closed the room. Summary: {s}"),
@@ -489,12 +452,7 @@ impl Room {
     /// Transcript entries after `seq`, at most `max`.
     pub fn events_since(&self, seq: u64, max: usize) -> Vec<Event> {
         let start = self.transcript.partition_point(|e| e.seq <= seq);
-        self.transcript
-            .iter()
-            .skip(start)
-            .take(max)
-            .cloned()
-            .collect()
+        self.transcript.iter().skip(start).take(max).cloned().collect()
     }
 
     /// Checks caps for a declared upload size before any buffer is allocated.
@@ -502,10 +460,7 @@ impl Room {
         self.open_check()?;
         let f = &self.limits.files;
         if size > f.max_file_bytes {
-            return Err(RoomError::FileTooLarge {
-                size,
-                max: f.max_file_bytes,
-            });
+            return Err(RoomError::FileTooLarge { size, max: f.max_file_bytes });
         }
         let m = self.members.get(&id).ok_or(RoomError::UnknownMember)?;
         if m.file_bytes + size > f.max_member_bytes {
@@ -529,10 +484,7 @@ impl Room {
         let size = data.len() as u64;
         self.check_upload(id, size)?;
         self.take_token(id, now)?;
-        let name = self
-            .member_name(id)
-            .ok_or(RoomError::UnknownMember)?
-            .to_owned();
+        let name = self.member_name(id).ok_or(RoomError::UnknownMember)?.to_owned();
         let info = FileInfo {
             artifact_id: crate::files::new_artifact_id(),
             name: sanitize_display_name(raw_name),
@@ -543,20 +495,11 @@ impl Room {
             m.file_bytes += size;
         }
         self.room_file_bytes += size;
-        self.artifacts.insert(
-            info.artifact_id.clone(),
-            Artifact {
-                info: info.clone(),
-                data,
-            },
-        );
+        self.artifacts.insert(info.artifact_id.clone(), Artifact { info: info.clone(), data });
         self.last_activity = now.at;
         let seq = self.push(Event {
             seq: 0,
-            from: Sender {
-                id,
-                name: name.clone(),
-            },
+            from: Sender { id, name: name.clone() },
             kind: EventKind::File,
             text: format!("{name} shared file '{}' ({size} bytes)", info.name),
             ts: now.unix_ms,
@@ -567,9 +510,7 @@ impl Room {
     }
 
     pub fn artifact(&self, artifact_id: &str) -> Result<&Artifact, RoomError> {
-        self.artifacts
-            .get(artifact_id)
-            .ok_or(RoomError::NoSuchArtifact)
+        self.artifacts.get(artifact_id).ok_or(RoomError::NoSuchArtifact)
     }
 }
 
@@ -578,25 +519,13 @@ mod tests {
     use super::*;
 
     fn now0() -> Now {
-        Now {
-            at: Instant::now(),
-            unix_ms: 1_000,
-        }
+        Now { at: Instant::now(), unix_ms: 1_000 }
     }
     fn later(n: Now, d: Duration) -> Now {
-        Now {
-            at: n.at + d,
-            unix_ms: n.unix_ms + d.as_millis() as u64,
-        }
+        Now { at: n.at + d, unix_ms: n.unix_ms + d.as_millis() as u64 }
     }
     fn room(n: Now) -> Room {
-        Room::new(
-            RoomId::random(),
-            "fix checkout",
-            "alice",
-            n,
-            RoomLimits::default(),
-        )
+        Room::new(RoomId::random(), "fix checkout", "alice", n, RoomLimits::default())
     }
 
     #[test]
@@ -636,21 +565,13 @@ mod tests {
         let n = now0();
         let mut r = room(n);
         let big = "x".repeat(64 * 1024 + 1);
-        assert!(matches!(
-            r.say(HOST_ID, &big, n),
-            Err(RoomError::TooLarge { .. })
-        ));
+        assert!(matches!(r.say(HOST_ID, &big, n), Err(RoomError::TooLarge { .. })));
         assert_eq!(r.say(HOST_ID, "  ", n), Err(RoomError::Empty));
         for _ in 0..20 {
             r.say(HOST_ID, "m", n).unwrap();
         }
-        assert!(matches!(
-            r.say(HOST_ID, "m", n),
-            Err(RoomError::RateLimited { .. })
-        ));
-        assert!(r
-            .say(HOST_ID, "m", later(n, Duration::from_secs(1)))
-            .is_ok());
+        assert!(matches!(r.say(HOST_ID, "m", n), Err(RoomError::RateLimited { .. })));
+        assert!(r.say(HOST_ID, "m", later(n, Duration::from_secs(1))).is_ok());
     }
 
     #[test]
@@ -658,12 +579,7 @@ mod tests {
         let n = now0();
         let mut r = room(n);
         assert!(!r.tick(later(n, Duration::from_secs(29 * 60))));
-        r.say(
-            HOST_ID,
-            "still here",
-            later(n, Duration::from_secs(29 * 60)),
-        )
-        .unwrap();
+        r.say(HOST_ID, "still here", later(n, Duration::from_secs(29 * 60))).unwrap();
         assert!(!r.tick(later(n, Duration::from_secs(58 * 60))));
         assert!(r.tick(later(n, Duration::from_secs(59 * 60))));
         assert!(r.is_closed());
@@ -710,48 +626,15 @@ mod tests {
     fn file_caps_before_allocation() {
         let n = now0();
         let mut r = room(n);
-        assert!(matches!(
-            r.check_upload(HOST_ID, u64::MAX),
-            Err(RoomError::FileTooLarge { .. })
-        ));
+        assert!(matches!(r.check_upload(HOST_ID, u64::MAX), Err(RoomError::FileTooLarge { .. })));
         let data: Arc<[u8]> = Arc::from(vec![1u8; 10].into_boxed_slice());
-        let (_, info) = r
-            .add_artifact(
-                HOST_ID,
-                "../../.bashrc",
-                data,
-                crate::files::sha256_hex(&[1u8; 10]),
-                n,
-            )
-            .unwrap();
+        let (_, info) =
+            r.add_artifact(HOST_ID, "../../.bashrc", data, crate::files::sha256_hex(&[1u8; 10]), n).unwrap();
         assert_eq!(info.name, ".bashrc");
         assert_eq!(r.artifact(&info.artifact_id).unwrap().data.len(), 10);
-        let lim = FileLimits {
-            max_file_bytes: 10,
-            max_member_bytes: 15,
-            max_room_bytes: 100,
-        };
-        let mut r = Room::new(
-            RoomId::random(),
-            "g",
-            "a",
-            n,
-            RoomLimits {
-                files: lim,
-                ..Default::default()
-            },
-        );
-        r.add_artifact(
-            HOST_ID,
-            "a",
-            Arc::from(vec![0u8; 10].into_boxed_slice()),
-            String::new(),
-            n,
-        )
-        .unwrap();
-        assert!(matches!(
-            r.check_upload(HOST_ID, 10),
-            Err(RoomError::Quota(_))
-        ));
+        let lim = FileLimits { max_file_bytes: 10, max_member_bytes: 15, max_room_bytes: 100 };
+        let mut r = Room::new(RoomId::random(), "g", "a", n, RoomLimits { files: lim, ..Default::default() });
+        r.add_artifact(HOST_ID, "a", Arc::from(vec![0u8; 10].into_boxed_slice()), String::new(), n).unwrap();
+        assert!(matches!(r.check_upload(HOST_ID, 10), Err(RoomError::Quota(_))));
     }
 }

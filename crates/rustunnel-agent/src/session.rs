@@ -240,17 +240,11 @@ impl Open {
         match &self.session {
             Session::Host(h) => {
                 let st = h.shared.lock();
-                (
-                    st.room.events_since(since, MAX_LISTEN_BATCH + 1),
-                    st.room.is_closed(),
-                )
+                (st.room.events_since(since, MAX_LISTEN_BATCH + 1), st.room.is_closed())
             }
             Session::Guest(g) => {
                 let st = g.shared.lock();
-                (
-                    st.events_since(since, MAX_LISTEN_BATCH + 1),
-                    st.ended.is_some(),
-                )
+                (st.events_since(since, MAX_LISTEN_BATCH + 1), st.ended.is_some())
             }
         }
     }
@@ -267,36 +261,20 @@ pub struct AgentChannel {
 
 fn to_message(e: Event, me: MemberId) -> Message {
     let untrusted = e.from.id != me || e.kind == EventKind::System;
-    Message {
-        seq: e.seq,
-        from: e.from,
-        kind: e.kind,
-        text: e.text,
-        ts: e.ts,
-        file: e.file,
-        untrusted,
-    }
+    Message { seq: e.seq, from: e.from, kind: e.kind, text: e.text, ts: e.ts, file: e.file, untrusted }
 }
 
 impl AgentChannel {
     pub fn new(cfg: ChannelConfig) -> Self {
-        AgentChannel {
-            cfg,
-            open: tokio::sync::Mutex::new(None),
-        }
+        AgentChannel { cfg, open: tokio::sync::Mutex::new(None) }
     }
 
     async fn current(&self) -> Result<Arc<Open>, SessionError> {
-        self.open
-            .lock()
-            .await
-            .clone()
-            .ok_or(SessionError::NoOpenTunnel)
+        self.open.lock().await.clone().ok_or(SessionError::NoOpenTunnel)
     }
 
     fn invite_text(&self, links: &[String], ttl: u64) -> String {
-        let mut t =
-            String::from("You're invited to an end-to-end-encrypted rustunnel agent room.\n");
+        let mut t = String::from("You're invited to an end-to-end-encrypted rustunnel agent room.\n");
         t.push_str(&format!("1. One-time setup: {}\n", self.cfg.setup_command));
         for l in links {
             t.push_str(&format!("2. Ask your agent: \"Join this tunnel: {l}\"\n"));
@@ -322,11 +300,7 @@ impl AgentChannel {
             return Err(SessionError::AlreadyOpen);
         }
         let base = RelayBase::parse(public_url)?;
-        let host = HostSession::open(
-            listener,
-            HostConfig::new(goal, &self.cfg.display_name, base),
-        )
-        .await?;
+        let host = HostSession::open(listener, HostConfig::new(goal, &self.cfg.display_name, base)).await?;
         self.open_with(&mut slot, host, invites).await
     }
 
@@ -367,10 +341,7 @@ impl AgentChannel {
             join_link_expires_in_sec: ttl,
             extra_join_links: strs.iter().skip(1).cloned().collect(),
         };
-        *slot = Some(Arc::new(Open {
-            session: Session::Host(host),
-            cursor: AtomicU64::new(0),
-        }));
+        *slot = Some(Arc::new(Open { session: Session::Host(host), cursor: AtomicU64::new(0) }));
         Ok(res)
     }
 
@@ -394,11 +365,7 @@ impl AgentChannel {
         let links = h.invite(count.unwrap_or(1).clamp(1, MAX_INVITES_PER_CALL))?;
         let ttl = links.first().map(|l| l.1.as_secs()).unwrap_or(0);
         let strs: Vec<String> = links.iter().map(|(l, _)| l.to_string()).collect();
-        Ok(InviteResult {
-            invite_text: self.invite_text(&strs, ttl),
-            join_links: strs,
-            join_link_expires_in_sec: ttl,
-        })
+        Ok(InviteResult { invite_text: self.invite_text(&strs, ttl), join_links: strs, join_link_expires_in_sec: ttl })
     }
 
     /// `tunnel_join`: redeem a link.
@@ -414,10 +381,7 @@ impl AgentChannel {
             JoinResult {
                 room_id: g.room_id().to_string(),
                 goal: st.goal.clone(),
-                me: Sender {
-                    id: st.member_id,
-                    name: st.name.clone(),
-                },
+                me: Sender { id: st.member_id, name: st.name.clone() },
                 members: st
                     .roster
                     .iter()
@@ -433,10 +397,7 @@ impl AgentChannel {
                 untrusted: true,
             }
         };
-        *slot = Some(Arc::new(Open {
-            session: Session::Guest(g),
-            cursor: AtomicU64::new(0),
-        }));
+        *slot = Some(Arc::new(Open { session: Session::Guest(g), cursor: AtomicU64::new(0) }));
         Ok(res)
     }
 
@@ -496,11 +457,7 @@ impl AgentChannel {
                     more,
                 });
             }
-            let wake = deadline.min(if progress.is_some() {
-                next_progress
-            } else {
-                deadline
-            });
+            let wake = deadline.min(if progress.is_some() { next_progress } else { deadline });
             tokio::select! {
                 r = rx.changed() => if r.is_err() { return Err(SessionError::Closed) },
                 _ = tokio::time::sleep_until(wake) => {
@@ -542,10 +499,7 @@ impl AgentChannel {
                     role: Role::Host,
                     room_id: st.room.id().to_string(),
                     goal: st.room.goal().to_owned(),
-                    me: Sender {
-                        id: HOST_ID,
-                        name: st.room.member_name(HOST_ID).unwrap_or("host").to_owned(),
-                    },
+                    me: Sender { id: HOST_ID, name: st.room.member_name(HOST_ID).unwrap_or("host").to_owned() },
                     members: st
                         .room
                         .roster()
@@ -570,17 +524,13 @@ impl AgentChannel {
             }
             Session::Guest(g) => {
                 let st = g.shared.lock();
-                let idle = Duration::from_secs(st.idle_timeout_secs)
-                    .saturating_sub(st.last_activity.elapsed())
-                    .as_secs();
+                let idle =
+                    Duration::from_secs(st.idle_timeout_secs).saturating_sub(st.last_activity.elapsed()).as_secs();
                 Status {
                     role: Role::Guest,
                     room_id: g.room_id().to_string(),
                     goal: st.goal.clone(),
-                    me: Sender {
-                        id: st.member_id,
-                        name: st.name.clone(),
-                    },
+                    me: Sender { id: st.member_id, name: st.name.clone() },
                     members: st
                         .roster
                         .iter()
@@ -615,28 +565,13 @@ impl AgentChannel {
         match &open.session {
             Session::Host(h) => {
                 let (seq, info) = h.share_local(&name, data)?;
-                Ok(ShareResult {
-                    artifact_id: info.artifact_id,
-                    name: info.name,
-                    size,
-                    sha256,
-                    seq,
-                })
+                Ok(ShareResult { artifact_id: info.artifact_id, name: info.name, size, sha256, seq })
             }
             Session::Guest(g) => {
                 let seq = g.share(&name, data).await?;
-                let info = g
-                    .shared
-                    .lock()
-                    .transcript
-                    .iter()
-                    .find(|e| e.seq == seq)
-                    .and_then(|e| e.file.clone());
+                let info = g.shared.lock().transcript.iter().find(|e| e.seq == seq).and_then(|e| e.file.clone());
                 Ok(ShareResult {
-                    artifact_id: info
-                        .as_ref()
-                        .map(|i| i.artifact_id.clone())
-                        .unwrap_or_default(),
+                    artifact_id: info.as_ref().map(|i| i.artifact_id.clone()).unwrap_or_default(),
                     name: crate::files::sanitize_display_name(&name),
                     size,
                     sha256,
@@ -681,27 +616,16 @@ impl AgentChannel {
 
     /// `tunnel_close`: host ends the room for everyone; a guest only leaves.
     pub async fn close(&self, summary: Option<&str>) -> Result<CloseResult, SessionError> {
-        let open = self
-            .open
-            .lock()
-            .await
-            .take()
-            .ok_or(SessionError::NoOpenTunnel)?;
+        let open = self.open.lock().await.take().ok_or(SessionError::NoOpenTunnel)?;
         Ok(match &open.session {
             Session::Host(h) => {
                 h.close(summary).await;
-                CloseResult {
-                    role: Role::Host,
-                    room_ended: true,
-                }
+                CloseResult { role: Role::Host, room_ended: true }
             }
             Session::Guest(g) => {
                 let ended = matches!(g.shared.lock().ended, Some(EndReason::RoomClosed(_)));
                 g.leave().await;
-                CloseResult {
-                    role: Role::Guest,
-                    room_ended: ended,
-                }
+                CloseResult { role: Role::Guest, room_ended: ended }
             }
         })
     }

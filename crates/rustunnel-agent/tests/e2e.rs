@@ -17,8 +17,7 @@ use tokio::task::JoinSet;
 fn chan(name: &str) -> AgentChannel {
     AgentChannel::new(ChannelConfig {
         display_name: name.to_owned(),
-        setup_command: "claude mcp add rustunnel -- rustunnel-mcp --server http://localhost:8080"
-            .into(),
+        setup_command: "claude mcp add rustunnel -- rustunnel-mcp --server http://localhost:8080".into(),
     })
 }
 
@@ -26,15 +25,7 @@ async fn host(goal: &str) -> (AgentChannel, String, SocketAddr) {
     let h = chan("alice-host");
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    let r = h
-        .open(
-            goal,
-            None,
-            l,
-            &format!("http://abc.localhost:{}", addr.port()),
-        )
-        .await
-        .unwrap();
+    let r = h.open(goal, None, l, &format!("http://abc.localhost:{}", addr.port())).await.unwrap();
     (h, r.join_link, addr)
 }
 
@@ -107,13 +98,7 @@ impl Proxy {
                 });
             }
         });
-        Proxy {
-            addr,
-            captured,
-            kill,
-            flip_next_down: flip,
-            _tasks: tasks,
-        }
+        Proxy { addr, captured, kill, flip_next_down: flip, _tasks: tasks }
     }
 
     fn kill_all(&self) {
@@ -130,15 +115,8 @@ fn contains(hay: &[u8], needle: &str) -> bool {
 }
 
 async fn listen_texts(c: &AgentChannel) -> Vec<String> {
-    let r = c
-        .listen(None, Some(Duration::from_secs(5)), None)
-        .await
-        .unwrap();
-    r.messages
-        .into_iter()
-        .filter(|m| m.kind == EventKind::Chat)
-        .map(|m| m.text)
-        .collect()
+    let r = c.listen(None, Some(Duration::from_secs(5)), None).await.unwrap();
+    r.messages.into_iter().filter(|m| m.kind == EventKind::Chat).map(|m| m.text).collect()
 }
 
 #[tokio::test]
@@ -149,21 +127,12 @@ async fn two_guests_talk_share_and_host_close_ends_room() {
     assert_eq!(j.goal, "pair on checkout flow");
     assert_eq!(j.members.len(), 2);
     let hs = h.status().await.unwrap();
-    let bob_code = hs
-        .members
-        .iter()
-        .find(|m| m.name == "bob")
-        .unwrap()
-        .verification_code
-        .clone();
+    let bob_code = hs.members.iter().find(|m| m.name == "bob").unwrap().verification_code.clone();
     assert_eq!(bob_code.as_deref(), Some(j.verification_code.as_str()));
 
     // Reusing the same link fails.
     let dup = chan("mallory");
-    assert!(matches!(
-        dup.join(&link1).await,
-        Err(SessionError::Join(JoinError::AlreadyUsed))
-    ));
+    assert!(matches!(dup.join(&link1).await, Err(SessionError::Join(JoinError::AlreadyUsed))));
 
     let inv = h.invite(Some(1)).await.unwrap();
     assert!(inv.invite_text.contains("claude mcp add rustunnel"));
@@ -174,18 +143,9 @@ async fn two_guests_talk_share_and_host_close_ends_room() {
     h.say("hello from host").await.unwrap();
     g1.say("hello from bob").await.unwrap();
     // Bob sees host's message and carol's join; carol sees both chats.
-    let r = g1
-        .listen(None, Some(Duration::from_secs(5)), None)
-        .await
-        .unwrap();
-    assert!(r
-        .messages
-        .iter()
-        .any(|m| m.text == "hello from host" && m.untrusted));
-    assert!(
-        r.messages.iter().all(|m| m.text != "hello from bob"),
-        "own chat is not echoed"
-    );
+    let r = g1.listen(None, Some(Duration::from_secs(5)), None).await.unwrap();
+    assert!(r.messages.iter().any(|m| m.text == "hello from host" && m.untrusted));
+    assert!(r.messages.iter().all(|m| m.text != "hello from bob"), "own chat is not echoed");
     let mut seen = Vec::new();
     while seen.len() < 2 {
         seen.extend(listen_texts(&g2).await);
@@ -198,10 +158,7 @@ async fn two_guests_talk_share_and_host_close_ends_room() {
     assert_eq!(hseen, vec!["hello from bob"]);
 
     // Listen with sinceSeq replays; status is coherent.
-    let all = g2
-        .listen(Some(0), Some(Duration::from_millis(10)), None)
-        .await
-        .unwrap();
+    let all = g2.listen(Some(0), Some(Duration::from_millis(10)), None).await.unwrap();
     assert!(all.messages.len() >= 3);
     let st = g2.status().await.unwrap();
     assert_eq!(st.members.len(), 3);
@@ -222,10 +179,7 @@ async fn two_guests_talk_share_and_host_close_ends_room() {
     assert!(!shared.artifact_id.is_empty());
     let mut file_msg = None;
     while file_msg.is_none() {
-        let r = g2
-            .listen(None, Some(Duration::from_secs(5)), None)
-            .await
-            .unwrap();
+        let r = g2.listen(None, Some(Duration::from_secs(5)), None).await.unwrap();
         file_msg = r.messages.into_iter().find(|m| m.kind == EventKind::File);
     }
     let info = file_msg.unwrap().file.unwrap();
@@ -237,9 +191,7 @@ async fn two_guests_talk_share_and_host_close_ends_room() {
     // Never overwrites without consent.
     assert!(matches!(
         g2.receive(&info.artifact_id, &out, false).await,
-        Err(SessionError::File(
-            rustunnel_agent::files::FileError::Exists(_)
-        ))
+        Err(SessionError::File(rustunnel_agent::files::FileError::Exists(_)))
     ));
     let hout = dir.join("host.bin");
     h.receive(&info.artifact_id, &hout, false).await.unwrap();
@@ -264,10 +216,7 @@ async fn two_guests_talk_share_and_host_close_ends_room() {
     let mut closed = false;
     let mut last = String::new();
     for _ in 0..10 {
-        let r = g1
-            .listen(None, Some(Duration::from_secs(5)), None)
-            .await
-            .unwrap();
+        let r = g1.listen(None, Some(Duration::from_secs(5)), None).await.unwrap();
         if let Some(m) = r.messages.last() {
             last = m.text.clone();
         }
@@ -278,10 +227,7 @@ async fn two_guests_talk_share_and_host_close_ends_room() {
     }
     assert!(closed);
     assert!(last.contains("Summary: fixed the bug"), "{last}");
-    assert!(
-        g1.status().await.is_none(),
-        "nothing stale after the room ended"
-    );
+    assert!(g1.status().await.is_none(), "nothing stale after the room ended");
     tokio::fs::remove_dir_all(&dir).await.unwrap();
 }
 
@@ -320,19 +266,11 @@ async fn wrong_key_fails_and_leaves_invite_usable() {
     let (base, frag) = link.split_once('#').unwrap();
     // Same invite id, different key.
     use base64::Engine as _;
-    let mut raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(frag)
-        .unwrap();
+    let mut raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(frag).unwrap();
     raw[20] ^= 0xff;
-    let bad = format!(
-        "{base}#{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-    );
+    let bad = format!("{base}#{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw));
     let g = chan("eve");
-    assert!(matches!(
-        g.join(&bad).await,
-        Err(SessionError::Join(JoinError::BadKey))
-    ));
+    assert!(matches!(g.join(&bad).await, Err(SessionError::Join(JoinError::BadKey))));
     assert_eq!(h.status().await.unwrap().pending_invites, Some(1));
     g.join(&link).await.unwrap();
     assert_eq!(h.status().await.unwrap().pending_invites, Some(0));
@@ -346,18 +284,11 @@ async fn expired_link_is_refused() {
     let h = chan("host");
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
-    let mut cfg = HostConfig::new(
-        "g",
-        "host",
-        RelayBase::parse(&format!("ws://127.0.0.1:{port}")).unwrap(),
-    );
+    let mut cfg = HostConfig::new("g", "host", RelayBase::parse(&format!("ws://127.0.0.1:{port}")).unwrap());
     cfg.invite_ttl = Duration::from_millis(100);
     let r = h.open_with_config(l, cfg, None).await.unwrap();
     tokio::time::sleep(Duration::from_millis(150)).await;
-    assert!(matches!(
-        chan("g").join(&r.join_link).await,
-        Err(SessionError::Join(JoinError::Expired))
-    ));
+    assert!(matches!(chan("g").join(&r.join_link).await, Err(SessionError::Join(JoinError::Expired))));
     h.close(None).await.unwrap();
 }
 
@@ -368,15 +299,7 @@ async fn relay_sees_no_plaintext_and_resume_gets_missed_messages() {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let relay = l.local_addr().unwrap();
     let proxy = Proxy::start(relay).await;
-    let r = h
-        .open(
-            goal,
-            None,
-            l,
-            &format!("http://p.localhost:{}", proxy.addr.port()),
-        )
-        .await
-        .unwrap();
+    let r = h.open(goal, None, l, &format!("http://p.localhost:{}", proxy.addr.port())).await.unwrap();
     let g = chan("GUESTNAME-bob");
     g.join(&r.join_link).await.unwrap();
     h.say("HOSTSECRET-one").await.unwrap();
@@ -386,16 +309,7 @@ async fn relay_sees_no_plaintext_and_resume_gets_missed_messages() {
     // Cut the connection; messages sent meanwhile arrive after the automatic resume.
     proxy.kill_all();
     for _ in 0..100 {
-        if !h
-            .status()
-            .await
-            .unwrap()
-            .members
-            .iter()
-            .find(|m| m.id != 0)
-            .unwrap()
-            .connected
-        {
+        if !h.status().await.unwrap().members.iter().find(|m| m.id != 0).unwrap().connected {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -428,24 +342,13 @@ async fn relay_sees_no_plaintext_and_resume_gets_missed_messages() {
     h.close(Some("SUMMARY-secret")).await.unwrap();
     let cap = proxy.captured();
     assert!(cap.len() > 1000);
-    for needle in [
-        goal,
-        "HOSTNAME",
-        "GUESTNAME",
-        "HOSTSECRET",
-        "GUESTSECRET",
-        "SUMMARY-secret",
-        "launch",
-    ] {
+    for needle in [goal, "HOSTNAME", "GUESTNAME", "HOSTSECRET", "GUESTSECRET", "SUMMARY-secret", "launch"] {
         assert!(!contains(&cap, needle), "relay saw plaintext {needle}");
     }
     // The link secret never crosses the wire either.
     let frag = r.join_link.split_once('#').unwrap().1;
     assert!(!contains(&cap, frag));
-    assert!(
-        contains(&cap, "GET /t/"),
-        "sanity: the capture holds the upgrade request"
-    );
+    assert!(contains(&cap, "GET /t/"), "sanity: the capture holds the upgrade request");
 }
 
 #[tokio::test]
@@ -456,15 +359,8 @@ async fn teardown_is_prompt_with_idle_unauthenticated_socket() {
     half.write_all(b"GET /t/").await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     let t = tokio::time::Instant::now();
-    tokio::time::timeout(Duration::from_secs(5), h.close(None))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        t.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        t.elapsed()
-    );
+    tokio::time::timeout(Duration::from_secs(5), h.close(None)).await.unwrap().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(3), "took {:?}", t.elapsed());
 }
 
 #[tokio::test]
@@ -477,10 +373,7 @@ async fn wrong_path_and_garbage_are_refused() {
     assert!(String::from_utf8_lossy(&buf[..n]).contains("404"));
     let mut g = TcpStream::connect(addr).await.unwrap();
     g.write_all(&[0x16, 0x03, 0x01, 0xff, 0xff]).await.unwrap();
-    let n = tokio::time::timeout(Duration::from_secs(5), g.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap_or(0);
+    let n = tokio::time::timeout(Duration::from_secs(5), g.read(&mut buf)).await.unwrap().unwrap_or(0);
     let _ = n;
     h.say("relay still serves").await.unwrap();
     h.close(None).await.unwrap();
@@ -491,18 +384,13 @@ async fn listen_waits_with_progress_and_caps_timeout() {
     let h = chan("host");
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
-    h.open("g", None, l, &format!("ws://127.0.0.1:{port}"))
-        .await
-        .unwrap();
+    h.open("g", None, l, &format!("ws://127.0.0.1:{port}")).await.unwrap();
     // The opening system message is returned immediately.
     let first = h.listen(None, None, None).await.unwrap();
     assert!(first.messages[0].text.contains("opened the room") && !first.timed_out);
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let t = tokio::time::Instant::now();
-    let r = h
-        .listen(None, Some(Duration::from_secs(600)), Some(tx))
-        .await
-        .unwrap();
+    let r = h.listen(None, Some(Duration::from_secs(600)), Some(tx)).await.unwrap();
     assert!(r.timed_out && r.messages.is_empty());
     assert_eq!(t.elapsed(), Duration::from_secs(45));
     let mut n = 0;
@@ -518,16 +406,11 @@ async fn idle_room_closes_after_30_minutes() {
     let h = chan("host");
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
-    h.open("g", None, l, &format!("ws://127.0.0.1:{port}"))
-        .await
-        .unwrap();
+    h.open("g", None, l, &format!("ws://127.0.0.1:{port}")).await.unwrap();
     tokio::time::sleep(Duration::from_secs(29 * 60)).await;
     assert!(!h.status().await.unwrap().closed);
     tokio::time::sleep(Duration::from_secs(61)).await;
-    let r = h
-        .listen(None, Some(Duration::from_secs(1)), None)
-        .await
-        .unwrap();
+    let r = h.listen(None, Some(Duration::from_secs(1)), None).await.unwrap();
     assert!(r.closed);
     assert!(r.messages.iter().any(|m| m.text.contains("30 minutes")));
     assert!(h.status().await.is_none());

@@ -65,7 +65,11 @@ async fn echo_service() -> anyhow::Result<(u16, tokio::task::JoinHandle<()>)> {
     Ok((port, task))
 }
 
-async fn fetch(edge: std::net::SocketAddr, host: &str, tls: bool) -> anyhow::Result<(http::StatusCode, String, Duration)> {
+async fn fetch(
+    edge: std::net::SocketAddr,
+    host: &str,
+    tls: bool,
+) -> anyhow::Result<(http::StatusCode, String, Duration)> {
     let started = Instant::now();
     let tcp = tokio::net::TcpStream::connect(edge).await?;
     let req = http::Request::get("/").header("host", host).body(Empty::<Bytes>::new())?;
@@ -91,7 +95,15 @@ async fn demo() -> anyhow::Result<()> {
     let server = ServerHandle::spawn(Config::ephemeral(dir.path())).await?;
     let http = server.http_addr().ok_or_else(|| anyhow::anyhow!("no HTTP edge"))?;
     let https = server.https_addr().ok_or_else(|| anyhow::anyhow!("no HTTPS edge"))?;
-    step(1, format!("dev server up: control wss://localhost:{}, HTTP edge :{}, HTTPS edge :{}", server.control_addr().port(), http.port(), https.port()));
+    step(
+        1,
+        format!(
+            "dev server up: control wss://localhost:{}, HTTP edge :{}, HTTPS edge :{}",
+            server.control_addr().port(),
+            http.port(),
+            https.port()
+        ),
+    );
 
     let (page_port, page) = sample_page().await?;
     let (echo_port, echo) = echo_service().await?;
@@ -114,20 +126,36 @@ async fn demo() -> anyhow::Result<()> {
         }
     }
 
-    let (_, web_url, web_urls) = urls.iter().find(|(n, _, _)| n == "web").cloned().ok_or_else(|| anyhow::anyhow!("no web tunnel"))?;
+    let (_, web_url, web_urls) =
+        urls.iter().find(|(n, _, _)| n == "web").cloned().ok_or_else(|| anyhow::anyhow!("no web tunnel"))?;
     let host = web_url.trim_start_matches("http://").to_string();
     let (status, body, took) = fetch(http, &host, false).await?;
-    step(4, format!("GET {web_url} -> {status} in {:.1} ms: {}", took.as_secs_f64() * 1000.0, body.lines().nth(0).unwrap_or("").chars().take(80).collect::<String>()));
+    step(
+        4,
+        format!(
+            "GET {web_url} -> {status} in {:.1} ms: {}",
+            took.as_secs_f64() * 1000.0,
+            body.lines().next().unwrap_or("").chars().take(80).collect::<String>()
+        ),
+    );
     anyhow::ensure!(status == 200 && body == PAGE, "unexpected answer through the HTTP edge");
     if let Some(https_url) = web_urls.iter().find(|u| u.starts_with("https://")) {
         let host = https_url.trim_start_matches("https://");
         let (status, body, took) = fetch(https, host, true).await?;
-        step(5, format!("GET {https_url} -> {status} in {:.1} ms over TLS (self-signed dev certificate)", took.as_secs_f64() * 1000.0));
+        step(
+            5,
+            format!(
+                "GET {https_url} -> {status} in {:.1} ms over TLS (self-signed dev certificate)",
+                took.as_secs_f64() * 1000.0
+            ),
+        );
         anyhow::ensure!(status == 200 && body == PAGE, "unexpected answer through the HTTPS edge");
     }
 
-    let (_, echo_url, _) = urls.iter().find(|(n, _, _)| n == "echo").cloned().ok_or_else(|| anyhow::anyhow!("no echo tunnel"))?;
-    let port: u16 = echo_url.rsplit(':').next().and_then(|p| p.parse().ok()).ok_or_else(|| anyhow::anyhow!("bad tcp url"))?;
+    let (_, echo_url, _) =
+        urls.iter().find(|(n, _, _)| n == "echo").cloned().ok_or_else(|| anyhow::anyhow!("no echo tunnel"))?;
+    let port: u16 =
+        echo_url.rsplit(':').next().and_then(|p| p.parse().ok()).ok_or_else(|| anyhow::anyhow!("bad tcp url"))?;
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     s.write_all(b"ping through rustunnel").await?;
     let mut buf = [0u8; 22];

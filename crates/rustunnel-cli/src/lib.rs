@@ -14,7 +14,11 @@ pub mod output;
 pub mod tunnels;
 
 #[derive(Parser, Debug)]
-#[command(name = "rustunnel", version, about = "Put local services on the internet: HTTP(S) under a subdomain, raw TCP, UDP")]
+#[command(
+    name = "rustunnel",
+    version,
+    about = "Put local services on the internet: HTTP(S) under a subdomain, raw TCP, UDP"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -41,7 +45,8 @@ pub enum Command {
 
 pub fn init_logging(verbose: bool) {
     let default = if verbose { "debug" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RUSTUNNEL_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUSTUNNEL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 

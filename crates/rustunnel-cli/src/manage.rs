@@ -14,6 +14,8 @@ pub async fn run(cmd: ManageCommand) -> i32 {
 pub async fn resolve_server(c: &ConnectArgs) -> Result<String, String> {
     match &c.region {
         None => Ok(c.server.clone()),
-        Some(r) => Err(format!("--region {r}: region lookup needs the management API, which this build does not include yet")),
+        Some(r) => {
+            Err(format!("--region {r}: region lookup needs the management API, which this build does not include yet"))
+        }
     }
 }

@@ -42,7 +42,9 @@ impl Printer {
                 eprintln!("  connection lost ({reason}); reconnecting in {delay_ms} ms (attempt {attempt})");
             }
             Event::Reconnected { name, public_url, .. } => println!("  {name:<12} back online at {public_url}"),
-            Event::TunnelClosed { name, reason, message, .. } => println!("  {name:<12} closed by the server ({reason}): {message}"),
+            Event::TunnelClosed { name, reason, message, .. } => {
+                println!("  {name:<12} closed by the server ({reason}): {message}")
+            }
             Event::ServerShutdown { message } => eprintln!("  server: {message}"),
             Event::Error { message, hint, .. } => eprintln!("  error: {message}\n  hint: {hint}"),
         }

@@ -84,10 +84,20 @@ fn fail(printer: &mut Printer, code: &str, message: String, hint: &str) -> i32 {
 pub async fn run_one(protocol: Protocol, a: OneTunnel) -> i32 {
     let mut printer = Printer::new(a.connect.json);
     if a.subdomain.is_some() && protocol != Protocol::Http {
-        return fail(&mut printer, "bad_arguments", "--subdomain applies to http tunnels only".into(), "use --remote-port for tcp/udp");
+        return fail(
+            &mut printer,
+            "bad_arguments",
+            "--subdomain applies to http tunnels only".into(),
+            "use --remote-port for tcp/udp",
+        );
     }
     if a.remote_port.is_some() && protocol == Protocol::Http {
-        return fail(&mut printer, "bad_arguments", "--remote-port applies to tcp/udp tunnels only".into(), "use --subdomain for http");
+        return fail(
+            &mut printer,
+            "bad_arguments",
+            "--remote-port applies to tcp/udp tunnels only".into(),
+            "use --subdomain for http",
+        );
     }
     let server = match crate::manage::resolve_server(&a.connect).await {
         Ok(s) => s,
@@ -110,7 +120,8 @@ pub async fn run_start(a: StartArgs) -> i32 {
         Ok(f) => f,
         Err(e) => return fail(&mut printer, "config_error", e.to_string(), "see examples/client.toml for the format"),
     };
-    let server = a.server.clone().or(file.server.clone()).unwrap_or_else(|| rustunnel_client::config::DEFAULT_SERVER.into());
+    let server =
+        a.server.clone().or(file.server.clone()).unwrap_or_else(|| rustunnel_client::config::DEFAULT_SERVER.into());
     let token = a.token.clone().or(file.token.clone()).unwrap_or_default();
     let mut opts = ClientOptions::new(server, token.trim());
     opts.tls = TlsOptions { insecure: a.insecure || file.insecure, ca: file.ca.clone() };

@@ -25,7 +25,14 @@ pub struct TunnelConfig {
 
 impl TunnelConfig {
     pub fn new(name: impl Into<String>, protocol: Protocol, local_port: u16) -> Self {
-        TunnelConfig { name: name.into(), protocol, local_host: "localhost".into(), local_port, subdomain: None, remote_port: None }
+        TunnelConfig {
+            name: name.into(),
+            protocol,
+            local_host: "localhost".into(),
+            local_port,
+            subdomain: None,
+            remote_port: None,
+        }
     }
     pub fn local_addr(&self) -> String {
         if self.local_host.contains(':') {
@@ -101,7 +108,8 @@ pub struct StartTunnel {
 
 impl StartFile {
     pub fn load(path: &Path) -> Result<Self, ClientError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ClientError::Config(format!("cannot read {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ClientError::Config(format!("cannot read {}: {e}", path.display())))?;
         Self::parse(&text).map_err(|e| ClientError::Config(format!("invalid config {}: {e}", path.display())))
     }
 

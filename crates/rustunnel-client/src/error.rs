@@ -44,7 +44,9 @@ impl ClientError {
             ClientError::Rejected { .. } => "rejected",
             ClientError::TunnelRejected { code: ErrorCode::SubdomainTaken, .. } => "subdomain_taken",
             ClientError::TunnelRejected { code: ErrorCode::InvalidSubdomain, .. } => "invalid_subdomain",
-            ClientError::TunnelRejected { code: ErrorCode::PortUnavailable | ErrorCode::NoPortsAvailable, .. } => "port_unavailable",
+            ClientError::TunnelRejected { code: ErrorCode::PortUnavailable | ErrorCode::NoPortsAvailable, .. } => {
+                "port_unavailable"
+            }
             ClientError::TunnelRejected { .. } => "tunnel_rejected",
             ClientError::Protocol(_) => "protocol_error",
             ClientError::Config(_) => "config_error",

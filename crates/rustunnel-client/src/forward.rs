@@ -71,13 +71,21 @@ pub struct LocalFailure {
 }
 
 /// Serves one handed-out stream to completion.
-pub async fn serve_stream(header: StreamHeader, mut data: TokioIo<Upgraded>, targets: &Targets) -> Result<(), LocalFailure> {
+pub async fn serve_stream(
+    header: StreamHeader,
+    mut data: TokioIo<Upgraded>,
+    targets: &Targets,
+) -> Result<(), LocalFailure> {
     let target = targets.read().unwrap_or_else(|e| e.into_inner()).get(&header.tunnel_id).cloned();
     let Some(target) = target else {
         // A stream for a tunnel we no longer have: drop it.
         return Ok(());
     };
-    let addr = if target.host.contains(':') { format!("[{}]:{}", target.host, target.port) } else { format!("{}:{}", target.host, target.port) };
+    let addr = if target.host.contains(':') {
+        format!("[{}]:{}", target.host, target.port)
+    } else {
+        format!("{}:{}", target.host, target.port)
+    };
     match header.protocol {
         Protocol::Tcp | Protocol::Http => {
             let mut local = match connect_tcp(&target.host, target.port, LOCAL_CONNECT_TIMEOUT).await {
@@ -102,7 +110,13 @@ pub async fn serve_stream(header: StreamHeader, mut data: TokioIo<Upgraded>, tar
         Protocol::Udp => {
             let remote = match resolve(&target.host, target.port).await.ok().and_then(|a| a.into_iter().next()) {
                 Some(a) => a,
-                None => return Err(LocalFailure { name: target.name, addr: addr.clone(), error: format!("cannot resolve {addr}") }),
+                None => {
+                    return Err(LocalFailure {
+                        name: target.name,
+                        addr: addr.clone(),
+                        error: format!("cannot resolve {addr}"),
+                    })
+                }
             };
             let bind = if remote.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
             let sock = match UdpSocket::bind(bind).await {

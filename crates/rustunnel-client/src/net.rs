@@ -56,7 +56,9 @@ pub async fn connect_tcp(host: &str, port: u16, timeout: Duration) -> std::io::R
                 return Ok(s);
             }
             Ok(Err(e)) => last = e,
-            Err(_) => last = std::io::Error::new(std::io::ErrorKind::TimedOut, format!("connecting to {addr} timed out")),
+            Err(_) => {
+                last = std::io::Error::new(std::io::ErrorKind::TimedOut, format!("connecting to {addr} timed out"))
+            }
         }
     }
     Err(last)
@@ -77,12 +79,14 @@ impl Dialer {
             .map_err(|e| ClientError::Connect { addr: format!("{}:{}", self.host, self.port), source: e })?;
         let name = match self.host.parse::<IpAddr>() {
             Ok(ip) => ServerName::IpAddress(ip.into()),
-            Err(_) => ServerName::try_from(self.host.clone()).map_err(|_| ClientError::Config(format!("invalid server name '{}'", self.host)))?,
+            Err(_) => ServerName::try_from(self.host.clone())
+                .map_err(|_| ClientError::Config(format!("invalid server name '{}'", self.host)))?,
         };
-        let tls = tokio::time::timeout(Duration::from_secs(10), TlsConnector::from(self.tls.clone()).connect(name, tcp))
-            .await
-            .map_err(|_| ClientError::Tls("TLS handshake timed out".into()))?
-            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        let tls =
+            tokio::time::timeout(Duration::from_secs(10), TlsConnector::from(self.tls.clone()).connect(name, tcp))
+                .await
+                .map_err(|_| ClientError::Tls("TLS handshake timed out".into()))?
+                .map_err(|e| ClientError::Tls(e.to_string()))?;
         Ok(tls)
     }
 }

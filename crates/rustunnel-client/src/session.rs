@@ -53,7 +53,11 @@ struct Runner {
 
 /// Runs a client until cancelled, until every tunnel was closed by the server, or until a
 /// fatal error. Events are reported on `events`.
-pub async fn run(opts: ClientOptions, events: mpsc::Sender<Event>, cancel: CancellationToken) -> Result<(), ClientError> {
+pub async fn run(
+    opts: ClientOptions,
+    events: mpsc::Sender<Event>,
+    cancel: CancellationToken,
+) -> Result<(), ClientError> {
     if opts.tunnels.is_empty() {
         return Err(ClientError::Config("no tunnels to open".into()));
     }
@@ -100,7 +104,13 @@ impl Runner {
                 }
                 Err(e) => {
                     let fatal = e.is_fatal() || !self.opts.reconnect;
-                    self.emit(Event::Error { code: e.code().into(), message: e.to_string(), hint: e.hint(&self.opts.server), fatal }).await;
+                    self.emit(Event::Error {
+                        code: e.code().into(),
+                        message: e.to_string(),
+                        hint: e.hint(&self.opts.server),
+                        fatal,
+                    })
+                    .await;
                     if fatal {
                         return Err(e);
                     }
@@ -135,15 +145,17 @@ impl Runner {
             r = self.dialer.dial() => r?,
             _ = self.cancel.cancelled() => return Ok(SessionEnd::Cancelled),
         };
-        let host = if self.dialer.host.contains(':') { format!("[{}]", self.dialer.host) } else { self.dialer.host.clone() };
+        let host =
+            if self.dialer.host.contains(':') { format!("[{}]", self.dialer.host) } else { self.dialer.host.clone() };
         let url = format!("wss://{host}:{}{CONTROL_PATH}", self.dialer.port);
         let mut cfg = WebSocketConfig::default();
         cfg.max_message_size = Some(MAX_CONTROL_FRAME);
         cfg.max_frame_size = Some(MAX_CONTROL_FRAME);
-        let (mut ws, _) = tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_tungstenite::client_async_with_config(url, tls, Some(cfg)))
-            .await
-            .map_err(|_| ClientError::Handshake("timed out".into()))?
-            .map_err(|e| ClientError::Handshake(e.to_string()))?;
+        let (mut ws, _) =
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_tungstenite::client_async_with_config(url, tls, Some(cfg)))
+                .await
+                .map_err(|_| ClientError::Handshake("timed out".into()))?
+                .map_err(|e| ClientError::Handshake(e.to_string()))?;
         let hello = ClientMsg::Hello {
             version: PROTOCOL_VERSION,
             token: self.opts.token.clone(),

@@ -100,10 +100,7 @@ pub enum ErrorCode {
 impl ErrorCode {
     /// Errors after which retrying the same thing cannot succeed.
     pub fn is_fatal(self) -> bool {
-        matches!(
-            self,
-            ErrorCode::VersionMismatch | ErrorCode::Unauthorized | ErrorCode::BadRequest
-        )
+        matches!(self, ErrorCode::VersionMismatch | ErrorCode::Unauthorized | ErrorCode::BadRequest)
     }
 }
 
@@ -285,11 +282,8 @@ mod tests {
         for m in msgs {
             assert_eq!(ClientMsg::decode(&m.encode()).unwrap(), m);
         }
-        let s = ServerMsg::TunnelClosed {
-            tunnel_id: "t".into(),
-            reason: CloseReason::ClosedByApi,
-            message: "m".into(),
-        };
+        let s =
+            ServerMsg::TunnelClosed { tunnel_id: "t".into(), reason: CloseReason::ClosedByApi, message: "m".into() };
         assert_eq!(ServerMsg::decode(&s.encode()).unwrap(), s);
     }
 

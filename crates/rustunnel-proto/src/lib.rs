@@ -35,9 +35,7 @@ pub const HEADER_DATA_KEY: &str = "x-rustunnel-data-key";
 /// The message shown when two ends speak different protocol versions.
 pub fn version_mismatch_message(server: u32, client: u32) -> String {
     if server > client {
-        format!(
-            "server speaks protocol {server}, this client {client}: upgrade rustunnel on this machine"
-        )
+        format!("server speaks protocol {server}, this client {client}: upgrade rustunnel on this machine")
     } else {
         format!(
             "server speaks protocol {server}, this client {client}: the server is older, upgrade rustunnel-server or use an older client"

@@ -3,10 +3,37 @@
 /// Names nobody may claim: they collide with the service's own hosts or with
 /// well-known prefixes used for certificates and mail.
 pub const RESERVED_SUBDOMAINS: &[&str] = &[
-    "www", "api", "admin", "dashboard", "mail", "smtp", "imap", "pop", "ftp", "ns", "ns1",
-    "ns2", "dns", "mx", "status", "metrics", "control", "edge", "tunnel", "rustunnel", "root",
-    "localhost", "static", "cdn", "auth", "login", "_acme-challenge", "autoconfig",
-    "autodiscover", "wpad", "isatap",
+    "www",
+    "api",
+    "admin",
+    "dashboard",
+    "mail",
+    "smtp",
+    "imap",
+    "pop",
+    "ftp",
+    "ns",
+    "ns1",
+    "ns2",
+    "dns",
+    "mx",
+    "status",
+    "metrics",
+    "control",
+    "edge",
+    "tunnel",
+    "rustunnel",
+    "root",
+    "localhost",
+    "static",
+    "cdn",
+    "auth",
+    "login",
+    "_acme-challenge",
+    "autoconfig",
+    "autodiscover",
+    "wpad",
+    "isatap",
 ];
 
 /// Why a subdomain is not acceptable.
@@ -30,10 +57,7 @@ pub fn validate_subdomain(name: &str) -> Result<(), SubdomainError> {
     if name.len() < 3 || name.len() > 63 {
         return Err(SubdomainError::Length);
     }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
+    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
         return Err(SubdomainError::Charset);
     }
     if name.starts_with('-') || name.ends_with('-') {

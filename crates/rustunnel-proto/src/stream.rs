@@ -85,10 +85,7 @@ pub async fn write_datagram<W: AsyncWrite + Unpin>(
 }
 
 /// Reads one datagram into `buf` (resized to the datagram's length).
-pub async fn read_datagram<R: AsyncRead + Unpin>(
-    r: &mut R,
-    buf: &mut Vec<u8>,
-) -> Result<(), FrameError> {
+pub async fn read_datagram<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> Result<(), FrameError> {
     let len = r.read_u16().await? as usize;
     if len > MAX_DATAGRAM {
         return Err(FrameError::TooLarge(len));

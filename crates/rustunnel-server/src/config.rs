@@ -95,8 +95,8 @@ impl std::fmt::Debug for FileConfig {
 impl FileConfig {
     /// Reads a TOML file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Self::from_toml(&text).map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source })
     }
 
@@ -110,11 +110,34 @@ impl FileConfig {
             ($($f:ident),*) => { FileConfig { $($f: over.$f.or(self.$f)),* } };
         }
         pick!(
-            dev, domain, control_addr, api_addr, http_addr, https_addr, no_https, tcp_ports,
-            udp_ports, data_dir, admin_token, tls_cert, tls_key, database_url, public_http_port,
-            public_https_port, region_id, region_name, region_location, regions,
-            reservation_grace_secs, response_timeout_secs, drain_timeout_secs, heartbeat_secs,
-            udp_idle_secs, history_retention_days, max_requests_per_tunnel, pool_size
+            dev,
+            domain,
+            control_addr,
+            api_addr,
+            http_addr,
+            https_addr,
+            no_https,
+            tcp_ports,
+            udp_ports,
+            data_dir,
+            admin_token,
+            tls_cert,
+            tls_key,
+            database_url,
+            public_http_port,
+            public_https_port,
+            region_id,
+            region_name,
+            region_location,
+            regions,
+            reservation_grace_secs,
+            response_timeout_secs,
+            drain_timeout_secs,
+            heartbeat_secs,
+            udp_idle_secs,
+            history_retention_days,
+            max_requests_per_tunnel,
+            pool_size
         )
     }
 }
@@ -201,26 +224,27 @@ impl Config {
     pub fn from_file_config(f: FileConfig) -> Result<Config, ConfigError> {
         let dev = f.dev.unwrap_or(false);
         let default_host = if dev { "127.0.0.1" } else { "0.0.0.0" };
-        let domain = f
-            .domain
-            .clone()
-            .unwrap_or_else(|| "localhost".to_string())
-            .trim_end_matches('.')
-            .to_ascii_lowercase();
+        let domain =
+            f.domain.clone().unwrap_or_else(|| "localhost".to_string()).trim_end_matches('.').to_ascii_lowercase();
         if domain.is_empty() {
             return Err(ConfigError::Invalid("domain must not be empty".into()));
         }
-        let control_addr = parse_addr(
-            "control_addr",
-            f.control_addr.as_deref().unwrap_or(&format!("{default_host}:4040")),
-        )?;
+        let control_addr =
+            parse_addr("control_addr", f.control_addr.as_deref().unwrap_or(&format!("{default_host}:4040")))?;
         let api_addr = optional_addr("api_addr", f.api_addr.as_deref(), &format!("{default_host}:4041"))?;
-        let http_addr =
-            optional_addr("http_addr", f.http_addr.as_deref(), &format!("{default_host}:{}", if dev { 8080 } else { 80 }))?;
+        let http_addr = optional_addr(
+            "http_addr",
+            f.http_addr.as_deref(),
+            &format!("{default_host}:{}", if dev { 8080 } else { 80 }),
+        )?;
         let https_addr = if f.no_https.unwrap_or(false) {
             None
         } else {
-            optional_addr("https_addr", f.https_addr.as_deref(), &format!("{default_host}:{}", if dev { 8443 } else { 443 }))?
+            optional_addr(
+                "https_addr",
+                f.https_addr.as_deref(),
+                &format!("{default_host}:{}", if dev { 8443 } else { 443 }),
+            )?
         };
         let tcp_ports = parse_port_range(f.tcp_ports.as_deref().unwrap_or("20000-20999"))?;
         let udp_ports = parse_port_range(f.udp_ports.as_deref().unwrap_or("20000-20999"))?;
@@ -231,10 +255,8 @@ impl Config {
             _ => return Err(ConfigError::TlsPair),
         };
         let admin_token = f.admin_token.clone().filter(|t| !t.is_empty());
-        let all_loopback = [Some(control_addr), api_addr, http_addr, https_addr]
-            .into_iter()
-            .flatten()
-            .all(|a| a.ip().is_loopback());
+        let all_loopback =
+            [Some(control_addr), api_addr, http_addr, https_addr].into_iter().flatten().all(|a| a.ip().is_loopback());
         if admin_token.is_none() && !dev {
             return Err(ConfigError::NoAuth);
         }
@@ -322,7 +344,8 @@ mod tests {
     #[test]
     fn production_requires_auth() {
         assert!(matches!(Config::from_file_config(FileConfig::default()), Err(ConfigError::NoAuth)));
-        let c = Config::from_file_config(FileConfig { admin_token: Some("x".repeat(32)), ..Default::default() }).unwrap();
+        let c =
+            Config::from_file_config(FileConfig { admin_token: Some("x".repeat(32)), ..Default::default() }).unwrap();
         assert!(!c.allow_anonymous);
     }
 

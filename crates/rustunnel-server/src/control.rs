@@ -16,7 +16,10 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustunnel_proto::control::CloseReason;
 use rustunnel_proto::limits::{HANDSHAKE_TIMEOUT, HEARTBEAT_MISSES, MAX_CONTROL_FRAME};
-use rustunnel_proto::{ClientMsg, ErrorCode, ServerMsg, CONTROL_PATH, DATA_PATH, DATA_UPGRADE, HEADER_DATA_KEY, HEADER_SESSION, PROTOCOL_VERSION};
+use rustunnel_proto::{
+    ClientMsg, ErrorCode, ServerMsg, CONTROL_PATH, DATA_PATH, DATA_UPGRADE, HEADER_DATA_KEY, HEADER_SESSION,
+    PROTOCOL_VERSION,
+};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -127,12 +130,18 @@ fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
 }
 
 fn header_is(req: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
-    req.headers().get_all(name).iter().any(|v| {
-        v.to_str().map(|s| s.split(',').any(|p| p.trim().eq_ignore_ascii_case(token))).unwrap_or(false)
-    })
+    req.headers()
+        .get_all(name)
+        .iter()
+        .any(|v| v.to_str().map(|s| s.split(',').any(|p| p.trim().eq_ignore_ascii_case(token))).unwrap_or(false))
 }
 
-fn route(mut req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>, slot: Arc<PendingSlot>) -> Response<Full<Bytes>> {
+fn route(
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    slot: Arc<PendingSlot>,
+) -> Response<Full<Bytes>> {
     if shared.stop_accepting.is_cancelled() {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down");
     }
@@ -235,7 +244,12 @@ async fn run_control(mut ws: Ws, peer: SocketAddr, shared: Arc<Shared>, slot: Ar
         }
     };
     if version != PROTOCOL_VERSION {
-        reject(&mut ws, ErrorCode::VersionMismatch, rustunnel_proto::version_mismatch_message(PROTOCOL_VERSION, version)).await;
+        reject(
+            &mut ws,
+            ErrorCode::VersionMismatch,
+            rustunnel_proto::version_mismatch_message(PROTOCOL_VERSION, version),
+        )
+        .await;
         return;
     }
     let principal = match shared.auth.authenticate(&shared.store, peer.ip(), &token).await {
@@ -278,13 +292,19 @@ async fn run_control(mut ws: Ws, peer: SocketAddr, shared: Arc<Shared>, slot: Ar
     if send(&mut ws, &welcome).await {
         session_loop(&mut ws, &session, &shared, &mut out_rx).await;
     }
-    let reason = if shared.stop_accepting.is_cancelled() { CloseReason::ServerShutdown } else { CloseReason::SessionEnded };
+    let reason =
+        if shared.stop_accepting.is_cancelled() { CloseReason::ServerShutdown } else { CloseReason::SessionEnded };
     shared.end_session(&session, reason).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
     tracing::info!(session = %session.id, "client disconnected");
 }
 
-async fn session_loop(ws: &mut Ws, session: &Arc<Session>, shared: &Arc<Shared>, out_rx: &mut mpsc::Receiver<ServerMsg>) {
+async fn session_loop(
+    ws: &mut Ws,
+    session: &Arc<Session>,
+    shared: &Arc<Shared>,
+    out_rx: &mut mpsc::Receiver<ServerMsg>,
+) {
     let hb = shared.config.heartbeat.max(Duration::from_millis(100));
     let mut heartbeat = tokio::time::interval(hb);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

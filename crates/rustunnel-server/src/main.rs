@@ -6,7 +6,11 @@ use clap::{Args, Parser, Subcommand};
 use rustunnel_server::{Config, FileConfig, ServerHandle};
 
 #[derive(Parser)]
-#[command(name = "rustunnel-server", version, about = "The rustunnel edge server: HTTP(S), TCP and UDP tunnels over a TLS WebSocket control plane")]
+#[command(
+    name = "rustunnel-server",
+    version,
+    about = "The rustunnel edge server: HTTP(S), TCP and UDP tunnels over a TLS WebSocket control plane"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -133,7 +137,9 @@ async fn main() -> anyhow::Result<()> {
             };
             let data_dir = data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./.rustunnel"));
             let url = database_url.or(file.database_url);
-            let store = rustunnel_server::store::Store::open(url.as_deref(), &data_dir).await.context("opening the database")?;
+            let store = rustunnel_server::store::Store::open(url.as_deref(), &data_dir)
+                .await
+                .context("opening the database")?;
             if let Some(o) = &owner {
                 anyhow::ensure!(store.owner_exists(o).await?, "no owner with id {o}");
             }

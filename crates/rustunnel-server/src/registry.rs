@@ -97,10 +97,8 @@ impl Registry {
                 }
             },
         };
-        self.subdomains.insert(
-            name.clone(),
-            Holder { owner: owner.to_string(), tunnel: Some(tunnel.to_string()), until: None },
-        );
+        self.subdomains
+            .insert(name.clone(), Holder { owner: owner.to_string(), tunnel: Some(tunnel.to_string()), until: None });
         Ok(name)
     }
 
@@ -115,7 +113,14 @@ impl Registry {
     }
 
     /// Claims one specific port.
-    pub fn claim_port(&mut self, now: Instant, kind: PortKind, owner: &str, tunnel: &str, port: u16) -> Result<(), ClaimError> {
+    pub fn claim_port(
+        &mut self,
+        now: Instant,
+        kind: PortKind,
+        owner: &str,
+        tunnel: &str,
+        port: u16,
+    ) -> Result<(), ClaimError> {
         self.expire(now);
         let range = self.range(kind);
         if !range.contains(&port) {
@@ -124,10 +129,8 @@ impl Registry {
         if self.ports.get(&(kind, port)).is_some_and(|h| h.blocks(owner, now)) {
             return Err(ClaimError::PortTaken(port));
         }
-        self.ports.insert(
-            (kind, port),
-            Holder { owner: owner.to_string(), tunnel: Some(tunnel.to_string()), until: None },
-        );
+        self.ports
+            .insert((kind, port), Holder { owner: owner.to_string(), tunnel: Some(tunnel.to_string()), until: None });
         Ok(())
     }
 
@@ -138,13 +141,7 @@ impl Registry {
         let range = self.range(kind).clone();
         let len = (*range.end() - *range.start()) as usize + 1;
         let offset = rng.random_range(0..len);
-        range
-            .clone()
-            .cycle()
-            .skip(offset)
-            .take(len)
-            .filter(|p| !self.ports.contains_key(&(kind, *p)))
-            .collect()
+        range.clone().cycle().skip(offset).take(len).filter(|p| !self.ports.contains_key(&(kind, *p))).collect()
     }
 
     /// Releases a port; reserved to its owner for the grace period unless `reserve` is false
@@ -233,10 +230,10 @@ mod tests {
         let mut r = reg();
         let mut rng = rand::rng();
         for bad in ["www", "admin", "_acme-challenge", "xn--80ak6aa92e", "a", "UPPER"] {
-            assert!(matches!(
-                r.claim_subdomain(Instant::now(), "a", "t", Some(bad), &mut rng),
-                Err(ClaimError::Invalid(_))
-            ), "{bad}");
+            assert!(
+                matches!(r.claim_subdomain(Instant::now(), "a", "t", Some(bad), &mut rng), Err(ClaimError::Invalid(_))),
+                "{bad}"
+            );
         }
     }
 

@@ -132,7 +132,11 @@ impl Shared {
 
     /// Opens a tunnel for `session`: claims the name or port, binds the listener, starts the
     /// edge task, records history.
-    pub async fn open_tunnel(self: &Arc<Self>, session: &Arc<Session>, spec: TunnelSpec) -> Result<TunnelInfo, OpenError> {
+    pub async fn open_tunnel(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        spec: TunnelSpec,
+    ) -> Result<TunnelInfo, OpenError> {
         if spec.name.is_empty() || spec.name.len() > rustunnel_proto::limits::MAX_TUNNEL_NAME {
             return Err(OpenError::new(ErrorCode::BadRequest, "tunnel name must be 1-64 characters"));
         }
@@ -149,7 +153,10 @@ impl Shared {
             for t in mine {
                 count += 1;
                 if t.name == spec.name {
-                    return Err(OpenError::new(ErrorCode::DuplicateName, format!("a tunnel named '{}' is already open in this session", spec.name)));
+                    return Err(OpenError::new(
+                        ErrorCode::DuplicateName,
+                        format!("a tunnel named '{}' is already open in this session", spec.name),
+                    ));
                 }
             }
             if count >= rustunnel_proto::limits::MAX_TUNNELS_PER_SESSION {
@@ -164,7 +171,13 @@ impl Shared {
                 if self.public_http_port.is_none() && self.public_https_port.is_none() {
                     return Err(OpenError::new(ErrorCode::ProtocolDisabled, "this server has no HTTP edge"));
                 }
-                let sub = lock(&self.registry).claim_subdomain(Instant::now(), &owner, &id, spec.subdomain.as_deref(), &mut rand::rng())?;
+                let sub = lock(&self.registry).claim_subdomain(
+                    Instant::now(),
+                    &owner,
+                    &id,
+                    spec.subdomain.as_deref(),
+                    &mut rand::rng(),
+                )?;
                 let urls = self.http_urls(&sub);
                 let info = TunnelInfo {
                     tunnel_id: id.clone(),
@@ -240,7 +253,13 @@ impl Shared {
         Ok(info)
     }
 
-    async fn bind_port(&self, kind: PortKind, owner: &str, id: &str, requested: Option<u16>) -> Result<(u16, EdgeListener), OpenError> {
+    async fn bind_port(
+        &self,
+        kind: PortKind,
+        owner: &str,
+        id: &str,
+        requested: Option<u16>,
+    ) -> Result<(u16, EdgeListener), OpenError> {
         let candidates = match requested {
             Some(p) => {
                 lock(&self.registry).claim_port(Instant::now(), kind, owner, id, p)?;
@@ -297,7 +316,8 @@ impl Shared {
             });
         }
         let (bytes_in, bytes_out, requests, connections) = tunnel.stats.get();
-        let reason_text = serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+        let reason_text =
+            serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
         let rec = CloseRecord {
             closed_at: now_ms(),
             reason: reason_text,
@@ -318,7 +338,8 @@ impl Shared {
         write(&self.sessions).remove(&session.id);
         session.cancel.cancel();
         session.drain_pool();
-        let ids: Vec<String> = read(&self.tunnels).values().filter(|t| t.session.id == session.id).map(|t| t.id.clone()).collect();
+        let ids: Vec<String> =
+            read(&self.tunnels).values().filter(|t| t.session.id == session.id).map(|t| t.id.clone()).collect();
         for id in ids {
             self.close_tunnel(&id, reason, "session ended").await;
         }
@@ -374,10 +395,18 @@ impl ServerHandle {
         };
         let local = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
         let (http_addr, https_addr, api_addr) = (local(&http), local(&https), local(&api));
-        let control_addr = control.local_addr().map_err(|source| ServerError::Bind { what: "the control plane", addr: config.control_addr, source })?;
+        let control_addr = control.local_addr().map_err(|source| ServerError::Bind {
+            what: "the control plane",
+            addr: config.control_addr,
+            source,
+        })?;
         let shared = Arc::new(Shared {
             auth: Authenticator::new(Some(&admin_token), config.allow_anonymous),
-            registry: Mutex::new(Registry::new(config.reservation_grace, config.tcp_ports.clone(), config.udp_ports.clone())),
+            registry: Mutex::new(Registry::new(
+                config.reservation_grace,
+                config.tcp_ports.clone(),
+                config.udp_ports.clone(),
+            )),
             sessions: RwLock::new(HashMap::new()),
             tunnels: RwLock::new(HashMap::new()),
             routes: RwLock::new(HashMap::new()),
@@ -468,9 +497,8 @@ impl ServerHandle {
 /// Waits until no tunnel has traffic in flight (requests or connections holding permits).
 async fn wait_for_drain(s: &Shared) {
     loop {
-        let busy = read(&s.tunnels)
-            .values()
-            .any(|t| t.concurrency.available_permits() < s.config.max_requests_per_tunnel);
+        let busy =
+            read(&s.tunnels).values().any(|t| t.concurrency.available_permits() < s.config.max_requests_per_tunnel);
         if !busy {
             return;
         }

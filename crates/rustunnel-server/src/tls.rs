@@ -78,9 +78,8 @@ impl TlsMaterial {
         };
         let cert_pem = read(&cert_path)?;
         let key_pem = read(&key_path)?;
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
-            .filter_map(Result::ok)
-            .collect();
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(&cert_pem).filter_map(Result::ok).collect();
         if certs.is_empty() {
             return Err(TlsError::NoCert(cert_path));
         }

@@ -25,7 +25,10 @@ pub use rustunnel_server;
 /// Logs to the test output when `RUSTUNNEL_LOG` is set.
 pub fn init_logging() {
     if let Ok(f) = std::env::var("RUSTUNNEL_LOG") {
-        let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(f)).with_test_writer().try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(f))
+            .with_test_writer()
+            .try_init();
     }
 }
 
@@ -50,7 +53,12 @@ impl TestServer {
     }
 
     /// Restarts on the same data directory and the same addresses (a server restart).
-    pub async fn restart_on_same_ports(dir: tempfile::TempDir, control: SocketAddr, http: SocketAddr, f: impl FnOnce(&mut Config)) -> TestServer {
+    pub async fn restart_on_same_ports(
+        dir: tempfile::TempDir,
+        control: SocketAddr,
+        http: SocketAddr,
+        f: impl FnOnce(&mut Config),
+    ) -> TestServer {
         let mut config = Config::ephemeral(dir.path());
         config.control_addr = control;
         config.http_addr = Some(http);
@@ -115,7 +123,10 @@ impl Ready {
 pub async fn spawn_ready(opts: ClientOptions) -> (ClientHandle, Vec<Ready>) {
     let n = opts.tunnels.len();
     let mut c = ClientHandle::spawn(opts);
-    let events = tokio::time::timeout(Duration::from_secs(20), c.wait_ready(n)).await.expect("tunnels ready in time").expect("tunnels ready");
+    let events = tokio::time::timeout(Duration::from_secs(20), c.wait_ready(n))
+        .await
+        .expect("tunnels ready in time")
+        .expect("tunnels ready");
     let ready = events
         .into_iter()
         .filter_map(|e| match e {
@@ -234,7 +245,8 @@ pub async fn http_app(name: &'static str) -> Service {
             let c2 = c.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| app(req, name));
-                let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).with_upgrades();
+                let conn =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).with_upgrades();
                 tokio::select! { _ = conn => {} _ = c2.cancelled() => {} }
             });
         }
@@ -289,7 +301,8 @@ async fn app(mut req: Request<Incoming>, name: &'static str) -> Result<Response<
             Response::new(full("slow done\n"))
         }
         "/headers" => {
-            let map: serde_like::Map = req.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string())).collect();
+            let map: serde_like::Map =
+                req.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string())).collect();
             Response::new(full(serde_like::to_json(&map)))
         }
         "/ws" => {
@@ -300,7 +313,12 @@ async fn app(mut req: Request<Incoming>, name: &'static str) -> Result<Response<
             let on_up = hyper::upgrade::on(&mut req);
             tokio::spawn(async move {
                 if let Ok(up) = on_up.await {
-                    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(up), tokio_tungstenite::tungstenite::protocol::Role::Server, None).await;
+                    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                        TokioIo::new(up),
+                        tokio_tungstenite::tungstenite::protocol::Role::Server,
+                        None,
+                    )
+                    .await;
                     while let Some(Ok(m)) = ws.next().await {
                         if m.is_text() || m.is_binary() {
                             if ws.send(m).await.is_err() {
@@ -358,12 +376,14 @@ pub fn body(b: impl Into<Bytes>) -> BoxBody {
 
 /// A client speaking HTTP/2 over TLS (ALPN h2) to the HTTPS edge.
 pub async fn h2_conn(addr: SocketAddr, sni: &str) -> hyper::client::conn::http2::SendRequest<BoxBody> {
-    let tls = rustunnel_client::tls::client_config(&TlsOptions { insecure: true, ca: None }, &[b"h2"]).expect("tls config");
+    let tls =
+        rustunnel_client::tls::client_config(&TlsOptions { insecure: true, ca: None }, &[b"h2"]).expect("tls config");
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let name = rustls_name(sni);
     let s = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.expect("tls");
     assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]), "edge negotiated h2");
-    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s)).await.expect("h2 handshake");
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s)).await.expect("h2 handshake");
     tokio::spawn(conn);
     sender
 }

@@ -113,8 +113,10 @@ async fn large_bodies_stream_both_ways_and_hash_matches() {
 
     // 16 MiB chunked upload, hashed by the app.
     let data = Bytes::from(pattern(16 << 20));
-    let chunks: Vec<Result<Frame<Bytes>, std::convert::Infallible>> =
-        (0..data.len()).step_by(100_000).map(|i| Ok(Frame::data(data.slice(i..(i + 100_000).min(data.len()))))).collect();
+    let chunks: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = (0..data.len())
+        .step_by(100_000)
+        .map(|i| Ok(Frame::data(data.slice(i..(i + 100_000).min(data.len())))))
+        .collect();
     let req = Request::post("/hash")
         .header("host", &host)
         .body(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(chunks))))
@@ -133,7 +135,8 @@ async fn streamed_response_arrives_before_request_ends() {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(4);
     let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
     let mut conn = http1_conn(server.http_addr()).await;
-    let req = Request::post("/echo").header("host", ready[0].host()).body(BodyExt::boxed(StreamBody::new(stream))).unwrap();
+    let req =
+        Request::post("/echo").header("host", ready[0].host()).body(BodyExt::boxed(StreamBody::new(stream))).unwrap();
     tx.send(Ok(Frame::data(Bytes::from_static(b"first chunk")))).await.unwrap();
     let resp = tokio::time::timeout(Duration::from_secs(5), conn.send_request(req)).await.unwrap().unwrap();
     let mut body = resp.into_body();
@@ -156,7 +159,9 @@ async fn http2_over_the_https_edge() {
     let mut h2 = h2_conn(edge, "secure.localhost").await;
     let mut handles = Vec::new();
     for i in 0..10 {
-        let req = Request::get(format!("https://secure.localhost:{}/big?n={}", edge.port(), 1000 + i)).body(body("")).unwrap();
+        let req = Request::get(format!("https://secure.localhost:{}/big?n={}", edge.port(), 1000 + i))
+            .body(body(""))
+            .unwrap();
         handles.push(h2.send_request(req));
     }
     for (i, h) in handles.into_iter().enumerate() {

@@ -11,7 +11,8 @@ async fn reconnects_after_server_restart_with_the_same_url() {
     let server = TestServer::start().await;
     let app = http_app("app").await;
     let echo = tcp_echo().await;
-    let (mut c, ready) = server.client(vec![tunnel("web", Protocol::Http, app.port()), tunnel("db", Protocol::Tcp, echo.port())]).await;
+    let (mut c, ready) =
+        server.client(vec![tunnel("web", Protocol::Http, app.port()), tunnel("db", Protocol::Tcp, echo.port())]).await;
     let (control, http) = (server.handle.control_addr(), server.http_addr());
     let web = ready.iter().find(|r| r.name == "web").unwrap().clone();
     let db = ready.iter().find(|r| r.name == "db").unwrap().clone();
@@ -26,7 +27,9 @@ async fn reconnects_after_server_restart_with_the_same_url() {
     let started = std::time::Instant::now();
     let mut urls = Vec::new();
     while urls.len() < 2 {
-        if let Event::Reconnected { public_url, .. } = next_event(&mut c, |e| matches!(e, Event::Reconnected { .. }), Duration::from_secs(10)).await {
+        if let Event::Reconnected { public_url, .. } =
+            next_event(&mut c, |e| matches!(e, Event::Reconnected { .. }), Duration::from_secs(10)).await
+        {
             urls.push(public_url);
         }
     }
@@ -76,7 +79,10 @@ async fn client_started_before_the_server_connects_when_it_comes_up() {
     let TestServer { handle, dir } = probe;
     handle.abort().await;
     let app = http_app("app").await;
-    let mut opts = rustunnel_client::ClientOptions::new(control.to_string(), std::fs::read_to_string(dir.path().join("admin-token")).unwrap().trim());
+    let mut opts = rustunnel_client::ClientOptions::new(
+        control.to_string(),
+        std::fs::read_to_string(dir.path().join("admin-token")).unwrap().trim(),
+    );
     opts.tls.insecure = true;
     opts.tunnels = vec![tunnel("web", Protocol::Http, app.port())];
     let mut c = ClientHandle::spawn(opts);

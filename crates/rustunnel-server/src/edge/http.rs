@@ -110,16 +110,17 @@ pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<
     }
 }
 
-async fn serve_conn<I>(io: I, ctx: Ctx, watcher: hyper_util::server::graceful::Watcher, exec: TrackedExecutor, stop: &tokio_util::sync::CancellationToken)
-where
+async fn serve_conn<I>(
+    io: I,
+    ctx: Ctx,
+    watcher: hyper_util::server::graceful::Watcher,
+    exec: TrackedExecutor,
+    stop: &tokio_util::sync::CancellationToken,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut builder = auto::Builder::new(exec);
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
-        .max_buf_size(64 * 1024);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30)).max_buf_size(64 * 1024);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -384,7 +385,11 @@ impl Connection for TunnelIo {
 }
 
 impl hyper::rt::Read for TunnelIo {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: hyper::rt::ReadBufCursor<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
         // Bytes out are counted on the response body (`PermitBody`), where their length is known.
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
@@ -404,7 +409,11 @@ impl hyper::rt::Write for TunnelIo {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = &r {
             self.stats.add_in(*n);

@@ -21,7 +21,11 @@ pub fn page(status: StatusCode, title: &str, detail: &str) -> Response<Full<Byte
 }
 
 pub fn not_found() -> Response<Full<Bytes>> {
-    page(StatusCode::NOT_FOUND, "Tunnel not found", "No tunnel is open for this host name. Check the URL, or start the tunnel again.")
+    page(
+        StatusCode::NOT_FOUND,
+        "Tunnel not found",
+        "No tunnel is open for this host name. Check the URL, or start the tunnel again.",
+    )
 }
 pub fn bad_request(why: &str) -> Response<Full<Bytes>> {
     page(StatusCode::BAD_REQUEST, "Bad request", why)
@@ -30,11 +34,19 @@ pub fn bad_gateway() -> Response<Full<Bytes>> {
     page(StatusCode::BAD_GATEWAY, "Tunnel unavailable", "The tunnel client for this host is not connected or did not answer. It may be reconnecting; try again in a moment.")
 }
 pub fn gateway_timeout() -> Response<Full<Bytes>> {
-    page(StatusCode::GATEWAY_TIMEOUT, "Local service too slow", "The service behind this tunnel did not answer in time.")
+    page(
+        StatusCode::GATEWAY_TIMEOUT,
+        "Local service too slow",
+        "The service behind this tunnel did not answer in time.",
+    )
 }
 pub fn method_not_allowed() -> Response<Full<Bytes>> {
     page(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed", "This edge is not a forward proxy.")
 }
 pub fn busy() -> Response<Full<Bytes>> {
-    page(StatusCode::SERVICE_UNAVAILABLE, "Tunnel busy", "This tunnel is serving as many requests as it may at once. Try again shortly.")
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Tunnel busy",
+        "This tunnel is serving as many requests as it may at once. Try again shortly.",
+    )
 }

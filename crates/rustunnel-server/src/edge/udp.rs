@@ -74,7 +74,13 @@ pub async fn run(socket: UdpSocket, tunnel: Arc<Tunnel>, shared: Arc<Shared>) {
     tasks.shutdown().await;
 }
 
-async fn peer_session(peer: SocketAddr, mut rx: mpsc::Receiver<Bytes>, socket: Arc<UdpSocket>, tunnel: &Tunnel, idle: Duration) {
+async fn peer_session(
+    peer: SocketAddr,
+    mut rx: mpsc::Receiver<Bytes>,
+    socket: Arc<UdpSocket>,
+    tunnel: &Tunnel,
+    idle: Duration,
+) {
     let Ok(conn) = tunnel.session.take_data_conn().await else { return };
     let (mut rd, mut wr) = tokio::io::split(TokioIo::new(conn));
     let header = StreamHeader { tunnel_id: tunnel.id.clone(), protocol: Protocol::Udp, peer: peer.to_string() };

@@ -116,10 +116,8 @@ impl Store {
         let url = match url {
             Some(u) => u.to_string(),
             None => {
-                std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
-                    path: data_dir.display().to_string(),
-                    source,
-                })?;
+                std::fs::create_dir_all(data_dir)
+                    .map_err(|source| StoreError::DataDir { path: data_dir.display().to_string(), source })?;
                 format!("sqlite://{}?mode=rwc", data_dir.join("rustunnel.db").display())
             }
         };
@@ -186,10 +184,8 @@ impl Store {
     }
 
     pub async fn owner_exists(&self, owner_id: &str) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM owners WHERE id = $1")
-            .bind(owner_id)
-            .fetch_one(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT COUNT(*) AS n FROM owners WHERE id = $1").bind(owner_id).fetch_one(&self.pool).await?;
         Ok(row.try_get::<i64, _>("n")? > 0)
     }
 

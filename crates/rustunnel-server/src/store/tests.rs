@@ -52,9 +52,12 @@ async fn history_round_trip_and_filters() {
             .await
             .unwrap();
         }
-        s.record_close(&format!("{owner}-0"), &CloseRecord { closed_at: 5000, reason: "closed_by_api".into(), bytes_in: 10, ..Default::default() })
-            .await
-            .unwrap();
+        s.record_close(
+            &format!("{owner}-0"),
+            &CloseRecord { closed_at: 5000, reason: "closed_by_api".into(), bytes_in: 10, ..Default::default() },
+        )
+        .await
+        .unwrap();
         let q = |protocol: Option<&str>, active| HistoryQuery {
             owner_id: Some(owner.clone()),
             protocol: protocol.map(String::from),
@@ -85,6 +88,7 @@ async fn history_survives_reopen() {
     }
     let s = Store::open(None, dir.path()).await.unwrap();
     assert_eq!(s.close_orphans("server_restart").await.unwrap(), 1);
-    let h = s.list_history(&HistoryQuery { owner_id: Some("o".into()), limit: 10, ..Default::default() }).await.unwrap();
+    let h =
+        s.list_history(&HistoryQuery { owner_id: Some("o".into()), limit: 10, ..Default::default() }).await.unwrap();
     assert_eq!(h[0].close_reason.as_deref(), Some("server_restart"));
 }
