@@ -46,6 +46,13 @@ impl Printer {
                 println!("  {name:<12} closed by the server ({reason}): {message}")
             }
             Event::ServerShutdown { message } => eprintln!("  server: {message}"),
+            Event::Health { name, healthy: true, .. } => println!("  {name:<12} healthy again: back in the pool"),
+            Event::Health { name, healthy: false, detail, .. } => {
+                println!("  {name:<12} unhealthy ({detail}): taken out of the pool")
+            }
+            Event::Draining { names } => {
+                eprintln!("  leaving the pool gracefully ({}); finishing in-flight requests", names.join(", "))
+            }
             Event::Error { message, hint, .. } => eprintln!("  error: {message}\n  hint: {hint}"),
         }
     }

@@ -54,7 +54,75 @@ pub struct OneTunnel {
     #[arg(long)]
     pub name: Option<String>,
     #[command(flatten)]
+    pub pool: PoolArgs,
+    #[command(flatten)]
     pub connect: ConnectArgs,
+}
+
+/// Load balancing: several tunnels (on one or many machines) behind one subdomain or port.
+#[derive(Args, Debug, Clone, Default)]
+pub struct PoolArgs {
+    /// Join the load-balanced pool NAME (http: also the default subdomain; tcp: one shared port).
+    #[arg(long, value_name = "NAME", requires = "group_key")]
+    pub group: Option<String>,
+    /// Shared secret of the pool; every member must use the same one.
+    #[arg(long, value_name = "KEY", env = "RUSTUNNEL_GROUP_KEY", hide_env_values = true, requires = "group")]
+    pub group_key: Option<String>,
+    /// Check the local service: `tcp` (connect), `http` (GET /) or `http:/path`. Unhealthy
+    /// members get no traffic until the check passes again.
+    #[arg(long, value_name = "CHECK")]
+    pub health_check: Option<String>,
+    /// Seconds between health checks.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0, requires = "health_check")]
+    pub health_interval: f64,
+    /// Seconds one health check may take.
+    #[arg(long, value_name = "SECS", default_value_t = 3.0, requires = "health_check")]
+    pub health_timeout: f64,
+    /// Consecutive failed checks before the member is taken out of the pool.
+    #[arg(long, value_name = "N", default_value_t = 3, requires = "health_check")]
+    pub health_max_failed: u32,
+    /// HTTP checks: count any status below 500 as healthy (default: 2xx only).
+    #[arg(long, requires = "health_check")]
+    pub health_any_status: bool,
+    /// http:// URL the server POSTs a JSON alert to when the pool has no healthy member left
+    /// (and again when it recovers). Without --health-check a tcp check is used.
+    #[arg(long, value_name = "URL", requires = "group")]
+    pub alert_webhook: Option<String>,
+}
+
+impl PoolArgs {
+    /// Applies the flags to a tunnel definition.
+    pub fn apply(&self, t: &mut TunnelConfig) -> Result<(), String> {
+        use rustunnel_client::health::{HealthCheck, HealthKind};
+        if let (Some(name), Some(key)) = (&self.group, &self.group_key) {
+            t.group = Some(rustunnel_client::GroupConfig { name: name.clone(), key: key.clone() });
+        }
+        if let Some(spec) = &self.health_check {
+            let mut kind = HealthCheck::parse_kind(spec)?;
+            if let HealthKind::Http { expect_2xx, .. } = &mut kind {
+                *expect_2xx = !self.health_any_status;
+            }
+            let secs = |what: &str, v: f64| {
+                if v.is_finite() && v > 0.0 && v <= 3600.0 {
+                    Ok(std::time::Duration::from_secs_f64(v))
+                } else {
+                    Err(format!("--health-{what} must be between 0 and 3600 seconds"))
+                }
+            };
+            t.health_check = Some(HealthCheck {
+                kind,
+                interval: secs("interval", self.health_interval)?,
+                timeout: secs("timeout", self.health_timeout)?,
+                max_failed: self.health_max_failed,
+                alert_webhook: self.alert_webhook.clone(),
+            });
+        } else if self.alert_webhook.is_some() {
+            let mut h = HealthCheck::new(HealthKind::Tcp);
+            h.alert_webhook = self.alert_webhook.clone();
+            t.health_check = Some(h);
+        }
+        t.validate()
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -107,6 +175,9 @@ pub async fn run_one(protocol: Protocol, a: OneTunnel) -> i32 {
     t.local_host = a.local_host.clone();
     t.subdomain = a.subdomain.clone();
     t.remote_port = a.remote_port;
+    if let Err(e) = a.pool.apply(&mut t) {
+        return fail(&mut printer, "bad_arguments", e, "see `rustunnel http --help` for --group and --health-check");
+    }
     let mut opts = ClientOptions::new(server, a.connect.token.trim());
     opts.tls = TlsOptions { insecure: a.connect.insecure, ca: a.connect.ca.clone() };
     opts.reconnect = !a.connect.no_reconnect;

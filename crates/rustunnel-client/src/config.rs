@@ -7,6 +7,7 @@ use rustunnel_proto::Protocol;
 use serde::Deserialize;
 
 use crate::error::ClientError;
+use crate::health::{normalize_path, HealthCheck, HealthKind};
 use crate::tls::TlsOptions;
 
 /// Default control-plane address.
@@ -21,6 +22,23 @@ pub struct TunnelConfig {
     pub local_port: u16,
     pub subdomain: Option<String>,
     pub remote_port: Option<u16>,
+    /// Join a load-balanced pool (HTTP subdomain or TCP port shared with other members).
+    pub group: Option<GroupConfig>,
+    /// Check the local service and report its health; unhealthy pool members get no traffic.
+    pub health_check: Option<HealthCheck>,
+}
+
+/// Pool membership: the pool's name and its shared key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GroupConfig {
+    pub name: String,
+    pub key: String,
+}
+
+impl std::fmt::Debug for GroupConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupConfig").field("name", &self.name).field("key", &"***").finish()
+    }
 }
 
 impl TunnelConfig {
@@ -32,7 +50,34 @@ impl TunnelConfig {
             local_port,
             subdomain: None,
             remote_port: None,
+            group: None,
+            health_check: None,
         }
+    }
+
+    /// Makes this tunnel a member of pool `name` with the shared `key`.
+    pub fn with_group(mut self, name: impl Into<String>, key: impl Into<String>) -> Self {
+        self.group = Some(GroupConfig { name: name.into(), key: key.into() });
+        self
+    }
+
+    /// Checks pool and health-check settings before anything connects.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(g) = &self.group {
+            if self.protocol == Protocol::Udp {
+                return Err(format!("tunnel '{}': load-balanced pools are for http and tcp tunnels", self.name));
+            }
+            if g.name.is_empty() || g.key.is_empty() {
+                return Err(format!("tunnel '{}': a pool needs both a group name and a group key", self.name));
+            }
+        }
+        if let Some(h) = &self.health_check {
+            h.validate().map_err(|e| format!("tunnel '{}': {e}", self.name))?;
+            if matches!(h.kind, HealthKind::Http { .. }) && self.protocol == Protocol::Udp {
+                return Err(format!("tunnel '{}': udp services take no health check", self.name));
+            }
+        }
+        Ok(())
     }
     pub fn local_addr(&self) -> String {
         if self.local_host.contains(':') {
@@ -104,6 +149,65 @@ pub struct StartTunnel {
     pub local_host: Option<String>,
     pub subdomain: Option<String>,
     pub remote_port: Option<u16>,
+    /// Load-balanced pool to join; every member uses the same `group_key`.
+    pub group: Option<String>,
+    pub group_key: Option<String>,
+    pub health_check: Option<StartHealthCheck>,
+}
+
+/// `[tunnels.<name>.health_check]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartHealthCheck {
+    /// `tcp` (connect) or `http` (GET `path`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub path: Option<String>,
+    /// Seconds between checks (default 5).
+    pub interval_secs: Option<f64>,
+    /// Seconds one check may take (default 3).
+    pub timeout_secs: Option<f64>,
+    /// Consecutive failures before the member is taken out of the pool (default 3).
+    pub max_failed: Option<u32>,
+    /// HTTP checks pass on 2xx only (default true); false accepts any status below 500.
+    pub expect_2xx: Option<bool>,
+    /// `http://` URL the server POSTs an alert to when the pool has no healthy member left.
+    pub alert_webhook: Option<String>,
+}
+
+fn secs(field: &str, v: Option<f64>, default: Duration) -> Result<Duration, String> {
+    match v {
+        None => Ok(default),
+        Some(s) if s.is_finite() && s > 0.0 && s <= 3600.0 => Ok(Duration::from_secs_f64(s)),
+        Some(s) => Err(format!("{field} = {s}: expected seconds between 0 and 3600")),
+    }
+}
+
+impl StartHealthCheck {
+    pub fn to_check(&self) -> Result<HealthCheck, String> {
+        let kind = match self.kind.to_ascii_lowercase().as_str() {
+            "tcp" => {
+                if self.path.is_some() {
+                    return Err("health_check.path applies to type = \"http\" only".into());
+                }
+                HealthKind::Tcp
+            }
+            "http" => HealthKind::Http {
+                path: normalize_path(self.path.as_deref().unwrap_or("/"))?,
+                expect_2xx: self.expect_2xx.unwrap_or(true),
+            },
+            other => return Err(format!("health_check.type '{other}': expected \"tcp\" or \"http\"")),
+        };
+        let check = HealthCheck {
+            kind,
+            interval: secs("interval_secs", self.interval_secs, HealthCheck::DEFAULT_INTERVAL)?,
+            timeout: secs("timeout_secs", self.timeout_secs, HealthCheck::DEFAULT_TIMEOUT)?,
+            max_failed: self.max_failed.unwrap_or(HealthCheck::DEFAULT_MAX_FAILED),
+            alert_webhook: self.alert_webhook.clone(),
+        };
+        check.validate()?;
+        Ok(check)
+    }
 }
 
 impl StartFile {
@@ -125,6 +229,15 @@ impl StartFile {
             if t.subdomain.is_some() && t.protocol != Protocol::Http {
                 return Err(format!("tunnel '{name}': subdomain only applies to http tunnels"));
             }
+            if t.group.is_some() != t.group_key.is_some() {
+                return Err(format!("tunnel '{name}': group and group_key go together"));
+            }
+            if let Some(h) = &t.health_check {
+                h.to_check().map_err(|e| format!("tunnel '{name}': {e}"))?;
+            }
+        }
+        for t in f.tunnel_configs() {
+            t.validate()?;
         }
         Ok(f)
     }
@@ -139,6 +252,12 @@ impl StartFile {
                 local_port: t.local_port,
                 subdomain: t.subdomain.clone(),
                 remote_port: t.remote_port,
+                group: match (&t.group, &t.group_key) {
+                    (Some(name), Some(key)) => Some(GroupConfig { name: name.clone(), key: key.clone() }),
+                    _ => None,
+                },
+                // Validated in `parse`; a bad one here is dropped rather than panicking.
+                health_check: t.health_check.as_ref().and_then(|h| h.to_check().ok()),
             })
             .collect()
     }
@@ -157,6 +276,39 @@ mod tests {
         assert_eq!(t[0].protocol, Protocol::Tcp);
         assert_eq!(t[1].subdomain.as_deref(), Some("web"));
         assert!(f.insecure);
+    }
+
+    #[test]
+    fn parses_the_pool_example() {
+        let f = StartFile::parse(include_str!("../../../examples/pool.toml")).unwrap();
+        let t = f.tunnel_configs();
+        assert_eq!(t.len(), 2);
+        for (t, port) in t.iter().zip([3000, 3001]) {
+            assert_eq!(t.local_port, port);
+            assert_eq!(t.group.as_ref().map(|g| g.name.as_str()), Some("pool"));
+            let h = t.health_check.as_ref().unwrap();
+            assert_eq!(h.kind, HealthKind::Http { path: "/health".into(), expect_2xx: true });
+        }
+        assert!(!format!("{:?}", t[0]).contains("change-me"), "group key masked");
+    }
+
+    #[test]
+    fn refuses_bad_pools() {
+        let base = "[tunnels.a]\nprotocol = \"http\"\nlocal_port = 1\n";
+        assert!(StartFile::parse(&format!("{base}group = \"p\"")).is_err(), "group without key");
+        assert!(StartFile::parse(&format!("{base}group_key = \"k\"")).is_err(), "key without group");
+        let udp = "[tunnels.a]\nprotocol = \"udp\"\nlocal_port = 1\ngroup = \"p\"\ngroup_key = \"k\"";
+        assert!(StartFile::parse(udp).is_err());
+        for hc in [
+            "type = \"icmp\"",
+            "type = \"tcp\"\npath = \"/x\"",
+            "type = \"http\"\ninterval_secs = 0",
+            "type = \"http\"\nmax_failed = 0",
+            "type = \"http\"\nbogus = 1",
+        ] {
+            let text = format!("{base}[tunnels.a.health_check]\n{hc}");
+            assert!(StartFile::parse(&text).is_err(), "{hc}");
+        }
     }
 
     #[test]

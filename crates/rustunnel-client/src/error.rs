@@ -47,6 +47,7 @@ impl ClientError {
             ClientError::TunnelRejected { code: ErrorCode::PortUnavailable | ErrorCode::NoPortsAvailable, .. } => {
                 "port_unavailable"
             }
+            ClientError::TunnelRejected { code: ErrorCode::GroupKeyMismatch, .. } => "group_key_mismatch",
             ClientError::TunnelRejected { .. } => "tunnel_rejected",
             ClientError::Protocol(_) => "protocol_error",
             ClientError::Config(_) => "config_error",
@@ -72,6 +73,9 @@ impl ClientError {
                 "subdomains are 3-63 characters of a-z, 0-9 and '-', not starting or ending with '-'".into()
             }
             ClientError::TunnelRejected { code: ErrorCode::PortUnavailable, .. } => "omit the remote port to get a free one".into(),
+            ClientError::TunnelRejected { code: ErrorCode::GroupKeyMismatch, .. } => {
+                "every member of a pool must use the same --group-key (or group_key in the config)".into()
+            }
             _ => "the client retries automatically unless --no-reconnect is set".into(),
         }
     }

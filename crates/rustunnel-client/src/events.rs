@@ -25,6 +25,11 @@ pub enum Event {
     TunnelClosed { tunnel_id: String, name: String, reason: String, message: String },
     /// The server announced a graceful shutdown; the client reconnects when it is back.
     ServerShutdown { message: String },
+    /// A pool member's health check changed state (unhealthy members get no traffic).
+    Health { tunnel_id: String, name: String, healthy: bool, detail: String },
+    /// Pool members are leaving gracefully: in-flight traffic finishes, new traffic goes to
+    /// the other members.
+    Draining { names: Vec<String> },
     /// Something went wrong (fatal ones end the run).
     Error { code: String, message: String, hint: String, fatal: bool },
 }

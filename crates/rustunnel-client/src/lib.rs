@@ -6,6 +6,7 @@
 //!   jittered backoff) and [`ClientHandle`] for running it in the background.
 //! - [`forward`]: data connections and forwarding to local services (TCP/HTTP splice, UDP).
 //! - [`net`], [`tls`]: dialing and certificate trust (`--insecure`, `--ca`).
+//! - [`health`]: health checks a pool member runs on its local service (tcp / http).
 //! - [`events`]: what a run reports (`tunnel_ready`, `reconnecting`, requests, errors).
 //! - [`error`]: typed errors with codes and hints.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -14,11 +15,12 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod forward;
+pub mod health;
 pub mod net;
 pub mod session;
 pub mod tls;
 
-pub use config::{ClientOptions, StartFile, TunnelConfig};
+pub use config::{ClientOptions, GroupConfig, StartFile, TunnelConfig};
 pub use error::ClientError;
 pub use events::Event;
 pub use session::{run, ClientHandle};

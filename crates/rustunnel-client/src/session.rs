@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use rustunnel_proto::limits::{HANDSHAKE_TIMEOUT, HEARTBEAT_MISSES, MAX_CONTROL_FRAME};
-use rustunnel_proto::{ClientMsg, ServerMsg, TunnelInfo, TunnelSpec, CONTROL_PATH, PROTOCOL_VERSION};
+use rustunnel_proto::{ClientMsg, GroupSpec, ServerMsg, TunnelInfo, TunnelSpec, CONTROL_PATH, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
@@ -18,6 +18,7 @@ use crate::config::{ClientOptions, TunnelConfig};
 use crate::error::ClientError;
 use crate::events::Event;
 use crate::forward::{self, LocalTarget, Targets};
+use crate::health::{self, HealthChange};
 use crate::net::{split_host_port, Dialer};
 use crate::tls::client_config;
 
@@ -49,6 +50,9 @@ struct Runner {
     closed: HashSet<String>,
     /// Streams serving visitors; they outlive a lost control connection and end with the run.
     streams: TaskTracker,
+    /// Ends the streams: cancelled after the run loop, so pool members finish in-flight traffic
+    /// while they drain.
+    stream_cancel: CancellationToken,
 }
 
 /// Runs a client until cancelled, until every tunnel was closed by the server, or until a
@@ -71,10 +75,18 @@ pub async fn run(
         assigned: HashMap::new(),
         closed: HashSet::new(),
         streams: TaskTracker::new(),
+        stream_cancel: CancellationToken::new(),
         opts,
     };
+    if let Err(e) = r.opts.tunnels.iter().try_for_each(TunnelConfig::validate) {
+        let e = ClientError::Config(e);
+        r.emit(Event::Error { code: e.code().into(), message: e.to_string(), hint: e.hint(&r.opts.server), fatal: true })
+            .await;
+        return Err(e);
+    }
     let result = r.run_loop().await;
     r.cancel.cancel();
+    r.stream_cancel.cancel();
     r.streams.close();
     let _ = tokio::time::timeout(Duration::from_secs(2), r.streams.wait()).await;
     result
@@ -191,6 +203,12 @@ impl Runner {
                 subdomain: prev.and_then(|p| p.subdomain.clone()).or_else(|| t.subdomain.clone()),
                 remote_port: prev.and_then(|p| p.remote_port).or(t.remote_port),
                 local_addr: t.local_addr(),
+                group: t.group.as_ref().map(|g| GroupSpec {
+                    name: g.name.clone(),
+                    key: g.key.clone(),
+                    alert_webhook: t.health_check.as_ref().and_then(|h| h.alert_webhook.clone()),
+                    health_check: t.health_check.as_ref().map(|h| h.describe()),
+                }),
             };
             let req_id = i as u64 + 1;
             ws.send(Message::text(ClientMsg::OpenTunnel { req_id, spec }.encode()))
@@ -201,6 +219,7 @@ impl Runner {
 
         let session_cancel = self.cancel.child_token();
         let (pool_tx, mut pool_rx) = mpsc::channel::<PoolEvent>(256);
+        let (health_tx, mut health_rx) = mpsc::channel::<HealthChange>(64);
         let mut idle = 0usize;
         let spawn_conn = |delay: Duration, idle: &mut usize| {
             if *idle >= MAX_IDLE {
@@ -212,7 +231,7 @@ impl Runner {
             let targets = self.targets.clone();
             let pool_tx = pool_tx.clone();
             let session_cancel = session_cancel.clone();
-            let run_cancel = self.cancel.clone();
+            let run_cancel = self.stream_cancel.clone();
             let events = self.events.clone();
             self.streams.spawn(async move {
                 let waiting = async {
@@ -259,8 +278,18 @@ impl Runner {
         let end = loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => {
+                    self.leave_pools(&mut ws).await;
                     let _ = ws.close(None).await;
                     break Ok(SessionEnd::Cancelled);
+                }
+                Some(h) = health_rx.recv() => {
+                    let still_open = self.targets.read().unwrap_or_else(|e| e.into_inner()).contains_key(&h.tunnel_id);
+                    if !still_open { continue; }
+                    let msg = ClientMsg::HealthReport { tunnel_id: h.tunnel_id.clone(), healthy: h.healthy, detail: h.detail.clone() };
+                    if ws.send(Message::text(msg.encode())).await.is_err() {
+                        break Ok(SessionEnd::Lost { reason: "control connection closed".into(), retry_after, established: true });
+                    }
+                    self.emit(Event::Health { tunnel_id: h.tunnel_id, name: h.name, healthy: h.healthy, detail: h.detail }).await;
                 }
                 Some(ev) = pool_rx.recv() => {
                     idle = idle.saturating_sub(1);
@@ -302,6 +331,17 @@ impl Runner {
                                 tunnel.tunnel_id.clone(),
                                 LocalTarget { name: cfg.name.clone(), protocol: cfg.protocol, host: cfg.local_host.clone(), port: cfg.local_port },
                             );
+                            if let Some(check) = cfg.health_check.clone() {
+                                self.streams.spawn(health::run(
+                                    check,
+                                    tunnel.tunnel_id.clone(),
+                                    cfg.name.clone(),
+                                    cfg.local_host.clone(),
+                                    cfg.local_port,
+                                    health_tx.clone(),
+                                    session_cancel.clone(),
+                                ));
+                            }
                             let event = if self.assigned.contains_key(&cfg.name) {
                                 Event::Reconnected { tunnel_id: tunnel.tunnel_id.clone(), name: cfg.name.clone(), public_url: tunnel.public_url.clone() }
                             } else {
@@ -359,7 +399,7 @@ impl Runner {
                         }
                         ServerMsg::Error { code, message } => tracing::warn!(?code, "server: {message}"),
                         ServerMsg::Rejected { code, message } => break Err(ClientError::Rejected { code, message }),
-                        ServerMsg::Pong { .. } | ServerMsg::Welcome { .. } | ServerMsg::Unknown => {}
+                        ServerMsg::Pong { .. } | ServerMsg::Welcome { .. } | ServerMsg::TunnelDrained { .. } | ServerMsg::Unknown => {}
                     }
                 }
             }
@@ -368,6 +408,56 @@ impl Runner {
         end
     }
 }
+
+impl Runner {
+    /// Graceful leave of every pool this client is in: asks the server to drain each member
+    /// and waits (bounded) until in-flight traffic has finished; streams keep serving meanwhile.
+    async fn leave_pools<S>(&self, ws: &mut S)
+    where
+        S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
+            + futures_util::Sink<Message>
+            + Unpin,
+    {
+        let members: Vec<(String, String)> = {
+            let targets = self.targets.read().unwrap_or_else(|e| e.into_inner());
+            let pooled: HashSet<&str> =
+                self.opts.tunnels.iter().filter(|t| t.group.is_some()).map(|t| t.name.as_str()).collect();
+            targets
+                .iter()
+                .filter(|(_, t)| pooled.contains(t.name.as_str()))
+                .map(|(id, t)| (id.clone(), t.name.clone()))
+                .collect()
+        };
+        if members.is_empty() {
+            return;
+        }
+        let mut waiting: HashSet<String> = HashSet::new();
+        for (id, _) in &members {
+            if ws.send(Message::text(ClientMsg::DrainTunnel { tunnel_id: id.clone() }.encode())).await.is_err() {
+                return;
+            }
+            waiting.insert(id.clone());
+        }
+        self.emit(Event::Draining { names: members.into_iter().map(|(_, n)| n).collect() }).await;
+        let wait = async {
+            while !waiting.is_empty() {
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) => {
+                        if let Ok(ServerMsg::TunnelDrained { tunnel_id }) = ServerMsg::decode(t.as_str()) {
+                            waiting.remove(&tunnel_id);
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    _ => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_WAIT, wait).await;
+    }
+}
+
+/// How long a leaving pool member waits for the server to drain it.
+const DRAIN_WAIT: Duration = Duration::from_secs(15);
 
 /// A client running in the background.
 pub struct ClientHandle {

@@ -57,6 +57,37 @@ pub struct TunnelSpec {
     pub remote_port: Option<u16>,
     /// Local address as the user declared it (`localhost:3000`), for display and the API.
     pub local_addr: String,
+    /// Join (or create) a load-balanced pool instead of holding the name or port alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupSpec>,
+}
+
+/// Membership of a load-balanced pool. Every member of a pool names the same group and
+/// presents the same key; the key travels only inside the TLS control channel and the server
+/// keeps nothing but a keyed hash of it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSpec {
+    /// Pool name; for HTTP pools also the default subdomain.
+    pub name: String,
+    /// Shared secret of the pool.
+    pub key: String,
+    /// Where the server POSTs an alert when the pool has no healthy member left (http:// URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_webhook: Option<String>,
+    /// Human description of the member's health check (`http GET /health every 5s`), for the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<String>,
+}
+
+impl std::fmt::Debug for GroupSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupSpec")
+            .field("name", &self.name)
+            .field("key", &"***")
+            .field("alert_webhook", &self.alert_webhook)
+            .field("health_check", &self.health_check)
+            .finish()
+    }
 }
 
 /// A tunnel the server has opened.
@@ -93,6 +124,8 @@ pub enum ErrorCode {
     BadRequest,
     ShuttingDown,
     Internal,
+    /// The pool exists and this member's group key does not match it.
+    GroupKeyMismatch,
     #[serde(other)]
     Unknown,
 }
@@ -100,7 +133,10 @@ pub enum ErrorCode {
 impl ErrorCode {
     /// Errors after which retrying the same thing cannot succeed.
     pub fn is_fatal(self) -> bool {
-        matches!(self, ErrorCode::VersionMismatch | ErrorCode::Unauthorized | ErrorCode::BadRequest)
+        matches!(
+            self,
+            ErrorCode::VersionMismatch | ErrorCode::Unauthorized | ErrorCode::BadRequest | ErrorCode::GroupKeyMismatch
+        )
     }
 }
 
@@ -152,6 +188,19 @@ pub enum ClientMsg {
     CloseTunnel {
         tunnel_id: String,
     },
+    /// Result of the member's own health check on its local service; sent when it changes.
+    HealthReport {
+        tunnel_id: String,
+        healthy: bool,
+        /// What the last check saw (`HTTP 503`, `connection refused`), for the API.
+        #[serde(default)]
+        detail: String,
+    },
+    /// Leave gracefully: stop sending new traffic, let in-flight traffic finish, then close
+    /// the tunnel and answer `TunnelDrained`.
+    DrainTunnel {
+        tunnel_id: String,
+    },
     Ping {
         nonce: u64,
     },
@@ -194,6 +243,10 @@ pub enum ServerMsg {
         tunnel_id: String,
         reason: CloseReason,
         message: String,
+    },
+    /// Answer to `DrainTunnel`: nothing is in flight any more and the tunnel is closed.
+    TunnelDrained {
+        tunnel_id: String,
     },
     /// Open this many more data connections.
     NeedDataConns {
@@ -274,9 +327,17 @@ mod tests {
                     subdomain: Some("app".into()),
                     remote_port: None,
                     local_addr: "localhost:3000".into(),
+                    group: Some(GroupSpec {
+                        name: "pool".into(),
+                        key: "k".into(),
+                        alert_webhook: None,
+                        health_check: Some("tcp".into()),
+                    }),
                 },
             },
             ClientMsg::CloseTunnel { tunnel_id: "x".into() },
+            ClientMsg::HealthReport { tunnel_id: "x".into(), healthy: false, detail: "HTTP 503".into() },
+            ClientMsg::DrainTunnel { tunnel_id: "x".into() },
             ClientMsg::Ping { nonce: 1 },
         ];
         for m in msgs {
@@ -285,6 +346,21 @@ mod tests {
         let s =
             ServerMsg::TunnelClosed { tunnel_id: "t".into(), reason: CloseReason::ClosedByApi, message: "m".into() };
         assert_eq!(ServerMsg::decode(&s.encode()).unwrap(), s);
+    }
+
+    #[test]
+    fn group_key_is_masked_in_debug() {
+        let g = GroupSpec { name: "p".into(), key: "hunter2".into(), alert_webhook: None, health_check: None };
+        assert!(!format!("{g:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn old_specs_without_group_still_decode() {
+        let m = ClientMsg::decode(
+            r#"{"type":"open_tunnel","req_id":1,"spec":{"name":"w","protocol":"http","local_addr":"l:1"}}"#,
+        )
+        .unwrap();
+        assert!(matches!(m, ClientMsg::OpenTunnel { spec: TunnelSpec { group: None, .. }, .. }));
     }
 
     #[test]

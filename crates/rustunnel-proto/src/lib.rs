@@ -43,4 +43,4 @@ pub fn version_mismatch_message(server: u32, client: u32) -> String {
     }
 }
 
-pub use control::{ClientMsg, ErrorCode, Protocol, ServerMsg, TunnelInfo, TunnelSpec};
+pub use control::{ClientMsg, ErrorCode, GroupSpec, Protocol, ServerMsg, TunnelInfo, TunnelSpec};

@@ -3,6 +3,7 @@
 //! cause, and per-IP failures are rate-limited.
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -77,6 +78,9 @@ pub struct Authenticator {
     admin_hash: Option<[u8; 32]>,
     allow_anonymous: bool,
     pub limiter: FailureLimiter,
+    /// Rejected tokens and rate-limited attempts, for `/metrics`.
+    failures: AtomicU64,
+    rate_limited: AtomicU64,
 }
 
 impl Authenticator {
@@ -85,7 +89,14 @@ impl Authenticator {
             admin_hash: admin_token.map(|t| Sha256::digest(t.as_bytes()).into()),
             allow_anonymous,
             limiter: FailureLimiter::default(),
+            failures: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
         }
+    }
+
+    /// `(rejected tokens, rate-limited attempts)` since start.
+    pub fn failure_counts(&self) -> (u64, u64) {
+        (self.failures.load(Ordering::Relaxed), self.rate_limited.load(Ordering::Relaxed))
     }
 
     pub fn is_admin_token(&self, token: &str) -> bool {
@@ -96,6 +107,7 @@ impl Authenticator {
     pub async fn authenticate(&self, store: &Store, ip: IpAddr, token: &str) -> Result<Principal, AuthError> {
         let now = Instant::now();
         if self.limiter.is_blocked(ip, now) {
+            self.rate_limited.fetch_add(1, Ordering::Relaxed);
             return Err(AuthError::RateLimited);
         }
         if token.is_empty() && self.allow_anonymous {
@@ -110,6 +122,7 @@ impl Authenticator {
             }
         }
         self.limiter.record_failure(ip, now);
+        self.failures.fetch_add(1, Ordering::Relaxed);
         Err(AuthError::Rejected)
     }
 }

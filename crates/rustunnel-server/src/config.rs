@@ -77,6 +77,9 @@ pub struct FileConfig {
     pub history_retention_days: Option<u64>,
     pub max_requests_per_tunnel: Option<usize>,
     pub pool_size: Option<u16>,
+    /// `http://` URL the server POSTs a JSON alert to when a load-balanced pool has no healthy
+    /// member left, and again when it recovers.
+    pub alert_webhook: Option<String>,
 }
 
 impl std::fmt::Debug for FileConfig {
@@ -137,7 +140,8 @@ impl FileConfig {
             udp_idle_secs,
             history_retention_days,
             max_requests_per_tunnel,
-            pool_size
+            pool_size,
+            alert_webhook
         )
     }
 }
@@ -171,6 +175,12 @@ pub struct Config {
     pub pool_size: u16,
     /// Accept clients that present no token (loopback dev servers only).
     pub allow_anonymous: bool,
+    /// Server-wide webhook for pool down/recovered alerts.
+    pub alert_webhook: Option<String>,
+    /// Deadline for TLS, upgrade and hello on the control port and TLS on the HTTPS edge.
+    pub handshake_timeout: Duration,
+    /// Deadline for a visitor to send complete request headers (slowloris).
+    pub header_timeout: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -268,8 +278,13 @@ impl Config {
             control_addr: format!("{domain}:{}", control_addr.port()),
             api_url: api_addr.map(|a| format!("http://{domain}:{}", a.port())).unwrap_or_default(),
         };
+        let alert_webhook = f.alert_webhook.clone().filter(|w| !w.is_empty());
+        if let Some(w) = &alert_webhook {
+            crate::alert::parse_webhook(w).map_err(|e| ConfigError::Invalid(format!("alert_webhook: {e}")))?;
+        }
         let secs = |v: Option<u64>, d: u64| Duration::from_secs(v.unwrap_or(d));
         Ok(Config {
+            alert_webhook,
             dev,
             allow_anonymous: dev && all_loopback,
             domain,
@@ -295,6 +310,8 @@ impl Config {
             history_retention: secs(f.history_retention_days.map(|d| d * 86_400), 30 * 86_400),
             max_requests_per_tunnel: f.max_requests_per_tunnel.unwrap_or(1024),
             pool_size: f.pool_size.unwrap_or(8).clamp(1, 64),
+            handshake_timeout: rustunnel_proto::limits::HANDSHAKE_TIMEOUT,
+            header_timeout: Duration::from_secs(30),
         })
     }
 

@@ -15,7 +15,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustunnel_proto::control::CloseReason;
-use rustunnel_proto::limits::{HANDSHAKE_TIMEOUT, HEARTBEAT_MISSES, MAX_CONTROL_FRAME};
+use rustunnel_proto::limits::{HEARTBEAT_MISSES, MAX_CONTROL_FRAME};
 use rustunnel_proto::{
     ClientMsg, ErrorCode, ServerMsg, CONTROL_PATH, DATA_PATH, DATA_UPGRADE, HEADER_DATA_KEY, HEADER_SESSION,
     PROTOCOL_VERSION,
@@ -98,7 +98,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         let acceptor = acceptor.clone();
         let shared2 = shared.clone();
         shared.tasks.spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            let tls = match tokio::time::timeout(shared2.config.handshake_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(s)) => s,
                 _ => return,
             };
@@ -110,7 +110,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HANDSHAKE_TIMEOUT)
+                .header_read_timeout(shared2.config.handshake_timeout)
                 .max_buf_size(16 * 1024)
                 .serve_connection(TokioIo::new(tls), service)
                 .with_upgrades();
@@ -229,7 +229,7 @@ async fn reject(ws: &mut Ws, code: ErrorCode, message: String) {
 
 async fn run_control(mut ws: Ws, peer: SocketAddr, shared: Arc<Shared>, slot: Arc<PendingSlot>) {
     let hello = tokio::select! {
-        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_hello(&mut ws)) => r,
+        r = tokio::time::timeout(shared.config.handshake_timeout, read_hello(&mut ws)) => r,
         _ = shared.hard_stop.cancelled() => return,
     };
     let (version, token, agent) = match hello {
@@ -344,6 +344,13 @@ async fn session_loop(
                             shared.close_tunnel(&tunnel_id, CloseReason::ClientRequest, "closed by the client").await;
                         }
                     }
+                    Ok(ClientMsg::HealthReport { tunnel_id, healthy, detail }) => {
+                        let mine = shared.tunnel(&tunnel_id).is_some_and(|t| t.session.id == session.id);
+                        if mine {
+                            shared.report_health(&tunnel_id, healthy, &detail);
+                        }
+                    }
+                    Ok(ClientMsg::DrainTunnel { tunnel_id }) => shared.drain_tunnel(session, tunnel_id),
                     Ok(ClientMsg::Ping { nonce }) => {
                         if !send(ws, &ServerMsg::Pong { nonce }).await { return; }
                     }

@@ -7,17 +7,22 @@
 //! - [`control`]: the control port (TLS, WebSocket control channel, data-connection upgrades).
 //! - [`session`]: one connected client: control queue, data-connection pool, request log.
 //! - [`registry`]: sans-IO ownership of subdomains and ports, with reconnect reservations.
+//! - [`pool`]: sans-IO load-balanced pools (members, health, selection, down/recovered alerts);
+//!   [`alert`]: delivery of pool alerts to webhooks.
 //! - [`edge`]: public HTTP/HTTPS, TCP and UDP edges.
 //! - [`auth`], [`store`]: tokens (hashed), owners, tunnel history (SQLite or PostgreSQL).
-//! - [`api`]: the management REST API.
+//! - [`api`]: the management REST API; [`metrics`]: server-wide counters for `/metrics`.
 //! - [`tls`]: certificates (operator files or a generated self-signed pair for dev).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod alert;
 pub mod api;
 pub mod auth;
 pub mod config;
 pub mod control;
 pub mod edge;
+pub mod metrics;
+pub mod pool;
 pub mod registry;
 pub mod server;
 pub mod session;

@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::pool::{Alert, Endpoint, Member, Pick, Pool, PoolError, PoolKey, PoolMemberSnapshot, PoolSnapshot, PoolTable};
 use crate::registry::{ClaimError, PortKind, Registry};
 use crate::session::Session;
 use crate::store::{now_ms, CloseRecord, HistoryRecord, Store, StoreError};
@@ -54,6 +55,16 @@ pub struct Shared {
     pub public_https_port: Option<u16>,
     /// Address TCP/UDP tunnel listeners bind to.
     pub tunnel_bind_ip: std::net::IpAddr,
+    /// Server-wide counters for `/metrics`.
+    pub metrics: crate::metrics::Metrics,
+    /// Load-balanced pools and their members (see [`crate::pool`]).
+    pub pools: Mutex<PoolTable>,
+    /// Serialises pool creation and joins: creating a pool claims and binds across awaits.
+    pub pool_gate: tokio::sync::Mutex<()>,
+    /// Random per-process key of the group-key verifiers; group keys themselves are never kept.
+    pool_secret: [u8; 32],
+    /// Pool alerts, delivered in order by one task.
+    alerts: tokio::sync::mpsc::Sender<Alert>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -77,6 +88,27 @@ impl OpenError {
     fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         OpenError { code, message: message.into() }
     }
+}
+
+impl From<PoolError> for OpenError {
+    fn from(e: PoolError) -> Self {
+        let code = match &e {
+            PoolError::WrongKey(_) => ErrorCode::GroupKeyMismatch,
+            PoolError::Full(_) => ErrorCode::TooManyTunnels,
+            PoolError::EndpointMismatch { .. } | PoolError::InvalidName | PoolError::Unsupported => {
+                ErrorCode::BadRequest
+            }
+        };
+        OpenError::new(code, e.to_string())
+    }
+}
+
+/// Where the edge sends the next request or connection for a name or pool.
+pub enum RouteTo {
+    Tunnel(Arc<Tunnel>),
+    /// A pool with no healthy member.
+    NoneAvailable,
+    NotFound,
 }
 
 impl From<ClaimError> for OpenError {
@@ -166,6 +198,9 @@ impl Shared {
         let id = uuid::Uuid::new_v4().to_string();
         let owner = session.principal.owner_id.clone();
         let cancel = self.hard_stop.child_token();
+        if let Some(group) = spec.group.clone() {
+            return self.open_pool_member(session, spec, group, id, owner, cancel).await;
+        }
         let (info, listener) = match spec.protocol {
             Protocol::Http => {
                 if self.public_http_port.is_none() && self.public_https_port.is_none() {
@@ -295,6 +330,7 @@ impl Shared {
     /// is told when the close did not come from it.
     pub async fn close_tunnel(&self, id: &str, reason: CloseReason, message: &str) -> Option<Arc<Tunnel>> {
         let tunnel = write(&self.tunnels).remove(id)?;
+        self.leave_pool(&tunnel.id);
         let now = Instant::now();
         if let Some(sub) = &tunnel.info.subdomain {
             let mut routes = write(&self.routes);
@@ -316,6 +352,7 @@ impl Shared {
             });
         }
         let (bytes_in, bytes_out, requests, connections) = tunnel.stats.get();
+        self.metrics.tunnel_closed(bytes_in, bytes_out, requests, connections);
         let reason_text =
             serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
         let rec = CloseRecord {
@@ -346,6 +383,327 @@ impl Shared {
     }
 }
 
+/// Load-balanced pools: joining, routing, health, graceful drain, alerts.
+impl Shared {
+    /// HMAC-SHA256 of the group key under the per-process secret, bound to the pool's identity.
+    fn group_verifier(&self, key: &PoolKey, group_key: &str) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut mac = match <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.pool_secret) {
+            Ok(m) => m,
+            Err(_) => unreachable!("HMAC takes keys of any length"),
+        };
+        for part in [key.protocol.as_str(), &key.name, group_key] {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part.as_bytes());
+        }
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Opens a tunnel as a member of a pool, creating the pool (and claiming its subdomain or
+    /// binding its port) when it is the first member.
+    async fn open_pool_member(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        spec: TunnelSpec,
+        group: rustunnel_proto::GroupSpec,
+        id: String,
+        owner: String,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Result<TunnelInfo, OpenError> {
+        crate::pool::validate_name(&group.name)?;
+        if group.key.is_empty() || group.key.len() > 256 {
+            return Err(OpenError::new(ErrorCode::BadRequest, "group key must be 1-256 characters"));
+        }
+        if let Some(w) = &group.alert_webhook {
+            crate::alert::parse_webhook(w).map_err(|e| OpenError::new(ErrorCode::BadRequest, e.to_string()))?;
+        }
+        let requested = match spec.protocol {
+            Protocol::Http => {
+                if self.public_http_port.is_none() && self.public_https_port.is_none() {
+                    return Err(OpenError::new(ErrorCode::ProtocolDisabled, "this server has no HTTP edge"));
+                }
+                spec.subdomain.as_ref().map(|s| Endpoint::Subdomain(s.to_ascii_lowercase()))
+            }
+            Protocol::Tcp => spec.remote_port.map(Endpoint::Port),
+            Protocol::Udp => return Err(PoolError::Unsupported.into()),
+        };
+        let key = PoolKey { protocol: spec.protocol, name: group.name.clone() };
+        let verifier = self.group_verifier(&key, &group.key);
+        let _gate = self.pool_gate.lock().await;
+        if self.stop_accepting.is_cancelled() {
+            return Err(OpenError::new(ErrorCode::ShuttingDown, "server is shutting down"));
+        }
+        let exists = lock(&self.pools).check_join(&key, &verifier, requested.as_ref())?;
+        if !exists {
+            let holder = format!("pool:{}", uuid::Uuid::new_v4());
+            let (endpoint, url, listener) = match spec.protocol {
+                Protocol::Http => {
+                    let want = spec.subdomain.clone().unwrap_or_else(|| group.name.clone());
+                    let sub = lock(&self.registry).claim_subdomain(
+                        Instant::now(),
+                        &owner,
+                        &holder,
+                        Some(&want),
+                        &mut rand::rng(),
+                    )?;
+                    let url = self.http_urls(&sub).first().cloned().unwrap_or_default();
+                    (Endpoint::Subdomain(sub), url, None)
+                }
+                _ => {
+                    let (port, l) = self.bind_port(PortKind::Tcp, &owner, &holder, spec.remote_port).await?;
+                    (Endpoint::Port(port), format!("tcp://{}:{port}", self.config.domain), Some(l))
+                }
+            };
+            let mut pool = Pool::new(key.clone(), verifier, endpoint, holder, owner.clone());
+            pool.public_url = url;
+            pool.cancel = self.hard_stop.child_token();
+            let pool_cancel = pool.cancel.clone();
+            lock(&self.pools).create(pool);
+            if let Some(EdgeListener::Tcp(l)) = listener {
+                self.tasks.spawn(crate::edge::tcp::run_pool(l, key.clone(), pool_cancel, self.clone()));
+            }
+            tracing::info!(pool = %key.name, protocol = %key.protocol, "pool created");
+        }
+        let endpoint = lock(&self.pools).get(&key).map(|p| (p.endpoint.clone(), p.public_url.clone()));
+        let Some((endpoint, public_url)) = endpoint else {
+            return Err(OpenError::new(ErrorCode::Internal, "pool vanished while joining"));
+        };
+        let (subdomain, remote_port, public_urls) = match &endpoint {
+            Endpoint::Subdomain(s) => (Some(s.clone()), None, self.http_urls(s)),
+            Endpoint::Port(p) => (None, Some(*p), vec![public_url.clone()]),
+        };
+        let info = TunnelInfo {
+            tunnel_id: id.clone(),
+            name: spec.name.clone(),
+            protocol: spec.protocol,
+            public_url,
+            public_urls,
+            subdomain,
+            remote_port,
+        };
+        let tunnel = Arc::new(Tunnel {
+            id: id.clone(),
+            name: spec.name.clone(),
+            protocol: spec.protocol,
+            info: info.clone(),
+            local_addr: spec.local_addr.clone(),
+            session: session.clone(),
+            opened_at_ms: now_ms(),
+            stats: Arc::new(TunnelStats::default()),
+            cancel,
+            concurrency: Arc::new(tokio::sync::Semaphore::new(self.config.max_requests_per_tunnel)),
+        });
+        write(&self.tunnels).insert(id.clone(), tunnel.clone());
+        let mut member = Member::new(id.clone());
+        member.alert_webhook = group.alert_webhook.clone();
+        member.health_check = group.health_check.as_ref().map(|h| h.chars().take(128).collect());
+        let alert = lock(&self.pools).add_member(&key, member);
+        drop(_gate);
+        if let Some(a) = alert {
+            self.queue_alert(a);
+        }
+        let rec = HistoryRecord {
+            id: id.clone(),
+            owner_id: owner,
+            name: spec.name,
+            protocol: spec.protocol.to_string(),
+            public_url: info.public_url.clone(),
+            subdomain: info.subdomain.clone(),
+            port: info.remote_port.map(i64::from),
+            local_addr: spec.local_addr,
+            client_addr: session.peer.to_string(),
+            region: self.config.region.id.clone(),
+            opened_at: tunnel.opened_at_ms,
+            ..Default::default()
+        };
+        if let Err(e) = self.store.record_open(&rec).await {
+            tracing::warn!(error = %e, "could not record tunnel history");
+        }
+        tracing::info!(tunnel = %id, pool = %key.name, url = %info.public_url, "pool member joined");
+        Ok(info)
+    }
+
+    /// Removes a closed tunnel from its pool; the last member out releases the pool's endpoint
+    /// (reserved to its owner for the grace period) and stops its listener.
+    fn leave_pool(&self, tunnel_id: &str) {
+        let leave = lock(&self.pools).leave(tunnel_id);
+        if let Some(a) = leave.alert {
+            self.queue_alert(a);
+        }
+        if let Some(p) = leave.removed {
+            p.cancel.cancel();
+            let now = Instant::now();
+            match &p.endpoint {
+                Endpoint::Subdomain(s) => lock(&self.registry).release_subdomain(now, s, &p.holder),
+                Endpoint::Port(port) => lock(&self.registry).release_port(now, PortKind::Tcp, *port, &p.holder, true),
+            }
+            tracing::info!(pool = %p.key.name, "pool closed: last member left");
+        }
+    }
+
+    /// Requests or connections a tunnel is serving now.
+    fn in_flight(&self, t: &Tunnel) -> usize {
+        self.config.max_requests_per_tunnel.saturating_sub(t.concurrency.available_permits())
+    }
+
+    /// The member of pool `key` that takes the next request or connection.
+    pub fn pick_member(&self, key: &PoolKey) -> RouteTo {
+        let tunnels = read(&self.tunnels);
+        let pick = lock(&self.pools).pick(key, |id| tunnels.get(id).map(|t| self.in_flight(t)).unwrap_or(usize::MAX));
+        match pick {
+            Pick::Member(id) => tunnels.get(&id).cloned().map(RouteTo::Tunnel).unwrap_or(RouteTo::NoneAvailable),
+            Pick::NoneAvailable => RouteTo::NoneAvailable,
+            Pick::NoPool => RouteTo::NotFound,
+        }
+    }
+
+    /// HTTP routing: a pool's subdomain picks a member per request; other names map to their tunnel.
+    pub fn route_to(&self, sub: &str) -> RouteTo {
+        let pool = lock(&self.pools).by_subdomain(sub).cloned();
+        match pool {
+            Some(key) => self.pick_member(&key),
+            None => self.route(sub).map(RouteTo::Tunnel).unwrap_or(RouteTo::NotFound),
+        }
+    }
+
+    /// A member's health check result, as its client reported it.
+    pub fn report_health(&self, tunnel_id: &str, healthy: bool, detail: &str) {
+        let alert = lock(&self.pools).set_health(tunnel_id, healthy, detail);
+        tracing::info!(tunnel = %tunnel_id, healthy, detail = %detail.chars().take(80).collect::<String>(), "member health");
+        if let Some(a) = alert {
+            self.queue_alert(a);
+        }
+    }
+
+    /// Graceful leave: no new traffic for the tunnel, in-flight requests and connections finish
+    /// (up to the drain timeout), then it closes and the client is told `TunnelDrained`.
+    pub fn drain_tunnel(self: &Arc<Self>, session: &Arc<Session>, tunnel_id: String) {
+        let Some(tunnel) = self.tunnel(&tunnel_id).filter(|t| t.session.id == session.id) else {
+            let _ = session.out.try_send(ServerMsg::TunnelDrained { tunnel_id });
+            return;
+        };
+        lock(&self.pools).drain(&tunnel_id);
+        let shared = self.clone();
+        self.tasks.spawn(async move {
+            // A request routed just before the drain mark may not hold its permit yet.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let deadline = tokio::time::Instant::now() + shared.config.drain_timeout;
+            while shared.in_flight(&tunnel) > 0 && tokio::time::Instant::now() < deadline {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                    _ = tunnel.cancel.cancelled() => break,
+                }
+            }
+            shared.close_tunnel(&tunnel.id, CloseReason::ClientRequest, "drained").await;
+            let _ = tunnel.session.out.try_send(ServerMsg::TunnelDrained { tunnel_id: tunnel.id.clone() });
+        });
+    }
+
+    fn queue_alert(&self, alert: Alert) {
+        tracing::warn!(pool = %alert.pool.name, protocol = %alert.pool.protocol, kind = ?alert.kind, "pool alert");
+        if self.alerts.try_send(alert).is_err() {
+            tracing::warn!("pool alert queue full; alert dropped");
+        }
+    }
+
+    /// Every pool with its members, their health and the traffic they served, for the
+    /// management API and `rustunnel tunnels list`.
+    pub fn pools(&self) -> Vec<PoolSnapshot> {
+        struct Raw {
+            snap: PoolSnapshot,
+            members: Vec<Member>,
+        }
+        let raw: Vec<Raw> = lock(&self.pools)
+            .iter()
+            .map(|p| {
+                let (subdomain, remote_port) = match &p.endpoint {
+                    Endpoint::Subdomain(s) => (Some(s.clone()), None),
+                    Endpoint::Port(n) => (None, Some(*n)),
+                };
+                Raw {
+                    snap: PoolSnapshot {
+                        name: p.key.name.clone(),
+                        protocol: p.key.protocol,
+                        public_url: p.public_url.clone(),
+                        subdomain,
+                        remote_port,
+                        healthy_members: p.available(),
+                        members: Vec::new(),
+                    },
+                    members: p.members().to_vec(),
+                }
+            })
+            .collect();
+        let tunnels = read(&self.tunnels);
+        let mut out: Vec<PoolSnapshot> = raw
+            .into_iter()
+            .map(|mut r| {
+                r.snap.members = r
+                    .members
+                    .into_iter()
+                    .filter_map(|m| {
+                        let t = tunnels.get(&m.tunnel_id)?;
+                        let (bytes_in, bytes_out, requests, connections) = t.stats.get();
+                        Some(PoolMemberSnapshot {
+                            tunnel_id: m.tunnel_id,
+                            name: t.name.clone(),
+                            healthy: m.healthy,
+                            draining: m.draining,
+                            health_detail: m.detail,
+                            health_check: m.health_check,
+                            local_addr: t.local_addr.clone(),
+                            client_addr: t.session.peer.to_string(),
+                            requests,
+                            connections,
+                            bytes_in,
+                            bytes_out,
+                            in_flight: self.in_flight(t),
+                        })
+                    })
+                    .collect();
+                r.snap
+            })
+            .collect();
+        out.sort_by(|a, b| (a.protocol.as_str(), &a.name).cmp(&(b.protocol.as_str(), &b.name)));
+        out
+    }
+
+    /// The pool a tunnel belongs to, if any (for tunnel listings).
+    pub fn pool_of(&self, tunnel_id: &str) -> Option<String> {
+        lock(&self.pools).pool_of(tunnel_id).map(|p| p.key.name.clone())
+    }
+}
+
+/// Delivers pool alerts one after another (so a down and its recovery arrive in order) to the
+/// members' webhooks and the server-wide one.
+async fn alert_loop(
+    mut rx: tokio::sync::mpsc::Receiver<Alert>,
+    server_webhook: Option<String>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let alert = tokio::select! {
+            a = rx.recv() => match a { Some(a) => a, None => return },
+            _ = stop.cancelled() => return,
+        };
+        let mut urls = alert.webhooks.clone();
+        urls.extend(server_webhook.clone());
+        urls.sort();
+        urls.dedup();
+        let body = bytes::Bytes::from(crate::alert::body(&alert, std::time::SystemTime::now()));
+        for url in urls {
+            tokio::select! {
+                r = crate::alert::deliver(&url, body.clone()) => {
+                    if let Err(e) = r {
+                        tracing::warn!(pool = %alert.pool.name, error = %e, "pool alert not delivered");
+                    }
+                }
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+}
+
 enum EdgeListener {
     None,
     Tcp(TcpListener),
@@ -371,7 +729,7 @@ impl ServerHandle {
     /// back with the accessors.
     pub async fn spawn(config: Config) -> Result<ServerHandle, ServerError> {
         let store = Store::open(config.database_url.as_deref(), &config.data_dir).await?;
-        let orphans = store.close_orphans("server_restart").await?;
+        let orphans = store.close_region_orphans(&config.region.id, "server_restart").await?;
         if orphans > 0 {
             tracing::info!(orphans, "closed history rows left open by a previous run");
         }
@@ -400,6 +758,9 @@ impl ServerHandle {
             addr: config.control_addr,
             source,
         })?;
+        let mut config = config;
+        crate::api::advertise_bound_ports(&mut config, control_addr, api_addr);
+        let (alert_tx, alert_rx) = tokio::sync::mpsc::channel(256);
         let shared = Arc::new(Shared {
             auth: Authenticator::new(Some(&admin_token), config.allow_anonymous),
             registry: Mutex::new(Registry::new(
@@ -416,6 +777,11 @@ impl ServerHandle {
             public_http_port: http_addr.map(|a| config.public_http_port.unwrap_or(a.port())),
             public_https_port: https_addr.map(|a| config.public_https_port.unwrap_or(a.port())),
             tunnel_bind_ip: config.control_addr.ip(),
+            metrics: crate::metrics::Metrics::default(),
+            pools: Mutex::new(PoolTable::default()),
+            pool_gate: tokio::sync::Mutex::new(()),
+            pool_secret: rand::random(),
+            alerts: alert_tx,
             store,
             tls,
             config,
@@ -432,6 +798,7 @@ impl ServerHandle {
             shared.tasks.spawn(crate::api::serve(l, shared.clone()));
         }
         shared.tasks.spawn(retention_loop(shared.clone()));
+        shared.tasks.spawn(alert_loop(alert_rx, shared.config.alert_webhook.clone(), shared.hard_stop.clone()));
         Ok(ServerHandle { shared, control_addr, http_addr, https_addr, api_addr, admin_token })
     }
 

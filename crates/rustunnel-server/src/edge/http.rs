@@ -95,7 +95,7 @@ pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<
             match tls {
                 None => serve_conn(stream, ctx, watcher, exec, &stop).await,
                 Some(acceptor) => {
-                    let hs = tokio::time::timeout(rustunnel_proto::limits::HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                    let hs = tokio::time::timeout(ctx.shared.config.handshake_timeout, acceptor.accept(stream));
                     if let Ok(Ok(s)) = hs.await {
                         serve_conn(s, ctx, watcher, exec, &stop).await;
                     }
@@ -120,7 +120,7 @@ async fn serve_conn<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut builder = auto::Builder::new(exec);
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30)).max_buf_size(64 * 1024);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(ctx.shared.config.header_timeout).max_buf_size(64 * 1024);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -228,8 +228,14 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
     let Some((host, raw_host)) = host_of(&req) else {
         return page(pages::bad_request("The request has no Host header."));
     };
-    let Some(tunnel) = subdomain_of(&host, &ctx.shared.config.domain).and_then(|s| ctx.shared.route(s)) else {
+    let Some(sub) = subdomain_of(&host, &ctx.shared.config.domain) else {
         return page(pages::not_found());
+    };
+    // Pools pick a healthy member per request; plain tunnels map one to one.
+    let tunnel = match ctx.shared.route_to(sub) {
+        crate::server::RouteTo::Tunnel(t) => t,
+        crate::server::RouteTo::NoneAvailable => return page(pages::no_healthy_member()),
+        crate::server::RouteTo::NotFound => return page(pages::not_found()),
     };
     let Ok(permit) = tunnel.concurrency.clone().try_acquire_owned() else {
         return page(pages::busy());
@@ -303,6 +309,7 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
 }
 
 fn log(ctx: &Ctx, tunnel: &Tunnel, method: &Method, path: &str, status: u16, started: Instant) {
+    ctx.shared.metrics.observe_http(started.elapsed());
     tunnel.session.log_request(RequestLogEntry {
         tunnel_id: tunnel.id.clone(),
         method: method.to_string(),

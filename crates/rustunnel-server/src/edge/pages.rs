@@ -50,3 +50,10 @@ pub fn busy() -> Response<Full<Bytes>> {
         "This tunnel is serving as many requests as it may at once. Try again shortly.",
     )
 }
+pub fn no_healthy_member() -> Response<Full<Bytes>> {
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "No healthy backend",
+        "Every service behind this load-balanced tunnel is failing its health check. Try again shortly.",
+    )
+}

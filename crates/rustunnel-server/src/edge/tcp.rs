@@ -48,6 +48,46 @@ pub async fn run(listener: TcpListener, tunnel: Arc<Tunnel>, shared: Arc<Shared>
     }
 }
 
+/// The listener of a TCP pool: each connection goes to the member the pool picks (healthy,
+/// least connections); with no healthy member the connection is closed at once.
+pub async fn run_pool(
+    listener: TcpListener,
+    key: crate::pool::PoolKey,
+    cancel: tokio_util::sync::CancellationToken,
+    shared: Arc<Shared>,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = shared.stop_accepting.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "tcp pool accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let crate::server::RouteTo::Tunnel(tunnel) = shared.pick_member(&key) else {
+            tracing::debug!(pool = %key.name, "no healthy member; connection refused");
+            continue;
+        };
+        let Ok(permit) = tunnel.concurrency.clone().try_acquire_owned() else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        tunnel.stats.connections.fetch_add(1, Ordering::Relaxed);
+        shared.tasks.spawn(async move {
+            let _permit = permit;
+            tokio::select! {
+                _ = forward(stream, peer.to_string(), &tunnel) => {}
+                _ = tunnel.cancel.cancelled() => {}
+            }
+        });
+    }
+}
+
 async fn forward(mut visitor: TcpStream, peer: String, tunnel: &Tunnel) {
     let Ok(conn) = tunnel.session.take_data_conn().await else {
         return;

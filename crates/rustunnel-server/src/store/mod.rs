@@ -287,6 +287,21 @@ impl Store {
         Ok(r.rows_affected())
     }
 
+    /// Rows of `region` left open by a server of that region that died without closing them.
+    /// Scoped by region so that servers of other regions sharing a PostgreSQL database do not
+    /// close each other's live tunnels when one of them restarts.
+    pub async fn close_region_orphans(&self, region: &str, reason: &str) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "UPDATE tunnel_history SET closed_at = $1, close_reason = $2 WHERE closed_at IS NULL AND region = $3",
+        )
+        .bind(now_ms())
+        .bind(reason)
+        .bind(region)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
     pub async fn prune_history(&self, older_than_ms: i64) -> Result<u64, StoreError> {
         let r = sqlx::query("DELETE FROM tunnel_history WHERE closed_at IS NOT NULL AND closed_at < $1")
             .bind(older_than_ms)

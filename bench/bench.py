@@ -1,0 +1,407 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmarks on loopback: direct (no tunnel), rustunnel, and rathole.
+
+Every figure is the median of --runs runs, measured in the same invocation, and reported as a
+ratio to direct (and rustunnel/rathole). Encryption: rustunnel always runs TLS between client
+and server; rathole runs with its TLS transport too (same encryption), and with plain TCP as a
+second reference.
+
+Needs: target/release/{rustunnel-server,rustunnel}, rathole (--rathole or $RATHOLE or PATH),
+iperf3, wrk, nginx, openssl. bench/run.sh installs them.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release")
+PROCS = []
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(port, timeout=10.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"port {port} did not open")
+
+
+def spawn(args, work, name, **kw):
+    out = open(os.path.join(work, name + ".log"), "w")
+    p = subprocess.Popen(args, stdout=subprocess.PIPE if kw.pop("pipe", False) else out, stderr=out, **kw)
+    PROCS.append(p)
+    return p
+
+
+def stop(p, sig=signal.SIGTERM):
+    if p.poll() is None:
+        p.send_signal(sig)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+# ---------------------------------------------------------------- local services
+
+def start_nginx(work):
+    port = free_port()
+    conf = os.path.join(work, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""
+worker_processes 1;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{ default_type text/plain; return 200 "hello from nginx\\n"; }}
+  }}
+}}
+""")
+    spawn(["nginx", "-c", conf, "-p", work], work, "nginx")
+    wait_port(port)
+    return port
+
+
+def start_iperf(work):
+    port = free_port()
+    spawn(["iperf3", "-s", "-p", str(port)], work, "iperf3-server")
+    wait_port(port)
+    return port
+
+
+ECHO = r"""
+import asyncio, sys
+async def h(r, w):
+    try:
+        while True:
+            d = await r.read(65536)
+            if not d: break
+            w.write(d); await w.drain()
+    except Exception: pass
+    w.close()
+async def main():
+    s = await asyncio.start_server(h, '127.0.0.1', int(sys.argv[1]), backlog=4096)
+    async with s: await s.serve_forever()
+asyncio.run(main())
+"""
+
+
+def start_echo(work):
+    port = free_port()
+    spawn([sys.executable, "-c", ECHO, str(port)], work, "echo")
+    wait_port(port)
+    return port
+
+
+# ---------------------------------------------------------------- systems under test
+
+class Direct:
+    name = "direct"
+
+    def __init__(self, svc):
+        self.svc = svc
+
+    def endpoints(self):
+        return {"iperf": self.svc["iperf"], "http": self.svc["http"], "echo": self.svc["echo"], "host": None}
+
+    def pids(self):
+        return []
+
+
+class Rustunnel:
+    name = "rustunnel"
+
+    def __init__(self, svc, work):
+        self.svc, self.work = svc, os.path.join(work, "rustunnel")
+        os.makedirs(self.work, exist_ok=True)
+        self.control, self.http = free_port(), free_port()
+        base = 30000 + (os.getpid() % 1000) * 10
+        self.ports = f"{base}-{base + 9}"
+        self.start_server()
+        self.clients = []
+        self.urls = {}
+        for name, proto, port in [("iperf", "tcp", svc["iperf"]), ("echo", "tcp", svc["echo"]), ("http", "http", svc["http"])]:
+            args = [os.path.join(BIN, "rustunnel"), proto, str(port), "--server", f"127.0.0.1:{self.control}",
+                    "--insecure", "--json", "--name", name]
+            if proto == "http":
+                args += ["--subdomain", "bench"]
+            c = spawn(args, self.work, f"client-{name}", pipe=True)
+            self.clients.append(c)
+            self.urls[name] = self.read_ready(c)
+
+    def start_server(self):
+        self.server = spawn([os.path.join(BIN, "rustunnel-server"), "--dev", "--data-dir", os.path.join(self.work, "data"),
+                             "--control-addr", f"127.0.0.1:{self.control}", "--api-addr", "off",
+                             "--http-addr", f"127.0.0.1:{self.http}", "--https-addr", "off",
+                             "--tcp-ports", self.ports, "--udp-ports", self.ports],
+                            self.work, "server", pipe=True)
+        for line in self.server.stdout:
+            if b"ready" in line:
+                break
+        self.server_ready_at = time.time()
+        wait_port(self.control)
+
+    @staticmethod
+    def read_ready(c):
+        for line in c.stdout:
+            ev = json.loads(line)
+            if ev.get("event") == "tunnel_ready":
+                return ev["public_url"]
+            if ev.get("event") == "error" and ev.get("fatal"):
+                raise RuntimeError(ev)
+        raise RuntimeError("client ended")
+
+    def endpoints(self):
+        port = lambda u: int(u.rsplit(":", 1)[1])
+        return {"iperf": port(self.urls["iperf"]), "echo": port(self.urls["echo"]), "http": self.http,
+                "host": self.urls["http"].split("://", 1)[1]}
+
+    def pids(self):
+        # One client process per tunnel here; RSS of the echo client and the server is what a
+        # held connection costs (the iperf/http clients are idle).
+        return [self.server.pid] + [c.pid for c in self.clients]
+
+    def restart_recovery(self):
+        """Seconds from 'server ready again' to the first successful request through the tunnel."""
+        stop(self.server, signal.SIGTERM)
+        self.start_server()
+        return wait_http_ok(self.http, self.endpoints()["host"]) - self.server_ready_at
+
+
+class Rathole:
+    name = "rathole"
+
+    def __init__(self, svc, work, binary, tls=True):
+        self.name = "rathole" if tls else "rathole-plain"
+        self.svc, self.work, self.binary, self.tls = svc, os.path.join(work, self.name), binary, tls
+        os.makedirs(self.work, exist_ok=True)
+        self.ctrl = free_port()
+        self.bind = {k: free_port() for k in ("iperf", "echo", "http")}
+        if tls:
+            self.make_cert()
+        transport_s = ('[server.transport]\ntype = "tls"\n[server.transport.tcp]\nnodelay = true\n'
+                       '[server.transport.tls]\npkcs12 = "identity.pfx"\npkcs12_password = "1234"\n') if tls else \
+            '[server.transport]\ntype = "tcp"\n[server.transport.tcp]\nnodelay = true\n'
+        transport_c = ('[client.transport]\ntype = "tls"\n[client.transport.tcp]\nnodelay = true\n'
+                       '[client.transport.tls]\ntrusted_root = "ca.pem"\nhostname = "localhost"\n') if tls else \
+            '[client.transport]\ntype = "tcp"\n[client.transport.tcp]\nnodelay = true\n'
+        with open(os.path.join(self.work, "server.toml"), "w") as f:
+            f.write(f'[server]\nbind_addr = "127.0.0.1:{self.ctrl}"\ndefault_token = "bench-token"\n{transport_s}')
+            for k, p in self.bind.items():
+                f.write(f'[server.services.{k}]\nbind_addr = "127.0.0.1:{p}"\nnodelay = true\n')
+        with open(os.path.join(self.work, "client.toml"), "w") as f:
+            f.write(f'[client]\nremote_addr = "localhost:{self.ctrl}"\ndefault_token = "bench-token"\n{transport_c}')
+            for k in self.bind:
+                f.write(f'[client.services.{k}]\nlocal_addr = "127.0.0.1:{svc[k]}"\nnodelay = true\n')
+        self.start_server()
+        self.client = spawn([self.binary, "--client", "client.toml"], self.work, "client", cwd=self.work)
+        wait_http_ok(self.bind["http"], None)
+
+    def start_server(self):
+        self.server = spawn([self.binary, "--server", "server.toml"], self.work, "server", cwd=self.work)
+        wait_port(self.ctrl)
+        self.server_ready_at = time.time()
+
+    def make_cert(self):
+        w = self.work
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost", "-keyout", f"{w}/key.pem", "-out", f"{w}/ca.pem"],
+                       check=True, capture_output=True)
+        subprocess.run(["openssl", "pkcs12", "-export", "-out", f"{w}/identity.pfx", "-inkey", f"{w}/key.pem", "-in",
+                        f"{w}/ca.pem", "-passout", "pass:1234"], check=True, capture_output=True)
+
+    def endpoints(self):
+        return {"iperf": self.bind["iperf"], "http": self.bind["http"], "echo": self.bind["echo"], "host": None}
+
+    def pids(self):
+        return [self.server.pid, self.client.pid]
+
+    def restart_recovery(self):
+        stop(self.server, signal.SIGTERM)
+        self.start_server()
+        return wait_http_ok(self.bind["http"], None) - self.server_ready_at
+
+
+def http_get_ok(port, host, timeout=0.5):
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        s.settimeout(timeout)
+        s.sendall(f"GET / HTTP/1.1\r\nHost: {host or 'localhost'}\r\nConnection: close\r\n\r\n".encode())
+        data = s.recv(64)
+        s.close()
+        return data.startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
+def wait_http_ok(port, host, timeout=30.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        if http_get_ok(port, host):
+            return time.time()
+        time.sleep(0.01)
+    raise RuntimeError(f"no 200 through port {port}")
+
+
+# ---------------------------------------------------------------- measurements
+
+def iperf(port, secs):
+    out = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(secs), "-J"], capture_output=True, text=True)
+    j = json.loads(out.stdout)
+    return j["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
+def wrk(port, host, secs, conns, threads, latency=False):
+    args = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{secs}s"]
+    if host:
+        args += ["-H", f"Host: {host}"]
+    if latency:
+        args.append("--latency")
+    out = subprocess.run(args + [f"http://127.0.0.1:{port}/"], capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    res = {"rps": rps}
+    if latency:
+        def ms(v):
+            n, u = re.match(r"([\d.]+)(us|ms|s)", v).groups()
+            return float(n) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[u]
+        for pct in ("50", "99"):
+            res[f"p{pct}_ms"] = ms(re.search(rf"\s{pct}(?:\.000)?%\s+([\d.]+\w+)", out).group(1))
+        res["max_ms"] = ms(re.search(r"Latency\s+\S+\s+\S+\s+(\S+)", out).group(1))
+    return res
+
+
+def held_connections(port, n, pids):
+    """RSS cost per held connection: open n connections through the tunnel, exchange a byte on
+    each so every hop is established, and compare RSS."""
+    before = sum(rss_kib(p) for p in pids)
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        socks.append(s)
+    for s in socks:
+        s.sendall(b"x")
+    for s in socks:
+        s.recv(1)
+    time.sleep(0.5)
+    after = sum(rss_kib(p) for p in pids)
+    for s in socks:
+        s.close()
+    return (after - before) / n
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--secs", type=int, default=5)
+    ap.add_argument("--held", type=int, default=1000)
+    ap.add_argument("--rathole", default=os.environ.get("RATHOLE") or shutil.which("rathole")
+                    or os.path.join(ROOT, "bench", ".work", "bin", "rathole"))
+    ap.add_argument("--json", help="write raw results here")
+    args = ap.parse_args()
+
+    work = tempfile.mkdtemp(prefix="rustunnel-bench-")
+    svc = {"http": start_nginx(work), "iperf": start_iperf(work), "echo": start_echo(work)}
+    systems = [Direct(svc), Rustunnel(svc, work)]
+    if os.path.exists(args.rathole):
+        systems += [Rathole(svc, work, args.rathole, tls=True), Rathole(svc, work, args.rathole, tls=False)]
+    else:
+        log(f"rathole not found at {args.rathole}: comparing with direct only")
+
+    results = {s.name: {"tcp_gbps": [], "http_rps": [], "p50_ms": [], "p99_ms": [], "max_ms": []} for s in systems}
+    for s in systems:
+        if s.pids():
+            results[s.name]["idle_rss_mib"] = sum(rss_kib(p) for p in s.pids()) / 1024
+    for run in range(args.runs):
+        for s in systems:
+            e = s.endpoints()
+            log(f"run {run + 1}/{args.runs}: {s.name}")
+            r = results[s.name]
+            r["tcp_gbps"].append(iperf(e["iperf"], args.secs))
+            r["http_rps"].append(wrk(e["http"], e["host"], args.secs, 50, 2)["rps"])
+            lat = wrk(e["http"], e["host"], args.secs, 1, 1, latency=True)
+            r["p50_ms"].append(lat["p50_ms"])
+            r["p99_ms"].append(lat["p99_ms"])
+            r["max_ms"].append(lat["max_ms"])
+    for s in systems:
+        if s.pids():
+            results[s.name]["kib_per_held_conn"] = held_connections(s.endpoints()["echo"], args.held, s.pids())
+        if hasattr(s, "restart_recovery"):
+            results[s.name]["restart_recovery_s"] = median([s.restart_recovery() for _ in range(args.runs)])
+
+    for p in PROCS:
+        stop(p)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+    d = results["direct"]
+    print(f"\nMedians of {args.runs} runs, {args.secs} s each, {os.cpu_count()} cores, loopback.\n")
+    print("| system | TCP Gbit/s | vs direct | HTTP req/s (50 conns) | vs direct | serial p50 ms | p99 ms | max ms |"
+          " idle RSS MiB | KiB/held conn | restart recovery s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        t, h = median(r["tcp_gbps"]), median(r["http_rps"])
+        print(f"| {name} | {t:.2f} | {t / median(d['tcp_gbps']):.0%} | {h:,.0f} | {h / median(d['http_rps']):.0%} | "
+              f"{median(r['p50_ms']):.3f} | {median(r['p99_ms']):.3f} | {median(r['max_ms']):.2f} | "
+              f"{r.get('idle_rss_mib', 0):.1f} | {r.get('kib_per_held_conn', float('nan')):.1f} | "
+              f"{r.get('restart_recovery_s', float('nan')):.2f} |")
+    if "rathole" in results:
+        rt, rh = results["rustunnel"], results["rathole"]
+        print(f"\nrustunnel / rathole (TLS both): TCP {median(rt['tcp_gbps']) / median(rh['tcp_gbps']):.2f}x, "
+              f"HTTP {median(rt['http_rps']) / median(rh['http_rps']):.2f}x")
+    if "rathole-plain" in results:
+        rt, rp = results["rustunnel"], results["rathole-plain"]
+        print(f"rustunnel (TLS) / rathole (plain TCP): TCP {median(rt['tcp_gbps']) / median(rp['tcp_gbps']):.2f}x, "
+              f"HTTP {median(rt['http_rps']) / median(rp['http_rps']):.2f}x")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        for p in PROCS:
+            if p.poll() is None:
+                p.kill()

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Reruns the side-by-side benchmarks: installs the tools, builds release binaries, runs bench.py.
+# Usage: bench/run.sh [--runs N] [--secs S] [--held N] [--json out.json]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+for t in iperf3 wrk nginx openssl; do command -v "$t" >/dev/null || need+=("$t"); done
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]/nginx/nginx-light}" >/dev/null
+fi
+if ! command -v rathole >/dev/null && [ ! -x bench/.work/bin/rathole ]; then
+  cargo install --locked --root bench/.work rathole
+fi
+cargo build --release --locked -p rustunnel-server -p rustunnel-cli
+exec python3 bench/bench.py "$@"

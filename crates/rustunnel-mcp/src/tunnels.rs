@@ -1,0 +1,348 @@
+//! Tunnels run in-process: each `create_tunnel` starts a [`rustunnel_client::ClientHandle`] on
+//! this runtime (its own control connection), waits for its `tunnel_ready` event and returns.
+//! No child process, no polling: on loopback a tunnel is ready in milliseconds.
+//!
+//! Every tunnel is owned by the [`TunnelManager`]: a monitor task per tunnel drains the client's
+//! events (so the client never blocks on a full channel), forgets the tunnel when the server
+//! closes it, and stops the client when asked. [`TunnelManager::shutdown`] stops them all; the MCP
+//! server calls it when stdin closes.
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustunnel_client::{ClientHandle, ClientOptions, Event, TlsOptions, TunnelConfig};
+use rustunnel_proto::Protocol;
+use serde::Serialize;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Most tunnels one MCP server keeps open at once.
+pub const MAX_TUNNELS: usize = 64;
+/// Longest wait for the server to confirm a tunnel.
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the local-service check waits for a TCP connection.
+pub const LOCAL_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One tunnel to open.
+#[derive(Clone)]
+pub struct TunnelRequest {
+    pub protocol: Protocol,
+    pub local_host: String,
+    pub local_port: u16,
+    pub subdomain: Option<String>,
+    pub remote_port: Option<u16>,
+    /// Control-plane `host:port`.
+    pub server: String,
+    pub token: String,
+    pub tls: TlsOptions,
+}
+
+impl std::fmt::Debug for TunnelRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TunnelRequest")
+            .field("protocol", &self.protocol)
+            .field("local", &self.local_addr())
+            .field("subdomain", &self.subdomain)
+            .field("remote_port", &self.remote_port)
+            .field("server", &self.server)
+            .finish()
+    }
+}
+
+impl TunnelRequest {
+    pub fn local_addr(&self) -> String {
+        if self.local_host.contains(':') {
+            format!("[{}]:{}", self.local_host, self.local_port)
+        } else {
+            format!("{}:{}", self.local_host, self.local_port)
+        }
+    }
+
+    fn tunnel_config(&self) -> TunnelConfig {
+        let name = match &self.subdomain {
+            Some(s) => s.clone(),
+            None => format!("mcp-{}-{}", self.protocol.as_str(), self.local_port),
+        };
+        let mut t = TunnelConfig::new(name, self.protocol, self.local_port);
+        t.local_host = self.local_host.clone();
+        t.subdomain = self.subdomain.clone();
+        t.remote_port = self.remote_port;
+        t
+    }
+}
+
+/// A tunnel this MCP server opened and keeps open.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OpenedTunnel {
+    pub tunnel_id: String,
+    pub name: String,
+    pub protocol: String,
+    pub public_url: String,
+    pub public_urls: Vec<String>,
+    pub local_addr: String,
+    pub server: String,
+}
+
+/// Why a tunnel did not open.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The local service is not there (checked before connecting).
+    #[error("nothing is listening on {addr} ({detail})")]
+    LocalUnreachable { addr: String, detail: String },
+    /// The control plane did not answer.
+    #[error("server unreachable at {server}: is rustunnel-server running? ({detail})")]
+    ServerUnreachable { server: String, detail: String },
+    /// The server refused the token.
+    #[error("token rejected by the server{}", if message.contains("token rejected") { String::new() } else { format!(": {message}") })]
+    Unauthorized { message: String },
+    /// Any other refusal or failure the client reported (subdomain taken, TLS, ...).
+    #[error("{message}")]
+    Client { code: String, message: String, hint: String },
+    /// The server did not confirm the tunnel in time.
+    #[error("the server at {server} did not confirm the tunnel within {}s", OPEN_TIMEOUT.as_secs())]
+    Timeout { server: String },
+    /// The tool call was cancelled by the MCP client.
+    #[error("cancelled by the client before the tunnel was ready")]
+    Cancelled,
+    /// The MCP server is exiting.
+    #[error("the MCP server is shutting down")]
+    ShuttingDown,
+    /// [`MAX_TUNNELS`] are open already.
+    #[error("{MAX_TUNNELS} tunnels are open already")]
+    TooMany,
+}
+
+impl OpenError {
+    pub fn code(&self) -> &str {
+        match self {
+            OpenError::LocalUnreachable { .. } => "local_service_unreachable",
+            OpenError::ServerUnreachable { .. } => "server_unreachable",
+            OpenError::Unauthorized { .. } => "unauthorized",
+            OpenError::Client { code, .. } => code,
+            OpenError::Timeout { .. } => "timeout",
+            OpenError::Cancelled => "cancelled",
+            OpenError::ShuttingDown => "shutting_down",
+            OpenError::TooMany => "too_many_tunnels",
+        }
+    }
+
+    pub fn hint(&self) -> String {
+        match self {
+            OpenError::LocalUnreachable { .. } => {
+                "start the local service first, or pass the port (and local_host) it really listens on".into()
+            }
+            OpenError::ServerUnreachable { .. } => {
+                "start rustunnel-server, or start rustunnel-mcp with --server HOST:PORT pointing at its control plane (default port 4040)".into()
+            }
+            OpenError::Unauthorized { .. } => {
+                "pass a valid `token` argument or set RUSTUNNEL_TOKEN in the MCP server's environment".into()
+            }
+            OpenError::Client { hint, .. } => hint.clone(),
+            OpenError::Timeout { .. } => "check that --server points at the rustunnel control plane".into(),
+            OpenError::Cancelled | OpenError::ShuttingDown => "call create_tunnel again".into(),
+            OpenError::TooMany => "close tunnels you no longer need with close_tunnel".into(),
+        }
+    }
+}
+
+struct LiveTunnel {
+    info: OpenedTunnel,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+type LiveMap = Arc<Mutex<HashMap<String, LiveTunnel>>>;
+
+fn lock(m: &LiveMap) -> std::sync::MutexGuard<'_, HashMap<String, LiveTunnel>> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Owns every tunnel this MCP server opened.
+pub struct TunnelManager {
+    live: LiveMap,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl Default for TunnelManager {
+    fn default() -> Self {
+        Self::new(CancellationToken::new())
+    }
+}
+
+impl TunnelManager {
+    /// `shutdown` stops every tunnel when cancelled.
+    pub fn new(shutdown: CancellationToken) -> Self {
+        TunnelManager { live: Default::default(), tasks: TaskTracker::new(), shutdown }
+    }
+
+    /// Checks that something accepts TCP connections at the local address (http/tcp tunnels).
+    pub async fn check_local(req: &TunnelRequest) -> Result<(), OpenError> {
+        if req.protocol == Protocol::Udp {
+            // UDP has no handshake to probe; a missing service shows up as unanswered datagrams.
+            return Ok(());
+        }
+        rustunnel_client::net::connect_tcp(&req.local_host, req.local_port, LOCAL_CHECK_TIMEOUT)
+            .await
+            .map(drop)
+            .map_err(|e| OpenError::LocalUnreachable { addr: req.local_addr(), detail: e.to_string() })
+    }
+
+    /// Opens a tunnel and keeps it open until [`Self::close`] or shutdown. `cancel` aborts the
+    /// attempt (MCP cancellation); `progress` hears each step.
+    pub async fn open<P, Fut>(
+        &self,
+        req: TunnelRequest,
+        cancel: CancellationToken,
+        progress: P,
+    ) -> Result<OpenedTunnel, OpenError>
+    where
+        P: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        if self.shutdown.is_cancelled() {
+            return Err(OpenError::ShuttingDown);
+        }
+        if lock(&self.live).len() >= MAX_TUNNELS {
+            return Err(OpenError::TooMany);
+        }
+        progress(format!("checking that something listens on {}", req.local_addr())).await;
+        Self::check_local(&req).await?;
+        progress(format!("connecting to the rustunnel server at {}", req.server)).await;
+        let mut opts = ClientOptions::new(req.server.clone(), req.token.clone());
+        opts.tls = req.tls.clone();
+        opts.reconnect = true;
+        opts.tunnels = vec![req.tunnel_config()];
+        let mut client = ClientHandle::spawn(opts);
+        let deadline = tokio::time::sleep(OPEN_TIMEOUT);
+        tokio::pin!(deadline);
+        let outcome = loop {
+            tokio::select! {
+                ev = client.events.recv() => match ev {
+                    Some(Event::TunnelReady { tunnel_id, name, protocol, public_url, public_urls, local_addr }) => {
+                        break Ok(OpenedTunnel {
+                            tunnel_id, name, protocol: protocol.as_str().to_string(), public_url, public_urls,
+                            local_addr, server: req.server.clone(),
+                        });
+                    }
+                    // Before the first tunnel_ready every error is final for this call: the
+                    // agent gets the reason now instead of a client retrying in the background.
+                    Some(Event::Error { code, message, hint, .. }) => break Err(client_error(&req.server, code, message, hint)),
+                    Some(Event::TunnelClosed { message, .. }) => {
+                        break Err(OpenError::Client { code: "tunnel_closed".into(), message, hint: "call create_tunnel again".into() });
+                    }
+                    Some(_) => {}
+                    None => break Err(OpenError::Client {
+                        code: "client_stopped".into(),
+                        message: "the tunnel client stopped before the tunnel was ready".into(),
+                        hint: "call create_tunnel again".into(),
+                    }),
+                },
+                _ = cancel.cancelled() => break Err(OpenError::Cancelled),
+                _ = self.shutdown.cancelled() => break Err(OpenError::ShuttingDown),
+                _ = &mut deadline => break Err(OpenError::Timeout { server: req.server.clone() }),
+            }
+        };
+        let info = match outcome {
+            Ok(i) => i,
+            Err(e) => {
+                stop_client(client).await;
+                return Err(e);
+            }
+        };
+        progress(format!("tunnel ready at {}", info.public_url)).await;
+        self.adopt(client, info.clone());
+        Ok(info)
+    }
+
+    /// Hands a ready client to a monitor task and records it.
+    fn adopt(&self, mut client: ClientHandle, info: OpenedTunnel) {
+        let stop = self.shutdown.child_token();
+        let live = self.live.clone();
+        let id = info.tunnel_id.clone();
+        // Held across the spawn so the monitor cannot remove the entry before it exists.
+        let mut map = lock(&self.live);
+        let task = self.tasks.spawn({
+            let stop = stop.clone();
+            let id = id.clone();
+            async move {
+                loop {
+                    tokio::select! {
+                        ev = client.events.recv() => match ev {
+                            Some(Event::TunnelClosed { reason, .. }) => {
+                                tracing::info!(tunnel_id = %id, %reason, "tunnel closed by the server");
+                                break;
+                            }
+                            Some(Event::Error { fatal: true, message, .. }) => {
+                                tracing::warn!(tunnel_id = %id, %message, "tunnel client ended");
+                                break;
+                            }
+                            Some(_) => {}
+                            None => break,
+                        },
+                        _ = stop.cancelled() => break,
+                    }
+                }
+                stop_client(client).await;
+                lock(&live).remove(&id);
+            }
+        });
+        map.insert(id, LiveTunnel { info, stop, task });
+    }
+
+    /// Stops one of our tunnels and waits until its control connection is closed. `false` if it
+    /// is not one of ours.
+    pub async fn close(&self, tunnel_id: &str) -> bool {
+        let entry = lock(&self.live).remove(tunnel_id);
+        match entry {
+            Some(t) => {
+                t.stop.cancel();
+                let _ = t.task.await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn is_ours(&self, tunnel_id: &str) -> bool {
+        lock(&self.live).contains_key(tunnel_id)
+    }
+
+    /// The tunnels currently open, sorted by id.
+    pub fn list(&self) -> Vec<OpenedTunnel> {
+        let mut v: Vec<OpenedTunnel> = lock(&self.live).values().map(|t| t.info.clone()).collect();
+        v.sort_by(|a, b| a.tunnel_id.cmp(&b.tunnel_id));
+        v
+    }
+
+    /// Stops every tunnel and waits (bounded) for their clients to end.
+    pub async fn shutdown(&self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await.is_err() {
+            tracing::warn!("some tunnel clients did not stop within 5s");
+        }
+    }
+}
+
+/// Stops a client without letting its run loop block on an undrained event channel.
+async fn stop_client(mut client: ClientHandle) {
+    client.events.close();
+    while client.events.try_recv().is_ok() {}
+    if tokio::time::timeout(Duration::from_secs(3), client.stop()).await.is_err() {
+        tracing::warn!("tunnel client did not stop within 3s");
+    }
+}
+
+fn client_error(server: &str, code: String, message: String, hint: String) -> OpenError {
+    match code.as_str() {
+        "server_unreachable" => {
+            // The client's message repeats "server unreachable at ADDR: "; keep only the cause.
+            let detail = message.split_once(": ").map(|(_, d)| d.to_string()).unwrap_or(message);
+            OpenError::ServerUnreachable { server: server.to_string(), detail }
+        }
+        "unauthorized" => OpenError::Unauthorized { message },
+        _ => OpenError::Client { code, message, hint },
+    }
+}

@@ -1,0 +1,182 @@
+//! Pool alerts: a JSON POST to each webhook (the members' and the server-wide one), with a
+//! deadline per attempt and a few retries. Plain `http://` webhooks; each POST drives its own
+//! HTTP/1.1 connection inside the delivering task, so nothing outlives the server's tracker.
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{header, Request, Uri};
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use tokio::net::TcpStream;
+
+use crate::pool::{Alert, AlertKind};
+
+/// Deadline of one delivery attempt (connect, send, response head).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Attempts per webhook, and the pause before each retry.
+pub const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(250), Duration::from_secs(1)];
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("webhook URL must be http://host[:port]/path (got '{0}')")]
+    BadUrl(String),
+    #[error("webhook host does not resolve")]
+    Resolve,
+    #[error("webhook unreachable: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("webhook request failed: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("webhook answered HTTP {0}")]
+    Status(u16),
+    #[error("webhook timed out")]
+    Timeout,
+}
+
+/// Checks a webhook URL before it is accepted from a member.
+pub fn parse_webhook(url: &str) -> Result<Uri, WebhookError> {
+    let bad = || WebhookError::BadUrl(url.chars().take(80).collect());
+    if url.len() > crate::pool::MAX_WEBHOOK_LEN {
+        return Err(bad());
+    }
+    let uri: Uri = url.parse().map_err(|_| bad())?;
+    if uri.scheme_str() != Some("http") || uri.host().is_none_or(str::is_empty) {
+        return Err(bad());
+    }
+    Ok(uri)
+}
+
+#[derive(Debug, Serialize)]
+pub struct AlertBody<'a> {
+    pub event: &'a AlertKind,
+    pub pool: &'a str,
+    pub protocol: &'a str,
+    pub public_url: &'a str,
+    pub healthy_members: usize,
+    pub members: Vec<AlertMember<'a>>,
+    /// RFC 3339, UTC.
+    pub time: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AlertMember<'a> {
+    pub tunnel_id: &'a str,
+    pub healthy: bool,
+    pub draining: bool,
+    pub detail: &'a str,
+}
+
+pub fn body(alert: &Alert, now: SystemTime) -> Vec<u8> {
+    let b = AlertBody {
+        event: &alert.kind,
+        pool: &alert.pool.name,
+        protocol: alert.pool.protocol.as_str(),
+        public_url: &alert.public_url,
+        healthy_members: alert.members.iter().filter(|m| m.healthy && !m.draining).count(),
+        members: alert
+            .members
+            .iter()
+            .map(|m| AlertMember { tunnel_id: &m.tunnel_id, healthy: m.healthy, draining: m.draining, detail: &m.detail })
+            .collect(),
+        time: rfc3339(now),
+    };
+    serde_json::to_vec(&b).unwrap_or_default()
+}
+
+/// POSTs `body` to `url`, retrying on failure. Returns the last error when every attempt failed.
+pub async fn deliver(url: &str, body: Bytes) -> Result<(), WebhookError> {
+    let uri = parse_webhook(url)?;
+    let mut last = WebhookError::Timeout;
+    for attempt in 0..=RETRY_DELAYS.len() {
+        if attempt > 0 {
+            tokio::time::sleep(RETRY_DELAYS[attempt - 1]).await;
+        }
+        match tokio::time::timeout(ATTEMPT_TIMEOUT, post(&uri, body.clone())).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => last = e,
+            Err(_) => last = WebhookError::Timeout,
+        }
+    }
+    Err(last)
+}
+
+async fn post(uri: &Uri, body: Bytes) -> Result<(), WebhookError> {
+    let host = uri.host().ok_or_else(|| WebhookError::BadUrl(uri.to_string()))?;
+    let port = uri.port_u16().unwrap_or(80);
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addr = tokio::net::lookup_host((bare, port)).await?.next().ok_or(WebhookError::Resolve)?;
+    let tcp = TcpStream::connect(addr).await?;
+    let _ = tcp.set_nodelay(true);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(tcp)).await?;
+    let authority = uri.authority().map(|a| a.as_str().to_string()).unwrap_or_default();
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let req = Request::post(path)
+        .header(header::HOST, authority)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::USER_AGENT, concat!("rustunnel-server/", env!("CARGO_PKG_VERSION")))
+        .body(Full::new(body))
+        .map_err(|_| WebhookError::BadUrl(uri.to_string()))?;
+    let send = async {
+        let resp = sender.send_request(req).await?;
+        Ok::<_, WebhookError>(resp.status())
+    };
+    // The connection is driven here, next to the request, and dropped with it.
+    let status = tokio::select! {
+        r = send => r?,
+        r = conn => {
+            r?;
+            return Err(WebhookError::Status(0));
+        }
+    };
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(WebhookError::Status(status.as_u16()))
+    }
+}
+
+/// `2024-05-01T12:34:56Z` without a date crate (civil-from-days, Howard Hinnant).
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_format() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_709_251_199)), "2024-02-29T23:59:59Z");
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn webhook_urls() {
+        assert!(parse_webhook("http://127.0.0.1:9/hook").is_ok());
+        assert!(parse_webhook("https://example.com/hook").is_err());
+        assert!(parse_webhook("file:///etc/passwd").is_err());
+        assert!(parse_webhook("/relative").is_err());
+        assert!(parse_webhook(&format!("http://a/{}", "x".repeat(600))).is_err());
+    }
+
+    #[tokio::test]
+    async fn unreachable_webhook_fails_after_retries() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let started = std::time::Instant::now();
+        let r = deliver(&format!("http://127.0.0.1:{port}/x"), Bytes::from_static(b"{}")).await;
+        assert!(matches!(r, Err(WebhookError::Io(_))), "{r:?}");
+        assert!(started.elapsed() >= Duration::from_millis(1250), "retried with backoff");
+    }
+}

@@ -1,0 +1,287 @@
+//! The control-plane and edge lines of SECURITY.md, as tests: what an attacker sends, and the
+//! behaviour we promise (bounded, explicit, never a panic, other tunnels unaffected).
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use http::StatusCode;
+use rustunnel_proto::{ClientMsg, ErrorCode, Protocol, ServerMsg, PROTOCOL_VERSION};
+use rustunnel_testkit::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+async fn quick_server() -> TestServer {
+    TestServer::start_with(|c| {
+        c.handshake_timeout = Duration::from_millis(400);
+        c.header_timeout = Duration::from_millis(400);
+        c.allow_anonymous = false;
+    })
+    .await
+}
+
+/// Reads until EOF or error; returns how long that took.
+async fn time_to_close(s: &mut (impl tokio::io::AsyncRead + Unpin)) -> Duration {
+    let start = Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return start.elapsed(),
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("connection still open after 5 s"),
+        }
+    }
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
+
+async fn control_ws(server: &TestServer) -> Ws {
+    let tls = rustunnel_client::tls::client_config(&rustunnel_client::TlsOptions { insecure: true, ca: None }, &[b"http/1.1"]).unwrap();
+    let tcp = TcpStream::connect(server.handle.control_addr()).await.unwrap();
+    let s = tokio_rustls::TlsConnector::from(tls)
+        .connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let url = format!("wss://localhost:{}/v1/control", server.handle.control_addr().port());
+    tokio_tungstenite::client_async(url, s).await.unwrap().0
+}
+
+async fn first_server_msg(ws: &mut Ws) -> ServerMsg {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap() {
+            Some(Ok(Message::Text(t))) => return ServerMsg::decode(t.as_str()).unwrap(),
+            Some(Ok(_)) => continue,
+            other => panic!("no message: {other:?}"),
+        }
+    }
+}
+
+async fn hello(ws: &mut Ws, version: u32, token: &str) -> ServerMsg {
+    let msg = ClientMsg::Hello { version, token: token.into(), agent: "attacker".into() };
+    ws.send(Message::text(msg.encode())).await.unwrap();
+    first_server_msg(ws).await
+}
+
+#[tokio::test]
+async fn silent_client_is_closed_at_the_handshake_deadline() {
+    let server = quick_server().await;
+    // Silent before TLS.
+    let mut s = TcpStream::connect(server.handle.control_addr()).await.unwrap();
+    let t = time_to_close(&mut s).await;
+    assert!(t < Duration::from_secs(2), "closed after {t:?}");
+    // Silent after the WebSocket upgrade: no hello.
+    let mut ws = control_ws(&server).await;
+    let start = Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap();
+    assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{end:?}");
+    assert!(start.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn drip_feeding_headers_is_cut_off() {
+    let server = quick_server().await;
+    let tls = rustunnel_client::tls::client_config(&rustunnel_client::TlsOptions { insecure: true, ca: None }, &[b"http/1.1"]).unwrap();
+    let tcp = TcpStream::connect(server.handle.control_addr()).await.unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(tls)
+        .connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let mut closed = false;
+    for b in b"GET /v1/control HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter() {
+        if s.write_all(&[*b]).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if start.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    if !closed {
+        time_to_close(&mut s).await;
+    }
+    assert!(start.elapsed() < Duration::from_secs(4), "drip lasted {:?}", start.elapsed());
+}
+
+#[tokio::test]
+async fn garbage_and_wrong_protocols_are_closed_quietly() {
+    let server = quick_server().await;
+    let app = http_app("app").await;
+    let (_c, ready) = server.client(vec![tunnel("web", Protocol::Http, app.port())]).await;
+    let control = server.handle.control_addr();
+    let edge = server.http_addr();
+    let mut tasks = Vec::new();
+    for i in 0..40u8 {
+        tasks.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(control).await.unwrap();
+            let junk: Vec<u8> = match i % 3 {
+                0 => (0..4096u32).map(|x| (x as u8).wrapping_mul(31).wrapping_add(i)).collect(),
+                1 => b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+                _ => vec![0xff; 65536],
+            };
+            let _ = s.write_all(&junk).await;
+            time_to_close(&mut s).await
+        }));
+    }
+    // Meanwhile the tunnel keeps serving.
+    for _ in 0..10 {
+        assert_eq!(get(edge, &ready[0].host(), "/").await.0, StatusCode::OK);
+    }
+    for t in tasks {
+        assert!(t.await.unwrap() < Duration::from_secs(3));
+    }
+}
+
+#[tokio::test]
+async fn bad_tokens_all_get_the_same_answer() {
+    let server = quick_server().await;
+    let huge = "t".repeat(1 << 20);
+    let good = server.handle.admin_token().to_string();
+    let trailing = format!("{good}\n");
+    let mut answers = Vec::new();
+    for token in ["", "wrong", trailing.as_str()] {
+        let mut ws = control_ws(&server).await;
+        answers.push(hello(&mut ws, PROTOCOL_VERSION, token).await);
+    }
+    // A 1 MB token does not even fit in a control frame: the connection is closed.
+    let mut ws = control_ws(&server).await;
+    let msg = ClientMsg::Hello { version: PROTOCOL_VERSION, token: huge, agent: String::new() };
+    let _ = ws.send(Message::text(msg.encode())).await;
+    let end = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap();
+    assert!(!matches!(end, Some(Ok(Message::Text(ref t))) if t.contains("welcome")), "{end:?}");
+    for a in &answers {
+        assert_eq!(a, &answers[0]);
+        assert!(matches!(a, ServerMsg::Rejected { code: ErrorCode::Unauthorized, .. }), "{a:?}");
+    }
+    let mut ws = control_ws(&server).await;
+    assert!(matches!(hello(&mut ws, PROTOCOL_VERSION, &good).await, ServerMsg::Welcome { .. }));
+}
+
+#[tokio::test]
+async fn repeated_failures_are_rate_limited_per_ip() {
+    let server = quick_server().await;
+    let mut last = None;
+    for _ in 0..12 {
+        let mut ws = control_ws(&server).await;
+        last = Some(hello(&mut ws, PROTOCOL_VERSION, "wrong").await);
+    }
+    assert!(matches!(last, Some(ServerMsg::Rejected { code: ErrorCode::RateLimited, .. })), "{last:?}");
+}
+
+#[tokio::test]
+async fn version_mismatch_says_upgrade() {
+    let server = quick_server().await;
+    let mut ws = control_ws(&server).await;
+    let answer = hello(&mut ws, PROTOCOL_VERSION + 1, server.handle.admin_token()).await;
+    let ServerMsg::Rejected { code, message } = answer else { panic!("{answer:?}") };
+    assert_eq!(code, ErrorCode::VersionMismatch);
+    assert!(message.contains("upgrade rustunnel"), "{message}");
+}
+
+#[tokio::test]
+async fn oversized_and_unknown_messages_after_auth() {
+    let server = quick_server().await;
+    let mut ws = control_ws(&server).await;
+    assert!(matches!(hello(&mut ws, PROTOCOL_VERSION, server.handle.admin_token()).await, ServerMsg::Welcome { .. }));
+    // Unknown message type: an explicit error, session continues.
+    ws.send(Message::text(r#"{"type":"teleport","to":"mars"}"#)).await.unwrap();
+    let reply = loop {
+        match first_server_msg(&mut ws).await {
+            ServerMsg::Ping { .. } | ServerMsg::RequestLog { .. } => continue,
+            m => break m,
+        }
+    };
+    assert!(matches!(reply, ServerMsg::Error { code: ErrorCode::BadRequest, ref message } if message.contains("upgrade")), "{reply:?}");
+    ws.send(Message::text(ClientMsg::Ping { nonce: 7 }.encode())).await.unwrap();
+    loop {
+        match first_server_msg(&mut ws).await {
+            ServerMsg::Pong { nonce: 7 } => break,
+            _ => continue,
+        }
+    }
+    // An oversized frame closes this connection only.
+    let _ = ws.send(Message::text("x".repeat(1 << 20))).await;
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(_))) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!matches!(end, Some(Ok(Message::Text(_)))));
+    assert!(server.handle.shared().sessions.read().unwrap().is_empty() || {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        server.handle.shared().sessions.read().unwrap().is_empty()
+    });
+}
+
+#[tokio::test]
+async fn data_connections_need_the_session_key() {
+    let server = quick_server().await;
+    let tls = rustunnel_client::tls::client_config(&rustunnel_client::TlsOptions { insecure: true, ca: None }, &[b"http/1.1"]).unwrap();
+    let dialer = rustunnel_client::net::Dialer { host: "localhost".into(), port: server.handle.control_addr().port(), tls };
+    // Unknown session.
+    assert!(rustunnel_client::forward::open_data_conn(&dialer, "no-such-session", "k").await.is_err());
+    // A real session with a wrong key.
+    let mut ws = control_ws(&server).await;
+    let ServerMsg::Welcome { session_id, data_key, .. } = hello(&mut ws, PROTOCOL_VERSION, server.handle.admin_token()).await else {
+        panic!()
+    };
+    assert!(rustunnel_client::forward::open_data_conn(&dialer, &session_id, "0000").await.is_err());
+    assert!(rustunnel_client::forward::open_data_conn(&dialer, &session_id, &data_key).await.is_ok());
+}
+
+#[tokio::test]
+async fn pending_connections_are_capped_per_ip() {
+    let server = quick_server().await;
+    let control = server.handle.control_addr();
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        held.push(TcpStream::connect(control).await.unwrap());
+    }
+    // Give the accept loop time to register all 64.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut extra = TcpStream::connect(control).await.unwrap();
+    let t = time_to_close(&mut extra).await;
+    assert!(t < Duration::from_millis(300), "over-cap connection closed at once, took {t:?}");
+    drop(held);
+}
+
+async fn raw_edge(server: &TestServer, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(server.http_addr()).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn edge_refuses_smuggling_and_oversized_headers() {
+    let server = quick_server().await;
+    let app = http_app("app").await;
+    let (_c, ready) = server.client(vec![tunnel("web", Protocol::Http, app.port())]).await;
+    let host = ready[0].host();
+    let both = format!(
+        "POST /hash HTTP/1.1\r\nHost: {host}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: {host}\r\n\r\n"
+    );
+    // hyper applies RFC 9112 6.1: Transfer-Encoding wins, Content-Length is dropped, and the
+    // connection is closed after one response, so the trailing request is never served; the
+    // local service gets one request re-framed by the tunnel (no desync possible downstream).
+    let out = raw_edge(&server, both.as_bytes()).await;
+    assert_eq!(out.matches("HTTP/1.1 ").count(), 1, "no second (smuggled) response: {out}");
+    assert!(out.to_ascii_lowercase().contains("connection: close"), "{out}");
+    assert!(out.ends_with(&sha256_hex(b"")), "the body was read as the empty chunked body: {out}");
+    let bad_chunk = format!("POST /hash HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n");
+    let out = raw_edge(&server, bad_chunk.as_bytes()).await;
+    assert!(!out.contains("200 OK"), "{out}");
+    let big = format!("GET / HTTP/1.1\r\nHost: {host}\r\nX-Big: {}\r\n\r\n", "a".repeat(100 * 1024));
+    let out = raw_edge(&server, big.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 431"), "{}", &out[..out.len().min(200)]);
+    // Slowloris: headers never finish -> closed at the header deadline.
+    let mut s = TcpStream::connect(server.http_addr()).await.unwrap();
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\n").as_bytes()).await.unwrap();
+    assert!(time_to_close(&mut s).await < Duration::from_secs(3));
+}

@@ -1,0 +1,416 @@
+//! Load-balanced pools end to end, in process, on loopback: distribution, wrong key, health
+//! checks with failover under load, flapping with webhook alerts received by a real local HTTP
+//! listener, graceful leave without dropped requests, TCP pools.
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use rustunnel_client::health::{HealthCheck, HealthKind};
+use rustunnel_client::{ClientHandle, TunnelConfig};
+use rustunnel_proto::Protocol;
+use rustunnel_server::pool::PoolSnapshot;
+use rustunnel_testkit::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const KEY: &str = "s3cret-pool-key";
+
+fn fast_check(path: &str) -> HealthCheck {
+    HealthCheck {
+        kind: HealthKind::Http { path: path.into(), expect_2xx: true },
+        interval: Duration::from_millis(100),
+        timeout: Duration::from_millis(500),
+        max_failed: 2,
+        alert_webhook: None,
+    }
+}
+
+fn member(name: &str, protocol: Protocol, port: u16, pool: &str) -> TunnelConfig {
+    tunnel(name, protocol, port).with_group(pool, KEY)
+}
+
+fn pools(server: &TestServer) -> Vec<PoolSnapshot> {
+    server.handle.shared().pools()
+}
+
+async fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An HTTP app whose `/health` answers 200 or 503 as `healthy` says; `/` names the app.
+async fn toggled_app(name: &'static str, healthy: Arc<AtomicBool>) -> Service2 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = tokio::select! {
+                r = l.accept() => match r { Ok(x) => x, Err(_) => continue },
+                _ = c.cancelled() => return,
+            };
+            let healthy = healthy.clone();
+            let c2 = c.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let ok = healthy.load(Ordering::SeqCst);
+                    async move {
+                        let resp = if req.uri().path() == "/health" {
+                            let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                            Response::builder().status(status).body(Full::new(Bytes::from("health"))).unwrap()
+                        } else {
+                            Response::new(Full::new(Bytes::from(format!("hello from {name}\n"))))
+                        };
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc);
+                tokio::select! { _ = conn => {} _ = c2.cancelled() => {} }
+            });
+        }
+    });
+    Service2 { port, cancel }
+}
+
+struct Service2 {
+    port: u16,
+    cancel: CancellationToken,
+}
+
+impl Drop for Service2 {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// A real local HTTP listener recording every POST as (path, JSON body).
+async fn webhook_listener() -> (String, mpsc::UnboundedReceiver<(String, serde_json::Value)>, Service2) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = tokio::select! {
+                r = l.accept() => match r { Ok(x) => x, Err(_) => continue },
+                _ = c.cancelled() => return,
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let tx = tx.clone();
+                    async move {
+                        assert_eq!(req.method(), http::Method::POST);
+                        assert_eq!(req.headers()["content-type"], "application/json");
+                        let path = req.uri().path().to_string();
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                        let _ = tx.send((path, v));
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).await;
+            });
+        }
+    });
+    (format!("http://127.0.0.1:{port}"), rx, Service2 { port, cancel })
+}
+
+fn body_name(b: &Bytes) -> String {
+    String::from_utf8_lossy(b).trim().trim_start_matches("hello from ").to_string()
+}
+
+#[tokio::test]
+async fn one_config_two_members_share_a_subdomain_and_alternate() {
+    // The seed's example: ports 3000 and 3001 under subdomain "pool" with an HTTP health
+    // check, as one `rustunnel start` config with two tunnels in one pool.
+    let server = TestServer::start().await;
+    let (a, b) = (http_app("a").await, http_app("b").await);
+    let mut ta = member("pool-a", Protocol::Http, a.port(), "pool");
+    let mut tb = member("pool-b", Protocol::Http, b.port(), "pool");
+    ta.health_check = Some(fast_check("/"));
+    tb.health_check = Some(fast_check("/"));
+    let (_c, ready) = server.client(vec![ta, tb]).await;
+    let edge = server.http_addr();
+    assert_eq!(ready[0].public_url, format!("http://pool.localhost:{}", edge.port()));
+    assert_eq!(ready[0].public_url, ready[1].public_url);
+
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    for _ in 0..20 {
+        let (s, body) = get(edge, &ready[0].host(), "/").await;
+        assert_eq!(s, StatusCode::OK);
+        *seen.entry(body_name(&body)).or_default() += 1;
+    }
+    assert_eq!(seen.get("a"), Some(&10), "{seen:?}");
+    assert_eq!(seen.get("b"), Some(&10), "{seen:?}");
+
+    let p = pools(&server);
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].name, "pool");
+    assert_eq!(p[0].subdomain.as_deref(), Some("pool"));
+    assert_eq!(p[0].healthy_members, 2);
+    assert_eq!(p[0].members.iter().map(|m| m.requests).sum::<u64>(), 20);
+    assert!(p[0].members.iter().all(|m| m.requests == 10 && m.healthy));
+    assert!(p[0].members[0].health_check.as_deref().unwrap_or("").contains("http GET /"));
+    // The API serialises snapshots as they are; the group key appears nowhere.
+    let json = serde_json::to_string(&p).unwrap();
+    assert!(!json.contains(KEY));
+}
+
+#[tokio::test]
+async fn members_from_separate_clients_and_wrong_key_refused() {
+    let server = TestServer::start().await;
+    let (a, b, c) = (http_app("a").await, http_app("b").await, http_app("c").await);
+    let (_ca, ra) = server.client(vec![member("web", Protocol::Http, a.port(), "shop")]).await;
+    let (_cb, rb) = server.client(vec![member("web", Protocol::Http, b.port(), "shop")]).await;
+    assert_eq!(ra[0].public_url, rb[0].public_url);
+
+    let mut bad = tunnel("web", Protocol::Http, c.port()).with_group("shop", "not-the-key");
+    bad.subdomain = None;
+    let mut intruder = ClientHandle::spawn(server.client_options(vec![bad]));
+    let err = tokio::time::timeout(Duration::from_secs(10), intruder.wait_ready(1)).await.unwrap().unwrap_err();
+    assert!(err.to_string().contains("group_key_mismatch"), "{err}");
+    assert!(err.to_string().contains("wrong group key"), "{err}");
+
+    // A plain tunnel cannot take the pool's name either.
+    let mut plain = tunnel("web", Protocol::Http, c.port());
+    plain.subdomain = Some("shop".into());
+    let mut squatter = ClientHandle::spawn(server.client_options(vec![plain]));
+    let err = tokio::time::timeout(Duration::from_secs(10), squatter.wait_ready(1)).await.unwrap().unwrap_err();
+    assert!(err.to_string().contains("subdomain_taken") || err.to_string().contains("in use"), "{err}");
+
+    let mut names = std::collections::HashSet::new();
+    for _ in 0..10 {
+        let (s, body) = get(server.http_addr(), &ra[0].host(), "/").await;
+        assert_eq!(s, StatusCode::OK);
+        names.insert(body_name(&body));
+    }
+    assert_eq!(names, ["a".to_string(), "b".to_string()].into_iter().collect());
+    assert_eq!(pools(&server)[0].members.len(), 2, "the intruder never joined");
+}
+
+#[tokio::test]
+async fn failover_under_load_when_a_service_dies() {
+    let server = TestServer::start().await;
+    let a = http_app("a").await;
+    let b = http_app("b").await;
+    let mut ta = member("web", Protocol::Http, a.port(), "lbpool");
+    ta.health_check = Some(fast_check("/"));
+    let mut tb = member("web", Protocol::Http, b.port(), "lbpool");
+    tb.health_check = Some(fast_check("/"));
+    let (_ca, ready) = server.client(vec![ta]).await;
+    let (_cb, _) = server.client(vec![tb]).await;
+    let edge = server.http_addr();
+    let host = ready[0].host();
+
+    // Load: 4 workers sending requests back to back, recording (start, status, who).
+    let stop = CancellationToken::new();
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (stop, host) = (stop.clone(), host.clone());
+        workers.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            while !stop.is_cancelled() {
+                let started = Instant::now();
+                let (s, body) = get(edge, &host, "/").await;
+                out.push((started, s, body_name(&body)));
+            }
+            out
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(a); // the service behind member "a" dies
+    wait_until("member a marked unhealthy", Duration::from_secs(5), || {
+        pools(&server)[0].members.iter().any(|m| !m.healthy)
+    })
+    .await;
+    let marked = Instant::now();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.cancel();
+    let mut results = Vec::new();
+    for w in workers {
+        results.extend(w.await.unwrap());
+    }
+    let after: Vec<_> = results.iter().filter(|(t, _, _)| *t > marked).collect();
+    assert!(after.len() > 20, "load kept running: {}", after.len());
+    for (_, s, who) in &after {
+        assert_eq!(*s, StatusCode::OK, "no errors once the member is marked down");
+        assert_eq!(who, "b");
+    }
+    assert!(results.iter().any(|(_, _, who)| who == "a"), "a served before it died");
+    let p = &pools(&server)[0];
+    assert_eq!(p.healthy_members, 1);
+    let down = p.members.iter().find(|m| !m.healthy).unwrap();
+    assert!(!down.health_detail.is_empty(), "the failure is visible: {down:?}");
+}
+
+#[tokio::test]
+async fn flapping_member_alerts_down_and_recovered_to_both_webhooks() {
+    let (hook, mut alerts, _hook_svc) = webhook_listener().await;
+    let server_hook = format!("{hook}/server");
+    let server = TestServer::start_with(|c| c.alert_webhook = Some(server_hook.clone())).await;
+    let healthy = Arc::new(AtomicBool::new(true));
+    let app = toggled_app("flappy", healthy.clone()).await;
+    let mut t = member("web", Protocol::Http, app.port, "flap");
+    let mut check = fast_check("/health");
+    check.alert_webhook = Some(format!("{hook}/member"));
+    t.health_check = Some(check);
+    let (mut client, ready) = server.client(vec![t]).await;
+    let edge = server.http_addr();
+    let host = ready[0].host();
+    assert_eq!(get(edge, &host, "/").await.0, StatusCode::OK);
+
+    for round in 0..2 {
+        healthy.store(false, Ordering::SeqCst);
+        let down = next_alert(&mut alerts).await;
+        assert_eq!(down["event"], "pool_down", "round {round}: {down}");
+        assert_eq!(down["pool"], "flap");
+        assert_eq!(down["protocol"], "http");
+        assert_eq!(down["public_url"], ready[0].public_url);
+        assert_eq!(down["healthy_members"], 0);
+        assert_eq!(down["members"][0]["healthy"], false);
+        assert_eq!(down["members"][0]["detail"], "HTTP 503");
+        assert!(down["time"].as_str().unwrap().ends_with('Z'));
+        let unhealthy = |e: &rustunnel_client::Event| matches!(e, rustunnel_client::Event::Health { healthy: false, .. });
+        next_event(&mut client, unhealthy, Duration::from_secs(5)).await;
+        let (s, page) = get(edge, &host, "/").await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(String::from_utf8_lossy(&page).contains("No healthy backend"));
+
+        healthy.store(true, Ordering::SeqCst);
+        let up = next_alert(&mut alerts).await;
+        assert_eq!(up["event"], "pool_recovered", "round {round}: {up}");
+        assert_eq!(up["healthy_members"], 1);
+        assert_eq!(get(edge, &host, "/").await.0, StatusCode::OK);
+    }
+}
+
+/// The next alert, as received by both webhooks (the member's and the server's).
+async fn next_alert(alerts: &mut mpsc::UnboundedReceiver<(String, serde_json::Value)>) -> serde_json::Value {
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        got.push(tokio::time::timeout(Duration::from_secs(10), alerts.recv()).await.unwrap().unwrap());
+    }
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(got[0].0, "/member");
+    assert_eq!(got[1].0, "/server");
+    assert_eq!(got[0].1, got[1].1, "one alert, two webhooks");
+    got.remove(0).1
+}
+
+#[tokio::test]
+async fn graceful_leave_drops_no_request() {
+    let server = TestServer::start().await;
+    let (a, b) = (http_app("a").await, http_app("b").await);
+    let (ca, ready) = server.client(vec![member("web", Protocol::Http, a.port(), "calm")]).await;
+    let (_cb, _) = server.client(vec![member("web", Protocol::Http, b.port(), "calm")]).await;
+    let edge = server.http_addr();
+    let host = ready[0].host();
+
+    // Slow requests in flight on both members while "a" leaves.
+    let stop = CancellationToken::new();
+    let mut workers = Vec::new();
+    for _ in 0..6 {
+        let (stop, host) = (stop.clone(), host.clone());
+        workers.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            while !stop.is_cancelled() {
+                let started = Instant::now();
+                let (s, body) = get(edge, &host, "/slow?ms=300").await;
+                out.push((started, s, body));
+            }
+            out
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let leaving = Instant::now();
+    ca.stop().await.unwrap();
+    let left = Instant::now();
+    assert!(left - leaving >= Duration::from_millis(100), "the leave waited for in-flight requests");
+    let p = pools(&server);
+    assert_eq!(p[0].members.len(), 1, "a is gone from the pool");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.cancel();
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.unwrap());
+    }
+    assert!(all.len() >= 12);
+    for (_, s, body) in &all {
+        assert_eq!(*s, StatusCode::OK, "no request dropped: {}", String::from_utf8_lossy(body));
+    }
+    // Requests started after the leave all went to b (a's in-flight ones completed above).
+    let b_only = all.iter().filter(|(t, _, _)| *t > left).all(|(_, _, body)| body.as_ref() == b"slow done\n");
+    assert!(b_only);
+    let _ = a;
+}
+
+#[tokio::test]
+async fn tcp_pool_spreads_connections_and_fails_over() {
+    let server = TestServer::start().await;
+    let (a, b) = (http_app("a").await, http_app("b").await);
+    let tcp_check = |_: ()| HealthCheck {
+        kind: HealthKind::Tcp,
+        interval: Duration::from_millis(100),
+        timeout: Duration::from_millis(500),
+        max_failed: 1,
+        alert_webhook: None,
+    };
+    let mut ta = member("db", Protocol::Tcp, a.port(), "tcppool");
+    ta.health_check = Some(tcp_check(()));
+    let mut tb = member("db", Protocol::Tcp, b.port(), "tcppool");
+    tb.health_check = Some(tcp_check(()));
+    let (_ca, ra) = server.client(vec![ta]).await;
+    let (_cb, rb) = server.client(vec![tb]).await;
+    assert_eq!(ra[0].port(), rb[0].port(), "one shared port");
+    let port = ra[0].port();
+
+    async fn who(port: u16) -> String {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        let text = String::from_utf8_lossy(&out).to_string();
+        text.lines().last().unwrap_or("").trim_start_matches("hello from ").to_string()
+    }
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        seen.push(who(port).await);
+    }
+    assert_eq!(seen.iter().filter(|w| *w == "a").count(), 3, "{seen:?}");
+    assert_eq!(seen.iter().filter(|w| *w == "b").count(), 3, "{seen:?}");
+
+    drop(b);
+    wait_until("member b marked unhealthy", Duration::from_secs(5), || pools(&server)[0].healthy_members == 1).await;
+    for _ in 0..6 {
+        assert_eq!(who(port).await, "a");
+    }
+    let p = &pools(&server)[0];
+    assert_eq!(p.protocol, Protocol::Tcp);
+    assert_eq!(p.remote_port, Some(port));
+    assert!(p.members.iter().all(|m| m.connections >= 3));
+}
+
+#[tokio::test]
+async fn udp_pools_and_bad_group_names_are_refused() {
+    let server = TestServer::start().await;
+    let app = http_app("a").await;
+    let mut c = ClientHandle::spawn(server.client_options(vec![member("x", Protocol::Http, app.port(), "Bad.Name")]));
+    let err = tokio::time::timeout(Duration::from_secs(10), c.wait_ready(1)).await.unwrap().unwrap_err();
+    assert!(err.to_string().contains("invalid group name"), "{err}");
+    let mut c = ClientHandle::spawn(server.client_options(vec![member("x", Protocol::Udp, app.port(), "u")]));
+    let err = tokio::time::timeout(Duration::from_secs(10), c.wait_ready(1)).await.unwrap().unwrap_err();
+    assert!(err.to_string().contains("http and tcp"), "{err}");
+}
