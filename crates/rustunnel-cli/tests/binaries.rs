@@ -1,0 +1,257 @@
+//! The real `rustunnel-server` and `rustunnel` binaries, driven as a user would: start the
+//! server, run `rustunnel http|tcp|udp|start`, use the public URLs, stop with signals.
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use http::StatusCode;
+use rustunnel_testkit::*;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+const CLIENT: &str = env!("CARGO_BIN_EXE_rustunnel");
+
+fn server_bin() -> PathBuf {
+    let p = PathBuf::from(CLIENT).with_file_name("rustunnel-server");
+    assert!(p.exists(), "{} missing: run `cargo test --workspace` (or build rustunnel-server first)", p.display());
+    p
+}
+
+struct Server {
+    child: Child,
+    control: u16,
+    http: u16,
+    _dir: tempfile::TempDir,
+    admin_token: String,
+}
+
+async fn next_line(lines: &mut Lines<BufReader<ChildStdout>>) -> String {
+    tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await.expect("output in time").unwrap().expect("process still running")
+}
+
+fn port_after(line: &str) -> u16 {
+    line.rsplit(':').next().unwrap().trim().parse().unwrap()
+}
+
+async fn start_server(dev: bool) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(server_bin());
+    cmd.args(["--data-dir", dir.path().to_str().unwrap()])
+        .args(["--control-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--https-addr", "127.0.0.1:0"])
+        .args(["--tcp-ports", "21000-21999", "--udp-ports", "21000-21999"])
+        .env_remove("RUSTUNNEL_ADMIN_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    if dev {
+        cmd.arg("--dev");
+    } else {
+        cmd.args(["--admin-token", "admin-secret-for-tests"]);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut control, mut http) = (0, 0);
+    while control == 0 || http == 0 {
+        let line = next_line(&mut lines).await;
+        if line.contains("control plane") {
+            control = port_after(&line);
+        } else if line.contains("HTTP edge") {
+            http = port_after(&line);
+        }
+    }
+    // Keep draining stdout so the server never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let admin_token = if dev {
+        std::fs::read_to_string(dir.path().join("admin-token")).unwrap().trim().to_string()
+    } else {
+        "admin-secret-for-tests".into()
+    };
+    Server { child, control, http, _dir: dir, admin_token }
+}
+
+struct Client {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+async fn client(args: &[&str]) -> Client {
+    let mut child = Command::new(CLIENT)
+        .args(args)
+        .env_remove("RUSTUNNEL_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    Client { child, lines }
+}
+
+impl Client {
+    async fn event(&mut self, name: &str) -> serde_json::Value {
+        loop {
+            let line = next_line(&mut self.lines).await;
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+            if v["event"] == name {
+                return v;
+            }
+        }
+    }
+}
+
+fn host_of(url: &str) -> String {
+    url.split("://").nth(1).unwrap().to_string()
+}
+
+#[tokio::test]
+async fn http_tunnel_with_the_json_event_stream() {
+    let server = start_server(true).await;
+    let app = http_app("cli-app").await;
+    let control = format!("127.0.0.1:{}", server.control);
+    let mut c = client(&["http", &app.port().to_string(), "--server", &control, "--insecure", "--json", "--subdomain", "clihttp"]).await;
+    let ready = c.event("tunnel_ready").await;
+    assert_eq!(ready["protocol"], "http");
+    assert_eq!(ready["public_url"], format!("http://clihttp.localhost:{}", server.http));
+    assert!(ready["tunnel_id"].as_str().unwrap().len() > 10);
+    let edge = ([127, 0, 0, 1], server.http).into();
+    let (status, body) = get(edge, &host_of(ready["public_url"].as_str().unwrap()), "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "hello from cli-app\n");
+    let req = c.event("request").await;
+    assert_eq!(req["method"], "GET");
+    assert_eq!(req["status"], 200);
+    drop(server);
+}
+
+#[tokio::test]
+async fn human_console_shows_url_and_request_log() {
+    let server = start_server(true).await;
+    let app = http_app("console").await;
+    let control = format!("127.0.0.1:{}", server.control);
+    let mut c = client(&["http", &app.port().to_string(), "--server", &control, "--insecure", "--subdomain", "console"]).await;
+    let url = format!("http://console.localhost:{}", server.http);
+    loop {
+        let line = next_line(&mut c.lines).await;
+        if line.contains(&url) {
+            break;
+        }
+    }
+    let edge = ([127, 0, 0, 1], server.http).into();
+    assert_eq!(get(edge, &host_of(&url), "/some/path").await.0, StatusCode::NOT_FOUND);
+    loop {
+        let line = next_line(&mut c.lines).await;
+        if line.contains("GET") && line.contains("404") && line.contains("/some/path") {
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn tcp_and_udp_tunnels_and_graceful_server_stop() {
+    let server = start_server(true).await;
+    let echo = tcp_echo().await;
+    let uecho = udp_echo().await;
+    let control = format!("127.0.0.1:{}", server.control);
+    let mut t = client(&["tcp", &echo.port().to_string(), "--server", &control, "--insecure", "--json"]).await;
+    let ready = t.event("tunnel_ready").await;
+    let url = ready["public_url"].as_str().unwrap().to_string();
+    assert!(url.starts_with("tcp://localhost:21"), "{url}");
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port_after(&url))).await.unwrap();
+    s.write_all(b"over tcp").await.unwrap();
+    assert_eq!(read_n(&mut s, 8).await, b"over tcp");
+
+    let mut u = client(&["udp", &uecho.port().to_string(), "--server", &control, "--insecure", "--json"]).await;
+    let ready = u.event("tunnel_ready").await;
+    let url = ready["public_url"].as_str().unwrap().to_string();
+    assert!(url.starts_with("udp://localhost:21"), "{url}");
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.connect(("127.0.0.1", port_after(&url))).await.unwrap();
+    let mut buf = [0u8; 64];
+    let mut got = false;
+    for _ in 0..10 {
+        sock.send(b"over udp").await.unwrap();
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(300), sock.recv(&mut buf)).await {
+            assert_eq!(&buf[..n], b"over udp");
+            got = true;
+            break;
+        }
+    }
+    assert!(got);
+
+    // SIGTERM: the server exits 0; clients are told and keep trying to reconnect, not exit.
+    let Server { mut child, .. } = server;
+    Command::new("kill").args(["-TERM", &child.id().unwrap().to_string()]).status().await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait()).await.unwrap().unwrap();
+    assert!(status.success());
+    t.event("reconnecting").await;
+    assert!(t.child.try_wait().unwrap().is_none(), "client keeps running after a graceful server stop");
+}
+
+#[tokio::test]
+async fn start_runs_several_named_tunnels_from_a_file() {
+    let server = start_server(true).await;
+    let (a, b) = (http_app("first").await, http_app("second").await);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tunnels.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "server = \"127.0.0.1:{}\"\ntoken = \"{}\"\ninsecure = true\n\n[tunnels.one]\nprotocol = \"http\"\nlocal_port = {}\nsubdomain = \"one-site\"\n\n[tunnels.two]\nprotocol = \"http\"\nlocal_port = {}\nsubdomain = \"two-site\"\n",
+            server.control,
+            server.admin_token,
+            a.port(),
+            b.port()
+        ),
+    )
+    .unwrap();
+    let mut c = client(&["start", "--config", file.to_str().unwrap(), "--json"]).await;
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let r = c.event("tunnel_ready").await;
+        seen.push((r["name"].as_str().unwrap().to_string(), r["public_url"].as_str().unwrap().to_string()));
+    }
+    let edge = ([127, 0, 0, 1], server.http).into();
+    for (name, url) in seen {
+        let expect = if name == "one" { "hello from first\n" } else { "hello from second\n" };
+        assert_eq!(get(edge, &host_of(&url), "/").await.1, expect, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn wrong_token_exits_non_zero_with_a_clear_message() {
+    let server = start_server(false).await;
+    let control = format!("127.0.0.1:{}", server.control);
+    let out = tokio::time::timeout(
+        Duration::from_secs(20),
+        Command::new(CLIENT).args(["http", "3000", "--server", &control, "--insecure", "--token", "wrong"]).env_remove("RUSTUNNEL_TOKEN").output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("token rejected by the server"), "{err}");
+}
+
+#[tokio::test]
+async fn unreachable_server_with_no_reconnect_says_so() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = Command::new(CLIENT)
+        .args(["tcp", "22", "--server", &format!("127.0.0.1:{port}"), "--no-reconnect", "--json"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(line.contains("\"code\":\"server_unreachable\""), "{line}");
+    assert!(line.contains("is rustunnel-server running"), "{line}");
+}
+
+#[tokio::test]
+async fn demo_runs_end_to_end() {
+    let out = tokio::time::timeout(Duration::from_secs(60), Command::new(CLIENT).arg("demo").output()).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("200 OK"), "{text}");
+    assert!(text.contains("got 'ping through rustunnel' back"), "{text}");
+}

@@ -1,0 +1,98 @@
+//! The `rustunnel-server` binary as an operator runs it.
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rustunnel-server");
+
+fn loopback_flags(dir: &std::path::Path) -> Vec<String> {
+    [
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--control-addr",
+        "127.0.0.1:0",
+        "--api-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--https-addr",
+        "127.0.0.1:0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+#[test]
+fn help_and_version() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--dev", "--domain", "--control-addr", "--api-addr", "--http-addr", "--https-addr", "--tcp-ports", "--udp-ports", "--data-dir", "--admin-token"] {
+        assert!(text.contains(flag), "--help mentions {flag}");
+    }
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn refuses_to_start_without_auth_unless_dev() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN).args(loopback_flags(dir.path())).env_remove("RUSTUNNEL_ADMIN_TOKEN").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to start without authentication"), "{out:?}");
+}
+
+#[test]
+fn token_create_prints_a_token_and_stores_only_its_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN).args(["token", "create", "--label", "laptop", "--data-dir"]).arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(token.starts_with("rt_") && token.len() > 40, "{token}");
+    let db = std::fs::read(dir.path().join("rustunnel.db")).unwrap();
+    let wal = std::fs::read(dir.path().join("rustunnel.db-wal")).unwrap_or_default();
+    let needle = token.as_bytes();
+    for bytes in [&db, &wal] {
+        assert!(!bytes.windows(needle.len()).any(|w| w == needle), "raw token must not be stored");
+    }
+}
+
+#[test]
+fn dev_server_prints_its_token_and_exits_zero_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--dev")
+        .args(loopback_flags(dir.path()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let mut token = None;
+    let mut ready = false;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        ready |= line.contains("ready");
+        if let Some(t) = line.trim().strip_prefix("admin token") {
+            token = Some(t.trim().to_string());
+            break;
+        }
+    }
+    assert!(ready);
+    let token = token.expect("admin token printed");
+    let saved = std::fs::read_to_string(dir.path().join("admin-token")).unwrap();
+    assert_eq!(saved.trim(), token);
+    assert!(dir.path().join("tls-cert.pem").exists());
+    let started = Instant::now();
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "server did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+}
