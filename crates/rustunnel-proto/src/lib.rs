@@ -15,6 +15,7 @@
 pub mod control;
 pub mod limits;
 pub mod names;
+pub mod splice;
 pub mod stream;
 
 /// Version of the wire protocol. Bumped on any incompatible change; a peer speaking another

@@ -1,0 +1,183 @@
+//! Bidirectional copy with half-close, like `tokio::io::copy_bidirectional`, but an idle
+//! connection holds no buffer: a direction borrows a buffer from a small per-thread pool only
+//! while bytes are in flight and returns it as soon as its reader has nothing more. Thousands of
+//! held, quiet connections then cost only their sockets and TLS state.
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Size of one copy buffer: two full TLS records.
+pub const BUF_SIZE: usize = 32 * 1024;
+/// Buffers kept for reuse per thread; beyond that they are freed.
+const POOL_MAX: usize = 64;
+
+thread_local! {
+    static POOL: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn take_buf() -> Box<[u8]> {
+    POOL.with(|p| p.borrow_mut().pop()).unwrap_or_else(|| vec![0u8; BUF_SIZE].into_boxed_slice())
+}
+
+fn give_buf(b: Box<[u8]>) {
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < POOL_MAX {
+            p.push(b);
+        }
+    })
+}
+
+#[derive(Default)]
+struct Direction {
+    buf: Option<Box<[u8]>>,
+    pos: usize,
+    cap: usize,
+    read_done: bool,
+    need_flush: bool,
+    done: bool,
+    amt: u64,
+}
+
+impl Drop for Direction {
+    fn drop(&mut self) {
+        if let Some(b) = self.buf.take() {
+            give_buf(b);
+        }
+    }
+}
+
+impl Direction {
+    fn poll_copy<R, W>(&mut self, cx: &mut Context<'_>, mut r: Pin<&mut R>, mut w: Pin<&mut W>) -> Poll<io::Result<u64>>
+    where
+        R: AsyncRead + ?Sized,
+        W: AsyncWrite + ?Sized,
+    {
+        if self.done {
+            return Poll::Ready(Ok(self.amt));
+        }
+        loop {
+            if self.pos == self.cap && !self.read_done {
+                let mut buf = self.buf.take().unwrap_or_else(take_buf);
+                let mut rb = ReadBuf::new(&mut buf);
+                match r.as_mut().poll_read(cx, &mut rb) {
+                    Poll::Pending => {
+                        // Nothing to copy: hand the buffer back while we wait, and push out
+                        // whatever the writer still holds (TLS records, Nagle-free sockets).
+                        give_buf(buf);
+                        if self.need_flush {
+                            ready!(w.as_mut().poll_flush(cx))?;
+                            self.need_flush = false;
+                        }
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        give_buf(buf);
+                        return Poll::Ready(Err(e));
+                    }
+                    Poll::Ready(Ok(())) => {
+                        let n = rb.filled().len();
+                        if n == 0 {
+                            self.read_done = true;
+                            give_buf(buf);
+                        } else {
+                            self.pos = 0;
+                            self.cap = n;
+                            self.buf = Some(buf);
+                        }
+                    }
+                }
+            }
+            while self.pos < self.cap {
+                let Some(buf) = self.buf.as_ref() else { break };
+                let n = ready!(w.as_mut().poll_write(cx, &buf[self.pos..self.cap]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::WriteZero, "write zero bytes")));
+                }
+                self.pos += n;
+                self.amt += n as u64;
+                self.need_flush = true;
+            }
+            if self.pos == self.cap {
+                self.pos = 0;
+                self.cap = 0;
+            }
+            if self.read_done && self.pos == self.cap {
+                ready!(w.as_mut().poll_flush(cx))?;
+                ready!(w.as_mut().poll_shutdown(cx))?;
+                self.done = true;
+                return Poll::Ready(Ok(self.amt));
+            }
+        }
+    }
+}
+
+/// Copies both ways until both directions have ended, shutting down each writer when its
+/// reader reaches EOF (half-close). Returns bytes copied `a -> b` and `b -> a`.
+pub async fn splice<A, B>(a: &mut A, b: &mut B) -> io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    let mut ab = Direction::default();
+    let mut ba = Direction::default();
+    poll_fn(|cx| {
+        let r1 = ab.poll_copy(cx, Pin::new(&mut *a), Pin::new(&mut *b))?;
+        let r2 = ba.poll_copy(cx, Pin::new(&mut *b), Pin::new(&mut *a))?;
+        match (r1, r2) {
+            (Poll::Ready(x), Poll::Ready(y)) => Poll::Ready(Ok((x, y))),
+            _ => Poll::Pending,
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn copies_both_ways_with_half_close() {
+        let (mut a_outer, mut a_inner) = tokio::io::duplex(1024);
+        let (mut b_inner, mut b_outer) = tokio::io::duplex(1024);
+        let task = tokio::spawn(async move { splice(&mut a_inner, &mut b_inner).await });
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let d2 = data.clone();
+        let writer = tokio::spawn(async move {
+            a_outer.write_all(&d2).await.unwrap();
+            a_outer.shutdown().await.unwrap();
+            let mut back = Vec::new();
+            a_outer.read_to_end(&mut back).await.unwrap();
+            back
+        });
+        let mut got = Vec::new();
+        b_outer.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, data);
+        // The other direction still works after the first one closed.
+        b_outer.write_all(b"reply after half-close").await.unwrap();
+        b_outer.shutdown().await.unwrap();
+        assert_eq!(writer.await.unwrap(), b"reply after half-close");
+        let (x, y) = task.await.unwrap().unwrap();
+        assert_eq!((x, y), (300_000, 22));
+    }
+
+    #[tokio::test]
+    async fn idle_connections_hold_no_buffer() {
+        let (_a_outer, mut a_inner) = tokio::io::duplex(64);
+        let (mut b_inner, _b_outer) = tokio::io::duplex(64);
+        let mut ab = Direction::default();
+        let waker = futures_noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(ab.poll_copy(&mut cx, Pin::new(&mut a_inner), Pin::new(&mut b_inner)).is_pending());
+        assert!(ab.buf.is_none(), "a pending read gives its buffer back");
+    }
+
+    fn futures_noop_waker() -> std::task::Waker {
+        std::task::Waker::noop().clone()
+    }
+}
