@@ -200,3 +200,26 @@ async fn heartbeat_loss_frees_server_resources() {
     }
     assert!(server.handle.shared().sessions.read().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn ca_file_is_trusted_and_unknown_certificates_are_refused_with_a_hint() {
+    let server = TestServer::start().await;
+    let app = http_app("app").await;
+    let control = format!("localhost:{}", server.handle.control_addr().port());
+    // Trusting the dev server's generated certificate explicitly works without --insecure.
+    let mut opts = server.client_options(vec![tunnel("web", Protocol::Http, app.port())]);
+    opts.server = control.clone();
+    opts.tls = rustunnel_client::TlsOptions { insecure: false, ca: Some(server.handle.cert_path().to_path_buf()) };
+    let (_c, ready) = spawn_ready(opts).await;
+    assert_eq!(get(server.http_addr(), &ready[0].host(), "/").await.0, StatusCode::OK);
+    // Neither --insecure nor --ca: a fatal certificate error with an actionable hint.
+    let mut opts = server.client_options(vec![tunnel("web2", Protocol::Http, app.port())]);
+    opts.server = control;
+    opts.tls = rustunnel_client::TlsOptions::default();
+    let mut c = ClientHandle::spawn(opts);
+    let e = next_event(&mut c, |e| matches!(e, Event::Error { .. }), Duration::from_secs(5)).await;
+    let Event::Error { code, hint, fatal, .. } = e else { unreachable!() };
+    assert_eq!(code, "tls_error");
+    assert!(fatal);
+    assert!(hint.contains("--insecure") && hint.contains("--ca"), "{hint}");
+}
