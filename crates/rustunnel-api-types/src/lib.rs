@@ -101,6 +101,59 @@ pub struct TunnelList {
     pub tunnels: Vec<Tunnel>,
 }
 
+/// A load-balanced pool (`GET /api/pools`): members share one HTTP subdomain or TCP port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Pool {
+    /// Group name the members joined with.
+    pub name: String,
+    /// `http` or `tcp`.
+    pub protocol: String,
+    pub public_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subdomain: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Members that take traffic now (healthy and not leaving).
+    pub healthy_members: u64,
+    /// The members visible to the caller (the admin sees all).
+    pub members: Vec<PoolMember>,
+}
+
+/// One member of a pool: a tunnel (see `GET /api/tunnels/{tunnel_id}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PoolMember {
+    pub tunnel_id: String,
+    pub name: String,
+    /// As the member's own health check last saw its local service.
+    pub healthy: bool,
+    /// Leaving gracefully: finishing in-flight traffic, getting no new traffic.
+    pub draining: bool,
+    /// What the last failed health check saw (`HTTP 503`, `connection refused`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_detail: Option<String>,
+    /// The member's health check (`http GET /health every 5s`), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<String>,
+    pub local_addr: String,
+    pub client_addr: String,
+    pub owner_id: String,
+    /// Traffic this member served: HTTP requests, TCP connections, bytes.
+    pub requests: u64,
+    pub connections: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Requests or connections being served right now.
+    pub in_flight: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PoolList {
+    pub pools: Vec<Pool>,
+}
+
 /// `DELETE /api/tunnels/{id}` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

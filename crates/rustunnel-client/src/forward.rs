@@ -16,8 +16,6 @@ use tokio::net::UdpSocket;
 use crate::error::ClientError;
 use crate::net::{connect_tcp, resolve, Dialer};
 
-/// Splice buffer per direction.
-const SPLICE_BUF: usize = 32 * 1024;
 const LOCAL_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where a tunnel's visitors go.
@@ -104,7 +102,7 @@ pub async fn serve_stream(
                     return Err(LocalFailure { name: target.name, addr, error });
                 }
             };
-            let _ = tokio::io::copy_bidirectional_with_sizes(&mut data, &mut local, SPLICE_BUF, SPLICE_BUF).await;
+            let _ = rustunnel_proto::splice::splice(&mut data, &mut local).await;
             Ok(())
         }
         Protocol::Udp => {

@@ -80,8 +80,13 @@ pub async fn run(
     };
     if let Err(e) = r.opts.tunnels.iter().try_for_each(TunnelConfig::validate) {
         let e = ClientError::Config(e);
-        r.emit(Event::Error { code: e.code().into(), message: e.to_string(), hint: e.hint(&r.opts.server), fatal: true })
-            .await;
+        r.emit(Event::Error {
+            code: e.code().into(),
+            message: e.to_string(),
+            hint: e.hint(&r.opts.server),
+            fatal: true,
+        })
+        .await;
         return Err(e);
     }
     let result = r.run_loop().await;

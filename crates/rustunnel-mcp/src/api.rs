@@ -144,11 +144,17 @@ impl ApiClient {
 
     async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, token: Option<&str>) -> Result<T, ApiError> {
         let url = format!("{}{}", self.base, path);
-        let uri: Uri =
-            url.parse().map_err(|e: http::uri::InvalidUri| ApiError::BadUrl { url: self.base.clone(), reason: e.to_string() })?;
+        let uri: Uri = url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| ApiError::BadUrl { url: self.base.clone(), reason: e.to_string() })?;
         match uri.scheme_str() {
             Some("http") | Some("https") => {}
-            _ => return Err(ApiError::BadUrl { url: self.base.clone(), reason: "must start with http:// or https://".into() }),
+            _ => {
+                return Err(ApiError::BadUrl {
+                    url: self.base.clone(),
+                    reason: "must start with http:// or https://".into(),
+                })
+            }
         }
         let mut req = Request::builder().method(method).uri(uri).header("accept", "application/json");
         if let Some(t) = token.filter(|t| !t.is_empty()) {
@@ -172,7 +178,8 @@ impl ApiClient {
             .await
             .map_err(|_| unreachable(format!("no answer within {}s", REQUEST_TIMEOUT.as_secs())))??;
         if status.is_success() {
-            return serde_json::from_slice(&body).map_err(|e| ApiError::Decode { url: url.clone(), detail: e.to_string() });
+            return serde_json::from_slice(&body)
+                .map_err(|e| ApiError::Decode { url: url.clone(), detail: e.to_string() });
         }
         let (code, message) = match serde_json::from_slice::<ErrorBody>(&body) {
             Ok(b) => (b.error.code, b.error.message),

@@ -50,11 +50,7 @@ impl McpConfig {
 
     /// The token for a call: the call's own, else the default one.
     pub fn token(&self, from_call: Option<&str>) -> Option<String> {
-        from_call
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(str::to_string)
-            .or_else(|| self.default_token.clone())
+        from_call.map(str::trim).filter(|t| !t.is_empty()).map(str::to_string).or_else(|| self.default_token.clone())
     }
 
     pub fn tls(&self) -> TlsOptions {

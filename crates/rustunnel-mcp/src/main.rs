@@ -18,13 +18,13 @@ get_tunnel_history. Logs go to stderr (RUSTUNNEL_LOG=debug for more)."
 )]
 struct Cli {
     /// Control-plane address of the rustunnel server (tunnels connect here).
-    #[arg(long, default_value = rustunnel_mcp::config::DEFAULT_SERVER)]
+    #[arg(long, env = "RUSTUNNEL_SERVER", default_value = rustunnel_mcp::config::DEFAULT_SERVER)]
     server: String,
     /// Management REST API base URL (list/close tunnels, history, regions).
-    #[arg(long, default_value = rustunnel_mcp::config::DEFAULT_API)]
+    #[arg(long, env = "RUSTUNNEL_API", default_value = rustunnel_mcp::config::DEFAULT_API)]
     api: String,
     /// Skip TLS certificate verification (local development with a self-signed certificate).
-    #[arg(long)]
+    #[arg(long, env = "RUSTUNNEL_INSECURE", value_parser = clap::builder::FalseyValueParser::new())]
     insecure: bool,
     /// Default token for tool calls that pass none.
     #[arg(long = "token", env = "RUSTUNNEL_TOKEN", hide_env_values = true, hide = true)]

@@ -161,7 +161,12 @@ impl McpServer {
     {
         let result = async {
             let running = tokio::select! {
-                r = self.clone().serve(Lenient::new(transport)) => r.map_err(|e| ServeError::Initialize(e.to_string()))?,
+                r = self.clone().serve(Lenient::new(transport)) => match r {
+                    Ok(running) => running,
+                    // The client went away before starting a session: nothing to report.
+                    Err(rmcp::service::ServerInitializeError::ConnectionClosed(_)) => return Ok(()),
+                    Err(e) => return Err(ServeError::Initialize(e.to_string())),
+                },
                 _ = stop.cancelled() => return Ok(()),
             };
             let ct = running.cancellation_token();
@@ -184,7 +189,8 @@ impl McpServer {
     /// Serves on this process's stdin/stdout.
     pub async fn serve_stdio(self, stop: CancellationToken) -> Result<(), ServeError> {
         let (stdin, stdout) = rmcp::transport::stdio();
-        let transport = rmcp::transport::IntoTransport::<RoleServer, std::io::Error, _>::into_transport((stdin, stdout));
+        let transport =
+            rmcp::transport::IntoTransport::<RoleServer, std::io::Error, _>::into_transport((stdin, stdout));
         self.serve_transport(transport, stop).await
     }
 }

@@ -45,30 +45,31 @@ where
 {
     type Error = T::Error;
 
-    fn send(&mut self, item: TxJsonRpcMessage<RoleServer>) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+    fn send(
+        &mut self,
+        item: TxJsonRpcMessage<RoleServer>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
         self.inner.send(item)
     }
 
-    fn receive(&mut self) -> impl Future<Output = Option<RxJsonRpcMessage<RoleServer>>> + Send {
-        async move {
-            loop {
-                let m = self.inner.receive().await?;
-                if self.started {
+    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleServer>> {
+        loop {
+            let m = self.inner.receive().await?;
+            if self.started {
+                return Some(m);
+            }
+            match &m {
+                ClientJsonRpcMessage::Request(_) => {
+                    self.started = starts_session(&m);
                     return Some(m);
                 }
-                match &m {
-                    ClientJsonRpcMessage::Request(_) => {
-                        self.started = starts_session(&m);
-                        return Some(m);
-                    }
-                    other => {
-                        let kind = match other {
-                            ClientJsonRpcMessage::Notification(_) => "notification",
-                            ClientJsonRpcMessage::Response(_) => "response",
-                            _ => "error message",
-                        };
-                        tracing::warn!("ignoring a {kind} received before initialization");
-                    }
+                other => {
+                    let kind = match other {
+                        ClientJsonRpcMessage::Notification(_) => "notification",
+                        ClientJsonRpcMessage::Response(_) => "response",
+                        _ => "error message",
+                    };
+                    tracing::warn!("ignoring a {kind} received before initialization");
                 }
             }
         }

@@ -110,7 +110,8 @@ async fn end_to_end(era: Era) {
 
     {
         let hist = ok(&call(&client, "get_tunnel_history", json!({})).await);
-        let row = hist["entries"].as_array().unwrap().iter().find(|e| e["tunnel_id"] == id.as_str()).expect("in history");
+        let row =
+            hist["entries"].as_array().unwrap().iter().find(|e| e["tunnel_id"] == id.as_str()).expect("in history");
         assert_eq!(row["active"], false);
     }
     client.cancel().await.unwrap();
@@ -138,9 +139,21 @@ async fn bad_arguments_are_tool_errors() {
         ("create_tunnel", json!({"local_port": 0, "protocol": "http"}), "between 1 and 65535"),
         ("create_tunnel", json!({"local_port": 70000, "protocol": "tcp"}), "between 1 and 65535"),
         ("create_tunnel", json!({"protocol": "http"}), "'local_port' is required"),
-        ("create_tunnel", json!({"local_port": 3000, "protocol": "http", "colour": "red"}), "unknown argument 'colour'"),
-        ("create_tunnel", json!({"local_port": 3000, "protocol": "p2p", "secret": "s", "peer_name": "x"}), "not supported yet"),
-        ("create_tunnel", json!({"local_port": 3000, "protocol": "http", "group": "pool", "group_key": "k"}), "not supported yet"),
+        (
+            "create_tunnel",
+            json!({"local_port": 3000, "protocol": "http", "colour": "red"}),
+            "unknown argument 'colour'",
+        ),
+        (
+            "create_tunnel",
+            json!({"local_port": 3000, "protocol": "p2p", "secret": "s", "peer_name": "x"}),
+            "not supported yet",
+        ),
+        (
+            "create_tunnel",
+            json!({"local_port": 3000, "protocol": "http", "group": "pool", "group_key": "k"}),
+            "not supported yet",
+        ),
         ("get_connection_info", json!({"local_port": 99999, "protocol": "http"}), "between 1 and 65535"),
         ("close_tunnel", json!({}), "'tunnel_id' is required"),
         ("close_tunnel", json!({"tunnel_id": "../../etc"}), "may contain only"),
@@ -168,14 +181,20 @@ async fn failures_say_what_to_do() {
 
     // A token the server does not know.
     let app = http_app("x").await;
-    let msg = err(&call(&client, "create_tunnel", json!({"local_port": app.port(), "protocol": "http", "token": "not-a-token"})).await);
+    let msg = err(&call(
+        &client,
+        "create_tunnel",
+        json!({"local_port": app.port(), "protocol": "http", "token": "not-a-token"}),
+    )
+    .await);
     assert!(msg.contains("token rejected by the server"), "{msg}");
     assert_eq!(server_tunnels(&server), 0);
     client.cancel().await.unwrap();
 
     // A control plane that is not there.
     let dead = closed_port();
-    let args = vec!["--server".to_string(), format!("127.0.0.1:{dead}"), "--api".into(), format!("http://127.0.0.1:{dead}")];
+    let args =
+        vec!["--server".to_string(), format!("127.0.0.1:{dead}"), "--api".into(), format!("http://127.0.0.1:{dead}")];
     let (client, _) = connect(&args, None, Era::Initialize).await;
     let t0 = Instant::now();
     let msg = err(&call(&client, "create_tunnel", json!({"local_port": app.port(), "protocol": "tcp"})).await);
@@ -191,15 +210,31 @@ async fn connection_info_starts_nothing_and_hides_the_token() {
     let server = TestServer::start().await;
     let (client, _) = connect(&mcp_args(&server), Some("secret-token-value"), Era::Initialize).await;
     let tools = client.list_all_tools().await.unwrap();
-    let info = ok(&call(&client, "get_connection_info", json!({"local_port": 3000, "protocol": "http", "subdomain": "myapp"})).await);
+    let info = ok(&call(
+        &client,
+        "get_connection_info",
+        json!({"local_port": 3000, "protocol": "http", "subdomain": "myapp"}),
+    )
+    .await);
     assert_matches_output_schema(&tools, "get_connection_info", &info);
     assert_eq!(
         info["command"],
-        format!("rustunnel http 3000 --subdomain myapp --server {} --token \"$RUSTUNNEL_TOKEN\" --insecure", server.control())
+        format!(
+            "rustunnel http 3000 --subdomain myapp --server {} --token \"$RUSTUNNEL_TOKEN\" --insecure",
+            server.control()
+        )
     );
     assert!(!info.to_string().contains("secret-token-value"));
-    let info = ok(&call(&client, "get_connection_info", json!({"local_port": 5432, "protocol": "tcp", "local_host": "db.internal"})).await);
-    assert!(info["command"].as_str().unwrap().starts_with("rustunnel tcp 5432 --local-host db.internal --server"), "{info}");
+    let info = ok(&call(
+        &client,
+        "get_connection_info",
+        json!({"local_port": 5432, "protocol": "tcp", "local_host": "db.internal"}),
+    )
+    .await);
+    assert!(
+        info["command"].as_str().unwrap().starts_with("rustunnel tcp 5432 --local-host db.internal --server"),
+        "{info}"
+    );
     assert_eq!(server_tunnels(&server), 0);
     client.cancel().await.unwrap();
 }
@@ -266,7 +301,7 @@ async fn raw_lines_discover_then_initialize_garbage_and_stdin_close() {
 
     raw.send(json!({"jsonrpc": "2.0", "id": 2, "method": "initialize", "params": {
         "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}))
-    .await;
+        .await;
     let (init, _) = raw.recv_id(2).await;
     assert_eq!(init["result"]["protocolVersion"], "2025-11-25", "{init}");
     assert_eq!(init["result"]["serverInfo"]["name"], "rustunnel-mcp");
@@ -283,12 +318,12 @@ async fn raw_lines_discover_then_initialize_garbage_and_stdin_close() {
 
     raw.send(json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {
         "name": "create_tunnel", "arguments": {"local_port": app.port(), "protocol": "http"}}}))
-    .await;
+        .await;
     let (created, _) = raw.recv_id(5).await;
     let url = created["result"]["structuredContent"]["public_url"].as_str().expect("created").to_string();
     raw.send(json!({"jsonrpc": "2.0", "id": 6, "method": "tools/call", "params": {
         "name": "create_tunnel", "arguments": {"local_port": app.port(), "protocol": "tcp"}}}))
-    .await;
+        .await;
     let (tcp, _) = raw.recv_id(6).await;
     assert!(tcp["result"]["structuredContent"]["public_url"].as_str().unwrap().starts_with("tcp://"), "{tcp}");
     assert_eq!(server_tunnels(&server), 2);
@@ -312,13 +347,13 @@ async fn raw_modern_requests_without_initialize() {
     assert_eq!(list["result"]["tools"].as_array().map(Vec::len), Some(6), "{list}");
     raw.send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"_meta": modern_meta(),
         "name": "create_tunnel", "arguments": {"local_port": 70000, "protocol": "http"}}}))
-    .await;
+        .await;
     let (r, _) = raw.recv_id(2).await;
     assert_eq!(r["result"]["isError"], true, "{r}");
     raw.send_line("][").await;
     raw.send(json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"_meta": modern_meta(),
         "name": "get_connection_info", "arguments": {"local_port": 8080, "protocol": "http"}}}))
-    .await;
+        .await;
     let (r, _) = raw.recv_id(3).await;
     assert!(r["result"]["structuredContent"]["command"].as_str().unwrap().starts_with("rustunnel http 8080"), "{r}");
     assert!(raw.close().await.success());
@@ -336,4 +371,3 @@ fn help_and_version() {
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("rustunnel-mcp {}", env!("CARGO_PKG_VERSION")));
 }
-

@@ -76,7 +76,12 @@ pub fn body(alert: &Alert, now: SystemTime) -> Vec<u8> {
         members: alert
             .members
             .iter()
-            .map(|m| AlertMember { tunnel_id: &m.tunnel_id, healthy: m.healthy, draining: m.draining, detail: &m.detail })
+            .map(|m| AlertMember {
+                tunnel_id: &m.tunnel_id,
+                healthy: m.healthy,
+                draining: m.draining,
+                detail: &m.detail,
+            })
             .collect(),
         time: rfc3339(now),
     };

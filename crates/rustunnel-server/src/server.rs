@@ -15,7 +15,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::pool::{Alert, Endpoint, Member, Pick, Pool, PoolError, PoolKey, PoolMemberSnapshot, PoolSnapshot, PoolTable};
+use crate::pool::{
+    Alert, Endpoint, Member, Pick, Pool, PoolError, PoolKey, PoolMemberSnapshot, PoolSnapshot, PoolTable,
+};
 use crate::registry::{ClaimError, PortKind, Registry};
 use crate::session::Session;
 use crate::store::{now_ms, CloseRecord, HistoryRecord, Store, StoreError};

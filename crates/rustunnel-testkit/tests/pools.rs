@@ -164,9 +164,29 @@ async fn one_config_two_members_share_a_subdomain_and_alternate() {
     assert_eq!(p[0].members.iter().map(|m| m.requests).sum::<u64>(), 20);
     assert!(p[0].members.iter().all(|m| m.requests == 10 && m.healthy));
     assert!(p[0].members[0].health_check.as_deref().unwrap_or("").contains("http GET /"));
-    // The API serialises snapshots as they are; the group key appears nowhere.
     let json = serde_json::to_string(&p).unwrap();
     assert!(!json.contains(KEY));
+
+    // The management API lists the pool with both members and their traffic.
+    let api = server.handle.api_addr().unwrap();
+    let mut conn = http1_conn(api).await;
+    let req = Request::get("/api/pools")
+        .header("host", "localhost")
+        .header("authorization", format!("Bearer {}", server.handle.admin_token()))
+        .body(body(""))
+        .unwrap();
+    let resp = conn.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(!String::from_utf8_lossy(&text).contains(KEY), "the group key never leaves the server");
+    let v: serde_json::Value = serde_json::from_slice(&text).unwrap();
+    let pool = &v["pools"][0];
+    assert_eq!(pool["name"], "pool");
+    assert_eq!(pool["protocol"], "http");
+    assert_eq!(pool["healthy_members"], 2);
+    assert_eq!(pool["members"].as_array().unwrap().len(), 2);
+    assert_eq!(pool["members"][0]["requests"], 10);
+    assert_eq!(pool["members"][0]["healthy"], true);
 }
 
 #[tokio::test]
@@ -283,7 +303,8 @@ async fn flapping_member_alerts_down_and_recovered_to_both_webhooks() {
         assert_eq!(down["members"][0]["healthy"], false);
         assert_eq!(down["members"][0]["detail"], "HTTP 503");
         assert!(down["time"].as_str().unwrap().ends_with('Z'));
-        let unhealthy = |e: &rustunnel_client::Event| matches!(e, rustunnel_client::Event::Health { healthy: false, .. });
+        let unhealthy =
+            |e: &rustunnel_client::Event| matches!(e, rustunnel_client::Event::Health { healthy: false, .. });
         next_event(&mut client, unhealthy, Duration::from_secs(5)).await;
         let (s, page) = get(edge, &host, "/").await;
         assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);

@@ -43,7 +43,10 @@ impl<'a> Args<'a> {
             Some(Value::String(s)) => {
                 let s = s.trim();
                 if s.len() > max.min(MAX_STRING) {
-                    return Err(ToolError::invalid(format!("'{name}' is too long (at most {} characters)", max.min(MAX_STRING))));
+                    return Err(ToolError::invalid(format!(
+                        "'{name}' is too long (at most {} characters)",
+                        max.min(MAX_STRING)
+                    )));
                 }
                 Ok((!s.is_empty()).then(|| s.to_string()))
             }
@@ -60,9 +63,12 @@ impl<'a> Args<'a> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::Number(n)) => {
-                let Some(i) = n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e15).map(|f| f as i64))
+                let Some(i) =
+                    n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e15).map(|f| f as i64))
                 else {
-                    return Err(ToolError::invalid(format!("'{name}' must be a whole number between {min} and {max}, got {n}")));
+                    return Err(ToolError::invalid(format!(
+                        "'{name}' must be a whole number between {min} and {max}, got {n}"
+                    )));
                 };
                 if i < min || i > max {
                     return Err(ToolError::invalid(format!("'{name}' must be between {min} and {max}, got {i}")));
@@ -78,7 +84,9 @@ impl<'a> Args<'a> {
 
     /// A TCP/UDP port (1-65535).
     pub fn req_port(&self, name: &str) -> Result<u16, ToolError> {
-        let p = self.opt_int(name, 1, 65535)?.ok_or_else(|| ToolError::invalid(format!("'{name}' is required (1-65535)")))?;
+        let p = self
+            .opt_int(name, 1, 65535)?
+            .ok_or_else(|| ToolError::invalid(format!("'{name}' is required (1-65535)")))?;
         u16::try_from(p).map_err(|_| ToolError::invalid(format!("'{name}' must be between 1 and 65535")))
     }
 
@@ -169,7 +177,12 @@ mod tests {
         let m = obj(json!({"p": 3000, "z": 0, "big": 70000, "s": "3000", "f": 1.5}));
         let a = Args::new(&m, &["p", "z", "big", "s", "f"]).unwrap();
         assert_eq!(a.req_port("p").unwrap(), 3000);
-        for (k, want) in [("z", "between 1 and 65535"), ("big", "between 1 and 65535"), ("s", "must be an integer"), ("f", "whole number")] {
+        for (k, want) in [
+            ("z", "between 1 and 65535"),
+            ("big", "between 1 and 65535"),
+            ("s", "must be an integer"),
+            ("f", "whole number"),
+        ] {
             let e = a.req_port(k).unwrap_err().to_string();
             assert!(e.contains(want), "{k}: {e}");
         }

@@ -40,41 +40,83 @@ fn token_prop() -> Value {
 }
 
 fn tunnel_props(for_info: bool) -> Vec<(&'static str, Value)> {
-    let port_desc = if for_info { "Local port of the service to expose (1-65535)." } else {
+    let port_desc = if for_info {
+        "Local port of the service to expose (1-65535)."
+    } else {
         "Local port your service is already listening on (1-65535), e.g. 3000 for a dev server. The tool checks that something accepts connections there before opening the tunnel."
     };
     vec![
         ("token", token_prop()),
         ("local_port", json!({"type": "integer", "minimum": 1, "maximum": 65535, "description": port_desc})),
-        ("protocol", json!({"type": "string", "enum": PROTOCOLS, "description": "Tunnel type: \"http\" for web apps and APIs (public URL under a subdomain), \"tcp\" for raw TCP (databases, SSH; public host:port), \"udp\" for UDP services (game servers, DNS), \"p2p\" for peer-to-peer tunnels (not available yet)."})),
-        ("subdomain", json!({"type": "string", "description": "HTTP only: the subdomain to ask for (3-63 characters of a-z, 0-9 and '-'). Omit for a random one."})),
-        ("region", json!({"type": "string", "description": "Region id such as \"eu\" or \"us\" (see list_regions). Omit to use the server this MCP server is configured with."})),
-        ("local_host", json!({"type": "string", "description": "Host the local service listens on. Default \"localhost\"; use e.g. \"127.0.0.1\" or a LAN/container host name if needed."})),
-        ("secret", json!({"type": "string", "description": "P2P only: shared secret; publisher and subscriber must use the same one. (Not available yet.)"})),
-        ("peer_name", json!({"type": "string", "description": "P2P publish: publish the local service under this name. (Not available yet.)"})),
-        ("peer_target", json!({"type": "string", "description": "P2P connect: connect to the published P2P service with this name. (Not available yet.)"})),
-        ("group", json!({"type": "string", "description": "Load balancing (http/tcp): name of the pool to join; every member serves the same public URL. (Not available yet.)"})),
-        ("group_key", json!({"type": "string", "description": "Load balancing: shared secret of the pool; all members must agree. (Not available yet.)"})),
-        ("health_check", json!({
-            "type": "object",
-            "description": "Load balancing: how the server checks each pool member. (Not available yet.)",
-            "properties": {
-                "type": {"type": "string", "enum": ["tcp", "http"], "description": "tcp: connect only; http: GET the path."},
-                "path": {"type": "string", "description": "HTTP path to GET, e.g. \"/health\"."},
-                "interval_secs": {"type": "integer", "minimum": 1, "description": "Seconds between checks."},
-                "timeout_secs": {"type": "integer", "minimum": 1, "description": "Seconds before a check fails."},
-                "max_failed": {"type": "integer", "minimum": 1, "description": "Failed checks before a member is taken out."},
-                "expect_2xx": {"type": "boolean", "description": "HTTP checks: require a 2xx status."},
-                "alert_webhook": {"type": "string", "description": "URL to POST to when a member goes down."}
-            },
-            "additionalProperties": false
-        })),
+        (
+            "protocol",
+            json!({"type": "string", "enum": PROTOCOLS, "description": "Tunnel type: \"http\" for web apps and APIs (public URL under a subdomain), \"tcp\" for raw TCP (databases, SSH; public host:port), \"udp\" for UDP services (game servers, DNS), \"p2p\" for peer-to-peer tunnels (not available yet)."}),
+        ),
+        (
+            "subdomain",
+            json!({"type": "string", "description": "HTTP only: the subdomain to ask for (3-63 characters of a-z, 0-9 and '-'). Omit for a random one."}),
+        ),
+        (
+            "region",
+            json!({"type": "string", "description": "Region id such as \"eu\" or \"us\" (see list_regions). Omit to use the server this MCP server is configured with."}),
+        ),
+        (
+            "local_host",
+            json!({"type": "string", "description": "Host the local service listens on. Default \"localhost\"; use e.g. \"127.0.0.1\" or a LAN/container host name if needed."}),
+        ),
+        (
+            "secret",
+            json!({"type": "string", "description": "P2P only: shared secret; publisher and subscriber must use the same one. (Not available yet.)"}),
+        ),
+        (
+            "peer_name",
+            json!({"type": "string", "description": "P2P publish: publish the local service under this name. (Not available yet.)"}),
+        ),
+        (
+            "peer_target",
+            json!({"type": "string", "description": "P2P connect: connect to the published P2P service with this name. (Not available yet.)"}),
+        ),
+        (
+            "group",
+            json!({"type": "string", "description": "Load balancing (http/tcp): name of the pool to join; every member serves the same public URL. (Not available yet.)"}),
+        ),
+        (
+            "group_key",
+            json!({"type": "string", "description": "Load balancing: shared secret of the pool; all members must agree. (Not available yet.)"}),
+        ),
+        (
+            "health_check",
+            json!({
+                "type": "object",
+                "description": "Load balancing: how the server checks each pool member. (Not available yet.)",
+                "properties": {
+                    "type": {"type": "string", "enum": ["tcp", "http"], "description": "tcp: connect only; http: GET the path."},
+                    "path": {"type": "string", "description": "HTTP path to GET, e.g. \"/health\"."},
+                    "interval_secs": {"type": "integer", "minimum": 1, "description": "Seconds between checks."},
+                    "timeout_secs": {"type": "integer", "minimum": 1, "description": "Seconds before a check fails."},
+                    "max_failed": {"type": "integer", "minimum": 1, "description": "Failed checks before a member is taken out."},
+                    "expect_2xx": {"type": "boolean", "description": "HTTP checks: require a 2xx status."},
+                    "alert_webhook": {"type": "string", "description": "URL to POST to when a member goes down."}
+                },
+                "additionalProperties": false
+            }),
+        ),
     ]
 }
 
 const TUNNEL_ARGS: &[&str] = &[
-    "token", "local_port", "protocol", "subdomain", "region", "local_host", "secret", "peer_name", "peer_target", "group",
-    "group_key", "health_check",
+    "token",
+    "local_port",
+    "protocol",
+    "subdomain",
+    "region",
+    "local_host",
+    "secret",
+    "peer_name",
+    "peer_target",
+    "group",
+    "group_key",
+    "health_check",
 ];
 
 fn create_tunnel_spec() -> ToolSpec {
@@ -107,12 +149,16 @@ fn close_tunnel_spec() -> ToolSpec {
     ToolSpec {
         name: "close_tunnel",
         title: "Close a tunnel",
-        description: "Close a tunnel by id (from create_tunnel or list_tunnels). Its public URL stops working at once. \
+        description:
+            "Close a tunnel by id (from create_tunnel or list_tunnels). Its public URL stops working at once. \
 Tunnels opened by other clients can be closed too, if the token may manage them.",
         input_schema: object(
             vec![
                 ("token", token_prop()),
-                ("tunnel_id", json!({"type": "string", "description": "The tunnel_id returned by create_tunnel, or an id from list_tunnels."})),
+                (
+                    "tunnel_id",
+                    json!({"type": "string", "description": "The tunnel_id returned by create_tunnel, or an id from list_tunnels."}),
+                ),
             ],
             &["tunnel_id"],
         ),
@@ -137,7 +183,8 @@ fn list_regions_spec() -> ToolSpec {
     ToolSpec {
         name: "list_regions",
         title: "List regions",
-        description: "List the server regions tunnels can be opened in: id (pass it as `region` to create_tunnel), name, \
+        description:
+            "List the server regions tunnels can be opened in: id (pass it as `region` to create_tunnel), name, \
 location and addresses. Needs no token.",
         input_schema: object(vec![], &[]),
         annotations: ToolAnnotations::new().read_only(true).idempotent(true).open_world(true),
@@ -148,13 +195,20 @@ fn history_spec() -> ToolSpec {
     ToolSpec {
         name: "get_tunnel_history",
         title: "Tunnel history",
-        description: "List past and current tunnels, newest first: when each was opened and closed, why it closed, and \
+        description:
+            "List past and current tunnels, newest first: when each was opened and closed, why it closed, and \
 its traffic. Filter by protocol; limit the number of entries (default 25).",
         input_schema: object(
             vec![
                 ("token", token_prop()),
-                ("protocol", json!({"type": "string", "enum": ["http", "tcp", "udp", "p2p"], "description": "Only tunnels of this type."})),
-                ("limit", json!({"type": "integer", "minimum": 1, "maximum": HISTORY_MAX, "description": "Most entries to return (default 25, at most 500)."})),
+                (
+                    "protocol",
+                    json!({"type": "string", "enum": ["http", "tcp", "udp", "p2p"], "description": "Only tunnels of this type."}),
+                ),
+                (
+                    "limit",
+                    json!({"type": "integer", "minimum": 1, "maximum": HISTORY_MAX, "description": "Most entries to return (default 25, at most 500)."}),
+                ),
             ],
             &[],
         ),
@@ -203,7 +257,9 @@ fn parse_protocol(p: &str) -> Option<Protocol> {
 pub fn parse_tunnel_args(map: &JsonObject) -> Result<TunnelArgs, ToolError> {
     let a = Args::new(map, TUNNEL_ARGS)?;
     let token = a.opt_str("token", 512)?;
-    let protocol = a.opt_choice("protocol", PROTOCOLS)?.ok_or_else(|| ToolError::invalid("'protocol' is required: http, tcp, udp or p2p"))?;
+    let protocol = a
+        .opt_choice("protocol", PROTOCOLS)?
+        .ok_or_else(|| ToolError::invalid("'protocol' is required: http, tcp, udp or p2p"))?;
     let local_port = a.req_port("local_port")?;
     let local_host = a.opt_str("local_host", 253)?.unwrap_or_else(|| "localhost".into());
     check_host("local_host", &local_host)?;
@@ -237,7 +293,8 @@ pub fn parse_tunnel_args(map: &JsonObject) -> Result<TunnelArgs, ToolError> {
             if proto != Protocol::Http {
                 return Err(ToolError::invalid("'subdomain' applies to http tunnels only"));
             }
-            rustunnel_proto::names::validate_subdomain(s).map_err(|e| ToolError::invalid(format!("'subdomain': {e}")))?;
+            rustunnel_proto::names::validate_subdomain(s)
+                .map_err(|e| ToolError::invalid(format!("'subdomain': {e}")))?;
         }
         if pooled {
             if proto == Protocol::Udp {
@@ -258,9 +315,9 @@ fn unsupported(kind: &TunnelKind) -> Option<ToolError> {
         TunnelKind::P2p { .. } => Some(ToolError::NotSupportedYet {
             what: "peer-to-peer tunnels (protocol \"p2p\", secret, peer_name, peer_target)".into(),
         }),
-        TunnelKind::Pooled { .. } => Some(ToolError::NotSupportedYet {
-            what: "load-balanced tunnels (group, group_key, health_check)".into(),
-        }),
+        TunnelKind::Pooled { .. } => {
+            Some(ToolError::NotSupportedYet { what: "load-balanced tunnels (group, group_key, health_check)".into() })
+        }
     }
 }
 
@@ -518,10 +575,15 @@ async fn close_tunnel(server: McpServer, args: JsonObject, _ctx: CallCtx) -> Res
     // The API close is what makes the URL stop at once (the server drops the route before it
     // answers); then our client, if it is ours, is stopped so it does not linger.
     let api = server.api().close_tunnel(token.as_deref(), &id).await;
-    let stopped = server.tunnels().close(&id).await;
+    // If the server's close notice reached our client first, its monitor already stopped it.
+    let stopped = server.tunnels().close(&id).await || ours;
     match api {
         Ok(c) => Ok(ClosedView {
-            message: if c.closed { format!("tunnel {id} is closed; its public URL no longer works") } else { format!("tunnel {id} was already closed") },
+            message: if c.closed {
+                format!("tunnel {id} is closed; its public URL no longer works")
+            } else {
+                format!("tunnel {id} was already closed")
+            },
             tunnel_id: c.id,
             closed: true,
             stopped_local_client: stopped,
@@ -572,7 +634,9 @@ async fn get_connection_info(server: McpServer, args: JsonObject, _ctx: CallCtx)
         "The command prints the public URL when the tunnel is ready and keeps running; stop it with Ctrl+C. Add --json for machine-readable events.".to_string(),
     ];
     if cfg.insecure {
-        notes.push("--insecure skips certificate checks: only for development servers with a self-signed certificate.".into());
+        notes.push(
+            "--insecure skips certificate checks: only for development servers with a self-signed certificate.".into(),
+        );
     }
     Ok(ConnectionInfo {
         command: cmd.join(" "),
@@ -587,7 +651,10 @@ async fn get_connection_info(server: McpServer, args: JsonObject, _ctx: CallCtx)
 
 /// Single-quotes a value for a POSIX shell unless it is plainly safe.
 fn shell_quote(s: &str) -> String {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'@' | b'[' | b']')) {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'@' | b'[' | b']'))
+    {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
@@ -600,7 +667,13 @@ async fn list_regions(server: McpServer, args: JsonObject, _ctx: CallCtx) -> Res
     let regions: Vec<RegionView> = list
         .regions
         .into_iter()
-        .map(|r| RegionView { id: r.id, name: r.name, location: r.location, control_addr: r.control_addr, api_url: r.api_url })
+        .map(|r| RegionView {
+            id: r.id,
+            name: r.name,
+            location: r.location,
+            control_addr: r.control_addr,
+            api_url: r.api_url,
+        })
         .collect();
     Ok(RegionListView { count: regions.len(), regions })
 }
@@ -647,8 +720,11 @@ mod tests {
 
     #[test]
     fn plain_tunnels_parse() {
-        let a = parse_tunnel_args(&args(json!({"local_port": 3000, "protocol": "http", "subdomain": "MyApp"}))).unwrap();
-        assert!(matches!(a.kind, TunnelKind::Plain { protocol: Protocol::Http, subdomain: Some(ref s) } if s == "myapp"));
+        let a =
+            parse_tunnel_args(&args(json!({"local_port": 3000, "protocol": "http", "subdomain": "MyApp"}))).unwrap();
+        assert!(
+            matches!(a.kind, TunnelKind::Plain { protocol: Protocol::Http, subdomain: Some(ref s) } if s == "myapp")
+        );
         assert_eq!(a.local_host, "localhost");
     }
 

@@ -28,7 +28,13 @@ pub fn mcp_args(server: &TestServer) -> Vec<String> {
 
 pub fn mcp_command(args: &[String], token: Option<&str>) -> Command {
     let mut c = Command::new(BIN);
-    c.args(args).env_remove("RUSTUNNEL_TOKEN").env("RUSTUNNEL_LOG", "rustunnel_mcp=debug,warn").kill_on_drop(true);
+    c.args(args)
+        .env_remove("RUSTUNNEL_TOKEN")
+        .env_remove("RUSTUNNEL_SERVER")
+        .env_remove("RUSTUNNEL_API")
+        .env_remove("RUSTUNNEL_INSECURE")
+        .env("RUSTUNNEL_LOG", "rustunnel_mcp=debug,warn")
+        .kill_on_drop(true);
     if let Some(t) = token {
         c.env("RUSTUNNEL_TOKEN", t);
     }

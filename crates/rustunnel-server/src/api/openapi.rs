@@ -15,6 +15,7 @@ use rustunnel_api_types as dto;
         super::tunnels::list,
         super::tunnels::get,
         super::tunnels::close,
+        super::pools::list,
         super::history::list,
         super::tokens::list,
         super::tokens::create,
@@ -26,7 +27,8 @@ use rustunnel_api_types as dto;
     components(schemas(
         dto::ErrorBody, dto::ErrorDetail, dto::StatusResponse, dto::ProtocolCounts, dto::Region, dto::RegionList,
         dto::Tunnel, dto::TunnelList, dto::ClosedTunnel, dto::HistoryEntry, dto::HistoryList, dto::Token,
-        dto::TokenList, dto::CreateToken, dto::CreatedToken, dto::RevokedToken,
+        dto::TokenList, dto::CreateToken, dto::CreatedToken, dto::RevokedToken, dto::Pool, dto::PoolMember,
+        dto::PoolList,
     )),
     modifiers(&BearerAuth),
     tags(

@@ -532,6 +532,9 @@ async fn metrics_expose_tunnels_sessions_traffic_and_latency() {
     assert!(m.text.contains("rustunnel_tunnels_closed_total 1\n"));
 }
 
+/// (documented path, method, request URI, token, JSON body)
+type Case<'a> = (&'a str, Method, String, Option<&'a str>, Option<String>);
+
 /// Every route's real answers, success and error, validate against the generated OpenAPI
 /// document; every documented operation is exercised.
 #[tokio::test]
@@ -559,7 +562,7 @@ async fn responses_conform_to_the_openapi_document() {
         let t = Some(tok.as_str());
         let ad = Some(admin.as_str());
         let web_path = format!("/api/tunnels/{}", web.tunnel_id);
-        let cases: Vec<(&str, Method, String, Option<&str>, Option<String>)> = vec![
+        let cases: Vec<Case> = vec![
             ("/api/status", Method::GET, "/api/status".into(), None, None),
             ("/api/regions", Method::GET, "/api/regions".into(), None, None),
             ("/api/openapi.json", Method::GET, "/api/openapi.json".into(), None, None),

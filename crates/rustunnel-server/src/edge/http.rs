@@ -291,7 +291,7 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
                 let mut v = TokioIo::new(v);
                 let mut l = TokioIo::new(l);
                 tokio::select! {
-                    r = tokio::io::copy_bidirectional(&mut v, &mut l) => {
+                    r = rustunnel_proto::splice::splice(&mut v, &mut l) => {
                         if let Ok((up, down)) = r {
                             t.stats.add_in(up as usize);
                             t.stats.add_out(down as usize);

@@ -14,8 +14,6 @@ use super::Counted;
 use crate::server::Shared;
 use crate::tunnel::Tunnel;
 
-/// Splice buffer per direction: big enough for full TLS records and fast bulk transfer.
-pub const SPLICE_BUF: usize = 32 * 1024;
 
 pub async fn run(listener: TcpListener, tunnel: Arc<Tunnel>, shared: Arc<Shared>) {
     loop {
@@ -97,5 +95,5 @@ async fn forward(mut visitor: TcpStream, peer: String, tunnel: &Tunnel) {
     if data.write_all(&header.encode()).await.is_err() {
         return;
     }
-    let _ = tokio::io::copy_bidirectional_with_sizes(&mut visitor, &mut data, SPLICE_BUF, SPLICE_BUF).await;
+    let _ = rustunnel_proto::splice::splice(&mut visitor, &mut data).await;
 }
