@@ -22,6 +22,9 @@ use crate::health::{self, HealthChange};
 use crate::net::{split_host_port, Dialer};
 use crate::tls::client_config;
 
+/// Event-channel slots that request-log events may never use, kept for lifecycle events.
+const EVENT_RESERVE: usize = 64;
+
 /// Most idle data connections the client keeps open at once.
 const MAX_IDLE: usize = 64;
 
@@ -103,8 +106,13 @@ fn jittered(d: Duration) -> Duration {
 }
 
 impl Runner {
+    /// Reports an event without ever waiting: a consumer that stops reading (a blocked
+    /// stdout, a busy agent) must not stall heartbeats and forwarding. Request-log events are
+    /// only sent while the channel has room to spare, so these always fit.
     async fn emit(&self, e: Event) {
-        let _ = self.events.send(e).await;
+        if self.events.try_send(e).is_err() {
+            tracing::warn!("event consumer is not keeping up; an event was dropped");
+        }
     }
 
     async fn run_loop(&mut self) -> Result<(), ClientError> {
@@ -385,6 +393,9 @@ impl Runner {
                             let names = self.targets.read().unwrap_or_else(|e| e.into_inner()).clone();
                             for e in entries {
                                 let name = names.get(&e.tunnel_id).map(|t| t.name.clone()).unwrap_or_default();
+                                if self.events.capacity() < EVENT_RESERVE {
+                                    break;
+                                }
                                 let _ = self.events.try_send(Event::Request {
                                     name,
                                     method: e.method,

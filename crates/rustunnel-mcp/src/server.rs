@@ -4,7 +4,7 @@
 //!
 //! Adding tools from another module:
 //!
-//! ```ignore
+//! ```text
 //! let server = McpServer::builder(config)
 //!     .with_tools(crate::tools::tunnel_tools::router())
 //!     .with_tools(my_module::router())          // ToolRouter<McpServer>

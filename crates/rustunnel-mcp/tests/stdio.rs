@@ -188,6 +188,15 @@ async fn failures_say_what_to_do() {
     )
     .await);
     assert!(msg.contains("token rejected by the server"), "{msg}");
+
+    // A region the server does not know: the answer lists the known ones.
+    let msg = err(&call(
+        &client,
+        "create_tunnel",
+        json!({"local_port": app.port(), "protocol": "http", "region": "nowhere"}),
+    )
+    .await);
+    assert!(msg.contains("unknown region 'nowhere' (known: "), "{msg}");
     assert_eq!(server_tunnels(&server), 0);
     client.cancel().await.unwrap();
 

@@ -223,3 +223,37 @@ async fn ca_file_is_trusted_and_unknown_certificates_are_refused_with_a_hint() {
     assert!(fatal);
     assert!(hint.contains("--insecure") && hint.contains("--ca"), "{hint}");
 }
+
+#[tokio::test]
+async fn a_client_whose_events_nobody_reads_still_reconnects() {
+    // The event consumer stalls (a blocked stdout); the client must keep its heartbeats and
+    // reconnect anyway: lifecycle events never wait on the consumer.
+    let server = TestServer::start().await;
+    let app = http_app("app").await;
+    let (_c, ready) = server.client(vec![tunnel("web", Protocol::Http, app.port())]).await;
+    let (control, http) = (server.handle.control_addr(), server.http_addr());
+    let host = ready[0].host();
+    let mut conn = http1_conn(http).await;
+    for _ in 0..1500 {
+        let req = http::Request::get("/").header("host", &host).body(body("")).unwrap();
+        let resp = conn.send_request(req).await.unwrap();
+        http_body_util::BodyExt::collect(resp.into_body()).await.unwrap();
+    }
+    // Let the request log reach the client and fill its event channel.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let TestServer { handle, dir } = server;
+    handle.abort().await;
+    let back = TestServer::restart_on_same_ports(dir, control, http, |_| {}).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = tokio::net::TcpStream::connect(back.http_addr()).await.unwrap();
+        let (mut send, c) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s)).await.unwrap();
+        tokio::spawn(c);
+        let req = http::Request::get("/").header("host", &host).body(body("")).unwrap();
+        if send.send_request(req).await.map(|r| r.status() == StatusCode::OK).unwrap_or(false) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "client never came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

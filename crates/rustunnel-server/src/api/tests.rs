@@ -558,6 +558,9 @@ async fn responses_conform_to_the_openapi_document() {
         let tcp = open(&sh, &s, "db", "tcp").await;
         sh.close_tunnel(&tcp.tunnel_id, CloseReason::ClientRequest, "").await;
         let (_, other_id, _) = mint(&e, "other").await;
+        let member = json!({ "name": "lb", "protocol": "http", "local_addr": "localhost:3001",
+            "group": { "name": "lbpool", "key": "k", "health_check": "http GET /health every 5s" } });
+        sh.open_tunnel(&s, serde_json::from_value(member).unwrap()).await.map_err(|e| e.message).unwrap();
 
         let t = Some(tok.as_str());
         let ad = Some(admin.as_str());
@@ -571,6 +574,8 @@ async fn responses_conform_to_the_openapi_document() {
             ("/api/tunnels", Method::GET, "/api/tunnels".into(), t, None),
             ("/api/tunnels", Method::GET, "/api/tunnels".into(), Some("rt_bad"), None),
             ("/api/tunnels/{id}", Method::GET, web_path.clone(), t, None),
+            ("/api/pools", Method::GET, "/api/pools".into(), t, None),
+            ("/api/pools", Method::GET, "/api/pools".into(), Some("rt_bad"), None),
             ("/api/tunnels/{id}", Method::GET, "/api/tunnels/missing".into(), t, None),
             ("/api/history", Method::GET, "/api/history".into(), t, None),
             ("/api/history", Method::GET, "/api/history?active=true&protocol=http&limit=5&offset=0".into(), ad, None),
