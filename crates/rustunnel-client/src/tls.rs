@@ -27,8 +27,17 @@ pub enum TlsSetupError {
     Rustls(#[from] rustls::Error),
 }
 
+/// ring's provider with AES-128-GCM preferred: as strong as needed for a transport link and
+/// measurably cheaper per byte than AES-256 on the data plane (servers follow the client's
+/// order by default).
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut p = rustls::crypto::ring::default_provider();
+    p.cipher_suites.sort_by_key(|s| match s.suite() {
+        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256 => 0,
+        rustls::CipherSuite::TLS13_AES_256_GCM_SHA384 => 1,
+        _ => 2,
+    });
+    Arc::new(p)
 }
 
 fn load_ca(path: &Path, roots: &mut RootCertStore) -> Result<(), TlsSetupError> {
@@ -96,5 +105,17 @@ impl ServerCertVerifier for NoVerify {
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aes_128_gcm_is_offered_first() {
+        let c = client_config(&TlsOptions { insecure: true, ca: None }, &[b"http/1.1"]).unwrap();
+        let first = c.crypto_provider().cipher_suites[0].suite();
+        assert_eq!(first, rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
     }
 }
