@@ -78,23 +78,13 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.control.clone());
     let counts = Arc::new(Mutex::new(PendingCounts::default()));
     loop {
-        let (stream, peer) = tokio::select! {
-            _ = shared.stop_accepting.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // fd exhaustion and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "control accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let Some((stream, peer)) = crate::listener::accept(&listener, &shared.stop_accepting, "control plane").await else {
+            return;
         };
         let Some(slot) = PendingSlot::acquire(&counts, peer.ip()) else {
             tracing::debug!(%peer, "too many pending connections; dropping");
             continue;
         };
-        let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
         let shared2 = shared.clone();
         shared.tasks.spawn(async move {

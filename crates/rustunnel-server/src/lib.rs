@@ -21,6 +21,7 @@ pub mod auth;
 pub mod config;
 pub mod control;
 pub mod edge;
+pub mod listener;
 pub mod metrics;
 pub mod pool;
 pub mod registry;

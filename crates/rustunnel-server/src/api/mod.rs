@@ -84,18 +84,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     let app = router(shared.clone());
     let graceful = GracefulShutdown::new();
     loop {
-        let (stream, peer) = tokio::select! {
-            _ = shared.stop_accepting.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "API accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let Some((stream, peer)) = crate::listener::accept(&listener, &shared.stop_accepting, "management API").await
+        else {
+            break;
         };
-        let _ = stream.set_nodelay(true);
         let app = app.clone();
         let watcher = graceful.watcher();
         let stop = shared.hard_stop.clone();

@@ -74,18 +74,9 @@ pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<
     let graceful = GracefulShutdown::new();
     let scheme = if tls.is_some() { "https" } else { "http" };
     loop {
-        let (stream, peer) = tokio::select! {
-            _ = shared.stop_accepting.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "edge accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let Some((stream, peer)) = crate::listener::accept(&listener, &shared.stop_accepting, "HTTP edge").await else {
+            break;
         };
-        let _ = stream.set_nodelay(true);
         let ctx = Ctx { shared: shared.clone(), client: client.clone(), peer, scheme };
         let watcher = graceful.watcher();
         let tls = tls.clone();
