@@ -208,6 +208,8 @@ async fn drive(opts: ClientOptions, mut printer: Printer) -> i32 {
     let mut fatal = false;
     let signal = shutdown_signal();
     tokio::pin!(signal);
+    // A finished future must not be polled again: pool members keep reporting while they drain.
+    let mut signalled = false;
     loop {
         tokio::select! {
             e = c.events.recv() => match e {
@@ -219,7 +221,8 @@ async fn drive(opts: ClientOptions, mut printer: Printer) -> i32 {
                 }
                 None => break,
             },
-            _ = &mut signal => {
+            _ = &mut signal, if !signalled => {
+                signalled = true;
                 cancel.cancel();
             }
         }
