@@ -23,7 +23,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release")
+BIN = os.environ.get("RUSTUNNEL_BIN") or os.path.join(ROOT, "target", "release")
 PROCS = []
 
 
@@ -51,10 +51,30 @@ def wait_port(port, timeout=10.0):
 
 
 def spawn(args, work, name, **kw):
-    out = open(os.path.join(work, name + ".log"), "w")
-    p = subprocess.Popen(args, stdout=subprocess.PIPE if kw.pop("pipe", False) else out, stderr=out, **kw)
+    """Starts a process with stdout and stderr in files (a pipe nobody reads would fill up
+    and stall it)."""
+    out = open(os.path.join(work, name + ".out"), "ab")
+    err = open(os.path.join(work, name + ".log"), "ab")
+    p = subprocess.Popen(args, stdout=out, stderr=err, **kw)
+    p.out_path = out.name
     PROCS.append(p)
     return p
+
+
+def wait_line(p, pred, timeout=20.0, start=0):
+    """Waits for a stdout line matching pred; returns (line, offset after it)."""
+    end = time.time() + timeout
+    while time.time() < end:
+        with open(p.out_path, "rb") as f:
+            f.seek(start)
+            for line in f:
+                start += len(line)
+                if pred(line):
+                    return line, start
+        if p.poll() is not None:
+            raise RuntimeError(f"process exited: {p.args}")
+        time.sleep(0.01)
+    raise RuntimeError(f"no expected output from {p.args}")
 
 
 def stop(p, sig=signal.SIGTERM):
@@ -157,38 +177,36 @@ class Rustunnel:
         base = 30000 + (os.getpid() % 1000) * 10
         self.ports = f"{base}-{base + 9}"
         self.start_server()
-        self.clients = []
+        # All three tunnels in one client process, as `rustunnel start` runs them.
+        conf = os.path.join(self.work, "tunnels.toml")
+        with open(conf, "w") as f:
+            f.write(f'server = "127.0.0.1:{self.control}"\ninsecure = true\n')
+            for name, proto, port in [("iperf", "tcp", svc["iperf"]), ("echo", "tcp", svc["echo"]),
+                                      ("http", "http", svc["http"])]:
+                f.write(f'[tunnels.{name}]\nprotocol = "{proto}"\nlocal_port = {port}\nlocal_host = "127.0.0.1"\n')
+                if proto == "http":
+                    f.write('subdomain = "bench"\n')
+        self.client = spawn([os.path.join(BIN, "rustunnel"), "start", "--config", conf, "--json"], self.work, "client")
         self.urls = {}
-        for name, proto, port in [("iperf", "tcp", svc["iperf"]), ("echo", "tcp", svc["echo"]), ("http", "http", svc["http"])]:
-            args = [os.path.join(BIN, "rustunnel"), proto, str(port), "--server", f"127.0.0.1:{self.control}",
-                    "--insecure", "--json", "--name", name]
-            if proto == "http":
-                args += ["--subdomain", "bench"]
-            c = spawn(args, self.work, f"client-{name}", pipe=True)
-            self.clients.append(c)
-            self.urls[name] = self.read_ready(c)
+        offset = 0
+        while len(self.urls) < 3:
+            line, offset = wait_line(self.client, lambda l: b'"tunnel_ready"' in l or b'"fatal":true' in l, start=offset)
+            ev = json.loads(line)
+            if ev.get("event") != "tunnel_ready":
+                raise RuntimeError(ev)
+            self.urls[ev["name"]] = ev["public_url"]
 
     def start_server(self):
+        path = os.path.join(self.work, "server.out")
+        self.out_offset = os.path.getsize(path) if os.path.exists(path) else 0
         self.server = spawn([os.path.join(BIN, "rustunnel-server"), "--dev", "--data-dir", os.path.join(self.work, "data"),
                              "--control-addr", f"127.0.0.1:{self.control}", "--api-addr", "off",
                              "--http-addr", f"127.0.0.1:{self.http}", "--https-addr", "off",
                              "--tcp-ports", self.ports, "--udp-ports", self.ports],
-                            self.work, "server", pipe=True)
-        for line in self.server.stdout:
-            if b"ready" in line:
-                break
+                            self.work, "server")
+        wait_line(self.server, lambda l: b"ready" in l, start=self.out_offset)
         self.server_ready_at = time.time()
         wait_port(self.control)
-
-    @staticmethod
-    def read_ready(c):
-        for line in c.stdout:
-            ev = json.loads(line)
-            if ev.get("event") == "tunnel_ready":
-                return ev["public_url"]
-            if ev.get("event") == "error" and ev.get("fatal"):
-                raise RuntimeError(ev)
-        raise RuntimeError("client ended")
 
     def endpoints(self):
         port = lambda u: int(u.rsplit(":", 1)[1])
@@ -196,9 +214,7 @@ class Rustunnel:
                 "host": self.urls["http"].split("://", 1)[1]}
 
     def pids(self):
-        # One client process per tunnel here; RSS of the echo client and the server is what a
-        # held connection costs (the iperf/http clients are idle).
-        return [self.server.pid] + [c.pid for c in self.clients]
+        return [self.server.pid, self.client.pid]
 
     def restart_recovery(self):
         """Seconds from 'server ready again' to the first successful request through the tunnel."""
