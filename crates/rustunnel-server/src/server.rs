@@ -269,14 +269,22 @@ impl Shared {
                 self.tasks.spawn(crate::edge::udp::run(s, tunnel.clone(), self.clone()));
             }
         }
+        self.record_history_open(&tunnel, session, &owner, spec).await;
+        tracing::info!(tunnel = %id, url = %info.public_url, %owner, "tunnel opened");
+        Ok(info)
+    }
+
+    /// Writes the history row of a newly opened tunnel (failures are logged, not fatal: the
+    /// tunnel works without its history row).
+    async fn record_history_open(&self, tunnel: &Tunnel, session: &Session, owner: &str, spec: TunnelSpec) {
         let rec = HistoryRecord {
-            id: id.clone(),
-            owner_id: owner,
+            id: tunnel.id.clone(),
+            owner_id: owner.to_string(),
             name: spec.name,
             protocol: spec.protocol.to_string(),
-            public_url: info.public_url.clone(),
-            subdomain: info.subdomain.clone(),
-            port: info.remote_port.map(i64::from),
+            public_url: tunnel.info.public_url.clone(),
+            subdomain: tunnel.info.subdomain.clone(),
+            port: tunnel.info.remote_port.map(i64::from),
             local_addr: spec.local_addr,
             client_addr: session.peer.to_string(),
             region: self.config.region.id.clone(),
@@ -286,8 +294,6 @@ impl Shared {
         if let Err(e) = self.store.record_open(&rec).await {
             tracing::warn!(error = %e, "could not record tunnel history");
         }
-        tracing::info!(tunnel = %id, url = %info.public_url, owner = %rec.owner_id, "tunnel opened");
-        Ok(info)
     }
 
     async fn bind_port(
@@ -504,23 +510,7 @@ impl Shared {
         if let Some(a) = alert {
             self.queue_alert(a);
         }
-        let rec = HistoryRecord {
-            id: id.clone(),
-            owner_id: owner,
-            name: spec.name,
-            protocol: spec.protocol.to_string(),
-            public_url: info.public_url.clone(),
-            subdomain: info.subdomain.clone(),
-            port: info.remote_port.map(i64::from),
-            local_addr: spec.local_addr,
-            client_addr: session.peer.to_string(),
-            region: self.config.region.id.clone(),
-            opened_at: tunnel.opened_at_ms,
-            ..Default::default()
-        };
-        if let Err(e) = self.store.record_open(&rec).await {
-            tracing::warn!(error = %e, "could not record tunnel history");
-        }
+        self.record_history_open(&tunnel, session, &owner, spec).await;
         tracing::info!(tunnel = %id, pool = %key.name, url = %info.public_url, "pool member joined");
         Ok(info)
     }
