@@ -26,7 +26,11 @@ struct Server {
 }
 
 async fn next_line(lines: &mut Lines<BufReader<ChildStdout>>) -> String {
-    tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await.expect("output in time").unwrap().expect("process still running")
+    tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("output in time")
+        .unwrap()
+        .expect("process still running")
 }
 
 fn port_after(line: &str) -> u16 {
@@ -37,7 +41,16 @@ async fn start_server(dev: bool) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(server_bin());
     cmd.args(["--data-dir", dir.path().to_str().unwrap()])
-        .args(["--control-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--https-addr", "127.0.0.1:0"])
+        .args([
+            "--control-addr",
+            "127.0.0.1:0",
+            "--api-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--https-addr",
+            "127.0.0.1:0",
+        ])
         .args(["--tcp-ports", "21000-21999", "--udp-ports", "21000-21999"])
         .env_remove("RUSTUNNEL_ADMIN_TOKEN")
         .stdout(Stdio::piped())
@@ -108,7 +121,17 @@ async fn http_tunnel_with_the_json_event_stream() {
     let server = start_server(true).await;
     let app = http_app("cli-app").await;
     let control = format!("127.0.0.1:{}", server.control);
-    let mut c = client(&["http", &app.port().to_string(), "--server", &control, "--insecure", "--json", "--subdomain", "clihttp"]).await;
+    let mut c = client(&[
+        "http",
+        &app.port().to_string(),
+        "--server",
+        &control,
+        "--insecure",
+        "--json",
+        "--subdomain",
+        "clihttp",
+    ])
+    .await;
     let ready = c.event("tunnel_ready").await;
     assert_eq!(ready["protocol"], "http");
     assert_eq!(ready["public_url"], format!("http://clihttp.localhost:{}", server.http));
@@ -128,7 +151,8 @@ async fn human_console_shows_url_and_request_log() {
     let server = start_server(true).await;
     let app = http_app("console").await;
     let control = format!("127.0.0.1:{}", server.control);
-    let mut c = client(&["http", &app.port().to_string(), "--server", &control, "--insecure", "--subdomain", "console"]).await;
+    let mut c =
+        client(&["http", &app.port().to_string(), "--server", &control, "--insecure", "--subdomain", "console"]).await;
     let url = format!("http://console.localhost:{}", server.http);
     loop {
         let line = next_line(&mut c.lines).await;
@@ -223,7 +247,10 @@ async fn wrong_token_exits_non_zero_with_a_clear_message() {
     let control = format!("127.0.0.1:{}", server.control);
     let out = tokio::time::timeout(
         Duration::from_secs(20),
-        Command::new(CLIENT).args(["http", "3000", "--server", &control, "--insecure", "--token", "wrong"]).env_remove("RUSTUNNEL_TOKEN").output(),
+        Command::new(CLIENT)
+            .args(["http", "3000", "--server", &control, "--insecure", "--token", "wrong"])
+            .env_remove("RUSTUNNEL_TOKEN")
+            .output(),
     )
     .await
     .unwrap()
@@ -249,7 +276,10 @@ async fn unreachable_server_with_no_reconnect_says_so() {
 
 #[tokio::test]
 async fn demo_runs_end_to_end() {
-    let out = tokio::time::timeout(Duration::from_secs(60), Command::new(CLIENT).arg("demo").output()).await.unwrap().unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(60), Command::new(CLIENT).arg("demo").output())
+        .await
+        .unwrap()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("200 OK"), "{text}");

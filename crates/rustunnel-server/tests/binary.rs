@@ -28,7 +28,18 @@ fn help_and_version() {
     let out = Command::new(BIN).arg("--help").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--dev", "--domain", "--control-addr", "--api-addr", "--http-addr", "--https-addr", "--tcp-ports", "--udp-ports", "--data-dir", "--admin-token"] {
+    for flag in [
+        "--dev",
+        "--domain",
+        "--control-addr",
+        "--api-addr",
+        "--http-addr",
+        "--https-addr",
+        "--tcp-ports",
+        "--udp-ports",
+        "--data-dir",
+        "--admin-token",
+    ] {
         assert!(text.contains(flag), "--help mentions {flag}");
     }
     let out = Command::new(BIN).arg("--version").output().unwrap();
@@ -46,7 +57,11 @@ fn refuses_to_start_without_auth_unless_dev() {
 #[test]
 fn token_create_prints_a_token_and_stores_only_its_hash() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN).args(["token", "create", "--label", "laptop", "--data-dir"]).arg(dir.path()).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["token", "create", "--label", "laptop", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{out:?}");
     let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(token.starts_with("rt_") && token.len() > 40, "{token}");

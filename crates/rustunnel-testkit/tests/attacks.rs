@@ -35,7 +35,11 @@ async fn time_to_close(s: &mut (impl tokio::io::AsyncRead + Unpin)) -> Duration 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
 
 async fn control_ws(server: &TestServer) -> Ws {
-    let tls = rustunnel_client::tls::client_config(&rustunnel_client::TlsOptions { insecure: true, ca: None }, &[b"http/1.1"]).unwrap();
+    let tls = rustunnel_client::tls::client_config(
+        &rustunnel_client::TlsOptions { insecure: true, ca: None },
+        &[b"http/1.1"],
+    )
+    .unwrap();
     let tcp = TcpStream::connect(server.handle.control_addr()).await.unwrap();
     let s = tokio_rustls::TlsConnector::from(tls)
         .connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp)
@@ -79,7 +83,11 @@ async fn silent_client_is_closed_at_the_handshake_deadline() {
 #[tokio::test]
 async fn drip_feeding_headers_is_cut_off() {
     let server = quick_server().await;
-    let tls = rustunnel_client::tls::client_config(&rustunnel_client::TlsOptions { insecure: true, ca: None }, &[b"http/1.1"]).unwrap();
+    let tls = rustunnel_client::tls::client_config(
+        &rustunnel_client::TlsOptions { insecure: true, ca: None },
+        &[b"http/1.1"],
+    )
+    .unwrap();
     let tcp = TcpStream::connect(server.handle.control_addr()).await.unwrap();
     let mut s = tokio_rustls::TlsConnector::from(tls)
         .connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp)
@@ -191,7 +199,10 @@ async fn oversized_and_unknown_messages_after_auth() {
             m => break m,
         }
     };
-    assert!(matches!(reply, ServerMsg::Error { code: ErrorCode::BadRequest, ref message } if message.contains("upgrade")), "{reply:?}");
+    assert!(
+        matches!(reply, ServerMsg::Error { code: ErrorCode::BadRequest, ref message } if message.contains("upgrade")),
+        "{reply:?}"
+    );
     ws.send(Message::text(ClientMsg::Ping { nonce: 7 }.encode())).await.unwrap();
     loop {
         match first_server_msg(&mut ws).await {
@@ -212,22 +223,31 @@ async fn oversized_and_unknown_messages_after_auth() {
     .await
     .unwrap();
     assert!(!matches!(end, Some(Ok(Message::Text(_)))));
-    assert!(server.handle.shared().sessions.read().unwrap().is_empty() || {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        server.handle.shared().sessions.read().unwrap().is_empty()
-    });
+    assert!(
+        server.handle.shared().sessions.read().unwrap().is_empty() || {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            server.handle.shared().sessions.read().unwrap().is_empty()
+        }
+    );
 }
 
 #[tokio::test]
 async fn data_connections_need_the_session_key() {
     let server = quick_server().await;
-    let tls = rustunnel_client::tls::client_config(&rustunnel_client::TlsOptions { insecure: true, ca: None }, &[b"http/1.1"]).unwrap();
-    let dialer = rustunnel_client::net::Dialer { host: "localhost".into(), port: server.handle.control_addr().port(), tls };
+    let tls = rustunnel_client::tls::client_config(
+        &rustunnel_client::TlsOptions { insecure: true, ca: None },
+        &[b"http/1.1"],
+    )
+    .unwrap();
+    let dialer =
+        rustunnel_client::net::Dialer { host: "localhost".into(), port: server.handle.control_addr().port(), tls };
     // Unknown session.
     assert!(rustunnel_client::forward::open_data_conn(&dialer, "no-such-session", "k").await.is_err());
     // A real session with a wrong key.
     let mut ws = control_ws(&server).await;
-    let ServerMsg::Welcome { session_id, data_key, .. } = hello(&mut ws, PROTOCOL_VERSION, server.handle.admin_token()).await else {
+    let ServerMsg::Welcome { session_id, data_key, .. } =
+        hello(&mut ws, PROTOCOL_VERSION, server.handle.admin_token()).await
+    else {
         panic!()
     };
     assert!(rustunnel_client::forward::open_data_conn(&dialer, &session_id, "0000").await.is_err());
@@ -274,7 +294,8 @@ async fn edge_refuses_smuggling_and_oversized_headers() {
     assert_eq!(out.matches("HTTP/1.1 ").count(), 1, "no second (smuggled) response: {out}");
     assert!(out.to_ascii_lowercase().contains("connection: close"), "{out}");
     assert!(out.ends_with(&sha256_hex(b"")), "the body was read as the empty chunked body: {out}");
-    let bad_chunk = format!("POST /hash HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n");
+    let bad_chunk =
+        format!("POST /hash HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n");
     let out = raw_edge(&server, bad_chunk.as_bytes()).await;
     assert!(!out.contains("200 OK"), "{out}");
     let big = format!("GET / HTTP/1.1\r\nHost: {host}\r\nX-Big: {}\r\n\r\n", "a".repeat(100 * 1024));
@@ -284,4 +305,35 @@ async fn edge_refuses_smuggling_and_oversized_headers() {
     let mut s = TcpStream::connect(server.http_addr()).await.unwrap();
     s.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\n").as_bytes()).await.unwrap();
     assert!(time_to_close(&mut s).await < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn per_tunnel_concurrency_cap_answers_503_for_that_tunnel_only() {
+    let server = TestServer::start_with(|c| c.max_requests_per_tunnel = 2).await;
+    let (a, b) = (http_app("busy").await, http_app("calm").await);
+    let (_c, ready) =
+        server.client(vec![tunnel("busy", Protocol::Http, a.port()), tunnel("calm", Protocol::Http, b.port())]).await;
+    let busy = ready.iter().find(|r| r.name == "busy").unwrap().host();
+    let calm = ready.iter().find(|r| r.name == "calm").unwrap().host();
+    let edge = server.http_addr();
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let busy = busy.clone();
+            tokio::spawn(async move { get(edge, &busy, "/slow?ms=1500").await.0 })
+        })
+        .collect();
+    // Wait until both slow requests hold their permits.
+    let t = server.handle.shared().route(busy.split('.').next().unwrap()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while t.concurrency.available_permits() > 0 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, body) = get(edge, &busy, "/").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(String::from_utf8_lossy(&body).contains("busy"));
+    assert_eq!(get(edge, &calm, "/").await.0, StatusCode::OK, "other tunnels are unaffected");
+    for s in slow {
+        assert_eq!(s.await.unwrap(), StatusCode::OK);
+    }
 }

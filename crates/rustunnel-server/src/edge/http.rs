@@ -111,7 +111,11 @@ async fn serve_conn<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut builder = auto::Builder::new(exec);
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(ctx.shared.config.header_timeout).max_buf_size(64 * 1024);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(ctx.shared.config.header_timeout)
+        .max_buf_size(64 * 1024);
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -14,7 +14,6 @@ use super::Counted;
 use crate::server::Shared;
 use crate::tunnel::Tunnel;
 
-
 pub async fn run(listener: TcpListener, tunnel: Arc<Tunnel>, shared: Arc<Shared>) {
     loop {
         let (stream, peer) = tokio::select! {
