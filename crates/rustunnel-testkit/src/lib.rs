@@ -415,3 +415,85 @@ pub async fn next_event(c: &mut ClientHandle, pred: impl Fn(&Event) -> bool, wit
 }
 
 pub type Shared = Arc<rustunnel_server::server::Shared>;
+
+/// A TCP proxy that can black-hole its connections: after [`Blackhole::cut`], every existing
+/// connection stays open but silently stops forwarding (like dropped packets), and new
+/// connections are forwarded normally again once [`Blackhole::restore`] is called.
+pub struct Blackhole {
+    pub addr: SocketAddr,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    cancel: CancellationToken,
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+async fn blackhole_pump(
+    r: &mut (impl tokio::io::AsyncRead + Unpin),
+    w: &mut (impl tokio::io::AsyncWrite + Unpin),
+    live: &impl Fn() -> bool,
+) {
+    let mut buf = vec![0u8; 16384];
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if !live() {
+            // Black hole: swallow everything, keep the socket open.
+            std::future::pending::<()>().await;
+        }
+        if w.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+impl Blackhole {
+    pub async fn start(target: SocketAddr) -> Blackhole {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let generation = Arc::new(AtomicU64::new(0));
+        let cut = Arc::new(AtomicBool::new(false));
+        let cancel = CancellationToken::new();
+        let (g, c, stop) = (generation.clone(), cut.clone(), cancel.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut inbound, _) = tokio::select! {
+                    r = l.accept() => match r { Ok(x) => x, Err(_) => continue },
+                    _ = stop.cancelled() => return,
+                };
+                let (g, c, stop) = (g.clone(), c.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mine = g.load(Ordering::SeqCst);
+                    let live = || !c.load(Ordering::SeqCst) && g.load(Ordering::SeqCst) == mine;
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else { return };
+                    let (mut ri, mut wi) = inbound.split();
+                    let (mut ro, mut wo) = outbound.split();
+                    tokio::select! {
+                        _ = blackhole_pump(&mut ri, &mut wo, &live) => {}
+                        _ = blackhole_pump(&mut ro, &mut wi, &live) => {}
+                        _ = stop.cancelled() => {}
+                    }
+                });
+            }
+        });
+        Blackhole { addr, generation, cut, cancel }
+    }
+
+    /// Existing connections stop forwarding; new ones too, until `restore`.
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// New connections forward again; the black-holed ones stay dead.
+    pub fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}

@@ -257,3 +257,29 @@ async fn a_client_whose_events_nobody_reads_still_reconnects() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn dropped_packets_free_the_server_and_the_client_reconnects() {
+    let server = TestServer::start_with(|c| c.heartbeat = Duration::from_secs(1)).await;
+    let app = http_app("app").await;
+    let path = Blackhole::start(server.handle.control_addr()).await;
+    let mut opts = server.client_options(vec![tunnel("web", Protocol::Http, app.port())]);
+    opts.server = path.addr.to_string();
+    let (mut c, ready) = spawn_ready(opts).await;
+    let shared = server.handle.shared().clone();
+    assert!(shared.tunnel(&ready[0].tunnel_id).is_some());
+    path.cut();
+    // The server stops hearing the client: it frees the tunnel within 3 heartbeats (+ slack).
+    let cut_at = std::time::Instant::now();
+    while shared.tunnel(&ready[0].tunnel_id).is_some() {
+        assert!(cut_at.elapsed() < Duration::from_secs(6), "server kept the silent session");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The client notices too, and comes back with the same URL once the path works again.
+    next_event(&mut c, |e| matches!(e, Event::Reconnecting { .. }), Duration::from_secs(6)).await;
+    path.restore();
+    let e = next_event(&mut c, |e| matches!(e, Event::Reconnected { .. }), Duration::from_secs(10)).await;
+    let Event::Reconnected { public_url, .. } = e else { unreachable!() };
+    assert_eq!(public_url, ready[0].public_url);
+    assert_eq!(get(server.http_addr(), &ready[0].host(), "/").await.0, StatusCode::OK);
+}
