@@ -292,6 +292,9 @@ struct Authed {
     cursor: u64,
 }
 
+/// How long a closing room waits for each member to acknowledge the final frames.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
 async fn handle_conn(stream: TcpStream, shared: Arc<HostShared>, cancel: CancellationToken) {
     let _ = stream.set_nodelay(true);
     let deadline = shared.limits.preauth_timeout;
@@ -309,6 +312,12 @@ async fn handle_conn(stream: TcpStream, shared: Arc<HostShared>, cancel: Cancell
     shared.live.send_modify(|n| *n += 1);
     let outcome = serve_member(&mut ws, &shared, authed).await;
     let _ = ws.close(None).await;
+    if matches!(outcome, Outcome::Closed) {
+        // Wait (bounded) for the member to answer the close: only then have the final frames
+        // reached it. Over a tunnel they may still be in flight when our socket is flushed, and
+        // the host stops the tunnel as soon as `close()` returns.
+        let _ = tokio::time::timeout(CLOSE_LINGER, async { while let Some(Ok(_)) = ws.next().await {} }).await;
+    }
     shared.live.send_modify(|n| *n = n.saturating_sub(1));
     let mut st = shared.lock();
     let current = st.conns.get(&member).map(|s| s.gen) == Some(gen);

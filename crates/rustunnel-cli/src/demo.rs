@@ -1,11 +1,12 @@
 //! `rustunnel demo`: everything on loopback, in one process: a dev server on free ports, a
 //! sample page, a tunnel to it, a fetch through the public URL (HTTP and HTTPS), a TCP echo
 //! through a TCP tunnel, then a clean shutdown. Each step is printed.
+//! `rustunnel demo agents` tours the agent channel instead (see [`agents`]).
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use clap::Args;
+use clap::{Args, Subcommand};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::TokioIo;
 use rustunnel_client::{ClientHandle, ClientOptions, Event, TlsOptions, TunnelConfig};
@@ -14,12 +15,27 @@ use rustunnel_server::{Config, ServerHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+pub mod agents;
+
 #[derive(Args, Debug)]
-pub struct DemoArgs {}
+pub struct DemoArgs {
+    /// Which demo (default: tunnels).
+    #[command(subcommand)]
+    pub what: Option<DemoWhat>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DemoWhat {
+    /// Two AI agents in an end-to-end-encrypted room through a tunnel: join, talk, verify, close.
+    Agents,
+}
 
 const PAGE: &str = "<!doctype html><title>rustunnel demo</title><h1>Hello through rustunnel</h1>\n";
 
-pub async fn run(_a: DemoArgs) -> i32 {
+pub async fn run(a: DemoArgs) -> i32 {
+    if let Some(DemoWhat::Agents) = a.what {
+        return agents::run().await;
+    }
     match demo().await {
         Ok(()) => 0,
         Err(e) => {

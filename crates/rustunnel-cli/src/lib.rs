@@ -1,6 +1,7 @@
 //! The `rustunnel` command line.
 //!
 //! - [`tunnels`]: `rustunnel http|tcp|udp <port>` and `rustunnel start --config FILE`.
+//! - [`p2p`]: `rustunnel p2p <port> --secret S --name N | --target N` (private P2P tunnels).
 //! - [`output`]: the human console (status block + live request log) and `--json` lines.
 //! - [`demo`]: `rustunnel demo`, a self-contained tour on loopback.
 //! - [`manage`]: management commands over the REST API (tokens, tunnels, history, regions).
@@ -11,6 +12,7 @@ use clap::{Parser, Subcommand};
 pub mod demo;
 pub mod manage;
 pub mod output;
+pub mod p2p;
 pub mod tunnels;
 
 #[derive(Parser, Debug)]
@@ -35,6 +37,9 @@ pub enum Command {
     Tcp(tunnels::OneTunnel),
     /// Expose a local UDP service on a public port.
     Udp(tunnels::OneTunnel),
+    /// Private P2P tunnel: publish a local service under a name (--name), or reach one
+    /// (--target) through a local listener; direct when the NATs allow it, else relayed.
+    P2p(p2p::P2pArgs),
     /// Start several named tunnels from a TOML file.
     Start(tunnels::StartArgs),
     /// Run a self-contained demo on loopback: dev server, sample page, tunnel, fetch.
@@ -58,6 +63,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Tcp(a) => tunnels::run_one(Protocol::Tcp, a).await,
         Command::Udp(a) => tunnels::run_one(Protocol::Udp, a).await,
         Command::Start(a) => tunnels::run_start(a).await,
+        Command::P2p(a) => p2p::run(a).await,
         Command::Demo(a) => demo::run(a).await,
         Command::Manage(m) => manage::run(m).await,
     }

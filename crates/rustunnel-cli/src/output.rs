@@ -53,6 +53,18 @@ impl Printer {
             Event::Draining { names } => {
                 eprintln!("  leaving the pool gracefully ({}); finishing in-flight requests", names.join(", "))
             }
+            Event::P2pReady { role, name, protocol, mode, local_addr } => {
+                if !self.header_printed {
+                    println!("rustunnel {}  (Ctrl+C to quit)\n", env!("CARGO_PKG_VERSION"));
+                    self.header_printed = true;
+                }
+                match mode {
+                    Some(mode) => println!("  p2p {name:<12} {protocol} listening on {local_addr} ({mode}; {role})"),
+                    None => println!("  p2p {name:<12} {protocol} {local_addr} published; waiting for visitors"),
+                }
+            }
+            Event::P2pLink { name, mode, role, .. } => println!("  p2p {name:<12} link up: {mode} ({role})"),
+            Event::P2pConnection { name, mode, peer, .. } => println!("  p2p {name:<12} connection from {peer} ({mode})"),
             Event::Error { message, hint, .. } => eprintln!("  error: {message}\n  hint: {hint}"),
         }
     }

@@ -233,7 +233,7 @@ async fn drive(opts: ClientOptions, mut printer: Printer) -> i32 {
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

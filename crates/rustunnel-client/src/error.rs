@@ -41,6 +41,8 @@ impl ClientError {
             ClientError::Rejected { code: ErrorCode::Unauthorized, .. } => "unauthorized",
             ClientError::Rejected { code: ErrorCode::VersionMismatch, .. } => "version_mismatch",
             ClientError::Rejected { code: ErrorCode::RateLimited, .. } => "rate_limited",
+            ClientError::Rejected { code: ErrorCode::P2pWrongSecret, .. } => "p2p_wrong_secret",
+            ClientError::Rejected { code: ErrorCode::P2pUnknownName, .. } => "p2p_unknown_name",
             ClientError::Rejected { .. } => "rejected",
             ClientError::TunnelRejected { code: ErrorCode::SubdomainTaken, .. } => "subdomain_taken",
             ClientError::TunnelRejected { code: ErrorCode::InvalidSubdomain, .. } => "invalid_subdomain",
@@ -68,6 +70,12 @@ impl ClientError {
             }
             ClientError::Rejected { code: ErrorCode::VersionMismatch, message } => message.clone(),
             ClientError::Rejected { code: ErrorCode::RateLimited, .. } => "wait a minute before retrying with a valid token".into(),
+            ClientError::Rejected { code: ErrorCode::P2pWrongSecret, .. } => {
+                "use the same --secret as the publisher (`rustunnel p2p <port> --secret S --name N`)".into()
+            }
+            ClientError::Rejected { code: ErrorCode::P2pUnknownName, .. } => {
+                "start the publisher first (`rustunnel p2p <port> --secret S --name N`) with a token of the same owner".into()
+            }
             ClientError::TunnelRejected { code: ErrorCode::SubdomainTaken, .. } => "choose another --subdomain, or omit it for a random one".into(),
             ClientError::TunnelRejected { code: ErrorCode::InvalidSubdomain, .. } => {
                 "subdomains are 3-63 characters of a-z, 0-9 and '-', not starting or ending with '-'".into()

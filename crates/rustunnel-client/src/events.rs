@@ -30,6 +30,14 @@ pub enum Event {
     /// Pool members are leaving gracefully: in-flight traffic finishes, new traffic goes to
     /// the other members.
     Draining { names: Vec<String> },
+    /// A P2P publisher is published (`role` "publish", `mode` null), or a P2P visitor's link is
+    /// up and its local listener accepts connections (`role` "connect", `mode` "direct" or
+    /// "relayed").
+    P2pReady { role: String, name: String, protocol: Protocol, mode: Option<String>, local_addr: String },
+    /// A P2P link was established with a peer (both sides report it), with the path in use.
+    P2pLink { role: String, name: String, link_id: String, mode: String },
+    /// A connection (or UDP flow) went through a P2P link.
+    P2pConnection { role: String, name: String, mode: String, peer: String },
     /// Something went wrong (fatal ones end the run).
     Error { code: String, message: String, hint: String, fatal: bool },
 }

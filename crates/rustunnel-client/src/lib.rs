@@ -17,6 +17,7 @@ pub mod events;
 pub mod forward;
 pub mod health;
 pub mod net;
+pub mod p2p;
 pub mod session;
 pub mod tls;
 

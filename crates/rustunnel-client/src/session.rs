@@ -416,6 +416,10 @@ impl Runner {
                         ServerMsg::Error { code, message } => tracing::warn!(?code, "server: {message}"),
                         ServerMsg::Rejected { code, message } => break Err(ClientError::Rejected { code, message }),
                         ServerMsg::Pong { .. } | ServerMsg::Welcome { .. } | ServerMsg::TunnelDrained { .. } | ServerMsg::Unknown => {}
+                        // P2P runs its own sessions (crate::p2p); nothing to do here.
+                        ServerMsg::P2pPublished { .. } | ServerMsg::P2pIncoming { .. } | ServerMsg::P2pAnswer { .. }
+                        | ServerMsg::P2pConfirm { .. } | ServerMsg::P2pResult { .. } | ServerMsg::P2pClosed { .. }
+                        | ServerMsg::P2pError { .. } => {}
                     }
                 }
             }

@@ -7,11 +7,13 @@
 //! - [`server`]: [`McpServer`] (the rmcp handler, composable tool routers, module state,
 //!   shutdown) and the stdio lifecycle.
 //! - [`tools`]: tool plumbing ([`tools::route`], [`tools::ToolError`], argument parsing,
-//!   schemas) and [`tools::tunnel_tools`], the six tunnel tools.
+//!   schemas), [`tools::tunnel_tools`] (the six tunnel tools) and [`tools::agent_tools`] (the nine
+//!   agent-channel tools, on `rustunnel-agent`).
 //! - [`tunnels`]: in-process tunnels ([`tunnels::TunnelManager`]) on the client library.
 //! - [`api`]: the management REST API client.
 //! - [`transport`]: tolerance for stray messages before the session starts.
 //! - [`config`]: flags and defaults.
+//! - [`skill`]: `rustunnel-mcp install-skill`, the agent-room etiquette skill.
 //!
 //! stdout carries protocol messages only; logs go to stderr.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -19,6 +21,7 @@
 pub mod api;
 pub mod config;
 pub mod server;
+pub mod skill;
 pub mod tools;
 pub mod transport;
 pub mod tunnels;

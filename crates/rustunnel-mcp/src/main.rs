@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use rustunnel_mcp::{McpConfig, McpServer};
 use tokio_util::sync::CancellationToken;
 
@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
     about = "MCP server (stdio) that lets AI agents open, list and close rustunnel tunnels",
     after_help = "Speaks the Model Context Protocol on stdin/stdout; configure it in your MCP client \
 (see docs/agents.md). Tools: create_tunnel, list_tunnels, close_tunnel, get_connection_info, list_regions, \
-get_tunnel_history. Logs go to stderr (RUSTUNNEL_LOG=debug for more)."
+get_tunnel_history; agent rooms: tunnel_open, tunnel_invite, tunnel_join, tunnel_say, tunnel_listen, tunnel_status, \
+tunnel_share, tunnel_receive, tunnel_close. Logs go to stderr (RUSTUNNEL_LOG=debug for more)."
 )]
 struct Cli {
     /// Control-plane address of the rustunnel server (tunnels connect here).
@@ -29,10 +30,49 @@ struct Cli {
     /// Default token for tool calls that pass none.
     #[arg(long = "token", env = "RUSTUNNEL_TOKEN", hide_env_values = true, hide = true)]
     token: Option<String>,
+    /// Your display name in agent rooms (default: $USER).
+    #[arg(long = "name", env = "RUSTUNNEL_AGENT_NAME")]
+    name: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Install the tunnel-etiquette skill (default ~/.claude/skills/tunnel-etiquette/SKILL.md).
+    InstallSkill {
+        /// Skills directory to install into (the skill goes in DIR/tunnel-etiquette/).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        /// Overwrite an existing skill file.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn install_skill(dir: Option<std::path::PathBuf>, force: bool) -> ExitCode {
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    match rustunnel_mcp::skill::install(dir.as_deref(), home.as_deref(), force) {
+        Ok(rustunnel_mcp::skill::Installed::Created(p)) => {
+            println!("installed the tunnel-etiquette skill at {}", p.display());
+            ExitCode::SUCCESS
+        }
+        Ok(rustunnel_mcp::skill::Installed::Replaced(p)) => {
+            println!("replaced the tunnel-etiquette skill at {} (--force)", p.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rustunnel-mcp install-skill: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::InstallSkill { dir, force }) = cli.command {
+        return install_skill(dir, force);
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUSTUNNEL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     // stdout is the protocol channel: logs must never go there.
@@ -46,11 +86,12 @@ fn main() -> ExitCode {
         }
     };
     let config = McpConfig::new(cli.server, cli.api, cli.insecure, cli.token);
+    let name = cli.name.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "agent".into());
     tracing::info!(?config, "rustunnel-mcp starting");
     let result = rt.block_on(async move {
         let stop = CancellationToken::new();
         let signals = tokio::spawn(stop_on_signal(stop.clone()));
-        let r = McpServer::new(config).serve_stdio(stop).await;
+        let r = McpServer::standard(config, &name).serve_stdio(stop).await;
         signals.abort();
         r
     });

@@ -33,7 +33,23 @@ async fn tools_list_matches_the_snapshot_in_both_eras() {
     let names: Vec<&str> = lists[0].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert_eq!(
         names,
-        ["close_tunnel", "create_tunnel", "get_connection_info", "get_tunnel_history", "list_regions", "list_tunnels"]
+        [
+            "close_tunnel",
+            "create_tunnel",
+            "get_connection_info",
+            "get_tunnel_history",
+            "list_regions",
+            "list_tunnels",
+            "tunnel_close",
+            "tunnel_invite",
+            "tunnel_join",
+            "tunnel_listen",
+            "tunnel_open",
+            "tunnel_receive",
+            "tunnel_say",
+            "tunnel_share",
+            "tunnel_status"
+        ]
     );
     for t in lists[0].as_array().unwrap() {
         assert_eq!(t["inputSchema"]["type"], "object", "{}", t["name"]);
@@ -323,7 +339,7 @@ async fn raw_lines_discover_then_initialize_garbage_and_stdin_close() {
 
     raw.send(json!({"jsonrpc": "2.0", "id": 4, "method": "tools/list"})).await;
     let (list, _) = raw.recv_id(4).await;
-    assert_eq!(list["result"]["tools"].as_array().unwrap().len(), 6);
+    assert_eq!(list["result"]["tools"].as_array().unwrap().len(), 15);
 
     raw.send(json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {
         "name": "create_tunnel", "arguments": {"local_port": app.port(), "protocol": "http"}}}))
@@ -353,7 +369,7 @@ async fn raw_modern_requests_without_initialize() {
     let mut raw = Raw::spawn(&mcp_args(&server), None);
     raw.send(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": modern_meta()}})).await;
     let (list, _) = raw.recv_id(1).await;
-    assert_eq!(list["result"]["tools"].as_array().map(Vec::len), Some(6), "{list}");
+    assert_eq!(list["result"]["tools"].as_array().map(Vec::len), Some(15), "{list}");
     raw.send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"_meta": modern_meta(),
         "name": "create_tunnel", "arguments": {"local_port": 70000, "protocol": "http"}}}))
         .await;

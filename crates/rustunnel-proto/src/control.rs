@@ -126,6 +126,12 @@ pub enum ErrorCode {
     Internal,
     /// The pool exists and this member's group key does not match it.
     GroupKeyMismatch,
+    /// No P2P service of that name is published for this owner.
+    P2pUnknownName,
+    /// A P2P service of that name is already published for this owner.
+    P2pNameTaken,
+    /// The P2P secret proof failed.
+    P2pWrongSecret,
     #[serde(other)]
     Unknown,
 }
@@ -135,7 +141,12 @@ impl ErrorCode {
     pub fn is_fatal(self) -> bool {
         matches!(
             self,
-            ErrorCode::VersionMismatch | ErrorCode::Unauthorized | ErrorCode::BadRequest | ErrorCode::GroupKeyMismatch
+            ErrorCode::VersionMismatch
+                | ErrorCode::Unauthorized
+                | ErrorCode::BadRequest
+                | ErrorCode::GroupKeyMismatch
+                | ErrorCode::P2pWrongSecret
+                | ErrorCode::P2pUnknownName
         )
     }
 }
@@ -201,6 +212,52 @@ pub enum ClientMsg {
     DrainTunnel {
         tunnel_id: String,
     },
+    /// Publish a P2P service under `name` (scoped to the token's owner). See `docs/p2p.md`.
+    P2pPublish {
+        name: String,
+        protocol: Protocol,
+    },
+    /// Open a P2P link to the owner's service `name`: the visitor's PAKE message, its QUIC
+    /// certificate fingerprint and its UDP candidates. `link_id` is chosen by the visitor.
+    P2pConnect {
+        link_id: String,
+        name: String,
+        protocol: Protocol,
+        pake: String,
+        fingerprint: String,
+        #[serde(default)]
+        candidates: Vec<String>,
+    },
+    /// The publisher's answer to `p2p_incoming`: its PAKE message and key confirmation.
+    P2pAnswer {
+        link_id: String,
+        pake: String,
+        confirm: String,
+        fingerprint: String,
+        #[serde(default)]
+        candidates: Vec<String>,
+    },
+    /// The visitor's key confirmation.
+    P2pConfirm {
+        link_id: String,
+        confirm: String,
+    },
+    /// The publisher's verdict on the visitor's confirmation.
+    P2pResult {
+        link_id: String,
+        accepted: bool,
+    },
+    /// The path the visitor uses for the link (`direct` or `relayed`), for the API.
+    P2pMode {
+        link_id: String,
+        mode: String,
+    },
+    /// Ends a link (either side).
+    P2pClose {
+        link_id: String,
+        #[serde(default)]
+        reason: String,
+    },
     Ping {
         nonce: u64,
     },
@@ -224,6 +281,10 @@ pub enum ServerMsg {
         /// How many idle data connections the client should keep open.
         pool_size: u16,
         server_agent: String,
+        /// UDP port of the server's P2P address reflector (same host as the control port);
+        /// absent when P2P hole punching is disabled.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        p2p_udp_port: Option<u16>,
     },
     /// The hello was refused; the connection closes after this.
     Rejected {
@@ -247,6 +308,54 @@ pub enum ServerMsg {
     /// Answer to `DrainTunnel`: nothing is in flight any more and the tunnel is closed.
     TunnelDrained {
         tunnel_id: String,
+    },
+    /// A `p2p_publish` was accepted.
+    P2pPublished {
+        name: String,
+    },
+    /// A visitor wants a link to a service this client publishes.
+    P2pIncoming {
+        link_id: String,
+        name: String,
+        protocol: Protocol,
+        pake: String,
+        fingerprint: String,
+        #[serde(default)]
+        candidates: Vec<String>,
+    },
+    /// The publisher's answer, relayed to the visitor.
+    P2pAnswer {
+        link_id: String,
+        pake: String,
+        confirm: String,
+        fingerprint: String,
+        #[serde(default)]
+        candidates: Vec<String>,
+    },
+    /// The visitor's confirmation, relayed to the publisher.
+    P2pConfirm {
+        link_id: String,
+        confirm: String,
+    },
+    /// The publisher's verdict, relayed to the visitor.
+    P2pResult {
+        link_id: String,
+        accepted: bool,
+    },
+    /// The link ended (the other side left or closed it).
+    P2pClosed {
+        link_id: String,
+        #[serde(default)]
+        reason: String,
+    },
+    /// A P2P request failed (`link_id` empty for a refused `p2p_publish`).
+    P2pError {
+        #[serde(default)]
+        link_id: String,
+        #[serde(default)]
+        name: String,
+        code: ErrorCode,
+        message: String,
     },
     /// Open this many more data connections.
     NeedDataConns {
@@ -338,6 +447,16 @@ mod tests {
             ClientMsg::CloseTunnel { tunnel_id: "x".into() },
             ClientMsg::HealthReport { tunnel_id: "x".into(), healthy: false, detail: "HTTP 503".into() },
             ClientMsg::DrainTunnel { tunnel_id: "x".into() },
+            ClientMsg::P2pPublish { name: "svc".into(), protocol: Protocol::Tcp },
+            ClientMsg::P2pConnect {
+                link_id: "l".into(),
+                name: "svc".into(),
+                protocol: Protocol::Udp,
+                pake: "aa".into(),
+                fingerprint: "ff".into(),
+                candidates: vec!["127.0.0.1:1".into()],
+            },
+            ClientMsg::P2pResult { link_id: "l".into(), accepted: true },
             ClientMsg::Ping { nonce: 1 },
         ];
         for m in msgs {

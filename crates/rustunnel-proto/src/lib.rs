@@ -15,6 +15,7 @@
 pub mod control;
 pub mod limits;
 pub mod names;
+pub mod p2p;
 pub mod splice;
 pub mod stream;
 
@@ -32,6 +33,8 @@ pub const DATA_UPGRADE: &str = "rustunnel-data";
 pub const HEADER_SESSION: &str = "x-rustunnel-session";
 /// Header carrying the per-session data key on a data connection upgrade.
 pub const HEADER_DATA_KEY: &str = "x-rustunnel-data-key";
+/// On a data connection: relay this P2P link instead of joining the pool (see `docs/p2p.md`).
+pub const HEADER_P2P_LINK: &str = "x-rustunnel-p2p-link";
 
 /// The message shown when two ends speak different protocol versions.
 pub fn version_mismatch_message(server: u32, client: u32) -> String {

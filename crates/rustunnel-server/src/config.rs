@@ -80,6 +80,9 @@ pub struct FileConfig {
     /// `http://` URL the server POSTs a JSON alert to when a load-balanced pool has no healthy
     /// member left, and again when it recovers.
     pub alert_webhook: Option<String>,
+    /// UDP address of the P2P address reflector [default: the control address, on UDP];
+    /// "off" disables hole punching (P2P links are then always relayed).
+    pub p2p_udp_addr: Option<String>,
 }
 
 impl std::fmt::Debug for FileConfig {
@@ -141,7 +144,8 @@ impl FileConfig {
             history_retention_days,
             max_requests_per_tunnel,
             pool_size,
-            alert_webhook
+            alert_webhook,
+            p2p_udp_addr
         )
     }
 }
@@ -181,6 +185,19 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// Deadline for a visitor to send complete request headers (slowloris).
     pub header_timeout: Duration,
+    /// Where the P2P address reflector listens.
+    pub p2p_udp: P2pUdp,
+}
+
+/// Where the P2P address reflector (UDP) listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum P2pUdp {
+    /// Disabled: P2P links are always relayed.
+    Off,
+    /// The control port's number, on UDP (a bind failure only disables hole punching).
+    SameAsControl,
+    /// This address (a bind failure is a startup error).
+    Addr(SocketAddr),
 }
 
 impl std::fmt::Debug for Config {
@@ -312,6 +329,13 @@ impl Config {
             pool_size: f.pool_size.unwrap_or(8).clamp(1, 64),
             handshake_timeout: rustunnel_proto::limits::HANDSHAKE_TIMEOUT,
             header_timeout: Duration::from_secs(30),
+            p2p_udp: match f.p2p_udp_addr.as_deref() {
+                None => P2pUdp::SameAsControl,
+                Some(v) => match optional_addr("p2p_udp_addr", Some(v), "")? {
+                    Some(a) => P2pUdp::Addr(a),
+                    None => P2pUdp::Off,
+                },
+            },
         })
     }
 

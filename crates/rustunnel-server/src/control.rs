@@ -78,7 +78,8 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.control.clone());
     let counts = Arc::new(Mutex::new(PendingCounts::default()));
     loop {
-        let Some((stream, peer)) = crate::listener::accept(&listener, &shared.stop_accepting, "control plane").await else {
+        let Some((stream, peer)) = crate::listener::accept(&listener, &shared.stop_accepting, "control plane").await
+        else {
             return;
         };
         let Some(slot) = PendingSlot::acquire(&counts, peer.ip()) else {
@@ -174,10 +175,25 @@ fn route(
             if !bool::from(session.data_key.as_bytes().ct_eq(key)) {
                 return plain(StatusCode::UNAUTHORIZED, "bad data key");
             }
+            // A P2P visitor's relayed stream: checked against an accepted link, then spliced to
+            // the publisher instead of joining the pool.
+            let p2p_link = match req.headers().get(rustunnel_proto::HEADER_P2P_LINK) {
+                Some(v) => match v.to_str().ok().and_then(|id| crate::p2p::relayable(&shared, &session, id)) {
+                    Some(link) => Some(link),
+                    None => return plain(StatusCode::FORBIDDEN, "no such P2P link"),
+                },
+                None => None,
+            };
             let on_upgrade = hyper::upgrade::on(&mut req);
+            let sh = shared.clone();
             shared.tasks.spawn(async move {
                 if let Ok(upgraded) = on_upgrade.await {
-                    session.add_data_conn(upgraded);
+                    match p2p_link {
+                        Some(link) => crate::p2p::relay(sh, link, session.peer, upgraded).await,
+                        None => {
+                            session.add_data_conn(upgraded);
+                        }
+                    }
                 }
             });
             let mut r = Response::new(Full::new(Bytes::new()));
@@ -277,6 +293,7 @@ async fn run_control(mut ws: Ws, peer: SocketAddr, shared: Arc<Shared>, slot: Ar
         heartbeat_secs: shared.config.heartbeat.as_secs().max(1),
         pool_size: shared.config.pool_size,
         server_agent: format!("rustunnel-server/{}", env!("CARGO_PKG_VERSION")),
+        p2p_udp_port: shared.p2p.reflector_port.get().copied(),
     };
     tracing::info!(session = %session.id, %peer, owner = %session.principal.owner_id, "client connected");
     if send(&mut ws, &welcome).await {
@@ -341,6 +358,15 @@ async fn session_loop(
                         }
                     }
                     Ok(ClientMsg::DrainTunnel { tunnel_id }) => shared.drain_tunnel(session, tunnel_id),
+                    Ok(
+                        m @ (ClientMsg::P2pPublish { .. }
+                        | ClientMsg::P2pConnect { .. }
+                        | ClientMsg::P2pAnswer { .. }
+                        | ClientMsg::P2pConfirm { .. }
+                        | ClientMsg::P2pResult { .. }
+                        | ClientMsg::P2pMode { .. }
+                        | ClientMsg::P2pClose { .. }),
+                    ) => crate::p2p::on_message(shared, session, m),
                     Ok(ClientMsg::Ping { nonce }) => {
                         if !send(ws, &ServerMsg::Pong { nonce }).await { return; }
                     }

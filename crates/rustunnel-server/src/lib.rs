@@ -23,6 +23,7 @@ pub mod control;
 pub mod edge;
 pub mod listener;
 pub mod metrics;
+pub mod p2p;
 pub mod pool;
 pub mod registry;
 pub mod server;

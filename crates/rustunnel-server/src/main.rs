@@ -63,6 +63,10 @@ struct RunArgs {
     /// Database URL (postgres://...); default is the SQLite file in the data directory.
     #[arg(long, env = "RUSTUNNEL_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// UDP address of the P2P hole-punching reflector [default: the control address on UDP];
+    /// "off" disables direct P2P (links are relayed).
+    #[arg(long, env = "RUSTUNNEL_P2P_UDP_ADDR")]
+    p2p_udp_addr: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -113,6 +117,7 @@ impl RunArgs {
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             database_url: self.database_url.clone(),
+            p2p_udp_addr: self.p2p_udp_addr.clone(),
             ..Default::default()
         };
         Ok(base.merge(flags))

@@ -112,6 +112,19 @@ impl Metrics {
             "Attempts refused because the source IP failed too often.",
         );
         let _ = writeln!(s, "rustunnel_auth_rate_limited_total {limited}");
+        family(
+            &mut s,
+            "rustunnel_p2p_relayed_bytes_total",
+            "counter",
+            "Payload bytes of P2P links relayed through the server (direct links add nothing).",
+        );
+        let _ = writeln!(s, "rustunnel_p2p_relayed_bytes_total {}", shared.p2p.relayed_total());
+        family(&mut s, "rustunnel_p2p_relayed_streams_total", "counter", "P2P streams relayed through the server.");
+        let _ = writeln!(
+            s,
+            "rustunnel_p2p_relayed_streams_total {}",
+            shared.p2p.relayed_streams.load(std::sync::atomic::Ordering::Relaxed)
+        );
         s
     }
 }

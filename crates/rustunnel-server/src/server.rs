@@ -67,6 +67,8 @@ pub struct Shared {
     pool_secret: [u8; 32],
     /// Pool alerts, delivered in order by one task.
     alerts: tokio::sync::mpsc::Sender<Alert>,
+    /// P2P rendezvous, relay counters and reflector (see [`crate::p2p`]).
+    pub p2p: crate::p2p::P2pHub,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -381,6 +383,7 @@ impl Shared {
     /// Closes every tunnel of a session and forgets it.
     pub async fn end_session(&self, session: &Arc<Session>, reason: CloseReason) {
         write(&self.sessions).remove(&session.id);
+        crate::p2p::session_ended(self, session);
         session.cancel.cancel();
         session.drain_pool();
         let ids: Vec<String> =
@@ -750,6 +753,19 @@ impl ServerHandle {
             addr: config.control_addr,
             source,
         })?;
+        let p2p_udp = match config.p2p_udp {
+            crate::config::P2pUdp::Off => None,
+            crate::config::P2pUdp::SameAsControl => match UdpSocket::bind(control_addr).await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(addr = %control_addr, error = %e, "P2P reflector not started; P2P links will be relayed");
+                    None
+                }
+            },
+            crate::config::P2pUdp::Addr(a) => Some(
+                UdpSocket::bind(a).await.map_err(|source| ServerError::Bind { what: "the P2P reflector", addr: a, source })?,
+            ),
+        };
         let mut config = config;
         crate::api::advertise_bound_ports(&mut config, control_addr, api_addr);
         let (alert_tx, alert_rx) = tokio::sync::mpsc::channel(256);
@@ -774,10 +790,17 @@ impl ServerHandle {
             pool_gate: tokio::sync::Mutex::new(()),
             pool_secret: rand::random(),
             alerts: alert_tx,
+            p2p: crate::p2p::P2pHub::default(),
             store,
             tls,
             config,
         });
+        if let Some(sock) = p2p_udp {
+            if let Ok(a) = sock.local_addr() {
+                let _ = shared.p2p.reflector_port.set(a.port());
+            }
+            shared.tasks.spawn(crate::p2p::reflector(sock, shared.clone()));
+        }
         shared.tasks.spawn(crate::control::serve(control, shared.clone()));
         if let Some(l) = http {
             shared.tasks.spawn(crate::edge::http::serve(l, None, shared.clone()));

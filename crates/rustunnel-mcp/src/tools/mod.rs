@@ -5,6 +5,7 @@
 //!
 //! A tool module exposes `pub fn router() -> ToolRouter<McpServer>`; the server adds routers
 //! together (see [`crate::server::McpServerBuilder::with_tools`]).
+pub mod agent_tools;
 pub mod args;
 pub mod schema;
 pub mod tunnel_tools;
@@ -47,6 +48,9 @@ pub enum ToolError {
     /// `region` names no region the server knows.
     #[error("unknown region '{region}' (known: {})", if known.is_empty() { "none".to_string() } else { known.join(", ") })]
     UnknownRegion { region: String, known: Vec<String> },
+    /// An agent-channel tool failed (`tunnel_*`).
+    #[error(transparent)]
+    Agent(#[from] agent_tools::AgentError),
 }
 
 impl ToolError {
@@ -62,6 +66,7 @@ impl ToolError {
             ToolError::Open(e) => e.code(),
             ToolError::Api(e) => e.code(),
             ToolError::UnknownRegion { .. } => "unknown_region",
+            ToolError::Agent(e) => e.code(),
         }
     }
 
@@ -75,6 +80,7 @@ impl ToolError {
             ToolError::Open(e) => e.hint(),
             ToolError::Api(e) => e.hint(),
             ToolError::UnknownRegion { .. } => "call list_regions for the ids, or omit region to use the configured server".into(),
+            ToolError::Agent(e) => e.hint(),
         }
     }
 

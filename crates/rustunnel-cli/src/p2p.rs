@@ -1,0 +1,118 @@
+//! `rustunnel p2p <port> --secret S --name N` (publish a local service) and
+//! `rustunnel p2p <local-port> --secret S --target N` (reach it through a local listener).
+use clap::Args;
+use rustunnel_client::p2p::{P2pHandle, P2pOptions, P2pRole};
+use rustunnel_client::{Event, TlsOptions};
+use rustunnel_proto::Protocol;
+
+use crate::output::Printer;
+use crate::tunnels::ConnectArgs;
+
+#[derive(Args, Debug, Clone)]
+pub struct P2pArgs {
+    /// With --name: the port of the local service to publish. With --target: the local port
+    /// to listen on (127.0.0.1; 0 picks a free one).
+    pub port: u16,
+    /// Shared secret; publisher and visitors must use the same one. Never sent over the
+    /// network (a PAKE proves it).
+    #[arg(long, env = "RUSTUNNEL_P2P_SECRET", hide_env_values = true)]
+    pub secret: String,
+    /// Publish the local service under this name.
+    #[arg(long, conflicts_with = "target", required_unless_present = "target")]
+    pub name: Option<String>,
+    /// Connect to the published service of this name.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// tcp or udp.
+    #[arg(long, default_value = "tcp")]
+    pub protocol: Protocol,
+    /// Host of the local service (publisher) or address to listen on (visitor).
+    #[arg(long)]
+    pub local_host: Option<String>,
+    /// Never try the direct path: always relay through the server.
+    #[arg(long)]
+    pub relay_only: bool,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+pub async fn run(a: P2pArgs) -> i32 {
+    let mut printer = Printer::new(a.connect.json);
+    if a.protocol == Protocol::Http {
+        printer.event(&Event::Error {
+            code: "bad_arguments".into(),
+            message: "P2P tunnels are tcp or udp".into(),
+            hint: "use --protocol tcp or --protocol udp".into(),
+            fatal: true,
+        });
+        return 2;
+    }
+    let role = match (&a.name, &a.target) {
+        (Some(name), _) => P2pRole::Publish {
+            name: name.clone(),
+            local_host: a.local_host.clone().unwrap_or_else(|| "localhost".into()),
+            local_port: a.port,
+        },
+        (None, Some(target)) => {
+            let host = a.local_host.clone().unwrap_or_else(|| "127.0.0.1".into());
+            let bind = match format!("{host}:{}", a.port).parse() {
+                Ok(b) => b,
+                Err(_) => {
+                    printer.event(&Event::Error {
+                        code: "bad_arguments".into(),
+                        message: format!("cannot listen on '{host}:{}'", a.port),
+                        hint: "--local-host takes an IP address for visitors".into(),
+                        fatal: true,
+                    });
+                    return 2;
+                }
+            };
+            P2pRole::Connect { target: target.clone(), bind }
+        }
+        (None, None) => return 2,
+    };
+    let server = match crate::manage::resolve_server(&a.connect).await {
+        Ok(s) => s,
+        Err(e) => {
+            printer.event(&Event::Error {
+                code: "region_error".into(),
+                message: e.to_string(),
+                hint: "list regions with `rustunnel regions`".into(),
+                fatal: true,
+            });
+            return 1;
+        }
+    };
+    let mut opts = P2pOptions::new(server, a.connect.token.trim(), a.secret.clone(), role);
+    opts.tls = TlsOptions { insecure: a.connect.insecure, ca: a.connect.ca.clone() };
+    opts.protocol = a.protocol;
+    opts.direct = !a.relay_only;
+    opts.reconnect = !a.connect.no_reconnect;
+    let mut h = P2pHandle::spawn(opts);
+    let cancel = h.cancel_token();
+    let mut fatal = false;
+    let signal = crate::tunnels::shutdown_signal();
+    tokio::pin!(signal);
+    let mut signalled = false;
+    loop {
+        tokio::select! {
+            e = h.events.recv() => match e {
+                Some(e) => {
+                    if matches!(e, Event::Error { fatal: true, .. }) {
+                        fatal = true;
+                    }
+                    printer.event(&e);
+                }
+                None => break,
+            },
+            _ = &mut signal, if !signalled => {
+                signalled = true;
+                cancel.cancel();
+            }
+        }
+    }
+    match h.join().await {
+        Ok(()) if !fatal => 0,
+        _ => 1,
+    }
+}

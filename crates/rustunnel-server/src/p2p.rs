@@ -1,0 +1,644 @@
+//! P2P rendezvous: published services, links between a visitor and a publisher, the relay of
+//! link streams, and the UDP address reflector used for hole punching. See `docs/p2p.md`.
+//!
+//! The server never sees the P2P secret: the PAKE messages and key confirmations are opaque
+//! strings it forwards between the two sessions. It only lets a link carry relayed streams
+//! once the publisher has accepted the visitor's proof ([`LinkState::Accepted`]).
+//!
+//! [`Rendezvous`] is the sans-IO core (publications, link state machine, bounds, expiry);
+//! [`on_message`], [`relay`] and [`reflector`] are the thin drivers around it.
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use rustunnel_proto::stream::StreamHeader;
+use rustunnel_proto::{ClientMsg, ErrorCode, Protocol, ServerMsg};
+use tokio::io::AsyncWriteExt;
+use tokio::net::UdpSocket;
+
+use crate::edge::Counted;
+use crate::server::Shared;
+use crate::session::Session;
+use crate::tunnel::TunnelStats;
+
+/// Links that have not completed their secret proof, per owner.
+pub const MAX_PENDING_LINKS_PER_OWNER: usize = 32;
+/// Links (pending or accepted) per owner.
+pub const MAX_LINKS_PER_OWNER: usize = 256;
+/// Published services per owner.
+pub const MAX_SERVICES_PER_OWNER: usize = 64;
+/// A link must finish its proof within this time.
+pub const PENDING_LINK_TTL: Duration = Duration::from_secs(15);
+/// Relayed streams of one link at once.
+pub const MAX_STREAMS_PER_LINK: usize = 256;
+/// Longest PAKE message, fingerprint, confirmation (hex) or candidate accepted.
+const MAX_FIELD: usize = 256;
+const MAX_CANDIDATES: usize = 8;
+/// Reflector answers per second (whole server) and per source address.
+const REFLECT_PER_SEC: u32 = 2000;
+const REFLECT_PER_IP_PER_SEC: u32 = 20;
+const REFLECT_TRACKED_IPS: usize = 4096;
+
+/// Where a link is in its secret proof.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// Waiting for the publisher's PAKE answer.
+    AwaitAnswer,
+    /// Waiting for the visitor's confirmation.
+    AwaitConfirm,
+    /// Waiting for the publisher's verdict.
+    AwaitResult,
+    /// Proof succeeded: relayed streams allowed.
+    Accepted,
+}
+
+#[derive(Debug, Clone)]
+struct Service {
+    session_id: String,
+    protocol: Protocol,
+}
+
+/// A link between a visitor session and a publisher session.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub id: String,
+    pub owner: String,
+    pub name: String,
+    pub protocol: Protocol,
+    pub visitor: String,
+    pub publisher: String,
+    pub state: LinkState,
+    pub created: Instant,
+    /// `direct` or `relayed`, as the visitor reported it.
+    pub mode: Option<String>,
+    /// Bytes relayed through the server for this link (never the direct path).
+    pub stats: Arc<TunnelStats>,
+    pub streams: Arc<tokio::sync::Semaphore>,
+}
+
+/// A message for one session.
+pub type Out = (String, ServerMsg);
+
+/// A refused P2P request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct P2pError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+fn err(code: ErrorCode, message: impl Into<String>) -> P2pError {
+    P2pError { code, message: message.into() }
+}
+
+/// The sans-IO rendezvous table.
+#[derive(Default)]
+pub struct Rendezvous {
+    services: HashMap<(String, String), Service>,
+    links: HashMap<String, Link>,
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn field_ok(s: &str) -> bool {
+    s.len() <= MAX_FIELD
+}
+
+impl Rendezvous {
+    pub fn publish(&mut self, owner: &str, session: &str, name: &str, protocol: Protocol) -> Result<(), P2pError> {
+        if !valid_name(name) {
+            return Err(err(ErrorCode::BadRequest, "P2P names are 1-64 characters: letters, digits, '-', '_', '.'"));
+        }
+        if protocol == Protocol::Http {
+            return Err(err(ErrorCode::BadRequest, "P2P services are tcp or udp"));
+        }
+        let key = (owner.to_string(), name.to_string());
+        if let Some(s) = self.services.get(&key) {
+            if s.session_id != session {
+                return Err(err(ErrorCode::P2pNameTaken, format!("a P2P service named '{name}' is already published")));
+            }
+        }
+        if self.services.keys().filter(|(o, _)| o == owner).count() >= MAX_SERVICES_PER_OWNER {
+            return Err(err(ErrorCode::TooManyTunnels, "too many P2P services for this owner"));
+        }
+        self.services.insert(key, Service { session_id: session.to_string(), protocol });
+        Ok(())
+    }
+
+    /// Drops links that did not finish their proof in time; both sides are told.
+    pub fn expire(&mut self, now: Instant) -> Vec<Out> {
+        let stale: Vec<String> = self
+            .links
+            .values()
+            .filter(|l| l.state != LinkState::Accepted && now.duration_since(l.created) > PENDING_LINK_TTL)
+            .map(|l| l.id.clone())
+            .collect();
+        let mut out = Vec::new();
+        for id in stale {
+            if let Some(l) = self.links.remove(&id) {
+                out.extend(closed_both(&l, "secret proof timed out"));
+            }
+        }
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        owner: &str,
+        visitor: &str,
+        link_id: &str,
+        name: &str,
+        protocol: Protocol,
+        pake: String,
+        fingerprint: String,
+        candidates: Vec<String>,
+    ) -> Result<Vec<Out>, P2pError> {
+        let mut out = self.expire(now);
+        if link_id.len() < 16 || link_id.len() > 64 || !link_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(err(ErrorCode::BadRequest, "link id must be 16-64 letters, digits or '-'"));
+        }
+        if !field_ok(&pake) || !field_ok(&fingerprint) || candidates.len() > MAX_CANDIDATES {
+            return Err(err(ErrorCode::BadRequest, "P2P offer too large"));
+        }
+        if candidates.iter().any(|c| c.parse::<SocketAddr>().is_err()) {
+            return Err(err(ErrorCode::BadRequest, "P2P candidates must be ip:port"));
+        }
+        if self.links.contains_key(link_id) {
+            return Err(err(ErrorCode::BadRequest, "link id already in use"));
+        }
+        let Some(svc) = self.services.get(&(owner.to_string(), name.to_string())).cloned() else {
+            return Err(err(ErrorCode::P2pUnknownName, format!("no P2P service named '{name}'")));
+        };
+        if svc.protocol != protocol {
+            return Err(err(
+                ErrorCode::BadRequest,
+                format!("P2P service '{name}' is {}, not {protocol}", svc.protocol),
+            ));
+        }
+        let mine = self.links.values().filter(|l| l.owner == owner);
+        let (mut total, mut pending) = (0, 0);
+        for l in mine {
+            total += 1;
+            if l.state != LinkState::Accepted {
+                pending += 1;
+            }
+        }
+        if pending >= MAX_PENDING_LINKS_PER_OWNER || total >= MAX_LINKS_PER_OWNER {
+            return Err(err(ErrorCode::RateLimited, "too many P2P links in progress; retry shortly"));
+        }
+        let link = Link {
+            id: link_id.to_string(),
+            owner: owner.to_string(),
+            name: name.to_string(),
+            protocol,
+            visitor: visitor.to_string(),
+            publisher: svc.session_id.clone(),
+            state: LinkState::AwaitAnswer,
+            created: now,
+            mode: None,
+            stats: Arc::new(TunnelStats::default()),
+            streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS_PER_LINK)),
+        };
+        self.links.insert(link.id.clone(), link);
+        out.push((
+            svc.session_id,
+            ServerMsg::P2pIncoming {
+                link_id: link_id.to_string(),
+                name: name.to_string(),
+                protocol,
+                pake,
+                fingerprint,
+                candidates,
+            },
+        ));
+        Ok(out)
+    }
+
+    /// A step of the proof from `from`. Messages from the wrong side or in the wrong state are
+    /// ignored (`None`): nothing is forwarded.
+    pub fn step(&mut self, from: &str, msg: ClientMsg) -> Vec<Out> {
+        match msg {
+            ClientMsg::P2pAnswer { link_id, pake, confirm, fingerprint, candidates } => {
+                if !field_ok(&pake)
+                    || !field_ok(&confirm)
+                    || !field_ok(&fingerprint)
+                    || candidates.len() > MAX_CANDIDATES
+                {
+                    return self.abort(&link_id, "P2P answer too large");
+                }
+                let Some(l) = self.advance(&link_id, from, false, LinkState::AwaitAnswer, LinkState::AwaitConfirm)
+                else {
+                    return Vec::new();
+                };
+                vec![(l, ServerMsg::P2pAnswer { link_id, pake, confirm, fingerprint, candidates })]
+            }
+            ClientMsg::P2pConfirm { link_id, confirm } => {
+                if !field_ok(&confirm) {
+                    return self.abort(&link_id, "P2P confirmation too large");
+                }
+                let Some(p) = self.advance(&link_id, from, true, LinkState::AwaitConfirm, LinkState::AwaitResult)
+                else {
+                    return Vec::new();
+                };
+                vec![(p, ServerMsg::P2pConfirm { link_id, confirm })]
+            }
+            ClientMsg::P2pResult { link_id, accepted } => {
+                if !accepted {
+                    let Some(l) = self.links.get(&link_id).filter(|l| l.publisher == from).cloned() else {
+                        return Vec::new();
+                    };
+                    self.links.remove(&link_id);
+                    return vec![(l.visitor, ServerMsg::P2pResult { link_id, accepted: false })];
+                }
+                let Some(v) = self.advance(&link_id, from, false, LinkState::AwaitResult, LinkState::Accepted) else {
+                    return Vec::new();
+                };
+                vec![(v, ServerMsg::P2pResult { link_id, accepted: true })]
+            }
+            ClientMsg::P2pMode { link_id, mode } => {
+                if let Some(l) = self.links.get_mut(&link_id) {
+                    if l.visitor == from
+                        && l.state == LinkState::Accepted
+                        && matches!(mode.as_str(), "direct" | "relayed")
+                    {
+                        l.mode = Some(mode);
+                    }
+                }
+                Vec::new()
+            }
+            ClientMsg::P2pClose { link_id, reason } => {
+                let Some(l) = self.links.get(&link_id).filter(|l| l.visitor == from || l.publisher == from).cloned()
+                else {
+                    return Vec::new();
+                };
+                self.links.remove(&link_id);
+                let other = if l.visitor == from { l.publisher } else { l.visitor };
+                let reason: String = reason.chars().take(200).collect();
+                vec![(other, ServerMsg::P2pClosed { link_id, reason })]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Moves a link from `want` to `next` when `from` is the expected side; returns the other side.
+    fn advance(
+        &mut self,
+        link_id: &str,
+        from: &str,
+        from_visitor: bool,
+        want: LinkState,
+        next: LinkState,
+    ) -> Option<String> {
+        let l = self.links.get_mut(link_id)?;
+        let expected = if from_visitor { &l.visitor } else { &l.publisher };
+        if expected != from || l.state != want {
+            return None;
+        }
+        l.state = next;
+        Some(if from_visitor { l.publisher.clone() } else { l.visitor.clone() })
+    }
+
+    fn abort(&mut self, link_id: &str, why: &str) -> Vec<Out> {
+        match self.links.remove(link_id) {
+            Some(l) => closed_both(&l, why),
+            None => Vec::new(),
+        }
+    }
+
+    /// A session ended: its services are withdrawn and its links closed.
+    pub fn session_ended(&mut self, session: &str) -> Vec<Out> {
+        self.services.retain(|_, s| s.session_id != session);
+        let gone: Vec<String> = self
+            .links
+            .values()
+            .filter(|l| l.visitor == session || l.publisher == session)
+            .map(|l| l.id.clone())
+            .collect();
+        let mut out = Vec::new();
+        for id in gone {
+            if let Some(l) = self.links.remove(&id) {
+                let other = if l.visitor == session { l.publisher } else { l.visitor };
+                out.push((other, ServerMsg::P2pClosed { link_id: id, reason: "the other peer disconnected".into() }));
+            }
+        }
+        out
+    }
+
+    /// The link a visitor session may relay a stream over.
+    pub fn relayable(&self, session: &str, link_id: &str) -> Option<Link> {
+        self.links.get(link_id).filter(|l| l.visitor == session && l.state == LinkState::Accepted).cloned()
+    }
+
+    pub fn links(&self) -> impl Iterator<Item = &Link> {
+        self.links.values()
+    }
+
+    /// `(owner, name, protocol)` of every published service.
+    pub fn services(&self) -> impl Iterator<Item = (&str, &str, Protocol)> {
+        self.services.iter().map(|((o, n), s)| (o.as_str(), n.as_str(), s.protocol))
+    }
+}
+
+fn closed_both(l: &Link, why: &str) -> Vec<Out> {
+    [&l.visitor, &l.publisher]
+        .into_iter()
+        .map(|s| (s.clone(), ServerMsg::P2pClosed { link_id: l.id.clone(), reason: why.to_string() }))
+        .collect()
+}
+
+/// The server's P2P state.
+#[derive(Default)]
+pub struct P2pHub {
+    pub table: Mutex<Rendezvous>,
+    /// Payload bytes relayed for P2P links since start, live (in: visitor -> publisher).
+    pub relay_stats: Arc<TunnelStats>,
+    /// Streams relayed since start.
+    pub relayed_streams: AtomicU64,
+    /// Bound UDP port of the reflector, when enabled.
+    pub reflector_port: OnceLock<u16>,
+}
+
+impl P2pHub {
+    fn table(&self) -> std::sync::MutexGuard<'_, Rendezvous> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Bytes relayed for links still open plus those of closed ones.
+    pub fn relayed_total(&self) -> u64 {
+        let (i, o, _, _) = self.relay_stats.get();
+        i + o
+    }
+}
+
+fn deliver(shared: &Shared, out: Vec<Out>) {
+    for (sid, msg) in out {
+        if let Some(s) = shared.session(&sid) {
+            let _ = s.out.try_send(msg);
+        }
+    }
+}
+
+/// Handles a P2P control message from `session`.
+pub fn on_message(shared: &Arc<Shared>, session: &Arc<Session>, msg: ClientMsg) {
+    let owner = session.principal.owner_id.clone();
+    let reply = |m: ServerMsg| {
+        let _ = session.out.try_send(m);
+    };
+    match msg {
+        ClientMsg::P2pPublish { name, protocol } => {
+            match shared.p2p.table().publish(&owner, &session.id, &name, protocol) {
+                Ok(()) => {
+                    tracing::info!(session = %session.id, %name, %protocol, "p2p service published");
+                    reply(ServerMsg::P2pPublished { name });
+                }
+                Err(e) => reply(ServerMsg::P2pError { link_id: String::new(), name, code: e.code, message: e.message }),
+            }
+        }
+        ClientMsg::P2pConnect { link_id, name, protocol, pake, fingerprint, candidates } => {
+            let r = shared.p2p.table().connect(
+                Instant::now(),
+                &owner,
+                &session.id,
+                &link_id,
+                &name,
+                protocol,
+                pake,
+                fingerprint,
+                candidates,
+            );
+            match r {
+                Ok(out) => deliver(shared, out),
+                Err(e) => reply(ServerMsg::P2pError { link_id, name, code: e.code, message: e.message }),
+            }
+        }
+        other => {
+            let out = shared.p2p.table().step(&session.id, other);
+            deliver(shared, out);
+        }
+    }
+}
+
+/// A session ended: withdraw its services, close its links.
+pub fn session_ended(shared: &Shared, session: &Session) {
+    let out = shared.p2p.table().session_ended(&session.id);
+    deliver(shared, out);
+}
+
+/// The link `session` may relay over, checked before the data connection is upgraded.
+pub fn relayable(shared: &Shared, session: &Session, link_id: &str) -> Option<Link> {
+    shared.p2p.table().relayable(&session.id, link_id)
+}
+
+/// Relays one stream of an accepted link: the visitor's upgraded connection is spliced to a
+/// data connection taken from the publisher's pool, which first gets a stream header naming
+/// the link. Bytes are counted per link and server-wide.
+pub async fn relay(shared: Arc<Shared>, link: Link, visitor_peer: SocketAddr, visitor: Upgraded) {
+    let Ok(_permit) = link.streams.clone().try_acquire_owned() else {
+        return;
+    };
+    let Some(publisher) = shared.session(&link.publisher) else {
+        return;
+    };
+    let cancel = publisher.cancel.clone();
+    let work = async {
+        let Ok(conn) = publisher.take_data_conn().await else {
+            return;
+        };
+        shared.p2p.relayed_streams.fetch_add(1, Ordering::Relaxed);
+        let header =
+            StreamHeader { tunnel_id: link.id.clone(), protocol: link.protocol, peer: visitor_peer.to_string() };
+        let mut conn = TokioIo::new(conn);
+        if conn.write_all(&header.encode()).await.is_err() {
+            return;
+        }
+        let mut data = Counted::new(Counted::new(conn, link.stats.clone()), shared.p2p.relay_stats.clone());
+        let mut v = TokioIo::new(visitor);
+        let _ = rustunnel_proto::splice::splice(&mut v, &mut data).await;
+    };
+    tokio::select! {
+        _ = work => {}
+        _ = cancel.cancelled() => {}
+        _ = shared.hard_stop.cancelled() => {}
+    }
+}
+
+/// Token buckets of the reflector: a global budget and one per source address, refilled
+/// every second. Sans-IO.
+#[derive(Default)]
+pub struct ReflectLimiter {
+    window: Option<Instant>,
+    total: u32,
+    per_ip: HashMap<IpAddr, u32>,
+}
+
+impl ReflectLimiter {
+    pub fn allow(&mut self, now: Instant, ip: IpAddr) -> bool {
+        if self.window.is_none_or(|w| now.duration_since(w) >= Duration::from_secs(1)) {
+            self.window = Some(now);
+            self.total = 0;
+            self.per_ip.clear();
+        }
+        if self.total >= REFLECT_PER_SEC {
+            return false;
+        }
+        if !self.per_ip.contains_key(&ip) && self.per_ip.len() >= REFLECT_TRACKED_IPS {
+            return false;
+        }
+        let n = self.per_ip.entry(ip).or_insert(0);
+        if *n >= REFLECT_PER_IP_PER_SEC {
+            return false;
+        }
+        *n += 1;
+        self.total += 1;
+        true
+    }
+}
+
+/// The UDP address reflector: answers each well-formed probe with the address it came from.
+pub async fn reflector(sock: UdpSocket, shared: Arc<Shared>) {
+    let mut buf = [0u8; 512];
+    let mut limiter = ReflectLimiter::default();
+    loop {
+        let (n, from) = tokio::select! {
+            _ = shared.stop_accepting.cancelled() => return,
+            r = sock.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(nonce) = rustunnel_proto::p2p::decode_probe(&buf[..n]) else {
+            continue;
+        };
+        if !limiter.allow(Instant::now(), from.ip()) {
+            continue;
+        }
+        let _ = sock.send_to(&rustunnel_proto::p2p::encode_reflect(nonce, from), from).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(r: &mut Rendezvous, now: Instant, link: &str, name: &str) -> Result<Vec<Out>, P2pError> {
+        r.connect(now, "o", "v", link, name, Protocol::Tcp, "pa".into(), "fa".into(), vec!["127.0.0.1:9".into()])
+    }
+
+    const L: &str = "0123456789abcdef";
+
+    #[test]
+    fn full_proof_then_relay_allowed() {
+        let mut r = Rendezvous::default();
+        let now = Instant::now();
+        r.publish("o", "p", "svc", Protocol::Tcp).unwrap();
+        let out = offer(&mut r, now, L, "svc").unwrap();
+        assert!(matches!(&out[..], [(s, ServerMsg::P2pIncoming { .. })] if s == "p"));
+        assert!(r.relayable("v", L).is_none(), "no relay before the proof");
+        // The visitor cannot answer for the publisher.
+        let fake = ClientMsg::P2pAnswer {
+            link_id: L.into(),
+            pake: "x".into(),
+            confirm: "c".into(),
+            fingerprint: "f".into(),
+            candidates: vec![],
+        };
+        assert!(r.step("v", fake.clone()).is_empty());
+        assert_eq!(r.step("p", fake).len(), 1);
+        assert_eq!(r.step("v", ClientMsg::P2pConfirm { link_id: L.into(), confirm: "c".into() }).len(), 1);
+        // Only the publisher's verdict counts.
+        assert!(r.step("v", ClientMsg::P2pResult { link_id: L.into(), accepted: true }).is_empty());
+        assert!(r.relayable("v", L).is_none());
+        assert_eq!(r.step("p", ClientMsg::P2pResult { link_id: L.into(), accepted: true }).len(), 1);
+        assert!(r.relayable("v", L).is_some());
+        assert!(r.relayable("p", L).is_none(), "only the visitor opens relayed streams");
+    }
+
+    #[test]
+    fn unknown_name_other_owner_and_protocol() {
+        let mut r = Rendezvous::default();
+        let now = Instant::now();
+        r.publish("other", "p", "svc", Protocol::Tcp).unwrap();
+        let e = offer(&mut r, now, L, "svc").unwrap_err();
+        assert_eq!(e.code, ErrorCode::P2pUnknownName);
+        assert_eq!(e.message, "no P2P service named 'svc'");
+        r.publish("o", "p", "svc", Protocol::Udp).unwrap();
+        assert_eq!(offer(&mut r, now, L, "svc").unwrap_err().code, ErrorCode::BadRequest);
+        assert_eq!(r.publish("o", "p2", "svc", Protocol::Udp).unwrap_err().code, ErrorCode::P2pNameTaken);
+    }
+
+    #[test]
+    fn rejected_proof_removes_link() {
+        let mut r = Rendezvous::default();
+        let now = Instant::now();
+        r.publish("o", "p", "svc", Protocol::Tcp).unwrap();
+        offer(&mut r, now, L, "svc").unwrap();
+        let out = r.step("p", ClientMsg::P2pResult { link_id: L.into(), accepted: false });
+        assert!(matches!(&out[..], [(s, ServerMsg::P2pResult { accepted: false, .. })] if s == "v"));
+        assert!(r.relayable("v", L).is_none());
+        assert_eq!(r.links().count(), 0);
+    }
+
+    #[test]
+    fn pending_links_are_bounded_and_expire() {
+        let mut r = Rendezvous::default();
+        let now = Instant::now();
+        r.publish("o", "p", "svc", Protocol::Tcp).unwrap();
+        for i in 0..MAX_PENDING_LINKS_PER_OWNER {
+            offer(&mut r, now, &format!("link-{i:012}"), "svc").unwrap();
+        }
+        assert_eq!(offer(&mut r, now, L, "svc").unwrap_err().code, ErrorCode::RateLimited);
+        let later = now + PENDING_LINK_TTL + Duration::from_secs(1);
+        let out = offer(&mut r, later, L, "svc").unwrap();
+        // Every expired link tells both sides, then the new offer goes out.
+        assert_eq!(out.len(), 2 * MAX_PENDING_LINKS_PER_OWNER + 1);
+    }
+
+    #[test]
+    fn session_end_withdraws_and_notifies() {
+        let mut r = Rendezvous::default();
+        let now = Instant::now();
+        r.publish("o", "p", "svc", Protocol::Tcp).unwrap();
+        offer(&mut r, now, L, "svc").unwrap();
+        let out = r.session_ended("p");
+        assert!(matches!(&out[..], [(s, ServerMsg::P2pClosed { .. })] if s == "v"));
+        assert_eq!(offer(&mut r, now, "another-link-0001", "svc").unwrap_err().code, ErrorCode::P2pUnknownName);
+    }
+
+    #[test]
+    fn bad_input_refused() {
+        let mut r = Rendezvous::default();
+        let now = Instant::now();
+        r.publish("o", "p", "svc", Protocol::Tcp).unwrap();
+        assert!(offer(&mut r, now, "short", "svc").is_err());
+        let e = r.connect(now, "o", "v", L, "svc", Protocol::Tcp, "x".repeat(10_000), "f".into(), vec![]).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        let e = r.connect(now, "o", "v", L, "svc", Protocol::Tcp, "p".into(), "f".into(), vec!["nope".into()]);
+        assert!(e.is_err());
+        assert!(r.publish("o", "p", "../x", Protocol::Tcp).is_err());
+    }
+
+    #[test]
+    fn reflector_rate_limited() {
+        let mut l = ReflectLimiter::default();
+        let now = Instant::now();
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let allowed = (0..100).filter(|_| l.allow(now, ip)).count();
+        assert_eq!(allowed, REFLECT_PER_IP_PER_SEC as usize);
+        assert!(l.allow(now + Duration::from_secs(1), ip));
+    }
+}
