@@ -64,7 +64,9 @@ impl Printer {
                 }
             }
             Event::P2pLink { name, mode, role, .. } => println!("  p2p {name:<12} link up: {mode} ({role})"),
-            Event::P2pConnection { name, mode, peer, .. } => println!("  p2p {name:<12} connection from {peer} ({mode})"),
+            Event::P2pConnection { name, mode, peer, .. } => {
+                println!("  p2p {name:<12} connection from {peer} ({mode})")
+            }
             Event::Error { message, hint, .. } => eprintln!("  error: {message}\n  hint: {hint}"),
         }
     }

@@ -22,7 +22,7 @@ use crate::registry::{ClaimError, PortKind, Registry};
 use crate::session::Session;
 use crate::store::{now_ms, CloseRecord, HistoryRecord, Store, StoreError};
 use crate::tls::{TlsError, TlsMaterial};
-use crate::tunnel::{Tunnel, TunnelStats};
+use crate::tunnel::Tunnel;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -245,18 +245,7 @@ impl Shared {
                 (info, l)
             }
         };
-        let tunnel = Arc::new(Tunnel {
-            id: id.clone(),
-            name: spec.name.clone(),
-            protocol: spec.protocol,
-            info: info.clone(),
-            local_addr: spec.local_addr.clone(),
-            session: session.clone(),
-            opened_at_ms: now_ms(),
-            stats: Arc::new(TunnelStats::default()),
-            cancel,
-            concurrency: Arc::new(tokio::sync::Semaphore::new(self.config.max_requests_per_tunnel)),
-        });
+        let tunnel = Arc::new(Tunnel::new(&spec, info.clone(), session.clone(), cancel, self.config.max_requests_per_tunnel));
         write(&self.tunnels).insert(id.clone(), tunnel.clone());
         match listener {
             EdgeListener::None => {
@@ -492,18 +481,7 @@ impl Shared {
             subdomain,
             remote_port,
         };
-        let tunnel = Arc::new(Tunnel {
-            id: id.clone(),
-            name: spec.name.clone(),
-            protocol: spec.protocol,
-            info: info.clone(),
-            local_addr: spec.local_addr.clone(),
-            session: session.clone(),
-            opened_at_ms: now_ms(),
-            stats: Arc::new(TunnelStats::default()),
-            cancel,
-            concurrency: Arc::new(tokio::sync::Semaphore::new(self.config.max_requests_per_tunnel)),
-        });
+        let tunnel = Arc::new(Tunnel::new(&spec, info.clone(), session.clone(), cancel, self.config.max_requests_per_tunnel));
         write(&self.tunnels).insert(id.clone(), tunnel.clone());
         let mut member = Member::new(id.clone());
         member.alert_webhook = group.alert_webhook.clone();
@@ -762,9 +740,11 @@ impl ServerHandle {
                     None
                 }
             },
-            crate::config::P2pUdp::Addr(a) => Some(
-                UdpSocket::bind(a).await.map_err(|source| ServerError::Bind { what: "the P2P reflector", addr: a, source })?,
-            ),
+            crate::config::P2pUdp::Addr(a) => Some(UdpSocket::bind(a).await.map_err(|source| ServerError::Bind {
+                what: "the P2P reflector",
+                addr: a,
+                source,
+            })?),
         };
         let mut config = config;
         crate::api::advertise_bound_ports(&mut config, control_addr, api_addr);

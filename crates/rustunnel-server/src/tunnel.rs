@@ -2,7 +2,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use rustunnel_proto::{Protocol, TunnelInfo};
+use rustunnel_proto::{Protocol, TunnelInfo, TunnelSpec};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -49,4 +49,28 @@ pub struct Tunnel {
     pub cancel: CancellationToken,
     /// Caps concurrent requests/connections of this tunnel so one tunnel cannot starve others.
     pub concurrency: Arc<Semaphore>,
+}
+
+impl Tunnel {
+    /// A freshly opened tunnel with zeroed counters; `info.tunnel_id` is its id.
+    pub fn new(
+        spec: &TunnelSpec,
+        info: TunnelInfo,
+        session: Arc<Session>,
+        cancel: CancellationToken,
+        max_concurrent: usize,
+    ) -> Self {
+        Tunnel {
+            id: info.tunnel_id.clone(),
+            name: spec.name.clone(),
+            protocol: spec.protocol,
+            local_addr: spec.local_addr.clone(),
+            info,
+            session,
+            opened_at_ms: crate::store::now_ms(),
+            stats: Arc::new(TunnelStats::default()),
+            cancel,
+            concurrency: Arc::new(Semaphore::new(max_concurrent)),
+        }
+    }
 }
