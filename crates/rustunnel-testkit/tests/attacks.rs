@@ -337,3 +337,43 @@ async fn per_tunnel_concurrency_cap_answers_503_for_that_tunnel_only() {
         assert_eq!(s.await.unwrap(), StatusCode::OK);
     }
 }
+
+#[tokio::test]
+async fn http2_rapid_reset_is_bounded_and_other_visitors_are_unaffected() {
+    let server = quick_server().await;
+    let app = http_app("app").await;
+    let mut t = tunnel("web", Protocol::Http, app.port());
+    t.subdomain = Some("reset".into());
+    let (_c, _ready) = server.client(vec![t]).await;
+    let edge = server.https_addr();
+    let tls =
+        rustunnel_client::tls::client_config(&rustunnel_client::TlsOptions { insecure: true, ca: None }, &[b"h2"])
+            .unwrap();
+    let tcp = TcpStream::connect(edge).await.unwrap();
+    let s = tokio_rustls::TlsConnector::from(tls)
+        .connect(rustls_pki_types::ServerName::try_from("reset.localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (h2, conn) = h2::client::handshake(s).await.unwrap();
+    let driver = tokio::spawn(conn);
+    let started = Instant::now();
+    let mut sent = 0;
+    for _ in 0..5000 {
+        let req = http::Request::get(format!("https://reset.localhost:{}/slow?ms=200", edge.port())).body(()).unwrap();
+        let Ok(ready) = tokio::time::timeout(Duration::from_secs(2), h2.clone().ready()).await else { break };
+        let Ok(mut ready) = ready else { break };
+        let Ok((_resp, mut stream)) = ready.send_request(req, true) else { break };
+        stream.send_reset(h2::Reason::CANCEL);
+        sent += 1;
+    }
+    // The server cuts the abusive connection off (GOAWAY, then close) quickly, and stays
+    // available to everyone else.
+    let end = tokio::time::timeout(Duration::from_secs(10), driver).await;
+    assert!(matches!(end, Ok(Ok(Err(_)))), "the server should have closed the connection: {end:?}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let mut fresh = h2_conn(edge, "reset.localhost").await;
+    let req = http::Request::get(format!("https://reset.localhost:{}/", edge.port())).body(body("")).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(5), fresh.send_request(req)).await.unwrap().unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    eprintln!("rapid reset: {sent} resets queued by the client before the server closed the connection");
+}
