@@ -245,7 +245,8 @@ impl Shared {
                 (info, l)
             }
         };
-        let tunnel = Arc::new(Tunnel::new(&spec, info.clone(), session.clone(), cancel, self.config.max_requests_per_tunnel));
+        let tunnel =
+            Arc::new(Tunnel::new(&spec, info.clone(), session.clone(), cancel, self.config.max_requests_per_tunnel));
         write(&self.tunnels).insert(id.clone(), tunnel.clone());
         match listener {
             EdgeListener::None => {
@@ -481,7 +482,8 @@ impl Shared {
             subdomain,
             remote_port,
         };
-        let tunnel = Arc::new(Tunnel::new(&spec, info.clone(), session.clone(), cancel, self.config.max_requests_per_tunnel));
+        let tunnel =
+            Arc::new(Tunnel::new(&spec, info.clone(), session.clone(), cancel, self.config.max_requests_per_tunnel));
         write(&self.tunnels).insert(id.clone(), tunnel.clone());
         let mut member = Member::new(id.clone());
         member.alert_webhook = group.alert_webhook.clone();
