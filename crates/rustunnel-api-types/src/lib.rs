@@ -154,6 +154,54 @@ pub struct PoolList {
     pub pools: Vec<Pool>,
 }
 
+/// One end of a P2P service or link: a client's control session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct P2pPeer {
+    pub session_id: String,
+    /// Address the client's control connection comes from (empty once it is gone).
+    pub client_addr: String,
+    /// The client's user agent (`rustunnel/0.x`).
+    pub agent: String,
+}
+
+/// A visitor's link to a published P2P service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct P2pLink {
+    pub link_id: String,
+    pub visitor: P2pPeer,
+    /// `direct` (hole-punched, no bytes through the server), `relayed`, or `pending` (secret
+    /// proof or path selection not finished).
+    pub mode: String,
+    /// Bytes relayed through the server for this link (visitor -> publisher, and back); the
+    /// direct path carries none.
+    pub relayed_bytes_in: u64,
+    pub relayed_bytes_out: u64,
+    /// Seconds since the link was requested.
+    pub age_secs: u64,
+}
+
+/// A published P2P service and its links (`GET /api/p2p`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct P2pService {
+    pub name: String,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    pub owner_id: String,
+    /// The publisher's session; absent when only links of a service that was withdrawn remain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher: Option<P2pPeer>,
+    pub links: Vec<P2pLink>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct P2pList {
+    pub services: Vec<P2pService>,
+}
+
 /// `DELETE /api/tunnels/{id}` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

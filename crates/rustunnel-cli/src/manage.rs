@@ -305,9 +305,16 @@ pub async fn execute(cmd: ManageCommand) -> Result<String, ManageError> {
             Ok(format!("revoked token {}; closed {} open tunnel(s)\n", r.id, r.closed_tunnels))
         }
         ManageCommand::Tunnels { action: TunnelsAction::List { api: a } } => {
-            let l: api::TunnelList = ApiClient::from_args(&a)?.call(Method::GET, "/api/tunnels", None).await?;
+            let c = ApiClient::from_args(&a)?;
+            let l: api::TunnelList = c.call(Method::GET, "/api/tunnels", None).await?;
+            let p: api::PoolList = c.call(Method::GET, "/api/pools", None).await?;
             if a.json {
-                return json_out(&l);
+                #[derive(Serialize)]
+                struct Listing<'a> {
+                    tunnels: &'a [api::Tunnel],
+                    pools: &'a [api::Pool],
+                }
+                return json_out(&Listing { tunnels: &l.tunnels, pools: &p.pools });
             }
             let rows = l
                 .tunnels
@@ -327,11 +334,15 @@ pub async fn execute(cmd: ManageCommand) -> Result<String, ManageError> {
                     ]
                 })
                 .collect();
-            Ok(table(
+            let mut out = table(
                 &["ID", "NAME", "PROTO", "PUBLIC URL", "LOCAL", "CLIENT", "IN", "OUT", "REQ/CONN", "CREATED"],
                 rows,
                 "no open tunnels",
-            ))
+            );
+            if !p.pools.is_empty() {
+                out.push_str(&format!("\n{}", pools_table(&p.pools)));
+            }
+            Ok(out)
         }
         ManageCommand::Tunnels { action: TunnelsAction::Close { id, api: a } } => {
             let c = ApiClient::from_args(&a)?;
@@ -407,6 +418,41 @@ fn path_segment(s: &str) -> String {
         }
     }
     out
+}
+
+/// The "POOLS" section of `tunnels list`: one row per member, with the pool's health count.
+pub fn pools_table(pools: &[api::Pool]) -> String {
+    let rows = pools
+        .iter()
+        .flat_map(|p| {
+            p.members.iter().map(move |m| {
+                let state = if m.draining {
+                    "draining".to_string()
+                } else if m.healthy {
+                    "healthy".to_string()
+                } else {
+                    match &m.health_detail {
+                        Some(d) => format!("unhealthy ({d})"),
+                        None => "unhealthy".to_string(),
+                    }
+                };
+                vec![
+                    p.name.clone(),
+                    p.protocol.clone(),
+                    p.public_url.clone(),
+                    format!("{}/{}", p.healthy_members, p.members.len()),
+                    m.tunnel_id.clone(),
+                    m.local_addr.clone(),
+                    state,
+                    if p.protocol == "http" { m.requests } else { m.connections }.to_string(),
+                ]
+            })
+        })
+        .collect();
+    format!(
+        "POOLS\n{}",
+        table(&["POOL", "PROTO", "PUBLIC URL", "HEALTHY", "MEMBER", "LOCAL", "STATE", "REQ/CONN"], rows, "no pools")
+    )
 }
 
 /// Left-aligned columns separated by two spaces; `empty` when there are no rows.

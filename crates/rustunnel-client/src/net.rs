@@ -7,6 +7,7 @@ use std::time::Duration;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
+use rustunnel_proto::splice::ReadAhead;
 use tokio_rustls::TlsConnector;
 
 use crate::error::ClientError;
@@ -64,6 +65,9 @@ pub async fn connect_tcp(host: &str, port: u16, timeout: Duration) -> std::io::R
     Err(last)
 }
 
+/// A TLS connection to the server, over a read-ahead layer that batches rustls's small reads.
+pub type ServerStream = TlsStream<ReadAhead<TcpStream>>;
+
 /// Where the server is, and how to talk TLS to it.
 #[derive(Clone)]
 pub struct Dialer {
@@ -73,7 +77,7 @@ pub struct Dialer {
 }
 
 impl Dialer {
-    pub async fn dial(&self) -> Result<TlsStream<TcpStream>, ClientError> {
+    pub async fn dial(&self) -> Result<ServerStream, ClientError> {
         let tcp = connect_tcp(&self.host, self.port, Duration::from_secs(10))
             .await
             .map_err(|e| ClientError::Connect { addr: format!("{}:{}", self.host, self.port), source: e })?;
@@ -83,7 +87,7 @@ impl Dialer {
                 .map_err(|_| ClientError::Config(format!("invalid server name '{}'", self.host)))?,
         };
         let tls =
-            tokio::time::timeout(Duration::from_secs(10), TlsConnector::from(self.tls.clone()).connect(name, tcp))
+            tokio::time::timeout(Duration::from_secs(10), TlsConnector::from(self.tls.clone()).connect(name, ReadAhead::new(tcp)))
                 .await
                 .map_err(|_| ClientError::Tls("TLS handshake timed out".into()))?
                 .map_err(|e| ClientError::Tls(e.to_string()))?;

@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustunnel_api_types::{ClosedTunnel, ErrorBody, HistoryList, RegionList, TunnelList};
+use rustunnel_api_types::{ClosedTunnel, ErrorBody, HistoryList, P2pList, PoolList, RegionList, TunnelList};
 use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -115,6 +115,16 @@ impl ApiClient {
     /// `GET /api/tunnels`
     pub async fn list_tunnels(&self, token: Option<&str>) -> Result<TunnelList, ApiError> {
         self.call(Method::GET, "/api/tunnels", token).await
+    }
+
+    /// `GET /api/pools`
+    pub async fn pools(&self, token: Option<&str>) -> Result<PoolList, ApiError> {
+        self.call(Method::GET, "/api/pools", token).await
+    }
+
+    /// `GET /api/p2p`
+    pub async fn p2p(&self, token: Option<&str>) -> Result<P2pList, ApiError> {
+        self.call(Method::GET, "/api/p2p", token).await
     }
 
     /// `DELETE /api/tunnels/{id}`

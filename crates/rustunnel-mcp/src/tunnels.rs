@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rustunnel_client::{ClientHandle, ClientOptions, Event, TlsOptions, TunnelConfig};
+use rustunnel_client::health::HealthCheck;
+use rustunnel_client::p2p::{P2pHandle, P2pOptions, P2pRole};
+use rustunnel_client::{ClientHandle, ClientOptions, Event, GroupConfig, TlsOptions, TunnelConfig};
 use rustunnel_proto::Protocol;
 use serde::Serialize;
 use tokio::task::JoinHandle;
@@ -36,6 +38,10 @@ pub struct TunnelRequest {
     pub server: String,
     pub token: String,
     pub tls: TlsOptions,
+    /// Join this load-balanced pool (name and shared key).
+    pub group: Option<GroupConfig>,
+    /// Health check the client runs on the local service and reports to the server.
+    pub health_check: Option<HealthCheck>,
 }
 
 impl std::fmt::Debug for TunnelRequest {
@@ -46,6 +52,8 @@ impl std::fmt::Debug for TunnelRequest {
             .field("subdomain", &self.subdomain)
             .field("remote_port", &self.remote_port)
             .field("server", &self.server)
+            .field("group", &self.group)
+            .field("health_check", &self.health_check)
             .finish()
     }
 }
@@ -68,6 +76,8 @@ impl TunnelRequest {
         t.local_host = self.local_host.clone();
         t.subdomain = self.subdomain.clone();
         t.remote_port = self.remote_port;
+        t.group = self.group.clone();
+        t.health_check = self.health_check.clone();
         t
     }
 }
@@ -81,6 +91,42 @@ pub struct OpenedTunnel {
     pub public_url: String,
     pub public_urls: Vec<String>,
     pub local_addr: String,
+    pub server: String,
+    /// The pool this tunnel is a member of.
+    pub group: Option<String>,
+    /// Last health state the server reported for this member; `None` until the first check.
+    pub healthy: Option<bool>,
+}
+
+/// One P2P endpoint to run: publish a local service, or connect to a published one.
+#[derive(Clone)]
+pub struct P2pRequest {
+    pub role: P2pRole,
+    pub server: String,
+    pub token: String,
+    pub secret: String,
+    pub tls: TlsOptions,
+}
+
+impl std::fmt::Debug for P2pRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("P2pRequest").field("role", &self.role).field("server", &self.server).finish_non_exhaustive()
+    }
+}
+
+/// A P2P publisher or visitor this MCP server runs. P2P has no server tunnel id: `id` is ours
+/// (`p2p-...`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OpenedP2p {
+    pub id: String,
+    /// "publish" or "connect".
+    pub role: String,
+    /// The published service name (publish) or the target name (connect).
+    pub name: String,
+    /// Publish: the local service; connect: the local listener agents use.
+    pub local_addr: String,
+    /// direct or relayed once a link is up; `None` before.
+    pub mode: Option<String>,
     pub server: String,
 }
 
@@ -148,8 +194,27 @@ impl OpenError {
 
 struct LiveTunnel {
     info: OpenedTunnel,
+    /// Updated by the monitor from `health` (pool members) or `p2p_link` events.
+    state: Arc<Mutex<Option<bool>>>,
     stop: CancellationToken,
     task: JoinHandle<()>,
+}
+
+struct LiveP2p {
+    info: OpenedP2p,
+    mode: Arc<Mutex<Option<String>>>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+type P2pMap = Arc<Mutex<HashMap<String, LiveP2p>>>;
+
+fn lock_p2p(m: &P2pMap) -> std::sync::MutexGuard<'_, HashMap<String, LiveP2p>> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn lock_val<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 type LiveMap = Arc<Mutex<HashMap<String, LiveTunnel>>>;
@@ -161,6 +226,7 @@ fn lock(m: &LiveMap) -> std::sync::MutexGuard<'_, HashMap<String, LiveTunnel>> {
 /// Owns every tunnel this MCP server opened.
 pub struct TunnelManager {
     live: LiveMap,
+    p2p: P2pMap,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -174,7 +240,7 @@ impl Default for TunnelManager {
 impl TunnelManager {
     /// `shutdown` stops every tunnel when cancelled.
     pub fn new(shutdown: CancellationToken) -> Self {
-        TunnelManager { live: Default::default(), tasks: TaskTracker::new(), shutdown }
+        TunnelManager { live: Default::default(), p2p: Default::default(), tasks: TaskTracker::new(), shutdown }
     }
 
     /// Checks that something accepts TCP connections at the local address (http/tcp tunnels).
@@ -204,7 +270,7 @@ impl TunnelManager {
         if self.shutdown.is_cancelled() {
             return Err(OpenError::ShuttingDown);
         }
-        if lock(&self.live).len() >= MAX_TUNNELS {
+        if self.count() >= MAX_TUNNELS {
             return Err(OpenError::TooMany);
         }
         progress(format!("checking that something listens on {}", req.local_addr())).await;
@@ -224,6 +290,7 @@ impl TunnelManager {
                         break Ok(OpenedTunnel {
                             tunnel_id, name, protocol: protocol.as_str().to_string(), public_url, public_urls,
                             local_addr, server: req.server.clone(),
+                            group: req.group.as_ref().map(|g| g.name.clone()), healthy: None,
                         });
                     }
                     // Before the first tunnel_ready every error is final for this call: the
@@ -261,15 +328,18 @@ impl TunnelManager {
         let stop = self.shutdown.child_token();
         let live = self.live.clone();
         let id = info.tunnel_id.clone();
+        let state = Arc::new(Mutex::new(None));
         // Held across the spawn so the monitor cannot remove the entry before it exists.
         let mut map = lock(&self.live);
         let task = self.tasks.spawn({
             let stop = stop.clone();
             let id = id.clone();
+            let state = state.clone();
             async move {
                 loop {
                     tokio::select! {
                         ev = client.events.recv() => match ev {
+                            Some(Event::Health { healthy, .. }) => *lock_val(&state) = Some(healthy),
                             Some(Event::TunnelClosed { reason, .. }) => {
                                 tracing::info!(tunnel_id = %id, %reason, "tunnel closed by the server");
                                 break;
@@ -288,7 +358,139 @@ impl TunnelManager {
                 lock(&live).remove(&id);
             }
         });
-        map.insert(id, LiveTunnel { info, stop, task });
+        map.insert(id, LiveTunnel { info, state, stop, task });
+    }
+
+    /// Tunnels and P2P endpoints open now.
+    fn count(&self) -> usize {
+        lock(&self.live).len() + lock_p2p(&self.p2p).len()
+    }
+
+    /// Starts a P2P publisher or visitor and waits until it is ready: published (publish), or
+    /// linked with the publisher and listening locally (connect). Any error before that is
+    /// returned (wrong secret, unknown name, ...) and the client is stopped.
+    pub async fn open_p2p<P, Fut>(
+        &self,
+        req: P2pRequest,
+        cancel: CancellationToken,
+        progress: P,
+    ) -> Result<OpenedP2p, OpenError>
+    where
+        P: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        if self.shutdown.is_cancelled() {
+            return Err(OpenError::ShuttingDown);
+        }
+        if self.count() >= MAX_TUNNELS {
+            return Err(OpenError::TooMany);
+        }
+        if let P2pRole::Publish { local_host, local_port, .. } = &req.role {
+            let probe = TunnelRequest {
+                protocol: Protocol::Tcp,
+                local_host: local_host.clone(),
+                local_port: *local_port,
+                subdomain: None,
+                remote_port: None,
+                server: req.server.clone(),
+                token: String::new(),
+                tls: req.tls.clone(),
+                group: None,
+                health_check: None,
+            };
+            progress(format!("checking that something listens on {}", probe.local_addr())).await;
+            Self::check_local(&probe).await?;
+        }
+        progress(format!("connecting to the rustunnel server at {}", req.server)).await;
+        let mut opts = P2pOptions::new(req.server.clone(), req.token.clone(), req.secret.clone(), req.role.clone());
+        opts.tls = req.tls.clone();
+        opts.reconnect = true;
+        let mut h = P2pHandle::spawn(opts);
+        // A visitor is ready once the secret proof and a path (direct or relayed) are done.
+        let deadline = tokio::time::sleep(OPEN_TIMEOUT + Duration::from_secs(10));
+        tokio::pin!(deadline);
+        let outcome = loop {
+            tokio::select! {
+                ev = h.events.recv() => match ev {
+                    Some(Event::P2pReady { role, name, mode, local_addr, .. }) => break Ok(OpenedP2p {
+                        id: new_p2p_id(),
+                        role, name, local_addr, mode, server: req.server.clone(),
+                    }),
+                    Some(Event::Error { code, message, hint, .. }) => break Err(client_error(&req.server, code, message, hint)),
+                    Some(_) => {}
+                    None => break Err(OpenError::Client {
+                        code: "client_stopped".into(),
+                        message: "the P2P client stopped before it was ready".into(),
+                        hint: "call create_tunnel again".into(),
+                    }),
+                },
+                _ = cancel.cancelled() => break Err(OpenError::Cancelled),
+                _ = self.shutdown.cancelled() => break Err(OpenError::ShuttingDown),
+                _ = &mut deadline => break Err(OpenError::Timeout { server: req.server.clone() }),
+            }
+        };
+        let info = match outcome {
+            Ok(i) => i,
+            Err(e) => {
+                stop_p2p(h).await;
+                return Err(e);
+            }
+        };
+        progress(format!("P2P {} '{}' ready", info.role, info.name)).await;
+        let stop = self.shutdown.child_token();
+        let mode = Arc::new(Mutex::new(info.mode.clone()));
+        let map_ref = self.p2p.clone();
+        let mut map = lock_p2p(&self.p2p);
+        let task = self.tasks.spawn({
+            let stop = stop.clone();
+            let id = info.id.clone();
+            let mode = mode.clone();
+            async move {
+                loop {
+                    tokio::select! {
+                        ev = h.events.recv() => match ev {
+                            Some(Event::P2pLink { mode: m, .. }) | Some(Event::P2pReady { mode: Some(m), .. }) => {
+                                *lock_val(&mode) = Some(m);
+                            }
+                            Some(Event::Error { fatal: true, message, .. }) => {
+                                tracing::warn!(p2p_id = %id, %message, "P2P client ended");
+                                break;
+                            }
+                            Some(_) => {}
+                            None => break,
+                        },
+                        _ = stop.cancelled() => break,
+                    }
+                }
+                stop_p2p(h).await;
+                lock_p2p(&map_ref).remove(&id);
+            }
+        });
+        map.insert(info.id.clone(), LiveP2p { info: info.clone(), mode, stop, task });
+        Ok(info)
+    }
+
+    /// Stops one of our P2P endpoints. `false` if `id` is not one.
+    pub async fn close_p2p(&self, id: &str) -> bool {
+        let entry = lock_p2p(&self.p2p).remove(id);
+        match entry {
+            Some(t) => {
+                t.stop.cancel();
+                let _ = t.task.await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The P2P endpoints running now, sorted by id, with their current mode.
+    pub fn list_p2p(&self) -> Vec<OpenedP2p> {
+        let mut v: Vec<OpenedP2p> = lock_p2p(&self.p2p)
+            .values()
+            .map(|t| OpenedP2p { mode: lock_val(&t.mode).clone(), ..t.info.clone() })
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
     }
 
     /// Stops one of our tunnels and waits until its control connection is closed. `false` if it
@@ -311,7 +513,10 @@ impl TunnelManager {
 
     /// The tunnels currently open, sorted by id.
     pub fn list(&self) -> Vec<OpenedTunnel> {
-        let mut v: Vec<OpenedTunnel> = lock(&self.live).values().map(|t| t.info.clone()).collect();
+        let mut v: Vec<OpenedTunnel> = lock(&self.live)
+            .values()
+            .map(|t| OpenedTunnel { healthy: *lock_val(&t.state), ..t.info.clone() })
+            .collect();
         v.sort_by(|a, b| a.tunnel_id.cmp(&b.tunnel_id));
         v
     }
@@ -335,7 +540,34 @@ async fn stop_client(mut client: ClientHandle) {
     }
 }
 
+/// Stops a P2P client, draining its events so it never blocks.
+async fn stop_p2p(mut h: P2pHandle) {
+    h.events.close();
+    while h.events.try_recv().is_ok() {}
+    if tokio::time::timeout(Duration::from_secs(3), h.stop()).await.is_err() {
+        tracing::warn!("P2P client did not stop within 3s");
+    }
+}
+
+/// A fresh id for a P2P endpoint (`p2p-` and 16 hex digits).
+fn new_p2p_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(SEQ.fetch_add(1, Ordering::Relaxed));
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    format!("p2p-{:016x}", h.finish())
+}
+
 fn client_error(server: &str, code: String, message: String, hint: String) -> OpenError {
+    let hint = match code.as_str() {
+        "p2p_wrong_secret" => "pass the same `secret` the publisher used (create_tunnel with peer_name)".into(),
+        "p2p_unknown_name" => "publish the service first (create_tunnel with protocol \"p2p\", peer_name and secret), with a token of the same owner, and check the spelling of peer_target".into(),
+        "p2p_name_taken" => "choose another peer_name, or close the publisher that holds it".into(),
+        "group_key_mismatch" => "pass the group_key the pool's first member used; every member of a pool must use the same key".into(),
+        _ => hint,
+    };
     match code.as_str() {
         "server_unreachable" => {
             // The client's message repeats "server unreachable at ADDR: "; keep only the cause.

@@ -160,16 +160,8 @@ async fn bad_arguments_are_tool_errors() {
             json!({"local_port": 3000, "protocol": "http", "colour": "red"}),
             "unknown argument 'colour'",
         ),
-        (
-            "create_tunnel",
-            json!({"local_port": 3000, "protocol": "p2p", "secret": "s", "peer_name": "x"}),
-            "not supported yet",
-        ),
-        (
-            "create_tunnel",
-            json!({"local_port": 3000, "protocol": "http", "group": "pool", "group_key": "k"}),
-            "not supported yet",
-        ),
+        ("create_tunnel", json!({"local_port": 3000, "protocol": "p2p", "peer_name": "x"}), "needs 'secret'"),
+        ("create_tunnel", json!({"local_port": 3000, "protocol": "http", "group": "pool"}), "go together"),
         ("get_connection_info", json!({"local_port": 99999, "protocol": "http"}), "between 1 and 65535"),
         ("close_tunnel", json!({}), "'tunnel_id' is required"),
         ("close_tunnel", json!({"tunnel_id": "../../etc"}), "may contain only"),

@@ -32,6 +32,99 @@ fn give_buf(b: Box<[u8]>) {
     })
 }
 
+/// Read-ahead under a TLS stream. rustls pulls at most about 4 KiB from its transport per
+/// call, so a 16 KiB record costs four `read` syscalls; this layer reads up to [`BUF_SIZE`] at
+/// once into a pooled buffer and serves rustls from it. Like the splice, it owns a buffer only
+/// while unread bytes are pending, so an idle connection costs nothing. Writes pass through.
+pub struct ReadAhead<T> {
+    inner: T,
+    buf: Option<Box<[u8]>>,
+    pos: usize,
+    cap: usize,
+}
+
+impl<T> ReadAhead<T> {
+    pub fn new(inner: T) -> Self {
+        ReadAhead { inner, buf: None, pos: 0, cap: 0 }
+    }
+
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+}
+
+impl<T> Drop for ReadAhead<T> {
+    fn drop(&mut self) {
+        if let Some(b) = self.buf.take() {
+            give_buf(b);
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for ReadAhead<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.pos == this.cap {
+            if out.remaining() >= BUF_SIZE {
+                // The caller's buffer is big enough: no point copying through ours.
+                return Pin::new(&mut this.inner).poll_read(cx, out);
+            }
+            let mut buf = this.buf.take().unwrap_or_else(take_buf);
+            let mut rb = ReadBuf::new(&mut buf);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) => {
+                    let n = rb.filled().len();
+                    if n == 0 {
+                        give_buf(buf);
+                        return Poll::Ready(Ok(()));
+                    }
+                    this.pos = 0;
+                    this.cap = n;
+                    this.buf = Some(buf);
+                }
+                other => {
+                    give_buf(buf);
+                    return other;
+                }
+            }
+        }
+        let Some(buf) = this.buf.as_ref() else { return Poll::Ready(Ok(())) };
+        let n = out.remaining().min(this.cap - this.pos);
+        out.put_slice(&buf[this.pos..this.pos + n]);
+        this.pos += n;
+        if this.pos == this.cap {
+            this.pos = 0;
+            this.cap = 0;
+            if let Some(b) = this.buf.take() {
+                give_buf(b);
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for ReadAhead<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 #[derive(Default)]
 struct Direction {
     buf: Option<Box<[u8]>>,
@@ -175,6 +268,26 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         assert!(ab.poll_copy(&mut cx, Pin::new(&mut a_inner), Pin::new(&mut b_inner)).is_pending());
         assert!(ab.buf.is_none(), "a pending read gives its buffer back");
+    }
+
+    #[tokio::test]
+    async fn read_ahead_serves_small_reads_from_one_large_read() {
+        let (mut w, r) = tokio::io::duplex(256 * 1024);
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+        w.write_all(&data).await.unwrap();
+        drop(w);
+        let mut ra = ReadAhead::new(r);
+        let mut got = Vec::new();
+        let mut small = [0u8; 4096];
+        loop {
+            let n = ra.read(&mut small).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&small[..n]);
+        }
+        assert_eq!(got, data);
+        assert!(ra.buf.is_none(), "drained read-ahead holds no buffer");
     }
 
     fn futures_noop_waker() -> std::task::Waker {

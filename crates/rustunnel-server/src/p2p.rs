@@ -345,6 +345,11 @@ impl Rendezvous {
         self.links.values()
     }
 
+    /// `(owner, name, protocol, publisher session)` of every published service.
+    pub fn published(&self) -> impl Iterator<Item = (&str, &str, Protocol, &str)> {
+        self.services.iter().map(|((o, n), s)| (o.as_str(), n.as_str(), s.protocol, s.session_id.as_str()))
+    }
+
     /// `(owner, name, protocol)` of every published service.
     pub fn services(&self) -> impl Iterator<Item = (&str, &str, Protocol)> {
         self.services.iter().map(|((o, n), s)| (o.as_str(), n.as_str(), s.protocol))

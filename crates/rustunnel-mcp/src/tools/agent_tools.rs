@@ -786,6 +786,8 @@ async fn tunnel_open(server: McpServer, args: JsonObject, ctx: CallCtx) -> Resul
         server: cfg.server.clone(),
         token: cfg.token(None).unwrap_or_default(),
         tls: cfg.tls(),
+        group: None,
+        health_check: None,
     };
     let progress_ctx = ctx.clone();
     let opened = st

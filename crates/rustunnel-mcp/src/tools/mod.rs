@@ -36,9 +36,6 @@ pub enum ToolError {
     /// The arguments do not match the input schema (type, range, unknown field, ...).
     #[error("invalid arguments: {0}")]
     InvalidArguments(String),
-    /// A parameter whose feature is not in this build yet.
-    #[error("not supported yet by this rustunnel-mcp build: {what}")]
-    NotSupportedYet { what: String },
     /// Opening a tunnel failed.
     #[error(transparent)]
     Open(#[from] OpenError),
@@ -62,7 +59,6 @@ impl ToolError {
     pub fn code(&self) -> &str {
         match self {
             ToolError::InvalidArguments(_) => "invalid_arguments",
-            ToolError::NotSupportedYet { .. } => "not_supported_yet",
             ToolError::Open(e) => e.code(),
             ToolError::Api(e) => e.code(),
             ToolError::UnknownRegion { .. } => "unknown_region",
@@ -73,13 +69,14 @@ impl ToolError {
     /// What the agent (or its user) should do about it.
     pub fn hint(&self) -> String {
         match self {
-            ToolError::InvalidArguments(_) => "fix the arguments as described by the tool's input schema and call again".into(),
-            ToolError::NotSupportedYet { .. } => {
-                "omit these parameters for a plain http/tcp/udp tunnel; P2P and load-balanced tunnels arrive in a later release".into()
+            ToolError::InvalidArguments(_) => {
+                "fix the arguments as described by the tool's input schema and call again".into()
             }
             ToolError::Open(e) => e.hint(),
             ToolError::Api(e) => e.hint(),
-            ToolError::UnknownRegion { .. } => "call list_regions for the ids, or omit region to use the configured server".into(),
+            ToolError::UnknownRegion { .. } => {
+                "call list_regions for the ids, or omit region to use the configured server".into()
+            }
             ToolError::Agent(e) => e.hint(),
         }
     }

@@ -1,12 +1,15 @@
 //! The six tunnel tools: `create_tunnel`, `list_tunnels`, `close_tunnel`,
 //! `get_connection_info`, `list_regions`, `get_tunnel_history`.
 //!
-//! `create_tunnel` runs the tunnel in-process ([`crate::tunnels::TunnelManager`]); the others
-//! call the management API. P2P and load-balancing parameters are parsed into
-//! [`TunnelKind::P2p`] / [`TunnelKind::Pooled`] and answered "not supported yet" in one place
-//! ([`unsupported`]): wiring them is a matter of handling those variants.
+//! `create_tunnel` runs the tunnel in-process ([`crate::tunnels::TunnelManager`]): plain
+//! tunnels and pool members on a `ClientHandle`, P2P publishers and visitors on a `P2pHandle`
+//! (ids `p2p-...`, managed here). The others call the management API.
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::model::{JsonObject, ToolAnnotations};
+use rustunnel_client::config::StartHealthCheck;
+use rustunnel_client::health::{HealthCheck, HealthKind};
+use rustunnel_client::p2p::P2pRole;
+use rustunnel_client::GroupConfig;
 use rustunnel_proto::Protocol;
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -16,7 +19,7 @@ use super::args::{check_host, check_ident, Args};
 use super::schema::object;
 use super::{route, CallCtx, ToolError, ToolSpec};
 use crate::server::McpServer;
-use crate::tunnels::TunnelRequest;
+use crate::tunnels::{OpenedP2p, P2pRequest, TunnelRequest};
 
 /// Tools of this module.
 pub fn router() -> ToolRouter<McpServer> {
@@ -50,7 +53,7 @@ fn tunnel_props(for_info: bool) -> Vec<(&'static str, Value)> {
         ("local_port", json!({"type": "integer", "minimum": 1, "maximum": 65535, "description": port_desc})),
         (
             "protocol",
-            json!({"type": "string", "enum": PROTOCOLS, "description": "Tunnel type: \"http\" for web apps and APIs (public URL under a subdomain), \"tcp\" for raw TCP (databases, SSH; public host:port), \"udp\" for UDP services (game servers, DNS), \"p2p\" for peer-to-peer tunnels (not available yet)."}),
+            json!({"type": "string", "enum": PROTOCOLS, "description": "Tunnel type: \"http\" for web apps and APIs (public URL under a subdomain), \"tcp\" for raw TCP (databases, SSH; public host:port), \"udp\" for UDP services (game servers, DNS), \"p2p\" for private peer-to-peer tcp tunnels (with secret and peer_name to publish, or secret and peer_target to connect)."}),
         ),
         (
             "subdomain",
@@ -66,29 +69,29 @@ fn tunnel_props(for_info: bool) -> Vec<(&'static str, Value)> {
         ),
         (
             "secret",
-            json!({"type": "string", "description": "P2P only: shared secret; publisher and subscriber must use the same one. (Not available yet.)"}),
+            json!({"type": "string", "description": "P2P only (required): shared secret; publisher and visitor must use the same one. Never sent over the network."}),
         ),
         (
             "peer_name",
-            json!({"type": "string", "description": "P2P publish: publish the local service under this name. (Not available yet.)"}),
+            json!({"type": "string", "description": "P2P publish: publish the local service on local_port under this name (1-64 characters: letters, digits, '-', '_', '.'). Returns the name and role; other machines connect with peer_target."}),
         ),
         (
             "peer_target",
-            json!({"type": "string", "description": "P2P connect: connect to the published P2P service with this name. (Not available yet.)"}),
+            json!({"type": "string", "description": "P2P connect: reach the published P2P service with this name through a local listener on 127.0.0.1:local_port (the port must be free). Returns that address and the mode (direct or relayed)."}),
         ),
         (
             "group",
-            json!({"type": "string", "description": "Load balancing (http/tcp): name of the pool to join; every member serves the same public URL. (Not available yet.)"}),
+            json!({"type": "string", "description": "Load balancing (http/tcp): name of the pool to join; every member serves the same public URL (for http the group is also the default subdomain). Call create_tunnel once per member (e.g. ports 3000 and 3001) with the same group and group_key."}),
         ),
         (
             "group_key",
-            json!({"type": "string", "description": "Load balancing: shared secret of the pool; all members must agree. (Not available yet.)"}),
+            json!({"type": "string", "description": "Load balancing (required with group): shared secret of the pool; the first member sets it and every later member must use the same one."}),
         ),
         (
             "health_check",
             json!({
                 "type": "object",
-                "description": "Load balancing: how the server checks each pool member. (Not available yet.)",
+                "description": "Load balancing: how each pool member's local service is checked; a member failing max_failed checks in a row gets no traffic until a check passes again. Defaults: interval 5 s, timeout 3 s, max_failed 3, expect_2xx true.",
                 "properties": {
                     "type": {"type": "string", "enum": ["tcp", "http"], "description": "tcp: connect only; http: GET the path."},
                     "path": {"type": "string", "description": "HTTP path to GET, e.g. \"/health\"."},
@@ -96,7 +99,7 @@ fn tunnel_props(for_info: bool) -> Vec<(&'static str, Value)> {
                     "timeout_secs": {"type": "integer", "minimum": 1, "description": "Seconds before a check fails."},
                     "max_failed": {"type": "integer", "minimum": 1, "description": "Failed checks before a member is taken out."},
                     "expect_2xx": {"type": "boolean", "description": "HTTP checks: require a 2xx status."},
-                    "alert_webhook": {"type": "string", "description": "URL to POST to when a member goes down."}
+                    "alert_webhook": {"type": "string", "description": "http:// URL the server POSTs an alert to when the pool has no healthy member left."}
                 },
                 "additionalProperties": false
             }),
@@ -241,8 +244,29 @@ pub enum TunnelKind {
         subdomain: Option<String>,
         group: Option<String>,
         group_key: Option<String>,
-        health_check: Option<JsonObject>,
+        health_check: Option<Box<HealthArgs>>,
     },
+}
+
+/// A validated `health_check` object: the fields as given (for commands and config files) and
+/// the check they make.
+#[derive(Debug, Clone)]
+pub struct HealthArgs {
+    pub raw: StartHealthCheck,
+    pub check: HealthCheck,
+}
+
+fn parse_health_check(obj: &JsonObject) -> Result<HealthArgs, ToolError> {
+    let raw: StartHealthCheck = serde_json::from_value(Value::Object(obj.clone()))
+        .map_err(|e| ToolError::invalid(format!("'health_check': {e}")))?;
+    if raw.path.as_ref().is_some_and(|p| p.len() > 1024) {
+        return Err(ToolError::invalid("'health_check.path' is longer than 1024 characters"));
+    }
+    if raw.alert_webhook.as_ref().is_some_and(|w| w.len() > 2048) {
+        return Err(ToolError::invalid("'health_check.alert_webhook' is longer than 2048 characters"));
+    }
+    let check = raw.to_check().map_err(|e| ToolError::invalid(format!("'health_check': {e}")))?;
+    Ok(HealthArgs { raw, check })
 }
 
 fn parse_protocol(p: &str) -> Option<Protocol> {
@@ -273,52 +297,75 @@ pub fn parse_tunnel_args(map: &JsonObject) -> Result<TunnelArgs, ToolError> {
     let peer_target = a.opt_str("peer_target", 128)?;
     let group = a.opt_str("group", 128)?;
     let group_key = a.opt_str("group_key", 256)?;
-    let health_check = a.opt_object("health_check")?.cloned();
+    let health_check = a.opt_object("health_check")?.map(parse_health_check).transpose()?.map(Box::new);
 
     let p2p = protocol == "p2p" || secret.is_some() || peer_name.is_some() || peer_target.is_some();
     let pooled = group.is_some() || group_key.is_some() || health_check.is_some();
-    let kind = if p2p {
-        if protocol != "p2p" {
-            return Err(ToolError::invalid("secret, peer_name and peer_target apply to protocol \"p2p\" only"));
-        }
-        if pooled {
-            return Err(ToolError::invalid("group, group_key and health_check do not apply to p2p tunnels"));
-        }
-        TunnelKind::P2p { secret, peer_name, peer_target }
-    } else {
-        let Some(proto) = parse_protocol(protocol) else {
-            return Err(ToolError::invalid(format!("unknown protocol '{protocol}'")));
-        };
-        if let Some(s) = &subdomain {
-            if proto != Protocol::Http {
-                return Err(ToolError::invalid("'subdomain' applies to http tunnels only"));
+    let kind =
+        if p2p {
+            if protocol != "p2p" {
+                return Err(ToolError::invalid("secret, peer_name and peer_target apply to protocol \"p2p\" only"));
             }
-            rustunnel_proto::names::validate_subdomain(s)
-                .map_err(|e| ToolError::invalid(format!("'subdomain': {e}")))?;
-        }
-        if pooled {
-            if proto == Protocol::Udp {
-                return Err(ToolError::invalid("load balancing (group) applies to http and tcp tunnels only"));
+            if pooled {
+                return Err(ToolError::invalid("group, group_key and health_check do not apply to p2p tunnels"));
             }
-            TunnelKind::Pooled { protocol: proto, subdomain, group, group_key, health_check }
+            match (&peer_name, &peer_target) {
+                (Some(_), Some(_)) => {
+                    return Err(ToolError::invalid("pass peer_name (publish) or peer_target (connect), not both"))
+                }
+                (None, None) => return Err(ToolError::invalid(
+                    "p2p needs peer_name (publish local_port under this name) or peer_target (connect to that name)",
+                )),
+                _ => {}
+            }
+            if secret.as_deref().is_none_or(str::is_empty) {
+                return Err(ToolError::invalid("p2p needs 'secret': the shared secret of the P2P service"));
+            }
+            for n in [&peer_name, &peer_target].into_iter().flatten() {
+                if n.is_empty()
+                    || n.len() > 64
+                    || !n.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+                {
+                    return Err(ToolError::invalid(format!(
+                        "P2P name '{n}': 1-64 characters of letters, digits, '-', '_' and '.'"
+                    )));
+                }
+            }
+            TunnelKind::P2p { secret, peer_name, peer_target }
         } else {
-            TunnelKind::Plain { protocol: proto, subdomain }
-        }
-    };
+            let Some(proto) = parse_protocol(protocol) else {
+                return Err(ToolError::invalid(format!("unknown protocol '{protocol}'")));
+            };
+            if let Some(s) = &subdomain {
+                if proto != Protocol::Http {
+                    return Err(ToolError::invalid("'subdomain' applies to http tunnels only"));
+                }
+                rustunnel_proto::names::validate_subdomain(s)
+                    .map_err(|e| ToolError::invalid(format!("'subdomain': {e}")))?;
+            }
+            if pooled {
+                if proto == Protocol::Udp {
+                    return Err(ToolError::invalid("load balancing (group) applies to http and tcp tunnels only"));
+                }
+                if group.is_some() != group_key.is_some() {
+                    return Err(ToolError::invalid("'group' and 'group_key' go together: pass both to join a pool"));
+                }
+                if let Some(g) = &group {
+                    if g.is_empty() || !g.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                        return Err(ToolError::invalid(
+                            "'group': use a-z, 0-9 and '-' (for http it is also the subdomain)",
+                        ));
+                    }
+                }
+                if group_key.as_deref() == Some("") {
+                    return Err(ToolError::invalid("'group_key' must not be empty"));
+                }
+                TunnelKind::Pooled { protocol: proto, subdomain, group, group_key, health_check }
+            } else {
+                TunnelKind::Plain { protocol: proto, subdomain }
+            }
+        };
     Ok(TunnelArgs { token, local_port, local_host, region, kind })
-}
-
-/// The single place where not-yet-available tunnel kinds are refused.
-fn unsupported(kind: &TunnelKind) -> Option<ToolError> {
-    match kind {
-        TunnelKind::Plain { .. } => None,
-        TunnelKind::P2p { .. } => Some(ToolError::NotSupportedYet {
-            what: "peer-to-peer tunnels (protocol \"p2p\", secret, peer_name, peer_target)".into(),
-        }),
-        TunnelKind::Pooled { .. } => {
-            Some(ToolError::NotSupportedYet { what: "load-balanced tunnels (group, group_key, health_check)".into() })
-        }
-    }
 }
 
 // ---------------------------------------------------------------- outputs
@@ -343,8 +390,102 @@ pub struct CreatedTunnel {
     /// Region id, when one was requested.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// Load-balanced tunnels: the pool this member joined.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolInfo>,
+    /// P2P tunnels: the role, name, local address and path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p2p: Option<P2pView>,
     /// How long the tunnel lives.
     pub note: String,
+}
+
+/// Pool membership of a tunnel this MCP server opened.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PoolInfo {
+    /// The group (pool) name.
+    pub group: String,
+    /// This member's health as last reported; absent until its first health check (members
+    /// without a health_check count as healthy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<bool>,
+    /// Members of the pool taking traffic now, when the management API answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthy_members: Option<u64>,
+    /// Members of the pool visible to this token, when the management API answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members: Option<u64>,
+}
+
+/// A P2P publisher or visitor run by this MCP server.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct P2pView {
+    /// Id for close_tunnel (p2p-...).
+    pub tunnel_id: String,
+    /// "publish" or "connect".
+    pub role: String,
+    /// The published service name (publish) or the target (connect).
+    pub name: String,
+    /// Publish: the local service shared. Connect: the address to use (127.0.0.1:port).
+    pub local_addr: String,
+    /// "direct" or "relayed" once a link is up; absent before (a publisher before any visitor).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+}
+
+impl From<OpenedP2p> for P2pView {
+    fn from(p: OpenedP2p) -> Self {
+        P2pView { tunnel_id: p.id, role: p.role, name: p.name, local_addr: p.local_addr, mode: p.mode }
+    }
+}
+
+/// A load-balanced pool (from the management API).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PoolView {
+    pub name: String,
+    /// http or tcp.
+    pub protocol: String,
+    pub public_url: String,
+    pub healthy_members: u64,
+    pub members: Vec<PoolMemberView>,
+}
+
+/// One pool member.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PoolMemberView {
+    /// Tunnel id (close_tunnel takes it).
+    pub tunnel_id: String,
+    pub healthy: bool,
+    pub draining: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_detail: Option<String>,
+    pub local_addr: String,
+    pub requests: u64,
+    pub connections: u64,
+    /// True when this MCP server opened it.
+    pub managed_here: bool,
+}
+
+/// A published P2P service and its links (from the management API).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct P2pServiceView {
+    pub name: String,
+    /// tcp or udp.
+    pub protocol: String,
+    /// False when only links of a withdrawn service remain.
+    pub published: bool,
+    pub links: Vec<P2pLinkView>,
+}
+
+/// One visitor link of a P2P service.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct P2pLinkView {
+    pub link_id: String,
+    /// direct, relayed or pending.
+    pub mode: String,
+    /// Bytes relayed through the server (none on the direct path).
+    pub relayed_bytes: u64,
+    pub visitor_addr: String,
 }
 
 /// One open tunnel.
@@ -379,6 +520,15 @@ pub struct TunnelView {
 pub struct TunnelListView {
     pub count: usize,
     pub tunnels: Vec<TunnelView>,
+    /// Load-balanced pools visible to the token (their members are also in `tunnels`).
+    pub pools: Vec<PoolView>,
+    /// P2P publishers and visitors this MCP server runs (close them with close_tunnel).
+    pub p2p: Vec<P2pView>,
+    /// P2P services and links on the server visible to the token, with each link's mode.
+    pub p2p_services: Vec<P2pServiceView>,
+    /// Parts of the listing that could not be fetched (older server, API error).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// `close_tunnel` result.
@@ -410,9 +560,17 @@ pub struct ConnectionInfo {
     pub server: String,
     /// Environment variable holding the token the command uses.
     pub token_env: String,
-    /// For load-balanced tunnels: a config file to write first.
+    /// For load-balanced tunnels: the `rustunnel start` config file equivalent to the command
+    /// (an alternative to it; merge the [tunnels.*] sections of several members into one file).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config_file: Option<ConfigFileView>,
+    /// For load-balanced tunnels: a shell command that writes config_file with the group key
+    /// taken from $RUSTUNNEL_GROUP_KEY, then the command that runs it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_command: Option<String>,
+    /// Environment variable holding the secret or group key the command uses, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
     /// Things to know before running it.
     pub notes: Vec<String>,
 }
@@ -479,12 +637,6 @@ const LIFETIME_NOTE: &str =
 
 async fn create_tunnel(server: McpServer, args: JsonObject, ctx: CallCtx) -> Result<CreatedTunnel, ToolError> {
     let a = parse_tunnel_args(&args)?;
-    if let Some(e) = unsupported(&a.kind) {
-        return Err(e);
-    }
-    let TunnelKind::Plain { protocol, subdomain } = a.kind else {
-        return Err(ToolError::invalid("unsupported tunnel kind"));
-    };
     let cfg = server.config();
     let control = match &a.region {
         Some(r) => {
@@ -493,6 +645,59 @@ async fn create_tunnel(server: McpServer, args: JsonObject, ctx: CallCtx) -> Res
         }
         None => cfg.server.clone(),
     };
+    let token = cfg.token(a.token.as_deref()).unwrap_or_default();
+    let total = if a.region.is_some() { 4 } else { 3 };
+    let progress_ctx = ctx.clone();
+    let progress = move |m: String| {
+        let c = progress_ctx.clone();
+        async move { c.progress(m, Some(total)).await }
+    };
+    let (protocol, subdomain, group, health_check) = match a.kind {
+        TunnelKind::Plain { protocol, subdomain } => (protocol, subdomain, None, None),
+        TunnelKind::Pooled { protocol, subdomain, group, group_key, health_check } => {
+            let group = group.zip(group_key).map(|(name, key)| GroupConfig { name, key });
+            (protocol, subdomain, group, health_check.map(|h| h.check))
+        }
+        TunnelKind::P2p { secret, peer_name, peer_target } => {
+            let role = match (peer_name, peer_target) {
+                (Some(name), _) => P2pRole::Publish { name, local_host: a.local_host, local_port: a.local_port },
+                (None, Some(target)) => {
+                    P2pRole::Connect { target, bind: std::net::SocketAddr::from(([127, 0, 0, 1], a.local_port)) }
+                }
+                (None, None) => return Err(ToolError::invalid("p2p needs peer_name or peer_target")),
+            };
+            let req = P2pRequest { role, server: control, token, secret: secret.unwrap_or_default(), tls: cfg.tls() };
+            let opened = server.tunnels().open_p2p(req, ctx.cancelled(), progress).await?;
+            let public_url = match opened.role.as_str() {
+                "connect" => format!("tcp://{}", opened.local_addr),
+                _ => format!("p2p://{}", opened.name),
+            };
+            return Ok(CreatedTunnel {
+                public_urls: vec![public_url.clone()],
+                public_url,
+                tunnel_id: opened.id.clone(),
+                protocol: "p2p".into(),
+                name: opened.name.clone(),
+                local_addr: opened.local_addr.clone(),
+                server: opened.server.clone(),
+                region: a.region,
+                pool: None,
+                note: if opened.role == "connect" {
+                    format!(
+                        "Connect to {} (TCP) to reach the published service '{}'. {P2P_LIFETIME_NOTE}",
+                        opened.local_addr, opened.name
+                    )
+                } else {
+                    format!(
+                        "Published as '{}': a visitor with the same secret calls create_tunnel with protocol \"p2p\", \
+peer_target \"{}\" and a free local_port. {P2P_LIFETIME_NOTE}",
+                        opened.name, opened.name
+                    )
+                },
+                p2p: Some(opened.into()),
+            });
+        }
+    };
     let req = TunnelRequest {
         protocol,
         local_host: a.local_host,
@@ -500,18 +705,30 @@ async fn create_tunnel(server: McpServer, args: JsonObject, ctx: CallCtx) -> Res
         subdomain,
         remote_port: None,
         server: control,
-        token: cfg.token(a.token.as_deref()).unwrap_or_default(),
+        token,
         tls: cfg.tls(),
+        group,
+        health_check,
     };
-    let total = if a.region.is_some() { 4 } else { 3 };
-    let progress_ctx = ctx.clone();
-    let opened = server
-        .tunnels()
-        .open(req, ctx.cancelled(), move |m| {
-            let c = progress_ctx.clone();
-            async move { c.progress(m, Some(total)).await }
-        })
-        .await?;
+    let opened = server.tunnels().open(req, ctx.cancelled(), progress).await?;
+    let pool = match &opened.group {
+        Some(g) => {
+            // Best effort: the member is up either way; the API adds the pool's health.
+            let token = cfg.token(a.token.as_deref());
+            let listed = server.api().pools(token.as_deref()).await.ok();
+            let p = listed
+                .as_ref()
+                .and_then(|l| l.pools.iter().find(|p| p.members.iter().any(|m| m.tunnel_id == opened.tunnel_id)));
+            let me = p.and_then(|p| p.members.iter().find(|m| m.tunnel_id == opened.tunnel_id));
+            Some(PoolInfo {
+                group: g.clone(),
+                healthy: opened.healthy.or(me.map(|m| m.healthy)),
+                healthy_members: p.map(|p| p.healthy_members),
+                members: p.map(|p| p.members.len() as u64),
+            })
+        }
+        None => None,
+    };
     Ok(CreatedTunnel {
         public_url: opened.public_url,
         public_urls: opened.public_urls,
@@ -521,9 +738,18 @@ async fn create_tunnel(server: McpServer, args: JsonObject, ctx: CallCtx) -> Res
         local_addr: opened.local_addr,
         server: opened.server,
         region: a.region,
-        note: LIFETIME_NOTE.into(),
+        note: if pool.is_some() {
+            format!("{LIFETIME_NOTE} Add more members by calling create_tunnel again with the same group and group_key; closing one member leaves the others serving.")
+        } else {
+            LIFETIME_NOTE.into()
+        },
+        pool,
+        p2p: None,
     })
 }
+
+const P2P_LIFETIME_NOTE: &str =
+    "It runs until close_tunnel is called with this tunnel_id (p2p-...) or this MCP server exits.";
 
 async fn resolve_region(server: &McpServer, region: &str) -> Result<String, ToolError> {
     let list = server.api().regions().await?;
@@ -539,7 +765,13 @@ async fn resolve_region(server: &McpServer, region: &str) -> Result<String, Tool
 async fn list_tunnels(server: McpServer, args: JsonObject, _ctx: CallCtx) -> Result<TunnelListView, ToolError> {
     let a = Args::new(&args, &["token"])?;
     let token = server.config().token(a.opt_str("token", 512)?.as_deref());
-    let list = server.api().list_tunnels(token.as_deref()).await?;
+    let (list, pools, p2p) = tokio::join!(
+        server.api().list_tunnels(token.as_deref()),
+        server.api().pools(token.as_deref()),
+        server.api().p2p(token.as_deref()),
+    );
+    let list = list?;
+    let mut warnings = Vec::new();
     let tunnels: Vec<TunnelView> = list
         .tunnels
         .into_iter()
@@ -563,7 +795,63 @@ async fn list_tunnels(server: McpServer, args: JsonObject, _ctx: CallCtx) -> Res
             status: t.status,
         })
         .collect();
-    Ok(TunnelListView { count: tunnels.len(), tunnels })
+    let pools: Vec<PoolView> = match pools {
+        Ok(l) => l
+            .pools
+            .into_iter()
+            .map(|p| PoolView {
+                name: p.name,
+                protocol: p.protocol,
+                public_url: p.public_url,
+                healthy_members: p.healthy_members,
+                members: p
+                    .members
+                    .into_iter()
+                    .map(|m| PoolMemberView {
+                        managed_here: server.tunnels().is_ours(&m.tunnel_id),
+                        tunnel_id: m.tunnel_id,
+                        healthy: m.healthy,
+                        draining: m.draining,
+                        health_detail: m.health_detail,
+                        local_addr: m.local_addr,
+                        requests: m.requests,
+                        connections: m.connections,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        Err(e) => {
+            warnings.push(format!("pools not listed: {e}"));
+            Vec::new()
+        }
+    };
+    let p2p_services: Vec<P2pServiceView> = match p2p {
+        Ok(l) => l
+            .services
+            .into_iter()
+            .map(|s| P2pServiceView {
+                name: s.name,
+                protocol: s.protocol,
+                published: s.publisher.is_some(),
+                links: s
+                    .links
+                    .into_iter()
+                    .map(|l| P2pLinkView {
+                        link_id: l.link_id,
+                        mode: l.mode,
+                        relayed_bytes: l.relayed_bytes_in.saturating_add(l.relayed_bytes_out),
+                        visitor_addr: l.visitor.client_addr,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        Err(e) => {
+            warnings.push(format!("P2P services not listed: {e}"));
+            Vec::new()
+        }
+    };
+    let p2p: Vec<P2pView> = server.tunnels().list_p2p().into_iter().map(P2pView::from).collect();
+    Ok(TunnelListView { count: tunnels.len(), tunnels, pools, p2p, p2p_services, warnings })
 }
 
 async fn close_tunnel(server: McpServer, args: JsonObject, _ctx: CallCtx) -> Result<ClosedView, ToolError> {
@@ -571,6 +859,21 @@ async fn close_tunnel(server: McpServer, args: JsonObject, _ctx: CallCtx) -> Res
     let token = server.config().token(a.opt_str("token", 512)?.as_deref());
     let id = a.req_str("tunnel_id", 128)?;
     check_ident("tunnel_id", &id, 128)?;
+    if id.starts_with("p2p-") {
+        // P2P endpoints have no server tunnel: stopping the client ends its links.
+        return if server.tunnels().close_p2p(&id).await {
+            Ok(ClosedView {
+                tunnel_id: id.clone(),
+                closed: true,
+                stopped_local_client: true,
+                message: format!("P2P tunnel {id} is closed; its links and local listener are gone"),
+            })
+        } else {
+            Err(ToolError::Api(crate::api::ApiError::NotFound {
+                message: format!("no P2P tunnel {id} is running in this MCP server"),
+            }))
+        };
+    }
     let ours = server.tunnels().is_ours(&id);
     // The API close is what makes the URL stop at once (the server drops the route before it
     // answers); then our client, if it is ours, is stopped so it does not linger.
@@ -602,20 +905,86 @@ async fn close_tunnel(server: McpServer, args: JsonObject, _ctx: CallCtx) -> Res
 
 async fn get_connection_info(server: McpServer, args: JsonObject, _ctx: CallCtx) -> Result<ConnectionInfo, ToolError> {
     let a = parse_tunnel_args(&args)?;
-    if let Some(e) = unsupported(&a.kind) {
-        return Err(e);
-    }
-    let TunnelKind::Plain { protocol, subdomain } = &a.kind else {
-        return Err(ToolError::invalid("unsupported tunnel kind"));
-    };
     let cfg = server.config();
-    let mut cmd = vec!["rustunnel".to_string(), protocol.as_str().to_string(), a.local_port.to_string()];
-    if a.local_host != "localhost" {
-        cmd.extend(["--local-host".into(), shell_quote(&a.local_host)]);
-    }
-    if let Some(s) = subdomain {
-        cmd.extend(["--subdomain".into(), shell_quote(s)]);
-    }
+    let local_addr = if a.local_host.contains(':') {
+        format!("[{}]:{}", a.local_host, a.local_port)
+    } else {
+        format!("{}:{}", a.local_host, a.local_port)
+    };
+    let mut notes = vec![
+        "Set RUSTUNNEL_TOKEN to your rustunnel token first (export RUSTUNNEL_TOKEN=...); a loopback dev server needs none.".to_string(),
+    ];
+    let mut config_file = None;
+    let mut config_command = None;
+    let mut secret_env = None;
+    let (protocol, mut cmd) = match &a.kind {
+        TunnelKind::Plain { protocol, subdomain } | TunnelKind::Pooled { protocol, subdomain, .. } => {
+            let mut cmd = vec!["rustunnel".to_string(), protocol.as_str().to_string(), a.local_port.to_string()];
+            if a.local_host != "localhost" {
+                cmd.extend(["--local-host".into(), shell_quote(&a.local_host)]);
+            }
+            if let Some(s) = subdomain {
+                cmd.extend(["--subdomain".into(), shell_quote(s)]);
+            }
+            if let TunnelKind::Pooled { group, health_check, .. } = &a.kind {
+                if let Some(g) = group {
+                    cmd.extend([
+                        "--group".into(),
+                        shell_quote(g),
+                        "--group-key".into(),
+                        "\"$RUSTUNNEL_GROUP_KEY\"".into(),
+                    ]);
+                    secret_env = Some("RUSTUNNEL_GROUP_KEY".to_string());
+                    notes.push(
+                        "Set RUSTUNNEL_GROUP_KEY to the pool's shared key; every member must use the same one.".into(),
+                    );
+                }
+                if let Some(h) = health_check {
+                    cmd.extend(health_flags(h));
+                }
+                let file = pool_config(&a, cfg);
+                // The heredoc is unquoted so the shell fills in $RUSTUNNEL_GROUP_KEY; any other
+                // shell-active character would be expanded too, so then no command is offered.
+                let rest = file.contents.replace("$RUSTUNNEL_GROUP_KEY", "");
+                if !rest.contains(['$', '`', '\\']) {
+                    config_command = Some(format!(
+                        "cat > {path} <<EOF\n{contents}EOF\nrustunnel start --config {path}",
+                        path = file.path,
+                        contents = file.contents
+                    ));
+                }
+                notes.push(format!(
+                    "Alternatively write config_file (config_command does it, filling in $RUSTUNNEL_GROUP_KEY) and run `rustunnel start --config {}`; put several members' [tunnels.*] sections in one file to run them in one client.",
+                    file.path
+                ));
+                config_file = Some(file);
+            }
+            (protocol.as_str().to_string(), cmd)
+        }
+        TunnelKind::P2p { peer_name, peer_target, .. } => {
+            let mut cmd = vec!["rustunnel".to_string(), "p2p".to_string(), a.local_port.to_string()];
+            match (peer_name, peer_target) {
+                (Some(n), _) => {
+                    cmd.extend(["--name".into(), shell_quote(n)]);
+                    if a.local_host != "localhost" {
+                        cmd.extend(["--local-host".into(), shell_quote(&a.local_host)]);
+                    }
+                }
+                (None, Some(t)) => {
+                    cmd.extend(["--target".into(), shell_quote(t)]);
+                    notes.push(format!(
+                        "The command listens on 127.0.0.1:{} and prints the mode (direct or relayed) when the link is up; connect there.",
+                        a.local_port
+                    ));
+                }
+                (None, None) => {}
+            }
+            cmd.extend(["--secret".into(), "\"$RUSTUNNEL_P2P_SECRET\"".into()]);
+            secret_env = Some("RUSTUNNEL_P2P_SECRET".to_string());
+            notes.push("Set RUSTUNNEL_P2P_SECRET to the shared secret (the same on both sides); it is never sent over the network.".into());
+            ("p2p".to_string(), cmd)
+        }
+    };
     match &a.region {
         Some(r) => cmd.extend(["--region".into(), shell_quote(r), "--api".into(), shell_quote(&cfg.api)]),
         None => cmd.extend(["--server".into(), shell_quote(&cfg.server)]),
@@ -624,15 +993,7 @@ async fn get_connection_info(server: McpServer, args: JsonObject, _ctx: CallCtx)
     if cfg.insecure {
         cmd.push("--insecure".into());
     }
-    let local_addr = if a.local_host.contains(':') {
-        format!("[{}]:{}", a.local_host, a.local_port)
-    } else {
-        format!("{}:{}", a.local_host, a.local_port)
-    };
-    let mut notes = vec![
-        "Set RUSTUNNEL_TOKEN to your rustunnel token first (export RUSTUNNEL_TOKEN=...); a loopback dev server needs none.".to_string(),
-        "The command prints the public URL when the tunnel is ready and keeps running; stop it with Ctrl+C. Add --json for machine-readable events.".to_string(),
-    ];
+    notes.push("The command prints its status when ready and keeps running; stop it with Ctrl+C. Add --json for machine-readable events.".to_string());
     if cfg.insecure {
         notes.push(
             "--insecure skips certificate checks: only for development servers with a self-signed certificate.".into(),
@@ -640,13 +1001,109 @@ async fn get_connection_info(server: McpServer, args: JsonObject, _ctx: CallCtx)
     }
     Ok(ConnectionInfo {
         command: cmd.join(" "),
-        protocol: protocol.as_str().to_string(),
+        protocol,
         local_addr,
         server: cfg.server.clone(),
         token_env: "RUSTUNNEL_TOKEN".into(),
-        config_file: None,
+        config_file,
+        config_command,
+        secret_env,
         notes,
     })
+}
+
+/// `rustunnel http|tcp` flags for a health check, one-to-one with the tool's fields.
+fn health_flags(h: &HealthArgs) -> Vec<String> {
+    let spec = match &h.check.kind {
+        HealthKind::Tcp => "tcp".to_string(),
+        HealthKind::Http { path, .. } => format!("http:{path}"),
+    };
+    let mut v = vec!["--health-check".into(), shell_quote(&spec)];
+    if let Some(i) = h.raw.interval_secs {
+        v.extend(["--health-interval".into(), i.to_string()]);
+    }
+    if let Some(t) = h.raw.timeout_secs {
+        v.extend(["--health-timeout".into(), t.to_string()]);
+    }
+    if let Some(m) = h.raw.max_failed {
+        v.extend(["--health-max-failed".into(), m.to_string()]);
+    }
+    if matches!(h.check.kind, HealthKind::Http { expect_2xx: false, .. }) {
+        v.push("--health-any-status".into());
+    }
+    if let Some(w) = &h.raw.alert_webhook {
+        v.extend(["--alert-webhook".into(), shell_quote(w)]);
+    }
+    v
+}
+
+/// A TOML string literal.
+fn toml_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The `rustunnel start` file (examples/pool.toml format) for one pool member. The group key is
+/// the placeholder `$RUSTUNNEL_GROUP_KEY`, filled in by the unquoted heredoc of config_command.
+fn pool_config(a: &TunnelArgs, cfg: &crate::config::McpConfig) -> ConfigFileView {
+    let TunnelKind::Pooled { protocol, subdomain, group, health_check, .. } = &a.kind else {
+        return ConfigFileView { path: String::new(), contents: String::new() };
+    };
+    let base = group.clone().unwrap_or_else(|| format!("mcp-{}", protocol.as_str()));
+    let name = format!("{base}-{}", a.local_port);
+    let mut t = String::new();
+    t.push_str(
+        "# rustunnel start --config <this file>; the token comes from the RUSTUNNEL_TOKEN environment variable\n",
+    );
+    t.push_str(&format!("server = {}\n", toml_str(&cfg.server)));
+    if cfg.insecure {
+        t.push_str("insecure = true\n");
+    }
+    if let Some(r) = &a.region {
+        t.push_str(&format!("region = {}\n", toml_str(r)));
+    }
+    t.push_str(&format!("\n[tunnels.{name}]\n"));
+    t.push_str(&format!("protocol = {}\n", toml_str(protocol.as_str())));
+    t.push_str(&format!("local_port = {}\n", a.local_port));
+    if a.local_host != "localhost" {
+        t.push_str(&format!("local_host = {}\n", toml_str(&a.local_host)));
+    }
+    if let Some(s) = subdomain {
+        t.push_str(&format!("subdomain = {}\n", toml_str(s)));
+    }
+    if let Some(g) = group {
+        t.push_str(&format!("group = {}\n", toml_str(g)));
+        t.push_str("group_key = \"$RUSTUNNEL_GROUP_KEY\"\n");
+    }
+    if let Some(h) = health_check {
+        t.push_str(&format!("\n[tunnels.{name}.health_check]\n"));
+        let kind = match &h.check.kind {
+            HealthKind::Tcp => "tcp",
+            HealthKind::Http { .. } => "http",
+        };
+        t.push_str(&format!("type = {}\n", toml_str(kind)));
+        if let HealthKind::Http { path, expect_2xx } = &h.check.kind {
+            t.push_str(&format!("path = {}\n", toml_str(path)));
+            t.push_str(&format!("expect_2xx = {expect_2xx}\n"));
+        }
+        t.push_str(&format!("interval_secs = {}\n", h.check.interval.as_secs_f64()));
+        t.push_str(&format!("timeout_secs = {}\n", h.check.timeout.as_secs_f64()));
+        t.push_str(&format!("max_failed = {}\n", h.check.max_failed));
+        if let Some(w) = &h.check.alert_webhook {
+            t.push_str(&format!("alert_webhook = {}\n", toml_str(w)));
+        }
+    }
+    ConfigFileView { path: format!("rustunnel-{base}.toml"), contents: t }
 }
 
 /// Single-quotes a value for a POSIX shell unless it is plainly safe.
@@ -729,18 +1186,53 @@ mod tests {
     }
 
     #[test]
-    fn p2p_and_pools_are_recognised_and_refused() {
-        for v in [
-            json!({"local_port": 3000, "protocol": "p2p", "secret": "s", "peer_name": "svc"}),
-            json!({"local_port": 3000, "protocol": "http", "group": "pool", "group_key": "k"}),
-            json!({"local_port": 3000, "protocol": "tcp", "health_check": {"type": "tcp"}}),
-        ] {
-            let a = parse_tunnel_args(&args(v)).unwrap();
-            let e = unsupported(&a.kind).expect("refused");
-            assert!(e.to_string().contains("not supported yet"), "{e}");
-        }
+    fn p2p_and_pools_parse() {
+        let a =
+            parse_tunnel_args(&args(json!({"local_port": 3000, "protocol": "p2p", "secret": "s", "peer_name": "svc"})))
+                .unwrap();
+        assert!(matches!(a.kind, TunnelKind::P2p { peer_name: Some(ref n), .. } if n == "svc"));
+        let a = parse_tunnel_args(&args(json!({"local_port": 3000, "protocol": "http", "group": "pool", "group_key": "k",
+            "health_check": {"type": "http", "path": "/health", "interval_secs": 1, "max_failed": 2, "expect_2xx": false,
+            "alert_webhook": "http://127.0.0.1:9/a"}})))
+        .unwrap();
+        let TunnelKind::Pooled { health_check: Some(h), .. } = &a.kind else { panic!("pooled") };
+        assert_eq!(h.check.kind, HealthKind::Http { path: "/health".into(), expect_2xx: false });
+        assert_eq!(h.check.max_failed, 2);
+        assert_eq!(h.check.alert_webhook.as_deref(), Some("http://127.0.0.1:9/a"));
         assert!(parse_tunnel_args(&args(json!({"local_port": 1, "protocol": "http", "secret": "s"}))).is_err());
-        assert!(parse_tunnel_args(&args(json!({"local_port": 1, "protocol": "udp", "group": "g"}))).is_err());
+        assert!(parse_tunnel_args(&args(json!({"local_port": 1, "protocol": "udp", "group": "g", "group_key": "k"})))
+            .is_err());
+        for (v, want) in [
+            (json!({"local_port": 1, "protocol": "http", "group": "g"}), "go together"),
+            (json!({"local_port": 1, "protocol": "p2p", "peer_name": "a"}), "secret"),
+            (json!({"local_port": 1, "protocol": "p2p", "secret": "s"}), "peer_name"),
+            (
+                json!({"local_port": 1, "protocol": "p2p", "secret": "s", "peer_name": "a", "peer_target": "b"}),
+                "not both",
+            ),
+            (json!({"local_port": 1, "protocol": "http", "health_check": {"type": "ftp"}}), "health_check"),
+            (json!({"local_port": 1, "protocol": "http", "health_check": {"type": "tcp", "bogus": 1}}), "health_check"),
+        ] {
+            let e = parse_tunnel_args(&args(v.clone())).unwrap_err().to_string();
+            assert!(e.contains(want), "{v}: {e}");
+        }
+    }
+
+    #[test]
+    fn pool_config_parses_and_hides_the_key() {
+        let a = parse_tunnel_args(&args(json!({"local_port": 3000, "protocol": "http", "group": "pool",
+            "group_key": "secret-key", "health_check": {"type": "http", "path": "/health"}})))
+        .unwrap();
+        let cfg = crate::config::McpConfig::new("127.0.0.1:4040", "http://127.0.0.1:4041", true, None);
+        let f = pool_config(&a, &cfg);
+        assert!(!f.contents.contains("secret-key"));
+        let parsed = rustunnel_client::StartFile::parse(&f.contents).unwrap();
+        let t = parsed.tunnel_configs();
+        assert_eq!(t[0].group.as_ref().map(|g| g.name.as_str()), Some("pool"));
+        assert_eq!(
+            t[0].health_check.as_ref().map(|h| h.kind.clone()),
+            Some(HealthKind::Http { path: "/health".into(), expect_2xx: true })
+        );
     }
 
     #[test]

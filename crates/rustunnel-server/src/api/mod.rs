@@ -3,7 +3,7 @@
 //!
 //! - [`error`]: the one JSON error shape, and extractor rejections mapped into it.
 //! - [`extract`]: the caller's identity (`Authorization: Bearer`) and JSON/query/path extractors.
-//! - one file per resource: [`status`] (status, regions), [`tunnels`], [`pools`], [`history`], [`tokens`],
+//! - one file per resource: [`status`] (status, regions), [`tunnels`], [`pools`], [`p2p`], [`history`], [`tokens`],
 //!   [`metrics`], [`openapi`], [`agents_md`]; [`convert`] maps state and rows to the DTOs.
 //!
 //! Tenancy: every route that is not public is scoped to the token's owner; the admin token
@@ -31,6 +31,7 @@ pub mod extract;
 pub mod history;
 pub mod metrics;
 pub mod openapi;
+pub mod p2p;
 pub mod pools;
 pub mod status;
 pub mod tokens;
@@ -49,6 +50,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/tunnels", get(tunnels::list))
         .route("/api/tunnels/{id}", get(tunnels::get).delete(tunnels::close))
         .route("/api/pools", get(pools::list))
+        .route("/api/p2p", get(p2p::list))
         .route("/api/history", get(history::list))
         .route("/api/tokens", get(tokens::list).post(tokens::create))
         .route("/api/tokens/{id}", axum::routing::delete(tokens::revoke))

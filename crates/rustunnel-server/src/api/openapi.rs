@@ -16,6 +16,7 @@ use rustunnel_api_types as dto;
         super::tunnels::get,
         super::tunnels::close,
         super::pools::list,
+        super::p2p::list,
         super::history::list,
         super::tokens::list,
         super::tokens::create,
@@ -28,7 +29,7 @@ use rustunnel_api_types as dto;
         dto::ErrorBody, dto::ErrorDetail, dto::StatusResponse, dto::ProtocolCounts, dto::Region, dto::RegionList,
         dto::Tunnel, dto::TunnelList, dto::ClosedTunnel, dto::HistoryEntry, dto::HistoryList, dto::Token,
         dto::TokenList, dto::CreateToken, dto::CreatedToken, dto::RevokedToken, dto::Pool, dto::PoolMember,
-        dto::PoolList,
+        dto::PoolList, dto::P2pList, dto::P2pService, dto::P2pLink, dto::P2pPeer,
     )),
     modifiers(&BearerAuth),
     tags(

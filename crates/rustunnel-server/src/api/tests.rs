@@ -11,7 +11,7 @@ use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use rustunnel_proto::control::CloseReason;
-use rustunnel_proto::{ServerMsg, TunnelInfo};
+use rustunnel_proto::{Protocol, ServerMsg, TunnelInfo};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tower::ServiceExt;
@@ -115,6 +115,14 @@ fn session(shared: &Arc<Shared>, owner: &str, token_id: Option<&str>) -> (Arc<Se
     ));
     write(&shared.sessions).insert(s.id.clone(), s.clone());
     (s, rx)
+}
+
+/// Publishes P2P service `name` from `publisher` and opens a (pending) link to it from `visitor`.
+fn p2p_link(shared: &Arc<Shared>, owner: &str, publisher: &Session, visitor: &Session, name: &str, link: &str) {
+    let mut t = shared.p2p.table.lock().unwrap();
+    t.publish(owner, &publisher.id, name, Protocol::Tcp).unwrap();
+    let now = std::time::Instant::now();
+    t.connect(now, owner, &visitor.id, link, name, Protocol::Tcp, "pake".into(), "fp".into(), vec![]).unwrap();
 }
 
 async fn open(shared: &Arc<Shared>, s: &Arc<Session>, name: &str, protocol: &str) -> TunnelInfo {
@@ -325,6 +333,48 @@ async fn tenants_see_and_touch_only_their_own_things() {
         assert!(ids(&r, "tokens").is_superset(&BTreeSet::from([id_a.clone(), id_b.clone()])));
         let r = call(&e.app, Method::DELETE, &b_path, Some(&e.admin()), None).await;
         assert_eq!(r.status, StatusCode::OK);
+        e.handle.abort().await;
+    }
+}
+
+#[tokio::test]
+async fn p2p_services_and_links_are_listed_per_tenant() {
+    for e in envs().await {
+        let sh = e.shared().clone();
+        let (tok, tok_id, owner) = mint(&e, "p2p").await;
+        let (other, _, _) = mint(&e, "p2p-other").await;
+        let (publisher, _prx) = session(&sh, &owner, Some(&tok_id));
+        let (visitor, _vrx) = session(&sh, &owner, Some(&tok_id));
+        p2p_link(&sh, &owner, &publisher, &visitor, "svc", "link-0123456789abcdef");
+        // A published service with no link yet.
+        sh.p2p.table.lock().unwrap().publish(&owner, &publisher.id, "idle", Protocol::Udp).unwrap();
+
+        let r = call(&e.app, Method::GET, "/api/p2p", Some(&tok), None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let services = r.json["services"].as_array().unwrap();
+        assert_eq!(services.len(), 2, "{}", r.text);
+        let svc = services.iter().find(|s| s["name"] == "svc").unwrap();
+        assert_eq!(svc["protocol"], "tcp");
+        assert_eq!(svc["owner_id"], owner.as_str());
+        assert_eq!(svc["publisher"]["session_id"], publisher.id.as_str());
+        assert_eq!(svc["publisher"]["client_addr"], "127.0.0.1:40000");
+        let link = &svc["links"][0];
+        assert_eq!(link["link_id"], "link-0123456789abcdef");
+        assert_eq!(link["mode"], "pending", "the secret proof has not finished");
+        assert_eq!(link["visitor"]["session_id"], visitor.id.as_str());
+        assert_eq!(link["relayed_bytes_in"], 0);
+        let idle = services.iter().find(|s| s["name"] == "idle").unwrap();
+        assert_eq!(idle["protocol"], "udp");
+        assert!(idle["links"].as_array().unwrap().is_empty());
+
+        // Another tenant sees nothing; the admin sees everything.
+        let r = call(&e.app, Method::GET, "/api/p2p", Some(&other), None).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.json, json!({"services": []}));
+        let r = call(&e.app, Method::GET, "/api/p2p", Some(&e.admin()), None).await;
+        assert_eq!(r.json["services"].as_array().unwrap().len(), 2, "{}", r.text);
+        let r = call(&e.app, Method::GET, "/api/p2p", Some("rt_bad"), None).await;
+        assert_error(&r, StatusCode::UNAUTHORIZED, "bad token");
         e.handle.abort().await;
     }
 }
@@ -561,6 +611,8 @@ async fn responses_conform_to_the_openapi_document() {
         let member = json!({ "name": "lb", "protocol": "http", "local_addr": "localhost:3001",
             "group": { "name": "lbpool", "key": "k", "health_check": "http GET /health every 5s" } });
         sh.open_tunnel(&s, serde_json::from_value(member).unwrap()).await.map_err(|e| e.message).unwrap();
+        let (visitor, _vrx) = session(&sh, &owner, Some(&tok_id));
+        p2p_link(&sh, &owner, &s, &visitor, "svc", "link-conformance-0001");
 
         let t = Some(tok.as_str());
         let ad = Some(admin.as_str());
@@ -576,6 +628,8 @@ async fn responses_conform_to_the_openapi_document() {
             ("/api/tunnels/{id}", Method::GET, web_path.clone(), t, None),
             ("/api/pools", Method::GET, "/api/pools".into(), t, None),
             ("/api/pools", Method::GET, "/api/pools".into(), Some("rt_bad"), None),
+            ("/api/p2p", Method::GET, "/api/p2p".into(), t, None),
+            ("/api/p2p", Method::GET, "/api/p2p".into(), Some("rt_bad"), None),
             ("/api/tunnels/{id}", Method::GET, "/api/tunnels/missing".into(), t, None),
             ("/api/history", Method::GET, "/api/history".into(), t, None),
             ("/api/history", Method::GET, "/api/history?active=true&protocol=http&limit=5&offset=0".into(), ad, None),
