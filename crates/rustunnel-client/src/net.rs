@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
+use rustunnel_proto::splice::ReadAhead;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-use rustunnel_proto::splice::ReadAhead;
 use tokio_rustls::TlsConnector;
 
 use crate::error::ClientError;
@@ -86,11 +86,13 @@ impl Dialer {
             Err(_) => ServerName::try_from(self.host.clone())
                 .map_err(|_| ClientError::Config(format!("invalid server name '{}'", self.host)))?,
         };
-        let tls =
-            tokio::time::timeout(Duration::from_secs(10), TlsConnector::from(self.tls.clone()).connect(name, ReadAhead::new(tcp)))
-                .await
-                .map_err(|_| ClientError::Tls("TLS handshake timed out".into()))?
-                .map_err(|e| ClientError::Tls(e.to_string()))?;
+        let tls = tokio::time::timeout(
+            Duration::from_secs(10),
+            TlsConnector::from(self.tls.clone()).connect(name, ReadAhead::new(tcp)),
+        )
+        .await
+        .map_err(|_| ClientError::Tls("TLS handshake timed out".into()))?
+        .map_err(|e| ClientError::Tls(e.to_string()))?;
         Ok(tls)
     }
 }

@@ -56,6 +56,8 @@ struct Runner {
     /// Ends the streams: cancelled after the run loop, so pool members finish in-flight traffic
     /// while they drain.
     stream_cancel: CancellationToken,
+    /// Whether dropped events were already reported (once per run, not per event).
+    dropped_events: std::sync::atomic::AtomicBool,
 }
 
 /// Runs a client until cancelled, until every tunnel was closed by the server, or until a
@@ -79,6 +81,7 @@ pub async fn run(
         closed: HashSet::new(),
         streams: TaskTracker::new(),
         stream_cancel: CancellationToken::new(),
+        dropped_events: Default::default(),
         opts,
     };
     if let Err(e) = r.opts.tunnels.iter().try_for_each(TunnelConfig::validate) {
@@ -110,8 +113,8 @@ impl Runner {
     /// stdout, a busy agent) must not stall heartbeats and forwarding. Request-log events are
     /// only sent while the channel has room to spare, so these always fit.
     async fn emit(&self, e: Event) {
-        if self.events.try_send(e).is_err() {
-            tracing::warn!("event consumer is not keeping up; an event was dropped");
+        if self.events.try_send(e).is_err() && !self.dropped_events.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!("the event consumer is not keeping up; events are being dropped");
         }
     }
 

@@ -89,7 +89,12 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         let acceptor = acceptor.clone();
         let shared2 = shared.clone();
         shared.tasks.spawn(async move {
-            let tls = match tokio::time::timeout(shared2.config.handshake_timeout, acceptor.accept(rustunnel_proto::splice::ReadAhead::new(stream))).await {
+            let tls = match tokio::time::timeout(
+                shared2.config.handshake_timeout,
+                acceptor.accept(rustunnel_proto::splice::ReadAhead::new(stream)),
+            )
+            .await
+            {
                 Ok(Ok(s)) => s,
                 _ => return,
             };

@@ -86,7 +86,10 @@ pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<
             match tls {
                 None => serve_conn(stream, ctx, watcher, exec, &stop).await,
                 Some(acceptor) => {
-                    let hs = tokio::time::timeout(ctx.shared.config.handshake_timeout, acceptor.accept(rustunnel_proto::splice::ReadAhead::new(stream)));
+                    let hs = tokio::time::timeout(
+                        ctx.shared.config.handshake_timeout,
+                        acceptor.accept(rustunnel_proto::splice::ReadAhead::new(stream)),
+                    );
                     if let Ok(Ok(s)) = hs.await {
                         serve_conn(s, ctx, watcher, exec, &stop).await;
                     }
