@@ -159,13 +159,19 @@ impl RelayBase {
     }
 }
 
+impl RelayBase {
+    /// `scheme://host[:port]`, without the path prefix.
+    fn origin(&self) -> String {
+        match self.port {
+            Some(p) => format!("{}://{}:{p}", self.scheme.as_str(), self.host),
+            None => format!("{}://{}", self.scheme.as_str(), self.host),
+        }
+    }
+}
+
 impl std::fmt::Display for RelayBase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}://{}", self.scheme.as_str(), self.host)?;
-        if let Some(p) = self.port {
-            write!(f, ":{p}")?;
-        }
-        f.write_str(&self.prefix)
+        write!(f, "{}{}", self.origin(), self.prefix)
     }
 }
 
@@ -252,7 +258,8 @@ impl JoinLink {
 
     /// The URL without the secret: what is actually dialled.
     pub fn request_url(&self) -> String {
-        format!("{}{}", self.base, self.request_path())
+        // The request path already carries the prefix.
+        format!("{}{}", self.base.origin(), self.request_path())
     }
 
     /// Request path sent in the HTTP request line (`/prefix/t/<room>`); never has the fragment.
@@ -361,6 +368,8 @@ mod tests {
             JoinLink::parse(&format!("wss://example.com/relay/t/room1234abcd#{}", URL_SAFE_NO_PAD.encode([1u8; 48])))
                 .unwrap();
         assert_eq!(l.request_path(), "/relay/t/room1234abcd");
+        assert_eq!(l.request_url(), "wss://example.com/relay/t/room1234abcd");
+        assert_eq!(JoinLink::parse(&l.to_string()).unwrap(), l);
         assert_eq!(l.dial_target(), ("example.com".into(), 443));
         assert_eq!(l.host_header(), "example.com");
     }
