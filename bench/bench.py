@@ -370,6 +370,9 @@ def main():
     for s in systems:
         if s.pids():
             results[s.name]["idle_rss_mib"] = sum(rss_kib(p) for p in s.pids()) / 1024
+            # On fresh processes, before any load: afterwards the allocator reuses memory freed
+            # by the load phases and the per-connection cost would read as near zero.
+            results[s.name]["kib_per_held_conn"] = held_connections(s.endpoints()["echo"], args.held, s.pids())
     for run in range(args.runs):
         for s in systems:
             e = s.endpoints()
@@ -382,8 +385,6 @@ def main():
             r["p99_ms"].append(lat["p99_ms"])
             r["max_ms"].append(lat["max_ms"])
     for s in systems:
-        if s.pids():
-            results[s.name]["kib_per_held_conn"] = held_connections(s.endpoints()["echo"], args.held, s.pids())
         if hasattr(s, "restart_recovery"):
             results[s.name]["restart_recovery_s"] = median([s.restart_recovery() for _ in range(args.runs)])
 
