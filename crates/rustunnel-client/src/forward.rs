@@ -86,7 +86,8 @@ pub async fn serve_stream(
     };
     match header.protocol {
         Protocol::Tcp | Protocol::Http => {
-            let mut local = match connect_tcp(&target.host, target.port, LOCAL_CONNECT_TIMEOUT).await {
+            // Boxed so the resolver/connect state is freed before the long splice.
+            let mut local = match Box::pin(connect_tcp(&target.host, target.port, LOCAL_CONNECT_TIMEOUT)).await {
                 Ok(s) => s,
                 Err(e) => {
                     let error = describe_local_error(&e, &addr);

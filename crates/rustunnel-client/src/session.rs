@@ -250,11 +250,14 @@ impl Runner {
             let run_cancel = self.stream_cancel.clone();
             let events = self.events.clone();
             self.streams.spawn(async move {
-                let waiting = async {
+                // Boxed: a task's future is as large as its largest state, and dialing (TLS,
+                // HTTP upgrade) is large; freed once the stream starts, it costs held
+                // connections nothing.
+                let waiting = Box::pin(async {
                     tokio::time::sleep(delay).await;
                     let conn = forward::open_data_conn(&dialer, &sid, &key).await?;
                     forward::wait_for_stream(conn).await
-                };
+                });
                 let (header, io) = tokio::select! {
                     r = waiting => match r {
                         Ok(x) => x,
@@ -482,11 +485,25 @@ impl Runner {
 /// How long a leaving pool member waits for the server to drain it.
 const DRAIN_WAIT: Duration = Duration::from_secs(15);
 
-/// A client running in the background.
+/// A client running in the background. Dropping the handle stops the client (structured
+/// concurrency: nothing outlives its owner); `stop` also waits for it to finish.
 pub struct ClientHandle {
     pub events: mpsc::Receiver<Event>,
     cancel: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), ClientError>>,
+    task: Option<tokio::task::JoinHandle<Result<(), ClientError>>>,
+}
+
+impl Drop for ClientHandle {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+async fn finish(task: Option<tokio::task::JoinHandle<Result<(), ClientError>>>) -> Result<(), ClientError> {
+    match task {
+        Some(t) => t.await.unwrap_or_else(|e| Err(ClientError::Lost(e.to_string()))),
+        None => Ok(()),
+    }
 }
 
 impl ClientHandle {
@@ -495,7 +512,7 @@ impl ClientHandle {
         let (tx, rx) = mpsc::channel(1024);
         let cancel = CancellationToken::new();
         let task = tokio::spawn(run(opts, tx, cancel.clone()));
-        ClientHandle { events: rx, cancel, task }
+        ClientHandle { events: rx, cancel, task: Some(task) }
     }
 
     /// Waits until `n` tunnels are ready, returning their `TunnelReady` events; a fatal error
@@ -520,13 +537,13 @@ impl ClientHandle {
     }
 
     /// Stops the client and waits for it.
-    pub async fn stop(self) -> Result<(), ClientError> {
+    pub async fn stop(mut self) -> Result<(), ClientError> {
         self.cancel.cancel();
-        self.task.await.unwrap_or_else(|e| Err(ClientError::Lost(e.to_string())))
+        finish(self.task.take()).await
     }
 
     /// Waits for the client to end by itself.
-    pub async fn join(self) -> Result<(), ClientError> {
-        self.task.await.unwrap_or_else(|e| Err(ClientError::Lost(e.to_string())))
+    pub async fn join(mut self) -> Result<(), ClientError> {
+        finish(self.task.take()).await
     }
 }

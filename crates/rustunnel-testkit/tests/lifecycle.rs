@@ -283,3 +283,17 @@ async fn dropped_packets_free_the_server_and_the_client_reconnects() {
     assert_eq!(public_url, ready[0].public_url);
     assert_eq!(get(server.http_addr(), &ready[0].host(), "/").await.0, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn dropping_a_client_handle_stops_the_client() {
+    let server = TestServer::start().await;
+    let app = http_app("app").await;
+    let (c, ready) = server.client(vec![tunnel("web", Protocol::Http, app.port())]).await;
+    drop(c);
+    let shared = server.handle.shared().clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while shared.tunnel(&ready[0].tunnel_id).is_some() {
+        assert!(std::time::Instant::now() < deadline, "the dropped client kept its tunnel");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

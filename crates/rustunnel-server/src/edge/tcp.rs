@@ -86,7 +86,8 @@ pub async fn run_pool(
 }
 
 async fn forward(mut visitor: TcpStream, peer: String, tunnel: &Tunnel) {
-    let Ok(conn) = tunnel.session.take_data_conn().await else {
+    // Boxed so the wait's state (timers, notification) is freed before the long splice.
+    let Ok(conn) = Box::pin(tunnel.session.take_data_conn()).await else {
         return;
     };
     let header = StreamHeader { tunnel_id: tunnel.id.clone(), protocol: Protocol::Tcp, peer };
