@@ -130,8 +130,15 @@ fn init_logging() {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let result = runtime.block_on(async_main());
+    // Bounded teardown: nothing left behind may keep the process alive after shutdown.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
+}
+
+async fn async_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
@@ -161,6 +168,7 @@ async fn main() -> anyhow::Result<()> {
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = Config::from_file_config(args.file_config()?)?;
     let dev = config.dev;
+    let mut signals = ShutdownSignals::install();
     let handle = ServerHandle::spawn(config.clone()).await?;
     let domain = &config.domain;
     println!("rustunnel-server {} ready", env!("CARGO_PKG_VERSION"));
@@ -185,30 +193,60 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             println!("  loopback dev server: clients may connect without a token");
         }
     }
-    shutdown_signal().await;
+    signals.recv().await;
     tracing::info!("shutting down: draining for up to {:?}", config.drain_timeout);
-    handle.shutdown().await;
+    // Bounded: a drain that cannot finish, or a second signal, still ends the process.
+    let limit = config.drain_timeout + std::time::Duration::from_secs(10);
+    tokio::select! {
+        _ = handle.shutdown() => {}
+        _ = tokio::time::sleep(limit) => tracing::warn!("shutdown took longer than {limit:?}; exiting anyway"),
+        _ = signals.recv() => tracing::warn!("second signal: exiting without waiting for the drain"),
+    }
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// SIGTERM and SIGINT, subscribed to before the server starts so that no signal can arrive
+/// unobserved (a signal that comes before a listener exists would be lost, or kill the process
+/// with the default action instead of draining).
+struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            ShutdownSignals { term: signal(SignalKind::terminate()).ok(), int: signal(SignalKind::interrupt()).ok() }
+        }
+        #[cfg(not(unix))]
+        {
+            ShutdownSignals {}
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                _ = next(&mut self.term) => {}
+                _ = next(&mut self.int) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
