@@ -33,18 +33,31 @@ pub type Targets = Arc<RwLock<HashMap<String, LocalTarget>>>;
 /// Opens a data connection: TLS to the control port, `GET /v1/data` with the session's
 /// credentials, `101 Switching Protocols`.
 pub async fn open_data_conn(dialer: &Dialer, session_id: &str, data_key: &str) -> Result<Upgraded, ClientError> {
+    upgrade_data_conn(dialer, session_id, data_key, None).await
+}
+
+/// The data-connection upgrade; with `p2p_link` the server splices the connection to that
+/// P2P link's publisher instead of adding it to the pool.
+pub(crate) async fn upgrade_data_conn(
+    dialer: &Dialer,
+    session_id: &str,
+    data_key: &str,
+    p2p_link: Option<&str>,
+) -> Result<Upgraded, ClientError> {
     let tls = dialer.dial().await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<bytes::Bytes>>(TokioIo::new(tls))
         .await
         .map_err(|e| ClientError::Handshake(e.to_string()))?;
-    let req = http::Request::get(DATA_PATH)
+    let mut req = http::Request::get(DATA_PATH)
         .header(http::header::HOST, format!("{}:{}", dialer.host, dialer.port))
         .header(http::header::CONNECTION, "upgrade")
         .header(http::header::UPGRADE, DATA_UPGRADE)
         .header(HEADER_SESSION, session_id)
-        .header(HEADER_DATA_KEY, data_key)
-        .body(Empty::new())
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        .header(HEADER_DATA_KEY, data_key);
+    if let Some(link) = p2p_link {
+        req = req.header(rustunnel_proto::HEADER_P2P_LINK, link);
+    }
+    let req = req.body(Empty::new()).map_err(|e| ClientError::Protocol(e.to_string()))?;
     let (resp, _) = tokio::join!(sender.send_request(req), conn.with_upgrades());
     let resp = resp.map_err(|e| ClientError::Handshake(e.to_string()))?;
     if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {

@@ -21,15 +21,11 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use http_body_util::Empty;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use rustunnel_proto::limits::{HANDSHAKE_TIMEOUT, HEARTBEAT_MISSES, MAX_CONTROL_FRAME};
 use rustunnel_proto::stream::{read_datagram, write_datagram};
-use rustunnel_proto::{
-    ClientMsg, ErrorCode, Protocol, ServerMsg, CONTROL_PATH, DATA_PATH, DATA_UPGRADE, HEADER_DATA_KEY, HEADER_P2P_LINK,
-    HEADER_SESSION, PROTOCOL_VERSION,
-};
+use rustunnel_proto::{ClientMsg, ErrorCode, Protocol, ServerMsg, CONTROL_PATH, PROTOCOL_VERSION};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
@@ -427,25 +423,7 @@ fn parse_cands(c: &[String]) -> Vec<SocketAddr> {
 
 /// Opens a relayed stream of `link_id`: a data connection the server splices to the publisher.
 async fn open_relay(dialer: &Dialer, session_id: &str, data_key: &str, link_id: &str) -> Result<Upgraded, ClientError> {
-    let tls = dialer.dial().await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<bytes::Bytes>>(TokioIo::new(tls))
-        .await
-        .map_err(|e| ClientError::Handshake(e.to_string()))?;
-    let req = http::Request::get(DATA_PATH)
-        .header(http::header::HOST, format!("{}:{}", dialer.host, dialer.port))
-        .header(http::header::CONNECTION, "upgrade")
-        .header(http::header::UPGRADE, DATA_UPGRADE)
-        .header(HEADER_SESSION, session_id)
-        .header(HEADER_DATA_KEY, data_key)
-        .header(HEADER_P2P_LINK, link_id)
-        .body(Empty::new())
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
-    let (resp, _) = tokio::join!(sender.send_request(req), conn.with_upgrades());
-    let resp = resp.map_err(|e| ClientError::Handshake(e.to_string()))?;
-    if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
-        return Err(ClientError::Handshake(format!("relay refused: {}", resp.status())));
-    }
-    hyper::upgrade::on(resp).await.map_err(|e| ClientError::Handshake(e.to_string()))
+    crate::forward::upgrade_data_conn(dialer, session_id, data_key, Some(link_id)).await
 }
 
 // ---------------------------------------------------------------------------------------------
