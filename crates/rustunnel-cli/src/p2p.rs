@@ -90,27 +90,7 @@ pub async fn run(a: P2pArgs) -> i32 {
     opts.reconnect = !a.connect.no_reconnect;
     let mut h = P2pHandle::spawn(opts);
     let cancel = h.cancel_token();
-    let mut fatal = false;
-    let signal = crate::tunnels::shutdown_signal();
-    tokio::pin!(signal);
-    let mut signalled = false;
-    loop {
-        tokio::select! {
-            e = h.events.recv() => match e {
-                Some(e) => {
-                    if matches!(e, Event::Error { fatal: true, .. }) {
-                        fatal = true;
-                    }
-                    printer.event(&e);
-                }
-                None => break,
-            },
-            _ = &mut signal, if !signalled => {
-                signalled = true;
-                cancel.cancel();
-            }
-        }
-    }
+    let fatal = crate::tunnels::print_events(&mut h.events, &cancel, &mut printer).await;
     match h.join().await {
         Ok(()) if !fatal => 0,
         _ => 1,

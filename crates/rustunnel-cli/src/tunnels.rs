@@ -205,31 +205,39 @@ pub async fn run_start(a: StartArgs) -> i32 {
 async fn drive(opts: ClientOptions, mut printer: Printer) -> i32 {
     let mut c = ClientHandle::spawn(opts);
     let cancel = c.cancel_token();
+    let fatal = print_events(&mut c.events, &cancel, &mut printer).await;
+    match c.join().await {
+        Ok(()) if !fatal => 0,
+        _ => 1,
+    }
+}
+
+/// Prints a running client's events until it ends; the first Ctrl+C/SIGTERM cancels it (it
+/// may keep reporting while it drains). Returns whether a fatal error was reported.
+pub(crate) async fn print_events(
+    events: &mut tokio::sync::mpsc::Receiver<Event>,
+    cancel: &tokio_util::sync::CancellationToken,
+    printer: &mut Printer,
+) -> bool {
     let mut fatal = false;
     let signal = shutdown_signal();
     tokio::pin!(signal);
-    // A finished future must not be polled again: pool members keep reporting while they drain.
+    // A finished future must not be polled again.
     let mut signalled = false;
     loop {
         tokio::select! {
-            e = c.events.recv() => match e {
+            e = events.recv() => match e {
                 Some(e) => {
-                    if matches!(e, Event::Error { fatal: true, .. }) {
-                        fatal = true;
-                    }
+                    fatal |= matches!(e, Event::Error { fatal: true, .. });
                     printer.event(&e);
                 }
-                None => break,
+                None => return fatal,
             },
             _ = &mut signal, if !signalled => {
                 signalled = true;
                 cancel.cancel();
             }
         }
-    }
-    match c.join().await {
-        Ok(()) if !fatal => 0,
-        _ => 1,
     }
 }
 

@@ -66,6 +66,25 @@ pub(crate) async fn upgrade_data_conn(
     hyper::upgrade::on(resp).await.map_err(|e| ClientError::Handshake(e.to_string()))
 }
 
+/// A data connection the server has handed a visitor: its header and the connection.
+pub type HandedStream = (StreamHeader, TokioIo<Upgraded>);
+
+/// A pooled data connection, from dialing to the moment the server hands it a visitor
+/// (after `delay`). Boxed: a task's future is as large as its largest state, and dialing (TLS,
+/// HTTP upgrade) is large; freed once the stream starts, it costs held connections nothing.
+pub fn pooled_stream<'a>(
+    dialer: &'a Dialer,
+    session_id: &'a str,
+    data_key: &'a str,
+    delay: Duration,
+) -> std::pin::Pin<Box<impl std::future::Future<Output = Result<HandedStream, ClientError>> + Send + 'a>> {
+    Box::pin(async move {
+        tokio::time::sleep(delay).await;
+        let conn = open_data_conn(dialer, session_id, data_key).await?;
+        wait_for_stream(conn).await
+    })
+}
+
 /// Waits for the server to hand this connection a visitor.
 pub async fn wait_for_stream(conn: Upgraded) -> Result<(StreamHeader, TokioIo<Upgraded>), ClientError> {
     let mut io = TokioIo::new(conn);

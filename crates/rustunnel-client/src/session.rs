@@ -250,16 +250,8 @@ impl Runner {
             let run_cancel = self.stream_cancel.clone();
             let events = self.events.clone();
             self.streams.spawn(async move {
-                // Boxed: a task's future is as large as its largest state, and dialing (TLS,
-                // HTTP upgrade) is large; freed once the stream starts, it costs held
-                // connections nothing.
-                let waiting = Box::pin(async {
-                    tokio::time::sleep(delay).await;
-                    let conn = forward::open_data_conn(&dialer, &sid, &key).await?;
-                    forward::wait_for_stream(conn).await
-                });
                 let (header, io) = tokio::select! {
-                    r = waiting => match r {
+                    r = forward::pooled_stream(&dialer, &sid, &key, delay) => match r {
                         Ok(x) => x,
                         Err(_) => {
                             let _ = pool_tx.try_send(PoolEvent::Failed);

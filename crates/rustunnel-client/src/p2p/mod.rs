@@ -800,13 +800,8 @@ async fn publisher_session(
         let (keys, pool_tx, sc, ev, svc, stop) =
             (keys.clone(), pool_tx.clone(), session_cancel.clone(), events.clone(), svc.clone(), stop.clone());
         tasks.spawn(async move {
-            let waiting = async {
-                tokio::time::sleep(delay).await;
-                let conn = crate::forward::open_data_conn(&dialer, &sid, &dkey).await?;
-                crate::forward::wait_for_stream(conn).await
-            };
             let (header, io) = tokio::select! {
-                r = waiting => match r {
+                r = crate::forward::pooled_stream(&dialer, &sid, &dkey, delay) => match r {
                     Ok(x) => x,
                     Err(_) => {
                         let _ = pool_tx.try_send(PoolEvent::Failed);
