@@ -38,6 +38,10 @@ pub struct ConnectArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct OneTunnel {
+    /// Unencrypted data connections, spliced without copies (faster). Only on a network you
+    /// trust: needs a server started with --allow-plain-data; the token stays on TLS.
+    #[arg(long)]
+    pub plain_data: bool,
     /// Local port of the service to expose.
     #[arg(value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
@@ -142,6 +146,9 @@ pub struct StartArgs {
     pub json: bool,
     #[arg(long)]
     pub no_reconnect: bool,
+    /// Unencrypted data connections (see `rustunnel http --help`); also `plain_data = true`.
+    #[arg(long)]
+    pub plain_data: bool,
 }
 
 fn fail(printer: &mut Printer, code: &str, message: String, hint: &str) -> i32 {
@@ -181,6 +188,7 @@ pub async fn run_one(protocol: Protocol, a: OneTunnel) -> i32 {
     let mut opts = ClientOptions::new(server, a.connect.token.trim());
     opts.tls = TlsOptions { insecure: a.connect.insecure, ca: a.connect.ca.clone() };
     opts.reconnect = !a.connect.no_reconnect;
+    opts.plain_data = a.plain_data;
     opts.tunnels = vec![t];
     drive(opts, printer).await
 }
@@ -197,6 +205,7 @@ pub async fn run_start(a: StartArgs) -> i32 {
     let mut opts = ClientOptions::new(server, token.trim());
     opts.tls = TlsOptions { insecure: a.insecure || file.insecure, ca: file.ca.clone() };
     opts.reconnect = !a.no_reconnect;
+    opts.plain_data = a.plain_data || file.plain_data;
     opts.tunnels = file.tunnel_configs();
     drive(opts, printer).await
 }

@@ -97,6 +97,9 @@ pub struct ClientOptions {
     pub tls: TlsOptions,
     /// Retry forever on lost connections (default) or give up at the first loss.
     pub reconnect: bool,
+    /// Ask for plain (unencrypted, zero-copy) data connections; only on a trusted network.
+    /// The server must allow them (`--allow-plain-data`); otherwise TLS is used.
+    pub plain_data: bool,
     pub tunnels: Vec<TunnelConfig>,
     /// Upper bound of the reconnect backoff.
     pub max_backoff: Duration,
@@ -109,6 +112,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("token", &if self.token.is_empty() { "" } else { "***" })
             .field("tls", &self.tls)
             .field("reconnect", &self.reconnect)
+            .field("plain_data", &self.plain_data)
             .field("tunnels", &self.tunnels)
             .finish()
     }
@@ -121,6 +125,7 @@ impl ClientOptions {
             token: token.into(),
             tls: TlsOptions::default(),
             reconnect: true,
+            plain_data: false,
             tunnels: Vec::new(),
             max_backoff: Duration::from_millis(800),
         }
@@ -137,6 +142,9 @@ pub struct StartFile {
     pub insecure: bool,
     pub ca: Option<PathBuf>,
     pub region: Option<String>,
+    /// Plain (unencrypted, zero-copy) data connections, if the server allows them.
+    #[serde(default)]
+    pub plain_data: bool,
     #[serde(default)]
     pub tunnels: BTreeMap<String, StartTunnel>,
 }

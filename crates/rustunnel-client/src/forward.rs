@@ -30,10 +30,31 @@ pub struct LocalTarget {
 /// tunnel id -> local target; shared by the session and its streams.
 pub type Targets = Arc<RwLock<HashMap<String, LocalTarget>>>;
 
-/// Opens a data connection: TLS to the control port, `GET /v1/data` with the session's
-/// credentials, `101 Switching Protocols`.
-pub async fn open_data_conn(dialer: &Dialer, session_id: &str, data_key: &str) -> Result<Upgraded, ClientError> {
-    upgrade_data_conn(dialer, session_id, data_key, None).await
+/// A data connection: TLS (upgraded on the control port) or, when the server granted it,
+/// plain TCP (see `rustunnel_proto::plain`).
+pub type DataConn = rustunnel_proto::plain::DataConn<TokioIo<Upgraded>>;
+
+/// Opens a data connection. TLS: TLS to the control port, `GET /v1/data` with the session's
+/// credentials, `101 Switching Protocols`. Plain: TCP to the control port and the plain
+/// handshake, which proves the data key without sending it.
+pub async fn open_data_conn(
+    dialer: &Dialer,
+    session_id: &str,
+    data_key: &str,
+    plain: bool,
+) -> Result<DataConn, ClientError> {
+    if !plain {
+        return Ok(DataConn::Tls(TokioIo::new(upgrade_data_conn(dialer, session_id, data_key, None).await?)));
+    }
+    let mut tcp = dialer.dial_tcp().await?;
+    tokio::time::timeout(
+        rustunnel_proto::limits::HANDSHAKE_TIMEOUT,
+        rustunnel_proto::plain::client_handshake(&mut tcp, session_id, data_key),
+    )
+    .await
+    .map_err(|_| ClientError::Handshake("plain data connection: timed out".into()))?
+    .map_err(|e| ClientError::Handshake(format!("plain data connection: {e}")))?;
+    Ok(DataConn::Plain(tcp))
 }
 
 /// The data-connection upgrade; with `p2p_link` the server splices the connection to that
@@ -67,7 +88,7 @@ pub(crate) async fn upgrade_data_conn(
 }
 
 /// A data connection the server has handed a visitor: its header and the connection.
-pub type HandedStream = (StreamHeader, TokioIo<Upgraded>);
+pub type HandedStream = (StreamHeader, DataConn);
 
 /// A pooled data connection, from dialing to the moment the server hands it a visitor
 /// (after `delay`). Boxed: a task's future is as large as its largest state, and dialing (TLS,
@@ -76,18 +97,18 @@ pub fn pooled_stream<'a>(
     dialer: &'a Dialer,
     session_id: &'a str,
     data_key: &'a str,
+    plain: bool,
     delay: Duration,
 ) -> std::pin::Pin<Box<impl std::future::Future<Output = Result<HandedStream, ClientError>> + Send + 'a>> {
     Box::pin(async move {
         tokio::time::sleep(delay).await;
-        let conn = open_data_conn(dialer, session_id, data_key).await?;
+        let conn = open_data_conn(dialer, session_id, data_key, plain).await?;
         wait_for_stream(conn).await
     })
 }
 
 /// Waits for the server to hand this connection a visitor.
-pub async fn wait_for_stream(conn: Upgraded) -> Result<(StreamHeader, TokioIo<Upgraded>), ClientError> {
-    let mut io = TokioIo::new(conn);
+pub async fn wait_for_stream(mut io: DataConn) -> Result<HandedStream, ClientError> {
     let header = StreamHeader::read(&mut io).await.map_err(|e| ClientError::Protocol(e.to_string()))?;
     Ok((header, io))
 }
@@ -101,11 +122,7 @@ pub struct LocalFailure {
 }
 
 /// Serves one handed-out stream to completion.
-pub async fn serve_stream(
-    header: StreamHeader,
-    mut data: TokioIo<Upgraded>,
-    targets: &Targets,
-) -> Result<(), LocalFailure> {
+pub async fn serve_stream(header: StreamHeader, mut data: DataConn, targets: &Targets) -> Result<(), LocalFailure> {
     let target = targets.read().unwrap_or_else(|e| e.into_inner()).get(&header.tunnel_id).cloned();
     let Some(target) = target else {
         // A stream for a tunnel we no longer have: drop it.
@@ -135,7 +152,15 @@ pub async fn serve_stream(
                     return Err(LocalFailure { name: target.name, addr, error });
                 }
             };
-            let _ = rustunnel_proto::splice::splice(&mut data, &mut local).await;
+            match &mut data {
+                // Both hops plain TCP: spliced in the kernel.
+                DataConn::Plain(tcp) => {
+                    let _ = rustunnel_proto::zerocopy::splice_tcp(tcp, &mut local, &|_| {}, &|_| {}).await;
+                }
+                DataConn::Tls(_) => {
+                    let _ = rustunnel_proto::splice::splice(&mut data, &mut local).await;
+                }
+            }
             Ok(())
         }
         Protocol::Udp => {
@@ -173,7 +198,7 @@ fn describe_local_error(e: &std::io::Error, addr: &str) -> String {
 
 /// Moves datagrams between the stream (length-prefixed) and the connected local socket until
 /// either side ends.
-async fn pump_udp(data: TokioIo<Upgraded>, sock: UdpSocket) {
+async fn pump_udp(data: DataConn, sock: UdpSocket) {
     let (mut rd, mut wr) = tokio::io::split(data);
     let up = async {
         let mut buf = Vec::with_capacity(2048);

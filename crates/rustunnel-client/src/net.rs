@@ -77,10 +77,15 @@ pub struct Dialer {
 }
 
 impl Dialer {
-    pub async fn dial(&self) -> Result<ServerStream, ClientError> {
-        let tcp = connect_tcp(&self.host, self.port, Duration::from_secs(10))
+    /// TCP to the server's control port (TCP_NODELAY set).
+    pub async fn dial_tcp(&self) -> Result<TcpStream, ClientError> {
+        connect_tcp(&self.host, self.port, Duration::from_secs(10))
             .await
-            .map_err(|e| ClientError::Connect { addr: format!("{}:{}", self.host, self.port), source: e })?;
+            .map_err(|e| ClientError::Connect { addr: format!("{}:{}", self.host, self.port), source: e })
+    }
+
+    pub async fn dial(&self) -> Result<ServerStream, ClientError> {
+        let tcp = self.dial_tcp().await?;
         let name = match self.host.parse::<IpAddr>() {
             Ok(ip) => ServerName::IpAddress(ip.into()),
             Err(_) => ServerName::try_from(self.host.clone())

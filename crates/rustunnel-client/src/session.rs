@@ -188,16 +188,23 @@ impl Runner {
             version: PROTOCOL_VERSION,
             token: self.opts.token.clone(),
             agent: format!("rustunnel/{}", env!("CARGO_PKG_VERSION")),
+            plain_data: self.opts.plain_data,
         };
         ws.send(Message::text(hello.encode())).await.map_err(|e| ClientError::Handshake(e.to_string()))?;
-        let (session_id, data_key, heartbeat, pool_size) = loop {
+        let (session_id, data_key, heartbeat, pool_size, plain) = loop {
             let msg = tokio::time::timeout(HANDSHAKE_TIMEOUT, ws.next())
                 .await
                 .map_err(|_| ClientError::Handshake("no answer to hello".into()))?;
             match msg {
                 Some(Ok(Message::Text(t))) => match ServerMsg::decode(t.as_str()) {
-                    Ok(ServerMsg::Welcome { session_id, data_key, heartbeat_secs, pool_size, .. }) => {
-                        break (session_id, data_key, Duration::from_secs(heartbeat_secs.max(1)), pool_size);
+                    Ok(ServerMsg::Welcome { session_id, data_key, heartbeat_secs, pool_size, plain_data, .. }) => {
+                        break (
+                            session_id,
+                            data_key,
+                            Duration::from_secs(heartbeat_secs.max(1)),
+                            pool_size,
+                            plain_data,
+                        );
                     }
                     Ok(ServerMsg::Rejected { code, message }) => return Err(ClientError::Rejected { code, message }),
                     _ => return Err(ClientError::Protocol("unexpected first message from server".into())),
@@ -208,6 +215,15 @@ impl Runner {
             }
         };
 
+        if self.opts.plain_data && !plain {
+            self.emit(Event::Error {
+                code: "plain_data_refused".into(),
+                message: "the server does not allow plain data connections; data connections use TLS".into(),
+                hint: "start the server with --allow-plain-data, or drop --plain-data".into(),
+                fatal: false,
+            })
+            .await;
+        }
         // A fresh session: tunnel ids from the previous one mean nothing any more.
         self.targets.write().unwrap_or_else(|e| e.into_inner()).clear();
         let mut pending: HashMap<u64, TunnelConfig> = HashMap::new();
@@ -251,7 +267,7 @@ impl Runner {
             let events = self.events.clone();
             self.streams.spawn(async move {
                 let (header, io) = tokio::select! {
-                    r = forward::pooled_stream(&dialer, &sid, &key, delay) => match r {
+                    r = forward::pooled_stream(&dialer, &sid, &key, plain, delay) => match r {
                         Ok(x) => x,
                         Err(_) => {
                             let _ = pool_tx.try_send(PoolEvent::Failed);

@@ -191,6 +191,9 @@ pub enum ClientMsg {
         /// Free-form client description (`rustunnel/0.1.0`), for logs.
         #[serde(default)]
         agent: String,
+        /// The client asks for plain (unencrypted) data connections; see [`crate::plain`].
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        plain_data: bool,
     },
     OpenTunnel {
         req_id: u64,
@@ -285,6 +288,9 @@ pub enum ServerMsg {
         /// absent when P2P hole punching is disabled.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         p2p_udp_port: Option<u16>,
+        /// Plain data connections granted: asked for by the client and allowed by the server.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        plain_data: bool,
     },
     /// The hello was refused; the connection closes after this.
     Rejected {
@@ -427,7 +433,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let msgs = vec![
-            ClientMsg::Hello { version: 1, token: "t".into(), agent: "a".into() },
+            ClientMsg::Hello { version: 1, token: "t".into(), agent: "a".into(), plain_data: true },
             ClientMsg::OpenTunnel {
                 req_id: 7,
                 spec: TunnelSpec {

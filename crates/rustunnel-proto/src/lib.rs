@@ -8,6 +8,8 @@
 //!   out (which tunnel, which visitor), and the datagram framing used by UDP tunnels.
 //! - [`names`]: subdomain rules shared by both ends so the client can refuse early.
 //! - [`limits`]: every bound and timeout in one place.
+//! - [`splice`], [`zerocopy`]: moving bytes between two connections (buffer-pooled copy;
+//!   `splice(2)` between plain sockets), and [`plain`]: the opt-in unencrypted data connection.
 //!
 //! This crate has no sockets and no business logic; see `docs/protocol.md` for the exchange.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -16,8 +18,10 @@ pub mod control;
 pub mod limits;
 pub mod names;
 pub mod p2p;
+pub mod plain;
 pub mod splice;
 pub mod stream;
+pub mod zerocopy;
 
 /// Version of the wire protocol. Bumped on any incompatible change; a peer speaking another
 /// version is refused with a human "upgrade rustunnel" message.

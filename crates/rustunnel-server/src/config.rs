@@ -83,6 +83,11 @@ pub struct FileConfig {
     /// UDP address of the P2P address reflector [default: the control address, on UDP];
     /// "off" disables hole punching (P2P links are then always relayed).
     pub p2p_udp_addr: Option<String>,
+    /// Let clients that ask for it (`rustunnel --plain-data`) open unencrypted data
+    /// connections, spliced without copies. Only for clients on a network you already trust:
+    /// visitors' bytes then cross the client-server link in the clear. The control connection
+    /// and the token always stay on TLS.
+    pub allow_plain_data: Option<bool>,
 }
 
 impl std::fmt::Debug for FileConfig {
@@ -145,7 +150,8 @@ impl FileConfig {
             max_requests_per_tunnel,
             pool_size,
             alert_webhook,
-            p2p_udp_addr
+            p2p_udp_addr,
+            allow_plain_data
         )
     }
 }
@@ -187,6 +193,8 @@ pub struct Config {
     pub header_timeout: Duration,
     /// Where the P2P address reflector listens.
     pub p2p_udp: P2pUdp,
+    /// Grant plain (unencrypted) data connections to clients that ask; see `FileConfig`.
+    pub allow_plain_data: bool,
 }
 
 /// Where the P2P address reflector (UDP) listens.
@@ -328,6 +336,7 @@ impl Config {
             max_requests_per_tunnel: f.max_requests_per_tunnel.unwrap_or(1024),
             pool_size: f.pool_size.unwrap_or(8).clamp(1, 64),
             handshake_timeout: rustunnel_proto::limits::HANDSHAKE_TIMEOUT,
+            allow_plain_data: f.allow_plain_data.unwrap_or(false),
             header_timeout: Duration::from_secs(30),
             p2p_udp: match f.p2p_udp_addr.as_deref() {
                 None => P2pUdp::SameAsControl,

@@ -16,12 +16,13 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustunnel_proto::control::CloseReason;
 use rustunnel_proto::limits::{HEARTBEAT_MISSES, MAX_CONTROL_FRAME};
+use rustunnel_proto::plain::PLAIN_MAGIC;
 use rustunnel_proto::{
     ClientMsg, ErrorCode, ServerMsg, CONTROL_PATH, DATA_PATH, DATA_UPGRADE, HEADER_DATA_KEY, HEADER_SESSION,
     PROTOCOL_VERSION,
 };
 use subtle::ConstantTimeEq;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
@@ -29,7 +30,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::auth::AuthError;
 use crate::server::Shared;
-use crate::session::Session;
+use crate::session::{DataConn, Session};
 
 /// Connections that have not authenticated yet, in total and per source address.
 const MAX_PENDING: usize = 1024;
@@ -89,6 +90,17 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         let acceptor = acceptor.clone();
         let shared2 = shared.clone();
         shared.tasks.spawn(async move {
+            // A plain data connection announces itself in its first byte; TLS starts with 0x16.
+            let mut first = [0u8; 1];
+            let peeked = tokio::time::timeout(shared2.config.handshake_timeout, stream.peek(&mut first)).await;
+            match peeked {
+                Ok(Ok(1)) if first[0] == PLAIN_MAGIC[0] => {
+                    plain_data_conn(stream, peer, &shared2).await;
+                    return;
+                }
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
             let tls = match tokio::time::timeout(
                 shared2.config.handshake_timeout,
                 acceptor.accept(rustunnel_proto::splice::ReadAhead::new(stream)),
@@ -115,6 +127,27 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 _ = shared2.hard_stop.cancelled() => {}
             }
         });
+    }
+}
+
+/// A plain data connection: authenticated with the session's data key (never sent), then
+/// pooled. Refused unless the session was granted plain data connections.
+async fn plain_data_conn(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
+    let mut nonce = [0u8; rustunnel_proto::plain::NONCE_LEN];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut nonce);
+    let key_of = |sid: &str| shared.session(sid).filter(|s| s.plain_data).map(|s| s.data_key.clone());
+    let hs = tokio::time::timeout(
+        shared.config.handshake_timeout,
+        rustunnel_proto::plain::server_handshake(&mut stream, nonce, key_of),
+    );
+    match hs.await {
+        Ok(Ok(sid)) => {
+            if let Some(session) = shared.session(&sid) {
+                session.add_data_conn(DataConn::Plain(stream));
+            }
+        }
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "plain data connection refused"),
+        Err(_) => tracing::debug!(%peer, "plain data connection handshake timed out"),
     }
 }
 
@@ -196,7 +229,7 @@ fn route(
                     match p2p_link {
                         Some(link) => crate::p2p::relay(sh, link, session.peer, upgraded).await,
                         None => {
-                            session.add_data_conn(upgraded);
+                            session.add_data_conn(DataConn::Tls(TokioIo::new(upgraded)));
                         }
                     }
                 }
@@ -218,12 +251,14 @@ async fn send(ws: &mut Ws, msg: &ServerMsg) -> bool {
 }
 
 /// Reads the hello within the deadline. Anything else first is a protocol error.
-async fn read_hello(ws: &mut Ws) -> Result<(u32, String, String), &'static str> {
+async fn read_hello(ws: &mut Ws) -> Result<(u32, String, String, bool), &'static str> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(t))) => {
                 return match ClientMsg::decode(t.as_str()) {
-                    Ok(ClientMsg::Hello { version, token, agent }) => Ok((version, token, agent)),
+                    Ok(ClientMsg::Hello { version, token, agent, plain_data }) => {
+                        Ok((version, token, agent, plain_data))
+                    }
                     _ => Err("expected a hello message first"),
                 };
             }
@@ -243,7 +278,7 @@ async fn run_control(mut ws: Ws, peer: SocketAddr, shared: Arc<Shared>, slot: Ar
         r = tokio::time::timeout(shared.config.handshake_timeout, read_hello(&mut ws)) => r,
         _ = shared.hard_stop.cancelled() => return,
     };
-    let (version, token, agent) = match hello {
+    let (version, token, agent, plain_asked) = match hello {
         Ok(Ok(h)) => h,
         Ok(Err(why)) => {
             reject(&mut ws, ErrorCode::BadRequest, why.to_string()).await;
@@ -281,15 +316,18 @@ async fn run_control(mut ws: Ws, peer: SocketAddr, shared: Arc<Shared>, slot: Ar
     let (out_tx, mut out_rx) = mpsc::channel::<ServerMsg>(256);
     let mut key = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
-    let session = Arc::new(Session::new(
-        uuid::Uuid::new_v4().to_string(),
-        principal,
-        hex::encode(key),
-        peer,
-        agent.chars().take(128).collect(),
-        out_tx,
-        shared.hard_stop.child_token(),
-    ));
+    let session = Arc::new(
+        Session::new(
+            uuid::Uuid::new_v4().to_string(),
+            principal,
+            hex::encode(key),
+            peer,
+            agent.chars().take(128).collect(),
+            out_tx,
+            shared.hard_stop.child_token(),
+        )
+        .with_plain_data(plain_asked && shared.config.allow_plain_data),
+    );
     crate::server::write(&shared.sessions).insert(session.id.clone(), session.clone());
     let welcome = ServerMsg::Welcome {
         version: PROTOCOL_VERSION,
@@ -299,6 +337,7 @@ async fn run_control(mut ws: Ws, peer: SocketAddr, shared: Arc<Shared>, slot: Ar
         pool_size: shared.config.pool_size,
         server_agent: format!("rustunnel-server/{}", env!("CARGO_PKG_VERSION")),
         p2p_udp_port: shared.p2p.reflector_port.get().copied(),
+        plain_data: session.plain_data,
     };
     tracing::info!(session = %session.id, %peer, owner = %session.principal.owner_id, "client connected");
     if send(&mut ws, &welcome).await {

@@ -67,6 +67,11 @@ struct RunArgs {
     /// "off" disables direct P2P (links are relayed).
     #[arg(long, env = "RUSTUNNEL_P2P_UDP_ADDR")]
     p2p_udp_addr: Option<String>,
+    /// Grant unencrypted data connections to clients that ask (`rustunnel --plain-data`),
+    /// spliced without copies: only for clients on a network you already trust. The control
+    /// connection and tokens stay on TLS.
+    #[arg(long, env = "RUSTUNNEL_ALLOW_PLAIN_DATA")]
+    allow_plain_data: bool,
 }
 
 #[derive(Subcommand)]
@@ -118,6 +123,7 @@ impl RunArgs {
             tls_key: self.tls_key.clone(),
             database_url: self.database_url.clone(),
             p2p_udp_addr: self.p2p_udp_addr.clone(),
+            allow_plain_data: self.allow_plain_data.then_some(true),
             ..Default::default()
         };
         Ok(base.merge(flags))

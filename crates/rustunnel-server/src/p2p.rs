@@ -464,7 +464,7 @@ pub async fn relay(shared: Arc<Shared>, link: Link, visitor_peer: SocketAddr, vi
         shared.p2p.relayed_streams.fetch_add(1, Ordering::Relaxed);
         let header =
             StreamHeader { tunnel_id: link.id.clone(), protocol: link.protocol, peer: visitor_peer.to_string() };
-        let mut conn = TokioIo::new(conn);
+        let mut conn = conn;
         if conn.write_all(&header.encode()).await.is_err() {
             return;
         }

@@ -7,12 +7,16 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use rustunnel_proto::control::RequestLogEntry;
 use rustunnel_proto::ServerMsg;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Principal;
+
+/// A pooled data connection: TLS (upgraded on the control port) or, when granted, plain TCP.
+pub type DataConn = rustunnel_proto::plain::DataConn<TokioIo<Upgraded>>;
 
 /// Most idle data connections the server keeps for one session; more are refused.
 pub const MAX_IDLE_DATA_CONNS: usize = 256;
@@ -37,12 +41,14 @@ pub struct Session {
     pub data_key: String,
     pub peer: SocketAddr,
     pub agent: String,
+    /// Plain data connections were asked for and granted.
+    pub plain_data: bool,
     /// Control messages to the client. Bounded: a client that does not read its control
     /// connection is disconnected rather than buffered for.
     pub out: mpsc::Sender<ServerMsg>,
     /// Cancelled when the session ends.
     pub cancel: CancellationToken,
-    pool: Mutex<VecDeque<Upgraded>>,
+    pool: Mutex<VecDeque<DataConn>>,
     pool_notify: Notify,
     /// Last time we asked the client for more connections, in ms since `created`.
     last_request_ms: AtomicU64,
@@ -66,6 +72,7 @@ impl Session {
             data_key,
             peer,
             agent,
+            plain_data: false,
             out,
             cancel,
             pool: Mutex::new(VecDeque::new()),
@@ -76,8 +83,14 @@ impl Session {
         }
     }
 
+    /// Grants (or not) plain data connections to this session.
+    pub fn with_plain_data(mut self, granted: bool) -> Self {
+        self.plain_data = granted;
+        self
+    }
+
     /// Adds an idle data connection; false when the pool is full (the connection is dropped).
-    pub fn add_data_conn(&self, conn: Upgraded) -> bool {
+    pub fn add_data_conn(&self, conn: DataConn) -> bool {
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         if pool.len() >= MAX_IDLE_DATA_CONNS || self.cancel.is_cancelled() {
             return false;
@@ -92,13 +105,13 @@ impl Session {
         self.pool.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    fn pop(&self) -> Option<Upgraded> {
+    fn pop(&self) -> Option<DataConn> {
         self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
     }
 
     /// Takes an idle data connection, asking the client for more when none is idle.
     /// The client replaces every connection it sees used, so the ask is only needed in bursts.
-    pub async fn take_data_conn(&self) -> Result<Upgraded, DataConnError> {
+    pub async fn take_data_conn(&self) -> Result<DataConn, DataConnError> {
         let deadline = tokio::time::Instant::now() + DATA_CONN_WAIT;
         loop {
             let notified = self.pool_notify.notified();

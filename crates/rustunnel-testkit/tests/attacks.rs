@@ -60,7 +60,7 @@ async fn first_server_msg(ws: &mut Ws) -> ServerMsg {
 }
 
 async fn hello(ws: &mut Ws, version: u32, token: &str) -> ServerMsg {
-    let msg = ClientMsg::Hello { version, token: token.into(), agent: "attacker".into() };
+    let msg = ClientMsg::Hello { version, token: token.into(), agent: "attacker".into(), plain_data: false };
     ws.send(Message::text(msg.encode())).await.unwrap();
     first_server_msg(ws).await
 }
@@ -153,7 +153,7 @@ async fn bad_tokens_all_get_the_same_answer() {
     }
     // A 1 MB token does not even fit in a control frame: the connection is closed.
     let mut ws = control_ws(&server).await;
-    let msg = ClientMsg::Hello { version: PROTOCOL_VERSION, token: huge, agent: String::new() };
+    let msg = ClientMsg::Hello { version: PROTOCOL_VERSION, token: huge, agent: String::new(), plain_data: false };
     let _ = ws.send(Message::text(msg.encode())).await;
     let end = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap();
     assert!(!matches!(end, Some(Ok(Message::Text(ref t))) if t.contains("welcome")), "{end:?}");
@@ -242,7 +242,7 @@ async fn data_connections_need_the_session_key() {
     let dialer =
         rustunnel_client::net::Dialer { host: "localhost".into(), port: server.handle.control_addr().port(), tls };
     // Unknown session.
-    assert!(rustunnel_client::forward::open_data_conn(&dialer, "no-such-session", "k").await.is_err());
+    assert!(rustunnel_client::forward::open_data_conn(&dialer, "no-such-session", "k", false).await.is_err());
     // A real session with a wrong key.
     let mut ws = control_ws(&server).await;
     let ServerMsg::Welcome { session_id, data_key, .. } =
@@ -250,8 +250,10 @@ async fn data_connections_need_the_session_key() {
     else {
         panic!()
     };
-    assert!(rustunnel_client::forward::open_data_conn(&dialer, &session_id, "0000").await.is_err());
-    assert!(rustunnel_client::forward::open_data_conn(&dialer, &session_id, &data_key).await.is_ok());
+    assert!(rustunnel_client::forward::open_data_conn(&dialer, &session_id, "0000", false).await.is_err());
+    assert!(rustunnel_client::forward::open_data_conn(&dialer, &session_id, &data_key, false).await.is_ok());
+    // Plain data connections were neither asked for nor allowed: refused even with the key.
+    assert!(rustunnel_client::forward::open_data_conn(&dialer, &session_id, &data_key, true).await.is_err());
 }
 
 #[tokio::test]

@@ -281,6 +281,7 @@ async fn open_control(dialer: &Dialer, token: &str) -> Result<Control, ClientErr
         version: PROTOCOL_VERSION,
         token: token.to_string(),
         agent: format!("rustunnel-p2p/{}", env!("CARGO_PKG_VERSION")),
+        plain_data: false,
     };
     ws.send(Message::text(hello.encode())).await.map_err(|e| ClientError::Handshake(e.to_string()))?;
     loop {
@@ -801,7 +802,7 @@ async fn publisher_session(
             (keys.clone(), pool_tx.clone(), session_cancel.clone(), events.clone(), svc.clone(), stop.clone());
         tasks.spawn(async move {
             let (header, io) = tokio::select! {
-                r = crate::forward::pooled_stream(&dialer, &sid, &dkey, delay) => match r {
+                r = crate::forward::pooled_stream(&dialer, &sid, &dkey, false, delay) => match r {
                     Ok(x) => x,
                     Err(_) => {
                         let _ = pool_tx.try_send(PoolEvent::Failed);

@@ -17,7 +17,6 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper::upgrade::Upgraded;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -370,16 +369,16 @@ impl tower_service::Service<Uri> for TunnelConnector {
             let tunnel = shared.tunnel(id).ok_or("tunnel closed")?;
             let conn = tunnel.session.take_data_conn().await?;
             let header = StreamHeader { tunnel_id: tunnel.id.clone(), protocol: Protocol::Http, peer: String::new() };
-            let mut io = TokioIo::new(conn);
+            let mut io = conn;
             io.write_all(&header.encode()).await?;
-            Ok(TunnelIo { inner: io.into_inner(), stats: tunnel.stats.clone() })
+            Ok(TunnelIo { inner: TokioIo::new(io), stats: tunnel.stats.clone() })
         })
     }
 }
 
 /// A data connection serving HTTP/1.1 for one tunnel, counting bytes.
 pub struct TunnelIo {
-    inner: Upgraded,
+    inner: TokioIo<crate::session::DataConn>,
     stats: Arc<TunnelStats>,
 }
 

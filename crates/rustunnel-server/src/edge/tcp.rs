@@ -4,7 +4,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use rustunnel_proto::stream::StreamHeader;
 use rustunnel_proto::Protocol;
 use tokio::io::AsyncWriteExt;
@@ -12,6 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::Counted;
 use crate::server::Shared;
+use crate::session::DataConn;
 use crate::tunnel::Tunnel;
 
 pub async fn run(listener: TcpListener, tunnel: Arc<Tunnel>, shared: Arc<Shared>) {
@@ -91,9 +91,24 @@ async fn forward(mut visitor: TcpStream, peer: String, tunnel: &Tunnel) {
         return;
     };
     let header = StreamHeader { tunnel_id: tunnel.id.clone(), protocol: Protocol::Tcp, peer };
-    let mut data = Counted::new(TokioIo::new(conn), tunnel.stats.clone());
-    if data.write_all(&header.encode()).await.is_err() {
+    let mut conn = conn;
+    let header = header.encode();
+    if conn.write_all(&header).await.is_err() {
         return;
     }
-    let _ = rustunnel_proto::splice::splice(&mut visitor, &mut data).await;
+    tunnel.stats.add_in(header.len());
+    match conn {
+        // Both hops plain TCP: spliced in the kernel, counted as it moves.
+        DataConn::Plain(mut data) => {
+            let stats = &tunnel.stats;
+            let _ = rustunnel_proto::zerocopy::splice_tcp(&mut visitor, &mut data, &|n| stats.add_in(n), &|n| {
+                stats.add_out(n)
+            })
+            .await;
+        }
+        tls => {
+            let mut data = Counted::new(tls, tunnel.stats.clone());
+            let _ = rustunnel_proto::splice::splice(&mut visitor, &mut data).await;
+        }
+    }
 }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hyper_util::rt::TokioIo;
 use rustunnel_proto::limits::MAX_DATAGRAM;
 use rustunnel_proto::stream::{read_datagram, write_datagram, StreamHeader};
 use rustunnel_proto::Protocol;
@@ -82,7 +81,7 @@ async fn peer_session(
     idle: Duration,
 ) {
     let Ok(conn) = tunnel.session.take_data_conn().await else { return };
-    let (mut rd, mut wr) = tokio::io::split(TokioIo::new(conn));
+    let (mut rd, mut wr) = tokio::io::split(conn);
     let header = StreamHeader { tunnel_id: tunnel.id.clone(), protocol: Protocol::Udp, peer: peer.to_string() };
     if wr.write_all(&header.encode()).await.is_err() {
         return;
