@@ -69,6 +69,8 @@ pub struct Shared {
     alerts: tokio::sync::mpsc::Sender<Alert>,
     /// P2P rendezvous, relay counters and reflector (see [`crate::p2p`]).
     pub p2p: crate::p2p::P2pHub,
+    /// Wakes the claim writer after registry changes (see [`claim_writer`]).
+    claims_changed: tokio::sync::Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -166,6 +168,14 @@ impl Shared {
         read(&self.routes).get(sub).cloned()
     }
 
+    /// Runs `f` on the registry under its lock, then wakes the claim writer, which persists the
+    /// change in the background: claiming never waits on the database.
+    fn with_registry<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> R {
+        let r = f(&mut lock(&self.registry));
+        self.claims_changed.notify_one();
+        r
+    }
+
     /// Opens a tunnel for `session`: claims the name or port, binds the listener, starts the
     /// edge task, records history.
     pub async fn open_tunnel(
@@ -210,13 +220,9 @@ impl Shared {
                 if self.public_http_port.is_none() && self.public_https_port.is_none() {
                     return Err(OpenError::new(ErrorCode::ProtocolDisabled, "this server has no HTTP edge"));
                 }
-                let sub = lock(&self.registry).claim_subdomain(
-                    Instant::now(),
-                    &owner,
-                    &id,
-                    spec.subdomain.as_deref(),
-                    &mut rand::rng(),
-                )?;
+                let sub = self.with_registry(|r| {
+                    r.claim_subdomain(Instant::now(), &owner, &id, spec.subdomain.as_deref(), &mut rand::rng())
+                })?;
                 let urls = self.http_urls(&sub);
                 let info = TunnelInfo {
                     tunnel_id: id.clone(),
@@ -297,13 +303,15 @@ impl Shared {
     ) -> Result<(u16, EdgeListener), OpenError> {
         let candidates = match requested {
             Some(p) => {
-                lock(&self.registry).claim_port(Instant::now(), kind, owner, id, p)?;
+                self.with_registry(|r| r.claim_port(Instant::now(), kind, owner, id, p))?;
                 vec![p]
             }
-            None => lock(&self.registry).free_ports(Instant::now(), kind, &mut rand::rng()),
+            None => self.with_registry(|r| r.free_ports(Instant::now(), kind, &mut rand::rng())),
         };
         for port in candidates.into_iter().take(64) {
-            if requested.is_none() && lock(&self.registry).claim_port(Instant::now(), kind, owner, id, port).is_err() {
+            if requested.is_none()
+                && self.with_registry(|r| r.claim_port(Instant::now(), kind, owner, id, port)).is_err()
+            {
                 continue;
             }
             let addr = SocketAddr::new(self.tunnel_bind_ip, port);
@@ -315,7 +323,7 @@ impl Shared {
                 Ok(l) => return Ok((port, l)),
                 Err(e) => {
                     tracing::debug!(port, error = %e, "port busy outside rustunnel");
-                    lock(&self.registry).release_port(Instant::now(), kind, port, id, false);
+                    self.with_registry(|r| r.release_port(Instant::now(), kind, port, id, false));
                     if requested.is_some() {
                         return Err(ClaimError::PortTaken(port).into());
                     }
@@ -337,11 +345,11 @@ impl Shared {
             if routes.get(sub).is_some_and(|t| t.id == tunnel.id) {
                 routes.remove(sub);
             }
-            lock(&self.registry).release_subdomain(now, sub, &tunnel.id);
+            self.with_registry(|r| r.release_subdomain(now, sub, &tunnel.id));
         }
         if let Some(port) = tunnel.info.remote_port {
             let kind = if tunnel.protocol == Protocol::Tcp { PortKind::Tcp } else { PortKind::Udp };
-            lock(&self.registry).release_port(now, kind, port, &tunnel.id, true);
+            self.with_registry(|r| r.release_port(now, kind, port, &tunnel.id, true));
         }
         tunnel.cancel.cancel();
         if matches!(reason, CloseReason::ClosedByApi | CloseReason::TokenRevoked) {
@@ -440,13 +448,9 @@ impl Shared {
             let (endpoint, url, listener) = match spec.protocol {
                 Protocol::Http => {
                     let want = spec.subdomain.clone().unwrap_or_else(|| group.name.clone());
-                    let sub = lock(&self.registry).claim_subdomain(
-                        Instant::now(),
-                        &owner,
-                        &holder,
-                        Some(&want),
-                        &mut rand::rng(),
-                    )?;
+                    let sub = self.with_registry(|r| {
+                        r.claim_subdomain(Instant::now(), &owner, &holder, Some(&want), &mut rand::rng())
+                    })?;
                     let url = self.http_urls(&sub).first().cloned().unwrap_or_default();
                     (Endpoint::Subdomain(sub), url, None)
                 }
@@ -509,8 +513,10 @@ impl Shared {
             p.cancel.cancel();
             let now = Instant::now();
             match &p.endpoint {
-                Endpoint::Subdomain(s) => lock(&self.registry).release_subdomain(now, s, &p.holder),
-                Endpoint::Port(port) => lock(&self.registry).release_port(now, PortKind::Tcp, *port, &p.holder, true),
+                Endpoint::Subdomain(s) => self.with_registry(|r| r.release_subdomain(now, s, &p.holder)),
+                Endpoint::Port(port) => {
+                    self.with_registry(|r| r.release_port(now, PortKind::Tcp, *port, &p.holder, true))
+                }
             }
             tracing::info!(pool = %p.key.name, "pool closed: last member left");
         }
@@ -750,14 +756,12 @@ impl ServerHandle {
         };
         let mut config = config;
         crate::api::advertise_bound_ports(&mut config, control_addr, api_addr);
+        // Only once every listener is bound: a start that fails must not touch stored claims.
+        let registry = load_registry(&store, &config).await?;
         let (alert_tx, alert_rx) = tokio::sync::mpsc::channel(256);
         let shared = Arc::new(Shared {
             auth: Authenticator::new(Some(&admin_token), config.allow_anonymous),
-            registry: Mutex::new(Registry::new(
-                config.reservation_grace,
-                config.tcp_ports.clone(),
-                config.udp_ports.clone(),
-            )),
+            registry: Mutex::new(registry),
             sessions: RwLock::new(HashMap::new()),
             tunnels: RwLock::new(HashMap::new()),
             routes: RwLock::new(HashMap::new()),
@@ -773,6 +777,7 @@ impl ServerHandle {
             pool_secret: rand::random(),
             alerts: alert_tx,
             p2p: crate::p2p::P2pHub::default(),
+            claims_changed: tokio::sync::Notify::new(),
             store,
             tls,
             config,
@@ -795,6 +800,7 @@ impl ServerHandle {
             shared.tasks.spawn(crate::api::serve(l, shared.clone()));
         }
         shared.tasks.spawn(retention_loop(shared.clone()));
+        shared.tasks.spawn(claim_writer(shared.clone()));
         shared.tasks.spawn(alert_loop(alert_rx, shared.config.alert_webhook.clone(), shared.hard_stop.clone()));
         Ok(ServerHandle { shared, control_addr, http_addr, https_addr, api_addr, admin_token })
     }
@@ -867,6 +873,87 @@ async fn wait_for_drain(s: &Shared) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A registry holding the stored claims of this server's region as reservations (see
+/// [`Registry::load`]); the region's rows are then rewritten to exactly that, which drops
+/// ended and unusable rows.
+async fn load_registry(store: &Store, config: &Config) -> Result<Registry, ServerError> {
+    let region = &config.region.id;
+    let mut registry = Registry::new(config.reservation_grace, config.tcp_ports.clone(), config.udp_ports.clone());
+    let rows = store.load_claims(region).await?;
+    let (now, wall) = (Instant::now(), now_ms());
+    let report = registry.load(now, wall, rows);
+    for (row, why) in &report.skipped {
+        tracing::warn!(
+            kind = %row.kind.chars().take(32).collect::<String>(),
+            name = %row.name.chars().take(80).collect::<String>(),
+            reason = %why,
+            "skipping a stored reservation that does not fit this server"
+        );
+    }
+    if report.loaded > 0 || report.expired > 0 {
+        tracing::info!(loaded = report.loaded, expired = report.expired, "restored name and port reservations");
+    }
+    store.replace_claims(region, &registry.snapshot(now, wall)).await?;
+    Ok(registry)
+}
+
+/// How often the claim writer prunes ended reservations (memory and database).
+const CLAIM_PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Retry delay after a failed claim write.
+const CLAIM_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Persists registry changes in the background, so claims and releases never wait on the
+/// database: woken after each registry operation, it takes the changed keys' current state
+/// under the lock (briefly, no I/O) and writes them without it. After a failed write it
+/// rewrites the region's rows from a full snapshot once the database answers again. Writes
+/// what is pending when the server stops; only a change made in the last instant before a
+/// crash (before this task got to it) can be lost.
+async fn claim_writer(shared: Arc<Shared>) {
+    let region = shared.config.region.id.clone();
+    let mut prune = tokio::time::interval(CLAIM_PRUNE_EVERY);
+    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut resync = false;
+    loop {
+        let stopping = tokio::select! {
+            _ = shared.claims_changed.notified() => false,
+            _ = tokio::time::sleep(CLAIM_RETRY_AFTER), if resync => false,
+            _ = prune.tick() => {
+                lock(&shared.registry).prune(Instant::now());
+                match shared.store.prune_claims(&region, now_ms()).await {
+                    Ok(n) if n > 0 => tracing::debug!(rows = n, "pruned ended reservations"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "reservation pruning failed"),
+                }
+                false
+            }
+            _ = shared.hard_stop.cancelled() => true,
+        };
+        let written = if resync {
+            let all = lock(&shared.registry).snapshot(Instant::now(), now_ms());
+            shared.store.replace_claims(&region, &all).await
+        } else {
+            let changes = lock(&shared.registry).take_changes(Instant::now(), now_ms());
+            if changes.is_empty() {
+                Ok(())
+            } else {
+                shared.store.apply_claim_changes(&region, &changes).await
+            }
+        };
+        match written {
+            Ok(()) => resync = false,
+            Err(e) => {
+                if !resync {
+                    tracing::warn!(error = %e, "could not persist name and port reservations; will retry");
+                }
+                resync = true;
+            }
+        }
+        if stopping {
+            return;
+        }
     }
 }
 

@@ -99,6 +99,24 @@ impl TestServer {
     pub async fn client(&self, tunnels: Vec<TunnelConfig>) -> (ClientHandle, Vec<Ready>) {
         spawn_ready(self.client_options(tunnels)).await
     }
+
+    /// The stored name and port claims of this server's region, once `pred` holds for them
+    /// (the server persists claims in the background); fails the test after 10 s.
+    pub async fn stored_claims(
+        &self,
+        pred: impl Fn(&[rustunnel_server::store::ClaimRecord]) -> bool,
+    ) -> Vec<rustunnel_server::store::ClaimRecord> {
+        let region = self.handle.shared().config.region.id.clone();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let claims = self.handle.store().load_claims(&region).await.expect("load claims");
+            if pred(&claims) {
+                return claims;
+            }
+            assert!(std::time::Instant::now() < deadline, "stored claims never matched: {claims:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// The fields of a `tunnel_ready` event.

@@ -2,9 +2,10 @@
 //! recorded in `rustunnel_migrations`. Never edit a shipped migration: add a new one.
 use sqlx::{AnyPool, Executor, Row};
 
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE owners (
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE owners (
         id TEXT PRIMARY KEY,
         created_at BIGINT NOT NULL
     );
@@ -39,7 +40,24 @@ const MIGRATIONS: &[(i64, &str)] = &[(
     );
     CREATE INDEX tunnel_history_owner_opened ON tunnel_history(owner_id, opened_at);
     CREATE INDEX tunnel_history_opened ON tunnel_history(opened_at);",
-)];
+    ),
+    (
+        2,
+        // Claimed and reserved subdomains and ports, so reservations survive a restart. One row
+        // per (region, kind, name); `reserved_until` is NULL while the name is in use, the end
+        // of the owner's reservation (unix ms) once released.
+        "CREATE TABLE registry_claims (
+        region TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        owner_id TEXT NOT NULL,
+        reserved_until BIGINT,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (region, kind, name)
+    );
+    CREATE INDEX registry_claims_until ON registry_claims(region, reserved_until);",
+    ),
+];
 
 pub(super) async fn run(pool: &AnyPool) -> Result<(), sqlx::Error> {
     pool.execute(

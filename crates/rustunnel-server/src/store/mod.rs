@@ -1,4 +1,5 @@
-//! Persistent state: owners, tokens (stored as SHA-256 hashes only) and tunnel history.
+//! Persistent state: owners, tokens (stored as SHA-256 hashes only), tunnel history, and the
+//! claimed and reserved subdomains and ports of each region (so reservations survive restarts).
 //!
 //! One storage layer over `sqlx::Any`, with two real backends: an embedded SQLite file (the
 //! default, `<data dir>/rustunnel.db`) and PostgreSQL (`--database-url postgres://...`) so
@@ -94,6 +95,27 @@ pub struct CloseRecord {
     pub bytes_out: i64,
     pub requests: i64,
     pub connections: i64,
+}
+
+/// A claimed or reserved subdomain or port, as stored in `registry_claims` (see
+/// [`crate::registry`] for what the fields mean and how rows are validated when loaded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRecord {
+    /// `subdomain`, `tcp` or `udp`.
+    pub kind: String,
+    /// The subdomain, or the port number in decimal.
+    pub name: String,
+    /// The owner the name is reserved to (an owner id, never a token).
+    pub owner_id: String,
+    /// `None` while in use; the end of the owner's reservation (unix ms) once released.
+    pub reserved_until: Option<i64>,
+}
+
+/// One change to the stored claims of a region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimChange {
+    Upsert(ClaimRecord),
+    Delete { kind: String, name: String },
 }
 
 #[derive(Clone)]
@@ -343,9 +365,111 @@ impl Store {
         rows.iter().map(history_from_row).collect()
     }
 
+    // ---- claims and reservations (per region) ----
+
+    /// The stored claims of `region`. Their content is not checked here (the registry validates
+    /// what it loads); rows whose columns cannot even be decoded are skipped with a warning.
+    pub async fn load_claims(&self, region: &str) -> Result<Vec<ClaimRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kind, name, owner_id, reserved_until FROM registry_claims WHERE region = $1 ORDER BY kind, name",
+        )
+        .bind(region)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| match claim_from_row(row) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "skipping an undecodable stored claim");
+                    None
+                }
+            })
+            .collect())
+    }
+
+    /// Applies changes in order, in one transaction.
+    pub async fn apply_claim_changes(&self, region: &str, changes: &[ClaimChange]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        for c in changes {
+            match c {
+                ClaimChange::Upsert(r) => {
+                    sqlx::query(UPSERT_CLAIM)
+                        .bind(region)
+                        .bind(&r.kind)
+                        .bind(&r.name)
+                        .bind(&r.owner_id)
+                        .bind(r.reserved_until)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                ClaimChange::Delete { kind, name } => {
+                    sqlx::query("DELETE FROM registry_claims WHERE region = $1 AND kind = $2 AND name = $3")
+                        .bind(region)
+                        .bind(kind)
+                        .bind(name)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Replaces every stored claim of `region` with `claims`, in one transaction.
+    pub async fn replace_claims(&self, region: &str, claims: &[ClaimRecord]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM registry_claims WHERE region = $1").bind(region).execute(&mut *tx).await?;
+        let now = now_ms();
+        for r in claims {
+            sqlx::query(UPSERT_CLAIM)
+                .bind(region)
+                .bind(&r.kind)
+                .bind(&r.name)
+                .bind(&r.owner_id)
+                .bind(r.reserved_until)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes the reservations of `region` that ended at or before `now_ms`.
+    pub async fn prune_claims(&self, region: &str, now_ms: i64) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "DELETE FROM registry_claims WHERE region = $1 AND reserved_until IS NOT NULL AND reserved_until <= $2",
+        )
+        .bind(region)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Insert-or-update of one claim row; `ON CONFLICT ... DO UPDATE` is the same in SQLite (3.24+)
+/// and PostgreSQL (9.5+).
+const UPSERT_CLAIM: &str = "INSERT INTO registry_claims (region, kind, name, owner_id, reserved_until, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6) \
+     ON CONFLICT (region, kind, name) DO UPDATE SET owner_id = excluded.owner_id, \
+     reserved_until = excluded.reserved_until, updated_at = excluded.updated_at";
+
+fn claim_from_row(row: &AnyRow) -> Result<ClaimRecord, StoreError> {
+    Ok(ClaimRecord {
+        kind: row.try_get("kind")?,
+        name: row.try_get("name")?,
+        owner_id: row.try_get("owner_id")?,
+        reserved_until: row.try_get("reserved_until")?,
+    })
 }
 
 fn token_from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {

@@ -92,3 +92,95 @@ async fn history_survives_reopen() {
         s.list_history(&HistoryQuery { owner_id: Some("o".into()), limit: 10, ..Default::default() }).await.unwrap();
     assert_eq!(h[0].close_reason.as_deref(), Some("server_restart"));
 }
+
+fn claim(kind: &str, name: &str, owner: &str, reserved_until: Option<i64>) -> ClaimRecord {
+    ClaimRecord { kind: kind.into(), name: name.into(), owner_id: owner.into(), reserved_until }
+}
+
+#[tokio::test]
+async fn claims_round_trip_per_region() {
+    for (s, _d) in backends().await {
+        // Unique regions: a shared PostgreSQL keeps rows of earlier runs and other tests.
+        let here = format!("r-{}", uuid::Uuid::new_v4());
+        let there = format!("r-{}", uuid::Uuid::new_v4());
+        assert!(s.load_claims(&here).await.unwrap().is_empty());
+        s.apply_claim_changes(
+            &here,
+            &[
+                ClaimChange::Upsert(claim("subdomain", "keepme", "o1", None)),
+                ClaimChange::Upsert(claim("tcp", "20001", "o1", None)),
+                ClaimChange::Upsert(claim("udp", "20001", "o2", Some(5000))),
+            ],
+        )
+        .await
+        .unwrap();
+        s.apply_claim_changes(&there, &[ClaimChange::Upsert(claim("subdomain", "keepme", "o9", None))]).await.unwrap();
+        // Upsert replaces; delete removes; both in order, in one transaction.
+        s.apply_claim_changes(
+            &here,
+            &[
+                ClaimChange::Upsert(claim("subdomain", "keepme", "o1", Some(9000))),
+                ClaimChange::Delete { kind: "tcp".into(), name: "20001".into() },
+                ClaimChange::Upsert(claim("tcp", "20002", "o1", None)),
+                ClaimChange::Delete { kind: "tcp".into(), name: "20002".into() },
+                ClaimChange::Delete { kind: "tcp".into(), name: "nothing-here".into() },
+            ],
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            s.load_claims(&here).await.unwrap(),
+            vec![claim("subdomain", "keepme", "o1", Some(9000)), claim("udp", "20001", "o2", Some(5000))]
+        );
+        // Other regions (servers sharing one PostgreSQL) are left alone.
+        assert_eq!(s.load_claims(&there).await.unwrap(), vec![claim("subdomain", "keepme", "o9", None)]);
+
+        // Pruning removes ended reservations only, never names in use.
+        assert_eq!(s.prune_claims(&here, 5000).await.unwrap(), 1);
+        assert_eq!(s.load_claims(&here).await.unwrap(), vec![claim("subdomain", "keepme", "o1", Some(9000))]);
+        assert_eq!(s.prune_claims(&there, i64::MAX).await.unwrap(), 0);
+
+        // Replacing rewrites one region whole.
+        s.replace_claims(&here, &[claim("tcp", "20005", "o3", None), claim("subdomain", "other", "o3", Some(7))])
+            .await
+            .unwrap();
+        assert_eq!(
+            s.load_claims(&here).await.unwrap(),
+            vec![claim("subdomain", "other", "o3", Some(7)), claim("tcp", "20005", "o3", None)]
+        );
+        s.replace_claims(&here, &[]).await.unwrap();
+        assert!(s.load_claims(&here).await.unwrap().is_empty());
+        assert_eq!(s.load_claims(&there).await.unwrap().len(), 1);
+        s.replace_claims(&there, &[]).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn claims_survive_reopen_and_bad_rows_are_returned_as_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(None, dir.path()).await.unwrap();
+        s.apply_claim_changes(
+            "local",
+            &[
+                ClaimChange::Upsert(claim("subdomain", "keepme", "o1", None)),
+                // Garbage the registry must skip; the store hands it over untouched.
+                ClaimChange::Upsert(claim("carrier-pigeon", "Not A Name", "o1", Some(-1))),
+            ],
+        )
+        .await
+        .unwrap();
+        s.close().await;
+    }
+    let s = Store::open(None, dir.path()).await.unwrap();
+    assert_eq!(
+        s.load_claims("local").await.unwrap(),
+        vec![claim("carrier-pigeon", "Not A Name", "o1", Some(-1)), claim("subdomain", "keepme", "o1", None)]
+    );
+    // A row whose columns do not even decode (SQLite is dynamically typed) is skipped.
+    sqlx::query("INSERT INTO registry_claims (region, kind, name, owner_id, reserved_until, updated_at) VALUES ('local', 'tcp', '20001', 'o1', 'soon', 0)")
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    assert_eq!(s.load_claims("local").await.unwrap().len(), 2);
+}
