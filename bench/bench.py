@@ -168,19 +168,22 @@ class Direct:
 
 
 class Rustunnel:
-    name = "rustunnel"
+    """rustunnel with TLS data connections, or (plain=True) with plain data connections
+    (`--allow-plain-data` / `--plain-data`: no encryption, splice(2) between sockets)."""
 
-    def __init__(self, svc, work):
-        self.svc, self.work = svc, os.path.join(work, "rustunnel")
+    def __init__(self, svc, work, plain=False):
+        self.name = "rustunnel-plain" if plain else "rustunnel"
+        self.plain = plain
+        self.svc, self.work = svc, os.path.join(work, self.name)
         os.makedirs(self.work, exist_ok=True)
         self.control, self.http = free_port(), free_port()
-        base = 30000 + (os.getpid() % 1000) * 10
-        self.ports = f"{base}-{base + 9}"
+        base = 30000 + (os.getpid() % 1000) * 10 + (5 if plain else 0)
+        self.ports = f"{base}-{base + 4}"
         self.start_server()
         # All three tunnels in one client process, as `rustunnel start` runs them.
         conf = os.path.join(self.work, "tunnels.toml")
         with open(conf, "w") as f:
-            f.write(f'server = "127.0.0.1:{self.control}"\ninsecure = true\n')
+            f.write(f'server = "127.0.0.1:{self.control}"\ninsecure = true\nplain_data = {str(self.plain).lower()}\n')
             for name, proto, port in [("iperf", "tcp", svc["iperf"]), ("echo", "tcp", svc["echo"]),
                                       ("http", "http", svc["http"])]:
                 f.write(f'[tunnels.{name}]\nprotocol = "{proto}"\nlocal_port = {port}\nlocal_host = "127.0.0.1"\n')
@@ -202,7 +205,8 @@ class Rustunnel:
         self.server = spawn([os.path.join(BIN, "rustunnel-server"), "--dev", "--data-dir", os.path.join(self.work, "data"),
                              "--control-addr", f"127.0.0.1:{self.control}", "--api-addr", "off",
                              "--http-addr", f"127.0.0.1:{self.http}", "--https-addr", "off",
-                             "--tcp-ports", self.ports, "--udp-ports", self.ports],
+                             "--tcp-ports", self.ports, "--udp-ports", self.ports]
+                            + (["--allow-plain-data"] if self.plain else []),
                             self.work, "server")
         wait_line(self.server, lambda l: b"ready" in l, start=self.out_offset)
         self.server_ready_at = time.time()
@@ -360,7 +364,7 @@ def main():
 
     work = tempfile.mkdtemp(prefix="rustunnel-bench-")
     svc = {"http": start_nginx(work), "iperf": start_iperf(work), "echo": start_echo(work)}
-    systems = [Direct(svc), Rustunnel(svc, work)]
+    systems = [Direct(svc), Rustunnel(svc, work), Rustunnel(svc, work, plain=True)]
     if os.path.exists(args.rathole):
         systems += [Rathole(svc, work, args.rathole, tls=True), Rathole(svc, work, args.rathole, tls=False)]
     else:
@@ -412,6 +416,9 @@ def main():
     if "rathole-plain" in results:
         rt, rp = results["rustunnel"], results["rathole-plain"]
         print(f"rustunnel (TLS) / rathole (plain TCP): TCP {median(rt['tcp_gbps']) / median(rp['tcp_gbps']):.2f}x, "
+              f"HTTP {median(rt['http_rps']) / median(rp['http_rps']):.2f}x")
+        rt = results["rustunnel-plain"]
+        print(f"rustunnel (plain) / rathole (plain TCP): TCP {median(rt['tcp_gbps']) / median(rp['tcp_gbps']):.2f}x, "
               f"HTTP {median(rt['http_rps']) / median(rp['http_rps']):.2f}x")
 
 
