@@ -38,8 +38,13 @@ fn port_after(line: &str) -> u16 {
 }
 
 async fn start_server(dev: bool) -> Server {
+    start_server_with(dev, &[]).await
+}
+
+async fn start_server_with(dev: bool, extra: &[&str]) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(server_bin());
+    cmd.args(extra);
     cmd.args(["--data-dir", dir.path().to_str().unwrap()])
         .args([
             "--control-addr",
@@ -209,6 +214,50 @@ async fn tcp_and_udp_tunnels_and_graceful_server_stop() {
     assert!(status.success());
     t.event("reconnecting").await;
     assert!(t.child.try_wait().unwrap().is_none(), "client keeps running after a graceful server stop");
+}
+
+#[tokio::test]
+async fn plain_data_connections_through_the_real_binaries() {
+    let server = start_server_with(true, &["--allow-plain-data"]).await;
+    let echo = tcp_echo().await;
+    let app = http_app("plain-app").await;
+    let control = format!("127.0.0.1:{}", server.control);
+    let port = echo.port().to_string();
+    let mut t = client(&["tcp", &port, "--server", &control, "--insecure", "--plain-data", "--json"]).await;
+    let url = t.event("tunnel_ready").await["public_url"].as_str().unwrap().to_string();
+    let s = tokio::net::TcpStream::connect(("127.0.0.1", port_after(&url))).await.unwrap();
+    let (mut r, mut w) = s.into_split();
+    let data = pattern(8 << 20);
+    let expect = sha256_hex(&data);
+    let writer = tokio::spawn(async move {
+        w.write_all(&data).await.unwrap();
+        w.shutdown().await.unwrap();
+    });
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), tokio::io::AsyncReadExt::read_to_end(&mut r, &mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    writer.await.unwrap();
+    assert_eq!(sha256_hex(&got), expect);
+
+    let app_port = app.port().to_string();
+    let mut h = client(&["http", &app_port, "--server", &control, "--insecure", "--plain-data", "--json"]).await;
+    let url = h.event("tunnel_ready").await["public_url"].as_str().unwrap().to_string();
+    let (status, body) = get(([127, 0, 0, 1], server.http).into(), &host_of(&url), "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "hello from plain-app\n");
+
+    // A server that does not allow it: the client says so, then works over TLS.
+    let tls_only = start_server(true).await;
+    let control = format!("127.0.0.1:{}", tls_only.control);
+    let mut c = client(&["tcp", &port, "--server", &control, "--insecure", "--plain-data", "--json"]).await;
+    let warning = c.event("error").await;
+    assert_eq!(warning["code"], "plain_data_refused");
+    let url = c.event("tunnel_ready").await["public_url"].as_str().unwrap().to_string();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port_after(&url))).await.unwrap();
+    s.write_all(b"over tls").await.unwrap();
+    assert_eq!(read_n(&mut s, 8).await, b"over tls");
 }
 
 #[tokio::test]
