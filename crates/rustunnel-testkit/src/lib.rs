@@ -222,6 +222,21 @@ pub async fn udp_echo() -> Service {
     Service { addr, cancel }
 }
 
+/// Sends `data` on a connected UDP socket until the same datagram (same size, same bytes) comes
+/// back, at most five tries of 500 ms (UDP may drop). Panics on a datagram that differs.
+pub async fn udp_round_trip(sock: &UdpSocket, data: &[u8]) -> bool {
+    let mut buf = vec![0u8; 65536];
+    for _ in 0..5 {
+        sock.send(data).await.expect("send");
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), sock.recv(&mut buf)).await {
+            assert_eq!(n, data.len(), "boundaries preserved");
+            assert_eq!(&buf[..n], data);
+            return true;
+        }
+    }
+    false
+}
+
 type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 fn full(s: impl Into<Bytes>) -> BoxBody {

@@ -91,19 +91,8 @@ async fn http_keep_alive_streaming_and_udp_over_plain_data() {
     let dns = ready.iter().find(|r| r.name == "dns").unwrap();
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     sock.connect(("127.0.0.1", dns.port())).await.unwrap();
-    let mut buf = vec![0u8; 65536];
     for size in [1usize, 1400, 60000] {
-        let d = pattern(size);
-        let mut ok = false;
-        for _ in 0..5 {
-            sock.send(&d).await.unwrap();
-            if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), sock.recv(&mut buf)).await {
-                assert_eq!(&buf[..n], &d[..]);
-                ok = true;
-                break;
-            }
-        }
-        assert!(ok, "datagram of {size} bytes echoed");
+        assert!(udp_round_trip(&sock, &pattern(size)).await, "datagram of {size} bytes echoed");
     }
 }
 
