@@ -280,22 +280,80 @@ async fn raw_edge(server: &TestServer, request: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Sends `request` and reads everything until the edge closes the connection (within 5 s).
+async fn until_closed(mut s: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin, request: &[u8]) -> String {
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("the edge closes the connection")
+        {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A TLS connection to the HTTPS edge speaking HTTP/1.1 (ALPN).
+async fn https_edge_h1(server: &TestServer, sni: &str) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let tls = rustunnel_client::tls::client_config(
+        &rustunnel_client::TlsOptions { insecure: true, ca: None },
+        &[b"http/1.1"],
+    )
+    .unwrap();
+    let tcp = TcpStream::connect(server.https_addr()).await.unwrap();
+    let s = tokio_rustls::TlsConnector::from(tls)
+        .connect(rustls_pki_types::ServerName::try_from(sni.to_string()).unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    s
+}
+
 #[tokio::test]
 async fn edge_refuses_smuggling_and_oversized_headers() {
     let server = quick_server().await;
     let app = http_app("app").await;
     let (_c, ready) = server.client(vec![tunnel("web", Protocol::Http, app.port())]).await;
     let host = ready[0].host();
-    let both = format!(
-        "POST /hash HTTP/1.1\r\nHost: {host}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: {host}\r\n\r\n"
-    );
-    // hyper applies RFC 9112 6.1: Transfer-Encoding wins, Content-Length is dropped, and the
-    // connection is closed after one response, so the trailing request is never served; the
-    // local service gets one request re-framed by the tunnel (no desync possible downstream).
-    let out = raw_edge(&server, both.as_bytes()).await;
-    assert_eq!(out.matches("HTTP/1.1 ").count(), 1, "no second (smuggled) response: {out}");
-    assert!(out.to_ascii_lowercase().contains("connection: close"), "{out}");
-    assert!(out.ends_with(&sha256_hex(b"")), "the body was read as the empty chunked body: {out}");
+    let sub = host.split('.').next().unwrap().to_string();
+    let forwarded =
+        || server.handle.shared().route(&sub).unwrap().stats.requests.load(std::sync::atomic::Ordering::Relaxed);
+    let smuggle = |host: &str, first: &str, second: &str| {
+        format!(
+            "POST /hash HTTP/1.1\r\nHost: {host}\r\n{first}\r\n{second}\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: {host}\r\n\r\n"
+        )
+    };
+    // Both Content-Length and Transfer-Encoding: the edge answers 400 itself and closes the
+    // connection, so the request never reaches the tunnel and the trailing request is never
+    // served -- whatever the header order, case, or host, over HTTP and HTTPS.
+    let refused = |out: &str| {
+        assert_eq!(out.matches("HTTP/1.1 ").count(), 1, "exactly one response, no smuggled one: {out}");
+        assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
+        assert!(out.to_ascii_lowercase().contains("\r\nconnection: close\r\n"), "{out}");
+        assert!(out.contains("both Content-Length and Transfer-Encoding"), "{out}");
+    };
+    let cl_te = smuggle(&host, "Content-Length: 4", "Transfer-Encoding: chunked");
+    refused(&until_closed(TcpStream::connect(server.http_addr()).await.unwrap(), cl_te.as_bytes()).await);
+    let te_cl = smuggle(&host, "transfer-encoding: chunked", "CONTENT-LENGTH: 4");
+    refused(&until_closed(TcpStream::connect(server.http_addr()).await.unwrap(), te_cl.as_bytes()).await);
+    let unknown = smuggle("nope.localhost", "Content-Length: 4", "Transfer-Encoding: chunked");
+    refused(&until_closed(TcpStream::connect(server.http_addr()).await.unwrap(), unknown.as_bytes()).await);
+    let sni = host.split(':').next().unwrap();
+    refused(&until_closed(https_edge_h1(&server, sni).await, te_cl.as_bytes()).await);
+    // Second on a kept-alive connection: the first request is served, the second refused.
+    let mut s = TcpStream::connect(server.http_addr()).await.unwrap();
+    let first = format!("POST /hash HTTP/1.1\r\nHost: {host}\r\nContent-Length: 2\r\n\r\nhi");
+    s.write_all(first.as_bytes()).await.unwrap();
+    let out = until_closed(s, cl_te.as_bytes()).await;
+    assert_eq!(out.matches("HTTP/1.1 200 ").count(), 1, "{out}");
+    assert!(out.contains(&sha256_hex(b"hi")), "{out}");
+    refused(&out[out.find("HTTP/1.1 400 ").expect("a 400")..]);
+    assert_eq!(forwarded(), 1, "only the well-framed request reached the tunnel");
+
     let bad_chunk =
         format!("POST /hash HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n");
     let out = raw_edge(&server, bad_chunk.as_bytes()).await;
@@ -307,6 +365,35 @@ async fn edge_refuses_smuggling_and_oversized_headers() {
     let mut s = TcpStream::connect(server.http_addr()).await.unwrap();
     s.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\n").as_bytes()).await.unwrap();
     assert!(time_to_close(&mut s).await < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn edge_serves_well_framed_pipelined_requests_on_one_connection() {
+    let server = quick_server().await;
+    let app = http_app("app").await;
+    let (_c, ready) = server.client(vec![tunnel("web", Protocol::Http, app.port())]).await;
+    let host = ready[0].host();
+    // A Content-Length body that looks like a smuggling request head is only a body.
+    let text = "POST /x HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let requests = format!(
+        "GET / HTTP/1.1\r\nHost: {host}\r\n\r\n\
+         POST /hash HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n\
+         5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n\
+         POST /hash HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n{text}\
+         POST /hash HTTP/1.1\r\nHost: {host}\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+         GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n",
+        text.len()
+    );
+    for out in [
+        until_closed(TcpStream::connect(server.http_addr()).await.unwrap(), requests.as_bytes()).await,
+        until_closed(https_edge_h1(&server, host.split(':').next().unwrap()).await, requests.as_bytes()).await,
+    ] {
+        assert_eq!(out.matches("HTTP/1.1 200 ").count(), 5, "{out}");
+        assert!(!out.contains("HTTP/1.1 400"), "{out}");
+        for body in [&b"hello world"[..], text.as_bytes(), b"abc"] {
+            assert!(out.contains(&sha256_hex(body)), "{out}");
+        }
+    }
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ use std::error::Error as StdError;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -30,6 +31,7 @@ use tokio::net::TcpListener;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
 
+use super::framing::{self, Tracked, Tracker};
 use super::pages;
 use crate::server::Shared;
 use crate::tunnel::{Tunnel, TunnelStats};
@@ -76,21 +78,32 @@ pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<
         let Some((stream, peer)) = crate::listener::accept(&listener, &shared.stop_accepting, "HTTP edge").await else {
             break;
         };
-        let ctx = Ctx { shared: shared.clone(), client: client.clone(), peer, scheme };
+        let ctx = Ctx {
+            shared: shared.clone(),
+            client: client.clone(),
+            peer,
+            scheme,
+            both_lengths: Arc::new(framing::Flag::new()),
+            h1_requests: Arc::new(AtomicU64::new(0)),
+        };
         let watcher = graceful.watcher();
         let tls = tls.clone();
         let exec = exec.clone();
         shared.tasks.spawn(async move {
             let stop = ctx.shared.hard_stop.clone();
+            let flag = ctx.both_lengths.clone();
             match tls {
-                None => serve_conn(stream, ctx, watcher, exec, &stop).await,
+                // Plain connections: the tracker stops by itself at an HTTP/2 (h2c) preface.
+                None => serve_conn(Tracked::new(stream, Tracker::new(), flag), ctx, watcher, exec, &stop).await,
                 Some(acceptor) => {
                     let hs = tokio::time::timeout(
                         ctx.shared.config.handshake_timeout,
                         acceptor.accept(rustunnel_proto::splice::ReadAhead::new(stream)),
                     );
                     if let Ok(Ok(s)) = hs.await {
-                        serve_conn(s, ctx, watcher, exec, &stop).await;
+                        let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+                        let tracker = if h2 { Tracker::off() } else { Tracker::new() };
+                        serve_conn(Tracked::new(s, tracker, flag), ctx, watcher, exec, &stop).await;
                     }
                 }
             }
@@ -139,6 +152,12 @@ struct Ctx {
     client: TunnelClient,
     peer: SocketAddr,
     scheme: &'static str,
+    /// Which HTTP/1 request of this connection had both `Content-Length` and
+    /// `Transfer-Encoding` (set by the connection's [`Tracker`] as hyper reads the head).
+    both_lengths: Arc<framing::Flag>,
+    /// HTTP/1 requests of this connection handed to [`handle`] so far. hyper serves them one at
+    /// a time, in order, once per parsed head: the count is the tracker's request index.
+    h1_requests: Arc<AtomicU64>,
 }
 
 fn page(r: Response<Full<Bytes>>) -> Result<Response<Body>, Infallible> {
@@ -215,6 +234,15 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 
 async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
+    // hyper lets Transfer-Encoding win (and closes after the response); SECURITY.md wants a 400.
+    if req.version() != Version::HTTP_2 {
+        let index = ctx.h1_requests.fetch_add(1, Ordering::Relaxed);
+        if ctx.both_lengths.is_flagged(index) {
+            let mut r = pages::bad_request("The request has both Content-Length and Transfer-Encoding.");
+            r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return page(r);
+        }
+    }
     if req.method() == Method::CONNECT {
         return page(pages::method_not_allowed());
     }

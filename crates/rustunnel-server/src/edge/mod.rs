@@ -9,4 +9,5 @@ pub mod tcp;
 pub mod udp;
 
 mod counted;
+mod framing;
 pub use counted::Counted;
