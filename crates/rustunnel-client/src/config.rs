@@ -284,6 +284,9 @@ mod tests {
         assert_eq!(t[0].protocol, Protocol::Tcp);
         assert_eq!(t[1].subdomain.as_deref(), Some("web"));
         assert!(f.insecure);
+        assert!(!f.plain_data, "plain data connections are opt-in");
+        let f = StartFile::parse("plain_data = true\n[tunnels.a]\nprotocol = \"tcp\"\nlocal_port = 22\n").unwrap();
+        assert!(f.plain_data);
     }
 
     #[test]

@@ -58,6 +58,41 @@ async fn tcp_over_plain_data_large_hashed_both_ways_with_half_close_and_counters
 }
 
 #[tokio::test]
+async fn many_parallel_streams_and_a_websocket_over_plain_data() {
+    let server = plain_server().await;
+    let echo = tcp_echo().await;
+    let app = http_app("plain-ws").await;
+    let (_c, ready) = spawn_ready(plain_opts(
+        &server,
+        vec![tunnel("echo", Protocol::Tcp, echo.port()), tunnel("web", Protocol::Http, app.port())],
+    ))
+    .await;
+    let port = ready.iter().find(|r| r.name == "echo").unwrap().port();
+    let tasks: Vec<_> = (0..100u32)
+        .map(|i| {
+            tokio::spawn(async move {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+                let msg = pattern(10_000 + i as usize * 97);
+                s.write_all(&msg).await.unwrap();
+                assert_eq!(read_n(&mut s, msg.len()).await, msg);
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // A WebSocket upgrade through the HTTP edge, over a plain data connection.
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let web = ready.iter().find(|r| r.name == "web").unwrap();
+    let tcp = TcpStream::connect(server.http_addr()).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{}/ws", web.host()), tcp).await.unwrap();
+    ws.send(Message::text("over plain")).await.unwrap();
+    let back = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(back.into_text().unwrap().as_str(), "over plain");
+}
+
+#[tokio::test]
 async fn http_keep_alive_streaming_and_udp_over_plain_data() {
     let server = plain_server().await;
     let app = http_app("plain").await;
