@@ -237,3 +237,22 @@ async fn plain_handshake_garbage_and_silence_are_dropped() {
     s.write_all(b"still fine").await.unwrap();
     assert_eq!(read_n(&mut s, 10).await, b"still fine");
 }
+
+#[tokio::test]
+async fn plain_data_comes_back_after_a_server_crash_with_the_same_port() {
+    let server = plain_server().await;
+    let echo = tcp_echo().await;
+    let (mut c, ready) = spawn_ready(plain_opts(&server, vec![tunnel("echo", Protocol::Tcp, echo.port())])).await;
+    let (control, http) = (server.handle.control_addr(), server.http_addr());
+    let TestServer { handle, dir } = server;
+    handle.abort().await;
+    next_event(&mut c, |e| matches!(e, Event::Reconnecting { .. }), Duration::from_secs(10)).await;
+    let back = TestServer::restart_on_same_ports(dir, control, http, |c| c.allow_plain_data = true).await;
+    let again = next_event(&mut c, |e| matches!(e, Event::Reconnected { .. }), Duration::from_secs(10)).await;
+    let Event::Reconnected { public_url, .. } = again else { unreachable!() };
+    assert_eq!(public_url, ready[0].public_url);
+    assert!(all_sessions_plain(&back));
+    let mut s = TcpStream::connect(("127.0.0.1", ready[0].port())).await.unwrap();
+    s.write_all(b"plain again").await.unwrap();
+    assert_eq!(read_n(&mut s, 11).await, b"plain again");
+}
