@@ -395,15 +395,7 @@ impl Store {
         for c in changes {
             match c {
                 ClaimChange::Upsert(r) => {
-                    sqlx::query(UPSERT_CLAIM)
-                        .bind(region)
-                        .bind(&r.kind)
-                        .bind(&r.name)
-                        .bind(&r.owner_id)
-                        .bind(r.reserved_until)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
+                    upsert_claim(region, r, now).execute(&mut *tx).await?;
                 }
                 ClaimChange::Delete { kind, name } => {
                     sqlx::query("DELETE FROM registry_claims WHERE region = $1 AND kind = $2 AND name = $3")
@@ -425,15 +417,7 @@ impl Store {
         sqlx::query("DELETE FROM registry_claims WHERE region = $1").bind(region).execute(&mut *tx).await?;
         let now = now_ms();
         for r in claims {
-            sqlx::query(UPSERT_CLAIM)
-                .bind(region)
-                .bind(&r.kind)
-                .bind(&r.name)
-                .bind(&r.owner_id)
-                .bind(r.reserved_until)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            upsert_claim(region, r, now).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -502,6 +486,21 @@ fn history_from_row(row: &AnyRow) -> Result<HistoryRecord, StoreError> {
         connections: row.try_get("connections")?,
         close_reason: row.try_get("close_reason")?,
     })
+}
+
+/// The upsert of one stored claim, bound.
+fn upsert_claim<'q>(
+    region: &'q str,
+    r: &'q ClaimRecord,
+    now: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    sqlx::query(UPSERT_CLAIM)
+        .bind(region)
+        .bind(&r.kind)
+        .bind(&r.name)
+        .bind(&r.owner_id)
+        .bind(r.reserved_until)
+        .bind(now)
 }
 
 #[cfg(test)]
