@@ -65,7 +65,7 @@ pub(crate) async fn upgrade_data_conn(
     data_key: &str,
     p2p_link: Option<&str>,
 ) -> Result<Upgraded, ClientError> {
-    let tls = dialer.dial().await?;
+    let tls = dialer.dial_lean().await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<bytes::Bytes>>(TokioIo::new(tls))
         .await
         .map_err(|e| ClientError::Handshake(e.to_string()))?;

@@ -84,13 +84,27 @@ impl Dialer {
             .map_err(|e| ClientError::Connect { addr: format!("{}:{}", self.host, self.port), source: e })
     }
 
+    fn server_name(&self) -> Result<ServerName<'static>, ClientError> {
+        match self.host.parse::<IpAddr>() {
+            Ok(ip) => Ok(ServerName::IpAddress(ip.into())),
+            Err(_) => ServerName::try_from(self.host.clone())
+                .map_err(|_| ClientError::Config(format!("invalid server name '{}'", self.host))),
+        }
+    }
+
+    /// TLS for a data connection: the lean stream, which holds no buffer while idle.
+    pub async fn dial_lean(&self) -> Result<crate::lean_tls::LeanTls, ClientError> {
+        let tcp = self.dial_tcp().await?;
+        let name = self.server_name()?;
+        tokio::time::timeout(Duration::from_secs(10), crate::lean_tls::LeanTls::connect(self.tls.clone(), name, tcp))
+            .await
+            .map_err(|_| ClientError::Tls("TLS handshake timed out".into()))?
+            .map_err(|e| ClientError::Tls(e.to_string()))
+    }
+
     pub async fn dial(&self) -> Result<ServerStream, ClientError> {
         let tcp = self.dial_tcp().await?;
-        let name = match self.host.parse::<IpAddr>() {
-            Ok(ip) => ServerName::IpAddress(ip.into()),
-            Err(_) => ServerName::try_from(self.host.clone())
-                .map_err(|_| ClientError::Config(format!("invalid server name '{}'", self.host)))?,
-        };
+        let name = self.server_name()?;
         let tls = tokio::time::timeout(
             Duration::from_secs(10),
             TlsConnector::from(self.tls.clone()).connect(name, ReadAhead::new(tcp)),

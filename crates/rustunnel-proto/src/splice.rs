@@ -19,11 +19,13 @@ thread_local! {
     static POOL: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
 }
 
-fn take_buf() -> Box<[u8]> {
+/// A copy buffer of [`BUF_SIZE`] bytes from the per-thread pool (or a new one).
+pub fn take_buf() -> Box<[u8]> {
     POOL.with(|p| p.borrow_mut().pop()).unwrap_or_else(|| vec![0u8; BUF_SIZE].into_boxed_slice())
 }
 
-fn give_buf(b: Box<[u8]>) {
+/// Returns a buffer to the per-thread pool (dropped when the pool is full).
+pub fn give_buf(b: Box<[u8]>) {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         if p.len() < POOL_MAX {

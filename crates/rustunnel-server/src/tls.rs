@@ -84,17 +84,23 @@ impl TlsMaterial {
             return Err(TlsError::NoCert(cert_path));
         }
         let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::NoKey(key_path.clone()))?;
-        let build = |alpn: Vec<Vec<u8>>| -> Result<Arc<ServerConfig>, TlsError> {
+        let build = |alpn: Vec<Vec<u8>>, resumption: bool| -> Result<Arc<ServerConfig>, TlsError> {
             let mut c = ServerConfig::builder_with_provider(provider())
                 .with_safe_default_protocol_versions()?
                 .with_no_client_auth()
                 .with_single_cert(certs.clone(), key.clone_key())?;
             c.alpn_protocols = alpn;
+            if !resumption {
+                // Tunnel clients keep their connections warm and never resume: no tickets to
+                // mint, send and store for every data connection.
+                c.send_tls13_tickets = 0;
+                c.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+            }
             Ok(Arc::new(c))
         };
         Ok(TlsMaterial {
-            control: build(vec![b"http/1.1".to_vec()])?,
-            https: build(vec![b"h2".to_vec(), b"http/1.1".to_vec()])?,
+            control: build(vec![b"http/1.1".to_vec()], false)?,
+            https: build(vec![b"h2".to_vec(), b"http/1.1".to_vec()], true)?,
             certs,
             cert_path,
         })

@@ -1,0 +1,506 @@
+//! A client TLS stream on rustls's unbuffered API, for data connections. The buffered API
+//! (tokio-rustls) keeps a 4 KiB read buffer per connection for its whole life; a client holds
+//! one TLS data connection per held visitor connection, so that buffer is most of what an idle
+//! held connection costs. Here the caller-side buffers are borrowed from the pool of
+//! [`rustunnel_proto::splice`] only while bytes are in flight: an idle connection holds its
+//! TLS state and socket, nothing else. Records are read straight from the socket into the
+//! pooled buffer (no read-ahead layer needed) and decrypted there.
+//!
+//! rustls does every TLS decision (handshake, certificate checks, key updates, alerts); this
+//! type only moves bytes between the socket and rustls's unbuffered state machine.
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use rustls::client::UnbufferedClientConnection;
+use rustls::pki_types::ServerName;
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
+use rustunnel_proto::splice::{give_buf, take_buf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Largest plaintext put in one record.
+const MAX_FRAGMENT: usize = 16 * 1024;
+
+pub struct LeanTls {
+    conn: UnbufferedClientConnection,
+    io: TcpStream,
+    /// Received TLS bytes not yet processed (a pooled buffer, only while non-empty).
+    inbuf: Option<Box<[u8]>>,
+    in_len: usize,
+    /// Encrypted bytes waiting for the socket.
+    out: Vec<u8>,
+    out_pos: usize,
+    /// Decrypted bytes waiting for the reader.
+    plain: Vec<u8>,
+    plain_pos: usize,
+    peer_closed: bool,
+    closed: bool,
+    close_sent: bool,
+}
+
+/// What one turn of rustls's state machine asks for.
+enum Step {
+    /// Something was done; turn again.
+    Again,
+    /// More bytes from the peer are needed.
+    NeedRead,
+    /// Encrypted bytes must reach the socket first.
+    NeedFlush,
+    /// Established, nothing to process: reading needs more bytes from the peer.
+    Idle,
+    /// Application data was encrypted (this many bytes; 0 once closed for writing).
+    Wrote(usize),
+    /// Both sides sent close_notify.
+    Closed,
+}
+
+fn tls_err(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+impl LeanTls {
+    /// TLS handshake over `io` (already connected, TCP_NODELAY set).
+    pub async fn connect(
+        config: Arc<rustls::ClientConfig>,
+        name: ServerName<'static>,
+        io: TcpStream,
+    ) -> io::Result<LeanTls> {
+        let conn = UnbufferedClientConnection::new(config, name).map_err(tls_err)?;
+        let mut s = LeanTls {
+            conn,
+            io,
+            inbuf: None,
+            in_len: 0,
+            out: Vec::new(),
+            out_pos: 0,
+            plain: Vec::new(),
+            plain_pos: 0,
+            peer_closed: false,
+            closed: false,
+            close_sent: false,
+        };
+        std::future::poll_fn(|cx| s.poll_handshake(cx)).await?;
+        Ok(s)
+    }
+
+    fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            match self.step(None)? {
+                Step::Again => {}
+                Step::NeedFlush => ready!(self.poll_flush_out(cx))?,
+                Step::NeedRead => {
+                    if ready!(self.poll_fill(cx))? == 0 {
+                        return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+                    }
+                }
+                Step::Idle | Step::Wrote(_) => return self.poll_flush_out(cx),
+                Step::Closed => return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into())),
+            }
+        }
+    }
+
+    /// One turn: hands rustls the received bytes and does what it asks. With `data`, encrypts
+    /// up to one record of it once the connection is established and idle.
+    fn step(&mut self, data: Option<&[u8]>) -> io::Result<Step> {
+        let mut empty = [0u8; 0];
+        let incoming: &mut [u8] = match self.inbuf.as_deref_mut() {
+            Some(b) => &mut b[..self.in_len],
+            None => &mut empty,
+        };
+        let UnbufferedStatus { mut discard, state } = self.conn.process_tls_records(incoming);
+        let step = match state.map_err(tls_err)? {
+            ConnectionState::ReadTraffic(mut t) => {
+                while let Some(rec) = t.next_record() {
+                    let rec = rec.map_err(tls_err)?;
+                    discard += rec.discard;
+                    self.plain.extend_from_slice(rec.payload);
+                }
+                Step::Again
+            }
+            ConnectionState::EncodeTlsData(mut e) => {
+                let start = self.out.len();
+                self.out.resize(start + 4096, 0);
+                let n = match e.encode(&mut self.out[start..]) {
+                    Ok(n) => n,
+                    // Nothing was written: retry with the size asked for.
+                    Err(EncodeError::InsufficientSize(need)) => {
+                        self.out.resize(start + need.required_size, 0);
+                        e.encode(&mut self.out[start..]).map_err(|e| io::Error::other(e.to_string()))?
+                    }
+                    Err(e) => return Err(io::Error::other(e.to_string())),
+                };
+                self.out.truncate(start + n);
+                Step::Again
+            }
+            ConnectionState::TransmitTlsData(t) => {
+                if self.out_pos < self.out.len() {
+                    Step::NeedFlush
+                } else {
+                    t.done();
+                    Step::Again
+                }
+            }
+            ConnectionState::BlockedHandshake => Step::NeedRead,
+            ConnectionState::PeerClosed => {
+                self.peer_closed = true;
+                Step::Again
+            }
+            ConnectionState::Closed => {
+                self.peer_closed = true;
+                self.closed = true;
+                Step::Closed
+            }
+            ConnectionState::WriteTraffic(mut w) => match data {
+                Some(d) if !d.is_empty() && !self.close_sent => {
+                    let n = d.len().min(MAX_FRAGMENT);
+                    let start = self.out.len();
+                    // Payload, record header and AEAD tag, with room to spare.
+                    self.out.resize(start + n + 256, 0);
+                    match w.encrypt(&d[..n], &mut self.out[start..]) {
+                        Ok(m) => self.out.truncate(start + m),
+                        Err(EncryptError::InsufficientSize(need)) => {
+                            self.out.resize(start + need.required_size, 0);
+                            let m = w
+                                .encrypt(&d[..n], &mut self.out[start..])
+                                .map_err(|e| io::Error::other(e.to_string()))?;
+                            self.out.truncate(start + m);
+                        }
+                        Err(e) => return Err(io::Error::other(e.to_string())),
+                    }
+                    Step::Wrote(n)
+                }
+                Some(_) => Step::Wrote(0),
+                None => Step::Idle,
+            },
+            _ => return Err(io::Error::other("unexpected TLS state")),
+        };
+        self.consume_in(discard);
+        Ok(step)
+    }
+
+    /// Drops processed bytes from the front of the input buffer; gives the buffer back to the
+    /// pool once it is empty.
+    fn consume_in(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        if let Some(b) = self.inbuf.as_deref_mut() {
+            b.copy_within(n..self.in_len, 0);
+        }
+        self.in_len -= n;
+        if self.in_len == 0 {
+            if let Some(b) = self.inbuf.take() {
+                give_buf(b);
+            }
+        }
+    }
+
+    /// Reads from the socket into the input buffer. `Ready(0)` is EOF.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let mut buf = self.inbuf.take().unwrap_or_else(take_buf);
+        if self.in_len == buf.len() {
+            // A record larger than the buffer cannot be valid TLS.
+            give_buf(buf);
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, "TLS record too large")));
+        }
+        let mut rb = ReadBuf::new(&mut buf[self.in_len..]);
+        let r = Pin::new(&mut self.io).poll_read(cx, &mut rb);
+        let n = rb.filled().len();
+        self.in_len += n;
+        if self.in_len == 0 {
+            give_buf(buf);
+        } else {
+            self.inbuf = Some(buf);
+        }
+        match r {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(n)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Writes pending encrypted bytes to the socket.
+    fn poll_flush_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.out_pos < self.out.len() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.out[self.out_pos..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.out_pos += n;
+        }
+        // Nothing pending: hold no buffer while idle.
+        self.out = Vec::new();
+        self.out_pos = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncRead for LeanTls {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if this.plain_pos < this.plain.len() {
+                let n = buf.remaining().min(this.plain.len() - this.plain_pos);
+                buf.put_slice(&this.plain[this.plain_pos..this.plain_pos + n]);
+                this.plain_pos += n;
+                if this.plain_pos == this.plain.len() {
+                    this.plain = Vec::new();
+                    this.plain_pos = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if this.peer_closed {
+                return Poll::Ready(Ok(()));
+            }
+            // Key updates and alerts may need an answer on the way.
+            if this.out_pos < this.out.len() {
+                ready!(this.poll_flush_out(cx))?;
+            }
+            match this.step(None)? {
+                Step::Again => {}
+                Step::NeedFlush => ready!(this.poll_flush_out(cx))?,
+                Step::NeedRead | Step::Idle | Step::Wrote(_) => {
+                    if ready!(this.poll_fill(cx))? == 0 {
+                        // EOF without close_notify: the peer is gone; report EOF (the data
+                        // plane's streams end at TCP level too).
+                        this.peer_closed = true;
+                    }
+                }
+                Step::Closed => return Poll::Ready(Ok(())),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for LeanTls {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        // At most one record's worth buffered: the socket applies the back-pressure.
+        ready!(this.poll_flush_out(cx))?;
+        loop {
+            match this.step(Some(data))? {
+                Step::Again => {}
+                Step::NeedFlush => ready!(this.poll_flush_out(cx))?,
+                Step::Wrote(0) | Step::Closed => {
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "TLS connection closed")))
+                }
+                Step::Wrote(n) => {
+                    // Start sending now; whatever the socket does not take waits for the next
+                    // write or flush.
+                    if let Poll::Ready(Err(e)) = this.poll_flush_out(cx) {
+                        return Poll::Ready(Err(e));
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Step::NeedRead | Step::Idle => {
+                    if ready!(this.poll_fill(cx))? == 0 {
+                        return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_flush_out(cx))?;
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_flush_out(cx))?;
+        if !this.close_sent && !this.closed {
+            let mut empty = [0u8; 0];
+            let incoming: &mut [u8] = match this.inbuf.as_deref_mut() {
+                Some(b) => &mut b[..this.in_len],
+                None => &mut empty,
+            };
+            let UnbufferedStatus { discard, state } = this.conn.process_tls_records(incoming);
+            if let Ok(ConnectionState::WriteTraffic(mut w)) = state {
+                let mut alert = [0u8; 64];
+                if let Ok(n) = w.queue_close_notify(&mut alert) {
+                    this.out.extend_from_slice(&alert[..n]);
+                }
+            }
+            // In any other state (records still to read) the peer sees a TCP half-close, which
+            // the data plane treats the same way. Whatever rustls processed is dropped from the
+            // input either way; undelivered plaintext stays queued inside rustls.
+            this.close_sent = true;
+            this.consume_in(discard);
+            ready!(this.poll_flush_out(cx))?;
+        }
+        Pin::new(&mut this.io).poll_shutdown(cx)
+    }
+}
+
+impl Drop for LeanTls {
+    fn drop(&mut self) {
+        if let Some(b) = self.inbuf.take() {
+            give_buf(b);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
+    use sha2::{Digest, Sha256};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    type ServerSide = tokio_rustls::server::TlsStream<TcpStream>;
+
+    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::ring::default_provider())
+    }
+
+    fn configs(
+        version: &'static rustls::SupportedProtocolVersion,
+    ) -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let cert = CertificateDer::from(ck.cert.der().to_vec());
+        let key = PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der());
+        let server = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key.into())
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (Arc::new(server), Arc::new(client))
+    }
+
+    async fn pair(
+        server: Arc<rustls::ServerConfig>,
+        client: Arc<rustls::ClientConfig>,
+    ) -> (io::Result<LeanTls>, io::Result<ServerSide>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(server);
+        let srv = tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            acceptor.accept(s).await
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let c = LeanTls::connect(client, name, tcp).await;
+        (c, srv.await.unwrap())
+    }
+
+    fn pattern(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn large_transfers_both_ways_with_half_close_on_tls13_and_tls12() {
+        for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+            let (s, c) = configs(version);
+            let (client, server) = pair(s, c).await;
+            let (client, server) = (client.unwrap(), server.unwrap());
+            let up = pattern(5_000_000);
+            let down = pattern(3_000_001);
+            let (mut cr, mut cw) = tokio::io::split(client);
+            let (mut sr, mut sw) = tokio::io::split(server);
+            let up2 = up.clone();
+            let writer = tokio::spawn(async move {
+                cw.write_all(&up2).await.unwrap();
+                cw.shutdown().await.unwrap();
+            });
+            let down2 = down.clone();
+            let server_task = tokio::spawn(async move {
+                let mut got = Vec::new();
+                sr.read_to_end(&mut got).await.unwrap();
+                sw.write_all(&down2).await.unwrap();
+                sw.shutdown().await.unwrap();
+                got
+            });
+            let mut got = Vec::new();
+            cr.read_to_end(&mut got).await.unwrap();
+            writer.await.unwrap();
+            assert_eq!(Sha256::digest(server_task.await.unwrap()), Sha256::digest(&up), "{version:?} up");
+            assert_eq!(Sha256::digest(&got), Sha256::digest(&down), "{version:?} down");
+        }
+    }
+
+    #[tokio::test]
+    async fn key_updates_from_the_server_are_followed() {
+        let (s, c) = configs(&rustls::version::TLS13);
+        let (client, server) = pair(s, c).await;
+        let (mut client, mut server) = (client.unwrap(), server.unwrap());
+        for round in 0..3u8 {
+            server.get_mut().1.refresh_traffic_keys().unwrap();
+            server.write_all(&[round; 1000]).await.unwrap();
+            server.flush().await.unwrap();
+            let mut buf = [0u8; 1000];
+            client.read_exact(&mut buf).await.unwrap();
+            assert_eq!(buf, [round; 1000]);
+            client.write_all(&[round + 10; 500]).await.unwrap();
+            client.flush().await.unwrap();
+            let mut back = [0u8; 500];
+            server.read_exact(&mut back).await.unwrap();
+            assert_eq!(back, [round + 10; 500]);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_untrusted_certificate_is_refused() {
+        let (s, _) = configs(&rustls::version::TLS13);
+        let (_, other) = configs(&rustls::version::TLS13);
+        let (client, _server) = pair(s, other).await;
+        let e = client.err().expect("refused");
+        assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_holds_no_buffer_and_close_notify_is_eof() {
+        let (s, c) = configs(&rustls::version::TLS13);
+        let (client, server) = pair(s, c).await;
+        let (mut client, mut server) = (client.unwrap(), server.unwrap());
+        server.write_all(b"ping").await.unwrap();
+        server.flush().await.unwrap();
+        let mut buf = [0u8; 4];
+        client.read_exact(&mut buf).await.unwrap();
+        client.write_all(b"pong").await.unwrap();
+        client.flush().await.unwrap();
+        server.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"pong");
+        assert!(client.inbuf.is_none() && client.in_len == 0, "no input buffer while idle");
+        assert_eq!((client.out.capacity(), client.plain.capacity()), (0, 0), "no output or plaintext buffer");
+        server.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(5), client.read_to_end(&mut rest)).await.unwrap().unwrap();
+        assert!(rest.is_empty());
+    }
+
+    #[tokio::test]
+    async fn garbage_from_the_server_is_an_error_not_a_hang() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let _ = s.write_all(&[0x17; 40_000]).await;
+        });
+        let (_, c) = configs(&rustls::version::TLS13);
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let r = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            LeanTls::connect(c, ServerName::try_from("localhost").unwrap(), tcp),
+        )
+        .await
+        .expect("no hang");
+        assert!(r.is_err());
+    }
+}
