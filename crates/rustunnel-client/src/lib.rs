@@ -16,7 +16,6 @@ pub mod error;
 pub mod events;
 pub mod forward;
 pub mod health;
-pub mod lean_tls;
 pub mod net;
 pub mod p2p;
 pub mod session;

@@ -93,13 +93,16 @@ impl Dialer {
     }
 
     /// TLS for a data connection: the lean stream, which holds no buffer while idle.
-    pub async fn dial_lean(&self) -> Result<crate::lean_tls::LeanTls, ClientError> {
+    pub async fn dial_lean(&self) -> Result<rustunnel_proto::lean_tls::LeanClient, ClientError> {
         let tcp = self.dial_tcp().await?;
         let name = self.server_name()?;
-        tokio::time::timeout(Duration::from_secs(10), crate::lean_tls::LeanTls::connect(self.tls.clone(), name, tcp))
-            .await
-            .map_err(|_| ClientError::Tls("TLS handshake timed out".into()))?
-            .map_err(|e| ClientError::Tls(e.to_string()))
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            rustunnel_proto::lean_tls::LeanClient::connect(self.tls.clone(), name, tcp),
+        )
+        .await
+        .map_err(|_| ClientError::Tls("TLS handshake timed out".into()))?
+        .map_err(|e| ClientError::Tls(e.to_string()))
     }
 
     pub async fn dial(&self) -> Result<ServerStream, ClientError> {

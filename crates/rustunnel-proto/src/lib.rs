@@ -15,6 +15,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod control;
+pub mod lean_tls;
 pub mod limits;
 pub mod names;
 pub mod p2p;

@@ -76,7 +76,6 @@ impl Drop for PendingSlot {
 
 /// Accept loop of the control port.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.control.clone());
     let counts = Arc::new(Mutex::new(PendingCounts::default()));
     loop {
         let Some((stream, peer)) = crate::listener::accept(&listener, &shared.stop_accepting, "control plane").await
@@ -87,7 +86,6 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             tracing::debug!(%peer, "too many pending connections; dropping");
             continue;
         };
-        let acceptor = acceptor.clone();
         let shared2 = shared.clone();
         shared.tasks.spawn(async move {
             // A plain data connection announces itself in its first byte; TLS starts with 0x16.
@@ -103,7 +101,8 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             }
             let tls = match tokio::time::timeout(
                 shared2.config.handshake_timeout,
-                acceptor.accept(rustunnel_proto::splice::ReadAhead::new(stream)),
+                // Lean TLS: the many data connections each end holds cost no idle buffer.
+                rustunnel_proto::lean_tls::LeanServer::accept(shared2.tls.control.clone(), stream),
             )
             .await
             {

@@ -1,10 +1,11 @@
-//! A client TLS stream on rustls's unbuffered API, for data connections. The buffered API
-//! (tokio-rustls) keeps a 4 KiB read buffer per connection for its whole life; a client holds
-//! one TLS data connection per held visitor connection, so that buffer is most of what an idle
-//! held connection costs. Here the caller-side buffers are borrowed from the pool of
-//! [`rustunnel_proto::splice`] only while bytes are in flight: an idle connection holds its
-//! TLS state and socket, nothing else. Records are read straight from the socket into the
-//! pooled buffer (no read-ahead layer needed) and decrypted there.
+//! A TLS stream on rustls's unbuffered API, for the connections both ends hold many of (data
+//! connections, and on the server everything on the control port). The buffered API
+//! (tokio-rustls) keeps a 4 KiB read buffer per connection for its whole life; each held
+//! visitor connection is one TLS data connection on each end, so that buffer was most of what
+//! an idle held connection cost. Here the buffers are borrowed from the pool of
+//! [`crate::splice`] only while bytes are in flight: an idle connection holds its TLS state and
+//! socket, nothing else. Records are read straight from the socket into the pooled buffer (no
+//! read-ahead layer needed) and decrypted there.
 //!
 //! rustls does every TLS decision (handshake, certificate checks, key updates, alerts); this
 //! type only moves bytes between the socket and rustls's unbuffered state machine.
@@ -13,18 +14,45 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use rustls::client::UnbufferedClientConnection;
+use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
 use rustls::pki_types::ServerName;
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
-use rustunnel_proto::splice::{give_buf, take_buf};
+
+use crate::splice::{give_buf, take_buf};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Largest plaintext put in one record.
 const MAX_FRAGMENT: usize = 16 * 1024;
 
-pub struct LeanTls {
-    conn: UnbufferedClientConnection,
+/// One side of an unbuffered rustls connection.
+pub trait Side: Send + Unpin + 'static {
+    type Data;
+    fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data>;
+}
+
+impl Side for UnbufferedClientConnection {
+    type Data = ClientConnectionData;
+    fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(incoming)
+    }
+}
+
+impl Side for UnbufferedServerConnection {
+    type Data = ServerConnectionData;
+    fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(incoming)
+    }
+}
+
+/// The client end.
+pub type LeanClient = LeanTls<UnbufferedClientConnection>;
+/// The server end.
+pub type LeanServer = LeanTls<UnbufferedServerConnection>;
+
+pub struct LeanTls<C> {
+    conn: C,
     io: TcpStream,
     /// Received TLS bytes not yet processed (a pooled buffer, only while non-empty).
     inbuf: Option<Box<[u8]>>,
@@ -46,8 +74,6 @@ enum Step {
     Again,
     /// More bytes from the peer are needed.
     NeedRead,
-    /// Encrypted bytes must reach the socket first.
-    NeedFlush,
     /// Established, nothing to process: reading needs more bytes from the peer.
     Idle,
     /// Application data was encrypted (this many bytes; 0 once closed for writing).
@@ -60,14 +86,28 @@ fn tls_err(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
-impl LeanTls {
-    /// TLS handshake over `io` (already connected, TCP_NODELAY set).
+impl LeanClient {
+    /// Client handshake over `io` (already connected, TCP_NODELAY set).
     pub async fn connect(
         config: Arc<rustls::ClientConfig>,
         name: ServerName<'static>,
         io: TcpStream,
-    ) -> io::Result<LeanTls> {
+    ) -> io::Result<LeanClient> {
         let conn = UnbufferedClientConnection::new(config, name).map_err(tls_err)?;
+        LeanTls::handshake(conn, io).await
+    }
+}
+
+impl LeanServer {
+    /// Server handshake over an accepted `io`.
+    pub async fn accept(config: Arc<rustls::ServerConfig>, io: TcpStream) -> io::Result<LeanServer> {
+        let conn = UnbufferedServerConnection::new(config).map_err(tls_err)?;
+        LeanTls::handshake(conn, io).await
+    }
+}
+
+impl<C: Side> LeanTls<C> {
+    async fn handshake(conn: C, io: TcpStream) -> io::Result<LeanTls<C>> {
         let mut s = LeanTls {
             conn,
             io,
@@ -89,8 +129,9 @@ impl LeanTls {
         loop {
             match self.step(None)? {
                 Step::Again => {}
-                Step::NeedFlush => ready!(self.poll_flush_out(cx))?,
                 Step::NeedRead => {
+                    // Our flight must be out before the peer can answer it.
+                    ready!(self.poll_flush_out(cx))?;
                     if ready!(self.poll_fill(cx))? == 0 {
                         return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
                     }
@@ -109,7 +150,7 @@ impl LeanTls {
             Some(b) => &mut b[..self.in_len],
             None => &mut empty,
         };
-        let UnbufferedStatus { mut discard, state } = self.conn.process_tls_records(incoming);
+        let UnbufferedStatus { mut discard, state } = self.conn.process(incoming);
         let step = match state.map_err(tls_err)? {
             ConnectionState::ReadTraffic(mut t) => {
                 while let Some(rec) = t.next_record() {
@@ -134,13 +175,13 @@ impl LeanTls {
                 self.out.truncate(start + n);
                 Step::Again
             }
+            // The encoded bytes are queued in `out`, which goes to the socket in order and
+            // exactly once: as far as rustls is concerned they are sent. Waiting for the socket
+            // here instead would stop reading while the peer waits for us to read (deadlock
+            // under bulk traffic both ways).
             ConnectionState::TransmitTlsData(t) => {
-                if self.out_pos < self.out.len() {
-                    Step::NeedFlush
-                } else {
-                    t.done();
-                    Step::Again
-                }
+                t.done();
+                Step::Again
             }
             ConnectionState::BlockedHandshake => Step::NeedRead,
             ConnectionState::PeerClosed => {
@@ -178,6 +219,23 @@ impl LeanTls {
         };
         self.consume_in(discard);
         Ok(step)
+    }
+
+    /// Queues close_notify; called right after [`Step::Idle`], when rustls allows writing.
+    fn queue_close_notify(&mut self) {
+        let mut empty = [0u8; 0];
+        let incoming: &mut [u8] = match self.inbuf.as_deref_mut() {
+            Some(b) => &mut b[..self.in_len],
+            None => &mut empty,
+        };
+        let UnbufferedStatus { discard, state } = self.conn.process(incoming);
+        if let Ok(ConnectionState::WriteTraffic(mut w)) = state {
+            let mut alert = [0u8; 64];
+            if let Ok(n) = w.queue_close_notify(&mut alert) {
+                self.out.extend_from_slice(&alert[..n]);
+            }
+        }
+        self.consume_in(discard);
     }
 
     /// Drops processed bytes from the front of the input buffer; gives the buffer back to the
@@ -221,6 +279,21 @@ impl LeanTls {
         }
     }
 
+    /// Writes what the socket takes now of the pending encrypted bytes, without waiting.
+    fn try_flush_out(&mut self) -> io::Result<()> {
+        while self.out_pos < self.out.len() {
+            match self.io.try_write(&self.out[self.out_pos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        self.out = Vec::new();
+        self.out_pos = 0;
+        Ok(())
+    }
+
     /// Writes pending encrypted bytes to the socket.
     fn poll_flush_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.out_pos < self.out.len() {
@@ -237,7 +310,7 @@ impl LeanTls {
     }
 }
 
-impl AsyncRead for LeanTls {
+impl<C: Side> AsyncRead for LeanTls<C> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
@@ -254,14 +327,13 @@ impl AsyncRead for LeanTls {
             if this.peer_closed {
                 return Poll::Ready(Ok(()));
             }
-            // Key updates and alerts may need an answer on the way.
-            if this.out_pos < this.out.len() {
-                ready!(this.poll_flush_out(cx))?;
-            }
             match this.step(None)? {
                 Step::Again => {}
-                Step::NeedFlush => ready!(this.poll_flush_out(cx))?,
                 Step::NeedRead | Step::Idle | Step::Wrote(_) => {
+                    // Answers rustls queued (key updates, alerts) go out if the socket takes them
+                    // now; reading never waits for that, and never registers for writability
+                    // (that would take the waker slot of a writer polling from another task).
+                    this.try_flush_out()?;
                     if ready!(this.poll_fill(cx))? == 0 {
                         // EOF without close_notify: the peer is gone; report EOF (the data
                         // plane's streams end at TCP level too).
@@ -274,7 +346,7 @@ impl AsyncRead for LeanTls {
     }
 }
 
-impl AsyncWrite for LeanTls {
+impl<C: Side> AsyncWrite for LeanTls<C> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if data.is_empty() {
@@ -285,7 +357,6 @@ impl AsyncWrite for LeanTls {
         loop {
             match this.step(Some(data))? {
                 Step::Again => {}
-                Step::NeedFlush => ready!(this.poll_flush_out(cx))?,
                 Step::Wrote(0) | Step::Closed => {
                     return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "TLS connection closed")))
                 }
@@ -298,6 +369,7 @@ impl AsyncWrite for LeanTls {
                     return Poll::Ready(Ok(n));
                 }
                 Step::NeedRead | Step::Idle => {
+                    ready!(this.poll_flush_out(cx))?;
                     if ready!(this.poll_fill(cx))? == 0 {
                         return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
                     }
@@ -316,30 +388,27 @@ impl AsyncWrite for LeanTls {
         let this = self.get_mut();
         ready!(this.poll_flush_out(cx))?;
         if !this.close_sent && !this.closed {
-            let mut empty = [0u8; 0];
-            let incoming: &mut [u8] = match this.inbuf.as_deref_mut() {
-                Some(b) => &mut b[..this.in_len],
-                None => &mut empty,
-            };
-            let UnbufferedStatus { discard, state } = this.conn.process_tls_records(incoming);
-            if let Ok(ConnectionState::WriteTraffic(mut w)) = state {
-                let mut alert = [0u8; 64];
-                if let Ok(n) = w.queue_close_notify(&mut alert) {
-                    this.out.extend_from_slice(&alert[..n]);
+            // Let rustls finish whatever it has queued, then add close_notify when it allows
+            // application data; otherwise the peer sees a plain TCP half-close, which the data
+            // plane treats the same way.
+            loop {
+                match this.step(None)? {
+                    Step::Again => continue,
+                    Step::Idle => {
+                        this.queue_close_notify();
+                        break;
+                    }
+                    _ => break,
                 }
             }
-            // In any other state (records still to read) the peer sees a TCP half-close, which
-            // the data plane treats the same way. Whatever rustls processed is dropped from the
-            // input either way; undelivered plaintext stays queued inside rustls.
             this.close_sent = true;
-            this.consume_in(discard);
             ready!(this.poll_flush_out(cx))?;
         }
         Pin::new(&mut this.io).poll_shutdown(cx)
     }
 }
 
-impl Drop for LeanTls {
+impl<C> Drop for LeanTls<C> {
     fn drop(&mut self) {
         if let Some(b) = self.inbuf.take() {
             give_buf(b);
@@ -386,7 +455,7 @@ mod tests {
     async fn pair(
         server: Arc<rustls::ServerConfig>,
         client: Arc<rustls::ClientConfig>,
-    ) -> (io::Result<LeanTls>, io::Result<ServerSide>) {
+    ) -> (io::Result<LeanClient>, io::Result<ServerSide>) {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(server);
@@ -396,7 +465,7 @@ mod tests {
         });
         let tcp = TcpStream::connect(addr).await.unwrap();
         let name = ServerName::try_from("localhost").unwrap();
-        let c = LeanTls::connect(client, name, tcp).await;
+        let c = LeanClient::connect(client, name, tcp).await;
         (c, srv.await.unwrap())
     }
 
@@ -433,6 +502,38 @@ mod tests {
             assert_eq!(Sha256::digest(server_task.await.unwrap()), Sha256::digest(&up), "{version:?} up");
             assert_eq!(Sha256::digest(&got), Sha256::digest(&down), "{version:?} down");
         }
+    }
+
+    #[tokio::test]
+    async fn bulk_both_ways_at_once_does_not_deadlock() {
+        // Both ends write 8 MB while reading: socket buffers fill in both directions, so a
+        // reader that waited for its own pending output would never drain the peer.
+        let (s, c) = configs(&rustls::version::TLS13);
+        let (client, server) = pair(s, c).await;
+        let (client, server) = (client.unwrap(), server.unwrap());
+        let (mut cr, mut cw) = tokio::io::split(client);
+        let (mut sr, mut sw) = tokio::io::split(server);
+        let data = pattern(8 << 20);
+        let (d1, d2) = (data.clone(), data.clone());
+        let w1 = tokio::spawn(async move {
+            cw.write_all(&d1).await.unwrap();
+            cw.shutdown().await.unwrap();
+        });
+        let w2 = tokio::spawn(async move {
+            sw.write_all(&d2).await.unwrap();
+            sw.shutdown().await.unwrap();
+        });
+        let r1 = tokio::spawn(async move {
+            let mut got = Vec::new();
+            cr.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let mut got = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(30), sr.read_to_end(&mut got)).await.unwrap().unwrap();
+        let got1 = tokio::time::timeout(std::time::Duration::from_secs(30), r1).await.unwrap().unwrap();
+        w1.await.unwrap();
+        w2.await.unwrap();
+        assert!(got == data && got1 == data);
     }
 
     #[tokio::test]
@@ -486,6 +587,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn lean_server_with_buffered_and_lean_clients() {
+        let (s, c) = configs(&rustls::version::TLS13);
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let s2 = s.clone();
+        let srv = tokio::spawn(async move {
+            for _ in 0..2 {
+                let (tcp, _) = l.accept().await.unwrap();
+                let mut t = LeanServer::accept(s2.clone(), tcp).await.unwrap();
+                // Echo until EOF, then close.
+                let mut all = Vec::new();
+                t.read_to_end(&mut all).await.unwrap();
+                t.write_all(&all).await.unwrap();
+                t.shutdown().await.unwrap();
+            }
+        });
+        let data = pattern(2_000_000);
+        // A buffered (tokio-rustls) client.
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let mut t = tokio_rustls::TlsConnector::from(c.clone())
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        t.write_all(&data).await.unwrap();
+        t.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        t.read_to_end(&mut back).await.unwrap();
+        assert!(back == data);
+        // A lean client.
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let mut t = LeanClient::connect(c, ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
+        t.write_all(&data).await.unwrap();
+        t.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        t.read_to_end(&mut back).await.unwrap();
+        assert!(back == data);
+        srv.await.unwrap();
+    }
+
+    #[tokio::test]
     async fn garbage_from_the_server_is_an_error_not_a_hang() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
@@ -497,7 +638,7 @@ mod tests {
         let tcp = TcpStream::connect(addr).await.unwrap();
         let r = tokio::time::timeout(
             std::time::Duration::from_secs(5),
-            LeanTls::connect(c, ServerName::try_from("localhost").unwrap(), tcp),
+            LeanClient::connect(c, ServerName::try_from("localhost").unwrap(), tcp),
         )
         .await
         .expect("no hang");
