@@ -19,7 +19,7 @@ use rustls::pki_types::ServerName;
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
 
-use crate::splice::{give_buf, take_buf};
+use crate::splice::{give_buf, take_buf, BUF_SIZE};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -58,14 +58,78 @@ pub struct LeanTls<C> {
     inbuf: Option<Box<[u8]>>,
     in_len: usize,
     /// Encrypted bytes waiting for the socket.
-    out: Vec<u8>,
-    out_pos: usize,
+    out: OutBuf,
     /// Decrypted bytes waiting for the reader.
     plain: Vec<u8>,
     plain_pos: usize,
     peer_closed: bool,
     closed: bool,
     close_sent: bool,
+}
+
+/// Encrypted bytes waiting for the socket, in a pooled buffer held only while non-empty.
+#[derive(Default)]
+struct OutBuf {
+    buf: Option<Box<[u8]>>,
+    start: usize,
+    end: usize,
+}
+
+impl OutBuf {
+    fn pending(&self) -> &[u8] {
+        self.buf.as_deref().map(|b| &b[self.start..self.end]).unwrap_or(&[])
+    }
+
+    fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Room for at least `need` more bytes, written with [`OutBuf::commit`].
+    fn spare(&mut self, need: usize) -> &mut [u8] {
+        let buf = self.buf.get_or_insert_with(take_buf);
+        if buf.len() - self.end < need {
+            buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if buf.len() - self.end < need {
+                // Only a large handshake flight gets here.
+                let mut bigger = vec![0u8; self.end + need].into_boxed_slice();
+                bigger[..self.end].copy_from_slice(&buf[..self.end]);
+                release(std::mem::replace(buf, bigger));
+            }
+        }
+        &mut buf[self.end..]
+    }
+
+    fn commit(&mut self, n: usize) {
+        self.end += n;
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            if let Some(b) = self.buf.take() {
+                release(b);
+            }
+        }
+    }
+}
+
+impl Drop for OutBuf {
+    fn drop(&mut self) {
+        if let Some(b) = self.buf.take() {
+            release(b);
+        }
+    }
+}
+
+/// Gives a buffer back to the pool if it is a pool-sized one.
+fn release(b: Box<[u8]>) {
+    if b.len() == BUF_SIZE {
+        give_buf(b);
+    }
 }
 
 /// What one turn of rustls's state machine asks for.
@@ -113,8 +177,7 @@ impl<C: Side> LeanTls<C> {
             io,
             inbuf: None,
             in_len: 0,
-            out: Vec::new(),
-            out_pos: 0,
+            out: OutBuf::default(),
             plain: Vec::new(),
             plain_pos: 0,
             peer_closed: false,
@@ -127,7 +190,7 @@ impl<C: Side> LeanTls<C> {
 
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
-            match self.step(None)? {
+            match self.step(None, None)? {
                 Step::Again => {}
                 Step::NeedRead => {
                     // Our flight must be out before the peer can answer it.
@@ -143,8 +206,9 @@ impl<C: Side> LeanTls<C> {
     }
 
     /// One turn: hands rustls the received bytes and does what it asks. With `data`, encrypts
-    /// up to one record of it once the connection is established and idle.
-    fn step(&mut self, data: Option<&[u8]>) -> io::Result<Step> {
+    /// up to one record of it once the connection is established and idle. Decrypted bytes go
+    /// to `dest` as far as it has room, the rest to `plain`.
+    fn step(&mut self, data: Option<&[u8]>, mut dest: Option<&mut ReadBuf<'_>>) -> io::Result<Step> {
         let mut empty = [0u8; 0];
         let incoming: &mut [u8] = match self.inbuf.as_deref_mut() {
             Some(b) => &mut b[..self.in_len],
@@ -156,23 +220,29 @@ impl<C: Side> LeanTls<C> {
                 while let Some(rec) = t.next_record() {
                     let rec = rec.map_err(tls_err)?;
                     discard += rec.discard;
-                    self.plain.extend_from_slice(rec.payload);
+                    let p = rec.payload;
+                    let k = match dest.as_deref_mut() {
+                        Some(d) => {
+                            let k = d.remaining().min(p.len());
+                            d.put_slice(&p[..k]);
+                            k
+                        }
+                        None => 0,
+                    };
+                    self.plain.extend_from_slice(&p[k..]);
                 }
                 Step::Again
             }
             ConnectionState::EncodeTlsData(mut e) => {
-                let start = self.out.len();
-                self.out.resize(start + 4096, 0);
-                let n = match e.encode(&mut self.out[start..]) {
+                let n = match e.encode(self.out.spare(4096)) {
                     Ok(n) => n,
                     // Nothing was written: retry with the size asked for.
                     Err(EncodeError::InsufficientSize(need)) => {
-                        self.out.resize(start + need.required_size, 0);
-                        e.encode(&mut self.out[start..]).map_err(|e| io::Error::other(e.to_string()))?
+                        e.encode(self.out.spare(need.required_size)).map_err(|e| io::Error::other(e.to_string()))?
                     }
                     Err(e) => return Err(io::Error::other(e.to_string())),
                 };
-                self.out.truncate(start + n);
+                self.out.commit(n);
                 Step::Again
             }
             // The encoded bytes are queued in `out`, which goes to the socket in order and
@@ -196,20 +266,15 @@ impl<C: Side> LeanTls<C> {
             ConnectionState::WriteTraffic(mut w) => match data {
                 Some(d) if !d.is_empty() && !self.close_sent => {
                     let n = d.len().min(MAX_FRAGMENT);
-                    let start = self.out.len();
                     // Payload, record header and AEAD tag, with room to spare.
-                    self.out.resize(start + n + 256, 0);
-                    match w.encrypt(&d[..n], &mut self.out[start..]) {
-                        Ok(m) => self.out.truncate(start + m),
-                        Err(EncryptError::InsufficientSize(need)) => {
-                            self.out.resize(start + need.required_size, 0);
-                            let m = w
-                                .encrypt(&d[..n], &mut self.out[start..])
-                                .map_err(|e| io::Error::other(e.to_string()))?;
-                            self.out.truncate(start + m);
-                        }
+                    let m = match w.encrypt(&d[..n], self.out.spare(n + 256)) {
+                        Ok(m) => m,
+                        Err(EncryptError::InsufficientSize(need)) => w
+                            .encrypt(&d[..n], self.out.spare(need.required_size))
+                            .map_err(|e| io::Error::other(e.to_string()))?,
                         Err(e) => return Err(io::Error::other(e.to_string())),
-                    }
+                    };
+                    self.out.commit(m);
                     Step::Wrote(n)
                 }
                 Some(_) => Step::Wrote(0),
@@ -232,7 +297,8 @@ impl<C: Side> LeanTls<C> {
         if let Ok(ConnectionState::WriteTraffic(mut w)) = state {
             let mut alert = [0u8; 64];
             if let Ok(n) = w.queue_close_notify(&mut alert) {
-                self.out.extend_from_slice(&alert[..n]);
+                self.out.spare(n)[..n].copy_from_slice(&alert[..n]);
+                self.out.commit(n);
             }
         }
         self.consume_in(discard);
@@ -281,31 +347,27 @@ impl<C: Side> LeanTls<C> {
 
     /// Writes what the socket takes now of the pending encrypted bytes, without waiting.
     fn try_flush_out(&mut self) -> io::Result<()> {
-        while self.out_pos < self.out.len() {
-            match self.io.try_write(&self.out[self.out_pos..]) {
+        while !self.out.is_empty() {
+            match self.io.try_write(self.out.pending()) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.out_pos += n,
+                Ok(n) => self.out.consume(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(e),
             }
         }
-        self.out = Vec::new();
-        self.out_pos = 0;
         Ok(())
     }
 
     /// Writes pending encrypted bytes to the socket.
     fn poll_flush_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.out_pos < self.out.len() {
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.out[self.out_pos..]))?;
+        while !self.out.is_empty() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, self.out.pending()))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.out_pos += n;
+            // The buffer goes back to the pool once drained: nothing held while idle.
+            self.out.consume(n);
         }
-        // Nothing pending: hold no buffer while idle.
-        self.out = Vec::new();
-        self.out_pos = 0;
         Poll::Ready(Ok(()))
     }
 }
@@ -313,6 +375,7 @@ impl<C: Side> LeanTls<C> {
 impl<C: Side> AsyncRead for LeanTls<C> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let before = buf.filled().len();
         loop {
             if this.plain_pos < this.plain.len() {
                 let n = buf.remaining().min(this.plain.len() - this.plain_pos);
@@ -327,7 +390,8 @@ impl<C: Side> AsyncRead for LeanTls<C> {
             if this.peer_closed {
                 return Poll::Ready(Ok(()));
             }
-            match this.step(None)? {
+            match this.step(None, Some(buf))? {
+                Step::Again if buf.filled().len() > before => return Poll::Ready(Ok(())),
                 Step::Again => {}
                 Step::NeedRead | Step::Idle | Step::Wrote(_) => {
                     // Answers rustls queued (key updates, alerts) go out if the socket takes them
@@ -355,7 +419,7 @@ impl<C: Side> AsyncWrite for LeanTls<C> {
         // At most one record's worth buffered: the socket applies the back-pressure.
         ready!(this.poll_flush_out(cx))?;
         loop {
-            match this.step(Some(data))? {
+            match this.step(Some(data), None)? {
                 Step::Again => {}
                 Step::Wrote(0) | Step::Closed => {
                     return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "TLS connection closed")))
@@ -392,7 +456,7 @@ impl<C: Side> AsyncWrite for LeanTls<C> {
             // application data; otherwise the peer sees a plain TCP half-close, which the data
             // plane treats the same way.
             loop {
-                match this.step(None)? {
+                match this.step(None, None)? {
                     Step::Again => continue,
                     Step::Idle => {
                         this.queue_close_notify();
@@ -579,7 +643,7 @@ mod tests {
         server.read_exact(&mut buf).await.unwrap();
         assert_eq!(&buf, b"pong");
         assert!(client.inbuf.is_none() && client.in_len == 0, "no input buffer while idle");
-        assert_eq!((client.out.capacity(), client.plain.capacity()), (0, 0), "no output or plaintext buffer");
+        assert!(client.out.buf.is_none() && client.plain.capacity() == 0, "no output or plaintext buffer");
         server.shutdown().await.unwrap();
         let mut rest = Vec::new();
         tokio::time::timeout(std::time::Duration::from_secs(5), client.read_to_end(&mut rest)).await.unwrap().unwrap();
