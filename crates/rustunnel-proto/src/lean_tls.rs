@@ -19,12 +19,38 @@ use rustls::pki_types::ServerName;
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
 
-use crate::splice::{give_buf, take_buf, BUF_SIZE};
+use crate::splice::{give_buf, take_buf};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Largest plaintext put in one record.
 const MAX_FRAGMENT: usize = 16 * 1024;
+/// Room one record needs in the output buffer: payload, header, AEAD tag, with room to spare.
+const RECORD_ROOM: usize = MAX_FRAGMENT + 256;
+/// Output buffer size: four full records, so one write to the socket carries several.
+const OUT_CAP: usize = 4 * RECORD_ROOM;
+/// Output buffers kept per thread for reuse.
+const OUT_POOL_MAX: usize = 64;
+
+thread_local! {
+    static OUT_POOL: std::cell::RefCell<Vec<Box<[u8]>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn take_out() -> Box<[u8]> {
+    OUT_POOL.with(|p| p.borrow_mut().pop()).unwrap_or_else(|| vec![0u8; OUT_CAP].into_boxed_slice())
+}
+
+/// Gives an output buffer back to the pool if it is a pool-sized one.
+fn release(b: Box<[u8]>) {
+    if b.len() == OUT_CAP {
+        OUT_POOL.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < OUT_POOL_MAX {
+                p.push(b);
+            }
+        })
+    }
+}
 
 /// One side of an unbuffered rustls connection.
 pub trait Side: Send + Unpin + 'static {
@@ -56,6 +82,8 @@ pub struct LeanTls<C> {
     io: TcpStream,
     /// Received TLS bytes not yet processed (a pooled buffer, only while non-empty).
     inbuf: Option<Box<[u8]>>,
+    /// `inbuf[in_start..in_len]` is what rustls has not processed yet.
+    in_start: usize,
     in_len: usize,
     /// Encrypted bytes waiting for the socket.
     out: OutBuf,
@@ -86,7 +114,7 @@ impl OutBuf {
 
     /// Room for at least `need` more bytes, written with [`OutBuf::commit`].
     fn spare(&mut self, need: usize) -> &mut [u8] {
-        let buf = self.buf.get_or_insert_with(take_buf);
+        let buf = self.buf.get_or_insert_with(take_out);
         if buf.len() - self.end < need {
             buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -99,6 +127,14 @@ impl OutBuf {
             }
         }
         &mut buf[self.end..]
+    }
+
+    /// Bytes that can still be added without growing.
+    fn room(&self) -> usize {
+        match &self.buf {
+            Some(b) => b.len() - (self.end - self.start),
+            None => OUT_CAP,
+        }
     }
 
     fn commit(&mut self, n: usize) {
@@ -122,13 +158,6 @@ impl Drop for OutBuf {
         if let Some(b) = self.buf.take() {
             release(b);
         }
-    }
-}
-
-/// Gives a buffer back to the pool if it is a pool-sized one.
-fn release(b: Box<[u8]>) {
-    if b.len() == BUF_SIZE {
-        give_buf(b);
     }
 }
 
@@ -176,6 +205,7 @@ impl<C: Side> LeanTls<C> {
             conn,
             io,
             inbuf: None,
+            in_start: 0,
             in_len: 0,
             out: OutBuf::default(),
             plain: Vec::new(),
@@ -211,7 +241,7 @@ impl<C: Side> LeanTls<C> {
     fn step(&mut self, data: Option<&[u8]>, mut dest: Option<&mut ReadBuf<'_>>) -> io::Result<Step> {
         let mut empty = [0u8; 0];
         let incoming: &mut [u8] = match self.inbuf.as_deref_mut() {
-            Some(b) => &mut b[..self.in_len],
+            Some(b) => &mut b[self.in_start..self.in_len],
             None => &mut empty,
         };
         let UnbufferedStatus { mut discard, state } = self.conn.process(incoming);
@@ -267,7 +297,7 @@ impl<C: Side> LeanTls<C> {
                 Some(d) if !d.is_empty() && !self.close_sent => {
                     let n = d.len().min(MAX_FRAGMENT);
                     // Payload, record header and AEAD tag, with room to spare.
-                    let m = match w.encrypt(&d[..n], self.out.spare(n + 256)) {
+                    let m = match w.encrypt(&d[..n], self.out.spare(RECORD_ROOM)) {
                         Ok(m) => m,
                         Err(EncryptError::InsufficientSize(need)) => w
                             .encrypt(&d[..n], self.out.spare(need.required_size))
@@ -290,7 +320,7 @@ impl<C: Side> LeanTls<C> {
     fn queue_close_notify(&mut self) {
         let mut empty = [0u8; 0];
         let incoming: &mut [u8] = match self.inbuf.as_deref_mut() {
-            Some(b) => &mut b[..self.in_len],
+            Some(b) => &mut b[self.in_start..self.in_len],
             None => &mut empty,
         };
         let UnbufferedStatus { discard, state } = self.conn.process(incoming);
@@ -310,11 +340,12 @@ impl<C: Side> LeanTls<C> {
         if n == 0 {
             return;
         }
-        if let Some(b) = self.inbuf.as_deref_mut() {
-            b.copy_within(n..self.in_len, 0);
-        }
-        self.in_len -= n;
-        if self.in_len == 0 {
+        // No compaction here: records are usually processed one per turn, and moving the rest
+        // of the buffer each time would copy every byte again.
+        self.in_start += n;
+        if self.in_start == self.in_len {
+            self.in_start = 0;
+            self.in_len = 0;
             if let Some(b) = self.inbuf.take() {
                 give_buf(b);
             }
@@ -324,6 +355,12 @@ impl<C: Side> LeanTls<C> {
     /// Reads from the socket into the input buffer. `Ready(0)` is EOF.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let mut buf = self.inbuf.take().unwrap_or_else(take_buf);
+        // Room for at least a full record at the end, moving the unprocessed part to the front.
+        if self.in_start > 0 && buf.len() - self.in_len < RECORD_ROOM + 512 {
+            buf.copy_within(self.in_start..self.in_len, 0);
+            self.in_len -= self.in_start;
+            self.in_start = 0;
+        }
         if self.in_len == buf.len() {
             // A record larger than the buffer cannot be valid TLS.
             give_buf(buf);
@@ -391,8 +428,12 @@ impl<C: Side> AsyncRead for LeanTls<C> {
                 return Poll::Ready(Ok(()));
             }
             match this.step(None, Some(buf))? {
-                Step::Again if buf.filled().len() > before => return Poll::Ready(Ok(())),
+                // More records may be complete in the input: keep filling the reader's buffer.
+                Step::Again if buf.remaining() == 0 => return Poll::Ready(Ok(())),
                 Step::Again => {}
+                Step::NeedRead | Step::Idle | Step::Wrote(_) if buf.filled().len() > before => {
+                    return Poll::Ready(Ok(()))
+                }
                 Step::NeedRead | Step::Idle | Step::Wrote(_) => {
                     // Answers rustls queued (key updates, alerts) go out if the socket takes them
                     // now; reading never waits for that, and never registers for writability
@@ -416,22 +457,20 @@ impl<C: Side> AsyncWrite for LeanTls<C> {
         if data.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        // At most one record's worth buffered: the socket applies the back-pressure.
-        ready!(this.poll_flush_out(cx))?;
-        loop {
-            match this.step(Some(data), None)? {
+        // Room for a full record, or the socket must take some first: the back-pressure.
+        if this.out.room() < RECORD_ROOM {
+            ready!(this.poll_flush_out(cx))?;
+        }
+        let mut taken = 0;
+        while taken < data.len() && this.out.room() >= RECORD_ROOM {
+            match this.step(Some(&data[taken..]), None)? {
                 Step::Again => {}
-                Step::Wrote(0) | Step::Closed => {
+                Step::Wrote(0) | Step::Closed if taken == 0 => {
                     return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "TLS connection closed")))
                 }
-                Step::Wrote(n) => {
-                    // Start sending now; whatever the socket does not take waits for the next
-                    // write or flush.
-                    if let Poll::Ready(Err(e)) = this.poll_flush_out(cx) {
-                        return Poll::Ready(Err(e));
-                    }
-                    return Poll::Ready(Ok(n));
-                }
+                Step::Wrote(0) | Step::Closed => break,
+                Step::Wrote(n) => taken += n,
+                // Still handshaking (not after `connect`/`accept`): the peer must answer first.
                 Step::NeedRead | Step::Idle => {
                     ready!(this.poll_flush_out(cx))?;
                     if ready!(this.poll_fill(cx))? == 0 {
@@ -440,6 +479,12 @@ impl<C: Side> AsyncWrite for LeanTls<C> {
                 }
             }
         }
+        // One write to the socket for all the records; what it does not take now waits for the
+        // next write or flush.
+        if let Poll::Ready(Err(e)) = this.poll_flush_out(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(taken))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
