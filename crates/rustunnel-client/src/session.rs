@@ -28,6 +28,68 @@ const EVENT_RESERVE: usize = 64;
 /// Most idle data connections the client keeps open at once.
 const MAX_IDLE: usize = 64;
 
+/// The control WebSocket to the server.
+pub(crate) type ControlWs = tokio_tungstenite::WebSocketStream<crate::net::ServerStream>;
+
+/// What the server's `welcome` tells a client.
+pub(crate) struct Welcome {
+    pub session_id: String,
+    pub data_key: String,
+    pub heartbeat: Duration,
+    pub pool_size: u16,
+    pub p2p_udp_port: Option<u16>,
+    pub plain_data: bool,
+}
+
+/// Upgrades a TLS connection to the control WebSocket, says hello and reads the welcome, each
+/// step under the handshake deadline. A refused hello is [`ClientError::Rejected`].
+pub(crate) async fn open_control(
+    dialer: &Dialer,
+    tls: crate::net::ServerStream,
+    token: &str,
+    agent: String,
+    plain_data: bool,
+) -> Result<(ControlWs, Welcome), ClientError> {
+    let host = if dialer.host.contains(':') { format!("[{}]", dialer.host) } else { dialer.host.clone() };
+    let url = format!("wss://{host}:{}{CONTROL_PATH}", dialer.port);
+    let mut cfg = WebSocketConfig::default();
+    cfg.max_message_size = Some(MAX_CONTROL_FRAME);
+    cfg.max_frame_size = Some(MAX_CONTROL_FRAME);
+    let (mut ws, _) =
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_tungstenite::client_async_with_config(url, tls, Some(cfg)))
+            .await
+            .map_err(|_| ClientError::Handshake("timed out".into()))?
+            .map_err(|e| ClientError::Handshake(e.to_string()))?;
+    let hello = ClientMsg::Hello { version: PROTOCOL_VERSION, token: token.to_string(), agent, plain_data };
+    ws.send(Message::text(hello.encode())).await.map_err(|e| ClientError::Handshake(e.to_string()))?;
+    loop {
+        let msg = tokio::time::timeout(HANDSHAKE_TIMEOUT, ws.next())
+            .await
+            .map_err(|_| ClientError::Handshake("no answer to hello".into()))?;
+        match msg {
+            Some(Ok(Message::Text(t))) => match ServerMsg::decode(t.as_str()) {
+                Ok(ServerMsg::Welcome {
+                    session_id,
+                    data_key,
+                    heartbeat_secs,
+                    pool_size,
+                    p2p_udp_port,
+                    plain_data,
+                    ..
+                }) => {
+                    let heartbeat = Duration::from_secs(heartbeat_secs.max(1));
+                    return Ok((ws, Welcome { session_id, data_key, heartbeat, pool_size, p2p_udp_port, plain_data }));
+                }
+                Ok(ServerMsg::Rejected { code, message }) => return Err(ClientError::Rejected { code, message }),
+                _ => return Err(ClientError::Protocol("unexpected first message from server".into())),
+            },
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(ClientError::Handshake(e.to_string())),
+            None => return Err(ClientError::Handshake("server closed the connection".into())),
+        }
+    }
+}
+
 enum SessionEnd {
     Cancelled,
     NoTunnelsLeft,
@@ -173,47 +235,9 @@ impl Runner {
             r = self.dialer.dial() => r?,
             _ = self.cancel.cancelled() => return Ok(SessionEnd::Cancelled),
         };
-        let host =
-            if self.dialer.host.contains(':') { format!("[{}]", self.dialer.host) } else { self.dialer.host.clone() };
-        let url = format!("wss://{host}:{}{CONTROL_PATH}", self.dialer.port);
-        let mut cfg = WebSocketConfig::default();
-        cfg.max_message_size = Some(MAX_CONTROL_FRAME);
-        cfg.max_frame_size = Some(MAX_CONTROL_FRAME);
-        let (mut ws, _) =
-            tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_tungstenite::client_async_with_config(url, tls, Some(cfg)))
-                .await
-                .map_err(|_| ClientError::Handshake("timed out".into()))?
-                .map_err(|e| ClientError::Handshake(e.to_string()))?;
-        let hello = ClientMsg::Hello {
-            version: PROTOCOL_VERSION,
-            token: self.opts.token.clone(),
-            agent: format!("rustunnel/{}", env!("CARGO_PKG_VERSION")),
-            plain_data: self.opts.plain_data,
-        };
-        ws.send(Message::text(hello.encode())).await.map_err(|e| ClientError::Handshake(e.to_string()))?;
-        let (session_id, data_key, heartbeat, pool_size, plain) = loop {
-            let msg = tokio::time::timeout(HANDSHAKE_TIMEOUT, ws.next())
-                .await
-                .map_err(|_| ClientError::Handshake("no answer to hello".into()))?;
-            match msg {
-                Some(Ok(Message::Text(t))) => match ServerMsg::decode(t.as_str()) {
-                    Ok(ServerMsg::Welcome { session_id, data_key, heartbeat_secs, pool_size, plain_data, .. }) => {
-                        break (
-                            session_id,
-                            data_key,
-                            Duration::from_secs(heartbeat_secs.max(1)),
-                            pool_size,
-                            plain_data,
-                        );
-                    }
-                    Ok(ServerMsg::Rejected { code, message }) => return Err(ClientError::Rejected { code, message }),
-                    _ => return Err(ClientError::Protocol("unexpected first message from server".into())),
-                },
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => return Err(ClientError::Handshake(e.to_string())),
-                None => return Err(ClientError::Handshake("server closed the connection".into())),
-            }
-        };
+        let agent = format!("rustunnel/{}", env!("CARGO_PKG_VERSION"));
+        let (mut ws, welcome) = open_control(&self.dialer, tls, &self.opts.token, agent, self.opts.plain_data).await?;
+        let Welcome { session_id, data_key, heartbeat, pool_size, plain_data: plain, .. } = welcome;
 
         if self.opts.plain_data && !plain {
             self.emit(Event::Error {

@@ -23,13 +23,12 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use rustunnel_proto::limits::{HANDSHAKE_TIMEOUT, HEARTBEAT_MISSES, MAX_CONTROL_FRAME};
+use rustunnel_proto::limits::{HANDSHAKE_TIMEOUT, HEARTBEAT_MISSES};
 use rustunnel_proto::stream::{read_datagram, write_datagram};
-use rustunnel_proto::{ClientMsg, ErrorCode, Protocol, ServerMsg, CONTROL_PATH, PROTOCOL_VERSION};
+use rustunnel_proto::{ClientMsg, ErrorCode, Protocol, ServerMsg};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -135,7 +134,7 @@ trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 type BoxIo = Box<dyn Io>;
 
-type Ws = tokio_tungstenite::WebSocketStream<crate::net::ServerStream>;
+type Ws = crate::session::ControlWs;
 
 struct Control {
     ws: Ws,
@@ -207,52 +206,49 @@ async fn run_inner(
                 a
             }
         };
-        let mut attempt = 0u32;
-        let result = loop {
+        let result = reconnect_loop(opts, events, cancel, || async {
             let r = visitor_session(opts, &dialer, &link_tx, events, cancel, local_addr).await;
             let _ = link_tx.send(None);
-            match r {
-                Ok(End::Cancelled) => break Ok(()),
-                Err(e) if e.is_fatal() || !opts.reconnect => break Err(e),
-                Ok(End::Lost(reason)) => {
-                    if !backoff(events, cancel, &mut attempt, reason).await {
-                        break Ok(());
-                    }
-                }
-                Err(e) => {
-                    if !backoff(events, cancel, &mut attempt, e.to_string()).await {
-                        break Ok(());
-                    }
-                }
-            }
-        };
+            r
+        })
+        .await;
         stop.cancel();
         tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(2), tasks.wait()).await;
         return result;
     }
-    let mut attempt = 0u32;
-    let result = loop {
-        let r = publisher_session(opts, &dialer, events, cancel, &tasks, &stop).await;
-        match r {
-            Ok(End::Cancelled) => break Ok(()),
-            Err(e) if e.is_fatal() || !opts.reconnect => break Err(e),
-            Ok(End::Lost(reason)) => {
-                if !backoff(events, cancel, &mut attempt, reason).await {
-                    break Ok(());
-                }
-            }
-            Err(e) => {
-                if !backoff(events, cancel, &mut attempt, e.to_string()).await {
-                    break Ok(());
-                }
-            }
-        }
-    };
+    let result =
+        reconnect_loop(opts, events, cancel, || publisher_session(opts, &dialer, events, cancel, &tasks, &stop)).await;
     stop.cancel();
     tasks.close();
     let _ = tokio::time::timeout(Duration::from_secs(2), tasks.wait()).await;
     result
+}
+
+/// Runs `session` until it is cancelled or fails for good, reconnecting with backoff after a
+/// lost connection or a retryable error (unless reconnecting is off).
+async fn reconnect_loop<F, Fut>(
+    opts: &P2pOptions,
+    events: &mpsc::Sender<Event>,
+    cancel: &CancellationToken,
+    mut session: F,
+) -> Result<(), ClientError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<End, ClientError>>,
+{
+    let mut attempt = 0u32;
+    loop {
+        let reason = match session().await {
+            Ok(End::Cancelled) => return Ok(()),
+            Err(e) if e.is_fatal() || !opts.reconnect => return Err(e),
+            Ok(End::Lost(reason)) => reason,
+            Err(e) => e.to_string(),
+        };
+        if !backoff(events, cancel, &mut attempt, reason).await {
+            return Ok(());
+        }
+    }
 }
 
 async fn backoff(events: &mpsc::Sender<Event>, cancel: &CancellationToken, attempt: &mut u32, reason: String) -> bool {
@@ -267,51 +263,20 @@ async fn backoff(events: &mpsc::Sender<Event>, cancel: &CancellationToken, attem
 
 async fn open_control(dialer: &Dialer, token: &str) -> Result<Control, ClientError> {
     let tls = dialer.dial().await?;
-    let host = if dialer.host.contains(':') { format!("[{}]", dialer.host) } else { dialer.host.clone() };
-    let url = format!("wss://{host}:{}{CONTROL_PATH}", dialer.port);
-    let mut cfg = WebSocketConfig::default();
-    cfg.max_message_size = Some(MAX_CONTROL_FRAME);
-    cfg.max_frame_size = Some(MAX_CONTROL_FRAME);
-    let (mut ws, _) =
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_tungstenite::client_async_with_config(url, tls, Some(cfg)))
-            .await
-            .map_err(|_| ClientError::Handshake("timed out".into()))?
-            .map_err(|e| ClientError::Handshake(e.to_string()))?;
-    let hello = ClientMsg::Hello {
-        version: PROTOCOL_VERSION,
-        token: token.to_string(),
-        agent: format!("rustunnel-p2p/{}", env!("CARGO_PKG_VERSION")),
-        plain_data: false,
+    let agent = format!("rustunnel-p2p/{}", env!("CARGO_PKG_VERSION"));
+    let (ws, w) = crate::session::open_control(dialer, tls, token, agent, false).await?;
+    let reflector = match w.p2p_udp_port {
+        Some(p) => resolve(&dialer.host, p).await.ok().and_then(|a| a.into_iter().next()),
+        None => None,
     };
-    ws.send(Message::text(hello.encode())).await.map_err(|e| ClientError::Handshake(e.to_string()))?;
-    loop {
-        let msg = tokio::time::timeout(HANDSHAKE_TIMEOUT, ws.next())
-            .await
-            .map_err(|_| ClientError::Handshake("no answer to hello".into()))?;
-        match msg {
-            Some(Ok(Message::Text(t))) => match ServerMsg::decode(t.as_str()) {
-                Ok(ServerMsg::Welcome { session_id, data_key, heartbeat_secs, pool_size, p2p_udp_port, .. }) => {
-                    let reflector = match p2p_udp_port {
-                        Some(p) => resolve(&dialer.host, p).await.ok().and_then(|a| a.into_iter().next()),
-                        None => None,
-                    };
-                    return Ok(Control {
-                        ws,
-                        session_id,
-                        data_key,
-                        reflector,
-                        heartbeat: Duration::from_secs(heartbeat_secs.max(1)),
-                        pool_size,
-                    });
-                }
-                Ok(ServerMsg::Rejected { code, message }) => return Err(ClientError::Rejected { code, message }),
-                _ => return Err(ClientError::Protocol("unexpected first message from server".into())),
-            },
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(ClientError::Handshake(e.to_string())),
-            None => return Err(ClientError::Handshake("server closed the connection".into())),
-        }
-    }
+    Ok(Control {
+        ws,
+        session_id: w.session_id,
+        data_key: w.data_key,
+        reflector,
+        heartbeat: w.heartbeat,
+        pool_size: w.pool_size,
+    })
 }
 
 async fn send(ws: &mut Ws, msg: ClientMsg) -> Result<(), ClientError> {
