@@ -182,7 +182,7 @@ pub async fn serve_stream(header: StreamHeader, mut data: DataConn, targets: &Ta
             if let Err(e) = sock.connect(remote).await {
                 return Err(LocalFailure { name: target.name, addr, error: e.to_string() });
             }
-            pump_udp(data, sock).await;
+            pump_udp(data, sock, None).await;
             Ok(())
         }
     }
@@ -198,7 +198,11 @@ fn describe_local_error(e: &std::io::Error, addr: &str) -> String {
 
 /// Moves datagrams between the stream (length-prefixed) and the connected local socket until
 /// either side ends.
-async fn pump_udp(data: DataConn, sock: UdpSocket) {
+/// With `idle`, a local service silent that long ends the flow.
+pub(crate) async fn pump_udp<S>(data: S, sock: UdpSocket, idle: Option<Duration>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
     let (mut rd, mut wr) = tokio::io::split(data);
     let up = async {
         let mut buf = Vec::with_capacity(2048);
@@ -212,7 +216,14 @@ async fn pump_udp(data: DataConn, sock: UdpSocket) {
         let mut buf = vec![0u8; rustunnel_proto::limits::MAX_DATAGRAM];
         let mut scratch = Vec::with_capacity(2048);
         loop {
-            match sock.recv(&mut buf).await {
+            let got = match idle {
+                Some(d) => match tokio::time::timeout(d, sock.recv(&mut buf)).await {
+                    Ok(r) => r,
+                    Err(_) => break,
+                },
+                None => sock.recv(&mut buf).await,
+            };
+            match got {
                 Ok(n) => {
                     if write_datagram(&mut wr, &buf[..n], &mut scratch).await.is_err() {
                         break;

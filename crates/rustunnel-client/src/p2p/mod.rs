@@ -1055,34 +1055,7 @@ async fn serve_stream(
             if sock.connect(remote).await.is_err() {
                 return;
             }
-            let (mut rd, mut wr) = tokio::io::split(io);
-            let up = async {
-                let mut buf = Vec::with_capacity(2048);
-                while read_datagram(&mut rd, &mut buf).await.is_ok() {
-                    if sock.send(&buf).await.is_err() {
-                        break;
-                    }
-                }
-            };
-            let down = async {
-                let mut buf = vec![0u8; rustunnel_proto::limits::MAX_DATAGRAM];
-                let mut scratch = Vec::with_capacity(2048);
-                loop {
-                    match tokio::time::timeout(UDP_FLOW_IDLE, sock.recv(&mut buf)).await {
-                        Ok(Ok(n)) => {
-                            if write_datagram(&mut wr, &buf[..n], &mut scratch).await.is_err() {
-                                break;
-                            }
-                        }
-                        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
-                        _ => break,
-                    }
-                }
-            };
-            tokio::select! {
-                _ = up => {}
-                _ = down => {}
-            }
+            crate::forward::pump_udp(io, sock, Some(UDP_FLOW_IDLE)).await;
         }
         _ => {
             let Ok(mut local) = connect_tcp(&svc.host, svc.port, Duration::from_secs(5)).await else {
