@@ -281,36 +281,36 @@ impl TunnelManager {
         opts.reconnect = true;
         opts.tunnels = vec![req.tunnel_config()];
         let mut client = ClientHandle::spawn(opts);
-        let deadline = tokio::time::sleep(OPEN_TIMEOUT);
-        tokio::pin!(deadline);
-        let outcome = loop {
-            tokio::select! {
-                ev = client.events.recv() => match ev {
-                    Some(Event::TunnelReady { tunnel_id, name, protocol, public_url, public_urls, local_addr }) => {
-                        break Ok(OpenedTunnel {
-                            tunnel_id, name, protocol: protocol.as_str().to_string(), public_url, public_urls,
-                            local_addr, server: req.server.clone(),
-                            group: req.group.as_ref().map(|g| g.name.clone()), healthy: None,
-                        });
-                    }
-                    // Before the first tunnel_ready every error is final for this call: the
-                    // agent gets the reason now instead of a client retrying in the background.
-                    Some(Event::Error { code, message, hint, .. }) => break Err(client_error(&req.server, code, message, hint)),
-                    Some(Event::TunnelClosed { message, .. }) => {
-                        break Err(OpenError::Client { code: "tunnel_closed".into(), message, hint: "call create_tunnel again".into() });
-                    }
-                    Some(_) => {}
-                    None => break Err(OpenError::Client {
-                        code: "client_stopped".into(),
-                        message: "the tunnel client stopped before the tunnel was ready".into(),
-                        hint: "call create_tunnel again".into(),
-                    }),
-                },
-                _ = cancel.cancelled() => break Err(OpenError::Cancelled),
-                _ = self.shutdown.cancelled() => break Err(OpenError::ShuttingDown),
-                _ = &mut deadline => break Err(OpenError::Timeout { server: req.server.clone() }),
-            }
-        };
+        let outcome = wait_ready(
+            &mut client.events,
+            &req.server,
+            OPEN_TIMEOUT,
+            &cancel,
+            &self.shutdown,
+            "the tunnel client stopped before the tunnel was ready",
+            |ev| match ev {
+                Event::TunnelReady { tunnel_id, name, protocol, public_url, public_urls, local_addr } => {
+                    Some(Ok(OpenedTunnel {
+                        tunnel_id,
+                        name,
+                        protocol: protocol.as_str().to_string(),
+                        public_url,
+                        public_urls,
+                        local_addr,
+                        server: req.server.clone(),
+                        group: req.group.as_ref().map(|g| g.name.clone()),
+                        healthy: None,
+                    }))
+                }
+                Event::TunnelClosed { message, .. } => Some(Err(OpenError::Client {
+                    code: "tunnel_closed".into(),
+                    message,
+                    hint: "call create_tunnel again".into(),
+                })),
+                _ => None,
+            },
+        )
+        .await;
         let info = match outcome {
             Ok(i) => i,
             Err(e) => {
@@ -407,28 +407,22 @@ impl TunnelManager {
         opts.reconnect = true;
         let mut h = P2pHandle::spawn(opts);
         // A visitor is ready once the secret proof and a path (direct or relayed) are done.
-        let deadline = tokio::time::sleep(OPEN_TIMEOUT + Duration::from_secs(10));
-        tokio::pin!(deadline);
-        let outcome = loop {
-            tokio::select! {
-                ev = h.events.recv() => match ev {
-                    Some(Event::P2pReady { role, name, mode, local_addr, .. }) => break Ok(OpenedP2p {
-                        id: new_p2p_id(),
-                        role, name, local_addr, mode, server: req.server.clone(),
-                    }),
-                    Some(Event::Error { code, message, hint, .. }) => break Err(client_error(&req.server, code, message, hint)),
-                    Some(_) => {}
-                    None => break Err(OpenError::Client {
-                        code: "client_stopped".into(),
-                        message: "the P2P client stopped before it was ready".into(),
-                        hint: "call create_tunnel again".into(),
-                    }),
-                },
-                _ = cancel.cancelled() => break Err(OpenError::Cancelled),
-                _ = self.shutdown.cancelled() => break Err(OpenError::ShuttingDown),
-                _ = &mut deadline => break Err(OpenError::Timeout { server: req.server.clone() }),
-            }
-        };
+        let limit = OPEN_TIMEOUT + Duration::from_secs(10);
+        let outcome = wait_ready(
+            &mut h.events,
+            &req.server,
+            limit,
+            &cancel,
+            &self.shutdown,
+            "the P2P client stopped before it was ready",
+            |ev| match ev {
+                Event::P2pReady { role, name, mode, local_addr, .. } => {
+                    Some(Ok(OpenedP2p { id: new_p2p_id(), role, name, local_addr, mode, server: req.server.clone() }))
+                }
+                _ => None,
+            },
+        )
+        .await;
         let info = match outcome {
             Ok(i) => i,
             Err(e) => {
@@ -558,6 +552,43 @@ fn new_p2p_id() -> String {
     h.write_u64(SEQ.fetch_add(1, Ordering::Relaxed));
     h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
     format!("p2p-{:016x}", h.finish())
+}
+
+/// Waits until `pick` turns a client event into the outcome of an open call. Before that, every
+/// `error` event is final for the call (the agent gets the reason now instead of a client
+/// retrying in the background), and so are the call's cancellation, the server's shutdown, the
+/// deadline `limit` and a client that stops (`stopped` says so).
+async fn wait_ready<T>(
+    events: &mut tokio::sync::mpsc::Receiver<Event>,
+    server: &str,
+    limit: Duration,
+    cancel: &CancellationToken,
+    shutdown: &CancellationToken,
+    stopped: &str,
+    mut pick: impl FnMut(Event) -> Option<Result<T, OpenError>>,
+) -> Result<T, OpenError> {
+    let deadline = tokio::time::sleep(limit);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(Event::Error { code, message, hint, .. }) => return Err(client_error(server, code, message, hint)),
+                Some(ev) => {
+                    if let Some(r) = pick(ev) {
+                        return r;
+                    }
+                }
+                None => return Err(OpenError::Client {
+                    code: "client_stopped".into(),
+                    message: stopped.into(),
+                    hint: "call create_tunnel again".into(),
+                }),
+            },
+            _ = cancel.cancelled() => return Err(OpenError::Cancelled),
+            _ = shutdown.cancelled() => return Err(OpenError::ShuttingDown),
+            _ = &mut deadline => return Err(OpenError::Timeout { server: server.to_string() }),
+        }
+    }
 }
 
 fn client_error(server: &str, code: String, message: String, hint: String) -> OpenError {
