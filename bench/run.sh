@@ -11,5 +11,5 @@ fi
 if ! command -v rathole >/dev/null && [ ! -x bench/.work/bin/rathole ]; then
   cargo install --locked --root bench/.work rathole
 fi
-cargo build --release --locked -p rustunnel-server -p rustunnel-cli
+cargo build --release --locked --bin rustunnel-server --bin rustunnel
 exec python3 bench/bench.py "$@"

@@ -145,7 +145,7 @@ impl Store {
         };
         let backend = if url.starts_with("postgres") { Backend::Postgres } else { Backend::Sqlite };
         let pool = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite { 4 } else { 10 })
+            .max_connections(if backend == Backend::Sqlite { 2 } else { 10 })
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
