@@ -144,6 +144,9 @@ impl Store {
             }
         };
         let backend = if url.starts_with("postgres") { Backend::Postgres } else { Backend::Sqlite };
+        // sqlx runs each SQLite connection on a thread of its own (with its own allocator
+        // arena); SQLite has one writer at a time anyway, so two connections let a reader run
+        // beside the writer without an idle server keeping more threads.
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 2 } else { 10 })
             .after_connect(move |conn, _| {
