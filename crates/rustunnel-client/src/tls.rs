@@ -58,7 +58,10 @@ fn load_ca(path: &Path, roots: &mut RootCertStore) -> Result<(), TlsSetupError> 
 pub fn client_config(opts: &TlsOptions, alpn: &[&[u8]]) -> Result<Arc<ClientConfig>, TlsSetupError> {
     let builder = ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
     let mut config = if opts.insecure {
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerify(provider()))).with_no_client_auth()
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(CertPolicy::any(provider())))
+            .with_no_client_auth()
     } else {
         let mut roots = RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -71,21 +74,56 @@ pub fn client_config(opts: &TlsOptions, alpn: &[&[u8]]) -> Result<Arc<ClientConf
     Ok(Arc::new(config))
 }
 
-/// Accepts any certificate but still checks the handshake signatures, so the session is
-/// encrypted to whoever holds the presented key. Only for `--insecure`.
-#[derive(Debug)]
-struct NoVerify(Arc<CryptoProvider>);
+type AcceptFn = dyn Fn(&CertificateDer<'_>) -> Result<(), rustls::Error> + Send + Sync;
 
-impl ServerCertVerifier for NoVerify {
+/// A verifier that decides on the server's certificate itself and leaves the handshake
+/// signature checks to the provider, so the session is always encrypted to whoever holds the
+/// presented key.
+pub(crate) struct CertPolicy {
+    accept: Box<AcceptFn>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl CertPolicy {
+    /// Any certificate: only for `--insecure`.
+    fn any(provider: Arc<CryptoProvider>) -> CertPolicy {
+        CertPolicy { accept: Box::new(|_| Ok(())), provider }
+    }
+
+    /// Exactly the certificate whose `fingerprint(der)` is `expected`.
+    pub(crate) fn pinned(
+        provider: Arc<CryptoProvider>,
+        expected: String,
+        fingerprint: fn(&[u8]) -> String,
+        mismatch: &'static str,
+    ) -> CertPolicy {
+        let accept = move |cert: &CertificateDer<'_>| {
+            if fingerprint(cert.as_ref()) == expected {
+                Ok(())
+            } else {
+                Err(rustls::Error::General(mismatch.into()))
+            }
+        };
+        CertPolicy { accept: Box::new(accept), provider }
+    }
+}
+
+impl std::fmt::Debug for CertPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertPolicy").finish_non_exhaustive()
+    }
+}
+
+impl ServerCertVerifier for CertPolicy {
     fn verify_server_cert(
         &self,
-        _: &CertificateDer<'_>,
+        end_entity: &CertificateDer<'_>,
         _: &[CertificateDer<'_>],
         _: &ServerName<'_>,
         _: &[u8],
         _: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+        (self.accept)(end_entity).map(|()| ServerCertVerified::assertion())
     }
     fn verify_tls12_signature(
         &self,
@@ -93,7 +131,7 @@ impl ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
     fn verify_tls13_signature(
         &self,
@@ -101,10 +139,10 @@ impl ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 

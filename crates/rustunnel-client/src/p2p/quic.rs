@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sha2::{Digest, Sha256};
+
+use crate::tls::CertPolicy;
 
 const ALPN: &[u8] = b"rustunnel-p2p";
 const SNI: &str = "rustunnel-p2p";
@@ -78,7 +78,12 @@ pub async fn connect(
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Pinned { fp: fp.to_string(), provider: provider() }))
+        .with_custom_certificate_verifier(Arc::new(CertPolicy::pinned(
+            provider(),
+            fp.to_string(),
+            fingerprint,
+            "peer certificate does not match the P2P transcript",
+        )))
         .with_no_client_auth();
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
@@ -90,48 +95,41 @@ pub async fn connect(
     Ok((ep, conn))
 }
 
-/// Accepts exactly one certificate, by fingerprint.
-#[derive(Debug)]
-struct Pinned {
-    fp: String,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if fingerprint(end_entity) == self.fp {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General("peer certificate does not match the P2P transcript".into()))
-        }
+    fn udp() -> std::net::UdpSocket {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_nonblocking(true).unwrap();
+        s
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
+    #[tokio::test]
+    async fn the_visitor_accepts_only_the_pinned_certificate() {
+        let id = new_identity().unwrap();
+        let other = new_identity().unwrap();
+        assert_ne!(id.fingerprint, other.fingerprint);
+        let server = server_endpoint(udp(), &id).unwrap();
+        let addr = server.local_addr().unwrap();
+        let accept = tokio::spawn({
+            let server = server.clone();
+            async move {
+                while let Some(incoming) = server.accept().await {
+                    if let Ok(conn) = incoming.await {
+                        return conn.remote_address();
+                    }
+                }
+                panic!("endpoint closed");
+            }
+        });
 
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
+        let err = connect(udp(), addr, &other.fingerprint).await.map(|_| ()).unwrap_err();
+        assert!(err.contains("does not match"), "{err}");
 
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        let (ep, conn) = connect(udp(), addr, &id.fingerprint).await.unwrap();
+        assert_eq!(accept.await.unwrap(), ep.local_addr().unwrap());
+        conn.close(0u32.into(), b"done");
+        ep.wait_idle().await;
     }
 }
