@@ -175,6 +175,14 @@ enum Step {
     Closed,
 }
 
+/// The received bytes rustls has not processed yet (none while no input buffer is held).
+fn unprocessed(inbuf: &mut Option<Box<[u8]>>, start: usize, end: usize) -> &mut [u8] {
+    match inbuf.as_deref_mut() {
+        Some(b) => &mut b[start..end],
+        None => &mut [],
+    }
+}
+
 fn tls_err(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
@@ -239,11 +247,7 @@ impl<C: Side> LeanTls<C> {
     /// up to one record of it once the connection is established and idle. Decrypted bytes go
     /// to `dest` as far as it has room, the rest to `plain`.
     fn step(&mut self, data: Option<&[u8]>, mut dest: Option<&mut ReadBuf<'_>>) -> io::Result<Step> {
-        let mut empty = [0u8; 0];
-        let incoming: &mut [u8] = match self.inbuf.as_deref_mut() {
-            Some(b) => &mut b[self.in_start..self.in_len],
-            None => &mut empty,
-        };
+        let incoming = unprocessed(&mut self.inbuf, self.in_start, self.in_len);
         let UnbufferedStatus { mut discard, state } = self.conn.process(incoming);
         let step = match state.map_err(tls_err)? {
             ConnectionState::ReadTraffic(mut t) => {
@@ -318,11 +322,7 @@ impl<C: Side> LeanTls<C> {
 
     /// Queues close_notify; called right after [`Step::Idle`], when rustls allows writing.
     fn queue_close_notify(&mut self) {
-        let mut empty = [0u8; 0];
-        let incoming: &mut [u8] = match self.inbuf.as_deref_mut() {
-            Some(b) => &mut b[self.in_start..self.in_len],
-            None => &mut empty,
-        };
+        let incoming = unprocessed(&mut self.inbuf, self.in_start, self.in_len);
         let UnbufferedStatus { discard, state } = self.conn.process(incoming);
         if let Ok(ConnectionState::WriteTraffic(mut w)) = state {
             let mut alert = [0u8; 64];
