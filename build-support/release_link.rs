@@ -11,9 +11,9 @@
 //   instead of hundreds, which the loader would otherwise read in full at start-up.
 //
 // Only in the release profile, only where the linker is known to be LLD (rustc >= 1.90 on
-// x86_64-unknown-linux-gnu, unless the build chooses its own linker), and DT_RELR only where the
-// C library is glibc >= 2.36. `RUSTUNNEL_RELEASE_LINK=0` turns both off. Symbols of the order
-// file that a build does not have are skipped silently.
+// x86_64-unknown-linux-gnu with the toolchain's own rust-lld, unless the build chooses its own
+// linker), and DT_RELR only where the C library is glibc >= 2.36. `RUSTUNNEL_RELEASE_LINK=0`
+// turns both off. Symbols of the order file that a build does not have are skipped silently.
 
 fn release_link_args() {
     println!("cargo:rerun-if-changed=link.order");
@@ -30,17 +30,29 @@ fn release_link_args() {
         || env("CARGO_ENCODED_RUSTFLAGS")
             .split('\x1f')
             .any(|f| f.contains("linker") || f.contains("link-self-contained") || f.contains("fuse-ld"));
-    if custom_linker || version_at_least(&command_output(&env("RUSTC"), &["-vV"]), "release: ", (1, 90)) != Some(true) {
+    if custom_linker || !rustc_links_with_its_lld(&env("RUSTC")) {
         return;
     }
     let order = std::path::Path::new(&env("CARGO_MANIFEST_DIR")).join("link.order");
-    if order.is_file() {
+    // `-Wl,` splits its argument at commas.
+    if order.is_file() && !order.to_string_lossy().contains(',') {
         println!("cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}", order.display());
         println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
     }
     if version_at_least(&command_output("getconf", &["GNU_LIBC_VERSION"]), "glibc ", (2, 36)) == Some(true) {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     }
+}
+
+/// rustc links x86_64-unknown-linux-gnu with its own LLD from 1.90 on, where the toolchain ships
+/// it (rustup's does; a distribution's rustc built without it links with the system's `ld`).
+fn rustc_links_with_its_lld(rustc: &str) -> bool {
+    if version_at_least(&command_output(rustc, &["-vV"]), "release: ", (1, 90)) != Some(true) {
+        return false;
+    }
+    let sysroot = command_output(rustc, &["--print", "sysroot"]);
+    let lld = std::path::Path::new(sysroot.trim()).join("lib/rustlib/x86_64-unknown-linux-gnu/bin/gcc-ld/ld.lld");
+    !sysroot.trim().is_empty() && lld.is_file()
 }
 
 fn command_output(program: &str, args: &[&str]) -> String {

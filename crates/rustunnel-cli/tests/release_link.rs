@@ -23,6 +23,7 @@ fn unknown_versions_turn_the_settings_off() {
     assert_eq!(version_at_least("release: one.two", "release: ", (1, 90)), None);
     assert_eq!(version_at_least("glibc 2", "glibc ", (2, 36)), None);
     assert_eq!(command_output("/nonexistent/program", &["-vV"]), "");
+    assert!(!rustc_links_with_its_lld("/nonexistent/rustc"));
 }
 
 #[test]
