@@ -19,7 +19,7 @@ use rustls::pki_types::ServerName;
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
 
-use crate::splice::{give_buf, take_buf};
+use crate::splice::{give_buf, take_buf, Window};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -80,85 +80,16 @@ pub type LeanServer = LeanTls<UnbufferedServerConnection>;
 pub struct LeanTls<C> {
     conn: C,
     io: TcpStream,
-    /// Received TLS bytes not yet processed (a pooled buffer, only while non-empty).
-    inbuf: Option<Box<[u8]>>,
-    /// `inbuf[in_start..in_len]` is what rustls has not processed yet.
-    in_start: usize,
-    in_len: usize,
+    /// Received TLS bytes rustls has not processed yet.
+    inbuf: Window,
     /// Encrypted bytes waiting for the socket.
-    out: OutBuf,
+    out: Window,
     /// Decrypted bytes waiting for the reader.
     plain: Vec<u8>,
     plain_pos: usize,
     peer_closed: bool,
     closed: bool,
     close_sent: bool,
-}
-
-/// Encrypted bytes waiting for the socket, in a pooled buffer held only while non-empty.
-#[derive(Default)]
-struct OutBuf {
-    buf: Option<Box<[u8]>>,
-    start: usize,
-    end: usize,
-}
-
-impl OutBuf {
-    fn pending(&self) -> &[u8] {
-        self.buf.as_deref().map(|b| &b[self.start..self.end]).unwrap_or(&[])
-    }
-
-    fn is_empty(&self) -> bool {
-        self.start == self.end
-    }
-
-    /// Room for at least `need` more bytes, written with [`OutBuf::commit`].
-    fn spare(&mut self, need: usize) -> &mut [u8] {
-        let buf = self.buf.get_or_insert_with(take_out);
-        if buf.len() - self.end < need {
-            buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-            if buf.len() - self.end < need {
-                // Only a large handshake flight gets here.
-                let mut bigger = vec![0u8; self.end + need].into_boxed_slice();
-                bigger[..self.end].copy_from_slice(&buf[..self.end]);
-                release(std::mem::replace(buf, bigger));
-            }
-        }
-        &mut buf[self.end..]
-    }
-
-    /// Bytes that can still be added without growing.
-    fn room(&self) -> usize {
-        match &self.buf {
-            Some(b) => b.len() - (self.end - self.start),
-            None => OUT_CAP,
-        }
-    }
-
-    fn commit(&mut self, n: usize) {
-        self.end += n;
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.start += n;
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-            if let Some(b) = self.buf.take() {
-                release(b);
-            }
-        }
-    }
-}
-
-impl Drop for OutBuf {
-    fn drop(&mut self) {
-        if let Some(b) = self.buf.take() {
-            release(b);
-        }
-    }
 }
 
 /// What one turn of rustls's state machine asks for.
@@ -173,14 +104,6 @@ enum Step {
     Wrote(usize),
     /// Both sides sent close_notify.
     Closed,
-}
-
-/// The received bytes rustls has not processed yet (none while no input buffer is held).
-fn unprocessed(inbuf: &mut Option<Box<[u8]>>, start: usize, end: usize) -> &mut [u8] {
-    match inbuf.as_deref_mut() {
-        Some(b) => &mut b[start..end],
-        None => &mut [],
-    }
 }
 
 fn tls_err(e: rustls::Error) -> io::Error {
@@ -212,10 +135,8 @@ impl<C: Side> LeanTls<C> {
         let mut s = LeanTls {
             conn,
             io,
-            inbuf: None,
-            in_start: 0,
-            in_len: 0,
-            out: OutBuf::default(),
+            inbuf: Window::new(take_buf, give_buf),
+            out: Window::new(take_out, release),
             plain: Vec::new(),
             plain_pos: 0,
             peer_closed: false,
@@ -247,7 +168,7 @@ impl<C: Side> LeanTls<C> {
     /// up to one record of it once the connection is established and idle. Decrypted bytes go
     /// to `dest` as far as it has room, the rest to `plain`.
     fn step(&mut self, data: Option<&[u8]>, mut dest: Option<&mut ReadBuf<'_>>) -> io::Result<Step> {
-        let incoming = unprocessed(&mut self.inbuf, self.in_start, self.in_len);
+        let incoming = self.inbuf.pending_mut();
         let UnbufferedStatus { mut discard, state } = self.conn.process(incoming);
         let step = match state.map_err(tls_err)? {
             ConnectionState::ReadTraffic(mut t) => {
@@ -268,11 +189,11 @@ impl<C: Side> LeanTls<C> {
                 Step::Again
             }
             ConnectionState::EncodeTlsData(mut e) => {
-                let n = match e.encode(self.out.spare(4096)) {
+                let n = match e.encode(self.out.reserve(4096)) {
                     Ok(n) => n,
                     // Nothing was written: retry with the size asked for.
                     Err(EncodeError::InsufficientSize(need)) => {
-                        e.encode(self.out.spare(need.required_size)).map_err(|e| io::Error::other(e.to_string()))?
+                        e.encode(self.out.reserve(need.required_size)).map_err(|e| io::Error::other(e.to_string()))?
                     }
                     Err(e) => return Err(io::Error::other(e.to_string())),
                 };
@@ -301,10 +222,10 @@ impl<C: Side> LeanTls<C> {
                 Some(d) if !d.is_empty() && !self.close_sent => {
                     let n = d.len().min(MAX_FRAGMENT);
                     // Payload, record header and AEAD tag, with room to spare.
-                    let m = match w.encrypt(&d[..n], self.out.spare(RECORD_ROOM)) {
+                    let m = match w.encrypt(&d[..n], self.out.reserve(RECORD_ROOM)) {
                         Ok(m) => m,
                         Err(EncryptError::InsufficientSize(need)) => w
-                            .encrypt(&d[..n], self.out.spare(need.required_size))
+                            .encrypt(&d[..n], self.out.reserve(need.required_size))
                             .map_err(|e| io::Error::other(e.to_string()))?,
                         Err(e) => return Err(io::Error::other(e.to_string())),
                     };
@@ -316,70 +237,44 @@ impl<C: Side> LeanTls<C> {
             },
             _ => return Err(io::Error::other("unexpected TLS state")),
         };
-        self.consume_in(discard);
+        // No compaction here: records are usually processed one per turn, and moving the rest
+        // of the buffer each time would copy every byte again (`poll_fill` makes room).
+        self.inbuf.consume(discard);
         Ok(step)
     }
 
     /// Queues close_notify; called right after [`Step::Idle`], when rustls allows writing.
     fn queue_close_notify(&mut self) {
-        let incoming = unprocessed(&mut self.inbuf, self.in_start, self.in_len);
+        let incoming = self.inbuf.pending_mut();
         let UnbufferedStatus { discard, state } = self.conn.process(incoming);
         if let Ok(ConnectionState::WriteTraffic(mut w)) = state {
             let mut alert = [0u8; 64];
             if let Ok(n) = w.queue_close_notify(&mut alert) {
-                self.out.spare(n)[..n].copy_from_slice(&alert[..n]);
+                self.out.reserve(n)[..n].copy_from_slice(&alert[..n]);
                 self.out.commit(n);
             }
         }
-        self.consume_in(discard);
-    }
-
-    /// Drops processed bytes from the front of the input buffer; gives the buffer back to the
-    /// pool once it is empty.
-    fn consume_in(&mut self, n: usize) {
-        if n == 0 {
-            return;
-        }
-        // No compaction here: records are usually processed one per turn, and moving the rest
-        // of the buffer each time would copy every byte again.
-        self.in_start += n;
-        if self.in_start == self.in_len {
-            self.in_start = 0;
-            self.in_len = 0;
-            if let Some(b) = self.inbuf.take() {
-                give_buf(b);
-            }
-        }
+        self.inbuf.consume(discard);
     }
 
     /// Reads from the socket into the input buffer. `Ready(0)` is EOF.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let mut buf = self.inbuf.take().unwrap_or_else(take_buf);
         // Room for at least a full record at the end, moving the unprocessed part to the front.
-        if self.in_start > 0 && buf.len() - self.in_len < RECORD_ROOM + 512 {
-            buf.copy_within(self.in_start..self.in_len, 0);
-            self.in_len -= self.in_start;
-            self.in_start = 0;
-        }
-        if self.in_len == buf.len() {
+        let spare = self.inbuf.spare(RECORD_ROOM + 512);
+        if spare.is_empty() {
             // A record larger than the buffer cannot be valid TLS.
-            give_buf(buf);
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, "TLS record too large")));
         }
-        let mut rb = ReadBuf::new(&mut buf[self.in_len..]);
+        let mut rb = ReadBuf::new(spare);
         let r = Pin::new(&mut self.io).poll_read(cx, &mut rb);
         let n = rb.filled().len();
-        self.in_len += n;
-        if self.in_len == 0 {
-            give_buf(buf);
-        } else {
-            self.inbuf = Some(buf);
-        }
-        match r {
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(n)),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
+        self.inbuf.commit(n);
+        r.map_ok(|()| n)
+    }
+
+    /// Room left in the output buffer without growing it.
+    fn out_room(&self) -> usize {
+        self.out.capacity().unwrap_or(OUT_CAP) - self.out.pending().len()
     }
 
     /// Writes what the socket takes now of the pending encrypted bytes, without waiting.
@@ -458,11 +353,11 @@ impl<C: Side> AsyncWrite for LeanTls<C> {
             return Poll::Ready(Ok(0));
         }
         // Room for a full record, or the socket must take some first: the back-pressure.
-        if this.out.room() < RECORD_ROOM {
+        if this.out_room() < RECORD_ROOM {
             ready!(this.poll_flush_out(cx))?;
         }
         let mut taken = 0;
-        while taken < data.len() && this.out.room() >= RECORD_ROOM {
+        while taken < data.len() && this.out_room() >= RECORD_ROOM {
             match this.step(Some(&data[taken..]), None)? {
                 Step::Again => {}
                 Step::Wrote(0) | Step::Closed if taken == 0 => {
@@ -514,14 +409,6 @@ impl<C: Side> AsyncWrite for LeanTls<C> {
             ready!(this.poll_flush_out(cx))?;
         }
         Pin::new(&mut this.io).poll_shutdown(cx)
-    }
-}
-
-impl<C> Drop for LeanTls<C> {
-    fn drop(&mut self) {
-        if let Some(b) = self.inbuf.take() {
-            give_buf(b);
-        }
     }
 }
 
@@ -687,8 +574,8 @@ mod tests {
         client.flush().await.unwrap();
         server.read_exact(&mut buf).await.unwrap();
         assert_eq!(&buf, b"pong");
-        assert!(client.inbuf.is_none() && client.in_len == 0, "no input buffer while idle");
-        assert!(client.out.buf.is_none() && client.plain.capacity() == 0, "no output or plaintext buffer");
+        assert!(!client.inbuf.is_held() && client.inbuf.is_empty(), "no input buffer while idle");
+        assert!(!client.out.is_held() && client.plain.capacity() == 0, "no output or plaintext buffer");
         server.shutdown().await.unwrap();
         let mut rest = Vec::new();
         tokio::time::timeout(std::time::Duration::from_secs(5), client.read_to_end(&mut rest)).await.unwrap().unwrap();

@@ -34,20 +34,116 @@ pub fn give_buf(b: Box<[u8]>) {
     })
 }
 
+/// Bytes waiting in a pooled buffer, `buf[start..end]`. The buffer is taken from its pool when
+/// bytes arrive and given back as soon as none are left, so an idle owner holds nothing.
+pub(crate) struct Window {
+    buf: Option<Box<[u8]>>,
+    start: usize,
+    end: usize,
+    take: fn() -> Box<[u8]>,
+    give: fn(Box<[u8]>),
+}
+
+impl Window {
+    /// An empty window over the pool `take` / `give`.
+    pub(crate) const fn new(take: fn() -> Box<[u8]>, give: fn(Box<[u8]>)) -> Window {
+        Window { buf: None, start: 0, end: 0, take, give }
+    }
+
+    pub(crate) fn pending(&self) -> &[u8] {
+        self.buf.as_deref().map(|b| &b[self.start..self.end]).unwrap_or(&[])
+    }
+
+    pub(crate) fn pending_mut(&mut self) -> &mut [u8] {
+        match self.buf.as_deref_mut() {
+            Some(b) => &mut b[self.start..self.end],
+            None => &mut [],
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Whether a buffer is held (only while bytes are pending, or between `spare` and `commit`).
+    #[cfg(test)]
+    pub(crate) fn is_held(&self) -> bool {
+        self.buf.is_some()
+    }
+
+    /// Length of the held buffer.
+    pub(crate) fn capacity(&self) -> Option<usize> {
+        self.buf.as_ref().map(|b| b.len())
+    }
+
+    /// The free part after the pending bytes, to be filled and then [`Window::commit`]ted;
+    /// takes a buffer if none is held, and moves the pending bytes to the front first when
+    /// fewer than `want` bytes are free.
+    pub(crate) fn spare(&mut self, want: usize) -> &mut [u8] {
+        let buf = self.buf.get_or_insert_with(self.take);
+        if self.start > 0 && buf.len() - self.end < want {
+            buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        &mut buf[self.end..]
+    }
+
+    /// Like [`Window::spare`], with a bigger buffer (not from the pool) when the pool's is too
+    /// small for `need` more bytes.
+    pub(crate) fn reserve(&mut self, need: usize) -> &mut [u8] {
+        if self.spare(need).len() < need {
+            let buf = self.buf.as_mut().expect("spare holds a buffer");
+            let mut bigger = vec![0u8; self.end + need].into_boxed_slice();
+            bigger[..self.end].copy_from_slice(&buf[..self.end]);
+            (self.give)(std::mem::replace(buf, bigger));
+        }
+        self.spare(need)
+    }
+
+    /// Adds `n` bytes written into [`Window::spare`]; gives the buffer back if there are none.
+    pub(crate) fn commit(&mut self, n: usize) {
+        self.end += n;
+        self.release_if_empty();
+    }
+
+    /// Drops `n` bytes from the front; gives the buffer back once none are left.
+    pub(crate) fn consume(&mut self, n: usize) {
+        self.start += n;
+        self.release_if_empty();
+    }
+
+    fn release_if_empty(&mut self) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            if let Some(b) = self.buf.take() {
+                (self.give)(b);
+            }
+        }
+    }
+}
+
+impl Drop for Window {
+    fn drop(&mut self) {
+        if let Some(b) = self.buf.take() {
+            (self.give)(b);
+        }
+    }
+}
+
 /// Read-ahead under a TLS stream. rustls pulls at most about 4 KiB from its transport per
 /// call, so a 16 KiB record costs four `read` syscalls; this layer reads up to [`BUF_SIZE`] at
 /// once into a pooled buffer and serves rustls from it. Like the splice, it owns a buffer only
 /// while unread bytes are pending, so an idle connection costs nothing. Writes pass through.
 pub struct ReadAhead<T> {
     inner: T,
-    buf: Option<Box<[u8]>>,
-    pos: usize,
-    cap: usize,
+    ahead: Window,
 }
 
 impl<T> ReadAhead<T> {
     pub fn new(inner: T) -> Self {
-        ReadAhead { inner, buf: None, pos: 0, cap: 0 }
+        ReadAhead { inner, ahead: Window::new(take_buf, give_buf) }
     }
 
     pub fn get_ref(&self) -> &T {
@@ -55,52 +151,26 @@ impl<T> ReadAhead<T> {
     }
 }
 
-impl<T> Drop for ReadAhead<T> {
-    fn drop(&mut self) {
-        if let Some(b) = self.buf.take() {
-            give_buf(b);
-        }
-    }
-}
-
 impl<T: AsyncRead + Unpin> AsyncRead for ReadAhead<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.pos == this.cap {
+        if this.ahead.is_empty() {
             if out.remaining() >= BUF_SIZE {
                 // The caller's buffer is big enough: no point copying through ours.
                 return Pin::new(&mut this.inner).poll_read(cx, out);
             }
-            let mut buf = this.buf.take().unwrap_or_else(take_buf);
-            let mut rb = ReadBuf::new(&mut buf);
-            match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
-                Poll::Ready(Ok(())) => {
-                    let n = rb.filled().len();
-                    if n == 0 {
-                        give_buf(buf);
-                        return Poll::Ready(Ok(()));
-                    }
-                    this.pos = 0;
-                    this.cap = n;
-                    this.buf = Some(buf);
-                }
-                other => {
-                    give_buf(buf);
-                    return other;
-                }
+            let mut rb = ReadBuf::new(this.ahead.spare(0));
+            let r = Pin::new(&mut this.inner).poll_read(cx, &mut rb);
+            let n = rb.filled().len();
+            this.ahead.commit(n);
+            if n == 0 {
+                return r;
             }
         }
-        let Some(buf) = this.buf.as_ref() else { return Poll::Ready(Ok(())) };
-        let n = out.remaining().min(this.cap - this.pos);
-        out.put_slice(&buf[this.pos..this.pos + n]);
-        this.pos += n;
-        if this.pos == this.cap {
-            this.pos = 0;
-            this.cap = 0;
-            if let Some(b) = this.buf.take() {
-                give_buf(b);
-            }
-        }
+        let pending = this.ahead.pending();
+        let n = out.remaining().min(pending.len());
+        out.put_slice(&pending[..n]);
+        this.ahead.consume(n);
         Poll::Ready(Ok(()))
     }
 }
@@ -289,7 +359,7 @@ mod tests {
             got.extend_from_slice(&small[..n]);
         }
         assert_eq!(got, data);
-        assert!(ra.buf.is_none(), "drained read-ahead holds no buffer");
+        assert!(!ra.ahead.is_held(), "drained read-ahead holds no buffer");
     }
 
     fn futures_noop_waker() -> std::task::Waker {
