@@ -19,7 +19,7 @@ use rustls::pki_types::ServerName;
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
 
-use crate::splice::{give_buf, take_buf, Window};
+use crate::splice::{give_buf, still_bulk, take_bulk, take_sized, Window, BULK_SIZE};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -36,11 +36,15 @@ thread_local! {
     static OUT_POOL: std::cell::RefCell<Vec<Box<[u8]>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-fn take_out() -> Box<[u8]> {
+/// An output buffer: a bulk one for a bulk writer while the budget allows, else four records' worth.
+fn take_out(bulk: bool) -> Box<[u8]> {
+    if let Some(b) = bulk.then(take_bulk).flatten() {
+        return b;
+    }
     OUT_POOL.with(|p| p.borrow_mut().pop()).unwrap_or_else(|| vec![0u8; OUT_CAP].into_boxed_slice())
 }
 
-/// Gives an output buffer back to the pool if it is a pool-sized one.
+/// Gives an output buffer back to the pool of its size.
 fn release(b: Box<[u8]>) {
     if b.len() == OUT_CAP {
         OUT_POOL.with(|p| {
@@ -49,6 +53,8 @@ fn release(b: Box<[u8]>) {
                 p.push(b);
             }
         })
+    } else {
+        give_buf(b)
     }
 }
 
@@ -135,7 +141,7 @@ impl<C: Side> LeanTls<C> {
         let mut s = LeanTls {
             conn,
             io,
-            inbuf: Window::new(take_buf, give_buf),
+            inbuf: Window::new(take_sized, give_buf),
             out: Window::new(take_out, release),
             plain: Vec::new(),
             plain_pos: 0,
@@ -265,16 +271,24 @@ impl<C: Side> LeanTls<C> {
             // A record larger than the buffer cannot be valid TLS.
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, "TLS record too large")));
         }
+        let room = spare.len();
         let mut rb = ReadBuf::new(spare);
         let r = Pin::new(&mut self.io).poll_read(cx, &mut rb);
         let n = rb.filled().len();
         self.inbuf.commit(n);
+        if n > 0 {
+            // A read that filled the room: the peer is sending faster than we read; read in
+            // bulk steps from now on.
+            let bulk = still_bulk(self.inbuf.is_bulk(), n, room);
+            self.inbuf.set_bulk(bulk);
+        }
         r.map_ok(|()| n)
     }
 
     /// Room left in the output buffer without growing it.
     fn out_room(&self) -> usize {
-        self.out.capacity().unwrap_or(OUT_CAP) - self.out.pending().len()
+        let next = if self.out.is_bulk() { BULK_SIZE } else { OUT_CAP };
+        self.out.capacity().unwrap_or(next) - self.out.pending().len()
     }
 
     /// Writes what the socket takes now of the pending encrypted bytes, without waiting.
@@ -352,6 +366,9 @@ impl<C: Side> AsyncWrite for LeanTls<C> {
         if data.is_empty() {
             return Poll::Ready(Ok(0));
         }
+        // A writer handing over more than a small output buffer holds is a bulk one: its
+        // records go out in bulk-sized writes.
+        this.out.set_bulk(data.len() > OUT_CAP);
         // Room for a full record, or the socket must take some first: the back-pressure.
         if this.out_room() < RECORD_ROOM {
             ready!(this.poll_flush_out(cx))?;
