@@ -360,7 +360,13 @@ def main():
     ap.add_argument("--rathole", default=os.environ.get("RATHOLE") or shutil.which("rathole")
                     or os.path.join(ROOT, "bench", ".work", "bin", "rathole"))
     ap.add_argument("--json", help="write raw results here")
+    ap.add_argument("--report", metavar="JSON", help="only print the tables of results saved with --json")
     args = ap.parse_args()
+    if args.report:
+        with open(args.report) as f:
+            results = json.load(f)
+        report(results, len(results["direct"]["tcp_gbps"]), None)
+        return
 
     work = tempfile.mkdtemp(prefix="rustunnel-bench-")
     svc = {"http": start_nginx(work), "iperf": start_iperf(work), "echo": start_echo(work)}
@@ -397,9 +403,13 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
+    report(results, args.runs, args.secs)
 
+
+def report(results, runs, secs):
     d = results["direct"]
-    print(f"\nMedians of {args.runs} runs, {args.secs} s each, {os.cpu_count()} cores, loopback.\n")
+    each = f", {secs} s each" if secs else ""
+    print(f"\nMedians of {runs} runs{each}, {os.cpu_count()} cores, loopback.\n")
     print("| system | TCP Gbit/s | vs direct | HTTP req/s (50 conns) | vs direct | serial p50 ms | p99 ms | max ms |"
           " idle RSS MiB | KiB/held conn | restart recovery s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -420,6 +430,29 @@ def main():
         rt = results["rustunnel-plain"]
         print(f"rustunnel (plain) / rathole (plain TCP): TCP {median(rt['tcp_gbps']) / median(rp['tcp_gbps']):.2f}x, "
               f"HTTP {median(rt['http_rps']) / median(rp['http_rps']):.2f}x")
+
+    # The systems take turns within each round, so a round's figures share the machine's state
+    # that moment: the median of the per-round ratios is the paired view of the same data.
+    def per_round(a, b, key, op):
+        return median([op(x, y) for x, y in zip(results[a][key], results[b][key])])
+
+    def ratio(x, y):
+        return x / y
+
+    def minus(x, y):
+        return x - y
+
+    print("\nPaired by round (median of the per-round figures):")
+    for name in results:
+        if name == "direct":
+            continue
+        print(f"- {name} vs direct: TCP {per_round(name, 'direct', 'tcp_gbps', ratio):.0%}, "
+              f"HTTP {per_round(name, 'direct', 'http_rps', ratio):.0%}, "
+              f"p99 +{per_round(name, 'direct', 'p99_ms', minus):.2f} ms")
+    for ours, theirs in (("rustunnel", "rathole"), ("rustunnel-plain", "rathole-plain")):
+        if ours in results and theirs in results:
+            print(f"- {ours} / {theirs}: TCP {per_round(ours, theirs, 'tcp_gbps', ratio):.2f}x, "
+                  f"HTTP {per_round(ours, theirs, 'http_rps', ratio):.2f}x")
 
 
 if __name__ == "__main__":
