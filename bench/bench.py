@@ -318,6 +318,13 @@ def wrk(port, host, secs, conns, threads, latency=False):
         args.append("--latency")
     out = subprocess.run(args + [f"http://127.0.0.1:{port}/"], capture_output=True, text=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    # Error pages are fast: a run with any is not a measurement of the tunnel.
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if bad:
+        raise RuntimeError(f"wrk through port {port} (Host {host}) got {bad.group(1)} non-2xx responses:\n{out}")
+    errors = re.search(r"Socket errors:.*", out)
+    if errors:
+        log(f"wrk through port {port}: {errors.group(0)}")
     res = {"rps": rps}
     if latency:
         def ms(v):

@@ -38,6 +38,7 @@ impl Printer {
             Event::Request { name, method, path, status, duration_ms, remote_addr } => {
                 println!("  {name:<12} {method:<7} {status} {duration_ms:>8.1}ms  {path}  ({remote_addr})");
             }
+            Event::RequestsNotShown { count } => println!("  ... {count} more requests not shown (too many to list)"),
             Event::Reconnecting { attempt, delay_ms, reason } => {
                 eprintln!("  connection lost ({reason}); reconnecting in {delay_ms} ms (attempt {attempt})");
             }

@@ -21,6 +21,8 @@ pub enum Event {
     Reconnected { tunnel_id: String, name: String, public_url: String },
     /// An HTTP request went through a tunnel.
     Request { name: String, method: String, path: String, status: u16, duration_ms: f64, remote_addr: String },
+    /// More requests went through than the live log shows (under heavy traffic).
+    RequestsNotShown { count: u64 },
     /// The server closed a tunnel (API close, revoked token); it is not re-created.
     TunnelClosed { tunnel_id: String, name: String, reason: String, message: String },
     /// The server announced a graceful shutdown; the client reconnects when it is back.

@@ -427,13 +427,15 @@ impl Runner {
                                 spawn_conn(Duration::ZERO, &mut idle);
                             }
                         }
-                        ServerMsg::RequestLog { entries } => {
+                        ServerMsg::RequestLog { entries, dropped } => {
                             let names = self.targets.read().unwrap_or_else(|e| e.into_inner()).clone();
+                            let mut not_shown = dropped;
                             for e in entries {
-                                let name = names.get(&e.tunnel_id).map(|t| t.name.clone()).unwrap_or_default();
                                 if self.events.capacity() < EVENT_RESERVE {
-                                    break;
+                                    not_shown += 1;
+                                    continue;
                                 }
+                                let name = names.get(&e.tunnel_id).map(|t| t.name.clone()).unwrap_or_default();
                                 let _ = self.events.try_send(Event::Request {
                                     name,
                                     method: e.method,
@@ -442,6 +444,9 @@ impl Runner {
                                     duration_ms: e.duration_us as f64 / 1000.0,
                                     remote_addr: e.remote_addr,
                                 });
+                            }
+                            if not_shown > 0 {
+                                let _ = self.events.try_send(Event::RequestsNotShown { count: not_shown });
                             }
                         }
                         ServerMsg::Ping { nonce } => {

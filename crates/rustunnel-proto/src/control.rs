@@ -367,8 +367,13 @@ pub enum ServerMsg {
     NeedDataConns {
         count: u16,
     },
+    /// Requests served since the last batch. One batch may take several messages: each fits in
+    /// a control frame ([`ServerMsg::request_log`]).
     RequestLog {
         entries: Vec<RequestLogEntry>,
+        /// Requests served but left out of the log (too many between two batches).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        dropped: u64,
     },
     Ping {
         nonce: u64,
@@ -416,6 +421,10 @@ impl ClientMsg {
     }
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 impl ServerMsg {
     pub fn decode(text: &str) -> Result<Self, DecodeError> {
         decode(text)
@@ -423,11 +432,86 @@ impl ServerMsg {
     pub fn encode(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
+
+    /// A batch of the request log as messages that each fit in a control frame, in order; the
+    /// count of requests left out rides on the last one. An entry too large for a frame on its
+    /// own is left out and counted.
+    pub fn request_log(entries: Vec<RequestLogEntry>, mut dropped: u64) -> Vec<ServerMsg> {
+        // Room for the envelope (`{"type":"request_log","entries":[...],"dropped":N}`).
+        const BUDGET: usize = MAX_CONTROL_FRAME - 128;
+        let mut out = Vec::new();
+        let mut batch = Vec::new();
+        let mut size = 0;
+        for e in entries {
+            let n = serde_json::to_vec(&e).map(|v| v.len() + 1).unwrap_or(usize::MAX);
+            if n > BUDGET {
+                dropped += 1;
+                continue;
+            }
+            if size + n > BUDGET {
+                out.push(ServerMsg::RequestLog { entries: std::mem::take(&mut batch), dropped: 0 });
+                size = 0;
+            }
+            size += n;
+            batch.push(e);
+        }
+        if !batch.is_empty() || dropped > 0 {
+            out.push(ServerMsg::RequestLog { entries: batch, dropped });
+        }
+        if let Some(ServerMsg::RequestLog { dropped: d, .. }) = out.last_mut() {
+            *d = dropped;
+        }
+        out
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(path: String) -> RequestLogEntry {
+        RequestLogEntry {
+            tunnel_id: "4f1c8a52-0c47-4d2e-9a4b-1f6f3b1e2d7a".into(),
+            method: "GET".into(),
+            path,
+            status: 200,
+            duration_us: 1234,
+            remote_addr: "2001:db8::1".into(),
+        }
+    }
+
+    #[test]
+    fn a_large_request_log_is_split_into_frames_that_fit() {
+        // 1024 entries with 256-character paths, some of them escaped in JSON: far more than
+        // one frame holds.
+        let entries: Vec<_> = (0..1024).map(|i| entry(format!("/{i}/{}", "\u{1}".repeat(250)))).collect();
+        let msgs = ServerMsg::request_log(entries.clone(), 7);
+        assert!(msgs.len() > 1);
+        let mut got = Vec::new();
+        let mut dropped = 0;
+        for m in &msgs {
+            let text = m.encode();
+            assert!(text.len() <= MAX_CONTROL_FRAME, "{} bytes", text.len());
+            let ServerMsg::RequestLog { entries, dropped: d } = ServerMsg::decode(&text).unwrap() else { panic!() };
+            got.extend(entries);
+            dropped += d;
+        }
+        assert_eq!(got, entries, "every entry, in order");
+        assert_eq!(dropped, 7);
+        assert!(matches!(msgs.last(), Some(ServerMsg::RequestLog { dropped: 7, .. })));
+    }
+
+    #[test]
+    fn an_entry_larger_than_a_frame_is_counted_not_sent() {
+        let msgs = ServerMsg::request_log(vec![entry("/ok".into()), entry("x".repeat(MAX_CONTROL_FRAME))], 0);
+        assert_eq!(msgs.len(), 1);
+        let ServerMsg::RequestLog { entries, dropped } = &msgs[0] else { panic!() };
+        assert_eq!((entries.len(), *dropped), (1, 1));
+        assert!(ServerMsg::request_log(Vec::new(), 0).is_empty(), "nothing to say, nothing sent");
+        // An older client ignores the new field; a message without it decodes as 0.
+        let old = r#"{"type":"request_log","entries":[]}"#;
+        assert_eq!(ServerMsg::decode(old).unwrap(), ServerMsg::RequestLog { entries: vec![], dropped: 0 });
+    }
     use proptest::prelude::*;
 
     #[test]

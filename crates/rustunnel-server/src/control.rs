@@ -437,8 +437,14 @@ async fn session_loop(
                 if !send(ws, &ServerMsg::Ping { nonce }).await { return; }
             }
             _ = log_flush.tick() => {
-                let entries = session.take_log();
-                if !entries.is_empty() && !send(ws, &ServerMsg::RequestLog { entries }).await { return; }
+                let (entries, dropped) = session.take_log();
+                // Several messages when the batch is larger than a control frame: the client
+                // refuses oversized frames (and used to lose its connection to this).
+                if !entries.is_empty() || dropped > 0 {
+                    for msg in ServerMsg::request_log(entries, dropped) {
+                        if !send(ws, &msg).await { return; }
+                    }
+                }
             }
         }
     }

@@ -53,7 +53,14 @@ pub struct Session {
     /// Last time we asked the client for more connections, in ms since `created`.
     last_request_ms: AtomicU64,
     created: Instant,
-    log: Mutex<Vec<RequestLogEntry>>,
+    log: Mutex<PendingLog>,
+}
+
+/// Request-log entries waiting for the next flush, and how many did not fit.
+#[derive(Default)]
+struct PendingLog {
+    entries: Vec<RequestLogEntry>,
+    dropped: u64,
 }
 
 impl Session {
@@ -79,7 +86,7 @@ impl Session {
             pool_notify: Notify::new(),
             last_request_ms: AtomicU64::new(u64::MAX),
             created: Instant::now(),
-            log: Mutex::new(Vec::new()),
+            log: Mutex::new(PendingLog::default()),
         }
     }
 
@@ -147,13 +154,17 @@ impl Session {
     /// Queues a request-log entry for the client's live console.
     pub fn log_request(&self, e: RequestLogEntry) {
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        if log.len() < MAX_PENDING_LOG {
-            log.push(e);
+        if log.entries.len() < MAX_PENDING_LOG {
+            log.entries.push(e);
+        } else {
+            log.dropped += 1;
         }
     }
 
-    pub fn take_log(&self) -> Vec<RequestLogEntry> {
-        std::mem::take(&mut *self.log.lock().unwrap_or_else(|e| e.into_inner()))
+    /// The entries since the last call, and how many more requests were left out.
+    pub fn take_log(&self) -> (Vec<RequestLogEntry>, u64) {
+        let log = std::mem::take(&mut *self.log.lock().unwrap_or_else(|e| e.into_inner()));
+        (log.entries, log.dropped)
     }
 
     /// Drops every idle data connection (session ending).

@@ -6,6 +6,7 @@ use futures_util::{SinkExt, StreamExt};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
+use rustunnel_client::Event;
 use rustunnel_proto::Protocol;
 use rustunnel_testkit::*;
 
@@ -246,4 +247,49 @@ async fn concurrent_requests_over_many_connections() {
     for t in tasks {
         t.await.unwrap();
     }
+}
+
+/// A burst of requests makes a request-log batch far larger than one control frame: the server
+/// sends it in several messages, the client stays connected, and every request is either in
+/// the live log or counted as not shown.
+#[tokio::test]
+async fn a_burst_of_requests_keeps_the_client_connected_and_is_all_accounted_for() {
+    const CONNS: usize = 8;
+    const EACH: usize = 300;
+    let server = TestServer::start().await;
+    let app = http_app("app").await;
+    let (mut c, ready) = server.client(vec![tunnel("web", Protocol::Http, app.port())]).await;
+    let edge = server.http_addr();
+    let host = ready[0].host();
+    let long = "a".repeat(250);
+    let mut tasks = Vec::new();
+    for i in 0..CONNS {
+        let (host, long) = (host.clone(), long.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = http1_conn(edge).await;
+            for j in 0..EACH {
+                let req = Request::get(format!("/?r={i}-{j}-{long}")).header("host", &host).body(body("")).unwrap();
+                let resp = conn.send_request(req).await.unwrap();
+                assert_eq!(resp.status(), 200, "request {i}/{j}");
+                resp.into_body().collect().await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut accounted = 0u64;
+    while accounted < (CONNS * EACH) as u64 {
+        match tokio::time::timeout(Duration::from_secs(5), c.events.recv()).await {
+            Ok(Some(Event::Request { status, .. })) => {
+                assert_eq!(status, 200);
+                accounted += 1;
+            }
+            Ok(Some(Event::RequestsNotShown { count })) => accounted += count,
+            Ok(Some(e @ (Event::Reconnecting { .. } | Event::Error { .. }))) => panic!("client disturbed: {e:?}"),
+            Ok(Some(_)) => {}
+            other => panic!("log incomplete: {accounted} of {} ({other:?})", CONNS * EACH),
+        }
+    }
+    assert_eq!(accounted, (CONNS * EACH) as u64);
 }

@@ -337,7 +337,7 @@ fn log(ctx: &Ctx, tunnel: &Tunnel, method: &Method, path: &str, status: u16, sta
     ctx.shared.metrics.observe_http(started.elapsed());
     tunnel.session.log_request(RequestLogEntry {
         tunnel_id: tunnel.id.clone(),
-        method: method.to_string(),
+        method: method.as_str().chars().take(32).collect(),
         path: path.chars().take(256).collect(),
         status,
         duration_us: started.elapsed().as_micros() as u64,
