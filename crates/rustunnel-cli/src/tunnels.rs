@@ -238,7 +238,14 @@ pub(crate) async fn print_events(
             e = events.recv() => match e {
                 Some(e) => {
                     fatal |= matches!(e, Event::Error { fatal: true, .. });
-                    printer.event(&e);
+                    printer.queue(&e);
+                    // Whatever else is already queued goes out in the same write.
+                    for _ in 0..1024 {
+                        let Ok(e) = events.try_recv() else { break };
+                        fatal |= matches!(e, Event::Error { fatal: true, .. });
+                        printer.queue(&e);
+                    }
+                    printer.flush();
                 }
                 None => return fatal,
             },
