@@ -98,6 +98,8 @@ struct Holder {
     tunnel: Option<String>,
     /// End of the reservation after release.
     until: Option<Instant>,
+    /// Released because its client went away (not closed on purpose): it may come back.
+    returning: bool,
 }
 
 impl Holder {
@@ -165,18 +167,22 @@ impl Registry {
                 }
             },
         };
-        self.subdomains
-            .insert(name.clone(), Holder { owner: owner.to_string(), tunnel: Some(tunnel.to_string()), until: None });
+        self.subdomains.insert(
+            name.clone(),
+            Holder { owner: owner.to_string(), tunnel: Some(tunnel.to_string()), until: None, returning: false },
+        );
         self.dirty.insert(Key::Subdomain(name.clone()));
         Ok(name)
     }
 
     /// Releases a name held by `tunnel`; it stays reserved to its owner for the grace period.
-    pub fn release_subdomain(&mut self, now: Instant, name: &str, tunnel: &str) {
+    /// `returning`: the client went away rather than closing the tunnel, and may come back.
+    pub fn release_subdomain(&mut self, now: Instant, name: &str, tunnel: &str, returning: bool) {
         if let Some(h) = self.subdomains.get_mut(name) {
             if h.tunnel.as_deref() == Some(tunnel) {
                 h.tunnel = None;
                 h.until = Some(now + self.grace);
+                h.returning = returning;
                 self.dirty.insert(Key::Subdomain(name.to_string()));
             }
         }
@@ -199,8 +205,10 @@ impl Registry {
         if self.ports.get(&(kind, port)).is_some_and(|h| h.blocks(owner, now)) {
             return Err(ClaimError::PortTaken(port));
         }
-        self.ports
-            .insert((kind, port), Holder { owner: owner.to_string(), tunnel: Some(tunnel.to_string()), until: None });
+        self.ports.insert(
+            (kind, port),
+            Holder { owner: owner.to_string(), tunnel: Some(tunnel.to_string()), until: None, returning: false },
+        );
         self.dirty.insert(Key::Port(kind, port));
         Ok(())
     }
@@ -235,6 +243,12 @@ impl Registry {
     /// Which tunnel holds `name` right now.
     pub fn subdomain_holder(&self, name: &str) -> Option<&str> {
         self.subdomains.get(name).and_then(|h| h.tunnel.as_deref())
+    }
+
+    /// Whether `name` is held for a tunnel whose client went away, within its grace period (it
+    /// may be reconnecting).
+    pub fn awaits_owner(&self, now: Instant, name: &str) -> bool {
+        self.subdomains.get(name).is_some_and(|h| h.returning && h.tunnel.is_none() && h.until.is_some_and(|u| now < u))
     }
 
     /// Drops reservations whose grace period is over (the periodic pruning step; claims
@@ -370,7 +384,8 @@ impl Registry {
                     now + left.min(self.grace)
                 }
             };
-            let holder = Holder { owner: r.owner_id, tunnel: None, until: Some(until) };
+            // Restored after a restart: their clients are expected back.
+            let holder = Holder { owner: r.owner_id, tunnel: None, until: Some(until), returning: true };
             match key {
                 Key::Subdomain(s) => self.subdomains.insert(s, holder),
                 Key::Port(k, p) => self.ports.insert((k, p), holder),
@@ -415,10 +430,10 @@ mod tests {
         let now = Instant::now();
         let mut rng = rand::rng();
         r.claim_subdomain(now, "a", "t1", Some("app"), &mut rng).unwrap();
-        r.release_subdomain(now, "app", "t1");
+        r.release_subdomain(now, "app", "t1", true);
         assert!(r.claim_subdomain(now + Duration::from_secs(30), "b", "t2", Some("app"), &mut rng).is_err());
         assert!(r.claim_subdomain(now + Duration::from_secs(30), "a", "t3", Some("app"), &mut rng).is_ok());
-        r.release_subdomain(now + Duration::from_secs(30), "app", "t3");
+        r.release_subdomain(now + Duration::from_secs(30), "app", "t3", true);
         // After the grace period anyone may take it.
         assert!(r.claim_subdomain(now + Duration::from_secs(91), "b", "t4", Some("app"), &mut rng).is_ok());
     }
@@ -429,7 +444,7 @@ mod tests {
         let now = Instant::now();
         let mut rng = rand::rng();
         r.claim_subdomain(now, "a", "t1", Some("app"), &mut rng).unwrap();
-        r.release_subdomain(now, "app", "other");
+        r.release_subdomain(now, "app", "other", true);
         assert_eq!(r.subdomain_holder("app"), Some("t1"));
     }
 
@@ -595,7 +610,7 @@ mod tests {
         );
         assert!(r.take_changes(now, NOW_MS).is_empty());
         // Released then claimed again before a flush: only the current state is written.
-        r.release_subdomain(now, "app", "t1");
+        r.release_subdomain(now, "app", "t1", true);
         r.claim_subdomain(now, "a", "t2", Some("app"), &mut rng).unwrap();
         r.release_port(now, PortKind::Tcp, 20001, "t1", true);
         assert_eq!(
@@ -606,7 +621,7 @@ mod tests {
             ]
         );
         // A stale release changes nothing; a forgotten port and an expired reservation are deleted.
-        r.release_subdomain(now, "app", "stale");
+        r.release_subdomain(now, "app", "stale", true);
         r.claim_port(now, PortKind::Udp, "a", "t3", 20002).unwrap();
         r.release_port(now, PortKind::Udp, 20002, "t3", false);
         assert_eq!(r.take_changes(now, NOW_MS), vec![ClaimChange::Delete { kind: "udp".into(), name: "20002".into() }]);
@@ -616,7 +631,7 @@ mod tests {
             vec![ClaimChange::Delete { kind: "tcp".into(), name: "20001".into() }]
         );
         // A snapshot holds everything and clears pending changes.
-        r.release_subdomain(now, "app", "t2");
+        r.release_subdomain(now, "app", "t2", true);
         assert_eq!(r.snapshot(now, NOW_MS), vec![row("subdomain", "app", "a", Some(NOW_MS + 60_000))]);
         assert!(r.take_changes(now, NOW_MS).is_empty());
     }

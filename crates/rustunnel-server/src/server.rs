@@ -114,6 +114,8 @@ pub enum RouteTo {
     Tunnel(Arc<Tunnel>),
     /// A pool with no healthy member.
     NoneAvailable,
+    /// The name's client is gone, and the name is held for it (it may be reconnecting).
+    ClientGone,
     NotFound,
 }
 
@@ -345,7 +347,8 @@ impl Shared {
             if routes.get(sub).is_some_and(|t| t.id == tunnel.id) {
                 routes.remove(sub);
             }
-            self.with_registry(|r| r.release_subdomain(now, sub, &tunnel.id));
+            let returning = matches!(reason, CloseReason::SessionEnded | CloseReason::ServerShutdown);
+            self.with_registry(|r| r.release_subdomain(now, sub, &tunnel.id, returning));
         }
         if let Some(port) = tunnel.info.remote_port {
             let kind = if tunnel.protocol == Protocol::Tcp { PortKind::Tcp } else { PortKind::Udp };
@@ -513,7 +516,7 @@ impl Shared {
             p.cancel.cancel();
             let now = Instant::now();
             match &p.endpoint {
-                Endpoint::Subdomain(s) => self.with_registry(|r| r.release_subdomain(now, s, &p.holder)),
+                Endpoint::Subdomain(s) => self.with_registry(|r| r.release_subdomain(now, s, &p.holder, false)),
                 Endpoint::Port(port) => {
                     self.with_registry(|r| r.release_port(now, PortKind::Tcp, *port, &p.holder, true))
                 }
@@ -543,7 +546,11 @@ impl Shared {
         let pool = lock(&self.pools).by_subdomain(sub).cloned();
         match pool {
             Some(key) => self.pick_member(&key),
-            None => self.route(sub).map(RouteTo::Tunnel).unwrap_or(RouteTo::NotFound),
+            None => match self.route(sub) {
+                Some(t) => RouteTo::Tunnel(t),
+                None if lock(&self.registry).awaits_owner(Instant::now(), sub) => RouteTo::ClientGone,
+                None => RouteTo::NotFound,
+            },
         }
     }
 

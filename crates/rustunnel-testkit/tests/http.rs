@@ -293,3 +293,30 @@ async fn a_burst_of_requests_keeps_the_client_connected_and_is_all_accounted_for
     }
     assert_eq!(accounted, (CONNS * EACH) as u64);
 }
+
+/// While a dropped client's name is held for it, its visitors get 502 "may be reconnecting",
+/// not 404 "tunnel not found"; a name nobody holds is still 404.
+#[tokio::test]
+async fn a_gone_clients_name_answers_502_while_it_is_held() {
+    let server = TestServer::start().await;
+    let app = http_app("app").await;
+    let mut t = tunnel("web", Protocol::Http, app.port());
+    t.subdomain = Some("comeback".into());
+    let (c, ready) = server.client(vec![t]).await;
+    let edge = server.http_addr();
+    let host = ready[0].host();
+    assert_eq!(get(edge, &host, "/").await.0, StatusCode::OK);
+    drop(c);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let (status, page) = loop {
+        let (s, page) = get(edge, &host, "/").await;
+        if s != StatusCode::OK || tokio::time::Instant::now() > deadline {
+            break (s, page);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{}", String::from_utf8_lossy(&page));
+    assert!(String::from_utf8_lossy(&page).contains("reconnecting"));
+    let (s, _) = get(edge, &format!("nobody.localhost:{}", edge.port()), "/").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}

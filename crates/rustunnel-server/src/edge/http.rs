@@ -260,6 +260,7 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
     let tunnel = match ctx.shared.route_to(sub) {
         crate::server::RouteTo::Tunnel(t) => t,
         crate::server::RouteTo::NoneAvailable => return page(pages::no_healthy_member()),
+        crate::server::RouteTo::ClientGone => return page(pages::bad_gateway()),
         crate::server::RouteTo::NotFound => return page(pages::not_found()),
     };
     let Ok(permit) = tunnel.concurrency.clone().try_acquire_owned() else {
