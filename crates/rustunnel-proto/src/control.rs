@@ -458,11 +458,10 @@ impl ServerMsg {
             size += n;
             batch.push(e);
         }
+        // `batch` holds the last entry accepted, so this is the last message whenever there
+        // is one.
         if !batch.is_empty() || dropped > 0 {
             out.push(ServerMsg::RequestLog { entries: batch, dropped });
-        }
-        if let Some(ServerMsg::RequestLog { dropped: d, .. }) = out.last_mut() {
-            *d = dropped;
         }
         out
     }

@@ -165,28 +165,31 @@ impl Window {
     /// no longer treated as bulk).
     fn grow(&mut self) {
         let bigger = (self.take)(true);
-        let Some(old) = self.buf.as_mut() else { return };
-        if bigger.len() <= old.len() {
+        if self.capacity().is_some_and(|held| bigger.len() > held) {
+            self.move_into(bigger);
+        } else {
             (self.give)(bigger);
             self.bulk = false;
-            return;
         }
-        let old = std::mem::replace(old, bigger);
+    }
+
+    /// Swaps the held buffer for `bigger`, the pending bytes moved to its front.
+    fn move_into(&mut self, mut bigger: Box<[u8]>) {
         let n = self.end - self.start;
-        self.buf.as_mut().expect("just set")[..n].copy_from_slice(&old[self.start..self.end]);
+        if let Some(old) = self.buf.as_mut() {
+            bigger[..n].copy_from_slice(&old[self.start..self.end]);
+            (self.give)(std::mem::replace(old, bigger));
+        }
         self.start = 0;
         self.end = n;
-        (self.give)(old);
     }
 
     /// Like [`Window::spare`], with a bigger buffer (not from the pool) when the pool's is too
     /// small for `need` more bytes.
     pub(crate) fn reserve(&mut self, need: usize) -> &mut [u8] {
         if self.spare(need).len() < need {
-            let buf = self.buf.as_mut().expect("spare holds a buffer");
-            let mut bigger = vec![0u8; self.end + need].into_boxed_slice();
-            bigger[..self.end].copy_from_slice(&buf[..self.end]);
-            (self.give)(std::mem::replace(buf, bigger));
+            let pending = self.end - self.start;
+            self.move_into(vec![0u8; pending + need].into_boxed_slice());
         }
         self.spare(need)
     }
