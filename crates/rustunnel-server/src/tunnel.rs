@@ -49,6 +49,8 @@ pub struct Tunnel {
     pub cancel: CancellationToken,
     /// Caps concurrent requests/connections of this tunnel so one tunnel cannot starve others.
     pub concurrency: Arc<Semaphore>,
+    /// Data connections kept open for the next HTTP request (lean HTTP/1.1 path).
+    pub http_idle: crate::edge::IdlePool,
 }
 
 impl Tunnel {
@@ -71,6 +73,7 @@ impl Tunnel {
             stats: Arc::new(TunnelStats::default()),
             cancel,
             concurrency: Arc::new(Semaphore::new(max_concurrent)),
+            http_idle: Default::default(),
         }
     }
 }

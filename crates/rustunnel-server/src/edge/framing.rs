@@ -65,7 +65,7 @@ enum State {
     /// Inside a `Content-Length` body: this many bytes left.
     Body(u64),
     /// Inside a chunked body.
-    Chunked { at: Chunk, size: u64 },
+    Chunked(ChunkScan),
     /// Not tracking any more.
     Off,
 }
@@ -159,7 +159,7 @@ impl Tracker {
                     self.state = if n == left { State::Head } else { State::Body(left - n) };
                     n as usize
                 }
-                State::Chunked { at, size } => self.feed_chunked(at, size, data),
+                State::Chunked(scan) => self.feed_chunked(scan, data),
             };
             data = &data[used..];
         }
@@ -227,7 +227,7 @@ impl Tracker {
                     }
                     Next::Body(0) => self.state = State::Head,
                     Next::Body(n) => self.state = State::Body(n),
-                    Next::Chunked => self.state = State::Chunked { at: Chunk::Start, size: 0 },
+                    Next::Chunked => self.state = State::Chunked(ChunkScan::new()),
                     Next::Off => self.stop(),
                 }
                 return Ok(i + 1);
@@ -240,28 +240,72 @@ impl Tracker {
     }
 
     /// Reads chunked body bytes; returns how many were used.
-    fn feed_chunked(&mut self, mut at: Chunk, mut size: u64, data: &[u8]) -> usize {
+    fn feed_chunked(&mut self, mut scan: ChunkScan, data: &[u8]) -> usize {
+        match scan.feed(data) {
+            ChunkStep::Done(used) => {
+                self.state = State::Head;
+                used
+            }
+            ChunkStep::More => {
+                self.state = State::Chunked(scan);
+                data.len()
+            }
+            ChunkStep::Bad => {
+                self.stop();
+                data.len()
+            }
+        }
+    }
+}
+
+/// What a [`ChunkScan`] made of the bytes it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkStep {
+    /// The body ended after this many of the bytes.
+    Done(usize),
+    /// All the bytes belong to the body, which goes on.
+    More,
+    /// The bytes are not a chunked body hyper would accept.
+    Bad,
+}
+
+/// Finds where a chunked body ends, byte for byte as hyper's decoder does (sizes, extensions,
+/// trailers); it never buffers anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkScan {
+    at: Chunk,
+    size: u64,
+}
+
+impl ChunkScan {
+    pub fn new() -> Self {
+        ChunkScan { at: Chunk::Start, size: 0 }
+    }
+
+    /// Takes the next bytes of the body.
+    pub fn feed(&mut self, data: &[u8]) -> ChunkStep {
         let mut used = 0;
         while used < data.len() {
-            if at == Chunk::Data {
-                let n = size.min((data.len() - used) as u64);
-                size -= n;
+            if self.at == Chunk::Data {
+                let n = self.size.min((data.len() - used) as u64);
+                self.size -= n;
                 used += n as usize;
-                if size == 0 {
-                    at = Chunk::DataCr;
+                if self.size == 0 {
+                    self.at = Chunk::DataCr;
                 }
                 continue;
             }
             let b = data[used];
             used += 1;
-            let next = match (at, b) {
+            let size = &mut self.size;
+            let next = match (self.at, b) {
                 (Chunk::Start, _) => hex(b).map(|d| {
-                    size = d;
+                    *size = d;
                     Chunk::Size
                 }),
                 (Chunk::Size, _) if hex(b).is_some() => {
                     size.checked_mul(16).and_then(|s| s.checked_add(hex(b)?)).map(|s| {
-                        size = s;
+                        *size = s;
                         Chunk::Size
                     })
                 }
@@ -270,7 +314,7 @@ impl Tracker {
                 (Chunk::Size | Chunk::SizeLws | Chunk::Extension, b'\r') => Some(Chunk::SizeLf),
                 (Chunk::Size | Chunk::SizeLws | Chunk::Extension, b'\n') => None,
                 (Chunk::Extension, _) => Some(Chunk::Extension),
-                (Chunk::SizeLf, b'\n') if size == 0 => Some(Chunk::EndCr),
+                (Chunk::SizeLf, b'\n') if *size == 0 => Some(Chunk::EndCr),
                 (Chunk::SizeLf, b'\n') => Some(Chunk::Data),
                 (Chunk::DataCr, b'\r') => Some(Chunk::DataLf),
                 (Chunk::DataLf, b'\n') => Some(Chunk::Start),
@@ -278,22 +322,21 @@ impl Tracker {
                 (Chunk::Trailer, b'\r') => Some(Chunk::TrailerLf),
                 (Chunk::EndCr | Chunk::Trailer, _) => Some(Chunk::Trailer),
                 (Chunk::TrailerLf, b'\n') => Some(Chunk::EndCr),
-                (Chunk::EndLf, b'\n') => {
-                    self.state = State::Head;
-                    return used;
-                }
+                (Chunk::EndLf, b'\n') => return ChunkStep::Done(used),
                 _ => None,
             };
             match next {
-                Some(n) => at = n,
-                None => {
-                    self.stop();
-                    return data.len();
-                }
+                Some(n) => self.at = n,
+                None => return ChunkStep::Bad,
             }
         }
-        self.state = State::Chunked { at, size };
-        used
+        ChunkStep::More
+    }
+}
+
+impl Default for ChunkScan {
+    fn default() -> Self {
+        ChunkScan::new()
     }
 }
 
@@ -308,7 +351,7 @@ fn hex(b: u8) -> Option<u64> {
 }
 
 /// hyper's `Content-Length` value syntax: ASCII digits only, no sign, no overflow.
-fn content_length(v: &[u8]) -> Option<u64> {
+pub fn content_length(v: &[u8]) -> Option<u64> {
     if v.is_empty() {
         return None;
     }
@@ -319,7 +362,7 @@ fn content_length(v: &[u8]) -> Option<u64> {
 }
 
 /// hyper's test for a chunked request: the last `Transfer-Encoding` value ends with `chunked`.
-fn is_chunked(v: &[u8]) -> bool {
+pub fn is_chunked(v: &[u8]) -> bool {
     std::str::from_utf8(v)
         .ok()
         .and_then(|s| s.rsplit(',').next())
@@ -376,11 +419,19 @@ pub struct Tracked<T> {
     inner: T,
     tracker: Tracker,
     flag: Arc<Flag>,
+    /// Bytes of the connection already read elsewhere (the lean path), read again first.
+    replay: Vec<u8>,
+    replayed: usize,
 }
 
 impl<T> Tracked<T> {
     pub fn new(inner: T, tracker: Tracker, flag: Arc<Flag>) -> Self {
-        Tracked { inner, tracker, flag }
+        Tracked::replaying(Vec::new(), inner, tracker, flag)
+    }
+
+    /// Like [`Tracked::new`], reading `replay` before the connection's next bytes.
+    pub fn replaying(replay: Vec<u8>, inner: T, tracker: Tracker, flag: Arc<Flag>) -> Self {
+        Tracked { inner, tracker, flag, replay, replayed: 0 }
     }
 }
 
@@ -388,7 +439,18 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let this = &mut *self;
-        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let r = if this.replayed < this.replay.len() {
+            let n = buf.remaining().min(this.replay.len() - this.replayed);
+            buf.put_slice(&this.replay[this.replayed..this.replayed + n]);
+            this.replayed += n;
+            if this.replayed == this.replay.len() {
+                this.replay = Vec::new();
+                this.replayed = 0;
+            }
+            Poll::Ready(Ok(()))
+        } else {
+            Pin::new(&mut this.inner).poll_read(cx, buf)
+        };
         if !this.tracker.is_off() {
             if let Some(index) = this.tracker.feed(&buf.filled()[before..]) {
                 this.flag.set(index);

@@ -32,7 +32,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
 
 use super::framing::{self, Tracked, Tracker};
-use super::pages;
+use super::{h1, pages};
 use crate::server::Shared;
 use crate::tunnel::{Tunnel, TunnelStats};
 
@@ -92,18 +92,27 @@ pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<
         shared.tasks.spawn(async move {
             let stop = ctx.shared.hard_stop.clone();
             let flag = ctx.both_lengths.clone();
+            let visitor = h1::Visitor { shared: &ctx.shared, peer, scheme };
             match tls {
-                // Plain connections: the tracker stops by itself at an HTTP/2 (h2c) preface.
-                None => serve_conn(Tracked::new(stream, Tracker::new(), flag), ctx, watcher, exec, &stop).await,
+                // Plain HTTP/1.1 takes the lean path; what it hands over goes to hyper, whose
+                // tracker stops by itself at an HTTP/2 (h2c) preface.
+                None => {
+                    if let h1::End::HandOver(io, pending) = h1::serve(stream, visitor).await {
+                        let io = Tracked::replaying(pending, io, Tracker::new(), flag);
+                        serve_conn(io, ctx, watcher, exec, &stop).await;
+                    }
+                }
                 Some(acceptor) => {
                     let hs = tokio::time::timeout(
                         ctx.shared.config.handshake_timeout,
                         acceptor.accept(rustunnel_proto::splice::ReadAhead::new(stream)),
                     );
-                    if let Ok(Ok(s)) = hs.await {
-                        let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-                        let tracker = if h2 { Tracker::off() } else { Tracker::new() };
-                        serve_conn(Tracked::new(s, tracker, flag), ctx, watcher, exec, &stop).await;
+                    let Ok(Ok(s)) = hs.await else { return };
+                    if s.get_ref().1.alpn_protocol() == Some(b"h2".as_slice()) {
+                        serve_conn(Tracked::new(s, Tracker::off(), flag), ctx, watcher, exec, &stop).await;
+                    } else if let h1::End::HandOver(io, pending) = h1::serve(s, visitor).await {
+                        let io = Tracked::replaying(pending, io, Tracker::new(), flag);
+                        serve_conn(io, ctx, watcher, exec, &stop).await;
                     }
                 }
             }
@@ -160,8 +169,8 @@ struct Ctx {
     h1_requests: Arc<AtomicU64>,
 }
 
-fn page(r: Response<Full<Bytes>>) -> Result<Response<Body>, Infallible> {
-    Ok(r.map(Either::Right))
+fn page(p: pages::Page) -> Result<Response<Body>, Infallible> {
+    Ok(p.response().map(Either::Right))
 }
 
 /// The request's host name without port, lowercased, and the original value.
@@ -170,15 +179,7 @@ fn host_of(req: &Request<Incoming>) -> Option<(String, String)> {
         Some(h) => h.to_string(),
         None => req.uri().authority()?.as_str().to_string(),
     };
-    let name = if raw.starts_with('[') {
-        raw.clone()
-    } else {
-        match raw.rsplit_once(':') {
-            Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h.to_string(),
-            _ => raw.clone(),
-        }
-    };
-    Some((name.to_ascii_lowercase(), raw))
+    Some((h1::host_name(&raw), raw))
 }
 
 /// The single label in front of the domain, or `None` when the host is not one of ours
@@ -238,9 +239,9 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
     if req.version() != Version::HTTP_2 {
         let index = ctx.h1_requests.fetch_add(1, Ordering::Relaxed);
         if ctx.both_lengths.is_flagged(index) {
-            let mut r = pages::bad_request("The request has both Content-Length and Transfer-Encoding.");
+            let mut r = pages::bad_request("The request has both Content-Length and Transfer-Encoding.").response();
             r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return page(r);
+            return Ok(r.map(Either::Right));
         }
     }
     if req.method() == Method::CONNECT {
@@ -335,14 +336,27 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
 }
 
 fn log(ctx: &Ctx, tunnel: &Tunnel, method: &Method, path: &str, status: u16, started: Instant) {
-    ctx.shared.metrics.observe_http(started.elapsed());
+    log_request(&ctx.shared, ctx.peer, tunnel, method.as_str(), path, status, started);
+}
+
+/// Records a forwarded request: metrics, and an entry for the client's live console.
+pub(super) fn log_request(
+    shared: &Shared,
+    peer: SocketAddr,
+    tunnel: &Tunnel,
+    method: &str,
+    path: &str,
+    status: u16,
+    started: Instant,
+) {
+    shared.metrics.observe_http(started.elapsed());
     tunnel.session.log_request(RequestLogEntry {
         tunnel_id: tunnel.id.clone(),
-        method: method.as_str().chars().take(32).collect(),
+        method: method.chars().take(32).collect(),
         path: path.chars().take(256).collect(),
         status,
         duration_us: started.elapsed().as_micros() as u64,
-        remote_addr: ctx.peer.ip().to_string(),
+        remote_addr: peer.ip().to_string(),
     });
 }
 

@@ -3,6 +3,7 @@
 //! - [`tcp`]: one listener per TCP tunnel on a port from the configured range.
 //! - [`udp`]: one socket per UDP tunnel; one stream per remote address.
 //! - [`pages`]: the edge's own error pages.
+//! - `h1`: the lean HTTP/1.1 path most visitor requests take (the rest go to hyper).
 pub mod http;
 pub mod pages;
 pub mod tcp;
@@ -10,4 +11,6 @@ pub mod udp;
 
 mod counted;
 mod framing;
+mod h1;
 pub use counted::Counted;
+pub use h1::IdlePool;

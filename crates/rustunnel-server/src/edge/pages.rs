@@ -4,7 +4,44 @@ use bytes::Bytes;
 use http::{header, Response, StatusCode};
 use http_body_util::Full;
 
-pub fn page(status: StatusCode, title: &str, detail: &str) -> Response<Full<Bytes>> {
+/// One of the edge's pages: a status and a small HTML body.
+pub struct Page {
+    pub status: StatusCode,
+    pub body: Bytes,
+}
+
+const CONTENT_TYPE: &str = "text/html; charset=utf-8";
+
+impl Page {
+    pub fn response(self) -> Response<Full<Bytes>> {
+        let mut r = Response::new(Full::new(self.body));
+        *r.status_mut() = self.status;
+        let h = r.headers_mut();
+        h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static(CONTENT_TYPE));
+        h.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+        h.insert("x-rustunnel-error", header::HeaderValue::from_static("1"));
+        r
+    }
+
+    /// The page as an HTTP/1.1 response, with `connection: close` when `close`.
+    pub fn h1(&self, close: bool) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256 + self.body.len());
+        out.extend_from_slice(
+            format!(
+                "HTTP/1.1 {} {}\r\ncontent-type: {CONTENT_TYPE}\r\ncache-control: no-store\r\nx-rustunnel-error: 1\r\ncontent-length: {}\r\n{}\r\n",
+                self.status.as_u16(),
+                self.status.canonical_reason().unwrap_or(""),
+                self.body.len(),
+                if close { "connection: close\r\n" } else { "" },
+            )
+            .as_bytes(),
+        );
+        out.extend_from_slice(&self.body);
+        out
+    }
+}
+
+pub fn page(status: StatusCode, title: &str, detail: &str) -> Page {
     let body = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{code} {title}</title>\
          <style>body{{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;color:#222}}\
@@ -12,45 +49,40 @@ pub fn page(status: StatusCode, title: &str, detail: &str) -> Response<Full<Byte
          <p><small>rustunnel</small></p></body></html>\n",
         code = status.as_u16(),
     );
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/html; charset=utf-8"));
-    r.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
-    r.headers_mut().insert("x-rustunnel-error", header::HeaderValue::from_static("1"));
-    r
+    Page { status, body: Bytes::from(body) }
 }
 
-pub fn not_found() -> Response<Full<Bytes>> {
+pub fn not_found() -> Page {
     page(
         StatusCode::NOT_FOUND,
         "Tunnel not found",
         "No tunnel is open for this host name. Check the URL, or start the tunnel again.",
     )
 }
-pub fn bad_request(why: &str) -> Response<Full<Bytes>> {
+pub fn bad_request(why: &str) -> Page {
     page(StatusCode::BAD_REQUEST, "Bad request", why)
 }
-pub fn bad_gateway() -> Response<Full<Bytes>> {
+pub fn bad_gateway() -> Page {
     page(StatusCode::BAD_GATEWAY, "Tunnel unavailable", "The tunnel client for this host is not connected or did not answer. It may be reconnecting; try again in a moment.")
 }
-pub fn gateway_timeout() -> Response<Full<Bytes>> {
+pub fn gateway_timeout() -> Page {
     page(
         StatusCode::GATEWAY_TIMEOUT,
         "Local service too slow",
         "The service behind this tunnel did not answer in time.",
     )
 }
-pub fn method_not_allowed() -> Response<Full<Bytes>> {
+pub fn method_not_allowed() -> Page {
     page(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed", "This edge is not a forward proxy.")
 }
-pub fn busy() -> Response<Full<Bytes>> {
+pub fn busy() -> Page {
     page(
         StatusCode::SERVICE_UNAVAILABLE,
         "Tunnel busy",
         "This tunnel is serving as many requests as it may at once. Try again shortly.",
     )
 }
-pub fn no_healthy_member() -> Response<Full<Bytes>> {
+pub fn no_healthy_member() -> Page {
     page(
         StatusCode::SERVICE_UNAVAILABLE,
         "No healthy backend",

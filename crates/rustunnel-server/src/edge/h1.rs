@@ -1,0 +1,799 @@
+//! The lean HTTP/1.1 path of the edge.
+//!
+//! Most visitors speak plain HTTP/1.1: one request after another on a kept-alive connection,
+//! bodies framed by `Content-Length`. For them the edge does not need a general HTTP server and
+//! client: it reads the request head, checks it, writes a rewritten head (hop-by-hop headers
+//! removed, `X-Forwarded-*` set from the real peer) and the body to a data connection, reads the
+//! response head, rewrites it the same way and passes the body through, framed exactly as the
+//! local service framed it (`Content-Length`, chunked, or until close). A small response then
+//! costs one read and one write on each side and no allocation beyond the two rewritten heads.
+//!
+//! Anything else goes to hyper ([`super::http`]) for the rest of the connection, from the first
+//! byte of that request: HTTP/1.0, `Transfer-Encoding` on a request (so both framing headers get
+//! the smuggling 400 there), upgrades (WebSocket), `Expect`, `CONNECT`, absolute-form targets,
+//! heads over [`BUF_SIZE`](rustunnel_proto::splice::BUF_SIZE) or hyper would refuse, HTTP/2 (h2c prior knowledge; ALPN h2 never
+//! comes here). hyper's answers to those are the edge's answers; this path only takes requests
+//! it forwards exactly as hyper would.
+//!
+//! Data connections that served a request are kept per tunnel ([`IdlePool`]) and reused: a
+//! visitor's kept-alive connection holds one only while a request is in flight.
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use rustunnel_proto::splice::{give_buf, take_buf};
+use rustunnel_proto::stream::StreamHeader;
+use rustunnel_proto::Protocol;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::Instant as TokioInstant;
+
+use super::framing::{content_length, is_chunked, ChunkScan, ChunkStep};
+use super::pages::{self, Page};
+use crate::server::{RouteTo, Shared};
+use crate::session::DataConn;
+use crate::tunnel::Tunnel;
+
+/// hyper's default maximum number of headers; a head with more goes to hyper (which answers 431).
+const MAX_HEADERS: usize = 100;
+/// An idle data connection is dropped after this long unused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle data connections kept per tunnel.
+const MAX_IDLE: usize = 1024;
+/// A data connection idle at least this long is checked for a close before it is reused.
+const PROBE_AFTER: Duration = Duration::from_secs(1);
+
+/// Request headers the edge sets itself from the real peer; the visitor's own are dropped.
+const FORWARDING: [&str; 5] = ["x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip", "forwarded"];
+/// Hop-by-hop headers, never forwarded (`transfer-encoding` is kept on a chunked response,
+/// whose chunks pass through as they are).
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Who is on the other end of a visitor connection.
+pub(super) struct Visitor<'a> {
+    pub shared: &'a Arc<Shared>,
+    pub peer: SocketAddr,
+    pub scheme: &'static str,
+}
+
+/// How a visitor connection left the lean path.
+pub(super) enum End<I> {
+    /// Closed (by either side, a deadline or the server stopping).
+    Closed,
+    /// A request this path does not take: hyper serves the connection from `pending` on.
+    HandOver(I, Vec<u8>),
+}
+
+/// Bytes read and not used yet, in a pooled buffer held only while some are pending.
+struct Buf {
+    b: Option<Box<[u8]>>,
+    start: usize,
+    end: usize,
+}
+
+impl Buf {
+    fn new() -> Self {
+        Buf { b: None, start: 0, end: 0 }
+    }
+
+    fn pending(&self) -> &[u8] {
+        self.b.as_deref().map(|b| &b[self.start..self.end]).unwrap_or(&[])
+    }
+
+    fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Whether the buffer is full from its first byte: a head this long will not fit.
+    fn is_full(&self) -> bool {
+        self.start == 0 && self.b.as_ref().is_some_and(|b| self.end == b.len())
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start >= self.end {
+            self.start = 0;
+            self.end = 0;
+            if let Some(b) = self.b.take() {
+                give_buf(b);
+            }
+        }
+    }
+
+    fn take_all(&mut self) -> Vec<u8> {
+        let v = self.pending().to_vec();
+        self.consume(v.len());
+        v
+    }
+
+    /// Reads at most `max` more bytes; `Ok(0)` is the end of the stream.
+    async fn fill<R: AsyncRead + Unpin>(&mut self, r: &mut R, max: usize) -> io::Result<usize> {
+        poll_fn(|cx| {
+            let b = self.b.get_or_insert_with(take_buf);
+            if self.end == b.len() && self.start > 0 {
+                b.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            let room = (b.len() - self.end).min(max);
+            let mut rb = ReadBuf::new(&mut b[self.end..self.end + room]);
+            let r = Pin::new(&mut *r).poll_read(cx, &mut rb);
+            let n = rb.filled().len();
+            self.end += n;
+            if self.start == self.end {
+                // Nothing pending: an idle connection holds no buffer.
+                self.consume(0);
+            }
+            r.map_ok(|()| n)
+        })
+        .await
+    }
+}
+
+/// A request head this path forwards.
+struct ReqHead {
+    /// Bytes of the head in the buffer.
+    len: usize,
+    method: String,
+    path: String,
+    /// `HEAD`: the response has no body whatever its headers say.
+    head_method: bool,
+    /// `Content-Length` of the body (0: none).
+    body: u64,
+    /// The visitor asked to close after this request.
+    close: bool,
+    /// The host name routed on.
+    host_name: String,
+    /// The head to send to the local service.
+    out: Vec<u8>,
+}
+
+enum Parsed {
+    Partial,
+    Lean(ReqHead),
+    HandOver,
+}
+
+fn is_one_of(name: &str, list: &[&str]) -> bool {
+    list.iter().any(|n| n.eq_ignore_ascii_case(name))
+}
+
+/// The host name without port, lowercased.
+pub(super) fn host_name(raw: &str) -> String {
+    let name = if raw.starts_with('[') {
+        raw
+    } else {
+        match raw.rsplit_once(':') {
+            Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => raw,
+        }
+    };
+    name.to_ascii_lowercase()
+}
+
+fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The tokens of the `Connection` headers (they name more hop-by-hop headers).
+fn connection_tokens<'h>(headers: &'h [httparse::Header<'h>]) -> impl Iterator<Item = &'h str> {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .filter_map(|h| std::str::from_utf8(h.value).ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Whether a header is dropped on the way through: hop-by-hop, or named by `Connection` (never
+/// the framing or routing headers, whatever `Connection` says).
+fn dropped(name: &str, headers: &[httparse::Header<'_>]) -> bool {
+    is_one_of(name, &HOP_BY_HOP)
+        || (!is_one_of(name, &["content-length", "host"])
+            && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(name)))
+}
+
+fn parse_request(buf: &[u8], peer_ip: &str, scheme: &str) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::HandOver,
+    };
+    let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
+        return Parsed::HandOver;
+    };
+    if method.eq_ignore_ascii_case("CONNECT") || !path.starts_with('/') {
+        return Parsed::HandOver;
+    }
+    let headers = &*req.headers;
+    let (mut host, mut hosts, mut body) = (None, 0, None::<u64>);
+    for h in headers {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+            host = Some(h.value);
+        } else if name.eq_ignore_ascii_case("content-length") {
+            match content_length(h.value) {
+                Some(n) if body.is_none_or(|b| b == n) => body = Some(n),
+                _ => return Parsed::HandOver,
+            }
+        } else if is_one_of(name, &["transfer-encoding", "upgrade", "expect"]) {
+            return Parsed::HandOver;
+        }
+    }
+    let host = match host {
+        Some(v) if hosts == 1 && !v.is_empty() && v.iter().all(|b| b.is_ascii_graphic()) => {
+            String::from_utf8_lossy(v).into_owned()
+        }
+        _ => return Parsed::HandOver,
+    };
+    let close = connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("close"));
+    let mut out = Vec::with_capacity(len + 160);
+    for part in [method.as_bytes(), b" ", path.as_bytes(), b" HTTP/1.1\r\n"] {
+        out.extend_from_slice(part);
+    }
+    for h in headers {
+        if !dropped(h.name, headers) && !is_one_of(h.name, &FORWARDING) {
+            put_header(&mut out, h.name.as_bytes(), h.value);
+        }
+    }
+    put_header(&mut out, b"x-forwarded-host", host.as_bytes());
+    put_header(&mut out, b"x-forwarded-for", peer_ip.as_bytes());
+    put_header(&mut out, b"x-real-ip", peer_ip.as_bytes());
+    put_header(&mut out, b"x-forwarded-proto", scheme.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    Parsed::Lean(ReqHead {
+        len,
+        method: method.chars().take(32).collect(),
+        path: path.chars().take(256).collect(),
+        head_method: method == "HEAD",
+        body: body.unwrap_or(0),
+        close,
+        host_name: host_name(&host),
+        out,
+    })
+}
+
+/// How a response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked(ChunkScan),
+    /// Until the local service closes: the visitor's connection closes after it too.
+    Close,
+}
+
+/// A response head, rewritten for the visitor.
+struct RespHead {
+    len: usize,
+    status: u16,
+    /// An interim (1xx) response: passed on as it is, the final one follows.
+    interim: bool,
+    framing: Framing,
+    /// The data connection may serve another request after this response.
+    reusable: bool,
+    out: Vec<u8>,
+}
+
+/// Parses a response head: `Ok(None)` while incomplete, `Err` for one the edge will not pass on.
+fn parse_response(buf: &[u8], head_method: bool, close_visitor: bool) -> Result<Option<RespHead>, ()> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(()),
+    };
+    let (Some(version), Some(status)) = (resp.version, resp.code) else { return Err(()) };
+    if status == 101 {
+        // Not asked for: upgrades never take this path.
+        return Err(());
+    }
+    if (100..200).contains(&status) {
+        let out = buf[..len].to_vec();
+        return Ok(Some(RespHead { len, status, interim: true, framing: Framing::Empty, reusable: false, out }));
+    }
+    let headers = &*resp.headers;
+    let (mut te, mut cl) = (None, None::<u64>);
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            te = Some(h.value);
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            match content_length(h.value) {
+                Some(n) if cl.is_none_or(|c| c == n) => cl = Some(n),
+                _ => return Err(()),
+            }
+        }
+    }
+    let framing = if head_method || status == 204 || status == 304 {
+        Framing::Empty
+    } else {
+        match (te, cl) {
+            (Some(v), _) if is_chunked(v) => Framing::Chunked(ChunkScan::new()),
+            (Some(_), _) | (None, None) => Framing::Close,
+            (None, Some(n)) => Framing::Length(n),
+        }
+    };
+    let upstream_close = connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("close"));
+    let close_visitor = close_visitor || framing == Framing::Close;
+    let mut out = Vec::with_capacity(len + 32);
+    out.extend_from_slice(format!("HTTP/1.1 {status} ").as_bytes());
+    out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let chunked = matches!(framing, Framing::Chunked(_));
+    for h in headers {
+        let keep_te = chunked && h.name.eq_ignore_ascii_case("transfer-encoding");
+        let stale_cl = te.is_some() && h.name.eq_ignore_ascii_case("content-length");
+        if (keep_te || !dropped(h.name, headers)) && !stale_cl {
+            put_header(&mut out, h.name.as_bytes(), h.value);
+        }
+    }
+    if close_visitor {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    let reusable = version == 1 && !upstream_close && framing != Framing::Close;
+    Ok(Some(RespHead { len, status, interim: false, framing, reusable, out }))
+}
+
+/// Data connections of one tunnel that served an HTTP request and can serve another (the
+/// client keeps each one's connection to the local service open).
+#[derive(Default)]
+pub struct IdlePool {
+    conns: Mutex<Vec<(Instant, DataConn)>>,
+}
+
+impl IdlePool {
+    fn pop(&self) -> Option<(Instant, DataConn)> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    fn push(&self, conn: DataConn) {
+        let now = Instant::now();
+        let expired: Vec<_> = {
+            let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+            let stale = conns.iter().take_while(|(t, _)| now.duration_since(*t) > IDLE_TIMEOUT).count();
+            let expired = conns.drain(..stale).collect();
+            if conns.len() < MAX_IDLE {
+                conns.push((now, conn));
+            }
+            expired
+        };
+        drop(expired);
+    }
+}
+
+/// Whether an idle data connection is still open (nothing may arrive on an idle one).
+fn still_open(conn: &mut DataConn) -> bool {
+    let mut byte = [0u8; 1];
+    let mut rb = ReadBuf::new(&mut byte);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    matches!(Pin::new(conn).poll_read(&mut cx, &mut rb), Poll::Pending)
+}
+
+/// A data connection for the tunnel: an idle one, or a new one with `first` set to the stream
+/// header to send before the request.
+async fn upstream(tunnel: &Tunnel, fresh: bool, first: &mut Vec<u8>) -> Option<(DataConn, bool)> {
+    while let Some((since, mut conn)) = (!fresh).then(|| tunnel.http_idle.pop()).flatten() {
+        let idle = since.elapsed();
+        if idle < IDLE_TIMEOUT && (idle < PROBE_AFTER || still_open(&mut conn)) {
+            return Some((conn, true));
+        }
+    }
+    let conn = tunnel.session.take_data_conn().await.ok()?;
+    let header = StreamHeader { tunnel_id: tunnel.id.clone(), protocol: Protocol::Http, peer: String::new() };
+    *first = header.encode();
+    Some((conn, false))
+}
+
+/// Why no response reached the visitor.
+enum Fail {
+    /// Nothing came back (a reused connection may have been closed meanwhile: retry).
+    NoResponse,
+    BadResponse,
+    Timeout,
+    /// The visitor's connection failed.
+    Visitor,
+}
+
+/// What came of a forwarded request whose response head reached the visitor.
+struct Sent {
+    status: u16,
+    /// The response is complete and the data connection can serve another request.
+    reusable: bool,
+    /// The visitor's connection must close (response delimited by close, or cut short).
+    close: bool,
+}
+
+/// Reads the response from `up` and passes it to `vis`.
+async fn respond<U, V>(
+    up: &mut U,
+    vis: &mut V,
+    head_method: bool,
+    close: bool,
+    deadline: TokioInstant,
+    stats: &crate::tunnel::TunnelStats,
+) -> Result<Sent, Fail>
+where
+    U: AsyncRead + Unpin,
+    V: AsyncWrite + Unpin,
+{
+    let mut rb = Buf::new();
+    let mut got_any = false;
+    let head = loop {
+        if !rb.is_empty() {
+            match parse_response(rb.pending(), head_method, close) {
+                Err(()) => return Err(Fail::BadResponse),
+                Ok(Some(h)) if h.interim => {
+                    rb.consume(h.len);
+                    vis.write_all(&h.out).await.map_err(|_| Fail::Visitor)?;
+                    stats.add_out(h.out.len());
+                    continue;
+                }
+                Ok(Some(h)) => break h,
+                Ok(None) if rb.is_full() => return Err(Fail::BadResponse),
+                Ok(None) => {}
+            }
+        }
+        match tokio::time::timeout_at(deadline, rb.fill(up, usize::MAX)).await {
+            Err(_) => return Err(Fail::Timeout),
+            Ok(Ok(0)) | Ok(Err(_)) if !got_any => return Err(Fail::NoResponse),
+            Ok(Ok(0)) | Ok(Err(_)) => return Err(Fail::BadResponse),
+            Ok(Ok(_)) => got_any = true,
+        }
+    };
+    rb.consume(head.len);
+    let mut framing = head.framing;
+    let mut out = head.out;
+    let mut sent = Sent { status: head.status, reusable: head.reusable, close: close || framing == Framing::Close };
+    loop {
+        // The body bytes in hand that belong to this response.
+        let avail = rb.pending();
+        let (take, done) = match &mut framing {
+            Framing::Empty => (0, true),
+            Framing::Length(left) => {
+                let n = (*left).min(avail.len() as u64);
+                *left -= n;
+                (n as usize, *left == 0)
+            }
+            Framing::Chunked(scan) => match scan.feed(avail) {
+                ChunkStep::Done(n) => (n, true),
+                ChunkStep::More => (avail.len(), false),
+                ChunkStep::Bad => {
+                    // Pass on what arrived, then end both connections: the visitor sees a
+                    // broken chunked body, as the local service sent it.
+                    sent.reusable = false;
+                    sent.close = true;
+                    (avail.len(), true)
+                }
+            },
+            Framing::Close => (avail.len(), false),
+        };
+        out.extend_from_slice(&avail[..take]);
+        rb.consume(take);
+        if !out.is_empty() {
+            vis.write_all(&out).await.map_err(|_| Fail::Visitor)?;
+            stats.add_out(out.len());
+            out.clear();
+        }
+        if done {
+            if !rb.is_empty() {
+                // Bytes after the response: the connection is out of step.
+                sent.reusable = false;
+            }
+            break;
+        }
+        match rb.fill(up, usize::MAX).await {
+            Ok(0) | Err(_) => {
+                // The end of a close-delimited body, or a body cut short.
+                sent.reusable = false;
+                sent.close = true;
+                break;
+            }
+            Ok(_) => {}
+        }
+    }
+    vis.flush().await.map_err(|_| Fail::Visitor)?;
+    Ok(sent)
+}
+
+/// Moves the rest of a `Content-Length` body from the visitor to the data connection.
+async fn upload<V, U>(vis: &mut V, vb: &mut Buf, up: &mut U, mut left: u64, stats: &crate::tunnel::TunnelStats) -> bool
+where
+    V: AsyncRead + Unpin,
+    U: AsyncWrite + Unpin,
+{
+    while left > 0 {
+        match vb.fill(vis, usize::try_from(left).unwrap_or(usize::MAX)).await {
+            Ok(0) | Err(_) => return false,
+            Ok(_) => {}
+        }
+        let n = vb.pending().len();
+        if up.write_all(vb.pending()).await.is_err() {
+            return false;
+        }
+        stats.add_in(n);
+        vb.consume(n);
+        left -= n as u64;
+    }
+    up.flush().await.is_ok()
+}
+
+/// Serves a visitor's HTTP/1.1 connection until it closes or needs hyper.
+pub(super) async fn serve<I>(mut io: I, v: Visitor<'_>) -> End<I>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let shared = v.shared;
+    let peer_ip = v.peer.ip().to_string();
+    let mut vb = Buf::new();
+    loop {
+        // The next request head, within the header deadline.
+        let deadline = TokioInstant::now() + shared.config.header_timeout;
+        let head = loop {
+            if !vb.is_empty() {
+                match parse_request(vb.pending(), &peer_ip, v.scheme) {
+                    Parsed::Lean(h) => break h,
+                    Parsed::HandOver => return End::HandOver(io, vb.take_all()),
+                    Parsed::Partial if vb.is_full() => return End::HandOver(io, vb.take_all()),
+                    Parsed::Partial => {}
+                }
+            }
+            let idle = vb.is_empty();
+            tokio::select! {
+                r = tokio::time::timeout_at(deadline, vb.fill(&mut io, usize::MAX)) => match r {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return End::Closed,
+                },
+                _ = shared.stop_accepting.cancelled(), if idle => return End::Closed,
+                _ = shared.hard_stop.cancelled() => return End::Closed,
+            }
+        };
+        vb.consume(head.len);
+        let close = head.close || shared.stop_accepting.is_cancelled();
+        let keep = tokio::select! {
+            k = forward(&mut io, &mut vb, head, close, &v) => k,
+            _ = shared.hard_stop.cancelled() => false,
+        };
+        if !keep {
+            let _ = io.shutdown().await;
+            return End::Closed;
+        }
+    }
+}
+
+/// Answers with one of the edge's pages; whether the connection stays open.
+async fn page<I: AsyncWrite + Unpin>(io: &mut I, p: Page, close: bool) -> bool {
+    io.write_all(&p.h1(close)).await.is_ok() && io.flush().await.is_ok() && !close
+}
+
+/// Routes and forwards one request; whether the visitor's connection stays open.
+async fn forward<I>(io: &mut I, vb: &mut Buf, head: ReqHead, close: bool, v: &Visitor<'_>) -> bool
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let started = Instant::now();
+    let shared = v.shared;
+    // An unread body cannot stay on a kept-alive connection: an edge page closes it.
+    let page_close = close || head.body > 0;
+    let Some(sub) = super::http::subdomain_of(&head.host_name, &shared.config.domain) else {
+        return page(io, pages::not_found(), page_close).await;
+    };
+    let tunnel = match shared.route_to(sub) {
+        RouteTo::Tunnel(t) => t,
+        RouteTo::NoneAvailable => return page(io, pages::no_healthy_member(), page_close).await,
+        RouteTo::ClientGone => return page(io, pages::bad_gateway(), page_close).await,
+        RouteTo::NotFound => return page(io, pages::not_found(), page_close).await,
+    };
+    let Ok(_permit) = tunnel.concurrency.clone().try_acquire_owned() else {
+        return page(io, pages::busy(), page_close).await;
+    };
+    tunnel.stats.requests.fetch_add(1, Ordering::Relaxed);
+    let log = |status: u16| {
+        super::http::log_request(shared, v.peer, &tunnel, &head.method, &head.path, status, started);
+    };
+
+    // The head and the body bytes already read go in one write.
+    let in_hand = head.body.min(vb.pending().len() as u64) as usize;
+    let mut request = head.out;
+    request.extend_from_slice(&vb.pending()[..in_hand]);
+    vb.consume(in_hand);
+    let left = head.body - in_hand as u64;
+
+    let mut fresh = false;
+    loop {
+        let mut first = Vec::new();
+        let Some((mut up, reused)) = upstream(&tunnel, fresh, &mut first).await else {
+            log(502);
+            return page(io, pages::bad_gateway(), page_close).await;
+        };
+        let wrote = if first.is_empty() {
+            up.write_all(&request).await
+        } else {
+            first.extend_from_slice(&request);
+            up.write_all(&first).await
+        };
+        let wrote = wrote.is_ok() && up.flush().await.is_ok();
+        if wrote {
+            tunnel.stats.add_in(request.len());
+        }
+        let deadline = TokioInstant::now() + shared.config.response_timeout;
+        let (result, uploaded) = if !wrote {
+            (Err(Fail::NoResponse), left == 0)
+        } else if left == 0 {
+            (respond(&mut up, io, head.head_method, close, deadline, &tunnel.stats).await, true)
+        } else {
+            // The body streams up while the response may already stream down.
+            let (mut vr, mut vw) = tokio::io::split(&mut *io);
+            let (mut ur, mut uw) = tokio::io::split(&mut up);
+            let send = upload(&mut vr, vb, &mut uw, left, &tunnel.stats);
+            let recv = respond(&mut ur, &mut vw, head.head_method, close, deadline, &tunnel.stats);
+            tokio::pin!(send, recv);
+            let mut sent_all = None;
+            let result = loop {
+                tokio::select! {
+                    ok = &mut send, if sent_all.is_none() => {
+                        if !ok {
+                            // The visitor went away mid-body, or the local side stopped reading.
+                            sent_all = Some(false);
+                        } else {
+                            sent_all = Some(true);
+                        }
+                    }
+                    r = &mut recv => break r,
+                }
+            };
+            (result, sent_all == Some(true))
+        };
+        return match result {
+            Ok(sent) => {
+                log(sent.status);
+                if sent.reusable && uploaded {
+                    tunnel.http_idle.push(up);
+                }
+                // A response that came before the whole body leaves the visitor out of step.
+                !(sent.close || close || !uploaded)
+            }
+            // A reused connection the local side had closed: once more on a new one, if the
+            // whole request is still in hand.
+            Err(Fail::NoResponse) if reused && left == 0 && !fresh => {
+                fresh = true;
+                continue;
+            }
+            Err(Fail::Timeout) => {
+                log(504);
+                page(io, pages::gateway_timeout(), true).await
+            }
+            Err(Fail::NoResponse | Fail::BadResponse) => {
+                log(502);
+                page(io, pages::bad_gateway(), true).await
+            }
+            Err(Fail::Visitor) => false,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lean(req: &str) -> ReqHead {
+        match parse_request(req.as_bytes(), "192.0.2.7", "http") {
+            Parsed::Lean(h) => h,
+            Parsed::Partial => panic!("partial: {req}"),
+            Parsed::HandOver => panic!("handed over: {req}"),
+        }
+    }
+
+    fn handed_over(req: &str) -> bool {
+        matches!(parse_request(req.as_bytes(), "192.0.2.7", "http"), Parsed::HandOver)
+    }
+
+    #[test]
+    fn request_heads_are_rewritten_for_the_local_service() {
+        let h = lean(
+            "GET /a?b=1 HTTP/1.1\r\nHost: App.localhost:8080\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\n\
+             X-Forwarded-For: 6.6.6.6\r\nforwarded: for=6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\nKeep-Alive: 5\r\nAccept: */*\r\n\r\nrest",
+        );
+        let out = String::from_utf8(h.out).unwrap();
+        assert_eq!(
+            out,
+            "GET /a?b=1 HTTP/1.1\r\nHost: App.localhost:8080\r\nAccept: */*\r\nx-forwarded-host: App.localhost:8080\r\n\
+             x-forwarded-for: 192.0.2.7\r\nx-real-ip: 192.0.2.7\r\nx-forwarded-proto: http\r\n\r\n"
+        );
+        assert_eq!(h.host_name, "app.localhost");
+        assert_eq!(h.len, h.len.min(1000));
+        assert!(!h.close);
+        assert_eq!(h.body, 0);
+    }
+
+    #[test]
+    fn connection_cannot_drop_the_framing_or_routing_headers() {
+        let h = lean("POST / HTTP/1.1\r\nHost: a.localhost\r\nConnection: close, content-length, host\r\nContent-Length: 3\r\n\r\n");
+        let out = String::from_utf8(h.out).unwrap();
+        assert!(out.contains("Content-Length: 3\r\n") && out.contains("Host: a.localhost\r\n"), "{out}");
+        assert!(h.close);
+        assert_eq!(h.body, 3);
+    }
+
+    #[test]
+    fn what_hyper_must_judge_is_handed_over() {
+        for req in [
+            "GET / HTTP/1.0\r\nHost: a.localhost\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a.localhost\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a.localhost\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a.localhost\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a.localhost\r\nContent-Length: +4\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a.localhost\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            "PUT / HTTP/1.1\r\nHost: a.localhost\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            "CONNECT a.localhost:443 HTTP/1.1\r\nHost: a.localhost\r\n\r\n",
+            "GET http://a.localhost/ HTTP/1.1\r\nHost: a.localhost\r\n\r\n",
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a.localhost\r\nHost: b.localhost\r\n\r\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a.localhost\r\nBad Header: x\r\n\r\n",
+        ] {
+            assert!(handed_over(req), "{req}");
+        }
+        assert!(matches!(parse_request(b"GET / HTTP/1.1\r\nHost: a", "x", "http"), Parsed::Partial));
+    }
+
+    fn resp(r: &str, head_method: bool) -> RespHead {
+        parse_response(r.as_bytes(), head_method, false).unwrap().unwrap()
+    }
+
+    #[test]
+    fn response_framing_follows_the_local_service() {
+        let h = resp(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\nhello",
+            false,
+        );
+        assert_eq!(h.framing, Framing::Length(5));
+        assert!(h.reusable);
+        assert_eq!(String::from_utf8(h.out).unwrap(), "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n");
+        let h = resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n", false);
+        assert!(matches!(h.framing, Framing::Chunked(_)));
+        assert_eq!(String::from_utf8(h.out).unwrap(), "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let h = resp("HTTP/1.0 200 OK\r\n\r\n", false);
+        assert_eq!(h.framing, Framing::Close);
+        assert!(!h.reusable);
+        assert!(String::from_utf8(h.out).unwrap().ends_with("connection: close\r\n\r\n"));
+        let h = resp("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true);
+        assert_eq!(h.framing, Framing::Empty);
+        let h = resp("HTTP/1.1 304 Not Modified\r\n\r\n", false);
+        assert_eq!(h.framing, Framing::Empty);
+        let h = resp("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\n", false);
+        assert!(!h.reusable);
+        let h = resp("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n", false);
+        assert!(h.interim);
+        for bad in [
+            "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+            "SSH-2.0-x\r\n\r\n",
+        ] {
+            assert!(parse_response(bad.as_bytes(), false, false).is_err(), "{bad}");
+        }
+    }
+}

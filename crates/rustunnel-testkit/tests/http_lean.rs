@@ -1,0 +1,224 @@
+//! The edge's lean HTTP/1.1 path against a local service that frames its responses in every
+//! way HTTP/1.1 allows, misbehaves, and closes kept-alive connections on its own.
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use rustunnel_proto::Protocol;
+use rustunnel_testkit::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A local service answering by path with hand-written responses. Counts connections.
+async fn scripted() -> (u16, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let counter = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            counter.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(serve(s));
+        }
+    });
+    (port, conns)
+}
+
+async fn serve(mut s: TcpStream) {
+    let mut buf = Vec::new();
+    loop {
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        buf.drain(..head_end);
+        let mut words = head.split_whitespace();
+        let (method, path) = (words.next().unwrap_or("").to_string(), words.next().unwrap_or("").to_string());
+        let cl: usize = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+            .unwrap_or(0);
+        if path == "/early" {
+            // Answers before reading the body (and never reads it).
+            let _ = s.write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 5\r\n\r\nearly").await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            return;
+        }
+        while buf.len() < cl {
+            let mut chunk = [0u8; 4096];
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body: Vec<u8> = buf.drain(..cl).collect();
+        let ok = |b: &[u8]| {
+            let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", b.len()).into_bytes();
+            r.extend_from_slice(b);
+            r
+        };
+        let resp: Vec<u8> = match path.as_str() {
+            "/chunked" => {
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 999\r\n\r\n5;x=1\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\n".to_vec()
+            }
+            "/head" if method == "HEAD" => b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n".to_vec(),
+            "/204" => b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(),
+            "/hints" => b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+            "/echo-head" => ok(head.as_bytes()),
+            "/hash" => ok(sha256_hex(&body).as_bytes()),
+            "/garbage" => b"SSH-2.0-nope\r\n\r\n".to_vec(),
+            "/close10" => {
+                let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close").await;
+                return;
+            }
+            "/idle-close" => {
+                // Kept alive as far as the headers say, but closed shortly after.
+                let _ = s.write_all(&ok(b"ok")).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return;
+            }
+            "/server-close" => {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok").await;
+                return;
+            }
+            _ => ok(b"plain"),
+        };
+        if s.write_all(&resp).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn text(resp: hyper::Response<hyper::body::Incoming>) -> String {
+    String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+}
+
+/// Sends raw bytes and reads until the edge closes (at most 5 s).
+async fn raw(edge: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(edge).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn every_response_framing_passes_through_on_one_kept_alive_connection() {
+    let server = TestServer::start().await;
+    let (port, conns) = scripted().await;
+    let (_c, ready) = server.client(vec![tunnel("web", Protocol::Http, port)]).await;
+    let (edge, host) = (server.http_addr(), ready[0].host());
+    let mut conn = http1_conn(edge).await;
+    for _ in 0..3 {
+        let get = |path: &str| Request::get(path).header("host", &host).body(body("")).unwrap();
+        let resp = conn.send_request(get("/chunked")).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(resp.headers().get("content-length").is_none(), "stale length dropped");
+        assert_eq!(text(resp).await, "hello world");
+        let resp = conn.send_request(Request::head("/head").header("host", &host).body(body("")).unwrap()).await;
+        let resp = resp.unwrap();
+        assert_eq!(resp.headers()["content-length"], "100");
+        assert_eq!(text(resp).await, "");
+        assert_eq!(conn.send_request(get("/204")).await.unwrap().status(), 204);
+        let resp = conn.send_request(get("/hints")).await.unwrap();
+        assert_eq!((resp.status(), text(resp).await.as_str()), (StatusCode::OK, "ok"));
+        let post = Request::post("/hash").header("host", &host).body(body(pattern(300_000))).unwrap();
+        let resp = conn.send_request(post).await.unwrap();
+        assert_eq!(text(resp).await, sha256_hex(&pattern(300_000)));
+    }
+    // All of that over one data connection to the local service: it was kept and reused.
+    assert_eq!(conns.load(Ordering::Relaxed), 1);
+
+    // The rewritten head: forwarding headers from the real peer, hop-by-hop ones gone.
+    let req = "GET /echo-head HTTP/1.1\r\nHost: HOST\r\nConnection: keep-alive, x-private\r\nX-Private: 1\r\n\
+               X-Forwarded-For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nTE: trailers\r\nX-Keep: yes\r\n\r\n"
+        .replace("HOST", &host);
+    let mut s = TcpStream::connect(edge).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut out)).await.unwrap().unwrap();
+    let out = String::from_utf8_lossy(&out[..n]).to_ascii_lowercase();
+    assert!(out.contains("x-keep: yes") && out.contains("x-forwarded-for: 127.0.0.1"), "{out}");
+    assert!(out.contains("x-forwarded-proto: http") && out.contains("x-real-ip: 127.0.0.1"), "{out}");
+    for gone in ["6.6.6.6", "x-private", "te: trailers", "connection:"] {
+        assert!(!out.contains(gone), "{gone} must not reach the service: {out}");
+    }
+}
+
+#[tokio::test]
+async fn close_delimited_early_and_broken_responses() {
+    let server = TestServer::start_with(|c| c.response_timeout = Duration::from_secs(3)).await;
+    let (port, _) = scripted().await;
+    let (_c, ready) = server.client(vec![tunnel("web", Protocol::Http, port)]).await;
+    let (edge, host) = (server.http_addr(), ready[0].host());
+
+    // HTTP/1.0 without a length: the body runs to the close, and the visitor's connection closes
+    // after it (the request after it is never served).
+    let out = raw(
+        edge,
+        format!("GET /close10 HTTP/1.1\r\nHost: {host}\r\n\r\nGET / HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    assert!(out.to_ascii_lowercase().contains("connection: close"), "{out}");
+    assert!(out.ends_with("\r\n\r\nuntil close"), "{out}");
+    assert_eq!(out.matches("HTTP/1.1").count(), 1, "{out}");
+
+    // A response before the body was sent: passed on, then the connection closes (the rest of
+    // the body must not be read as a request).
+    let mut s = TcpStream::connect(edge).await.unwrap();
+    s.write_all(format!("POST /early HTTP/1.1\r\nHost: {host}\r\nContent-Length: 100000\r\n\r\nGET /").as_bytes())
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 413 ") && out.ends_with("early"), "{out}");
+
+    // Not HTTP from the local service: 502 page, connection closed.
+    let out = raw(edge, format!("GET /garbage HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 502 "), "{out}");
+
+    // A local service that closes its side after answering, with or without saying so: every
+    // request on a kept-alive visitor connection still gets its answer.
+    let mut conn = http1_conn(edge).await;
+    for path in ["/idle-close", "/server-close", "/idle-close", "/", "/server-close", "/"] {
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        let resp = conn.send_request(Request::get(path).header("host", &host).body(body("")).unwrap()).await;
+        let resp = resp.unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(resp.status(), 200, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn pipelined_requests_mixing_lean_and_handed_over_ones() {
+    let server = TestServer::start().await;
+    let app = http_app("app").await;
+    let (_c, ready) = server.client(vec![tunnel("web", Protocol::Http, app.port())]).await;
+    let host = ready[0].host();
+    // Lean, lean, then chunked (hyper from there on), then lean-shaped ones served by hyper.
+    let requests = format!(
+        "GET / HTTP/1.1\r\nHost: {host}\r\n\r\n\
+         POST /hash HTTP/1.1\r\nHost: {host}\r\nContent-Length: 3\r\n\r\nabc\
+         POST /hash HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nxyz\r\n0\r\n\r\n\
+         GET / HTTP/1.1\r\nHost: nope.localhost\r\n\r\n\
+         GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    );
+    let out = raw(server.http_addr(), requests.as_bytes()).await;
+    assert_eq!(out.matches("HTTP/1.1 200 ").count(), 4, "{out}");
+    assert_eq!(out.matches("HTTP/1.1 404 ").count(), 1, "{out}");
+    assert!(out.contains(&sha256_hex(b"abc")) && out.contains(&sha256_hex(b"xyz")), "{out}");
+    // An HTTP/1.0 request is hyper's from the start.
+    let out = raw(server.http_addr(), format!("GET / HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.0 200 ") || out.starts_with("HTTP/1.1 200 "), "{out}");
+    assert!(out.ends_with("hello from app\n"), "{out}");
+}
