@@ -368,6 +368,8 @@ def main():
                     or os.path.join(ROOT, "bench", ".work", "bin", "rathole"))
     ap.add_argument("--json", help="write raw results here")
     ap.add_argument("--report", metavar="JSON", help="only print the tables of results saved with --json")
+    ap.add_argument("--only", choices=["tcp", "http", "latency"], action="append",
+                    help="measure only this (repeatable); skips memory and restart figures")
     args = ap.parse_args()
     if args.report:
         with open(args.report) as f:
@@ -384,8 +386,9 @@ def main():
         log(f"rathole not found at {args.rathole}: comparing with direct only")
 
     results = {s.name: {"tcp_gbps": [], "http_rps": [], "p50_ms": [], "p99_ms": [], "max_ms": []} for s in systems}
+    only = set(args.only or ["tcp", "http", "latency"])
     for s in systems:
-        if s.pids():
+        if s.pids() and not args.only:
             results[s.name]["idle_rss_mib"] = sum(rss_kib(p) for p in s.pids()) / 1024
             # On fresh processes, before any load: afterwards the allocator reuses memory freed
             # by the load phases and the per-connection cost would read as near zero.
@@ -395,14 +398,17 @@ def main():
             e = s.endpoints()
             log(f"run {run + 1}/{args.runs}: {s.name}")
             r = results[s.name]
-            r["tcp_gbps"].append(iperf(e["iperf"], args.secs))
-            r["http_rps"].append(wrk(e["http"], e["host"], args.secs, 50, 2)["rps"])
-            lat = wrk(e["http"], e["host"], args.secs, 1, 1, latency=True)
-            r["p50_ms"].append(lat["p50_ms"])
-            r["p99_ms"].append(lat["p99_ms"])
-            r["max_ms"].append(lat["max_ms"])
+            if "tcp" in only:
+                r["tcp_gbps"].append(iperf(e["iperf"], args.secs))
+            if "http" in only:
+                r["http_rps"].append(wrk(e["http"], e["host"], args.secs, 50, 2)["rps"])
+            if "latency" in only:
+                lat = wrk(e["http"], e["host"], args.secs, 1, 1, latency=True)
+                r["p50_ms"].append(lat["p50_ms"])
+                r["p99_ms"].append(lat["p99_ms"])
+                r["max_ms"].append(lat["max_ms"])
     for s in systems:
-        if hasattr(s, "restart_recovery"):
+        if hasattr(s, "restart_recovery") and not args.only:
             results[s.name]["restart_recovery_s"] = median([s.restart_recovery() for _ in range(args.runs)])
 
     for p in PROCS:

@@ -153,11 +153,14 @@ pub async fn serve_stream(header: StreamHeader, mut data: DataConn, targets: &Ta
                 }
             };
             match &mut data {
-                // Both hops plain TCP: spliced in the kernel.
-                DataConn::Plain(tcp) => {
+                // Both hops plain TCP: spliced in the kernel. Not for HTTP: its small messages
+                // cost fewer syscalls through user space (a read that drains the socket is
+                // known to, so no extra call waits for `EAGAIN`), and a bulk download switches
+                // to big buffers there anyway.
+                DataConn::Plain(tcp) if header.protocol == Protocol::Tcp => {
                     let _ = rustunnel_proto::zerocopy::splice_tcp(tcp, &mut local, &|_| {}, &|_| {}).await;
                 }
-                DataConn::Tls(_) => {
+                _ => {
                     let _ = rustunnel_proto::splice::splice(&mut data, &mut local).await;
                 }
             }

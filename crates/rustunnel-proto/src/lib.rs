@@ -8,6 +8,8 @@
 //!   out (which tunnel, which visitor), and the datagram framing used by UDP tunnels.
 //! - [`names`]: subdomain rules shared by both ends so the client can refuse early.
 //! - [`limits`]: every bound and timeout in one place.
+//! - [`mux`]: many streams over one data connection (flow-controlled, frames of many streams
+//!   batched into one write).
 //! - [`splice`], [`zerocopy`]: moving bytes between two connections (buffer-pooled copy;
 //!   `splice(2)` between plain sockets), and [`plain`]: the opt-in unencrypted data connection.
 //!
@@ -17,6 +19,7 @@
 pub mod control;
 pub mod lean_tls;
 pub mod limits;
+pub mod mux;
 pub mod names;
 pub mod p2p;
 pub mod plain;
