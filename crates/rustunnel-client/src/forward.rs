@@ -1,6 +1,6 @@
 //! Data connections on the client side: open one to the server, wait in the pool until the
 //! server hands it a visitor, then forward to the local service (TCP/HTTP splice, or UDP
-//! datagrams).
+//! datagrams); or, when the server makes it a multiplexed one, serve each of its streams so.
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -8,10 +8,13 @@ use std::time::Duration;
 use http_body_util::Empty;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use rustunnel_proto::mux::{mux, MuxConfig, MuxStream, Role};
 use rustunnel_proto::stream::{read_datagram, write_datagram, StreamHeader};
 use rustunnel_proto::{Protocol, DATA_PATH, DATA_UPGRADE, HEADER_DATA_KEY, HEADER_SESSION};
-use tokio::io::AsyncWriteExt;
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::error::ClientError;
 use crate::net::{connect_tcp, resolve, Dialer};
@@ -121,8 +124,69 @@ pub struct LocalFailure {
     pub error: String,
 }
 
+/// A stream from the server: a data connection of its own, or a stream of a multiplexed one.
+pub trait ServerStream: AsyncRead + AsyncWrite + Unpin + Send {
+    /// The plain TCP socket under it, when there is one (kernel splice is then possible).
+    fn plain_tcp(&mut self) -> Option<&mut TcpStream> {
+        None
+    }
+}
+
+impl ServerStream for DataConn {
+    fn plain_tcp(&mut self) -> Option<&mut TcpStream> {
+        match self {
+            DataConn::Plain(tcp) => Some(tcp),
+            DataConn::Tls(_) => None,
+        }
+    }
+}
+
+impl ServerStream for MuxStream {}
+
+/// Serves the streams of a multiplexed data connection (each OPEN carries the stream's header)
+/// until it ends: each on its own task in `tracker`, ended by `cancel`; failures to reach the
+/// local service go to `report`.
+pub async fn serve_mux(
+    io: DataConn,
+    targets: Targets,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+    report: impl Fn(LocalFailure) + Clone + Send + 'static,
+) {
+    let (_handle, mut acceptor, driver) = mux(io, Role::Acceptor, MuxConfig::default());
+    tokio::pin!(driver);
+    loop {
+        let (meta, stream) = tokio::select! {
+            r = &mut driver => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "multiplexed data connection ended");
+                }
+                return;
+            }
+            s = acceptor.accept() => match s {
+                Some(s) => s,
+                None => return,
+            },
+            _ = cancel.cancelled() => return,
+        };
+        // A header that does not decode: that stream is dropped (reset), the others go on.
+        let Ok(header) = StreamHeader::decode(&meta) else { continue };
+        let (targets, cancel, report) = (targets.clone(), cancel.clone(), report.clone());
+        tracker.spawn(async move {
+            tokio::select! {
+                r = serve_stream(header, stream, &targets) => if let Err(f) = r { report(f) },
+                _ = cancel.cancelled() => {}
+            }
+        });
+    }
+}
+
 /// Serves one handed-out stream to completion.
-pub async fn serve_stream(header: StreamHeader, mut data: DataConn, targets: &Targets) -> Result<(), LocalFailure> {
+pub async fn serve_stream<S: ServerStream>(
+    header: StreamHeader,
+    mut data: S,
+    targets: &Targets,
+) -> Result<(), LocalFailure> {
     let target = targets.read().unwrap_or_else(|e| e.into_inner()).get(&header.tunnel_id).cloned();
     let Some(target) = target else {
         // A stream for a tunnel we no longer have: drop it.
@@ -152,12 +216,12 @@ pub async fn serve_stream(header: StreamHeader, mut data: DataConn, targets: &Ta
                     return Err(LocalFailure { name: target.name, addr, error });
                 }
             };
-            match &mut data {
-                // Both hops plain TCP: spliced in the kernel. Not for HTTP: its small messages
-                // cost fewer syscalls through user space (a read that drains the socket is
-                // known to, so no extra call waits for `EAGAIN`), and a bulk download switches
-                // to big buffers there anyway.
-                DataConn::Plain(tcp) if header.protocol == Protocol::Tcp => {
+            // Both hops plain TCP: spliced in the kernel. Not for HTTP: its small messages cost
+            // fewer syscalls through user space (a read that drains the socket is known to, so
+            // no extra call waits for `EAGAIN`), and a bulk download switches to big buffers
+            // there anyway.
+            match data.plain_tcp() {
+                Some(tcp) if header.protocol == Protocol::Tcp => {
                     let _ = rustunnel_proto::zerocopy::splice_tcp(tcp, &mut local, &|_| {}, &|_| {}).await;
                 }
                 _ => {

@@ -60,7 +60,7 @@ pub(crate) async fn open_control(
             .await
             .map_err(|_| ClientError::Handshake("timed out".into()))?
             .map_err(|e| ClientError::Handshake(e.to_string()))?;
-    let hello = ClientMsg::Hello { version: PROTOCOL_VERSION, token: token.to_string(), agent, plain_data };
+    let hello = ClientMsg::Hello { version: PROTOCOL_VERSION, token: token.to_string(), agent, plain_data, mux: true };
     ws.send(Message::text(hello.encode())).await.map_err(|e| ClientError::Handshake(e.to_string()))?;
     loop {
         let msg = tokio::time::timeout(HANDSHAKE_TIMEOUT, ws.next())
@@ -289,6 +289,7 @@ impl Runner {
             let session_cancel = session_cancel.clone();
             let run_cancel = self.stream_cancel.clone();
             let events = self.events.clone();
+            let streams = self.streams.clone();
             self.streams.spawn(async move {
                 let (header, io) = tokio::select! {
                     r = forward::pooled_stream(&dialer, &sid, &key, plain, delay) => match r {
@@ -301,18 +302,21 @@ impl Runner {
                     _ = session_cancel.cancelled() => return,
                 };
                 let _ = pool_tx.try_send(PoolEvent::Used);
+                let report = move |f: forward::LocalFailure| {
+                    tracing::warn!(tunnel = %f.name, "{}", f.error);
+                    let _ = events.try_send(Event::Error {
+                        code: "local_unreachable".into(),
+                        message: format!("tunnel '{}': {}", f.name, f.error),
+                        hint: format!("start the local service on {}, or fix --local-host/port", f.addr),
+                        fatal: false,
+                    });
+                };
+                if header.mux {
+                    forward::serve_mux(io, targets, streams, run_cancel, report).await;
+                    return;
+                }
                 tokio::select! {
-                    r = forward::serve_stream(header, io, &targets) => {
-                        if let Err(f) = r {
-                            tracing::warn!(tunnel = %f.name, "{}", f.error);
-                            let _ = events.try_send(Event::Error {
-                                code: "local_unreachable".into(),
-                                message: format!("tunnel '{}': {}", f.name, f.error),
-                                hint: format!("start the local service on {}, or fix --local-host/port", f.addr),
-                                fatal: false,
-                            });
-                        }
-                    }
+                    r = forward::serve_stream(header, io, &targets) => if let Err(f) = r { report(f) },
                     _ = run_cancel.cancelled() => {}
                 }
             });

@@ -194,6 +194,9 @@ pub enum ClientMsg {
         /// The client asks for plain (unencrypted) data connections; see [`crate::plain`].
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         plain_data: bool,
+        /// The client takes multiplexed data connections ([`crate::stream::StreamHeader::mux`]).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        mux: bool,
     },
     OpenTunnel {
         req_id: u64,
@@ -519,7 +522,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let msgs = vec![
-            ClientMsg::Hello { version: 1, token: "t".into(), agent: "a".into(), plain_data: true },
+            ClientMsg::Hello { version: 1, token: "t".into(), agent: "a".into(), plain_data: true, mux: false },
             ClientMsg::OpenTunnel {
                 req_id: 7,
                 spec: TunnelSpec {

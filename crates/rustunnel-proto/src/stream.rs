@@ -19,6 +19,11 @@ pub struct StreamHeader {
     pub protocol: Protocol,
     /// The visitor's address as the server saw it.
     pub peer: String,
+    /// This data connection carries a multiplexer ([`crate::mux`]) instead of one stream: each
+    /// stream's OPEN meta is that stream's own header ([`StreamHeader::encode`]). Only sent to a
+    /// client that said it takes them (`mux` in its hello).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mux: bool,
 }
 
 /// A malformed or oversized frame on a data connection.
@@ -52,6 +57,21 @@ impl StreamHeader {
         out.extend_from_slice(&(json.len() as u16).to_be_bytes());
         out.extend_from_slice(&json);
         out
+    }
+
+    /// Decodes a header as [`StreamHeader::encode`] wrote it, all of `bytes`.
+    pub fn decode(bytes: &[u8]) -> Result<Self, FrameError> {
+        let (len, json) = match bytes {
+            [a, b, json @ ..] => (u16::from_be_bytes([*a, *b]) as usize, json),
+            _ => return Err(FrameError::Closed),
+        };
+        if len > MAX_STREAM_HEADER {
+            return Err(FrameError::TooLarge(len));
+        }
+        if json.len() != len {
+            return Err(FrameError::Closed);
+        }
+        Ok(serde_json::from_slice(json)?)
     }
 
     /// Reads one header, refusing lengths over [`MAX_STREAM_HEADER`] before allocating.
@@ -102,10 +122,16 @@ mod tests {
 
     #[tokio::test]
     async fn header_round_trip() {
-        let h = StreamHeader { tunnel_id: "t1".into(), protocol: Protocol::Tcp, peer: "1.2.3.4:5".into() };
+        let h = StreamHeader { tunnel_id: "t1".into(), protocol: Protocol::Tcp, peer: "1.2.3.4:5".into(), mux: false };
         let bytes = h.encode();
         let got = StreamHeader::read(&mut &bytes[..]).await.unwrap();
         assert_eq!(got, h);
+        assert_eq!(StreamHeader::decode(&bytes).unwrap(), h);
+        assert!(!String::from_utf8_lossy(&bytes).contains("mux"), "absent unless set");
+        let m = StreamHeader { mux: true, ..h };
+        assert_eq!(StreamHeader::decode(&m.encode()).unwrap(), m);
+        assert!(StreamHeader::decode(&m.encode()[..5]).is_err());
+        assert!(StreamHeader::decode(&[0xff, 0xff, b'{']).is_err());
     }
 
     #[tokio::test]

@@ -250,13 +250,13 @@ async fn send(ws: &mut Ws, msg: &ServerMsg) -> bool {
 }
 
 /// Reads the hello within the deadline. Anything else first is a protocol error.
-async fn read_hello(ws: &mut Ws) -> Result<(u32, String, String, bool), &'static str> {
+async fn read_hello(ws: &mut Ws) -> Result<(u32, String, String, bool, bool), &'static str> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(t))) => {
                 return match ClientMsg::decode(t.as_str()) {
-                    Ok(ClientMsg::Hello { version, token, agent, plain_data }) => {
-                        Ok((version, token, agent, plain_data))
+                    Ok(ClientMsg::Hello { version, token, agent, plain_data, mux }) => {
+                        Ok((version, token, agent, plain_data, mux))
                     }
                     _ => Err("expected a hello message first"),
                 };
@@ -277,7 +277,7 @@ async fn run_control(mut ws: Ws, peer: SocketAddr, shared: Arc<Shared>, slot: Ar
         r = tokio::time::timeout(shared.config.handshake_timeout, read_hello(&mut ws)) => r,
         _ = shared.hard_stop.cancelled() => return,
     };
-    let (version, token, agent, plain_asked) = match hello {
+    let (version, token, agent, plain_asked, mux) = match hello {
         Ok(Ok(h)) => h,
         Ok(Err(why)) => {
             reject(&mut ws, ErrorCode::BadRequest, why.to_string()).await;
@@ -325,7 +325,8 @@ async fn run_control(mut ws: Ws, peer: SocketAddr, shared: Arc<Shared>, slot: Ar
             out_tx,
             shared.hard_stop.child_token(),
         )
-        .with_plain_data(plain_asked && shared.config.allow_plain_data),
+        .with_plain_data(plain_asked && shared.config.allow_plain_data)
+        .with_mux(mux),
     );
     crate::server::write(&shared.sessions).insert(session.id.clone(), session.clone());
     let welcome = ServerMsg::Welcome {

@@ -462,8 +462,12 @@ pub async fn relay(shared: Arc<Shared>, link: Link, visitor_peer: SocketAddr, vi
             return;
         };
         shared.p2p.relayed_streams.fetch_add(1, Ordering::Relaxed);
-        let header =
-            StreamHeader { tunnel_id: link.id.clone(), protocol: link.protocol, peer: visitor_peer.to_string() };
+        let header = StreamHeader {
+            tunnel_id: link.id.clone(),
+            protocol: link.protocol,
+            peer: visitor_peer.to_string(),
+            mux: false,
+        };
         let mut conn = conn;
         if conn.write_all(&header.encode()).await.is_err() {
             return;

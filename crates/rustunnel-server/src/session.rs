@@ -1,5 +1,5 @@
-//! A connected client: its outgoing control queue, its pool of idle data connections and its
-//! batched request log.
+//! A connected client: its outgoing control queue, its pool of idle data connections, its
+//! multiplexed HTTP data connection and its batched request log.
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use rustunnel_proto::control::RequestLogEntry;
-use rustunnel_proto::ServerMsg;
+use rustunnel_proto::mux::{MuxHandle, MuxStream};
+use rustunnel_proto::stream::StreamHeader;
+use rustunnel_proto::{Protocol, ServerMsg};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +46,13 @@ pub struct Session {
     pub agent: String,
     /// Plain data connections were asked for and granted.
     pub plain_data: bool,
+    /// The client takes multiplexed data connections: HTTP streams ride on one
+    /// ([`Session::http_mux`]).
+    pub mux: bool,
+    /// The multiplexed data connection carrying this session's HTTP streams, once opened.
+    http_mux: Mutex<Option<MuxHandle>>,
+    /// Held while one is being opened, so concurrent requests open one, not many.
+    mux_opening: tokio::sync::Mutex<()>,
     /// Control messages to the client. Bounded: a client that does not read its control
     /// connection is disconnected rather than buffered for.
     pub out: mpsc::Sender<ServerMsg>,
@@ -80,6 +90,9 @@ impl Session {
             peer,
             agent,
             plain_data: false,
+            mux: false,
+            http_mux: Mutex::new(None),
+            mux_opening: tokio::sync::Mutex::new(()),
             out,
             cancel,
             pool: Mutex::new(VecDeque::new()),
@@ -94,6 +107,40 @@ impl Session {
     pub fn with_plain_data(mut self, granted: bool) -> Self {
         self.plain_data = granted;
         self
+    }
+
+    /// Lets this session's HTTP streams ride on a multiplexed data connection.
+    pub fn with_mux(mut self, mux: bool) -> Self {
+        self.mux = mux;
+        self
+    }
+
+    fn live_mux(&self) -> Option<MuxHandle> {
+        self.http_mux.lock().unwrap_or_else(|e| e.into_inner()).as_ref().filter(|h| !h.is_closed()).cloned()
+    }
+
+    /// A new HTTP stream with header `meta` on the session's multiplexed data connection. The
+    /// first call (or the first after it ended) turns a pooled data connection into one:
+    /// `start` gets it and runs its driver.
+    pub async fn http_mux_stream(
+        &self,
+        meta: &[u8],
+        start: impl FnOnce(DataConn) -> MuxHandle,
+    ) -> Result<MuxStream, DataConnError> {
+        if let Some(s) = self.live_mux().and_then(|h| h.open(meta).ok()) {
+            return Ok(s);
+        }
+        let _opening = self.mux_opening.lock().await;
+        if let Some(h) = self.live_mux() {
+            return h.open(meta).map_err(|_| DataConnError::Gone);
+        }
+        let mut conn = self.take_data_conn().await?;
+        let header =
+            StreamHeader { tunnel_id: String::new(), protocol: Protocol::Http, peer: String::new(), mux: true };
+        conn.write_all(&header.encode()).await.map_err(|_| DataConnError::Gone)?;
+        let handle = start(conn);
+        *self.http_mux.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle.clone());
+        handle.open(meta).map_err(|_| DataConnError::Gone)
     }
 
     /// Adds an idle data connection; false when the pool is full (the connection is dropped).

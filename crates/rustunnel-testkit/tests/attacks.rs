@@ -60,7 +60,8 @@ async fn first_server_msg(ws: &mut Ws) -> ServerMsg {
 }
 
 async fn hello(ws: &mut Ws, version: u32, token: &str) -> ServerMsg {
-    let msg = ClientMsg::Hello { version, token: token.into(), agent: "attacker".into(), plain_data: false };
+    let msg =
+        ClientMsg::Hello { version, token: token.into(), agent: "attacker".into(), plain_data: false, mux: false };
     ws.send(Message::text(msg.encode())).await.unwrap();
     first_server_msg(ws).await
 }
@@ -153,7 +154,13 @@ async fn bad_tokens_all_get_the_same_answer() {
     }
     // A 1 MB token does not even fit in a control frame: the connection is closed.
     let mut ws = control_ws(&server).await;
-    let msg = ClientMsg::Hello { version: PROTOCOL_VERSION, token: huge, agent: String::new(), plain_data: false };
+    let msg = ClientMsg::Hello {
+        version: PROTOCOL_VERSION,
+        token: huge,
+        agent: String::new(),
+        plain_data: false,
+        mux: false,
+    };
     let _ = ws.send(Message::text(msg.encode())).await;
     let end = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap();
     assert!(!matches!(end, Some(Ok(Message::Text(ref t))) if t.contains("welcome")), "{end:?}");

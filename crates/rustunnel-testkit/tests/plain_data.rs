@@ -166,6 +166,7 @@ async fn raw_session(server: &TestServer, plain: bool) -> (impl Sized, String, S
         token: server.handle.admin_token().to_string(),
         agent: "test".into(),
         plain_data: plain,
+        mux: false,
     };
     ws.send(Message::text(hello.encode())).await.unwrap();
     loop {

@@ -26,17 +26,23 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use rustunnel_proto::mux::{mux, MuxConfig, MuxHandle, MuxStream, Role};
 use rustunnel_proto::splice::{give_buf, take_buf};
 use rustunnel_proto::stream::StreamHeader;
 use rustunnel_proto::Protocol;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant as TokioInstant;
+use tokio_util::either::Either;
 
 use super::framing::{content_length, is_chunked, ChunkScan, ChunkStep};
 use super::pages::{self, Page};
 use crate::server::{RouteTo, Shared};
-use crate::session::DataConn;
+use crate::session::{DataConn, Session};
 use crate::tunnel::Tunnel;
+
+/// Where a request goes: a data connection of its own, or a stream of the session's
+/// multiplexed data connection (clients that take them).
+type Upstream = Either<DataConn, MuxStream>;
 
 /// hyper's default maximum number of headers; a head with more goes to hyper (which answers 431).
 const MAX_HEADERS: usize = 100;
@@ -357,19 +363,19 @@ fn parse_response(buf: &[u8], head_method: bool, close_visitor: bool) -> Result<
     Ok(Some(RespHead { len, status, interim: false, framing, reusable, out }))
 }
 
-/// Data connections of one tunnel that served an HTTP request and can serve another (the
-/// client keeps each one's connection to the local service open).
+/// Data connections (or mux streams) of one tunnel that served an HTTP request and can serve
+/// another (the client keeps each one's connection to the local service open).
 #[derive(Default)]
 pub struct IdlePool {
-    conns: Mutex<Vec<(Instant, DataConn)>>,
+    conns: Mutex<Vec<(Instant, Upstream)>>,
 }
 
 impl IdlePool {
-    fn pop(&self) -> Option<(Instant, DataConn)> {
+    fn pop(&self) -> Option<(Instant, Upstream)> {
         self.conns.lock().unwrap_or_else(|e| e.into_inner()).pop()
     }
 
-    fn push(&self, conn: DataConn) {
+    fn push(&self, conn: Upstream) {
         let now = Instant::now();
         let expired: Vec<_> = {
             let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
@@ -384,27 +390,52 @@ impl IdlePool {
     }
 }
 
-/// Whether an idle data connection is still open (nothing may arrive on an idle one).
-fn still_open(conn: &mut DataConn) -> bool {
+/// Whether an idle upstream is still open (nothing may arrive on an idle one).
+fn still_open(conn: &mut Upstream) -> bool {
     let mut byte = [0u8; 1];
     let mut rb = ReadBuf::new(&mut byte);
     let mut cx = Context::from_waker(std::task::Waker::noop());
     matches!(Pin::new(conn).poll_read(&mut cx, &mut rb), Poll::Pending)
 }
 
-/// A data connection for the tunnel: an idle one, or a new one with `first` set to the stream
-/// header to send before the request.
-async fn upstream(tunnel: &Tunnel, fresh: bool, first: &mut Vec<u8>) -> Option<(DataConn, bool)> {
+/// Runs the driver of a session's new multiplexed data connection until it ends, the session
+/// ends or the server stops.
+fn start_mux(shared: &Arc<Shared>, session: &Session, conn: DataConn) -> MuxHandle {
+    let (handle, _opener_accepts_nothing, driver) = mux(conn, Role::Opener, MuxConfig::default());
+    let (stop, ended) = (shared.hard_stop.clone(), session.cancel.clone());
+    shared.tasks.spawn(async move {
+        tokio::select! {
+            r = driver => if let Err(e) = r {
+                tracing::debug!(error = %e, "multiplexed data connection ended");
+            },
+            _ = stop.cancelled() => {}
+            _ = ended.cancelled() => {}
+        }
+    });
+    handle
+}
+
+/// An upstream for the tunnel: an idle one, else a new mux stream or data connection (then
+/// `first` is set to the stream header to send before the request).
+async fn upstream(shared: &Arc<Shared>, tunnel: &Tunnel, fresh: bool, first: &mut Vec<u8>) -> Option<(Upstream, bool)> {
     while let Some((since, mut conn)) = (!fresh).then(|| tunnel.http_idle.pop()).flatten() {
         let idle = since.elapsed();
-        if idle < IDLE_TIMEOUT && (idle < PROBE_AFTER || still_open(&mut conn)) {
+        // Checking a mux stream costs no syscall: always done.
+        let trust = idle < PROBE_AFTER && matches!(conn, Either::Left(_));
+        if idle < IDLE_TIMEOUT && (trust || still_open(&mut conn)) {
             return Some((conn, true));
         }
     }
-    let conn = tunnel.session.take_data_conn().await.ok()?;
-    let header = StreamHeader { tunnel_id: tunnel.id.clone(), protocol: Protocol::Http, peer: String::new() };
+    let header =
+        StreamHeader { tunnel_id: tunnel.id.clone(), protocol: Protocol::Http, peer: String::new(), mux: false };
+    let session = &tunnel.session;
+    if session.mux {
+        let stream = session.http_mux_stream(&header.encode(), |conn| start_mux(shared, session, conn)).await.ok()?;
+        return Some((Either::Right(stream), false));
+    }
+    let conn = session.take_data_conn().await.ok()?;
     *first = header.encode();
-    Some((conn, false))
+    Some((Either::Left(conn), false))
 }
 
 /// Why no response reached the visitor.
@@ -624,7 +655,7 @@ where
     let mut fresh = false;
     loop {
         let mut first = Vec::new();
-        let Some((mut up, reused)) = upstream(&tunnel, fresh, &mut first).await else {
+        let Some((mut up, reused)) = upstream(shared, &tunnel, fresh, &mut first).await else {
             log(502);
             return page(io, pages::bad_gateway(), page_close).await;
         };

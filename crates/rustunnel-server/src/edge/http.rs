@@ -411,7 +411,12 @@ impl tower_service::Service<Uri> for TunnelConnector {
             let id = uri.host().and_then(|h| h.strip_suffix(".tunnel")).ok_or("bad tunnel uri")?;
             let tunnel = shared.tunnel(id).ok_or("tunnel closed")?;
             let conn = tunnel.session.take_data_conn().await?;
-            let header = StreamHeader { tunnel_id: tunnel.id.clone(), protocol: Protocol::Http, peer: String::new() };
+            let header = StreamHeader {
+                tunnel_id: tunnel.id.clone(),
+                protocol: Protocol::Http,
+                peer: String::new(),
+                mux: false,
+            };
             let mut io = conn;
             io.write_all(&header.encode()).await?;
             Ok(TunnelIo { inner: TokioIo::new(io), stats: tunnel.stats.clone() })

@@ -90,7 +90,7 @@ async fn forward(mut visitor: TcpStream, peer: String, tunnel: &Tunnel) {
     let Ok(conn) = Box::pin(tunnel.session.take_data_conn()).await else {
         return;
     };
-    let header = StreamHeader { tunnel_id: tunnel.id.clone(), protocol: Protocol::Tcp, peer };
+    let header = StreamHeader { tunnel_id: tunnel.id.clone(), protocol: Protocol::Tcp, peer, mux: false };
     let mut conn = conn;
     let header = header.encode();
     if conn.write_all(&header).await.is_err() {

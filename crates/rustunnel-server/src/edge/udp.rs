@@ -82,7 +82,8 @@ async fn peer_session(
 ) {
     let Ok(conn) = tunnel.session.take_data_conn().await else { return };
     let (mut rd, mut wr) = tokio::io::split(conn);
-    let header = StreamHeader { tunnel_id: tunnel.id.clone(), protocol: Protocol::Udp, peer: peer.to_string() };
+    let header =
+        StreamHeader { tunnel_id: tunnel.id.clone(), protocol: Protocol::Udp, peer: peer.to_string(), mux: false };
     if wr.write_all(&header.encode()).await.is_err() {
         return;
     }
