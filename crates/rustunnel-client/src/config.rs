@@ -100,6 +100,9 @@ pub struct ClientOptions {
     /// Ask for plain (unencrypted, zero-copy) data connections; only on a trusted network.
     /// The server must allow them (`--allow-plain-data`); otherwise TLS is used.
     pub plain_data: bool,
+    /// Let HTTP streams share one multiplexed data connection (default). Off: one data
+    /// connection per stream, as clients before it.
+    pub mux: bool,
     pub tunnels: Vec<TunnelConfig>,
     /// Upper bound of the reconnect backoff.
     pub max_backoff: Duration,
@@ -113,6 +116,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("tls", &self.tls)
             .field("reconnect", &self.reconnect)
             .field("plain_data", &self.plain_data)
+            .field("mux", &self.mux)
             .field("tunnels", &self.tunnels)
             .finish()
     }
@@ -126,6 +130,7 @@ impl ClientOptions {
             tls: TlsOptions::default(),
             reconnect: true,
             plain_data: false,
+            mux: true,
             tunnels: Vec::new(),
             max_backoff: Duration::from_millis(800),
         }

@@ -49,6 +49,7 @@ pub(crate) async fn open_control(
     token: &str,
     agent: String,
     plain_data: bool,
+    mux: bool,
 ) -> Result<(ControlWs, Welcome), ClientError> {
     let host = if dialer.host.contains(':') { format!("[{}]", dialer.host) } else { dialer.host.clone() };
     let url = format!("wss://{host}:{}{CONTROL_PATH}", dialer.port);
@@ -60,7 +61,7 @@ pub(crate) async fn open_control(
             .await
             .map_err(|_| ClientError::Handshake("timed out".into()))?
             .map_err(|e| ClientError::Handshake(e.to_string()))?;
-    let hello = ClientMsg::Hello { version: PROTOCOL_VERSION, token: token.to_string(), agent, plain_data, mux: true };
+    let hello = ClientMsg::Hello { version: PROTOCOL_VERSION, token: token.to_string(), agent, plain_data, mux };
     ws.send(Message::text(hello.encode())).await.map_err(|e| ClientError::Handshake(e.to_string()))?;
     loop {
         let msg = tokio::time::timeout(HANDSHAKE_TIMEOUT, ws.next())
@@ -236,7 +237,8 @@ impl Runner {
             _ = self.cancel.cancelled() => return Ok(SessionEnd::Cancelled),
         };
         let agent = format!("rustunnel/{}", env!("CARGO_PKG_VERSION"));
-        let (mut ws, welcome) = open_control(&self.dialer, tls, &self.opts.token, agent, self.opts.plain_data).await?;
+        let (mut ws, welcome) =
+            open_control(&self.dialer, tls, &self.opts.token, agent, self.opts.plain_data, self.opts.mux).await?;
         let Welcome { session_id, data_key, heartbeat, pool_size, plain_data: plain, .. } = welcome;
 
         if self.opts.plain_data && !plain {

@@ -222,3 +222,51 @@ async fn pipelined_requests_mixing_lean_and_handed_over_ones() {
     assert!(out.starts_with("HTTP/1.0 200 ") || out.starts_with("HTTP/1.1 200 "), "{out}");
     assert!(out.ends_with("hello from app\n"), "{out}");
 }
+
+#[tokio::test]
+async fn a_visitor_that_does_not_read_holds_up_no_one() {
+    let server = TestServer::start().await;
+    let app = http_app("app").await;
+    let (_c, ready) = server.client(vec![tunnel("web", Protocol::Http, app.port())]).await;
+    let (edge, host) = (server.http_addr(), ready[0].host());
+    // Asks for 64 MiB and reads none of it: its stream stops at its window, the rest go on.
+    let mut stuck = TcpStream::connect(edge).await.unwrap();
+    stuck.write_all(format!("GET /big?n={} HTTP/1.1\r\nHost: {host}\r\n\r\n", 64 << 20).as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let mut conn = http1_conn(edge).await;
+    for _ in 0..50 {
+        let resp = conn.send_request(Request::get("/").header("host", &host).body(body("")).unwrap()).await.unwrap();
+        assert_eq!(text(resp).await, "hello from app\n");
+    }
+    let resp = conn.send_request(Request::get("/big?n=3000000").header("host", &host).body(body("")).unwrap()).await;
+    let got = resp.unwrap().into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(sha256_hex(&got), sha256_hex(&pattern(3_000_000)));
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    // The stuck visitor still gets its bytes once it reads.
+    let mut first = vec![0u8; 1 << 20];
+    let mut n = 0;
+    while n < first.len() {
+        n += tokio::time::timeout(Duration::from_secs(5), stuck.read(&mut first[n..])).await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_client_without_the_multiplexer_is_served_over_data_connections() {
+    let server = TestServer::start().await;
+    let (port, conns) = scripted().await;
+    let mut opts = server.client_options(vec![tunnel("web", Protocol::Http, port)]);
+    opts.mux = false;
+    let (_c, ready) = spawn_ready(opts).await;
+    let (edge, host) = (server.http_addr(), ready[0].host());
+    let mut conn = http1_conn(edge).await;
+    for _ in 0..5 {
+        let resp = conn.send_request(Request::get("/chunked").header("host", &host).body(body("")).unwrap()).await;
+        assert_eq!(text(resp.unwrap()).await, "hello world");
+        let post = Request::post("/hash").header("host", &host).body(body(pattern(200_000))).unwrap();
+        assert_eq!(text(conn.send_request(post).await.unwrap()).await, sha256_hex(&pattern(200_000)));
+    }
+    assert_eq!(conns.load(Ordering::Relaxed), 1, "one kept-alive data connection served them all");
+    let out = raw(edge, format!("GET /close10 HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).await;
+    assert!(out.ends_with("until close"), "{out}");
+}

@@ -264,7 +264,7 @@ async fn backoff(events: &mpsc::Sender<Event>, cancel: &CancellationToken, attem
 async fn open_control(dialer: &Dialer, token: &str) -> Result<Control, ClientError> {
     let tls = dialer.dial().await?;
     let agent = format!("rustunnel-p2p/{}", env!("CARGO_PKG_VERSION"));
-    let (ws, w) = crate::session::open_control(dialer, tls, token, agent, false).await?;
+    let (ws, w) = crate::session::open_control(dialer, tls, token, agent, false, false).await?;
     let reflector = match w.p2p_udp_port {
         Some(p) => resolve(&dialer.host, p).await.ok().and_then(|a| a.into_iter().next()),
         None => None,
