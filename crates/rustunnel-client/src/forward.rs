@@ -153,7 +153,7 @@ pub async fn serve_mux(
     cancel: CancellationToken,
     report: impl Fn(LocalFailure) + Clone + Send + 'static,
 ) {
-    let (_handle, mut acceptor, driver) = mux(io, Role::Acceptor, MuxConfig::default());
+    let (_handle, mut acceptor, driver) = mux(io, Role::Acceptor, MuxConfig::data_link());
     tokio::pin!(driver);
     loop {
         let (meta, stream) = tokio::select! {

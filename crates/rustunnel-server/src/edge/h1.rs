@@ -401,7 +401,7 @@ fn still_open(conn: &mut Upstream) -> bool {
 /// Runs the driver of a session's new multiplexed data connection until it ends, the session
 /// ends or the server stops.
 fn start_mux(shared: &Arc<Shared>, session: &Session, conn: DataConn) -> MuxHandle {
-    let (handle, _opener_accepts_nothing, driver) = mux(conn, Role::Opener, MuxConfig::default());
+    let (handle, _opener_accepts_nothing, driver) = mux(conn, Role::Opener, MuxConfig::data_link());
     let (stop, ended) = (shared.hard_stop.clone(), session.cancel.clone());
     shared.tasks.spawn(async move {
         tokio::select! {
