@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use rustunnel_proto::control::RequestLogEntry;
-use rustunnel_proto::mux::{MuxHandle, MuxStream};
+use rustunnel_proto::mux::{MuxError, MuxHandle, MuxStream};
 use rustunnel_proto::stream::StreamHeader;
 use rustunnel_proto::{Protocol, ServerMsg};
 use tokio::io::AsyncWriteExt;
@@ -36,6 +36,8 @@ pub enum DataConnError {
     Gone,
     #[error("the tunnel client did not supply a data connection in time")]
     Timeout,
+    #[error("the multiplexed data connection carries as many streams as it may")]
+    MuxFull,
 }
 
 pub struct Session {
@@ -127,12 +129,20 @@ impl Session {
         meta: &[u8],
         start: impl FnOnce(DataConn) -> MuxHandle,
     ) -> Result<MuxStream, DataConnError> {
-        if let Some(s) = self.live_mux().and_then(|h| h.open(meta).ok()) {
-            return Ok(s);
+        let open = |h: MuxHandle| match h.open(meta) {
+            Ok(s) => Ok(s),
+            Err(MuxError::TooManyStreams(_)) => Err(DataConnError::MuxFull),
+            Err(_) => Err(DataConnError::Gone),
+        };
+        if let Some(h) = self.live_mux() {
+            match open(h) {
+                Err(DataConnError::Gone) => {}
+                r => return r,
+            }
         }
         let _opening = self.mux_opening.lock().await;
         if let Some(h) = self.live_mux() {
-            return h.open(meta).map_err(|_| DataConnError::Gone);
+            return open(h);
         }
         let mut conn = self.take_data_conn().await?;
         let header =

@@ -37,7 +37,7 @@ use tokio_util::either::Either;
 use super::framing::{content_length, is_chunked, ChunkScan, ChunkStep};
 use super::pages::{self, Page};
 use crate::server::{RouteTo, Shared};
-use crate::session::{DataConn, Session};
+use crate::session::{DataConn, DataConnError, Session};
 use crate::tunnel::Tunnel;
 
 /// Where a request goes: a data connection of its own, or a stream of the session's
@@ -430,8 +430,12 @@ async fn upstream(shared: &Arc<Shared>, tunnel: &Tunnel, fresh: bool, first: &mu
         StreamHeader { tunnel_id: tunnel.id.clone(), protocol: Protocol::Http, peer: String::new(), mux: false };
     let session = &tunnel.session;
     if session.mux {
-        let stream = session.http_mux_stream(&header.encode(), |conn| start_mux(shared, session, conn)).await.ok()?;
-        return Some((Either::Right(stream), false));
+        match session.http_mux_stream(&header.encode(), |conn| start_mux(shared, session, conn)).await {
+            Ok(stream) => return Some((Either::Right(stream), false)),
+            // As many streams as the multiplexer takes: this one gets a connection of its own.
+            Err(DataConnError::MuxFull) => {}
+            Err(_) => return None,
+        }
     }
     let conn = session.take_data_conn().await.ok()?;
     *first = header.encode();
