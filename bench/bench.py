@@ -113,9 +113,13 @@ http {{
   server {{
     listen 127.0.0.1:{port};
     location / {{ default_type text/plain; return 200 "hello from nginx\\n"; }}
+    location = /big.bin {{ root {work}/files; sendfile on; }}
   }}
 }}
 """)
+    os.makedirs(os.path.join(work, "files"), exist_ok=True)
+    with open(os.path.join(work, "files", "big.bin"), "wb") as f:
+        f.truncate(DOWNLOAD_BYTES)
     spawn(["nginx", "-c", conf, "-p", work], work, "nginx")
     wait_port(port)
     return port
@@ -310,6 +314,18 @@ def iperf(port, secs):
     return j["end"]["sum_received"]["bits_per_second"] / 1e9
 
 
+DOWNLOAD_BYTES = 1 << 30
+
+
+def download(port, host):
+    """One 1 GiB HTTP download (curl), in Gbit/s."""
+    args = ["curl", "-s", "-o", "/dev/null", "-w", "%{speed_download}"]
+    if host:
+        args += ["-H", f"Host: {host}"]
+    out = subprocess.run(args + [f"http://127.0.0.1:{port}/big.bin"], capture_output=True, text=True, check=True)
+    return float(out.stdout) * 8 / 1e9
+
+
 def wrk(port, host, secs, conns, threads, latency=False):
     args = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{secs}s"]
     if host:
@@ -368,7 +384,7 @@ def main():
                     or os.path.join(ROOT, "bench", ".work", "bin", "rathole"))
     ap.add_argument("--json", help="write raw results here")
     ap.add_argument("--report", metavar="JSON", help="only print the tables of results saved with --json")
-    ap.add_argument("--only", choices=["tcp", "http", "latency"], action="append",
+    ap.add_argument("--only", choices=["tcp", "http", "download", "latency"], action="append",
                     help="measure only this (repeatable); skips memory and restart figures")
     args = ap.parse_args()
     if args.report:
@@ -385,8 +401,9 @@ def main():
     else:
         log(f"rathole not found at {args.rathole}: comparing with direct only")
 
-    results = {s.name: {"tcp_gbps": [], "http_rps": [], "p50_ms": [], "p99_ms": [], "max_ms": []} for s in systems}
-    only = set(args.only or ["tcp", "http", "latency"])
+    results = {s.name: {"tcp_gbps": [], "http_rps": [], "download_gbps": [], "p50_ms": [], "p99_ms": [], "max_ms": []}
+               for s in systems}
+    only = set(args.only or ["tcp", "http", "download", "latency"])
     for s in systems:
         if s.pids() and not args.only:
             results[s.name]["idle_rss_mib"] = sum(rss_kib(p) for p in s.pids()) / 1024
@@ -402,6 +419,8 @@ def main():
                 r["tcp_gbps"].append(iperf(e["iperf"], args.secs))
             if "http" in only:
                 r["http_rps"].append(wrk(e["http"], e["host"], args.secs, 50, 2)["rps"])
+            if "download" in only:
+                r["download_gbps"].append(download(e["http"], e["host"]))
             if "latency" in only:
                 lat = wrk(e["http"], e["host"], args.secs, 1, 1, latency=True)
                 r["p50_ms"].append(lat["p50_ms"])
@@ -423,12 +442,13 @@ def report(results, runs, secs):
     d = results["direct"]
     each = f", {secs} s each" if secs else ""
     print(f"\nMedians of {runs} runs{each}, {os.cpu_count()} cores, loopback.\n")
-    print("| system | TCP Gbit/s | vs direct | HTTP req/s (50 conns) | vs direct | serial p50 ms | p99 ms | max ms |"
-          " idle RSS MiB | KiB/held conn | restart recovery s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| system | TCP Gbit/s | vs direct | HTTP req/s (50 conns) | vs direct | HTTP download Gbit/s |"
+          " serial p50 ms | p99 ms | max ms | idle RSS MiB | KiB/held conn | restart recovery s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         t, h = median(r["tcp_gbps"]), median(r["http_rps"])
         print(f"| {name} | {t:.2f} | {t / median(d['tcp_gbps']):.0%} | {h:,.0f} | {h / median(d['http_rps']):.0%} | "
+              f"{median(r.get('download_gbps', [])):.2f} | "
               f"{median(r['p50_ms']):.3f} | {median(r['p99_ms']):.3f} | {median(r['max_ms']):.2f} | "
               f"{r.get('idle_rss_mib', 0):.1f} | {r.get('kib_per_held_conn', float('nan')):.1f} | "
               f"{r.get('restart_recovery_s', float('nan')):.2f} |")
