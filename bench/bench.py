@@ -117,9 +117,12 @@ http {{
   }}
 }}
 """)
-    os.makedirs(os.path.join(work, "files"), exist_ok=True)
+    # nginx's worker runs unprivileged: it must be able to reach the file.
+    os.chmod(work, 0o711)
+    os.makedirs(os.path.join(work, "files"), mode=0o755, exist_ok=True)
     with open(os.path.join(work, "files", "big.bin"), "wb") as f:
         f.truncate(DOWNLOAD_BYTES)
+    os.chmod(os.path.join(work, "files", "big.bin"), 0o644)
     spawn(["nginx", "-c", conf, "-p", work], work, "nginx")
     wait_port(port)
     return port
@@ -319,7 +322,7 @@ DOWNLOAD_BYTES = 1 << 30
 
 def download(port, host):
     """One 1 GiB HTTP download (curl), in Gbit/s."""
-    args = ["curl", "-s", "-o", "/dev/null", "-w", "%{speed_download}"]
+    args = ["curl", "-sf", "-o", "/dev/null", "-w", "%{speed_download}"]
     if host:
         args += ["-H", f"Host: {host}"]
     out = subprocess.run(args + [f"http://127.0.0.1:{port}/big.bin"], capture_output=True, text=True, check=True)
