@@ -1780,15 +1780,18 @@ mod tests {
         (per_round(ow.load(Ordering::Relaxed) - o0), per_round(aw.load(Ordering::Relaxed) - a0))
     }
 
-    /// On two workers (a worker preempted by the OS on a loaded machine splits a batch however
-    /// the mux behaves, so this checks the average of 10 rounds).
+    /// On two workers. A worker preempted by the OS on a loaded machine splits a batch however
+    /// the mux behaves (11 writes per 50 requests were seen with the whole test suite running on
+    /// two cores, 1-5 on a quiet machine), so this checks the average of 10 rounds against a
+    /// loose bound: at least twice fewer writes than requests. The single-thread test below is
+    /// the strict one.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn requests_ready_together_leave_in_few_writes() {
         for tcp in [false, true] {
             let (requests, responses) = batching_round(tcp).await;
             eprintln!("tcp {tcp}: 50 requests in {requests} writes, 50 responses in {responses}");
-            assert!(requests <= 10, "50 requests took {requests} writes (tcp: {tcp})");
-            assert!(responses <= 10, "50 responses took {responses} writes (tcp: {tcp})");
+            assert!(requests <= 25, "50 requests took {requests} writes (tcp: {tcp})");
+            assert!(responses <= 25, "50 responses took {responses} writes (tcp: {tcp})");
         }
     }
 
