@@ -964,11 +964,20 @@ async fn claim_writer(shared: Arc<Shared>) {
     }
 }
 
+/// Housekeeping: prunes old tunnel history hourly, and every 15 s closes HTTP upstreams idle
+/// longer than a minute.
 async fn retention_loop(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    let mut idle_tick = tokio::time::interval(Duration::from_secs(15));
     loop {
         tokio::select! {
             _ = shared.hard_stop.cancelled() => return,
+            _ = idle_tick.tick() => {
+                let tunnels: Vec<Arc<Tunnel>> = read(&shared.tunnels).values().cloned().collect();
+                for t in tunnels {
+                    t.http_idle.sweep();
+                }
+            }
             _ = tick.tick() => {
                 let cutoff = now_ms() - shared.config.history_retention.as_millis() as i64;
                 match shared.store.prune_history(cutoff).await {

@@ -376,17 +376,34 @@ impl IdlePool {
     }
 
     fn push(&self, conn: Upstream) {
-        let now = Instant::now();
-        let expired: Vec<_> = {
-            let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-            let stale = conns.iter().take_while(|(t, _)| now.duration_since(*t) > IDLE_TIMEOUT).count();
-            let expired = conns.drain(..stale).collect();
-            if conns.len() < MAX_IDLE {
-                conns.push((now, conn));
-            }
-            expired
-        };
+        let expired = self.take_older_than(IDLE_TIMEOUT);
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        if conns.len() < MAX_IDLE {
+            conns.push((Instant::now(), conn));
+        }
+        drop(conns);
         drop(expired);
+    }
+
+    /// Removes the upstreams idle longer than `max_idle` (oldest first in the list), to be
+    /// dropped outside the lock.
+    fn take_older_than(&self, max_idle: Duration) -> Vec<(Instant, Upstream)> {
+        let now = Instant::now();
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let stale = conns.iter().take_while(|(t, _)| now.duration_since(*t) > max_idle).count();
+        conns.drain(..stale).collect()
+    }
+
+    /// Closes the upstreams idle longer than [`IDLE_TIMEOUT`] (and with them the client's
+    /// connections to the local service); the server calls it periodically, so a tunnel whose
+    /// traffic stopped does not hold them until its next request.
+    pub fn sweep(&self) {
+        drop(self.take_older_than(IDLE_TIMEOUT));
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
 
@@ -792,6 +809,26 @@ mod tests {
             assert!(handed_over(req), "{req}");
         }
         assert!(matches!(parse_request(b"GET / HTTP/1.1\r\nHost: a", "x", "http"), Parsed::Partial));
+    }
+
+    #[tokio::test]
+    async fn idle_upstreams_expire_oldest_first() {
+        let (a, b) = tokio::io::duplex(1024);
+        let (opener, _acc, driver) = mux(a, Role::Opener, MuxConfig::default());
+        let (_h, _peer, peer_driver) = mux(b, Role::Acceptor, MuxConfig::default());
+        tokio::spawn(driver);
+        tokio::spawn(peer_driver);
+        let pool = IdlePool::default();
+        pool.push(Either::Right(opener.open(b"1").unwrap()));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        pool.push(Either::Right(opener.open(b"2").unwrap()));
+        assert_eq!(pool.len(), 2);
+        pool.sweep();
+        assert_eq!(pool.len(), 2, "nothing is idle for a minute yet");
+        assert_eq!(pool.take_older_than(Duration::from_millis(20)).len(), 1, "only the older one");
+        let (_, mut left) = pool.pop().unwrap();
+        assert!(still_open(&mut left));
+        assert!(pool.pop().is_none());
     }
 
     fn resp(r: &str, head_method: bool) -> RespHead {
