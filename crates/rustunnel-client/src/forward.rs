@@ -172,12 +172,22 @@ pub async fn serve_mux(
         // A header that does not decode: that stream is dropped (reset), the others go on.
         let Ok(header) = StreamHeader::decode(&meta) else { continue };
         let (targets, cancel, report) = (targets.clone(), cancel.clone(), report.clone());
-        tracker.spawn(async move {
-            tokio::select! {
-                r = serve_stream(header, stream, &targets) => if let Err(f) = r { report(f) },
-                _ = cancel.cancelled() => {}
-            }
-        });
+        tracker.spawn(async move { serve_until(header, stream, &targets, &cancel, report).await });
+    }
+}
+
+/// [`serve_stream`] until it ends or `cancel`; a failure to reach the local service goes to
+/// `report`.
+pub async fn serve_until<S: ServerStream>(
+    header: StreamHeader,
+    stream: S,
+    targets: &Targets,
+    cancel: &CancellationToken,
+    report: impl Fn(LocalFailure),
+) {
+    tokio::select! {
+        r = serve_stream(header, stream, targets) => if let Err(f) = r { report(f) },
+        _ = cancel.cancelled() => {}
     }
 }
 

@@ -317,10 +317,7 @@ impl Runner {
                     forward::serve_mux(io, targets, streams, run_cancel, report).await;
                     return;
                 }
-                tokio::select! {
-                    r = forward::serve_stream(header, io, &targets) => if let Err(f) = r { report(f) },
-                    _ = run_cancel.cancelled() => {}
-                }
+                forward::serve_until(header, io, &targets, &run_cancel, report).await;
             });
         };
         for _ in 0..pool_size.max(1) {

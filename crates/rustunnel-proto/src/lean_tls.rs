@@ -430,20 +430,21 @@ impl<C: Side> AsyncWrite for LeanTls<C> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
     use sha2::{Digest, Sha256};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
-    type ServerSide = tokio_rustls::server::TlsStream<TcpStream>;
+    pub(crate) type ServerSide = tokio_rustls::server::TlsStream<TcpStream>;
 
     fn provider() -> Arc<rustls::crypto::CryptoProvider> {
         Arc::new(rustls::crypto::ring::default_provider())
     }
 
-    fn configs(
+    /// A self-signed server config for `localhost` and a client config trusting it.
+    pub(crate) fn configs(
         version: &'static rustls::SupportedProtocolVersion,
     ) -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
         let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
@@ -465,7 +466,9 @@ mod tests {
         (Arc::new(server), Arc::new(client))
     }
 
-    async fn pair(
+    /// A lean client connected over loopback TCP (`TCP_NODELAY`, as data connections) to a
+    /// tokio-rustls server.
+    pub(crate) async fn pair(
         server: Arc<rustls::ServerConfig>,
         client: Arc<rustls::ClientConfig>,
     ) -> (io::Result<LeanClient>, io::Result<ServerSide>) {
@@ -474,9 +477,11 @@ mod tests {
         let acceptor = tokio_rustls::TlsAcceptor::from(server);
         let srv = tokio::spawn(async move {
             let (s, _) = l.accept().await.unwrap();
+            s.set_nodelay(true).unwrap();
             acceptor.accept(s).await
         });
         let tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
         let name = ServerName::try_from("localhost").unwrap();
         let c = LeanClient::connect(client, name, tcp).await;
         (c, srv.await.unwrap())

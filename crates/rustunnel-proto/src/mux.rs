@@ -1310,37 +1310,10 @@ mod tests {
     /// Over TLS as data connections use it: rustls on the server (opener), the lean client.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn echo_over_tls() {
-        use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer, ServerName};
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-        let cert = CertificateDer::from(ck.cert.der().to_vec());
-        let key = PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der());
-        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.clone()], key.into())
-            .unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(cert).unwrap();
-        let client = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let tls = tokio_rustls::TlsAcceptor::from(Arc::new(server));
-        let srv = tokio::spawn(async move {
-            let (s, _) = l.accept().await.unwrap();
-            s.set_nodelay(true).unwrap();
-            tls.accept(s).await.unwrap()
-        });
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        tcp.set_nodelay(true).unwrap();
-        let name = ServerName::try_from("localhost").unwrap();
-        let c = crate::lean_tls::LeanClient::connect(Arc::new(client), name, tcp).await.unwrap();
-        let s = srv.await.unwrap();
+        use crate::lean_tls::tests::{configs, pair};
+        let (server, client) = configs(&rustls::version::TLS13);
+        let (c, s) = pair(server, client).await;
+        let (c, s) = (c.unwrap(), s.unwrap());
         let (h, _a, d1) = start(s, Role::Opener, MuxConfig::default());
         let (_h2, acc, d2) = start(c, Role::Acceptor, MuxConfig::default());
         let checker = checking_echo(acc);

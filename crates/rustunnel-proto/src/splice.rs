@@ -91,7 +91,7 @@ pub(crate) fn still_bulk(bulk: bool, n: usize, room: usize) -> bool {
 
 /// Bytes waiting in a pooled buffer, `buf[start..end]`. The buffer is taken from its pool when
 /// bytes arrive and given back as soon as none are left, so an idle owner holds nothing.
-pub(crate) struct Window {
+pub struct Window {
     buf: Option<Box<[u8]>>,
     start: usize,
     end: usize,
@@ -117,7 +117,7 @@ impl Window {
         self.bulk
     }
 
-    pub(crate) fn pending(&self) -> &[u8] {
+    pub fn pending(&self) -> &[u8] {
         self.buf.as_deref().map(|b| &b[self.start..self.end]).unwrap_or(&[])
     }
 
@@ -128,7 +128,7 @@ impl Window {
         }
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.start == self.end
     }
 
@@ -139,7 +139,7 @@ impl Window {
     }
 
     /// Length of the held buffer.
-    pub(crate) fn capacity(&self) -> Option<usize> {
+    pub fn capacity(&self) -> Option<usize> {
         self.buf.as_ref().map(|b| b.len())
     }
 
@@ -184,6 +184,28 @@ impl Window {
         self.end = n;
     }
 
+    /// An empty window over the pool of [`BUF_SIZE`] buffers.
+    pub fn pooled() -> Window {
+        Window::new(take_sized, give_buf)
+    }
+
+    /// Reads at most `max` bytes from `r` after the pending ones (a buffer is taken for them,
+    /// and given back if none came). `Ready(Ok(0))`: the end of the stream.
+    pub fn poll_fill<R: AsyncRead + ?Sized>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Pin<&mut R>,
+        max: usize,
+    ) -> Poll<io::Result<usize>> {
+        let spare = self.spare(1);
+        let room = spare.len().min(max);
+        let mut rb = ReadBuf::new(&mut spare[..room]);
+        let res = r.poll_read(cx, &mut rb);
+        let n = rb.filled().len();
+        self.commit(n);
+        res.map_ok(|()| n)
+    }
+
     /// Like [`Window::spare`], with a bigger buffer (not from the pool) when the pool's is too
     /// small for `need` more bytes.
     pub(crate) fn reserve(&mut self, need: usize) -> &mut [u8] {
@@ -201,7 +223,7 @@ impl Window {
     }
 
     /// Drops `n` bytes from the front; gives the buffer back once none are left.
-    pub(crate) fn consume(&mut self, n: usize) {
+    pub fn consume(&mut self, n: usize) {
         self.start += n;
         self.release_if_empty();
     }
@@ -236,7 +258,7 @@ pub struct ReadAhead<T> {
 
 impl<T> ReadAhead<T> {
     pub fn new(inner: T) -> Self {
-        ReadAhead { inner, ahead: Window::new(take_sized, give_buf) }
+        ReadAhead { inner, ahead: Window::pooled() }
     }
 
     pub fn get_ref(&self) -> &T {
@@ -252,12 +274,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for ReadAhead<T> {
                 // The caller's buffer is big enough: no point copying through ours.
                 return Pin::new(&mut this.inner).poll_read(cx, out);
             }
-            let mut rb = ReadBuf::new(this.ahead.spare(0));
-            let r = Pin::new(&mut this.inner).poll_read(cx, &mut rb);
-            let n = rb.filled().len();
-            this.ahead.commit(n);
-            if n == 0 {
-                return r;
+            if ready!(this.ahead.poll_fill(cx, Pin::new(&mut this.inner), usize::MAX))? == 0 {
+                return Poll::Ready(Ok(()));
             }
         }
         let pending = this.ahead.pending();

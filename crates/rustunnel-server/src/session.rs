@@ -150,7 +150,7 @@ impl Session {
         conn.write_all(&header.encode()).await.map_err(|_| DataConnError::Gone)?;
         let handle = start(conn);
         *self.http_mux.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle.clone());
-        handle.open(meta).map_err(|_| DataConnError::Gone)
+        open(handle)
     }
 
     /// Adds an idle data connection; false when the pool is full (the connection is dropped).

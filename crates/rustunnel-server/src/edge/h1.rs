@@ -27,7 +27,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use rustunnel_proto::mux::{mux, MuxConfig, MuxHandle, MuxStream, Role};
-use rustunnel_proto::splice::{give_buf, take_buf};
+use rustunnel_proto::splice::Window;
 use rustunnel_proto::stream::StreamHeader;
 use rustunnel_proto::Protocol;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -84,70 +84,20 @@ pub(super) enum End<I> {
     HandOver(I, Vec<u8>),
 }
 
-/// Bytes read and not used yet, in a pooled buffer held only while some are pending.
-struct Buf {
-    b: Option<Box<[u8]>>,
-    start: usize,
-    end: usize,
+/// Whether the pending bytes fill the window's whole buffer: a head this long will not fit.
+fn is_full(w: &Window) -> bool {
+    w.capacity() == Some(w.pending().len())
 }
 
-impl Buf {
-    fn new() -> Self {
-        Buf { b: None, start: 0, end: 0 }
-    }
+fn take_all(w: &mut Window) -> Vec<u8> {
+    let v = w.pending().to_vec();
+    w.consume(v.len());
+    v
+}
 
-    fn pending(&self) -> &[u8] {
-        self.b.as_deref().map(|b| &b[self.start..self.end]).unwrap_or(&[])
-    }
-
-    fn is_empty(&self) -> bool {
-        self.start == self.end
-    }
-
-    /// Whether the buffer is full from its first byte: a head this long will not fit.
-    fn is_full(&self) -> bool {
-        self.start == 0 && self.b.as_ref().is_some_and(|b| self.end == b.len())
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.start += n;
-        if self.start >= self.end {
-            self.start = 0;
-            self.end = 0;
-            if let Some(b) = self.b.take() {
-                give_buf(b);
-            }
-        }
-    }
-
-    fn take_all(&mut self) -> Vec<u8> {
-        let v = self.pending().to_vec();
-        self.consume(v.len());
-        v
-    }
-
-    /// Reads at most `max` more bytes; `Ok(0)` is the end of the stream.
-    async fn fill<R: AsyncRead + Unpin>(&mut self, r: &mut R, max: usize) -> io::Result<usize> {
-        poll_fn(|cx| {
-            let b = self.b.get_or_insert_with(take_buf);
-            if self.end == b.len() && self.start > 0 {
-                b.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            }
-            let room = (b.len() - self.end).min(max);
-            let mut rb = ReadBuf::new(&mut b[self.end..self.end + room]);
-            let r = Pin::new(&mut *r).poll_read(cx, &mut rb);
-            let n = rb.filled().len();
-            self.end += n;
-            if self.start == self.end {
-                // Nothing pending: an idle connection holds no buffer.
-                self.consume(0);
-            }
-            r.map_ok(|()| n)
-        })
-        .await
-    }
+/// Reads at most `max` more bytes into `w`; `Ok(0)` is the end of the stream.
+async fn fill<R: AsyncRead + Unpin>(w: &mut Window, r: &mut R, max: usize) -> io::Result<usize> {
+    poll_fn(|cx| w.poll_fill(cx, Pin::new(&mut *r), max)).await
 }
 
 /// A request head this path forwards.
@@ -491,7 +441,7 @@ where
     U: AsyncRead + Unpin,
     V: AsyncWrite + Unpin,
 {
-    let mut rb = Buf::new();
+    let mut rb = Window::pooled();
     let mut got_any = false;
     let head = loop {
         if !rb.is_empty() {
@@ -504,11 +454,11 @@ where
                     continue;
                 }
                 Ok(Some(h)) => break h,
-                Ok(None) if rb.is_full() => return Err(Fail::BadResponse),
+                Ok(None) if is_full(&rb) => return Err(Fail::BadResponse),
                 Ok(None) => {}
             }
         }
-        match tokio::time::timeout_at(deadline, rb.fill(up, usize::MAX)).await {
+        match tokio::time::timeout_at(deadline, fill(&mut rb, up, usize::MAX)).await {
             Err(_) => return Err(Fail::Timeout),
             Ok(Ok(0)) | Ok(Err(_)) if !got_any => return Err(Fail::NoResponse),
             Ok(Ok(0)) | Ok(Err(_)) => return Err(Fail::BadResponse),
@@ -556,7 +506,7 @@ where
             }
             break;
         }
-        match rb.fill(up, usize::MAX).await {
+        match fill(&mut rb, up, usize::MAX).await {
             Ok(0) | Err(_) => {
                 // The end of a close-delimited body, or a body cut short.
                 sent.reusable = false;
@@ -571,13 +521,19 @@ where
 }
 
 /// Moves the rest of a `Content-Length` body from the visitor to the data connection.
-async fn upload<V, U>(vis: &mut V, vb: &mut Buf, up: &mut U, mut left: u64, stats: &crate::tunnel::TunnelStats) -> bool
+async fn upload<V, U>(
+    vis: &mut V,
+    vb: &mut Window,
+    up: &mut U,
+    mut left: u64,
+    stats: &crate::tunnel::TunnelStats,
+) -> bool
 where
     V: AsyncRead + Unpin,
     U: AsyncWrite + Unpin,
 {
     while left > 0 {
-        match vb.fill(vis, usize::try_from(left).unwrap_or(usize::MAX)).await {
+        match fill(vb, vis, usize::try_from(left).unwrap_or(usize::MAX)).await {
             Ok(0) | Err(_) => return false,
             Ok(_) => {}
         }
@@ -599,7 +555,7 @@ where
 {
     let shared = v.shared;
     let peer_ip = v.peer.ip().to_string();
-    let mut vb = Buf::new();
+    let mut vb = Window::pooled();
     loop {
         // The next request head, within the header deadline.
         let deadline = TokioInstant::now() + shared.config.header_timeout;
@@ -607,14 +563,14 @@ where
             if !vb.is_empty() {
                 match parse_request(vb.pending(), &peer_ip, v.scheme) {
                     Parsed::Lean(h) => break h,
-                    Parsed::HandOver => return End::HandOver(io, vb.take_all()),
-                    Parsed::Partial if vb.is_full() => return End::HandOver(io, vb.take_all()),
+                    Parsed::HandOver => return End::HandOver(io, take_all(&mut vb)),
+                    Parsed::Partial if is_full(&vb) => return End::HandOver(io, take_all(&mut vb)),
                     Parsed::Partial => {}
                 }
             }
             let idle = vb.is_empty();
             tokio::select! {
-                r = tokio::time::timeout_at(deadline, vb.fill(&mut io, usize::MAX)) => match r {
+                r = tokio::time::timeout_at(deadline, fill(&mut vb, &mut io, usize::MAX)) => match r {
                     Ok(Ok(n)) if n > 0 => {}
                     _ => return End::Closed,
                 },
@@ -641,7 +597,7 @@ async fn page<I: AsyncWrite + Unpin>(io: &mut I, p: Page, close: bool) -> bool {
 }
 
 /// Routes and forwards one request; whether the visitor's connection stays open.
-async fn forward<I>(io: &mut I, vb: &mut Buf, head: ReqHead, close: bool, v: &Visitor<'_>) -> bool
+async fn forward<I>(io: &mut I, vb: &mut Window, head: ReqHead, close: bool, v: &Visitor<'_>) -> bool
 where
     I: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -705,14 +661,8 @@ where
             let mut sent_all = None;
             let result = loop {
                 tokio::select! {
-                    ok = &mut send, if sent_all.is_none() => {
-                        if !ok {
-                            // The visitor went away mid-body, or the local side stopped reading.
-                            sent_all = Some(false);
-                        } else {
-                            sent_all = Some(true);
-                        }
-                    }
+                    // False: the visitor went away mid-body, or the local side stopped reading.
+                    ok = &mut send, if sent_all.is_none() => sent_all = Some(ok),
                     r = &mut recv => break r,
                 }
             };

@@ -91,17 +91,8 @@ pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<
         let exec = exec.clone();
         shared.tasks.spawn(async move {
             let stop = ctx.shared.hard_stop.clone();
-            let flag = ctx.both_lengths.clone();
-            let visitor = h1::Visitor { shared: &ctx.shared, peer, scheme };
             match tls {
-                // Plain HTTP/1.1 takes the lean path; what it hands over goes to hyper, whose
-                // tracker stops by itself at an HTTP/2 (h2c) preface.
-                None => {
-                    if let h1::End::HandOver(io, pending) = h1::serve(stream, visitor).await {
-                        let io = Tracked::replaying(pending, io, Tracker::new(), flag);
-                        serve_conn(io, ctx, watcher, exec, &stop).await;
-                    }
-                }
+                None => serve_http1(stream, ctx, watcher, exec, &stop).await,
                 Some(acceptor) => {
                     let hs = tokio::time::timeout(
                         ctx.shared.config.handshake_timeout,
@@ -109,10 +100,10 @@ pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<
                     );
                     let Ok(Ok(s)) = hs.await else { return };
                     if s.get_ref().1.alpn_protocol() == Some(b"h2".as_slice()) {
+                        let flag = ctx.both_lengths.clone();
                         serve_conn(Tracked::new(s, Tracker::off(), flag), ctx, watcher, exec, &stop).await;
-                    } else if let h1::End::HandOver(io, pending) = h1::serve(s, visitor).await {
-                        let io = Tracked::replaying(pending, io, Tracker::new(), flag);
-                        serve_conn(io, ctx, watcher, exec, &stop).await;
+                    } else {
+                        serve_http1(s, ctx, watcher, exec, &stop).await;
                     }
                 }
             }
@@ -122,6 +113,24 @@ pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = shared.hard_stop.cancelled() => {}
+    }
+}
+
+/// An HTTP/1 connection: the lean path first; what it hands over goes to hyper, whose
+/// tracker stops by itself at an HTTP/2 (h2c) preface.
+async fn serve_http1<I>(
+    io: I,
+    ctx: Ctx,
+    watcher: hyper_util::server::graceful::Watcher,
+    exec: TrackedExecutor,
+    stop: &tokio_util::sync::CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let visitor = h1::Visitor { shared: &ctx.shared, peer: ctx.peer, scheme: ctx.scheme };
+    if let h1::End::HandOver(io, pending) = h1::serve(io, visitor).await {
+        let io = Tracked::replaying(pending, io, Tracker::new(), ctx.both_lengths.clone());
+        serve_conn(io, ctx, watcher, exec, stop).await;
     }
 }
 

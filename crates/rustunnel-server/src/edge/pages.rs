@@ -10,32 +10,33 @@ pub struct Page {
     pub body: Bytes,
 }
 
-const CONTENT_TYPE: &str = "text/html; charset=utf-8";
+/// The headers of every page (besides its length).
+const HEADERS: [(&str, &str); 3] =
+    [("content-type", "text/html; charset=utf-8"), ("cache-control", "no-store"), ("x-rustunnel-error", "1")];
 
 impl Page {
     pub fn response(self) -> Response<Full<Bytes>> {
         let mut r = Response::new(Full::new(self.body));
         *r.status_mut() = self.status;
-        let h = r.headers_mut();
-        h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static(CONTENT_TYPE));
-        h.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
-        h.insert("x-rustunnel-error", header::HeaderValue::from_static("1"));
+        for (name, value) in HEADERS {
+            r.headers_mut().insert(name, header::HeaderValue::from_static(value));
+        }
         r
     }
 
     /// The page as an HTTP/1.1 response, with `connection: close` when `close`.
     pub fn h1(&self, close: bool) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256 + self.body.len());
-        out.extend_from_slice(
-            format!(
-                "HTTP/1.1 {} {}\r\ncontent-type: {CONTENT_TYPE}\r\ncache-control: no-store\r\nx-rustunnel-error: 1\r\ncontent-length: {}\r\n{}\r\n",
-                self.status.as_u16(),
-                self.status.canonical_reason().unwrap_or(""),
-                self.body.len(),
-                if close { "connection: close\r\n" } else { "" },
-            )
-            .as_bytes(),
-        );
+        let reason = self.status.canonical_reason().unwrap_or("");
+        let mut head = format!("HTTP/1.1 {} {reason}\r\n", self.status.as_u16());
+        for (name, value) in HEADERS {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str(&format!("content-length: {}\r\n", self.body.len()));
+        if close {
+            head.push_str("connection: close\r\n");
+        }
+        head.push_str("\r\n");
+        let mut out = head.into_bytes();
         out.extend_from_slice(&self.body);
         out
     }
