@@ -8,6 +8,11 @@ second reference.
 
 Needs: target/release/{rustunnel-server,rustunnel}, rathole (--rathole or $RATHOLE or PATH),
 iperf3, wrk, nginx, openssl. bench/run.sh installs them.
+
+--link-delay MS puts every tunnel client's connections to its server (and the direct runs'
+connections to the services) behind a relay that adds MS milliseconds each way (the example
+`delay_relay` of rustunnel-proto; the kernel here has no netem): a long link, for the HTTP
+download figure (--only download).
 """
 import argparse
 import json
@@ -25,6 +30,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("RUSTUNNEL_BIN") or os.path.join(ROOT, "target", "release")
 PROCS = []
+# Relay fronting a port on the simulated long link (identity without --link-delay).
+LINK = {"delay_ms": 0, "relays": {}}
 
 
 def log(*a):
@@ -97,6 +104,20 @@ def rss_kib(pid):
 
 # ---------------------------------------------------------------- local services
 
+def link(port, work=None):
+    """The port to use for `port` across the simulated link: itself, or a delay relay's."""
+    if not LINK["delay_ms"]:
+        return port
+    if port not in LINK["relays"]:
+        relay = os.environ.get("DELAY_RELAY") or os.path.join(BIN, "examples", "delay_relay")
+        front = free_port()
+        spawn([relay, f"127.0.0.1:{front}", f"127.0.0.1:{port}", str(LINK["delay_ms"])], work or tempfile.gettempdir(),
+              f"relay-{port}")
+        wait_port(front)
+        LINK["relays"][port] = front
+    return LINK["relays"][port]
+
+
 def start_nginx(work):
     port = free_port()
     conf = os.path.join(work, "nginx.conf")
@@ -168,7 +189,8 @@ class Direct:
         self.svc = svc
 
     def endpoints(self):
-        return {"iperf": self.svc["iperf"], "http": self.svc["http"], "echo": self.svc["echo"], "host": None}
+        return {"iperf": link(self.svc["iperf"]), "http": link(self.svc["http"]), "echo": link(self.svc["echo"]),
+                "host": None}
 
     def pids(self):
         return []
@@ -190,7 +212,7 @@ class Rustunnel:
         # All three tunnels in one client process, as `rustunnel start` runs them.
         conf = os.path.join(self.work, "tunnels.toml")
         with open(conf, "w") as f:
-            f.write(f'server = "127.0.0.1:{self.control}"\ninsecure = true\nplain_data = {str(self.plain).lower()}\n')
+            f.write(f'server = "127.0.0.1:{link(self.control, self.work)}"\ninsecure = true\nplain_data = {str(self.plain).lower()}\n')
             for name, proto, port in [("iperf", "tcp", svc["iperf"]), ("echo", "tcp", svc["echo"]),
                                       ("http", "http", svc["http"])]:
                 f.write(f'[tunnels.{name}]\nprotocol = "{proto}"\nlocal_port = {port}\nlocal_host = "127.0.0.1"\n')
@@ -256,7 +278,7 @@ class Rathole:
             for k, p in self.bind.items():
                 f.write(f'[server.services.{k}]\nbind_addr = "127.0.0.1:{p}"\nnodelay = true\n')
         with open(os.path.join(self.work, "client.toml"), "w") as f:
-            f.write(f'[client]\nremote_addr = "localhost:{self.ctrl}"\ndefault_token = "bench-token"\n{transport_c}')
+            f.write(f'[client]\nremote_addr = "localhost:{link(self.ctrl, self.work)}"\ndefault_token = "bench-token"\n{transport_c}')
             for k in self.bind:
                 f.write(f'[client.services.{k}]\nlocal_addr = "127.0.0.1:{svc[k]}"\nnodelay = true\n')
         self.start_server()
@@ -387,6 +409,8 @@ def main():
                     or os.path.join(ROOT, "bench", ".work", "bin", "rathole"))
     ap.add_argument("--json", help="write raw results here")
     ap.add_argument("--report", metavar="JSON", help="only print the tables of results saved with --json")
+    ap.add_argument("--link-delay", type=int, default=0, metavar="MS",
+                    help="add MS ms each way between tunnel clients and servers (and for direct)")
     ap.add_argument("--only", choices=["tcp", "http", "download", "latency"], action="append",
                     help="measure only this (repeatable); skips memory and restart figures")
     args = ap.parse_args()
@@ -397,6 +421,7 @@ def main():
         return
 
     work = tempfile.mkdtemp(prefix="rustunnel-bench-")
+    LINK["delay_ms"] = args.link_delay
     svc = {"http": start_nginx(work), "iperf": start_iperf(work), "echo": start_echo(work)}
     systems = [Direct(svc), Rustunnel(svc, work), Rustunnel(svc, work, plain=True)]
     if os.path.exists(args.rathole):
@@ -435,6 +460,8 @@ def main():
 
     for p in PROCS:
         stop(p)
+    if args.link_delay:
+        results["link_delay_ms"] = args.link_delay
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
@@ -444,11 +471,15 @@ def main():
 def report(results, runs, secs):
     d = results["direct"]
     each = f", {secs} s each" if secs else ""
-    print(f"\nMedians of {runs} runs{each}, {os.cpu_count()} cores, loopback.\n")
+    delay = results.get("link_delay_ms", 0)
+    where = f"loopback with {delay} ms added each way between tunnel clients and servers" if delay else "loopback"
+    print(f"\nMedians of {runs} runs{each}, {os.cpu_count()} cores, {where}.\n")
     print("| system | TCP Gbit/s | vs direct | HTTP req/s (50 conns) | vs direct | HTTP download Gbit/s |"
           " serial p50 ms | p99 ms | max ms | idle RSS MiB | KiB/held conn | restart recovery s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
+        if not isinstance(r, dict):
+            continue
         t, h = median(r["tcp_gbps"]), median(r["http_rps"])
         print(f"| {name} | {t:.2f} | {t / median(d['tcp_gbps']):.0%} | {h:,.0f} | {h / median(d['http_rps']):.0%} | "
               f"{median(r.get('download_gbps', [])):.2f} | "
@@ -480,7 +511,7 @@ def report(results, runs, secs):
 
     print("\nPaired by round (median of the per-round figures):")
     for name in results:
-        if name == "direct":
+        if name == "direct" or not isinstance(results[name], dict):
             continue
         print(f"- {name} vs direct: TCP {per_round(name, 'direct', 'tcp_gbps', ratio):.0%}, "
               f"HTTP {per_round(name, 'direct', 'http_rps', ratio):.0%}, "

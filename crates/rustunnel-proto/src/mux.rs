@@ -33,14 +33,24 @@
 //! connection's upgrade) before handing it to [`mux`].
 //!
 //! # Flow control
-//! Each stream has, per direction, a credit window of [`INITIAL_WINDOW`] bytes from its OPEN;
-//! a receiver configured with a larger [`MuxConfig::window`] grants the difference with a WINDOW
-//! frame right after the OPEN (opener) or on receiving it (acceptor). A sender never has more
-//! DATA in flight than the credit it holds: a write without credit returns `Pending` and is woken
-//! by the WINDOW frame that returns credit. The receiver returns credit once the reading side
-//! has consumed half the window, so a stream's inbound buffer never holds more than the window
-//! and one slow reader never holds up the other streams. DATA beyond the granted window is a
-//! protocol error.
+//! Each stream has, per direction, a credit window of [`INITIAL_WINDOW`] bytes from its OPEN.
+//! A sender never has more DATA in flight than the credit it holds: a write without credit
+//! returns `Pending` and is woken by the WINDOW frame that returns credit. The receiver returns
+//! credit once the reading side has consumed half the stream's window, so a stream's inbound
+//! buffer never holds more than its window and one slow reader never holds up the other
+//! streams. DATA beyond the granted window is a protocol error.
+//!
+//! Window growth is the receiver's own decision (the wire only carries credit): a receiver
+//! configured with a [`MuxConfig::window`] above [`INITIAL_WINDOW`] doubles a stream's window
+//! when the reader consumed the last half-window in less than one round trip (the window, not
+//! the reader, was holding the stream back), up to that maximum and while the sum of what its
+//! streams grew stays within [`MuxConfig::window_budget`]. A grown window goes back to the
+//! budget when its stream ends. So a bulk stream on a long link gets the window its bandwidth
+//! times delay needs, while thousands of quiet or stalled streams cost their initial windows
+//! only. The round trip is measured with a one-byte DATA frame on the reserved stream id
+//! [`PING_ID`], which no stream ever has: the peer gives its credit back like for any frame of
+//! an unknown stream, and the WINDOW frame coming back times the trip (peers that predate
+//! growth do the same; nothing else is needed from them).
 //!
 //! # Batching
 //! A stream's `poll_write` copies its frames straight into the mux's shared outgoing buffer
@@ -62,7 +72,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
@@ -75,7 +85,11 @@ pub const MAX_META: usize = 1024;
 /// Credit each stream starts with in each direction.
 pub const INITIAL_WINDOW: u32 = 256 * 1024;
 /// Largest receive window a [`MuxConfig`] may ask for.
-pub const MAX_WINDOW: u32 = 16 * 1024 * 1024;
+pub const MAX_WINDOW: u32 = 32 * 1024 * 1024;
+/// Stream id that is never allocated: one-byte DATA frames on it measure the round trip.
+pub const PING_ID: u32 = u32::MAX;
+/// Round-trip measurements at most this often, and only while streams receive data.
+const PING_EVERY: Duration = Duration::from_millis(500);
 /// Frame kinds.
 pub const KIND_OPEN: u8 = 1;
 pub const KIND_DATA: u8 = 2;
@@ -114,9 +128,13 @@ pub enum Role {
 /// Tunables of one mux. Out-of-range values are clamped.
 #[derive(Debug, Clone)]
 pub struct MuxConfig {
-    /// Receive window per stream, in bytes: at most this many bytes of a stream are buffered
-    /// here unread. At least [`INITIAL_WINDOW`], at most [`MAX_WINDOW`].
+    /// Largest receive window per stream, in bytes: at most this many bytes of a stream are
+    /// buffered here unread. Streams start at [`INITIAL_WINDOW`] and grow towards this as the
+    /// round trip requires (see the module doc). At least [`INITIAL_WINDOW`] (no growth), at
+    /// most [`MAX_WINDOW`].
     pub window: u32,
+    /// Bytes by which all streams' windows together may grow past [`INITIAL_WINDOW`] each.
+    pub window_budget: usize,
     /// Streams open at once: `open` beyond this fails, an acceptor resets the extra ones.
     pub max_streams: usize,
     /// Bytes of DATA queued for the connection before writers wait (one batch).
@@ -133,12 +151,12 @@ pub struct MuxConfig {
 }
 
 impl MuxConfig {
-    /// For a data connection between server and client: a 2 MiB window per stream, so one
-    /// stream is not held to a 256 KiB window per round trip on a long link (about 320 Mbit/s
-    /// at 50 ms instead of 40); a stream buffers that much at most when its reader stalls, no
-    /// more than a socket's own buffers may grow to.
+    /// For a data connection between server and client: windows grow up to 32 MiB per stream,
+    /// 64 MiB more for all streams together, so one stream is not held to a 256 KiB window per
+    /// round trip on a long link (40 Mbit/s at 50 ms) while a session whose readers stall holds
+    /// at most its initial windows and that budget.
     pub fn data_link() -> Self {
-        MuxConfig { window: 2 * 1024 * 1024, ..MuxConfig::default() }
+        MuxConfig { window: MAX_WINDOW, window_budget: 64 * 1024 * 1024, ..MuxConfig::default() }
     }
 }
 
@@ -146,6 +164,7 @@ impl Default for MuxConfig {
     fn default() -> Self {
         MuxConfig {
             window: INITIAL_WINDOW,
+            window_budget: 0,
             max_streams: 4096,
             batch_limit: 256 * 1024,
             read_buffer: 64 * 1024,
@@ -228,6 +247,10 @@ type IdMap<V> = HashMap<u32, V, BuildHasherDefault<IdHasher>>;
 struct Stream {
     /// Received, not yet read.
     inbound: VecDeque<u8>,
+    /// Receive window: what the peer may have in flight plus what is buffered here.
+    window: u32,
+    /// When credit was last returned (or the stream created).
+    credited_at: Instant,
     /// Bytes the peer may still send before we return credit.
     recv_remaining: u32,
     /// Bytes read since credit was last returned.
@@ -244,10 +267,12 @@ struct Stream {
 }
 
 impl Stream {
-    fn new(window: u32) -> Self {
+    fn new() -> Self {
         Stream {
             inbound: VecDeque::new(),
-            recv_remaining: window,
+            window: INITIAL_WINDOW,
+            credited_at: Instant::now(),
+            recv_remaining: INITIAL_WINDOW,
             recv_unacked: 0,
             send_credit: INITIAL_WINDOW as usize,
             read_waker: None,
@@ -279,9 +304,50 @@ struct Inner {
     closed: Option<Arc<str>>,
     /// Opener: last id allocated; acceptor: last id opened by the peer.
     last_id: u32,
+    /// What streams' windows grew in all (back to the budget when a stream ends).
+    window_extra: usize,
+    /// Smoothed round trip, once measured.
+    rtt: Option<Duration>,
+    /// When the round-trip probe in flight was sent.
+    ping_sent: Option<Instant>,
+    /// When the last probe was sent.
+    last_ping: Option<Instant>,
 }
 
 impl Inner {
+    /// Removes a stream, giving what its window grew back to the budget.
+    fn remove(&mut self, id: u32) -> Option<Stream> {
+        let s = self.streams.remove(&id)?;
+        self.window_extra -= (s.window - INITIAL_WINDOW) as usize;
+        Some(s)
+    }
+
+    /// Queues a round-trip probe if growth is on, none is in flight and the last is old enough.
+    fn maybe_ping(&mut self, max_window: u32, now: Instant) {
+        if max_window <= INITIAL_WINDOW
+            || self.closed.is_some()
+            || self.ping_sent.is_some()
+            || self.last_ping.is_some_and(|t| now.duration_since(t) < PING_EVERY)
+            || self.streams.contains_key(&PING_ID)
+        {
+            return;
+        }
+        self.ping_sent = Some(now);
+        self.last_ping = Some(now);
+        push_frame(&mut self.out, PING_ID, KIND_DATA, &[0]);
+    }
+
+    /// A WINDOW frame on [`PING_ID`] came back: a round-trip sample.
+    fn pong(&mut self, now: Instant) {
+        if let Some(sent) = self.ping_sent.take() {
+            let sample = now.duration_since(sent);
+            self.rtt = Some(match self.rtt {
+                Some(rtt) => (rtt * 7 + sample) / 8,
+                None => sample,
+            });
+        }
+    }
+
     /// After frames were queued: the driver's waker if it waits for the first one.
     fn kick(&mut self) -> Option<Waker> {
         if self.writer_parked {
@@ -309,7 +375,8 @@ struct Shared {
     /// Set when the mux must close (close requested, last reference gone, driver done).
     closing: AtomicBool,
     role: Role,
-    window: u32,
+    max_window: u32,
+    window_budget: usize,
     max_streams: usize,
     batch_limit: usize,
 }
@@ -330,8 +397,8 @@ impl Shared {
                 return;
             }
             inner.closed = Some(Arc::from(reason));
-            for (id, _) in inner.accept_queue.drain(..) {
-                inner.streams.remove(&id);
+            while let Some((id, _)) = inner.accept_queue.pop_front() {
+                inner.remove(id);
             }
             inner.out_waiters.clear();
             for s in inner.streams.values_mut() {
@@ -403,10 +470,15 @@ where
             refs: 2,
             closed: None,
             last_id: 0,
+            window_extra: 0,
+            rtt: None,
+            ping_sent: None,
+            last_ping: None,
         }),
         closing: AtomicBool::new(false),
         role,
-        window: cfg.window.clamp(INITIAL_WINDOW, MAX_WINDOW),
+        max_window: cfg.window.clamp(INITIAL_WINDOW, MAX_WINDOW),
+        window_budget: cfg.window_budget,
         max_streams: cfg.max_streams.max(1),
         batch_limit,
     });
@@ -459,13 +531,10 @@ impl MuxHandle {
         if inner.streams.len() >= shared.max_streams {
             return Err(MuxError::TooManyStreams(shared.max_streams));
         }
-        let id = inner.last_id.checked_add(1).ok_or(MuxError::IdsExhausted)?;
+        let id = inner.last_id.checked_add(1).filter(|&id| id != PING_ID).ok_or(MuxError::IdsExhausted)?;
         inner.last_id = id;
         push_frame(&mut inner.out, id, KIND_OPEN, meta);
-        if shared.window > INITIAL_WINDOW {
-            push_frame(&mut inner.out, id, KIND_WINDOW, &(shared.window - INITIAL_WINDOW).to_be_bytes());
-        }
-        inner.streams.insert(id, Stream::new(shared.window));
+        inner.streams.insert(id, Stream::new());
         inner.refs += 1;
         let w = inner.kick();
         drop(g);
@@ -546,7 +615,7 @@ impl Drop for Acceptor {
         inner.accept_waker = None;
         let mut queued = false;
         while let Some((id, _)) = inner.accept_queue.pop_front() {
-            inner.streams.remove(&id);
+            inner.remove(id);
             if inner.closed.is_none() {
                 push_frame(&mut inner.out, id, KIND_RESET, &[]);
                 queued = true;
@@ -622,8 +691,21 @@ impl AsyncRead for MuxStream {
             s.inbound = VecDeque::new();
         }
         s.recv_unacked += n as u32;
-        if s.recv_unacked >= shared.window / 2 && !s.fin_recv && !s.reset_recv && inner.closed.is_none() {
-            let credit = s.recv_unacked;
+        if s.recv_unacked >= s.window / 2 && !s.fin_recv && !s.reset_recv && inner.closed.is_none() {
+            let now = Instant::now();
+            let mut credit = s.recv_unacked;
+            // Half the window read in less than a round trip: the window holds the stream
+            // back. Double it, within the maximum and the budget; the growth is new credit.
+            if let Some(rtt) = inner.rtt {
+                let room = shared.window_budget.saturating_sub(inner.window_extra);
+                let grow = s.window.min(shared.max_window - s.window).min(room.min(MAX_WINDOW as usize) as u32);
+                if grow > 0 && now.duration_since(s.credited_at) < rtt {
+                    s.window += grow;
+                    credit += grow;
+                    inner.window_extra += grow as usize;
+                }
+            }
+            s.credited_at = now;
             s.recv_unacked = 0;
             s.recv_remaining += credit;
             push_frame(&mut inner.out, self.id, KIND_WINDOW, &credit.to_be_bytes());
@@ -718,7 +800,7 @@ impl Drop for MuxStream {
         let mut g = shared.lock();
         let inner = &mut *g;
         let mut w1 = None;
-        if let Some(s) = inner.streams.remove(&self.id) {
+        if let Some(s) = inner.remove(self.id) {
             let finished = s.fin_sent && s.fin_recv;
             if !finished && !s.reset_recv && inner.closed.is_none() {
                 push_frame(&mut inner.out, self.id, KIND_RESET, &[]);
@@ -1027,6 +1109,7 @@ fn dispatch(
     let mut g = shared.lock();
     let inner = &mut *g;
     let out_before = inner.out.len();
+    let now = Instant::now();
     let mut pos = 0;
     // Credit of discarded DATA, merged while consecutive frames are for the same stream.
     let mut discarded: Option<(u32, u32)> = None;
@@ -1059,6 +1142,7 @@ fn dispatch(
                     if len > 0 {
                         s.inbound.extend(payload);
                         wakers.extend(s.read_waker.take());
+                        inner.maybe_ping(shared.max_window, now);
                     }
                 }
                 None if len == 0 => {}
@@ -1073,7 +1157,9 @@ fn dispatch(
             },
             KIND_WINDOW => {
                 let credit = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
-                if let Some(s) = inner.streams.get_mut(&id) {
+                if id == PING_ID && !inner.streams.contains_key(&id) {
+                    inner.pong(now);
+                } else if let Some(s) = inner.streams.get_mut(&id) {
                     s.send_credit += credit as usize;
                     if s.send_credit > MAX_CREDIT {
                         break Err(ProtocolError::WindowOverflow(id));
@@ -1109,10 +1195,7 @@ fn dispatch(
                 if !inner.acceptor_alive || inner.streams.len() >= shared.max_streams {
                     push_frame(&mut inner.out, id, KIND_RESET, &[]);
                 } else {
-                    inner.streams.insert(id, Stream::new(shared.window));
-                    if shared.window > INITIAL_WINDOW {
-                        push_frame(&mut inner.out, id, KIND_WINDOW, &(shared.window - INITIAL_WINDOW).to_be_bytes());
-                    }
+                    inner.streams.insert(id, Stream::new());
                     inner.accept_queue.push_back((id, payload.to_vec()));
                     wakers.extend(inner.accept_waker.take());
                 }
@@ -1474,24 +1557,163 @@ mod tests {
         assert!(h.open(b"").is_ok());
     }
 
-    #[tokio::test]
-    async fn bigger_window_is_granted() {
-        let (a, b) = tokio::io::duplex(1 << 20);
-        let cfg = MuxConfig { window: 1 << 20, ..MuxConfig::default() };
-        let (h, _a, _d1) = start(a, Role::Opener, cfg.clone());
-        let (_h2, mut acc, _d2) = start(b, Role::Acceptor, cfg);
+    /// One direction of a link with `delay` added to every chunk: chunks are read as they come
+    /// and written out `delay` after their arrival, so the delay does not cap the bandwidth.
+    fn delayed<R, W>(mut from: R, mut to: W, delay: Duration)
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(tokio::time::Instant, Vec<u8>)>(4096);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match from.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if tx.send((tokio::time::Instant::now() + delay, buf[..n].to_vec())).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some((due, chunk)) = rx.recv().await {
+                tokio::time::sleep_until(due).await;
+                if to.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+            let _ = to.shutdown().await;
+        });
+    }
+
+    /// A connection pair with `one_way` delay each way (twice that round trip).
+    fn delayed_pair(one_way: Duration) -> (tokio::io::DuplexStream, tokio::io::DuplexStream) {
+        let (a, a_link) = tokio::io::duplex(4 << 20);
+        let (b, b_link) = tokio::io::duplex(4 << 20);
+        let (a_rd, a_wr) = tokio::io::split(a_link);
+        let (b_rd, b_wr) = tokio::io::split(b_link);
+        delayed(a_rd, b_wr, one_way);
+        delayed(b_rd, a_wr, one_way);
+        (a, b)
+    }
+
+    /// Sends `len` bytes on a new stream from the opener and reads them at the acceptor;
+    /// returns the acceptor's stream (still open) once all arrived.
+    async fn bulk(h: &MuxHandle, acc: &mut Acceptor, len: usize) -> (MuxStream, MuxStream) {
         let mut s = h.open(b"").unwrap();
         let (_, mut peer) = acc.accept().await.unwrap();
-        // 1 MiB goes through with nobody reading on the other side.
-        within(PROMPT, s.write_all(&vec![3u8; 1 << 20])).await.unwrap();
-        within(PROMPT, async {
-            while peer.buffered() < 1 << 20 {
-                tokio::time::sleep(Duration::from_millis(2)).await;
+        let writer = async {
+            let chunk = vec![5u8; 64 * 1024];
+            let mut left = len;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                s.write_all(&chunk[..n]).await.unwrap();
+                left -= n;
+            }
+        };
+        let reader = async {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut got = 0;
+            while got < len {
+                let n = peer.read(&mut buf).await.unwrap();
+                assert!(n > 0);
+                got += n;
+            }
+        };
+        tokio::join!(writer, reader);
+        (s, peer)
+    }
+
+    fn window_of(s: &MuxStream) -> u32 {
+        s.shared.lock().streams.get(&s.id).map_or(0, |st| st.window)
+    }
+
+    fn grown(h: &MuxHandle) -> usize {
+        h.shared.lock().window_extra
+    }
+
+    #[tokio::test]
+    async fn a_window_grows_when_the_round_trip_holds_the_stream_back() {
+        // 60 ms round trip: 256 KiB per round trip would be 4 MiB/s.
+        let (a, b) = delayed_pair(Duration::from_millis(30));
+        let (h, _a, _d1) = start(a, Role::Opener, MuxConfig::data_link());
+        let (h2, mut acc, _d2) = start(b, Role::Acceptor, MuxConfig::data_link());
+        let (_s, peer) = within(LIMIT, bulk(&h, &mut acc, 24 << 20)).await;
+        let w = window_of(&peer);
+        assert!(w >= 4 * INITIAL_WINDOW, "window still {w}");
+        assert!(w <= MAX_WINDOW);
+        assert_eq!(grown(&h2), (w - INITIAL_WINDOW) as usize);
+        // The stream's growth goes back to the budget when it ends.
+        drop(peer);
+        assert_eq!(grown(&h2), 0);
+    }
+
+    #[tokio::test]
+    async fn growth_stays_within_the_budget() {
+        let (a, b) = delayed_pair(Duration::from_millis(30));
+        let cfg = MuxConfig { window_budget: 512 * 1024, ..MuxConfig::data_link() };
+        let (h, _a, _d1) = start(a, Role::Opener, cfg.clone());
+        let (h2, mut acc, _d2) = start(b, Role::Acceptor, cfg);
+        let (_s1, p1) = within(LIMIT, bulk(&h, &mut acc, 8 << 20)).await;
+        let (_s2, p2) = within(LIMIT, bulk(&h, &mut acc, 8 << 20)).await;
+        let extra = (window_of(&p1) - INITIAL_WINDOW + window_of(&p2) - INITIAL_WINDOW) as usize;
+        assert!(extra <= 512 * 1024, "grew {extra}");
+        assert!(extra > 0);
+        assert_eq!(grown(&h2), extra);
+    }
+
+    #[tokio::test]
+    async fn no_growth_without_a_budget_or_with_a_stalled_reader() {
+        // Default config: the window stays where it starts.
+        let (a, b) = delayed_pair(Duration::from_millis(20));
+        let (h, _a, _d1) = start(a, Role::Opener, MuxConfig::default());
+        let (h2, mut acc, _d2) = start(b, Role::Acceptor, MuxConfig::default());
+        let (_s, peer) = within(LIMIT, bulk(&h, &mut acc, 4 << 20)).await;
+        assert_eq!(window_of(&peer), INITIAL_WINDOW);
+        assert_eq!(grown(&h2), 0);
+
+        // Growth on, but a reader that never reads returns no credit: the stream holds its
+        // initial window, however long the writer keeps trying.
+        let ((h, _a, _d1), (h2, mut acc, _d2)) = {
+            let (a, b) = tokio::io::duplex(1 << 20);
+            (start(a, Role::Opener, MuxConfig::data_link()), start(b, Role::Acceptor, MuxConfig::data_link()))
+        };
+        let mut s = h.open(b"").unwrap();
+        let (_, stalled) = acc.accept().await.unwrap();
+        let writer = tokio::spawn(async move { s.write_all(&vec![1u8; 4 << 20]).await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(stalled.buffered(), INITIAL_WINDOW as usize);
+        assert_eq!(window_of(&stalled), INITIAL_WINDOW);
+        assert_eq!(grown(&h2), 0);
+        writer.abort();
+    }
+
+    #[tokio::test]
+    async fn round_trip_probes_are_answered_by_the_peer() {
+        let ((h, _a, _d1), (_h2, mut acc, _d2)) = {
+            let (a, b) = delayed_pair(Duration::from_millis(10));
+            (start(a, Role::Opener, MuxConfig::data_link()), start(b, Role::Acceptor, MuxConfig::default()))
+        };
+        // A peer without growth (default config) still answers: its acceptor reads the data,
+        // and the opener's side, which receives the echo, measures ~20 ms.
+        let mut s = h.open(b"").unwrap();
+        let (_, mut peer) = acc.accept().await.unwrap();
+        peer.write_all(b"x").await.unwrap();
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).await.unwrap();
+        let rtt = within(PROMPT, async {
+            loop {
+                if let Some(rtt) = h.shared.lock().rtt {
+                    return rtt;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })
         .await;
-        peer.write_all(&vec![4u8; 1 << 20]).await.unwrap();
-        assert_eq!(peer.buffered(), 1 << 20);
+        assert!(rtt >= Duration::from_millis(19) && rtt < Duration::from_secs(2), "rtt {rtt:?}");
     }
 
     #[tokio::test]
