@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reruns the side-by-side benchmarks: installs the tools, builds release binaries, runs bench.py.
-# Usage: bench/run.sh [--runs N] [--secs S] [--held N] [--json out.json]
+# Usage: bench/run.sh [--runs N] [--secs S] [--held N] [--json out.json] [--only download --link-delay MS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -12,4 +12,6 @@ if ! command -v rathole >/dev/null && [ ! -x bench/.work/bin/rathole ]; then
   cargo install --locked --root bench/.work rathole
 fi
 cargo build --release --locked --bin rustunnel-server --bin rustunnel
+# The delay relay of --link-delay (a long link between tunnel clients and servers).
+cargo build --release --locked -p rustunnel-proto --example delay_relay
 exec python3 bench/bench.py "$@"
