@@ -382,15 +382,24 @@ fn start_mux(shared: &Arc<Shared>, session: &Session, conn: DataConn) -> MuxHand
     handle
 }
 
-/// An upstream for the tunnel: an idle one, else a new mux stream or data connection (then
-/// `first` is set to the stream header to send before the request).
-async fn upstream(shared: &Arc<Shared>, tunnel: &Tunnel, fresh: bool, first: &mut Vec<u8>) -> Option<(Upstream, bool)> {
+/// Where an upstream came from.
+enum Origin {
+    /// Kept from an earlier request (the local side may have closed it meanwhile).
+    Reused,
+    /// A new mux stream (its header went in the OPEN frame).
+    NewStream,
+    /// A new data connection of its own: this stream header goes before the request.
+    NewConn(Vec<u8>),
+}
+
+/// An upstream for the tunnel: an idle one, else a new mux stream or data connection.
+async fn upstream(shared: &Arc<Shared>, tunnel: &Tunnel, fresh: bool) -> Option<(Upstream, Origin)> {
     while let Some((since, mut conn)) = (!fresh).then(|| tunnel.http_idle.pop()).flatten() {
         let idle = since.elapsed();
         // Checking a mux stream costs no syscall: always done.
         let trust = idle < PROBE_AFTER && matches!(conn, Either::Left(_));
         if idle < IDLE_TIMEOUT && (trust || still_open(&mut conn)) {
-            return Some((conn, true));
+            return Some((conn, Origin::Reused));
         }
     }
     let header =
@@ -398,15 +407,14 @@ async fn upstream(shared: &Arc<Shared>, tunnel: &Tunnel, fresh: bool, first: &mu
     let session = &tunnel.session;
     if session.mux {
         match session.http_mux_stream(&header.encode(), |conn| start_mux(shared, session, conn)).await {
-            Ok(stream) => return Some((Either::Right(stream), false)),
+            Ok(stream) => return Some((Either::Right(stream), Origin::NewStream)),
             // As many streams as the multiplexer takes: this one gets a connection of its own.
             Err(DataConnError::MuxFull) => {}
             Err(_) => return None,
         }
     }
     let conn = session.take_data_conn().await.ok()?;
-    *first = header.encode();
-    Some((Either::Left(conn), false))
+    Some((Either::Left(conn), Origin::NewConn(header.encode())))
 }
 
 /// Why no response reached the visitor.
@@ -631,16 +639,17 @@ where
 
     let mut fresh = false;
     loop {
-        let mut first = Vec::new();
-        let Some((mut up, reused)) = upstream(shared, &tunnel, fresh, &mut first).await else {
+        let Some((mut up, origin)) = upstream(shared, &tunnel, fresh).await else {
             log(502);
             return page(io, pages::bad_gateway(), page_close).await;
         };
-        let wrote = if first.is_empty() {
-            up.write_all(&request).await
-        } else {
-            first.extend_from_slice(&request);
-            up.write_all(&first).await
+        let reused = matches!(origin, Origin::Reused);
+        let wrote = match origin {
+            Origin::NewConn(mut header) => {
+                header.extend_from_slice(&request);
+                up.write_all(&header).await
+            }
+            Origin::Reused | Origin::NewStream => up.write_all(&request).await,
         };
         let wrote = wrote.is_ok() && up.flush().await.is_ok();
         if wrote {
