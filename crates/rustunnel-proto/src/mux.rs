@@ -1238,18 +1238,36 @@ mod tests {
         (h, a, tokio::spawn(d))
     }
 
-    fn duplex_pair() -> ((MuxHandle, Acceptor, Driven), (MuxHandle, Acceptor, Driven)) {
-        let (a, b) = tokio::io::duplex(256 * 1024);
-        (start(a, Role::Opener, MuxConfig::default()), start(b, Role::Acceptor, MuxConfig::default()))
+    /// One end of a mux pair: handle, acceptor, driver task.
+    type End = (MuxHandle, Acceptor, Driven);
+
+    /// An opener on `a` and an acceptor on `b`.
+    fn pair<A, B>(a: A, b: B, opener: MuxConfig, acceptor: MuxConfig) -> (End, End)
+    where
+        A: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        B: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        (start(a, Role::Opener, opener), start(b, Role::Acceptor, acceptor))
     }
 
-    async fn tcp_pair() -> ((MuxHandle, Acceptor, Driven), (MuxHandle, Acceptor, Driven)) {
+    fn duplex_pair() -> (End, End) {
+        let (a, b) = tokio::io::duplex(256 * 1024);
+        pair(a, b, MuxConfig::default(), MuxConfig::default())
+    }
+
+    /// Both ends of a loopback TCP connection (server side first), `TCP_NODELAY` set.
+    async fn tcp_conns() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let c = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let (s, _) = l.accept().await.unwrap();
         c.set_nodelay(true).unwrap();
         s.set_nodelay(true).unwrap();
-        (start(s, Role::Opener, MuxConfig::default()), start(c, Role::Acceptor, MuxConfig::default()))
+        (s, c)
+    }
+
+    async fn tcp_pair() -> (End, End) {
+        let (s, c) = tcp_conns().await;
+        pair(s, c, MuxConfig::default(), MuxConfig::default())
     }
 
     async fn within<F: Future>(d: Duration, f: F) -> F::Output {
@@ -1393,12 +1411,11 @@ mod tests {
     /// Over TLS as data connections use it: rustls on the server (opener), the lean client.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn echo_over_tls() {
-        use crate::lean_tls::tests::{configs, pair};
+        use crate::lean_tls::tests::{configs, pair as tls_pair};
         let (server, client) = configs(&rustls::version::TLS13);
-        let (c, s) = pair(server, client).await;
+        let (c, s) = tls_pair(server, client).await;
         let (c, s) = (c.unwrap(), s.unwrap());
-        let (h, _a, d1) = start(s, Role::Opener, MuxConfig::default());
-        let (_h2, acc, d2) = start(c, Role::Acceptor, MuxConfig::default());
+        let ((h, _a, d1), (_h2, acc, d2)) = pair(s, c, MuxConfig::default(), MuxConfig::default());
         let checker = checking_echo(acc);
         echo_many(&h, 20, 256 * 1024).await;
         h.close();
@@ -1537,8 +1554,12 @@ mod tests {
     #[tokio::test]
     async fn stream_limits() {
         let (a, b) = tokio::io::duplex(64 * 1024);
-        let (h, _a, _d1) = start(a, Role::Opener, MuxConfig { max_streams: 3, ..MuxConfig::default() });
-        let (h2, mut acc, _d2) = start(b, Role::Acceptor, MuxConfig { max_streams: 2, ..MuxConfig::default() });
+        let ((h, _a, _d1), (h2, mut acc, _d2)) = pair(
+            a,
+            b,
+            MuxConfig { max_streams: 3, ..MuxConfig::default() },
+            MuxConfig { max_streams: 2, ..MuxConfig::default() },
+        );
         assert!(matches!(h.open(&[0; MAX_META + 1]), Err(MuxError::MetaTooLarge(_))));
         assert!(matches!(h2.open(b""), Err(MuxError::NotOpener)));
         let s1 = h.open(&[0; MAX_META]).unwrap();
@@ -1639,8 +1660,7 @@ mod tests {
     async fn a_window_grows_when_the_round_trip_holds_the_stream_back() {
         // 60 ms round trip: 256 KiB per round trip would be 4 MiB/s.
         let (a, b) = delayed_pair(Duration::from_millis(30));
-        let (h, _a, _d1) = start(a, Role::Opener, MuxConfig::data_link());
-        let (h2, mut acc, _d2) = start(b, Role::Acceptor, MuxConfig::data_link());
+        let ((h, _a, _d1), (h2, mut acc, _d2)) = pair(a, b, MuxConfig::data_link(), MuxConfig::data_link());
         let (_s, peer) = within(LIMIT, bulk(&h, &mut acc, 24 << 20)).await;
         let w = window_of(&peer);
         assert!(w >= 4 * INITIAL_WINDOW, "window still {w}");
@@ -1655,8 +1675,7 @@ mod tests {
     async fn growth_stays_within_the_budget() {
         let (a, b) = delayed_pair(Duration::from_millis(30));
         let cfg = MuxConfig { window_budget: 512 * 1024, ..MuxConfig::data_link() };
-        let (h, _a, _d1) = start(a, Role::Opener, cfg.clone());
-        let (h2, mut acc, _d2) = start(b, Role::Acceptor, cfg);
+        let ((h, _a, _d1), (h2, mut acc, _d2)) = pair(a, b, cfg.clone(), cfg);
         let (_s1, p1) = within(LIMIT, bulk(&h, &mut acc, 8 << 20)).await;
         let (_s2, p2) = within(LIMIT, bulk(&h, &mut acc, 8 << 20)).await;
         let extra = (window_of(&p1) - INITIAL_WINDOW + window_of(&p2) - INITIAL_WINDOW) as usize;
@@ -1669,18 +1688,15 @@ mod tests {
     async fn no_growth_without_a_budget_or_with_a_stalled_reader() {
         // Default config: the window stays where it starts.
         let (a, b) = delayed_pair(Duration::from_millis(20));
-        let (h, _a, _d1) = start(a, Role::Opener, MuxConfig::default());
-        let (h2, mut acc, _d2) = start(b, Role::Acceptor, MuxConfig::default());
+        let ((h, _a, _d1), (h2, mut acc, _d2)) = pair(a, b, MuxConfig::default(), MuxConfig::default());
         let (_s, peer) = within(LIMIT, bulk(&h, &mut acc, 4 << 20)).await;
         assert_eq!(window_of(&peer), INITIAL_WINDOW);
         assert_eq!(grown(&h2), 0);
 
         // Growth on, but a reader that never reads returns no credit: the stream holds its
         // initial window, however long the writer keeps trying.
-        let ((h, _a, _d1), (h2, mut acc, _d2)) = {
-            let (a, b) = tokio::io::duplex(1 << 20);
-            (start(a, Role::Opener, MuxConfig::data_link()), start(b, Role::Acceptor, MuxConfig::data_link()))
-        };
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let ((h, _a, _d1), (h2, mut acc, _d2)) = pair(a, b, MuxConfig::data_link(), MuxConfig::data_link());
         let mut s = h.open(b"").unwrap();
         let (_, stalled) = acc.accept().await.unwrap();
         let writer = tokio::spawn(async move { s.write_all(&vec![1u8; 4 << 20]).await });
@@ -1693,10 +1709,8 @@ mod tests {
 
     #[tokio::test]
     async fn round_trip_probes_are_answered_by_the_peer() {
-        let ((h, _a, _d1), (_h2, mut acc, _d2)) = {
-            let (a, b) = delayed_pair(Duration::from_millis(10));
-            (start(a, Role::Opener, MuxConfig::data_link()), start(b, Role::Acceptor, MuxConfig::default()))
-        };
+        let (a, b) = delayed_pair(Duration::from_millis(10));
+        let ((h, _a, _d1), (_h2, mut acc, _d2)) = pair(a, b, MuxConfig::data_link(), MuxConfig::default());
         // A peer without growth (default config) still answers: its acceptor reads the data,
         // and the opener's side, which receives the echo, measures ~20 ms.
         let mut s = h.open(b"").unwrap();
@@ -1914,22 +1928,13 @@ mod tests {
         const N: usize = 50;
         const ROUNDS: usize = 10;
         let (ow, aw) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let cfg = MuxConfig::default;
         let ((h, _a, _d1), (_h2, mut acc, _d2)) = if tcp {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let c = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-            let (s, _) = l.accept().await.unwrap();
-            c.set_nodelay(true).unwrap();
-            s.set_nodelay(true).unwrap();
-            (
-                start(Counting { inner: s, writes: ow.clone() }, Role::Opener, MuxConfig::default()),
-                start(Counting { inner: c, writes: aw.clone() }, Role::Acceptor, MuxConfig::default()),
-            )
+            let (a, b) = tcp_conns().await;
+            pair(Counting { inner: a, writes: ow.clone() }, Counting { inner: b, writes: aw.clone() }, cfg(), cfg())
         } else {
             let (a, b) = tokio::io::duplex(1 << 20);
-            (
-                start(Counting { inner: a, writes: ow.clone() }, Role::Opener, MuxConfig::default()),
-                start(Counting { inner: b, writes: aw.clone() }, Role::Acceptor, MuxConfig::default()),
-            )
+            pair(Counting { inner: a, writes: ow.clone() }, Counting { inner: b, writes: aw.clone() }, cfg(), cfg())
         };
         let mut streams: Vec<MuxStream> = (0..N).map(|_| h.open(b"").unwrap()).collect();
         let mut responders = Vec::new();

@@ -151,11 +151,24 @@ async fn streamed_response_arrives_before_request_ends() {
 
 #[tokio::test]
 async fn http2_over_the_https_edge() {
+    http2_requests(true).await;
+}
+
+#[tokio::test]
+async fn http2_over_the_https_edge_for_a_client_without_the_multiplexer() {
+    http2_requests(false).await;
+}
+
+/// Concurrent HTTP/2 requests through the HTTPS edge: forwarded as streams of the session's
+/// multiplexed data connection (`mux`), or over data connections of their own.
+async fn http2_requests(mux: bool) {
     let server = TestServer::start().await;
     let app = http_app("app").await;
     let mut t = tunnel("web", Protocol::Http, app.port());
     t.subdomain = Some("secure".into());
-    let (_c, _ready) = server.client(vec![t]).await;
+    let mut opts = server.client_options(vec![t]);
+    opts.mux = mux;
+    let (_c, _ready) = spawn_ready(opts).await;
     let edge = server.https_addr();
     let mut h2 = h2_conn(edge, "secure.localhost").await;
     let mut handles = Vec::new();

@@ -42,7 +42,7 @@ use crate::tunnel::Tunnel;
 
 /// Where a request goes: a data connection of its own, or a stream of the session's
 /// multiplexed data connection (clients that take them).
-type Upstream = Either<DataConn, MuxStream>;
+pub(super) type Upstream = Either<DataConn, MuxStream>;
 
 /// hyper's default maximum number of headers; a head with more goes to hyper (which answers 431).
 const MAX_HEADERS: usize = 100;
@@ -383,7 +383,7 @@ fn start_mux(shared: &Arc<Shared>, session: &Session, conn: DataConn) -> MuxHand
 }
 
 /// Where an upstream came from.
-enum Origin {
+pub(super) enum Origin {
     /// Kept from an earlier request (the local side may have closed it meanwhile).
     Reused,
     /// A new mux stream (its header went in the OPEN frame).
@@ -393,7 +393,7 @@ enum Origin {
 }
 
 /// An upstream for the tunnel: an idle one, else a new mux stream or data connection.
-async fn upstream(shared: &Arc<Shared>, tunnel: &Tunnel, fresh: bool) -> Option<(Upstream, Origin)> {
+pub(super) async fn upstream(shared: &Arc<Shared>, tunnel: &Tunnel, fresh: bool) -> Option<(Upstream, Origin)> {
     while let Some((since, mut conn)) = (!fresh).then(|| tunnel.http_idle.pop()).flatten() {
         let idle = since.elapsed();
         // Checking a mux stream costs no syscall: always done.

@@ -1,7 +1,10 @@
-//! HTTP and HTTPS edges. Requests are routed by `Host: <sub>.<domain>` and forwarded to the
-//! tunnel client over data connections, through a pooled HTTP/1.1 client keyed by tunnel: a
-//! kept-alive data connection serves many requests, so a visitor's request normally costs no
-//! new connection anywhere. Bodies stream both ways; upgrades (WebSocket) are spliced end to end.
+//! HTTP and HTTPS edges. Requests are routed by `Host: <sub>.<domain>`. Plain HTTP/1.1 requests
+//! take the lean path ([`h1`]); the rest (HTTP/2, HTTP/1.0, upgrades, ...) are forwarded by
+//! hyper through a pooled HTTP/1.1 client keyed by tunnel, over the same upstreams as the lean
+//! path: streams of the session's multiplexed data connection, or data connections of their
+//! own for clients without one. A kept-alive upstream serves many requests, so a visitor's
+//! request normally costs no new connection anywhere. Bodies stream both ways; upgrades
+//! (WebSocket) are spliced end to end.
 use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::future::Future;
@@ -24,8 +27,6 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use rustunnel_proto::control::RequestLogEntry;
-use rustunnel_proto::stream::StreamHeader;
-use rustunnel_proto::Protocol;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::OwnedSemaphorePermit;
@@ -397,7 +398,9 @@ impl HttpBody for PermitBody {
     }
 }
 
-/// Opens data connections for the pooled client: the URI host names the tunnel.
+/// Opens upstreams for the pooled client (the URI host names the tunnel), new ones as the lean
+/// path opens them: a stream of the session's multiplexed data connection, else a data
+/// connection of its own. (The lean path's kept ones stay with it: hyper keeps its own.)
 #[derive(Clone)]
 pub struct TunnelConnector {
     shared: Arc<Shared>,
@@ -419,23 +422,18 @@ impl tower_service::Service<Uri> for TunnelConnector {
         Box::pin(async move {
             let id = uri.host().and_then(|h| h.strip_suffix(".tunnel")).ok_or("bad tunnel uri")?;
             let tunnel = shared.tunnel(id).ok_or("tunnel closed")?;
-            let conn = tunnel.session.take_data_conn().await?;
-            let header = StreamHeader {
-                tunnel_id: tunnel.id.clone(),
-                protocol: Protocol::Http,
-                peer: String::new(),
-                mux: false,
-            };
-            let mut io = conn;
-            io.write_all(&header.encode()).await?;
+            let (mut io, origin) = h1::upstream(&shared, &tunnel, true).await.ok_or("tunnel client gone")?;
+            if let h1::Origin::NewConn(header) = origin {
+                io.write_all(&header).await?;
+            }
             Ok(TunnelIo { inner: TokioIo::new(io), stats: tunnel.stats.clone() })
         })
     }
 }
 
-/// A data connection serving HTTP/1.1 for one tunnel, counting bytes.
+/// An upstream serving HTTP/1.1 for one tunnel, counting bytes.
 pub struct TunnelIo {
-    inner: TokioIo<crate::session::DataConn>,
+    inner: TokioIo<h1::Upstream>,
     stats: Arc<TunnelStats>,
 }
 
