@@ -36,9 +36,9 @@
 //! Each stream has, per direction, a credit window of [`INITIAL_WINDOW`] bytes from its OPEN.
 //! A sender never has more DATA in flight than the credit it holds: a write without credit
 //! returns `Pending` and is woken by the WINDOW frame that returns credit. The receiver returns
-//! credit once the reading side has consumed half the stream's window, so a stream's inbound
-//! buffer never holds more than its window and one slow reader never holds up the other
-//! streams. DATA beyond the granted window is a protocol error.
+//! credit once the reading side has consumed half the stream's window (or 1 MiB of a window
+//! over 2 MiB), so a stream's inbound buffer never holds more than its window and one slow
+//! reader never holds up the other streams. DATA beyond the granted window is a protocol error.
 //!
 //! Window growth is the receiver's own decision (the wire only carries credit): a receiver
 //! configured with a [`MuxConfig::window`] above [`INITIAL_WINDOW`] doubles a stream's window
@@ -88,6 +88,9 @@ pub const INITIAL_WINDOW: u32 = 256 * 1024;
 pub const MAX_WINDOW: u32 = 32 * 1024 * 1024;
 /// Stream id that is never allocated: one-byte DATA frames on it measure the round trip.
 pub const PING_ID: u32 = u32::MAX;
+/// Credit is returned at least every this many bytes read from a stream whose window is larger
+/// than twice this.
+const CREDIT_STEP: u32 = 1024 * 1024;
 /// Round-trip measurements at most this often, and only while streams receive data.
 const PING_EVERY: Duration = Duration::from_millis(500);
 /// Frame kinds.
@@ -249,8 +252,10 @@ struct Stream {
     inbound: VecDeque<u8>,
     /// Receive window: what the peer may have in flight plus what is buffered here.
     window: u32,
-    /// When credit was last returned (or the stream created).
-    credited_at: Instant,
+    /// Bytes read since `half_at`, and when the last half window's worth was complete (or the
+    /// stream created): half a window read in less than a round trip means growth.
+    read_since: u32,
+    half_at: Instant,
     /// Bytes the peer may still send before we return credit.
     recv_remaining: u32,
     /// Bytes read since credit was last returned.
@@ -271,7 +276,8 @@ impl Stream {
         Stream {
             inbound: VecDeque::new(),
             window: INITIAL_WINDOW,
-            credited_at: Instant::now(),
+            read_since: 0,
+            half_at: Instant::now(),
             recv_remaining: INITIAL_WINDOW,
             recv_unacked: 0,
             send_credit: INITIAL_WINDOW as usize,
@@ -691,21 +697,27 @@ impl AsyncRead for MuxStream {
             s.inbound = VecDeque::new();
         }
         s.recv_unacked += n as u32;
-        if s.recv_unacked >= s.window / 2 && !s.fin_recv && !s.reset_recv && inner.closed.is_none() {
-            let now = Instant::now();
+        s.read_since += n as u32;
+        // Credit goes back every half window, and at least every CREDIT_STEP of a large one, so
+        // the sender's bytes in flight stay close to the whole window.
+        if s.recv_unacked >= (s.window / 2).min(CREDIT_STEP) && !s.fin_recv && !s.reset_recv && inner.closed.is_none() {
             let mut credit = s.recv_unacked;
-            // Half the window read in less than a round trip: the window holds the stream
-            // back. Double it, within the maximum and the budget; the growth is new credit.
-            if let Some(rtt) = inner.rtt {
-                let room = shared.window_budget.saturating_sub(inner.window_extra);
-                let grow = s.window.min(shared.max_window - s.window).min(room.min(MAX_WINDOW as usize) as u32);
-                if grow > 0 && now.duration_since(s.credited_at) < rtt {
-                    s.window += grow;
-                    credit += grow;
-                    inner.window_extra += grow as usize;
+            if s.read_since >= s.window / 2 {
+                let now = Instant::now();
+                // Half the window read in less than a round trip: the window holds the stream
+                // back. Double it, within the maximum and the budget; the growth is new credit.
+                if let Some(rtt) = inner.rtt {
+                    let room = shared.window_budget.saturating_sub(inner.window_extra);
+                    let grow = s.window.min(shared.max_window - s.window).min(room.min(MAX_WINDOW as usize) as u32);
+                    if grow > 0 && now.duration_since(s.half_at) < rtt {
+                        s.window += grow;
+                        credit += grow;
+                        inner.window_extra += grow as usize;
+                    }
                 }
+                s.half_at = now;
+                s.read_since = 0;
             }
-            s.credited_at = now;
             s.recv_unacked = 0;
             s.recv_remaining += credit;
             push_frame(&mut inner.out, self.id, KIND_WINDOW, &credit.to_be_bytes());
