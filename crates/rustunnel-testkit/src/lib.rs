@@ -181,27 +181,90 @@ impl Service {
 
 /// TCP echo server (half-close aware: echoes until the peer shuts down its write side).
 pub async fn tcp_echo() -> Service {
+    serve_tcp(|mut s, cancel| {
+        tokio::spawn(async move {
+            let (mut r, mut w) = s.split();
+            tokio::select! {
+                _ = async { let _ = tokio::io::copy(&mut r, &mut w).await; let _ = w.shutdown().await; } => {}
+                _ = cancel.cancelled() => {}
+            }
+        });
+    })
+    .await
+}
+
+/// A loopback listener on port 0 handing each accepted connection to `handle` (with the
+/// service's cancellation) until the service is dropped.
+async fn serve_tcp(mut handle: impl FnMut(tokio::net::TcpStream, CancellationToken) + Send + 'static) -> Service {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = l.local_addr().expect("addr");
     let cancel = CancellationToken::new();
     let c = cancel.clone();
     tokio::spawn(async move {
         loop {
-            let (mut s, _) = tokio::select! {
+            let (s, _) = tokio::select! {
                 r = l.accept() => match r { Ok(x) => x, Err(_) => continue },
                 _ = c.cancelled() => return,
             };
-            let c2 = c.clone();
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                tokio::select! {
-                    _ = async { let _ = tokio::io::copy(&mut r, &mut w).await; let _ = w.shutdown().await; } => {}
-                    _ = c2.cancelled() => {}
-                }
-            });
+            handle(s, c.clone());
         }
     });
     Service { addr, cancel }
+}
+
+/// A relay to `target` adding `one_way` each way, like a long link: each direction reads what
+/// arrives at once and passes it on `one_way` after its arrival (the delay does not cap the
+/// bandwidth); EOF follows in order. For client-to-server traffic: put it in front of the
+/// control port.
+pub async fn delay_relay(target: SocketAddr, one_way: Duration) -> Service {
+    serve_tcp(move |a, cancel| {
+        tokio::spawn(async move {
+            let Ok(b) = tokio::net::TcpStream::connect(target).await else { return };
+            let _ = (a.set_nodelay(true), b.set_nodelay(true));
+            let (ar, aw) = a.into_split();
+            let (br, bw) = b.into_split();
+            delayed(ar, bw, one_way, cancel.clone());
+            delayed(br, aw, one_way, cancel);
+        });
+    })
+    .await
+}
+
+fn delayed(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+    cancel: CancellationToken,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(tokio::time::Instant, Vec<u8>)>(1024);
+    let c = cancel.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = tokio::select! {
+                r = from.read(&mut buf) => r.unwrap_or(0),
+                _ = c.cancelled() => return,
+            };
+            // An empty chunk carries the EOF.
+            if tx.send((tokio::time::Instant::now() + delay, buf[..n].to_vec())).await.is_err() || n == 0 {
+                return;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        loop {
+            let (due, chunk) = tokio::select! {
+                Some(x) = rx.recv() => x,
+                _ = cancel.cancelled() => return,
+                else => return,
+            };
+            tokio::time::sleep_until(due).await;
+            if chunk.is_empty() || to.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    });
 }
 
 /// UDP echo server.
@@ -265,26 +328,15 @@ pub fn sha256_hex(data: &[u8]) -> String {
 /// `/slow?ms=N` answers after N ms, `/headers` returns request headers as JSON, `/ws` is a
 /// WebSocket echo.
 pub async fn http_app(name: &'static str) -> Service {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = l.local_addr().expect("addr");
-    let cancel = CancellationToken::new();
-    let c = cancel.clone();
-    tokio::spawn(async move {
-        loop {
-            let (s, _) = tokio::select! {
-                r = l.accept() => match r { Ok(x) => x, Err(_) => continue },
-                _ = c.cancelled() => return,
-            };
-            let c2 = c.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| app(req, name));
-                let conn =
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).with_upgrades();
-                tokio::select! { _ = conn => {} _ = c2.cancelled() => {} }
-            });
-        }
-    });
-    Service { addr, cancel }
+    serve_tcp(move |s, c2| {
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| app(req, name));
+            let conn =
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).with_upgrades();
+            tokio::select! { _ = conn => {} _ = c2.cancelled() => {} }
+        });
+    })
+    .await
 }
 
 fn query_num(req: &Request<Incoming>, key: &str) -> u64 {
