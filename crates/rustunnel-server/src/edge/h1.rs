@@ -500,13 +500,20 @@ where
             },
             Framing::Close => (avail.len(), false),
         };
-        out.extend_from_slice(&avail[..take]);
-        rb.consume(take);
-        if !out.is_empty() {
+        if out.is_empty() {
+            // Body bytes go out from where they were read: no copy.
+            if take > 0 {
+                vis.write_all(&rb.pending()[..take]).await.map_err(|_| Fail::Visitor)?;
+                stats.add_out(take);
+            }
+        } else {
+            // The response head leaves with the first body bytes in one write.
+            out.extend_from_slice(&avail[..take]);
             vis.write_all(&out).await.map_err(|_| Fail::Visitor)?;
             stats.add_out(out.len());
-            out.clear();
+            out = Vec::new();
         }
+        rb.consume(take);
         if done {
             if !rb.is_empty() {
                 // Bytes after the response: the connection is out of step.
