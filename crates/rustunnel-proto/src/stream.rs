@@ -76,13 +76,16 @@ impl StreamHeader {
 
     /// Reads one header, refusing lengths over [`MAX_STREAM_HEADER`] before allocating.
     pub async fn read<R: AsyncRead + Unpin>(r: &mut R) -> Result<Self, FrameError> {
-        let len = r.read_u16().await? as usize;
+        // Nothing held while waiting for the prefix: an idle pooled connection waits here.
+        let prefix = r.read_u16().await?;
+        let len = usize::from(prefix);
         if len > MAX_STREAM_HEADER {
             return Err(FrameError::TooLarge(len));
         }
-        let mut buf = vec![0u8; len];
-        r.read_exact(&mut buf).await?;
-        Ok(serde_json::from_slice(&buf)?)
+        let mut buf = vec![0u8; 2 + len];
+        buf[..2].copy_from_slice(&prefix.to_be_bytes());
+        r.read_exact(&mut buf[2..]).await?;
+        Self::decode(&buf)
     }
 }
 
