@@ -325,23 +325,25 @@ impl IdlePool {
         self.conns.lock().unwrap_or_else(|e| e.into_inner()).pop()
     }
 
+    /// Keeps `conn`, first taking out the expired ones (dropped outside the lock); one lock
+    /// per request that ends.
     fn push(&self, conn: Upstream) {
-        let expired = self.take_older_than(IDLE_TIMEOUT);
-        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        if conns.len() < MAX_IDLE {
-            conns.push((Instant::now(), conn));
-        }
-        drop(conns);
+        let now = Instant::now();
+        let expired = {
+            let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+            let expired = drain_older(&mut conns, now, IDLE_TIMEOUT);
+            if conns.len() < MAX_IDLE {
+                conns.push((now, conn));
+            }
+            expired
+        };
         drop(expired);
     }
 
-    /// Removes the upstreams idle longer than `max_idle` (oldest first in the list), to be
-    /// dropped outside the lock.
+    /// Removes the upstreams idle longer than `max_idle`, to be dropped outside the lock.
     fn take_older_than(&self, max_idle: Duration) -> Vec<(Instant, Upstream)> {
-        let now = Instant::now();
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        let stale = conns.iter().take_while(|(t, _)| now.duration_since(*t) > max_idle).count();
-        conns.drain(..stale).collect()
+        drain_older(&mut conns, Instant::now(), max_idle)
     }
 
     /// Closes the upstreams idle longer than [`IDLE_TIMEOUT`] (and with them the client's
@@ -355,6 +357,12 @@ impl IdlePool {
     fn len(&self) -> usize {
         self.conns.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
+}
+
+/// Takes the entries idle longer than `max_idle` at `now` out of `conns` (oldest first).
+fn drain_older(conns: &mut Vec<(Instant, Upstream)>, now: Instant, max_idle: Duration) -> Vec<(Instant, Upstream)> {
+    let stale = conns.iter().take_while(|(t, _)| now.duration_since(*t) > max_idle).count();
+    conns.drain(..stale).collect()
 }
 
 /// Whether an idle upstream is still open (nothing may arrive on an idle one).
@@ -403,10 +411,11 @@ pub(super) async fn upstream(shared: &Arc<Shared>, tunnel: &Tunnel, fresh: bool)
         }
     }
     let header =
-        StreamHeader { tunnel_id: tunnel.id.clone(), protocol: Protocol::Http, peer: String::new(), mux: false };
+        StreamHeader { tunnel_id: tunnel.id.clone(), protocol: Protocol::Http, peer: String::new(), mux: false }
+            .encode();
     let session = &tunnel.session;
     if session.mux {
-        match session.http_mux_stream(&header.encode(), |conn| start_mux(shared, session, conn)).await {
+        match session.http_mux_stream(&header, |conn| start_mux(shared, session, conn)).await {
             Ok(stream) => return Some((Either::Right(stream), Origin::NewStream)),
             // As many streams as the multiplexer takes: this one gets a connection of its own.
             Err(DataConnError::MuxFull) => {}
@@ -414,7 +423,7 @@ pub(super) async fn upstream(shared: &Arc<Shared>, tunnel: &Tunnel, fresh: bool)
         }
     }
     let conn = session.take_data_conn().await.ok()?;
-    Some((Either::Left(conn), Origin::NewConn(header.encode())))
+    Some((Either::Left(conn), Origin::NewConn(header)))
 }
 
 /// Why no response reached the visitor.
