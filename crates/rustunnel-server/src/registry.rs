@@ -28,8 +28,18 @@ pub enum ClaimError {
     Invalid(#[from] SubdomainError),
     #[error("subdomain '{0}' is already in use")]
     SubdomainTaken(String),
+    #[error(
+        "subdomain '{name}' is reserved for its previous owner for another {secs} s \
+         (their client disconnected and may come back); choose another name or try later"
+    )]
+    SubdomainReserved { name: String, secs: u64 },
     #[error("port {0} is not available")]
     PortTaken(u16),
+    #[error(
+        "port {port} is reserved for its previous owner for another {secs} s \
+         (their client disconnected and may come back); choose another port or try later"
+    )]
+    PortReserved { port: u16, secs: u64 },
     #[error("port {port} is outside the server's range {start}-{end}")]
     PortOutOfRange { port: u16, start: u16, end: u16 },
     #[error("no free port left in the server's range")]
@@ -102,14 +112,27 @@ struct Holder {
     returning: bool,
 }
 
+/// Why a holder keeps a claim from someone.
+enum Block {
+    /// A tunnel holds it.
+    InUse,
+    /// Released, reserved to its owner for this much longer.
+    Reserved(Duration),
+}
+
 impl Holder {
-    fn blocks(&self, owner: &str, now: Instant) -> bool {
+    fn blocks(&self, owner: &str, now: Instant) -> Option<Block> {
         match (&self.tunnel, self.until) {
-            (Some(_), _) => true,
-            (None, Some(until)) => owner != self.owner && now < until,
-            (None, None) => false,
+            (Some(_), _) => Some(Block::InUse),
+            (None, Some(until)) if owner != self.owner && now < until => Some(Block::Reserved(until - now)),
+            (None, _) => None,
         }
     }
+}
+
+/// Whole seconds left, rounded up (a reservation with 0.3 s left is "1 s", not "0 s").
+fn secs_left(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 pub struct Registry {
@@ -155,8 +178,12 @@ impl Registry {
         let name = match requested {
             Some(r) => {
                 validate_subdomain(r)?;
-                if self.subdomains.get(r).is_some_and(|h| h.blocks(owner, now)) {
-                    return Err(ClaimError::SubdomainTaken(r.to_string()));
+                match self.subdomains.get(r).and_then(|h| h.blocks(owner, now)) {
+                    Some(Block::InUse) => return Err(ClaimError::SubdomainTaken(r.to_string())),
+                    Some(Block::Reserved(left)) => {
+                        return Err(ClaimError::SubdomainReserved { name: r.to_string(), secs: secs_left(left) })
+                    }
+                    None => {}
                 }
                 r.to_string()
             }
@@ -202,8 +229,10 @@ impl Registry {
         if !range.contains(&port) {
             return Err(ClaimError::PortOutOfRange { port, start: *range.start(), end: *range.end() });
         }
-        if self.ports.get(&(kind, port)).is_some_and(|h| h.blocks(owner, now)) {
-            return Err(ClaimError::PortTaken(port));
+        match self.ports.get(&(kind, port)).and_then(|h| h.blocks(owner, now)) {
+            Some(Block::InUse) => return Err(ClaimError::PortTaken(port)),
+            Some(Block::Reserved(left)) => return Err(ClaimError::PortReserved { port, secs: secs_left(left) }),
+            None => {}
         }
         self.ports.insert(
             (kind, port),
@@ -431,7 +460,9 @@ mod tests {
         let mut rng = rand::rng();
         r.claim_subdomain(now, "a", "t1", Some("app"), &mut rng).unwrap();
         r.release_subdomain(now, "app", "t1", true);
-        assert!(r.claim_subdomain(now + Duration::from_secs(30), "b", "t2", Some("app"), &mut rng).is_err());
+        let e = r.claim_subdomain(now + Duration::from_secs(30), "b", "t2", Some("app"), &mut rng).unwrap_err();
+        assert_eq!(e, ClaimError::SubdomainReserved { name: "app".into(), secs: 30 });
+        assert!(e.to_string().contains("reserved for its previous owner for another 30 s"), "{e}");
         assert!(r.claim_subdomain(now + Duration::from_secs(30), "a", "t3", Some("app"), &mut rng).is_ok());
         r.release_subdomain(now + Duration::from_secs(30), "app", "t3", true);
         // After the grace period anyone may take it.
@@ -518,10 +549,12 @@ mod tests {
         let later = now + Duration::from_secs(5);
         assert_eq!(
             r.claim_subdomain(later, "b", "t1", Some("keepme"), &mut rng),
-            Err(ClaimError::SubdomainTaken("keepme".into()))
+            Err(ClaimError::SubdomainReserved { name: "keepme".into(), secs: 55 })
         );
-        assert_eq!(r.claim_port(later, PortKind::Tcp, "b", "t1", 20001), Err(ClaimError::PortTaken(20001)));
-        assert_eq!(r.claim_port(later, PortKind::Udp, "b", "t1", 20002), Err(ClaimError::PortTaken(20002)));
+        let tcp = r.claim_port(later, PortKind::Tcp, "b", "t1", 20001);
+        assert_eq!(tcp, Err(ClaimError::PortReserved { port: 20001, secs: 55 }));
+        let udp = r.claim_port(later, PortKind::Udp, "b", "t1", 20002);
+        assert_eq!(udp, Err(ClaimError::PortReserved { port: 20002, secs: 5 }));
         // Reserved ports are not handed out at random either.
         assert_eq!(r.free_ports(later, PortKind::Tcp, &mut rng).len(), 2);
         // The owner gets them back.

@@ -123,8 +123,10 @@ impl From<ClaimError> for OpenError {
     fn from(e: ClaimError) -> Self {
         let code = match &e {
             ClaimError::Invalid(_) => ErrorCode::InvalidSubdomain,
-            ClaimError::SubdomainTaken(_) => ErrorCode::SubdomainTaken,
-            ClaimError::PortTaken(_) | ClaimError::PortOutOfRange { .. } => ErrorCode::PortUnavailable,
+            ClaimError::SubdomainTaken(_) | ClaimError::SubdomainReserved { .. } => ErrorCode::SubdomainTaken,
+            ClaimError::PortTaken(_) | ClaimError::PortReserved { .. } | ClaimError::PortOutOfRange { .. } => {
+                ErrorCode::PortUnavailable
+            }
             ClaimError::NoPorts => ErrorCode::NoPortsAvailable,
         };
         OpenError::new(code, e.to_string())
