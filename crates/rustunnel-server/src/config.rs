@@ -197,6 +197,24 @@ pub struct Config {
     pub allow_plain_data: bool,
 }
 
+/// The placeholder of `examples/server.toml`, refused so a copied example cannot run with it.
+const EXAMPLE_ADMIN_TOKEN: &str = "change-me-to-a-long-random-string";
+/// Shortest admin token a public server accepts: whoever guesses it controls the server.
+const MIN_ADMIN_TOKEN: usize = 16;
+
+fn check_admin_token(t: &str) -> Result<(), ConfigError> {
+    let why = if t == EXAMPLE_ADMIN_TOKEN {
+        "admin_token is still the example's placeholder"
+    } else if t.chars().count() < MIN_ADMIN_TOKEN {
+        "admin_token is too short (at least 16 characters)"
+    } else if t.trim() != t {
+        "admin_token starts or ends with whitespace (a stray newline from a file?)"
+    } else {
+        return Ok(());
+    };
+    Err(ConfigError::Invalid(format!("{why}: use a long random one, e.g. `openssl rand -hex 24`")))
+}
+
 /// Where the P2P address reflector (UDP) listens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum P2pUdp {
@@ -294,6 +312,19 @@ impl Config {
             [Some(control_addr), api_addr, http_addr, https_addr].into_iter().flatten().all(|a| a.ip().is_loopback());
         if admin_token.is_none() && !dev {
             return Err(ConfigError::NoAuth);
+        }
+        if let Some(t) = admin_token.as_deref().filter(|_| !dev) {
+            check_admin_token(t)?;
+        }
+        for (key, value) in [
+            ("response_timeout_secs", f.response_timeout_secs),
+            ("heartbeat_secs", f.heartbeat_secs),
+            ("udp_idle_secs", f.udp_idle_secs),
+            ("max_requests_per_tunnel", f.max_requests_per_tunnel.map(|n| n as u64)),
+        ] {
+            if value == Some(0) {
+                return Err(ConfigError::Invalid(format!("{key} must be at least 1")));
+            }
         }
         let region_id = f.region_id.clone().unwrap_or_else(|| "local".to_string());
         let region = RegionConfig {
@@ -428,6 +459,38 @@ mod tests {
     fn shipped_example_parses() {
         let text = include_str!("../../../examples/server.toml");
         let f = FileConfig::from_toml(text).unwrap();
-        Config::from_file_config(f).unwrap();
+        // Its placeholder token is refused; with a real one (flag or environment) it runs.
+        let e = Config::from_file_config(f.clone()).unwrap_err();
+        assert!(e.to_string().contains("placeholder"), "{e}");
+        let token = FileConfig { admin_token: Some("a".repeat(48)), ..Default::default() };
+        Config::from_file_config(f.merge(token)).unwrap();
+    }
+
+    #[test]
+    fn weak_admin_tokens_are_refused_on_a_public_server() {
+        let with = |t: &str, dev: bool| {
+            Config::from_file_config(FileConfig { admin_token: Some(t.into()), dev: Some(dev), ..Default::default() })
+        };
+        for weak in ["x", "short-token", "change-me-to-a-long-random-string", "0123456789abcdef\n"] {
+            let e = with(weak, false).err().unwrap_or_else(|| panic!("{weak:?} accepted"));
+            assert!(e.to_string().contains("openssl rand -hex 24"), "{e}");
+        }
+        with("0123456789abcdef", false).unwrap();
+        // A loopback dev server is the operator's own business.
+        with("x", true).unwrap();
+    }
+
+    #[test]
+    fn zero_timeouts_and_limits_are_refused() {
+        let token = Some("a".repeat(32));
+        for toml in
+            ["response_timeout_secs = 0", "heartbeat_secs = 0", "udp_idle_secs = 0", "max_requests_per_tunnel = 0"]
+        {
+            let f = FileConfig { admin_token: token.clone(), ..FileConfig::from_toml(toml).unwrap() };
+            let e = Config::from_file_config(f).unwrap_err();
+            assert!(e.to_string().ends_with("must be at least 1"), "{toml}: {e}");
+        }
+        let f = FileConfig { admin_token: token, ..FileConfig::from_toml("reservation_grace_secs = 0").unwrap() };
+        assert_eq!(Config::from_file_config(f).unwrap().reservation_grace, Duration::ZERO);
     }
 }

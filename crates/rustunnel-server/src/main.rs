@@ -72,6 +72,50 @@ struct RunArgs {
     /// connection and tokens stay on TLS.
     #[arg(long, env = "RUSTUNNEL_ALLOW_PLAIN_DATA")]
     allow_plain_data: bool,
+    /// Seconds a local service has to start its response before the visitor gets a 504
+    /// [default: 60]; streaming bodies and WebSockets are not cut afterwards.
+    #[arg(long, env = "RUSTUNNEL_RESPONSE_TIMEOUT_SECS")]
+    response_timeout_secs: Option<u64>,
+    /// Seconds SIGTERM/SIGINT leave in-flight requests to finish [default: 10].
+    #[arg(long, env = "RUSTUNNEL_DRAIN_TIMEOUT_SECS")]
+    drain_timeout_secs: Option<u64>,
+    /// Seconds a name or port freed by a dropped client stays reserved to its owner [default: 120].
+    #[arg(long, env = "RUSTUNNEL_RESERVATION_GRACE_SECS")]
+    reservation_grace_secs: Option<u64>,
+    /// Heartbeat interval told to clients; three silent intervals end a session [default: 10].
+    #[arg(long, env = "RUSTUNNEL_HEARTBEAT_SECS")]
+    heartbeat_secs: Option<u64>,
+    /// Seconds a UDP tunnel keeps a quiet remote peer's session [default: 60].
+    #[arg(long, env = "RUSTUNNEL_UDP_IDLE_SECS")]
+    udp_idle_secs: Option<u64>,
+    /// Concurrent requests per HTTP tunnel; past it visitors get a 503 [default: 1024].
+    #[arg(long, env = "RUSTUNNEL_MAX_REQUESTS_PER_TUNNEL")]
+    max_requests_per_tunnel: Option<usize>,
+    /// Idle data connections each client keeps open for new visitors [default: 8, 1-64].
+    #[arg(long, env = "RUSTUNNEL_POOL_SIZE")]
+    pool_size: Option<u16>,
+    /// Days of tunnel history kept [default: 30].
+    #[arg(long, env = "RUSTUNNEL_HISTORY_RETENTION_DAYS")]
+    history_retention_days: Option<u64>,
+    /// Port shown in public HTTP URLs when it differs from the bound one (NAT, load balancer).
+    #[arg(long, env = "RUSTUNNEL_PUBLIC_HTTP_PORT")]
+    public_http_port: Option<u16>,
+    /// Port shown in public HTTPS URLs when it differs from the bound one.
+    #[arg(long, env = "RUSTUNNEL_PUBLIC_HTTPS_PORT")]
+    public_https_port: Option<u16>,
+    /// This server's region id (`rustunnel --region`) [default: local].
+    #[arg(long, env = "RUSTUNNEL_REGION_ID")]
+    region_id: Option<String>,
+    /// This region's display name [default: the id].
+    #[arg(long, env = "RUSTUNNEL_REGION_NAME")]
+    region_name: Option<String>,
+    /// This region's location, e.g. a city.
+    #[arg(long, env = "RUSTUNNEL_REGION_LOCATION")]
+    region_location: Option<String>,
+    /// `http://` URL POSTed a JSON alert when a load-balanced pool has no healthy member left
+    /// (and when it recovers).
+    #[arg(long, env = "RUSTUNNEL_ALERT_WEBHOOK")]
+    alert_webhook: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -124,6 +168,20 @@ impl RunArgs {
             database_url: self.database_url.clone(),
             p2p_udp_addr: self.p2p_udp_addr.clone(),
             allow_plain_data: self.allow_plain_data.then_some(true),
+            response_timeout_secs: self.response_timeout_secs,
+            drain_timeout_secs: self.drain_timeout_secs,
+            reservation_grace_secs: self.reservation_grace_secs,
+            heartbeat_secs: self.heartbeat_secs,
+            udp_idle_secs: self.udp_idle_secs,
+            max_requests_per_tunnel: self.max_requests_per_tunnel,
+            pool_size: self.pool_size,
+            history_retention_days: self.history_retention_days,
+            public_http_port: self.public_http_port,
+            public_https_port: self.public_https_port,
+            region_id: self.region_id.clone(),
+            region_name: self.region_name.clone(),
+            region_location: self.region_location.clone(),
+            alert_webhook: self.alert_webhook.clone(),
             ..Default::default()
         };
         Ok(base.merge(flags))
@@ -254,5 +312,51 @@ impl ShutdownSignals {
         {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every key of the shipped example is also a flag and an environment variable, as the
+    /// README promises (`regions`, a list of tables, is the file's alone).
+    #[test]
+    fn every_example_key_is_a_flag_and_an_environment_variable() {
+        let example: toml::Table = toml::from_str(include_str!("../../../examples/server.toml")).unwrap();
+        let text = include_str!("../../../examples/server.toml");
+        // Commented-out keys count too: `# key = value` lines.
+        let commented = text.lines().filter_map(|l| l.strip_prefix("# ")?.split_once(" = ").map(|(k, _)| k));
+        let keys: Vec<&str> = example.keys().map(String::as_str).chain(commented).filter(|k| *k != "regions").collect();
+        assert!(keys.len() > 20, "{keys:?}");
+        let cmd = Cli::command();
+        for key in keys {
+            let long = key.replace('_', "-");
+            let arg = cmd.get_arguments().find(|a| a.get_long() == Some(long.as_str()));
+            let arg = arg.unwrap_or_else(|| panic!("no --{long} for key {key}"));
+            let env = format!("RUSTUNNEL_{}", key.to_ascii_uppercase());
+            assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(env.as_str()), "--{long}");
+        }
+    }
+
+    #[test]
+    fn flags_reach_the_runtime_configuration() {
+        let cli = Cli::try_parse_from([
+            "rustunnel-server",
+            "--dev",
+            "--response-timeout-secs",
+            "3",
+            "--reservation-grace-secs",
+            "0",
+            "--max-requests-per-tunnel",
+            "7",
+        ])
+        .unwrap();
+        let c = Config::from_file_config(cli.run.file_config().unwrap()).unwrap();
+        assert_eq!(c.response_timeout, std::time::Duration::from_secs(3));
+        assert_eq!(c.reservation_grace, std::time::Duration::ZERO);
+        assert_eq!(c.max_requests_per_tunnel, 7);
     }
 }

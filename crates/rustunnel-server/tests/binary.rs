@@ -55,6 +55,24 @@ fn refuses_to_start_without_auth_unless_dev() {
 }
 
 #[test]
+fn refuses_a_weak_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    for (how, weak) in [("flag", "x"), ("env", "change-me-to-a-long-random-string")] {
+        let mut cmd = Command::new(BIN);
+        cmd.args(loopback_flags(dir.path())).env_remove("RUSTUNNEL_ADMIN_TOKEN");
+        match how {
+            "flag" => cmd.args(["--admin-token", weak]),
+            _ => cmd.env("RUSTUNNEL_ADMIN_TOKEN", weak),
+        };
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "{weak} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("admin_token") && err.contains("openssl rand -hex 24"), "{err}");
+        assert!(weak.len() < 4 || !err.contains(weak), "the token itself is not echoed: {err}");
+    }
+}
+
+#[test]
 fn token_create_prints_a_token_and_stores_only_its_hash() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
