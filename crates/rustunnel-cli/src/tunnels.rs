@@ -212,12 +212,17 @@ pub async fn run_start(a: StartArgs) -> i32 {
 
 /// Runs the client until Ctrl+C/SIGTERM, a fatal error, or every tunnel closed by the server.
 async fn drive(opts: ClientOptions, mut printer: Printer) -> i32 {
+    let server = opts.server.clone();
     let mut c = ClientHandle::spawn(opts);
     let cancel = c.cancel_token();
     let fatal = print_events(&mut c.events, &cancel, &mut printer).await;
     match c.join().await {
         Ok(()) if !fatal => 0,
-        _ => 1,
+        Ok(()) => 1,
+        // Never exit non-zero without saying why (the run reports its error, but an event can
+        // be lost to a full channel).
+        Err(e) if !fatal => fail(&mut printer, e.code(), e.to_string(), &e.hint(&server)),
+        Err(_) => 1,
     }
 }
 

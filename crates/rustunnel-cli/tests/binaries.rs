@@ -334,3 +334,54 @@ async fn demo_runs_end_to_end() {
     assert!(text.contains("200 OK"), "{text}");
     assert!(text.contains("got 'ping through rustunnel' back"), "{text}");
 }
+
+/// Runs the client to its end (it must end by itself) without a token in the environment.
+async fn run_to_end(args: &[&str]) -> std::process::Output {
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        Command::new(CLIENT).args(args).env_remove("RUSTUNNEL_TOKEN").env_remove("RUSTUNNEL_SERVER").output(),
+    )
+    .await
+    .expect("the client ends by itself")
+    .unwrap()
+}
+
+#[tokio::test]
+async fn bad_input_found_before_connecting_is_reported_not_silent() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "just some text\n").unwrap();
+    let toml = dir.path().join("ca.toml");
+    std::fs::write(&toml, "ca = \"/nonexistent/ca.pem\"\n[tunnels.a]\nprotocol = \"http\"\nlocal_port = 3000\n")
+        .unwrap();
+    let not_pem = not_pem.to_str().unwrap();
+    let toml = toml.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["http", "30501", "--ca", "/nonexistent/ca.pem"], "invalid_ca"),
+        (&["http", "30501", "--ca", not_pem], "invalid_ca"),
+        (&["http", "30501", "--server", "127.0.0.1:notaport"], "invalid_server_address"),
+        (&["http", "30501", "--server", "127.0.0.1:99999"], "invalid_server_address"),
+        (&["http", "30501", "--server", "[::1"], "invalid_server_address"),
+        (&["http", "30501", "--server", ""], "invalid_server_address"),
+        (&["start", "-c", toml], "invalid_ca"),
+        (&["p2p", "0", "--secret", "s", "--target", "svc", "--server", "127.0.0.1:notaport"], "invalid_server_address"),
+    ];
+    for (args, code) in cases {
+        let mut json = args.to_vec();
+        json.push("--json");
+        let out = run_to_end(&json).await;
+        assert!(!out.status.success(), "{args:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+            .unwrap_or_else(|_| panic!("{args:?}: no JSON event: {stdout:?}"));
+        assert_eq!(last["event"], "error", "{args:?}");
+        assert_eq!(last["code"], *code, "{args:?}");
+        assert_eq!(last["fatal"], true, "{args:?}");
+        assert!(last["hint"].as_str().unwrap().len() > 10, "{args:?}: {last}");
+
+        let out = run_to_end(args).await;
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("error: ") && err.contains("hint: "), "{args:?}: {err:?}");
+    }
+}

@@ -17,6 +17,12 @@ pub enum ClientError {
     Protocol(String),
     #[error("{0}")]
     Config(String),
+    /// `--server` (or `server` in the config file) is not a usable `host:port`.
+    #[error("invalid server address '{0}': expected host:port with a port 1-65535")]
+    ServerAddress(String),
+    /// The `--ca` file (or `ca` in the config file) cannot be used.
+    #[error(transparent)]
+    TlsSetup(#[from] crate::tls::TlsSetupError),
     #[error("connection lost: {0}")]
     Lost(String),
 }
@@ -26,7 +32,10 @@ impl ClientError {
     pub fn is_fatal(&self) -> bool {
         match self {
             ClientError::Rejected { code, .. } => code.is_fatal(),
-            ClientError::TunnelRejected { .. } | ClientError::Config(_) => true,
+            ClientError::TunnelRejected { .. }
+            | ClientError::Config(_)
+            | ClientError::ServerAddress(_)
+            | ClientError::TlsSetup(_) => true,
             ClientError::Tls(m) => m.contains("certificate") || m.contains("Certificate"),
             _ => false,
         }
@@ -53,6 +62,8 @@ impl ClientError {
             ClientError::TunnelRejected { .. } => "tunnel_rejected",
             ClientError::Protocol(_) => "protocol_error",
             ClientError::Config(_) => "config_error",
+            ClientError::ServerAddress(_) => "invalid_server_address",
+            ClientError::TlsSetup(_) => "invalid_ca",
             ClientError::Lost(_) => "connection_lost",
         }
     }
@@ -84,6 +95,16 @@ impl ClientError {
             ClientError::TunnelRejected { code: ErrorCode::GroupKeyMismatch, .. } => {
                 "every member of a pool must use the same --group-key (or group_key in the config)".into()
             }
+            ClientError::ServerAddress(_) => {
+                "pass --server host:port, e.g. localhost:4040 or [::1]:4040 (also RUSTUNNEL_SERVER, or `server` in the config file)".into()
+            }
+            ClientError::TlsSetup(crate::tls::TlsSetupError::Read { .. }) => {
+                "check the path given to --ca (or `ca` in the config file): the server's certificate, e.g. <server data dir>/tls-cert.pem".into()
+            }
+            ClientError::TlsSetup(_) => {
+                "--ca takes a PEM certificate (-----BEGIN CERTIFICATE-----), e.g. <server data dir>/tls-cert.pem; for a self-signed dev server --insecure also works".into()
+            }
+            ClientError::Config(_) => "fix the arguments (or the config file) and run again".into(),
             _ => "the client retries automatically unless --no-reconnect is set".into(),
         }
     }

@@ -17,18 +17,27 @@ pub fn split_host_port(s: &str, default_port: u16) -> Result<(String, u16), Clie
     let s = s.trim();
     let s = s.strip_prefix("wss://").or_else(|| s.strip_prefix("https://")).unwrap_or(s);
     let s = s.trim_end_matches('/');
-    let bad = || ClientError::Config(format!("invalid server address '{s}': expected host:port"));
+    let bad = || ClientError::ServerAddress(s.to_string());
+    // Port 0 parses but can never be dialed.
+    let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad);
+    // A bare IPv6 literal: the colons are not a port separator.
+    if s.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Ok((s.to_string(), default_port));
+    }
     if let Some(rest) = s.strip_prefix('[') {
         let (h, p) = rest.split_once(']').ok_or_else(bad)?;
         let port = match p.strip_prefix(':') {
-            Some(p) => p.parse().map_err(|_| bad())?,
+            Some(p) => port(p)?,
             None if p.is_empty() => default_port,
             None => return Err(bad()),
         };
+        if h.is_empty() {
+            return Err(bad());
+        }
         return Ok((h.to_string(), port));
     }
     match s.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') => Ok((h.to_string(), p.parse().map_err(|_| bad())?)),
+        Some((h, p)) if !h.contains(':') && !h.is_empty() => Ok((h.to_string(), port(p)?)),
         None if !s.is_empty() => Ok((s.to_string(), default_port)),
         _ => Err(bad()),
     }
@@ -128,9 +137,12 @@ mod tests {
         assert_eq!(split_host_port("localhost:4040", 1).unwrap(), ("localhost".into(), 4040));
         assert_eq!(split_host_port("example.com", 4040).unwrap(), ("example.com".into(), 4040));
         assert_eq!(split_host_port("[::1]:9", 1).unwrap(), ("::1".into(), 9));
+        assert_eq!(split_host_port("::1", 7).unwrap(), ("::1".into(), 7));
         assert_eq!(split_host_port("wss://a.b:5/", 1).unwrap(), ("a.b".into(), 5));
-        assert!(split_host_port("a:b", 1).is_err());
-        assert!(split_host_port("", 1).is_err());
+        for bad in ["a:b", "", "127.0.0.1:notaport", "127.0.0.1:99999", "127.0.0.1:0", "[::1", "[]:4040", ":4040"] {
+            let e = split_host_port(bad, 1).unwrap_err();
+            assert_eq!(e.code(), "invalid_server_address", "{bad}");
+        }
     }
 
     #[tokio::test]

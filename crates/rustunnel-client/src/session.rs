@@ -124,8 +124,27 @@ struct Runner {
 }
 
 /// Runs a client until cancelled, until every tunnel was closed by the server, or until a
-/// fatal error. Events are reported on `events`.
+/// fatal error. Events are reported on `events`; an error that ends the run is always reported
+/// as a fatal `error` event first, including bad options found before connecting.
 pub async fn run(
+    opts: ClientOptions,
+    events: mpsc::Sender<Event>,
+    cancel: CancellationToken,
+) -> Result<(), ClientError> {
+    let server = opts.server.clone();
+    let result = run_inner(opts, events.clone(), cancel).await;
+    if let Err(e) = &result {
+        let _ = events.try_send(Event::Error {
+            code: e.code().into(),
+            message: e.to_string(),
+            hint: e.hint(&server),
+            fatal: true,
+        });
+    }
+    result
+}
+
+async fn run_inner(
     opts: ClientOptions,
     events: mpsc::Sender<Event>,
     cancel: CancellationToken,
@@ -133,8 +152,9 @@ pub async fn run(
     if opts.tunnels.is_empty() {
         return Err(ClientError::Config("no tunnels to open".into()));
     }
+    opts.tunnels.iter().try_for_each(TunnelConfig::validate).map_err(ClientError::Config)?;
     let (host, port) = split_host_port(&opts.server, 4040)?;
-    let tls = client_config(&opts.tls, &[b"http/1.1"]).map_err(|e| ClientError::Config(e.to_string()))?;
+    let tls = client_config(&opts.tls, &[b"http/1.1"])?;
     let mut r = Runner {
         dialer: Dialer { host, port, tls },
         events,
@@ -147,17 +167,6 @@ pub async fn run(
         dropped_events: Default::default(),
         opts,
     };
-    if let Err(e) = r.opts.tunnels.iter().try_for_each(TunnelConfig::validate) {
-        let e = ClientError::Config(e);
-        r.emit(Event::Error {
-            code: e.code().into(),
-            message: e.to_string(),
-            hint: e.hint(&r.opts.server),
-            fatal: true,
-        })
-        .await;
-        return Err(e);
-    }
     let result = r.run_loop().await;
     r.cancel.cancel();
     r.stream_cancel.cancel();
@@ -193,18 +202,16 @@ impl Runner {
                     }
                     (reason, retry_after)
                 }
+                // `run` reports the error that ends the run.
+                Err(e) if e.is_fatal() || !self.opts.reconnect => return Err(e),
                 Err(e) => {
-                    let fatal = e.is_fatal() || !self.opts.reconnect;
                     self.emit(Event::Error {
                         code: e.code().into(),
                         message: e.to_string(),
                         hint: e.hint(&self.opts.server),
-                        fatal,
+                        fatal: false,
                     })
                     .await;
-                    if fatal {
-                        return Err(e);
-                    }
                     (e.to_string(), None)
                 }
             };

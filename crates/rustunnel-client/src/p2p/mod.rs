@@ -179,7 +179,7 @@ async fn run_inner(
 ) -> Result<(), ClientError> {
     opts.validate()?;
     let (host, port) = split_host_port(&opts.server, 4040)?;
-    let tls = client_config(&opts.tls, &[b"http/1.1"]).map_err(|e| ClientError::Config(e.to_string()))?;
+    let tls = client_config(&opts.tls, &[b"http/1.1"])?;
     let dialer = Dialer { host, port, tls };
     let tasks = TaskTracker::new();
     let stop = cancel.child_token();
