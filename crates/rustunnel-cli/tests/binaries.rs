@@ -385,3 +385,63 @@ async fn bad_input_found_before_connecting_is_reported_not_silent() {
         assert!(err.contains("error: ") && err.contains("hint: "), "{args:?}: {err:?}");
     }
 }
+
+/// Waits for a client to exit by itself; returns its status and the rest of its stdout/stderr.
+async fn finish(mut c: Client) -> (std::process::ExitStatus, Vec<String>, String) {
+    let mut stderr = c.child.stderr.take().unwrap();
+    let read_err = tokio::spawn(async move {
+        let mut s = String::new();
+        let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut s).await;
+        s
+    });
+    let mut out = Vec::new();
+    let status = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(Some(line)) = c.lines.next_line().await {
+            out.push(line);
+        }
+        c.child.wait().await.unwrap()
+    })
+    .await
+    .expect("the client exits by itself");
+    (status, out, read_err.await.unwrap())
+}
+
+async fn kill_server(server: Server, signal: &str) {
+    let Server { mut child, .. } = server;
+    Command::new("kill").args([signal, &child.id().unwrap().to_string()]).status().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(15), child.wait()).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn no_reconnect_says_why_it_exits_when_the_server_goes_away() {
+    let echo = tcp_echo().await;
+    let port = echo.port().to_string();
+    for signal in ["-KILL", "-TERM"] {
+        // --json: the last event is a fatal error with a code and a hint.
+        let server = start_server(true).await;
+        let control = format!("127.0.0.1:{}", server.control);
+        let mut c = client(&["tcp", &port, "--server", &control, "--insecure", "--no-reconnect", "--json"]).await;
+        c.event("tunnel_ready").await;
+        kill_server(server, signal).await;
+        let (status, out, _) = finish(c).await;
+        assert!(!status.success(), "{signal}");
+        let last: serde_json::Value = serde_json::from_str(out.last().expect("an event")).unwrap();
+        assert_eq!(last["event"], "error", "{signal}: {out:?}");
+        assert_eq!(last["code"], "connection_lost", "{signal}");
+        assert_eq!(last["fatal"], true, "{signal}");
+        assert!(last["hint"].as_str().unwrap().contains("--no-reconnect"), "{signal}: {last}");
+
+        // People see the reason too.
+        let server = start_server(true).await;
+        let control = format!("127.0.0.1:{}", server.control);
+        let mut c = client(&["tcp", &port, "--server", &control, "--insecure", "--no-reconnect"]).await;
+        while !next_line(&mut c.lines).await.contains("tcp://") {}
+        kill_server(server, signal).await;
+        let (status, _, err) = finish(c).await;
+        assert!(!status.success(), "{signal}");
+        assert!(
+            err.contains("connection to the server lost") && err.contains("exiting (--no-reconnect)"),
+            "{signal}: {err}"
+        );
+    }
+}

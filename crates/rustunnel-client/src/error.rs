@@ -25,6 +25,9 @@ pub enum ClientError {
     TlsSetup(#[from] crate::tls::TlsSetupError),
     #[error("connection lost: {0}")]
     Lost(String),
+    /// The connection was lost and reconnecting is off: the run ends.
+    #[error("connection to the server lost ({0}); exiting (--no-reconnect)")]
+    GaveUp(String),
 }
 
 impl ClientError {
@@ -35,7 +38,8 @@ impl ClientError {
             ClientError::TunnelRejected { .. }
             | ClientError::Config(_)
             | ClientError::ServerAddress(_)
-            | ClientError::TlsSetup(_) => true,
+            | ClientError::TlsSetup(_)
+            | ClientError::GaveUp(_) => true,
             ClientError::Tls(m) => m.contains("certificate") || m.contains("Certificate"),
             _ => false,
         }
@@ -64,7 +68,7 @@ impl ClientError {
             ClientError::Config(_) => "config_error",
             ClientError::ServerAddress(_) => "invalid_server_address",
             ClientError::TlsSetup(_) => "invalid_ca",
-            ClientError::Lost(_) => "connection_lost",
+            ClientError::Lost(_) | ClientError::GaveUp(_) => "connection_lost",
         }
     }
 
@@ -103,6 +107,9 @@ impl ClientError {
             }
             ClientError::TlsSetup(_) => {
                 "--ca takes a PEM certificate (-----BEGIN CERTIFICATE-----), e.g. <server data dir>/tls-cert.pem; for a self-signed dev server --insecure also works".into()
+            }
+            ClientError::GaveUp(_) => {
+                "run the command again once the server is back, or leave out --no-reconnect to reconnect automatically".into()
             }
             ClientError::Config(_) => "fix the arguments (or the config file) and run again".into(),
             _ => "the client retries automatically unless --no-reconnect is set".into(),

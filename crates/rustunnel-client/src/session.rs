@@ -216,7 +216,7 @@ impl Runner {
                 }
             };
             if !self.opts.reconnect {
-                return Err(ClientError::Lost(reason));
+                return Err(ClientError::GaveUp(reason));
             }
             attempt = attempt.saturating_add(1);
             let delay = match retry_after {
