@@ -40,7 +40,7 @@ use crate::tunnel::{Tunnel, TunnelStats};
 /// Response body: the local service's streamed body, or one of the edge's own pages.
 pub type Body = Either<PermitBody, Full<Bytes>>;
 
-type TunnelClient = Client<TunnelConnector, Incoming>;
+type TunnelClient = Client<TunnelConnector, VisitorBody>;
 
 /// Spawns hyper's background tasks (connection drivers, HTTP/2 streams) on the server's task
 /// tracker, ended by the hard stop, so nothing outlives the server.
@@ -183,13 +183,29 @@ fn page(p: pages::Page) -> Result<Response<Body>, Infallible> {
     Ok(p.response().map(Either::Right))
 }
 
-/// The request's host name without port, lowercased, and the original value.
-fn host_of(req: &Request<Incoming>) -> Option<(String, String)> {
-    let raw = match req.headers().get(header::HOST).and_then(|h| h.to_str().ok()) {
-        Some(h) => h.to_string(),
-        None => req.uri().authority()?.as_str().to_string(),
+/// The request's host name without port, lowercased, and the original value; or why the
+/// request names no single host (RFC 9112 3.2: a 400).
+fn host_of<B>(req: &Request<B>) -> Result<(String, String), &'static str> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => return Err("The request has more than one Host header."),
+        (Some(v), None) => Some(v.to_str().map_err(|_| "The Host header is not valid.")?),
+        (None, None) => None,
     };
-    Some((h1::host_name(&raw), raw))
+    // HTTP/2 names the host in :authority; a Host header beside it must agree (RFC 9113 8.3.1).
+    let authority = req.uri().authority().map(|a| a.as_str());
+    let raw = match (authority, host) {
+        (Some(a), Some(h)) if !a.eq_ignore_ascii_case(h) => {
+            return Err("The Host header and the request's authority name different hosts.")
+        }
+        (Some(a), _) => a,
+        (None, Some(h)) => h,
+        (None, None) => return Err("The request has no Host header."),
+    };
+    if raw.is_empty() {
+        return Err("The Host header is empty.");
+    }
+    Ok((h1::host_name(raw), raw.to_string()))
 }
 
 /// The single label in front of the domain, or `None` when the host is not one of ours
@@ -261,8 +277,9 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
     if !h2 && req.uri().scheme().is_some() {
         return page(pages::bad_request("Absolute-form request targets are not accepted: this edge is not a proxy."));
     }
-    let Some((host, raw_host)) = host_of(&req) else {
-        return page(pages::bad_request("The request has no Host header."));
+    let (host, raw_host) = match host_of(&req) {
+        Ok(h) => h,
+        Err(why) => return page(pages::bad_request(why)),
     };
     let Some(sub) = subdomain_of(&host, &ctx.shared.config.domain) else {
         return page(pages::not_found());
@@ -301,13 +318,20 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
     };
     parts.uri = uri;
     parts.version = Version::HTTP_11;
-    let out = Request::from_parts(parts, body);
+    let body_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let out = Request::from_parts(parts, VisitorBody { inner: body, failed: body_failed.clone() });
 
     let result = tokio::time::timeout(ctx.shared.config.response_timeout, ctx.client.request(out)).await;
     let mut resp = match result {
         Err(_) => {
             log(&ctx, &tunnel, &method, &path, 504, started);
             return page(pages::gateway_timeout());
+        }
+        Ok(Err(_)) if body_failed.load(Ordering::Relaxed) => {
+            log(&ctx, &tunnel, &method, &path, 400, started);
+            let mut r = pages::bad_request("The request body is malformed or was cut short.").response();
+            r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return Ok(r.map(Either::Right));
         }
         Ok(Err(e)) => {
             tracing::debug!(tunnel = %tunnel.id, error = %e, source = ?e.source(), "forwarding failed");
@@ -387,6 +411,32 @@ impl HttpBody for PermitBody {
             if let Some(d) = f.data_ref() {
                 self.stats.add_out(d.len());
             }
+        }
+        r
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A visitor's request body on its way to the tunnel. It remembers whether the visitor's side
+/// failed (a malformed chunked body, a connection cut mid-body), so that a forward failing
+/// because of it is answered 400, not blamed on the tunnel with a 502.
+struct VisitorBody {
+    inner: Incoming,
+    failed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl HttpBody for VisitorBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Err(_))) = &r {
+            self.failed.store(true, Ordering::Relaxed);
         }
         r
     }
@@ -498,6 +548,29 @@ mod tests {
         assert_eq!(subdomain_of("127.0.0.1", "localhost"), None);
         assert_eq!(subdomain_of("[::1]", "localhost"), None);
         assert_eq!(subdomain_of("app.example.com", "localhost"), None);
+    }
+
+    #[test]
+    fn a_request_must_name_exactly_one_host() {
+        let req = |uri: &str, hosts: &[&str]| {
+            let mut b = Request::builder().uri(uri);
+            for h in hosts {
+                b = b.header(header::HOST, *h);
+            }
+            host_of(&b.body(()).unwrap())
+        };
+        assert_eq!(req("/", &["App.localhost:8080"]), Ok(("app.localhost".into(), "App.localhost:8080".into())));
+        assert_eq!(req("https://app.localhost/x", &[]), Ok(("app.localhost".into(), "app.localhost".into())));
+        assert_eq!(req("https://app.localhost/x", &["APP.localhost"]).map(|h| h.0), Ok("app.localhost".into()));
+        for (uri, hosts) in [
+            ("/", &["a.localhost", "evil.example"][..]),
+            ("/", &["a.localhost", "a.localhost"]),
+            ("/", &[""]),
+            ("/", &[]),
+            ("https://a.localhost/", &["b.localhost"]),
+        ] {
+            assert!(req(uri, hosts).is_err(), "{uri} {hosts:?}");
+        }
     }
 
     #[test]
