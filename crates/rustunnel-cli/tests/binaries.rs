@@ -445,3 +445,20 @@ async fn no_reconnect_says_why_it_exits_when_the_server_goes_away() {
         );
     }
 }
+
+#[tokio::test]
+async fn no_token_against_a_server_that_wants_one_says_how_to_give_one() {
+    let server = start_server(false).await;
+    let control = format!("127.0.0.1:{}", server.control);
+    let out = run_to_end(&["http", "3000", "--server", &control, "--insecure"]).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the server requires a token and none was given"), "{err}");
+    assert!(!err.contains("token rejected"), "{err}");
+    assert!(err.contains("--token") && err.contains("RUSTUNNEL_TOKEN"), "{err}");
+    assert!(err.contains("rustunnel-server token create --label NAME"), "{err}");
+    let out = run_to_end(&["http", "3000", "--server", &control, "--insecure", "--json"]).await;
+    let last: serde_json::Value = serde_json::from_slice(out.stdout.trim_ascii()).unwrap();
+    assert_eq!(last["code"], "unauthorized");
+    assert_eq!(last["fatal"], true);
+}

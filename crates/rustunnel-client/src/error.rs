@@ -11,6 +11,9 @@ pub enum ClientError {
     Handshake(String),
     #[error("{message}")]
     Rejected { code: ErrorCode, message: String },
+    /// The server wants a token and the client sent none.
+    #[error("the server requires a token and none was given")]
+    TokenRequired,
     #[error("tunnel '{name}' refused: {message}")]
     TunnelRejected { name: String, code: ErrorCode, message: String },
     #[error("protocol error: {0}")]
@@ -36,6 +39,7 @@ impl ClientError {
         match self {
             ClientError::Rejected { code, .. } => code.is_fatal(),
             ClientError::TunnelRejected { .. }
+            | ClientError::TokenRequired
             | ClientError::Config(_)
             | ClientError::ServerAddress(_)
             | ClientError::TlsSetup(_)
@@ -51,7 +55,8 @@ impl ClientError {
             ClientError::Connect { .. } => "server_unreachable",
             ClientError::Tls(_) => "tls_error",
             ClientError::Handshake(_) => "handshake_failed",
-            ClientError::Rejected { code: ErrorCode::Unauthorized, .. } => "unauthorized",
+            // The same code as a rejected token: both are "no valid credentials" to a program.
+            ClientError::Rejected { code: ErrorCode::Unauthorized, .. } | ClientError::TokenRequired => "unauthorized",
             ClientError::Rejected { code: ErrorCode::VersionMismatch, .. } => "version_mismatch",
             ClientError::Rejected { code: ErrorCode::RateLimited, .. } => "rate_limited",
             ClientError::Rejected { code: ErrorCode::P2pWrongSecret, .. } => "p2p_wrong_secret",
@@ -82,6 +87,9 @@ impl ClientError {
             ClientError::Tls(_) => "check that --server points at the control port (default 4040)".into(),
             ClientError::Rejected { code: ErrorCode::Unauthorized, .. } => {
                 "token rejected by the server: check --token or RUSTUNNEL_TOKEN (create one with `rustunnel token create` or `rustunnel-server token create`)".into()
+            }
+            ClientError::TokenRequired => {
+                "pass --token TOKEN or set RUSTUNNEL_TOKEN (or `token` in the config file); the server's admin mints one with `rustunnel-server token create --label NAME`".into()
             }
             ClientError::Rejected { code: ErrorCode::VersionMismatch, message } => message.clone(),
             ClientError::Rejected { code: ErrorCode::RateLimited, .. } => "wait a minute before retrying with a valid token".into(),

@@ -7,7 +7,9 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use rustunnel_proto::limits::{HANDSHAKE_TIMEOUT, HEARTBEAT_MISSES, MAX_CONTROL_FRAME};
-use rustunnel_proto::{ClientMsg, GroupSpec, ServerMsg, TunnelInfo, TunnelSpec, CONTROL_PATH, PROTOCOL_VERSION};
+use rustunnel_proto::{
+    ClientMsg, ErrorCode, GroupSpec, ServerMsg, TunnelInfo, TunnelSpec, CONTROL_PATH, PROTOCOL_VERSION,
+};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
@@ -80,6 +82,10 @@ pub(crate) async fn open_control(
                 }) => {
                     let heartbeat = Duration::from_secs(heartbeat_secs.max(1));
                     return Ok((ws, Welcome { session_id, data_key, heartbeat, pool_size, p2p_udp_port, plain_data }));
+                }
+                // "Token rejected" would be misleading when there was none to reject.
+                Ok(ServerMsg::Rejected { code: ErrorCode::Unauthorized, .. }) if token.is_empty() => {
+                    return Err(ClientError::TokenRequired)
                 }
                 Ok(ServerMsg::Rejected { code, message }) => return Err(ClientError::Rejected { code, message }),
                 _ => return Err(ClientError::Protocol("unexpected first message from server".into())),
