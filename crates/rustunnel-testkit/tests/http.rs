@@ -83,6 +83,30 @@ async fn local_service_down_gives_502_with_a_clear_message() {
 }
 
 #[tokio::test]
+async fn a_local_service_that_closes_without_answering_is_named_in_the_502() {
+    use tokio::io::AsyncReadExt;
+    let server = TestServer::start().await;
+    // Reads the request, then hangs up without a word.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let rude = tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+        }
+    });
+    let (_c, ready) = server.client(vec![tunnel("web", Protocol::Http, port)]).await;
+    for _ in 0..2 {
+        let (s, body) = get(server.http_addr(), &ready[0].host(), "/").await;
+        assert_eq!(s, StatusCode::BAD_GATEWAY);
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.contains("closed the connection without answering"), "{body}");
+    }
+    rude.abort();
+}
+
+#[tokio::test]
 async fn tunnel_client_gone_gives_502_quickly() {
     let server = TestServer::start().await;
     let app = http_app("app").await;

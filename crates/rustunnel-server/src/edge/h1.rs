@@ -430,6 +430,9 @@ pub(super) async fn upstream(shared: &Arc<Shared>, tunnel: &Tunnel, fresh: bool)
 enum Fail {
     /// Nothing came back (a reused connection may have been closed meanwhile: retry).
     NoResponse,
+    /// The upstream ended in order before any response byte: on a mux stream, the client is
+    /// there and it is the local service that closed without answering.
+    Closed,
     BadResponse,
     Timeout,
     /// The visitor's connection failed.
@@ -477,7 +480,8 @@ where
         }
         match tokio::time::timeout_at(deadline, fill(&mut rb, up, usize::MAX)).await {
             Err(_) => return Err(Fail::Timeout),
-            Ok(Ok(0)) | Ok(Err(_)) if !got_any => return Err(Fail::NoResponse),
+            Ok(Ok(0)) if !got_any => return Err(Fail::Closed),
+            Ok(Err(_)) if !got_any => return Err(Fail::NoResponse),
             Ok(Ok(0)) | Ok(Err(_)) => return Err(Fail::BadResponse),
             Ok(Ok(_)) => got_any = true,
         }
@@ -704,15 +708,19 @@ where
             }
             // A reused connection the local side had closed: once more on a new one, if the
             // whole request is still in hand.
-            Err(Fail::NoResponse) if reused && left == 0 && !fresh => {
+            Err(Fail::NoResponse | Fail::Closed) if reused && left == 0 && !fresh => {
                 fresh = true;
                 continue;
+            }
+            Err(Fail::Closed) if matches!(up, Either::Right(_)) => {
+                log(502);
+                page(io, pages::local_closed(), true).await
             }
             Err(Fail::Timeout) => {
                 log(504);
                 page(io, pages::gateway_timeout(), true).await
             }
-            Err(Fail::NoResponse | Fail::BadResponse) => {
+            Err(Fail::NoResponse | Fail::Closed | Fail::BadResponse) => {
                 log(502);
                 page(io, pages::bad_gateway(), true).await
             }

@@ -66,6 +66,13 @@ pub fn bad_request(why: &str) -> Page {
 pub fn bad_gateway() -> Page {
     page(StatusCode::BAD_GATEWAY, "Tunnel unavailable", "The tunnel client for this host is not connected or did not answer. It may be reconnecting; try again in a moment.")
 }
+pub fn local_closed() -> Page {
+    page(
+        StatusCode::BAD_GATEWAY,
+        "No answer from the local service",
+        "The service behind this tunnel accepted the request and closed the connection without answering.",
+    )
+}
 pub fn gateway_timeout() -> Page {
     page(
         StatusCode::GATEWAY_TIMEOUT,
