@@ -50,13 +50,13 @@ pub async fn run(a: P2pArgs) -> i32 {
     let role = match (&a.name, &a.target) {
         (Some(name), _) => P2pRole::Publish {
             name: name.clone(),
-            local_host: a.local_host.clone().unwrap_or_else(|| "localhost".into()),
+            local_host: a.local_host.as_deref().map_or("localhost", rustunnel_client::config::local_host).to_string(),
             local_port: a.port,
         },
         (None, Some(target)) => {
-            let host = a.local_host.clone().unwrap_or_else(|| "127.0.0.1".into());
-            let bind = match format!("{host}:{}", a.port).parse() {
-                Ok(b) => b,
+            let host = a.local_host.as_deref().map_or("127.0.0.1", rustunnel_client::config::local_host);
+            let bind = match host.parse::<std::net::IpAddr>() {
+                Ok(ip) => std::net::SocketAddr::new(ip, a.port),
                 Err(_) => {
                     printer.event(&Event::Error {
                         code: "bad_arguments".into(),
@@ -69,7 +69,16 @@ pub async fn run(a: P2pArgs) -> i32 {
             };
             P2pRole::Connect { target: target.clone(), bind }
         }
-        (None, None) => return 2,
+        // clap requires one of them; still, never exit without saying why.
+        (None, None) => {
+            printer.event(&Event::Error {
+                code: "bad_arguments".into(),
+                message: "p2p needs --name (publish) or --target (connect)".into(),
+                hint: "see `rustunnel p2p --help`".into(),
+                fatal: true,
+            });
+            return 2;
+        }
     };
     let server = match crate::manage::resolve_server(&a.connect).await {
         Ok(s) => s,

@@ -51,7 +51,7 @@ pub struct OneTunnel {
     /// Public port to ask for (TCP/UDP); any free one when omitted.
     #[arg(long)]
     pub remote_port: Option<u16>,
-    /// Host of the local service.
+    /// Host of the local service (an IPv6 address with or without brackets: ::1 or [::1]).
     #[arg(long, default_value = "localhost")]
     pub local_host: String,
     /// Name of the tunnel (shown in logs and the API).
@@ -179,7 +179,7 @@ pub async fn run_one(protocol: Protocol, a: OneTunnel) -> i32 {
         Err(e) => return fail(&mut printer, "region_error", e.to_string(), "list regions with `rustunnel regions`"),
     };
     let mut t = TunnelConfig::new(a.name.clone().unwrap_or_else(|| protocol.to_string()), protocol, a.port);
-    t.local_host = a.local_host.clone();
+    t.local_host = rustunnel_client::config::local_host(&a.local_host).to_string();
     t.subdomain = a.subdomain.clone();
     t.remote_port = a.remote_port;
     if let Err(e) = a.pool.apply(&mut t) {

@@ -462,3 +462,39 @@ async fn no_token_against_a_server_that_wants_one_says_how_to_give_one() {
     assert_eq!(last["code"], "unauthorized");
     assert_eq!(last["fatal"], true);
 }
+
+#[tokio::test]
+async fn bracketed_ipv6_local_host_reaches_the_local_service() {
+    // A TCP echo on the IPv6 loopback.
+    let l = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
+    let echo_port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let server = start_server(true).await;
+    let control = format!("127.0.0.1:{}", server.control);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("v6.toml");
+    std::fs::write(
+        &file,
+        format!("server = \"{control}\"\ninsecure = true\n[tunnels.v6]\nprotocol = \"tcp\"\nlocal_port = {echo_port}\nlocal_host = \"[::1]\"\n"),
+    )
+    .unwrap();
+    let port = echo_port.to_string();
+    let by_flag = ["tcp", &port, "--server", &control, "--insecure", "--local-host", "[::1]", "--json"];
+    let by_file = ["start", "-c", file.to_str().unwrap(), "--json"];
+    for args in [&by_flag[..], &by_file[..]] {
+        let mut c = client(args).await;
+        let ready = c.event("tunnel_ready").await;
+        assert_eq!(ready["local_addr"], format!("[::1]:{echo_port}"), "{args:?}");
+        let url = ready["public_url"].as_str().unwrap().to_string();
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port_after(&url))).await.unwrap();
+        s.write_all(b"over v6").await.unwrap();
+        assert_eq!(read_n(&mut s, 7).await, b"over v6", "{args:?}");
+    }
+}

@@ -63,6 +63,9 @@ impl TunnelConfig {
 
     /// Checks pool and health-check settings before anything connects.
     pub fn validate(&self) -> Result<(), String> {
+        if local_host(&self.local_host).is_empty() {
+            return Err(format!("tunnel '{}': the local host is empty", self.name));
+        }
         if let Some(g) = &self.group {
             if self.protocol == Protocol::Udp {
                 return Err(format!("tunnel '{}': load-balanced pools are for http and tcp tunnels", self.name));
@@ -80,12 +83,20 @@ impl TunnelConfig {
         Ok(())
     }
     pub fn local_addr(&self) -> String {
-        if self.local_host.contains(':') {
-            format!("[{}]:{}", self.local_host, self.local_port)
+        let host = local_host(&self.local_host);
+        if host.contains(':') {
+            format!("[{host}]:{}", self.local_port)
         } else {
-            format!("{}:{}", self.local_host, self.local_port)
+            format!("{host}:{}", self.local_port)
         }
     }
+}
+
+/// A local host as people write it: `[::1]` (the URL form of an IPv6 literal) is `::1`, the
+/// form resolvers and [`TunnelConfig::local_addr`] expect.
+pub fn local_host(host: &str) -> &str {
+    let host = host.trim();
+    host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host)
 }
 
 /// Everything a client run needs.
@@ -261,7 +272,7 @@ impl StartFile {
             .map(|(name, t)| TunnelConfig {
                 name: name.clone(),
                 protocol: t.protocol,
-                local_host: t.local_host.clone().unwrap_or_else(|| "localhost".into()),
+                local_host: t.local_host.as_deref().map_or("localhost", local_host).to_string(),
                 local_port: t.local_port,
                 subdomain: t.subdomain.clone(),
                 remote_port: t.remote_port,
@@ -325,6 +336,19 @@ mod tests {
             let text = format!("{base}[tunnels.a.health_check]\n{hc}");
             assert!(StartFile::parse(&text).is_err(), "{hc}");
         }
+    }
+
+    #[test]
+    fn bracketed_ipv6_local_hosts_are_ipv6_literals() {
+        for host in ["::1", "[::1]", " [::1] "] {
+            let mut t = TunnelConfig::new("t", Protocol::Tcp, 22);
+            t.local_host = host.into();
+            assert_eq!(t.local_addr(), "[::1]:22", "{host}");
+        }
+        let f = StartFile::parse("[tunnels.a]\nprotocol = \"tcp\"\nlocal_port = 22\nlocal_host = \"[::1]\"\n").unwrap();
+        assert_eq!(f.tunnel_configs()[0].local_host, "::1");
+        assert_eq!(local_host("127.0.0.1"), "127.0.0.1");
+        assert!(StartFile::parse("[tunnels.a]\nprotocol = \"tcp\"\nlocal_port = 22\nlocal_host = \"[]\"\n").is_err());
     }
 
     #[test]

@@ -151,7 +151,7 @@ pub async fn run(
 }
 
 async fn run_inner(
-    opts: ClientOptions,
+    mut opts: ClientOptions,
     events: mpsc::Sender<Event>,
     cancel: CancellationToken,
 ) -> Result<(), ClientError> {
@@ -159,6 +159,10 @@ async fn run_inner(
         return Err(ClientError::Config("no tunnels to open".into()));
     }
     opts.tunnels.iter().try_for_each(TunnelConfig::validate).map_err(ClientError::Config)?;
+    // Local connections and health checks resolve the host as given: `[::1]` would not resolve.
+    for t in &mut opts.tunnels {
+        t.local_host = crate::config::local_host(&t.local_host).to_string();
+    }
     let (host, port) = split_host_port(&opts.server, 4040)?;
     let tls = client_config(&opts.tls, &[b"http/1.1"])?;
     let mut r = Runner {
