@@ -498,3 +498,26 @@ async fn bracketed_ipv6_local_host_reaches_the_local_service() {
         assert_eq!(read_n(&mut s, 7).await, b"over v6", "{args:?}");
     }
 }
+
+#[tokio::test]
+async fn logs_to_a_redirected_stderr_carry_no_colour_codes() {
+    let server = start_server(true).await;
+    let control = format!("127.0.0.1:{}", server.control);
+    // Nothing listens on the local port: the first visitor makes the client log a warning.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let mut c = client(&["tcp", &closed, "--server", &control, "--insecure", "--json"]).await;
+    let url = c.event("tunnel_ready").await["public_url"].as_str().unwrap().to_string();
+    let _visitor = tokio::net::TcpStream::connect(("127.0.0.1", port_after(&url))).await.unwrap();
+    let mut err = BufReader::new(c.child.stderr.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let line = err.next_line().await.unwrap().expect("client still running");
+            if line.contains("WARN") {
+                return line;
+            }
+        }
+    })
+    .await
+    .expect("a warning in time");
+    assert!(!line.contains('\x1b'), "{line:?}");
+}
