@@ -1,12 +1,85 @@
 //! What the tunnel commands print: a status block and a live request log for people, or one
 //! JSON object per line (`--json`) for programs and agents.
 use std::io::Write;
+use std::time::{Duration, Instant};
 
 use rustunnel_client::Event;
+
+/// How often the console says it is still reconnecting while the server stays away.
+const STILL_RECONNECTING_EVERY: Duration = Duration::from_secs(30);
+
+/// Keeps the console calm while the server is away (ngrok-like): the first failure is shown
+/// with its hint, an error identical to the one before it is not shown again, and reconnect
+/// attempts after the first are summarised every [`STILL_RECONNECTING_EVERY`].
+#[derive(Debug, Default)]
+pub struct Outage {
+    /// Code and message of the last non-fatal error of this outage.
+    last_error: Option<(String, String)>,
+    /// When the first reconnect attempt of this outage was reported.
+    since: Option<Instant>,
+    /// When a reconnect line was last shown.
+    last_line: Option<Instant>,
+}
+
+/// What the console shows for a `reconnecting` event.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReconnectLine {
+    /// The first of an outage: say what happened and when the client retries.
+    First,
+    /// A later one, after a while: how long the server has been away.
+    Still {
+        offline: Duration,
+    },
+    Quiet,
+}
+
+impl Outage {
+    /// Records a non-fatal error; returns whether it repeats the one before it. A visitor that
+    /// found the local service down is news each time, not part of an outage.
+    pub fn repeated_error(&mut self, code: &str, message: &str) -> bool {
+        if code == "local_unreachable" {
+            return false;
+        }
+        let same = self.last_error.as_ref().is_some_and(|(c, m)| c == code && m == message);
+        if !same {
+            self.last_error = Some((code.to_string(), message.to_string()));
+        }
+        same
+    }
+
+    /// Records a reconnect attempt at `now`; says what to show for it.
+    pub fn reconnecting(&mut self, now: Instant) -> ReconnectLine {
+        let Some(since) = self.since else {
+            self.since = Some(now);
+            self.last_line = Some(now);
+            return ReconnectLine::First;
+        };
+        if self.last_line.is_some_and(|l| now.duration_since(l) < STILL_RECONNECTING_EVERY) {
+            return ReconnectLine::Quiet;
+        }
+        self.last_line = Some(now);
+        ReconnectLine::Still { offline: now.duration_since(since) }
+    }
+
+    /// The tunnels are back: the next failure starts a new outage.
+    pub fn over(&mut self) {
+        *self = Outage::default();
+    }
+}
+
+/// `700 ms`, `63 s`: delays as people read them.
+fn human_ms(ms: u64) -> String {
+    if ms < 10_000 {
+        format!("{ms} ms")
+    } else {
+        format!("{} s", (ms + 500) / 1000)
+    }
+}
 
 pub struct Printer {
     pub json: bool,
     header_printed: bool,
+    outage: Outage,
     /// Stdout, written in one syscall per batch of events rather than per line (a busy tunnel
     /// logs tens of thousands of requests a second).
     out: std::io::BufWriter<std::io::Stdout>,
@@ -14,7 +87,12 @@ pub struct Printer {
 
 impl Printer {
     pub fn new(json: bool) -> Self {
-        Printer { json, header_printed: false, out: std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()) }
+        Printer {
+            json,
+            header_printed: false,
+            outage: Outage::default(),
+            out: std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()),
+        }
     }
 
     /// Prints an event and flushes. Human output goes to stdout except errors (stderr).
@@ -32,8 +110,28 @@ impl Printer {
     /// stderr goes now, after what stdout holds, to keep the order.
     pub fn queue(&mut self, e: &Event) {
         let out = &mut self.out;
+        if matches!(e, Event::TunnelReady { .. } | Event::Reconnected { .. }) {
+            self.outage.over();
+        }
         if self.json {
-            if let Ok(line) = serde_json::to_string(e) {
+            // Every event goes out (programs count attempts), but the hint of an error that
+            // repeats the one before it is left empty instead of repeated each attempt.
+            let line = match e {
+                Event::Error { code, message, hint, fatal: false } if !hint.is_empty() => {
+                    if self.outage.repeated_error(code, message) {
+                        serde_json::to_string(&Event::Error {
+                            code: code.clone(),
+                            message: message.clone(),
+                            hint: String::new(),
+                            fatal: false,
+                        })
+                    } else {
+                        serde_json::to_string(e)
+                    }
+                }
+                _ => serde_json::to_string(e),
+            };
+            if let Ok(line) = line {
                 let _ = writeln!(out, "{line}");
             }
             return;
@@ -57,8 +155,25 @@ impl Printer {
                 let _ = writeln!(out, "  ... {count} more requests not shown (too many to list)");
             }
             Event::Reconnecting { attempt, delay_ms, reason } => {
+                let delay = human_ms(*delay_ms);
+                let text = match self.outage.reconnecting(Instant::now()) {
+                    // The error just shown already says why.
+                    ReconnectLine::First if self.outage.last_error.as_ref().is_some_and(|(_, m)| m == reason) => {
+                        format!("reconnecting in {delay}; retrying until the server is back")
+                    }
+                    ReconnectLine::First => {
+                        format!(
+                            "connection lost ({reason}); reconnecting in {delay}; retrying until the server is back"
+                        )
+                    }
+                    ReconnectLine::Still { offline } => format!(
+                        "still reconnecting: offline for {}, attempt {attempt}, next in {delay}",
+                        human_ms(offline.as_millis() as u64)
+                    ),
+                    ReconnectLine::Quiet => return,
+                };
                 let _ = out.flush();
-                eprintln!("  connection lost ({reason}); reconnecting in {delay_ms} ms (attempt {attempt})");
+                eprintln!("  {text}");
             }
             Event::Reconnected { name, public_url, .. } => {
                 let _ = writeln!(out, "  {name:<12} back online at {public_url}");
@@ -101,10 +216,48 @@ impl Printer {
             Event::P2pConnection { name, mode, peer, .. } => {
                 let _ = writeln!(out, "  p2p {name:<12} connection from {peer} ({mode})");
             }
-            Event::Error { message, hint, .. } => {
+            Event::Error { code, message, hint, fatal } => {
+                if !fatal && self.outage.repeated_error(code, message) {
+                    return;
+                }
                 let _ = out.flush();
                 eprintln!("  error: {message}\n  hint: {hint}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_shows_its_first_attempt_then_a_line_every_half_minute() {
+        let mut o = Outage::default();
+        let t0 = Instant::now();
+        assert!(!o.repeated_error("server_unreachable", "refused"));
+        assert_eq!(o.reconnecting(t0), ReconnectLine::First);
+        for i in 1..40 {
+            assert!(o.repeated_error("server_unreachable", "refused"));
+            assert_eq!(o.reconnecting(t0 + Duration::from_millis(700 * i)), ReconnectLine::Quiet, "attempt {i}");
+        }
+        let later = t0 + Duration::from_secs(31);
+        assert_eq!(o.reconnecting(later), ReconnectLine::Still { offline: Duration::from_secs(31) });
+        assert_eq!(o.reconnecting(later + Duration::from_secs(1)), ReconnectLine::Quiet);
+        // A different error is shown; the same one after it is not.
+        assert!(!o.repeated_error("rate_limited", "too many"));
+        assert!(o.repeated_error("rate_limited", "too many"));
+        o.over();
+        assert!(!o.repeated_error("rate_limited", "too many"));
+        for _ in 0..2 {
+            assert!(!o.repeated_error("local_unreachable", "tunnel 'web': connection refused"));
+        }
+        assert_eq!(o.reconnecting(later), ReconnectLine::First);
+    }
+
+    #[test]
+    fn delays_read_as_people_say_them() {
+        assert_eq!(human_ms(700), "700 ms");
+        assert_eq!(human_ms(63_400), "63 s");
     }
 }

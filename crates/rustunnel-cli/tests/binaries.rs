@@ -521,3 +521,47 @@ async fn logs_to_a_redirected_stderr_carry_no_colour_codes() {
     .expect("a warning in time");
     assert!(!line.contains('\x1b'), "{line:?}");
 }
+
+#[tokio::test]
+async fn a_server_that_stays_away_gets_a_calm_console_and_every_json_event() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let server = format!("127.0.0.1:{port}");
+    // --json: each attempt is an error event and a reconnecting event; only the first error
+    // carries the hint.
+    let mut c = client(&["tcp", "22", "--server", &server, "--json"]).await;
+    for attempt in 1..=4 {
+        let e = c.event("error").await;
+        assert_eq!(e["code"], "server_unreachable");
+        assert_eq!(e["hint"].as_str().unwrap().is_empty(), attempt > 1, "{e}");
+        assert_eq!(c.event("reconnecting").await["attempt"], attempt);
+    }
+    // People: the error and its hint once, one line saying it keeps retrying, then quiet
+    // (an observation window of several attempts; the next line is due after 30 s).
+    let mut c = client(&["tcp", "22", "--server", &server]).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    c.child.start_kill().unwrap();
+    let (_, _, err) = finish(c).await;
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    assert!(lines[0].contains("error: server unreachable"), "{err}");
+    assert!(lines[1].contains("hint: is rustunnel-server running"), "{err}");
+    assert!(lines[2].contains("reconnecting in") && lines[2].contains("retrying until the server is back"), "{err}");
+}
+
+#[tokio::test]
+async fn a_rate_limited_client_waits_a_minute_before_retrying() {
+    let server = start_server(false).await;
+    let control = format!("127.0.0.1:{}", server.control);
+    // Ten wrong tokens from this address: the server refuses it for a minute.
+    for _ in 0..10 {
+        let out = run_to_end(&["tcp", "22", "--server", &control, "--insecure", "--token", "wrong", "--json"]).await;
+        assert!(String::from_utf8_lossy(&out.stdout).contains("\"code\":\"unauthorized\""));
+    }
+    let mut c =
+        client(&["tcp", "22", "--server", &control, "--insecure", "--token", &server.admin_token, "--json"]).await;
+    let e = c.event("error").await;
+    assert_eq!(e["code"], "rate_limited");
+    assert_eq!(e["fatal"], false);
+    let r = c.event("reconnecting").await;
+    assert!(r["delay_ms"].as_u64().unwrap() >= 60_000, "{r}");
+}

@@ -92,7 +92,9 @@ impl ClientError {
                 "pass --token TOKEN or set RUSTUNNEL_TOKEN (or `token` in the config file); the server's admin mints one with `rustunnel-server token create --label NAME`".into()
             }
             ClientError::Rejected { code: ErrorCode::VersionMismatch, message } => message.clone(),
-            ClientError::Rejected { code: ErrorCode::RateLimited, .. } => "wait a minute before retrying with a valid token".into(),
+            ClientError::Rejected { code: ErrorCode::RateLimited, .. } => {
+                "too many failed logins from this address: wait a minute (the client does, unless --no-reconnect) and check for clients with a wrong token behind the same address".into()
+            },
             ClientError::Rejected { code: ErrorCode::P2pWrongSecret, .. } => {
                 "use the same --secret as the publisher (`rustunnel p2p <port> --secret S --name N`)".into()
             }

@@ -190,6 +190,36 @@ fn jittered(d: Duration) -> Duration {
     Duration::from_millis(rand::rng().random_range(ms / 2..=ms))
 }
 
+/// How long a client refused for too many failed logins from its address waits before trying
+/// again. The server counts failures per IP over a fixed minute and names no retry time, so a
+/// minute always outlasts the block; retrying sooner only gets refused again.
+pub const RATE_LIMITED_WAIT: Duration = Duration::from_secs(60);
+
+/// What decides the pause before the next reconnect attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// Jittered exponential backoff up to the configured maximum.
+    Backoff,
+    /// The server announced a restart and when to come back.
+    ServerAsked(Duration),
+    /// The server refuses us for a while: never sooner than this (plus jitter, so clients
+    /// behind one address do not return together).
+    AtLeast(Duration),
+}
+
+impl Wait {
+    fn delay(self, attempt: u32, max_backoff: Duration) -> Duration {
+        match self {
+            Wait::Backoff => {
+                let exp = Duration::from_millis(100u64.saturating_mul(1 << attempt.min(10).saturating_sub(1)));
+                jittered(exp.min(max_backoff))
+            }
+            Wait::ServerAsked(d) => jittered(d),
+            Wait::AtLeast(d) => d + jittered(d / 6),
+        }
+    }
+}
+
 impl Runner {
     /// Reports an event without ever waiting: a consumer that stops reading (a blocked
     /// stdout, a busy agent) must not stall heartbeats and forwarding. Request-log events are
@@ -204,13 +234,13 @@ impl Runner {
         let mut attempt: u32 = 0;
         loop {
             let end = self.session_once().await;
-            let (reason, retry_after) = match end {
+            let (reason, wait) = match end {
                 Ok(SessionEnd::Cancelled) | Ok(SessionEnd::NoTunnelsLeft) => return Ok(()),
                 Ok(SessionEnd::Lost { reason, retry_after, established }) => {
                     if established {
                         attempt = 0;
                     }
-                    (reason, retry_after)
+                    (reason, retry_after.map_or(Wait::Backoff, Wait::ServerAsked))
                 }
                 // `run` reports the error that ends the run.
                 Err(e) if e.is_fatal() || !self.opts.reconnect => return Err(e),
@@ -222,20 +252,18 @@ impl Runner {
                         fatal: false,
                     })
                     .await;
-                    (e.to_string(), None)
+                    let wait = match e {
+                        ClientError::Rejected { code: ErrorCode::RateLimited, .. } => Wait::AtLeast(RATE_LIMITED_WAIT),
+                        _ => Wait::Backoff,
+                    };
+                    (e.to_string(), wait)
                 }
             };
             if !self.opts.reconnect {
                 return Err(ClientError::GaveUp(reason));
             }
             attempt = attempt.saturating_add(1);
-            let delay = match retry_after {
-                Some(d) => jittered(d),
-                None => {
-                    let exp = Duration::from_millis(100u64.saturating_mul(1 << attempt.min(10).saturating_sub(1)));
-                    jittered(exp.min(self.opts.max_backoff))
-                }
-            };
+            let delay = wait.delay(attempt, self.opts.max_backoff);
             self.emit(Event::Reconnecting { attempt, delay_ms: delay.as_millis() as u64, reason }).await;
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -602,5 +630,21 @@ impl ClientHandle {
     /// Waits for the client to end by itself.
     pub async fn join(mut self) -> Result<(), ClientError> {
         finish(self.task.take()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limited_clients_wait_at_least_a_minute_others_back_off_briefly() {
+        let max = Duration::from_millis(800);
+        for attempt in [1, 2, 5, 100] {
+            let d = Wait::AtLeast(RATE_LIMITED_WAIT).delay(attempt, max);
+            assert!(d >= RATE_LIMITED_WAIT && d <= RATE_LIMITED_WAIT * 2, "{d:?}");
+            assert!(Wait::Backoff.delay(attempt, max) <= max);
+        }
+        assert!(Wait::ServerAsked(Duration::from_secs(2)).delay(1, max) <= Duration::from_secs(2));
     }
 }
