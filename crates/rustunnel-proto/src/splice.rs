@@ -208,7 +208,7 @@ impl Window {
 
     /// Like [`Window::spare`], with a bigger buffer (not from the pool) when the pool's is too
     /// small for `need` more bytes.
-    pub(crate) fn reserve(&mut self, need: usize) -> &mut [u8] {
+    pub fn reserve(&mut self, need: usize) -> &mut [u8] {
         if self.spare(need).len() < need {
             let pending = self.end - self.start;
             self.move_into(vec![0u8; pending + need].into_boxed_slice());

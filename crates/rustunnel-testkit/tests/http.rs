@@ -211,6 +211,20 @@ async fn http2_requests(mux: bool) {
     let req = Request::get(format!("https://secure.localhost:{}/headers", edge.port())).body(body("")).unwrap();
     let text = h2.send_request(req).await.unwrap().into_body().collect().await.unwrap().to_bytes();
     assert!(String::from_utf8_lossy(&text).contains("\"x-forwarded-proto\":\"https\""));
+    // Headers over the edge's limits get its 431 page, as over HTTP/1.1 (not a refused stream
+    // a client would retry), and the connection goes on serving.
+    for (name, value, n) in [("x-big", "a".repeat(70 * 1000), 1), ("x-h", "v".to_string(), 101)] {
+        let mut req = Request::get(format!("https://secure.localhost:{}/", edge.port()));
+        for i in 0..n {
+            req = req.header(format!("{name}{i}"), value.as_str());
+        }
+        let resp = h2.send_request(req.body(body("")).unwrap()).await.unwrap();
+        assert_eq!(resp.status(), 431, "{name}");
+        let page = resp.into_body().collect().await.unwrap().to_bytes();
+        assert!(String::from_utf8_lossy(&page).contains("at most 100 header fields"), "{page:?}");
+    }
+    let req = Request::get(format!("https://secure.localhost:{}/", edge.port())).body(body("")).unwrap();
+    assert_eq!(h2.send_request(req).await.unwrap().status(), 200);
 }
 
 #[tokio::test]

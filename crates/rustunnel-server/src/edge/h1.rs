@@ -44,8 +44,10 @@ use crate::tunnel::Tunnel;
 /// multiplexed data connection (clients that take them).
 pub(super) type Upstream = Either<DataConn, MuxStream>;
 
-/// hyper's default maximum number of headers; a head with more goes to hyper (which answers 431).
-const MAX_HEADERS: usize = 100;
+/// Most header fields a request may have; with more it gets a 431 (hyper's default limit).
+pub(super) const MAX_HEADERS: usize = 100;
+/// Longest request head; a longer one gets a 431 (as hyper's HTTP/1 buffer limit).
+pub(super) const HEAD_LIMIT: usize = 64 * 1024;
 /// An idle data connection is dropped after this long unused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle data connections kept per tunnel.
@@ -122,6 +124,8 @@ enum Parsed {
     Partial,
     Lean(ReqHead),
     HandOver,
+    /// More header fields than [`MAX_HEADERS`].
+    TooLarge,
 }
 
 fn is_one_of(name: &str, list: &[&str]) -> bool {
@@ -173,6 +177,7 @@ fn parse_request(buf: &[u8], peer_ip: &str, scheme: &str) -> Parsed {
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(httparse::Error::TooManyHeaders) => return Parsed::TooLarge,
         Err(_) => return Parsed::HandOver,
     };
     let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
@@ -592,7 +597,14 @@ where
                 match parse_request(vb.pending(), &peer_ip, v.scheme) {
                     Parsed::Lean(h) => break h,
                     Parsed::HandOver => return End::HandOver(io, take_all(&mut vb)),
-                    Parsed::Partial if is_full(&vb) => return End::HandOver(io, take_all(&mut vb)),
+                    Parsed::TooLarge => return refuse(io, pages::headers_too_large()).await,
+                    Parsed::Partial if vb.pending().len() >= HEAD_LIMIT => {
+                        return refuse(io, pages::headers_too_large()).await
+                    }
+                    // A long head: room for the rest of it, up to the limit.
+                    Parsed::Partial if is_full(&vb) => {
+                        let _ = vb.reserve(HEAD_LIMIT - vb.pending().len());
+                    }
                     Parsed::Partial => {}
                 }
             }
@@ -617,6 +629,28 @@ where
             return End::Closed;
         }
     }
+}
+
+/// Answers a request the edge will not read to its end with `p` and closes. The visitor may
+/// still be sending: what it sends meanwhile is read and dropped for a moment, so that closing
+/// with unread bytes (a TCP reset) does not destroy the answer before the visitor reads it.
+async fn refuse<I: AsyncRead + AsyncWrite + Unpin>(mut io: I, p: Page) -> End<I> {
+    page(&mut io, p, true).await;
+    if io.shutdown().await.is_err() {
+        return End::Closed;
+    }
+    let drain = async {
+        let mut sink = [0u8; 4096];
+        let mut left: usize = 256 * 1024;
+        while left > 0 {
+            match tokio::io::AsyncReadExt::read(&mut io, &mut sink).await {
+                Ok(n) if n > 0 => left = left.saturating_sub(n),
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+    End::Closed
 }
 
 /// Answers with one of the edge's pages; whether the connection stays open.
@@ -738,6 +772,7 @@ mod tests {
             Parsed::Lean(h) => h,
             Parsed::Partial => panic!("partial: {req}"),
             Parsed::HandOver => panic!("handed over: {req}"),
+            Parsed::TooLarge => panic!("too large: {req}"),
         }
     }
 
@@ -792,6 +827,9 @@ mod tests {
             assert!(handed_over(req), "{req}");
         }
         assert!(matches!(parse_request(b"GET / HTTP/1.1\r\nHost: a", "x", "http"), Parsed::Partial));
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
+        let req = format!("GET / HTTP/1.0\r\nHost: a.localhost\r\n{many}\r\n");
+        assert!(matches!(parse_request(req.as_bytes(), "x", "http"), Parsed::TooLarge));
     }
 
     #[tokio::test]

@@ -149,12 +149,16 @@ async fn serve_conn<I>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(ctx.shared.config.header_timeout)
-        .max_buf_size(64 * 1024);
+        .max_buf_size(h1::HEAD_LIMIT)
+        // Past hyper's own limit (an empty 431), the edge's check in `handle` answers.
+        .max_headers(1000);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(250)
-        .max_header_list_size(64 * 1024)
+        // Twice the edge's limit: between the two `handle` answers a 431 page; past it, h2
+        // answers 431 itself and refuses the stream.
+        .max_header_list_size(2 * h1::HEAD_LIMIT as u32)
         .max_pending_accept_reset_streams(64)
         .keep_alive_interval(Duration::from_secs(30));
     let service = hyper::service::service_fn(move |req| handle(req, ctx.clone()));
@@ -181,6 +185,24 @@ struct Ctx {
 
 fn page(p: pages::Page) -> Result<Response<Body>, Infallible> {
     Ok(p.response().map(Either::Right))
+}
+
+/// A page after which an HTTP/1 connection closes (the request was not read to its end);
+/// HTTP/2 resets just the stream and has no `Connection` header.
+fn closing(p: pages::Page, version: Version) -> Result<Response<Body>, Infallible> {
+    let mut r = p.response();
+    if version != Version::HTTP_2 {
+        r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(r.map(Either::Right))
+}
+
+/// Whether a head is over the edge's limits: more than [`h1::MAX_HEADERS`] fields, or more
+/// than [`h1::HEAD_LIMIT`] bytes counted as HTTP/2 counts a header list (name, value and 32
+/// bytes per field).
+fn too_large(headers: &HeaderMap) -> bool {
+    let size: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 32).sum();
+    headers.len() > h1::MAX_HEADERS || size > h1::HEAD_LIMIT
 }
 
 /// The request's host name without port, lowercased, and the original value; or why the
@@ -265,13 +287,15 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
     if req.version() != Version::HTTP_2 {
         let index = ctx.h1_requests.fetch_add(1, Ordering::Relaxed);
         if ctx.both_lengths.is_flagged(index) {
-            let mut r = pages::bad_request("The request has both Content-Length and Transfer-Encoding.").response();
-            r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return Ok(r.map(Either::Right));
+            let p = pages::bad_request("The request has both Content-Length and Transfer-Encoding.");
+            return closing(p, req.version());
         }
     }
     if req.method() == Method::CONNECT {
         return page(pages::method_not_allowed());
+    }
+    if too_large(req.headers()) {
+        return closing(pages::headers_too_large(), req.version());
     }
     let h2 = req.version() == Version::HTTP_2;
     if !h2 && req.uri().scheme().is_some() {
@@ -329,9 +353,8 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
         }
         Ok(Err(_)) if body_failed.load(Ordering::Relaxed) => {
             log(&ctx, &tunnel, &method, &path, 400, started);
-            let mut r = pages::bad_request("The request body is malformed or was cut short.").response();
-            r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return Ok(r.map(Either::Right));
+            let version = if h2 { Version::HTTP_2 } else { Version::HTTP_11 };
+            return closing(pages::bad_request("The request body is malformed or was cut short."), version);
         }
         Ok(Err(e)) => {
             tracing::debug!(tunnel = %tunnel.id, error = %e, source = ?e.source(), "forwarding failed");

@@ -60,6 +60,13 @@ pub fn not_found() -> Page {
         "No tunnel is open for this host name. Check the URL, or start the tunnel again.",
     )
 }
+pub fn headers_too_large() -> Page {
+    page(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "Request headers too large",
+        "This edge takes at most 100 header fields and 64 KiB of request head.",
+    )
+}
 pub fn bad_request(why: &str) -> Page {
     page(StatusCode::BAD_REQUEST, "Bad request", why)
 }
