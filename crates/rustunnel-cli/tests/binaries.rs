@@ -565,3 +565,16 @@ async fn a_rate_limited_client_waits_a_minute_before_retrying() {
     let r = c.event("reconnecting").await;
     assert!(r["delay_ms"].as_u64().unwrap() >= 60_000, "{r}");
 }
+
+#[tokio::test]
+async fn a_reserved_subdomain_is_refused_with_advice_to_pick_another() {
+    let server = start_server(true).await;
+    let control = format!("127.0.0.1:{}", server.control);
+    for name in ["www", "api", "admin"] {
+        let out = run_to_end(&["http", "3000", "--server", &control, "--insecure", "--subdomain", name]).await;
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("subdomain '{name}' is reserved")), "{err}");
+        assert!(err.contains("choose another --subdomain") && !err.contains("3-63 characters"), "{err}");
+    }
+}

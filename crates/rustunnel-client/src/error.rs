@@ -101,7 +101,17 @@ impl ClientError {
             ClientError::Rejected { code: ErrorCode::P2pUnknownName, .. } => {
                 "start the publisher first (`rustunnel p2p <port> --secret S --name N`) with a token of the same owner".into()
             }
-            ClientError::TunnelRejected { code: ErrorCode::SubdomainTaken, .. } => "choose another --subdomain, or omit it for a random one".into(),
+            ClientError::TunnelRejected { code: ErrorCode::SubdomainTaken, .. } => {
+                "choose another --subdomain, or omit it for a random one (a name stays held for its last client for a while after it disconnects)".into()
+            }
+            // The server's message says which rule failed (rustunnel_proto::names::SubdomainError);
+            // a reserved or punycode name is well-formed, so the syntax rules would not help.
+            ClientError::TunnelRejected { code: ErrorCode::InvalidSubdomain, message, .. } if message.contains("reserved") => {
+                "that name is kept for the server's own use (www, api, admin, mail, ...): choose another --subdomain, or omit it for a random one".into()
+            }
+            ClientError::TunnelRejected { code: ErrorCode::InvalidSubdomain, message, .. } if message.contains("xn--") => {
+                "punycode names are refused (they can imitate other names): choose another --subdomain in plain a-z, 0-9 and '-'".into()
+            }
             ClientError::TunnelRejected { code: ErrorCode::InvalidSubdomain, .. } => {
                 "subdomains are 3-63 characters of a-z, 0-9 and '-', not starting or ending with '-'".into()
             }
@@ -123,6 +133,29 @@ impl ClientError {
             }
             ClientError::Config(_) => "fix the arguments (or the config file) and run again".into(),
             _ => "the client retries automatically unless --no-reconnect is set".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustunnel_proto::names::{validate_subdomain, SubdomainError};
+
+    fn invalid(e: SubdomainError) -> ClientError {
+        ClientError::TunnelRejected { name: "web".into(), code: ErrorCode::InvalidSubdomain, message: e.to_string() }
+    }
+
+    #[test]
+    fn a_refused_subdomain_gets_the_hint_for_the_rule_it_broke() {
+        for name in ["www", "api", "admin"] {
+            let hint = invalid(validate_subdomain(name).unwrap_err()).hint("s");
+            assert!(hint.contains("choose another --subdomain") && !hint.contains("3-63"), "{name}: {hint}");
+        }
+        let hint = invalid(validate_subdomain("xn--abc").unwrap_err()).hint("s");
+        assert!(hint.contains("punycode"), "{hint}");
+        for name in ["ab", "Bad", "-ab"] {
+            assert!(invalid(validate_subdomain(name).unwrap_err()).hint("s").contains("3-63"), "{name}");
         }
     }
 }
