@@ -156,7 +156,7 @@ async fn streamed_response_arrives_before_request_ends() {
     // chunk must come back while the request body is still open.
     let server = TestServer::start().await;
     let app = http_app("app").await;
-    let (_c, ready) = server.client(vec![tunnel("web", Protocol::Http, app.port())]).await;
+    let (mut c, ready) = server.client(vec![tunnel("web", Protocol::Http, app.port())]).await;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(4);
     let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
     let mut conn = http1_conn(server.http_addr()).await;
@@ -167,10 +167,17 @@ async fn streamed_response_arrives_before_request_ends() {
     let mut body = resp.into_body();
     let first = tokio::time::timeout(Duration::from_secs(5), body.frame()).await.unwrap().unwrap().unwrap();
     assert_eq!(first.into_data().unwrap(), "first chunk");
+    tokio::time::sleep(Duration::from_millis(300)).await;
     tx.send(Ok(Frame::data(Bytes::from_static(b"second")))).await.unwrap();
     drop(tx);
     let rest = body.collect().await.unwrap().to_bytes();
     assert_eq!(rest, "second");
+    // The live log times the whole exchange, not just the wait for the response head.
+    let e = next_event(&mut c, |e| matches!(e, Event::Request { path, .. } if path == "/echo"), Duration::from_secs(5))
+        .await;
+    let Event::Request { duration_ms, status, .. } = e else { unreachable!() };
+    assert_eq!(status, 200);
+    assert!(duration_ms >= 300.0, "{duration_ms} ms");
 }
 
 #[tokio::test]

@@ -364,8 +364,9 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
         Ok(Ok(r)) => r,
     };
     let status = resp.status();
-    log(&ctx, &tunnel, &method, &path, status.as_u16(), started);
     if status == StatusCode::SWITCHING_PROTOCOLS {
+        // An upgraded connection may last for hours: logged as it starts.
+        log(&ctx, &tunnel, &method, &path, status.as_u16(), started);
         if let Some(visitor) = visitor_upgrade {
             let local = hyper::upgrade::on(&mut resp);
             let t = tunnel.clone();
@@ -389,7 +390,16 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
     }
     strip_hop_by_hop(resp.headers_mut(), false);
     let stats = tunnel.stats.clone();
-    Ok(resp.map(|b| Either::Left(PermitBody { inner: b, stats, _permit: permit })))
+    let log = PendingLog {
+        shared: ctx.shared.clone(),
+        peer: ctx.peer,
+        tunnel,
+        method,
+        path,
+        status: status.as_u16(),
+        started,
+    };
+    Ok(resp.map(|b| Either::Left(PermitBody { inner: b, stats, log: Some(log), _permit: permit })))
 }
 
 fn log(ctx: &Ctx, tunnel: &Tunnel, method: &Method, path: &str, status: u16, started: Instant) {
@@ -417,12 +427,40 @@ pub(super) fn log_request(
     });
 }
 
+/// A forwarded request's log entry, written when its response body has ended (or was dropped,
+/// the visitor gone): its duration covers the whole response, as on the lean path.
+struct PendingLog {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    tunnel: Arc<Tunnel>,
+    method: Method,
+    path: String,
+    status: u16,
+    started: Instant,
+}
+
+impl PendingLog {
+    fn write(self) {
+        let method = self.method.as_str();
+        log_request(&self.shared, self.peer, &self.tunnel, method, &self.path, self.status, self.started);
+    }
+}
+
 /// A response body that holds the tunnel's concurrency permit until it is finished, so the
 /// cap counts streaming responses and graceful shutdown waits for them.
 pub struct PermitBody {
     inner: Incoming,
     stats: Arc<TunnelStats>,
+    log: Option<PendingLog>,
     _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for PermitBody {
+    fn drop(&mut self) {
+        if let Some(log) = self.log.take() {
+            log.write();
+        }
+    }
 }
 
 impl HttpBody for PermitBody {
@@ -430,10 +468,18 @@ impl HttpBody for PermitBody {
     type Error = hyper::Error;
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let r = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(f))) = &r {
-            if let Some(d) = f.data_ref() {
-                self.stats.add_out(d.len());
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    self.stats.add_out(d.len());
+                }
             }
+            Poll::Ready(None | Some(Err(_))) => {
+                if let Some(log) = self.log.take() {
+                    log.write();
+                }
+            }
+            Poll::Pending => {}
         }
         r
     }
