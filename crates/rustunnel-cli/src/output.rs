@@ -159,11 +159,11 @@ impl Printer {
                 let text = match self.outage.reconnecting(Instant::now()) {
                     // The error just shown already says why.
                     ReconnectLine::First if self.outage.last_error.as_ref().is_some_and(|(_, m)| m == reason) => {
-                        format!("reconnecting in {delay}; retrying until the server is back")
+                        format!("reconnecting in {delay} (and keeps trying; Ctrl+C to quit)")
                     }
                     ReconnectLine::First => {
                         format!(
-                            "connection lost ({reason}); reconnecting in {delay}; retrying until the server is back"
+                            "connection lost ({reason}); reconnecting in {delay} (and keeps trying; Ctrl+C to quit)"
                         )
                     }
                     ReconnectLine::Still { offline } => format!(
