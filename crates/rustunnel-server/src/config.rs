@@ -248,8 +248,8 @@ impl std::fmt::Debug for Config {
 pub enum TlsSource {
     /// PEM files given by the operator.
     Files { cert: PathBuf, key: PathBuf },
-    /// A self-signed certificate for the domain and its wildcard, generated into the data
-    /// directory on first start and reused afterwards.
+    /// A private CA generated into the data directory on first start (and reused afterwards),
+    /// signing a certificate for each name a client asks for ([`crate::tls`]).
     SelfSigned,
 }
 

@@ -24,7 +24,7 @@ struct RunArgs {
     #[arg(long, env = "RUSTUNNEL_CONFIG")]
     config: Option<PathBuf>,
     /// Loopback development server with embedded defaults (domain localhost, control 127.0.0.1:4040,
-    /// API :4041, HTTP :8080, HTTPS :8443, ports 20000-20999, data in ./.rustunnel, self-signed cert).
+    /// API :4041, HTTP :8080, HTTPS :8443, ports 20000-20999, data in ./.rustunnel, a private CA).
     #[arg(long)]
     dev: bool,
     /// Base domain: HTTP tunnels are served at <subdomain>.<domain>.
@@ -54,7 +54,8 @@ struct RunArgs {
     /// Admin token: opens tunnels and mints client tokens.
     #[arg(long, env = "RUSTUNNEL_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
-    /// TLS certificate chain (PEM); without it a self-signed one is generated.
+    /// TLS certificate chain (PEM); without it a private CA is generated in the data directory
+    /// (tls-cert.pem, for clients' --ca) and signs a certificate for each name asked for.
     #[arg(long, env = "RUSTUNNEL_TLS_CERT")]
     tls_cert: Option<PathBuf>,
     /// TLS private key (PEM).
@@ -250,7 +251,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     println!("  UDP ports       {}-{}", config.udp_ports.start(), config.udp_ports.end());
     println!("  data directory  {}", config.data_dir.display());
     if dev {
-        println!("  certificate     {} (self-signed: clients need --insecure or --ca)", handle.cert_path().display());
+        println!(
+            "  certificate     {} (private CA: clients need --ca with it, or --insecure)",
+            handle.cert_path().display()
+        );
         println!("  admin token     {}", handle.admin_token());
         println!("                  (saved in {})", config.data_dir.join("admin-token").display());
         if config.allow_anonymous {

@@ -1,8 +1,18 @@
-//! TLS material: operator-supplied PEM files, or a self-signed certificate for the domain and
-//! its wildcard generated into the data directory (dev servers, first start).
+//! TLS material: operator-supplied PEM files, or a private certificate authority generated into
+//! the data directory on first start (dev servers, servers without certificate files).
+//!
+//! With the generated CA the server presents, for each name a client asks for (SNI), a
+//! certificate for exactly that name, signed by the CA: `https://myapp.localhost` verifies in
+//! curl, browsers and Python once the CA file (`tls-cert.pem`) is trusted. A wildcard alone
+//! would not do: OpenSSL-based clients refuse `*.localhost` (a wildcard over a single-label
+//! domain). Connections without SNI (IP addresses) get one for the domain, its wildcard and the
+//! loopback addresses.
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -23,12 +33,13 @@ pub enum TlsError {
     Generate(#[from] rcgen::Error),
     #[error("invalid TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("generated key unusable: {0}")]
+    Key(String),
 }
 
-/// Loaded certificate chain and key, plus the ready rustls configurations.
+/// The ready rustls configurations.
 pub struct TlsMaterial {
-    pub certs: Vec<CertificateDer<'static>>,
-    /// Path of the certificate file, printed for dev users (`--ca`).
+    /// Path of the certificate file (the generated CA's, for clients' `--ca`).
     pub cert_path: PathBuf,
     /// Control port: HTTP/1.1 only (WebSocket and data upgrades).
     pub control: Arc<ServerConfig>,
@@ -40,22 +51,125 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source })
 }
 
-/// Writes the generated self-signed pair unless one is already there.
-fn ensure_self_signed(dir: &Path, domain: &str) -> Result<(PathBuf, PathBuf), TlsError> {
+/// Subject of the generated CA; also how a CA file of ours is told from an older self-signed
+/// leaf (its name appears verbatim in the certificate's DER).
+const CA_NAME: &str = "rustunnel private CA";
+/// Certificates minted per name kept for reuse; past that the cache starts over.
+const MINTED_MAX: usize = 4096;
+
+fn ca_params() -> rcgen::CertificateParams {
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name.push(rcgen::DnType::CommonName, CA_NAME);
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    p
+}
+
+/// The generated CA (`tls-cert.pem`, `tls-key.pem`), written on first start: its certificate
+/// and key. A pair left by an older version (a self-signed leaf, not a CA) is replaced.
+fn ensure_ca(dir: &Path) -> Result<(PathBuf, CertificateDer<'static>, rcgen::KeyPair), TlsError> {
     let cert_path = dir.join("tls-cert.pem");
     let key_path = dir.join("tls-key.pem");
     if cert_path.exists() && key_path.exists() {
-        return Ok((cert_path, key_path));
+        let pem = read(&cert_path)?;
+        let ours = CertificateDer::pem_slice_iter(&pem)
+            .filter_map(Result::ok)
+            .find(|c| c.windows(CA_NAME.len()).any(|w| w == CA_NAME.as_bytes()));
+        let key = String::from_utf8(read(&key_path)?).ok().and_then(|k| rcgen::KeyPair::from_pem(&k).ok());
+        if let (Some(cert), Some(key)) = (ours, key) {
+            return Ok((cert_path, cert, key));
+        }
     }
-    let names = vec![domain.to_string(), format!("*.{domain}"), "127.0.0.1".to_string(), "::1".to_string()];
-    let ck = rcgen::generate_simple_self_signed(names)?;
+    let key = rcgen::KeyPair::generate()?;
+    let cert = ca_params().self_signed(&key)?;
     let write = |p: &Path, data: String| {
         std::fs::write(p, data).map_err(|source| TlsError::Write { path: p.to_path_buf(), source })
     };
-    write(&cert_path, ck.cert.pem())?;
-    write(&key_path, ck.signing_key.serialize_pem())?;
+    write(&key_path, key.serialize_pem())?;
     restrict_permissions(&key_path);
-    Ok((cert_path, key_path))
+    write(&cert_path, cert.pem())?;
+    Ok((cert_path, cert.der().clone(), key))
+}
+
+/// Signs server certificates with the generated CA.
+struct Minter {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    ca: CertificateDer<'static>,
+    /// One key for every minted certificate (the CA vouches for each name separately).
+    leaf_key: rcgen::KeyPair,
+    signing: Arc<dyn rustls::sign::SigningKey>,
+}
+
+impl Minter {
+    fn new(ca: CertificateDer<'static>, ca_key: rcgen::KeyPair) -> Result<Self, TlsError> {
+        let leaf_key = rcgen::KeyPair::generate()?;
+        let der = PrivateKeyDer::try_from(leaf_key.serialize_der()).map_err(|e| TlsError::Key(e.to_string()))?;
+        let signing = provider().key_provider.load_private_key(der)?;
+        Ok(Minter { issuer: rcgen::Issuer::new(ca_params(), ca_key), ca, leaf_key, signing })
+    }
+
+    /// A certificate for `names`, valid from yesterday for 397 days (what browsers accept for a
+    /// server certificate), with the CA after it in the chain.
+    fn mint(&self, names: Vec<String>) -> Result<Arc<CertifiedKey>, TlsError> {
+        let mut p = rcgen::CertificateParams::new(names)?;
+        let now = time::OffsetDateTime::now_utc();
+        p.not_before = now - time::Duration::days(1);
+        p.not_after = now + time::Duration::days(397);
+        p.use_authority_key_identifier_extension = true;
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = p.signed_by(&self.leaf_key, &self.issuer)?;
+        Ok(Arc::new(CertifiedKey::new(vec![cert.der().clone(), self.ca.clone()], self.signing.clone())))
+    }
+}
+
+/// Serves certificates signed by the generated CA: one per server name, minted on first use.
+struct MintingResolver {
+    minter: Minter,
+    domain: String,
+    /// For clients that send no name (IP addresses) or a name that is not ours.
+    default: Arc<CertifiedKey>,
+    minted: Mutex<HashMap<String, Arc<CertifiedKey>>>,
+}
+
+impl std::fmt::Debug for MintingResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MintingResolver").field("domain", &self.domain).finish_non_exhaustive()
+    }
+}
+
+impl MintingResolver {
+    fn new(minter: Minter, domain: &str) -> Result<Self, TlsError> {
+        let names = vec![domain.to_string(), format!("*.{domain}"), "127.0.0.1".into(), "::1".into()];
+        let default = minter.mint(names)?;
+        Ok(MintingResolver { minter, domain: domain.to_string(), default, minted: Mutex::new(HashMap::new()) })
+    }
+
+    /// Whether `name` is the domain or a valid subdomain label under it: the names served.
+    fn is_ours(&self, name: &str) -> bool {
+        name == self.domain
+            || name
+                .strip_suffix(self.domain.as_str())
+                .and_then(|l| l.strip_suffix('.'))
+                .is_some_and(|label| rustunnel_proto::names::validate_subdomain(label).is_ok())
+    }
+}
+
+impl ResolvesServerCert for MintingResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let Some(name) = hello.server_name().map(str::to_ascii_lowercase).filter(|n| self.is_ours(n)) else {
+            return Some(self.default.clone());
+        };
+        let mut minted = self.minted.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = minted.get(&name) {
+            return Some(c.clone());
+        }
+        let c = self.minter.mint(vec![name.clone()]).ok()?;
+        if minted.len() >= MINTED_MAX {
+            minted.clear();
+        }
+        minted.insert(name, c.clone());
+        Some(c)
+    }
 }
 
 #[cfg(unix)]
@@ -72,23 +186,30 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 impl TlsMaterial {
     pub fn load(source: &TlsSource, data_dir: &Path, domain: &str) -> Result<Self, TlsError> {
-        let (cert_path, key_path) = match source {
-            TlsSource::Files { cert, key } => (cert.clone(), key.clone()),
-            TlsSource::SelfSigned => ensure_self_signed(data_dir, domain)?,
+        let (cert_path, resolver): (PathBuf, Arc<dyn ResolvesServerCert>) = match source {
+            TlsSource::Files { cert, key } => {
+                let cert_pem = read(cert)?;
+                let key_pem = read(key)?;
+                let certs: Vec<CertificateDer<'static>> =
+                    CertificateDer::pem_slice_iter(&cert_pem).filter_map(Result::ok).collect();
+                if certs.is_empty() {
+                    return Err(TlsError::NoCert(cert.clone()));
+                }
+                let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::NoKey(key.clone()))?;
+                let signing = provider().key_provider.load_private_key(key)?;
+                let single = rustls::sign::SingleCertAndKey::from(CertifiedKey::new(certs, signing));
+                (cert.clone(), Arc::new(single))
+            }
+            TlsSource::SelfSigned => {
+                let (path, ca, ca_key) = ensure_ca(data_dir)?;
+                (path, Arc::new(MintingResolver::new(Minter::new(ca, ca_key)?, domain)?))
+            }
         };
-        let cert_pem = read(&cert_path)?;
-        let key_pem = read(&key_path)?;
-        let certs: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(&cert_pem).filter_map(Result::ok).collect();
-        if certs.is_empty() {
-            return Err(TlsError::NoCert(cert_path));
-        }
-        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::NoKey(key_path.clone()))?;
         let build = |alpn: Vec<Vec<u8>>, resumption: bool| -> Result<Arc<ServerConfig>, TlsError> {
             let mut c = ServerConfig::builder_with_provider(provider())
                 .with_safe_default_protocol_versions()?
                 .with_no_client_auth()
-                .with_single_cert(certs.clone(), key.clone_key())?;
+                .with_cert_resolver(resolver.clone());
             c.alpn_protocols = alpn;
             if !resumption {
                 // Tunnel clients keep their connections warm and never resume: no tickets to
@@ -101,8 +222,76 @@ impl TlsMaterial {
         Ok(TlsMaterial {
             control: build(vec![b"http/1.1".to_vec()], false)?,
             https: build(vec![b"h2".to_vec(), b"http/1.1".to_vec()], true)?,
-            certs,
             cert_path,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handshake(config: Arc<ServerConfig>, ca: &Path, name: &str) -> Result<(), rustls::Error> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(ca).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let client = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls_pki_types::ServerName::try_from(name.to_string()).unwrap();
+        let mut c = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
+        let mut s = rustls::ServerConnection::new(config).unwrap();
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            c.write_tls(&mut buf).unwrap();
+            s.read_tls(&mut &buf[..]).unwrap();
+            s.process_new_packets()?;
+            let mut buf = Vec::new();
+            s.write_tls(&mut buf).unwrap();
+            c.read_tls(&mut &buf[..]).unwrap();
+            c.process_new_packets()?;
+            if !c.is_handshaking() && !s.is_handshaking() {
+                return Ok(());
+            }
+        }
+        panic!("handshake did not finish");
+    }
+
+    #[test]
+    fn each_name_gets_a_certificate_of_its_own_from_the_generated_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = TlsMaterial::load(&TlsSource::SelfSigned, dir.path(), "localhost").unwrap();
+        for name in ["myapp.localhost", "localhost", "127.0.0.1", "::1"] {
+            handshake(t.https.clone(), &t.cert_path, name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        assert!(handshake(t.https.clone(), &t.cert_path, "other.example").is_err(), "not ours");
+        // Exactly the name asked for (no wildcard an OpenSSL client would refuse).
+        let (_, ca, key) = ensure_ca(dir.path()).unwrap();
+        let r = MintingResolver::new(Minter::new(ca, key).unwrap(), "localhost").unwrap();
+        let c = r.minter.mint(vec!["myapp.localhost".into()]).unwrap();
+        let der = &c.cert[0];
+        assert!(der.windows(15).any(|w| w == b"myapp.localhost"));
+        assert!(!der.windows(2).any(|w| w == b"*."), "no wildcard");
+        assert!(r.is_ours("myapp.localhost") && r.is_ours("localhost"));
+        assert!(!r.is_ours("a.b.localhost") && !r.is_ours("-x.localhost") && !r.is_ours("evil.example"));
+        // A restart keeps the CA clients were told to trust.
+        let before = std::fs::read(&t.cert_path).unwrap();
+        let again = TlsMaterial::load(&TlsSource::SelfSigned, dir.path(), "localhost").unwrap();
+        assert_eq!(std::fs::read(&again.cert_path).unwrap(), before);
+        handshake(again.https.clone(), &t.cert_path, "second.localhost").unwrap();
+    }
+
+    #[test]
+    fn an_older_self_signed_pair_is_replaced_by_a_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        std::fs::write(dir.path().join("tls-cert.pem"), old.cert.pem()).unwrap();
+        std::fs::write(dir.path().join("tls-key.pem"), old.signing_key.serialize_pem()).unwrap();
+        let t = TlsMaterial::load(&TlsSource::SelfSigned, dir.path(), "localhost").unwrap();
+        assert_ne!(std::fs::read_to_string(&t.cert_path).unwrap(), old.cert.pem());
+        handshake(t.https.clone(), &t.cert_path, "myapp.localhost").unwrap();
     }
 }

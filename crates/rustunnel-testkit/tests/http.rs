@@ -234,6 +234,37 @@ async fn http2_requests(mux: bool) {
     assert_eq!(h2.send_request(req).await.unwrap().status(), 200);
 }
 
+/// The dev server's `https://` URLs verify in an OpenSSL client (curl) that trusts the server's
+/// CA file: a certificate for exactly the name asked, not a `*.localhost` wildcard OpenSSL
+/// refuses.
+#[tokio::test]
+async fn https_urls_verify_in_curl_with_the_servers_ca() {
+    if std::process::Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("curl not installed: skipping");
+        return;
+    }
+    let server = TestServer::start().await;
+    let app = http_app("app").await;
+    let mut t = tunnel("web", Protocol::Http, app.port());
+    t.subdomain = Some("verified".into());
+    let (_c, _ready) = spawn_ready(server.client_options(vec![t])).await;
+    let port = server.https_addr().port();
+    let ca = server.handle.cert_path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(&ca)
+            .args(["--resolve", &format!("verified.localhost:{port}:127.0.0.1")])
+            .arg(format!("https://verified.localhost:{port}/"))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from app\n");
+}
+
 #[tokio::test]
 async fn websocket_echo_through_tunnel() {
     let server = TestServer::start().await;
