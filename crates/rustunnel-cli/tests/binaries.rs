@@ -578,3 +578,25 @@ async fn a_reserved_subdomain_is_refused_with_advice_to_pick_another() {
         assert!(err.contains("choose another --subdomain") && !err.contains("3-63 characters"), "{err}");
     }
 }
+
+#[tokio::test]
+async fn p2p_with_no_reconnect_exits_when_the_server_goes_away() {
+    let server = start_server(true).await;
+    let control = format!("127.0.0.1:{}", server.control);
+    let echo = tcp_echo().await;
+    let port = echo.port().to_string();
+    let common = ["--secret", "s3cret", "--server", &control, "--insecure", "--no-reconnect", "--json"];
+    let mut publisher = client(&[&["p2p", &port, "--name", "svc"][..], &common[..]].concat()).await;
+    publisher.event("p2p_ready").await;
+    let mut visitor = client(&[&["p2p", "0", "--target", "svc"][..], &common[..]].concat()).await;
+    visitor.event("p2p_ready").await;
+    kill_server(server, "-KILL").await;
+    for (who, c) in [("publisher", publisher), ("visitor", visitor)] {
+        let (status, out, _) = finish(c).await;
+        assert!(!status.success(), "{who}");
+        assert!(!out.iter().any(|l| l.contains("\"reconnecting\"")), "{who}: {out:?}");
+        let last: serde_json::Value = serde_json::from_str(out.last().unwrap()).unwrap();
+        assert_eq!(last["code"], "connection_lost", "{who}: {out:?}");
+        assert_eq!(last["fatal"], true, "{who}");
+    }
+}

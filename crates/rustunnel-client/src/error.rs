@@ -28,8 +28,8 @@ pub enum ClientError {
     TlsSetup(#[from] crate::tls::TlsSetupError),
     #[error("connection lost: {0}")]
     Lost(String),
-    /// The connection was lost and reconnecting is off: the run ends.
-    #[error("connection to the server lost ({0}); exiting (--no-reconnect)")]
+    /// The connection was lost (what was lost, and why) and reconnecting is off: the run ends.
+    #[error("{0}; exiting (--no-reconnect)")]
     GaveUp(String),
 }
 

@@ -260,7 +260,7 @@ impl Runner {
                 }
             };
             if !self.opts.reconnect {
-                return Err(ClientError::GaveUp(reason));
+                return Err(ClientError::GaveUp(format!("connection to the server lost ({reason})")));
             }
             attempt = attempt.saturating_add(1);
             let delay = wait.delay(attempt, self.opts.max_backoff);

@@ -145,6 +145,9 @@ struct Control {
     pool_size: u16,
 }
 
+/// How a visitor's lost link starts its [`End::Lost`] reason.
+const LINK_CLOSED: &str = "P2P link closed";
+
 enum End {
     Cancelled,
     Lost(String),
@@ -242,6 +245,15 @@ where
         let reason = match session().await {
             Ok(End::Cancelled) => return Ok(()),
             Err(e) if e.is_fatal() || !opts.reconnect => return Err(e),
+            Ok(End::Lost(reason)) if !opts.reconnect => {
+                // A visitor's link can end while the server stays: say which was lost.
+                let what = if reason.starts_with(LINK_CLOSED) {
+                    reason
+                } else {
+                    format!("connection to the server lost ({reason})")
+                };
+                return Err(ClientError::GaveUp(what));
+            }
             Ok(End::Lost(reason)) => reason,
             Err(e) => e.to_string(),
         };
@@ -586,7 +598,7 @@ async fn visitor_session(
                     Some(Ok(Message::Text(t))) => match ServerMsg::decode(t.as_str()) {
                         Ok(ServerMsg::Ping { nonce }) => send(&mut ctl.ws, ClientMsg::Pong { nonce }).await?,
                         Ok(ServerMsg::P2pClosed { link_id: l, reason }) if l == link_id => {
-                            return Ok(End::Lost(format!("P2P link closed: {reason}")));
+                            return Ok(End::Lost(format!("{LINK_CLOSED}: {reason}")));
                         }
                         Ok(ServerMsg::Shutdown { .. }) => return Ok(End::Lost("server restarting".into())),
                         _ => {}
