@@ -101,8 +101,12 @@ impl ClientError {
             ClientError::Rejected { code: ErrorCode::P2pUnknownName, .. } => {
                 "start the publisher first (`rustunnel p2p <port> --secret S --name N`) with a token of the same owner".into()
             }
+            // Servers since the grace-period message say "reserved for its previous owner".
+            ClientError::TunnelRejected { code: ErrorCode::SubdomainTaken, message, .. } if message.contains("reserved") => {
+                "its previous client may still come back for it: choose another --subdomain, omit it for a random one, or try again when the reservation ends".into()
+            }
             ClientError::TunnelRejected { code: ErrorCode::SubdomainTaken, .. } => {
-                "choose another --subdomain, or omit it for a random one (a name stays held for its last client for a while after it disconnects)".into()
+                "choose another --subdomain, or omit it for a random one".into()
             }
             // The server's message says which rule failed (rustunnel_proto::names::SubdomainError);
             // a reserved or punycode name is well-formed, so the syntax rules would not help.
@@ -114,6 +118,9 @@ impl ClientError {
             }
             ClientError::TunnelRejected { code: ErrorCode::InvalidSubdomain, .. } => {
                 "subdomains are 3-63 characters of a-z, 0-9 and '-', not starting or ending with '-'".into()
+            }
+            ClientError::TunnelRejected { code: ErrorCode::PortUnavailable, message, .. } if message.contains("reserved") => {
+                "its previous client may still come back for it: omit the remote port to get a free one, or try again when the reservation ends".into()
             }
             ClientError::TunnelRejected { code: ErrorCode::PortUnavailable, .. } => "omit the remote port to get a free one".into(),
             ClientError::TunnelRejected { code: ErrorCode::GroupKeyMismatch, .. } => {
@@ -157,5 +164,18 @@ mod tests {
         for name in ["ab", "Bad", "-ab"] {
             assert!(invalid(validate_subdomain(name).unwrap_err()).hint("s").contains("3-63"), "{name}");
         }
+        // A name held for its previous owner's grace period: the server says so (same code).
+        let held = ClientError::TunnelRejected {
+            name: "web".into(),
+            code: ErrorCode::SubdomainTaken,
+            message: "subdomain 'app' is reserved for its previous owner for another 90 s".into(),
+        };
+        assert!(held.hint("s").contains("try again when the reservation ends"));
+        let taken = ClientError::TunnelRejected {
+            name: "web".into(),
+            code: ErrorCode::SubdomainTaken,
+            message: "subdomain 'app' is already in use".into(),
+        };
+        assert!(!taken.hint("s").contains("reservation"));
     }
 }
