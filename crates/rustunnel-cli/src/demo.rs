@@ -84,13 +84,13 @@ async fn echo_service() -> anyhow::Result<(u16, tokio::task::JoinHandle<()>)> {
 async fn fetch(
     edge: std::net::SocketAddr,
     host: &str,
-    tls: bool,
+    tls: Option<&TlsOptions>,
 ) -> anyhow::Result<(http::StatusCode, String, Duration)> {
     let started = Instant::now();
     let tcp = tokio::net::TcpStream::connect(edge).await?;
     let req = http::Request::get("/").header("host", host).body(Empty::<Bytes>::new())?;
-    let resp = if tls {
-        let cfg = rustunnel_client::tls::client_config(&TlsOptions { insecure: true, ca: None }, &[b"http/1.1"])?;
+    let resp = if let Some(tls) = tls {
+        let cfg = rustunnel_client::tls::client_config(tls, &[b"http/1.1"])?;
         let name = rustls_pki_types::ServerName::try_from(host.split(':').next().unwrap_or("localhost").to_string())?;
         let s = tokio_rustls::TlsConnector::from(cfg).connect(name, tcp).await?;
         let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await?;
@@ -126,7 +126,9 @@ async fn demo() -> anyhow::Result<()> {
     step(2, format!("sample page on http://127.0.0.1:{page_port}, TCP echo on 127.0.0.1:{echo_port}"));
 
     let mut opts = ClientOptions::new(server.control_addr().to_string(), server.admin_token());
-    opts.tls = TlsOptions { insecure: true, ca: None };
+    // The dev server's private CA: certificates are checked, as a user's client would.
+    let tls = TlsOptions { insecure: false, ca: Some(server.cert_path().to_path_buf()) };
+    opts.tls = tls.clone();
     let mut web = TunnelConfig::new("web", Protocol::Http, page_port);
     web.subdomain = Some("demo".into());
     opts.tunnels = vec![web, TunnelConfig::new("echo", Protocol::Tcp, echo_port)];
@@ -145,7 +147,7 @@ async fn demo() -> anyhow::Result<()> {
     let (_, web_url, web_urls) =
         urls.iter().find(|(n, _, _)| n == "web").cloned().ok_or_else(|| anyhow::anyhow!("no web tunnel"))?;
     let host = web_url.trim_start_matches("http://").to_string();
-    let (status, body, took) = fetch(http, &host, false).await?;
+    let (status, body, took) = fetch(http, &host, None).await?;
     step(
         4,
         format!(
@@ -157,11 +159,11 @@ async fn demo() -> anyhow::Result<()> {
     anyhow::ensure!(status == 200 && body == PAGE, "unexpected answer through the HTTP edge");
     if let Some(https_url) = web_urls.iter().find(|u| u.starts_with("https://")) {
         let host = https_url.trim_start_matches("https://");
-        let (status, body, took) = fetch(https, host, true).await?;
+        let (status, body, took) = fetch(https, host, Some(&tls)).await?;
         step(
             5,
             format!(
-                "GET {https_url} -> {status} in {:.1} ms over TLS (self-signed dev certificate)",
+                "GET {https_url} -> {status} in {:.1} ms over TLS (verified against the dev server's CA)",
                 took.as_secs_f64() * 1000.0
             ),
         );

@@ -130,6 +130,16 @@ pub struct OpenedP2p {
     pub server: String,
 }
 
+/// The client's words when they already say what went wrong (a rejected token, or none given
+/// to a server that requires one); otherwise they follow "token rejected by the server".
+fn unauthorized(message: &str) -> String {
+    if message.contains("token rejected") || message.contains("requires a token") {
+        message.to_string()
+    } else {
+        format!("token rejected by the server: {message}")
+    }
+}
+
 /// Why a tunnel did not open.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -140,7 +150,7 @@ pub enum OpenError {
     #[error("server unreachable at {server}: is rustunnel-server running? ({detail})")]
     ServerUnreachable { server: String, detail: String },
     /// The server refused the token.
-    #[error("token rejected by the server{}", if message.contains("token rejected") { String::new() } else { format!(": {message}") })]
+    #[error("{}", unauthorized(message))]
     Unauthorized { message: String },
     /// Any other refusal or failure the client reported (subdomain taken, TLS, ...).
     #[error("{message}")]
@@ -607,5 +617,20 @@ fn client_error(server: &str, code: String, message: String, hint: String) -> Op
         }
         "unauthorized" => OpenError::Unauthorized { message },
         _ => OpenError::Client { code, message, hint },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unauthorized_error_says_why_once() {
+        let missing = "the server requires a token and none was given";
+        assert_eq!(OpenError::Unauthorized { message: missing.into() }.to_string(), missing);
+        let rejected = "authentication failed: token rejected by the server";
+        assert_eq!(OpenError::Unauthorized { message: rejected.into() }.to_string(), rejected);
+        let other = OpenError::Unauthorized { message: "revoked".into() }.to_string();
+        assert_eq!(other, "token rejected by the server: revoked");
     }
 }
