@@ -365,7 +365,18 @@ async fn session_loop(
     let mut nonce = 0u64;
     loop {
         tokio::select! {
-            _ = session.cancel.cancelled() => return,
+            _ = session.cancel.cancelled() => {
+                // The last words before the connection closes: what is queued (a shutdown
+                // notice) and the request log of the drain. Bounded: the peer may not read.
+                let last = async {
+                    while let Ok(msg) = out_rx.try_recv() {
+                        if !send(ws, &msg).await { return; }
+                    }
+                    send_log(ws, session).await;
+                };
+                let _ = tokio::time::timeout(Duration::from_millis(500), last).await;
+                return;
+            }
             Some(msg) = out_rx.recv() => {
                 if !send(ws, &msg).await { return; }
             }
@@ -438,15 +449,23 @@ async fn session_loop(
                 if !send(ws, &ServerMsg::Ping { nonce }).await { return; }
             }
             _ = log_flush.tick() => {
-                let (entries, dropped) = session.take_log();
-                // Several messages when the batch is larger than a control frame: the client
-                // refuses oversized frames (and used to lose its connection to this).
-                if !entries.is_empty() || dropped > 0 {
-                    for msg in ServerMsg::request_log(entries, dropped) {
-                        if !send(ws, &msg).await { return; }
-                    }
-                }
+                if !send_log(ws, session).await { return; }
             }
         }
     }
+}
+
+/// Sends the request-log entries gathered since the last call; false if the connection failed.
+async fn send_log(ws: &mut Ws, session: &Session) -> bool {
+    let (entries, dropped) = session.take_log();
+    // Several messages when the batch is larger than a control frame: the client refuses
+    // oversized frames (and used to lose its connection to this).
+    if !entries.is_empty() || dropped > 0 {
+        for msg in ServerMsg::request_log(entries, dropped) {
+            if !send(ws, &msg).await {
+                return false;
+            }
+        }
+    }
+    true
 }

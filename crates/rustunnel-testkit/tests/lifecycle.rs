@@ -62,6 +62,9 @@ async fn graceful_shutdown_drains_in_flight_requests_and_clients_reconnect() {
     let (status, body) = in_flight.await.unwrap();
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, "slow done\n");
+    // The request finished during the drain still reaches the client's live log.
+    let slow = |e: &Event| matches!(e, Event::Request { path, .. } if path.starts_with("/slow"));
+    next_event(&mut c, slow, Duration::from_secs(5)).await;
     tokio::time::timeout(Duration::from_secs(15), shutdown).await.unwrap().unwrap();
     // New connections are refused while it is down; the client waits and comes back.
     assert!(tokio::net::TcpStream::connect(http).await.is_err());
@@ -69,6 +72,21 @@ async fn graceful_shutdown_drains_in_flight_requests_and_clients_reconnect() {
     let back = TestServer::restart_on_same_ports(dir, control, http, |_| {}).await;
     next_event(&mut c, |e| matches!(e, Event::Reconnected { .. }), Duration::from_secs(10)).await;
     assert_eq!(get(back.http_addr(), &host, "/").await.1, "hello from app\n");
+}
+
+/// With nothing in flight the drain ends at once: the shutdown notice must still go out before
+/// the connections close (it raced the close and was sometimes lost).
+#[tokio::test]
+async fn an_idle_server_shutting_down_still_tells_its_clients() {
+    for _ in 0..3 {
+        let server = TestServer::start().await;
+        let app = http_app("app").await;
+        let (mut c, _ready) = server.client(vec![tunnel("web", Protocol::Http, app.port())]).await;
+        let TestServer { handle, dir: _dir } = server;
+        let shutdown = tokio::spawn(handle.shutdown());
+        next_event(&mut c, |e| matches!(e, Event::ServerShutdown { .. }), Duration::from_secs(5)).await;
+        tokio::time::timeout(Duration::from_secs(15), shutdown).await.unwrap().unwrap();
+    }
 }
 
 #[tokio::test]
