@@ -84,6 +84,14 @@ impl ClientError {
             ClientError::Tls(m) if m.to_lowercase().contains("certificate") => {
                 "the server's certificate is not trusted: for a self-signed dev server pass --insecure, or --ca <server data dir>/tls-cert.pem".into()
             }
+            // The server hung up mid-handshake: what a busy server does with connections past
+            // its cap of pending handshakes (it answers nothing before authentication).
+            ClientError::Tls(m) if m.to_lowercase().contains("eof") => {
+                "the server closed the connection during the TLS handshake: check that --server points at \
+                 the control port (default 4040); if it does, the server is refusing new connections \
+                 for now (too many pending from this address or in all) and the client will retry"
+                    .into()
+            }
             ClientError::Tls(_) => "check that --server points at the control port (default 4040)".into(),
             ClientError::Rejected { code: ErrorCode::Unauthorized, .. } => {
                 "token rejected by the server: check --token or RUSTUNNEL_TOKEN (create one with `rustunnel token create` or `rustunnel-server token create`)".into()
@@ -177,5 +185,13 @@ mod tests {
             message: "subdomain 'app' is already in use".into(),
         };
         assert!(!taken.hint("s").contains("reservation"));
+    }
+
+    #[test]
+    fn a_handshake_cut_short_may_be_a_busy_server() {
+        let hint = ClientError::Tls("tls handshake eof".into()).hint("s");
+        assert!(hint.contains("control port") && hint.contains("refusing new connections"), "{hint}");
+        let other = ClientError::Tls("received corrupt message".into()).hint("s");
+        assert!(!other.contains("refusing"), "{other}");
     }
 }
