@@ -96,13 +96,23 @@ async fn a_local_service_that_closes_without_answering_is_named_in_the_502() {
             let _ = s.read(&mut buf).await;
         }
     });
-    let (_c, ready) = server.client(vec![tunnel("web", Protocol::Http, port)]).await;
+    let mut t = tunnel("web", Protocol::Http, port);
+    t.subdomain = Some("rude".into());
+    let (_c, ready) = spawn_ready(server.client_options(vec![t])).await;
     for _ in 0..2 {
         let (s, body) = get(server.http_addr(), &ready[0].host(), "/").await;
         assert_eq!(s, StatusCode::BAD_GATEWAY);
         let body = String::from_utf8_lossy(&body);
         assert!(body.contains("closed the connection without answering"), "{body}");
     }
+    // The same over HTTP/2 (forwarded by hyper, not the lean path).
+    let edge = server.https_addr();
+    let mut h2 = h2_conn(edge, "rude.localhost").await;
+    let req = Request::get(format!("https://rude.localhost:{}/", edge.port())).body(body("")).unwrap();
+    let resp = h2.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    let page = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&page).contains("closed the connection without answering"), "{page:?}");
     rude.abort();
 }
 

@@ -359,7 +359,11 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
         Ok(Err(e)) => {
             tracing::debug!(tunnel = %tunnel.id, error = %e, source = ?e.source(), "forwarding failed");
             log(&ctx, &tunnel, &method, &path, 502, started);
-            return page(pages::bad_gateway());
+            // On a mux stream an orderly end before any response is the client closing it
+            // for the local service (a lost client aborts the stream instead).
+            let incomplete =
+                e.source().and_then(|s| s.downcast_ref::<hyper::Error>()).is_some_and(|h| h.is_incomplete_message());
+            return page(if incomplete && tunnel.session.mux { pages::local_closed() } else { pages::bad_gateway() });
         }
         Ok(Ok(r)) => r,
     };
