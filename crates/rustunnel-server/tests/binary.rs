@@ -129,3 +129,70 @@ fn dev_server_prints_its_token_and_exits_zero_on_sigterm() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+/// CPU ticks (user + system) the process has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may contain spaces), from field 3 on.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// Out of file descriptors (SECURITY.md): the accept loop backs off instead of spinning on
+/// EMFILE, nothing crashes, and the edge serves again once descriptors are free.
+#[cfg(target_os = "linux")]
+#[test]
+fn out_of_file_descriptors_the_server_backs_off_and_recovers() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new("bash")
+        .args(["-c", "ulimit -n 64 && exec \"$0\" \"$@\"", BIN, "--dev"])
+        .args(loopback_flags(dir.path()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut http = None;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line.contains("HTTP edge") {
+            http = line.rsplit(':').next().and_then(|p| p.trim().parse::<u16>().ok());
+        }
+        if line.contains("admin token") {
+            break;
+        }
+    }
+    let port = http.expect("HTTP edge port printed");
+    // More connections than descriptors: the kernel completes them, the server accepts until
+    // it runs out and the rest wait in the listen queue (kept short of its 128 places).
+    let held: Vec<TcpStream> = (0..120).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(child.id());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(child.id()) - before;
+    // Clock ticks are 1/100 s: 2 s of a spinning accept loop would be ~200.
+    assert!(used < 40, "{used} ticks in 2 s while out of descriptors: the accept loop spins");
+    assert!(child.try_wait().unwrap().is_none(), "the server died");
+    drop(held);
+    // Descriptors come back as the dropped connections are seen closed: the edge answers again.
+    let started = Instant::now();
+    loop {
+        let answer = TcpStream::connect(("127.0.0.1", port)).ok().and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            s.write_all(b"GET / HTTP/1.1\r\nHost: nobody.localhost\r\nConnection: close\r\n\r\n").ok()?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).ok()?;
+            Some(out)
+        });
+        if answer.as_deref().is_some_and(|a| a.starts_with("HTTP/1.1 404")) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "the edge did not recover: {answer:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let _ = child.wait();
+}
