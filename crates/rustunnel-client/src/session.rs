@@ -378,6 +378,7 @@ impl Runner {
             tokio::select! {
                 _ = self.cancel.cancelled() => {
                     self.leave_pools(&mut ws).await;
+                    self.close_tunnels(&mut ws).await;
                     let _ = ws.close(None).await;
                     break Ok(SessionEnd::Cancelled);
                 }
@@ -567,6 +568,27 @@ impl Runner {
     }
 }
 
+impl Runner {
+    /// A deliberate stop closes the tunnels it leaves (pool members are drained first): their
+    /// names then answer "not found" instead of "the client may be reconnecting", and stay
+    /// reserved to their owner for the grace period all the same. Bounded: the server may
+    /// not be reading.
+    async fn close_tunnels<S>(&self, ws: &mut S)
+    where
+        S: futures_util::Sink<Message> + Unpin,
+    {
+        let ids: Vec<String> = self.targets.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+        let send = async {
+            for tunnel_id in ids {
+                if ws.send(Message::text(ClientMsg::CloseTunnel { tunnel_id }.encode())).await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), send).await;
+    }
+}
+
 /// How long a leaving pool member waits for the server to drain it.
 const DRAIN_WAIT: Duration = Duration::from_secs(15);
 
@@ -625,6 +647,14 @@ impl ClientHandle {
     pub async fn stop(mut self) -> Result<(), ClientError> {
         self.cancel.cancel();
         finish(self.task.take()).await
+    }
+
+    /// Ends the client at once without telling the server, as a crash or a lost network
+    /// would (its names then wait for it to come back).
+    pub fn abort(mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
     }
 
     /// Waits for the client to end by itself.

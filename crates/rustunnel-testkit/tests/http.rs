@@ -405,7 +405,7 @@ async fn a_gone_clients_name_answers_502_while_it_is_held() {
     let edge = server.http_addr();
     let host = ready[0].host();
     assert_eq!(get(edge, &host, "/").await.0, StatusCode::OK);
-    drop(c);
+    c.abort();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let (status, page) = loop {
         let (s, page) = get(edge, &host, "/").await;
@@ -418,4 +418,24 @@ async fn a_gone_clients_name_answers_502_while_it_is_held() {
     assert!(String::from_utf8_lossy(&page).contains("reconnecting"));
     let (s, _) = get(edge, &format!("nobody.localhost:{}", edge.port()), "/").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+/// A client stopped on purpose (Ctrl+C) closes its tunnels: visitors get "not found", not a
+/// page saying it may be reconnecting; the name stays its owner's for the grace period.
+#[tokio::test]
+async fn a_stopped_clients_name_answers_404_and_stays_reserved_to_its_owner() {
+    let server = TestServer::start().await;
+    let app = http_app("app").await;
+    let mut t = tunnel("web", Protocol::Http, app.port());
+    t.subdomain = Some("stopped".into());
+    let (c, ready) = server.client(vec![t.clone()]).await;
+    let edge = server.http_addr();
+    let host = ready[0].host();
+    c.stop().await.unwrap();
+    let (s, page) = get(edge, &host, "/").await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{}", String::from_utf8_lossy(&page));
+    // Its owner gets it back at once.
+    let (_c, again) = server.client(vec![t]).await;
+    assert_eq!(again[0].host(), host);
+    assert_eq!(get(edge, &host, "/").await.0, StatusCode::OK);
 }
