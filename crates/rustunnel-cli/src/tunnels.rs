@@ -179,7 +179,8 @@ pub async fn run_one(protocol: Protocol, a: OneTunnel) -> i32 {
         Err(e) => return fail(&mut printer, "region_error", e.to_string(), "list regions with `rustunnel regions`"),
     };
     let mut t = TunnelConfig::new(a.name.clone().unwrap_or_else(|| protocol.to_string()), protocol, a.port);
-    t.local_host = rustunnel_client::config::local_host(&a.local_host).to_string();
+    // `[::1]` is read as `::1` by the client library, like every other way in.
+    t.local_host = a.local_host.clone();
     t.subdomain = a.subdomain.clone();
     t.remote_port = a.remote_port;
     if let Err(e) = a.pool.apply(&mut t) {

@@ -83,12 +83,17 @@ impl TunnelConfig {
         Ok(())
     }
     pub fn local_addr(&self) -> String {
-        let host = local_host(&self.local_host);
-        if host.contains(':') {
-            format!("[{host}]:{}", self.local_port)
-        } else {
-            format!("{host}:{}", self.local_port)
-        }
+        host_port(&self.local_host, self.local_port)
+    }
+}
+
+/// `host:port` to dial, the host as [`local_host`] reads it (an IPv6 literal in brackets).
+pub fn host_port(host: &str, port: u16) -> String {
+    let host = local_host(host);
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 

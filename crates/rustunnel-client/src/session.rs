@@ -522,6 +522,25 @@ impl Runner {
 }
 
 impl Runner {
+    /// A deliberate stop closes the tunnels it leaves (pool members are drained first): their
+    /// names then answer "not found" instead of "the client may be reconnecting", and stay
+    /// reserved to their owner for the grace period all the same. Bounded: the server may
+    /// not be reading.
+    async fn close_tunnels<S>(&self, ws: &mut S)
+    where
+        S: futures_util::Sink<Message> + Unpin,
+    {
+        let ids: Vec<String> = self.targets.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+        let send = async {
+            for tunnel_id in ids {
+                if ws.send(Message::text(ClientMsg::CloseTunnel { tunnel_id }.encode())).await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), send).await;
+    }
+
     /// Graceful leave of every pool this client is in: asks the server to drain each member
     /// and waits (bounded) until in-flight traffic has finished; streams keep serving meanwhile.
     async fn leave_pools<S>(&self, ws: &mut S)
@@ -565,27 +584,6 @@ impl Runner {
             }
         };
         let _ = tokio::time::timeout(DRAIN_WAIT, wait).await;
-    }
-}
-
-impl Runner {
-    /// A deliberate stop closes the tunnels it leaves (pool members are drained first): their
-    /// names then answer "not found" instead of "the client may be reconnecting", and stay
-    /// reserved to their owner for the grace period all the same. Bounded: the server may
-    /// not be reading.
-    async fn close_tunnels<S>(&self, ws: &mut S)
-    where
-        S: futures_util::Sink<Message> + Unpin,
-    {
-        let ids: Vec<String> = self.targets.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
-        let send = async {
-            for tunnel_id in ids {
-                if ws.send(Message::text(ClientMsg::CloseTunnel { tunnel_id }.encode())).await.is_err() {
-                    return;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(1), send).await;
     }
 }
 

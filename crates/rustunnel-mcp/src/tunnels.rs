@@ -60,11 +60,7 @@ impl std::fmt::Debug for TunnelRequest {
 
 impl TunnelRequest {
     pub fn local_addr(&self) -> String {
-        if self.local_host.contains(':') {
-            format!("[{}]:{}", self.local_host, self.local_port)
-        } else {
-            format!("{}:{}", self.local_host, self.local_port)
-        }
+        rustunnel_client::config::host_port(&self.local_host, self.local_port)
     }
 
     fn tunnel_config(&self) -> TunnelConfig {

@@ -147,9 +147,7 @@ impl MintingResolver {
     /// Whether `name` is the domain or a valid subdomain label under it: the names served.
     fn is_ours(&self, name: &str) -> bool {
         name == self.domain
-            || name
-                .strip_suffix(self.domain.as_str())
-                .and_then(|l| l.strip_suffix('.'))
+            || crate::edge::http::subdomain_of(name, &self.domain)
                 .is_some_and(|label| rustunnel_proto::names::validate_subdomain(label).is_ok())
     }
 }

@@ -10,7 +10,7 @@ use std::error::Error as StdError;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -283,21 +283,22 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 
 async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
+    let version = req.version();
+    let h2 = version == Version::HTTP_2;
     // hyper lets Transfer-Encoding win (and closes after the response); SECURITY.md wants a 400.
-    if req.version() != Version::HTTP_2 {
+    if !h2 {
         let index = ctx.h1_requests.fetch_add(1, Ordering::Relaxed);
         if ctx.both_lengths.is_flagged(index) {
             let p = pages::bad_request("The request has both Content-Length and Transfer-Encoding.");
-            return closing(p, req.version());
+            return closing(p, version);
         }
     }
     if req.method() == Method::CONNECT {
         return page(pages::method_not_allowed());
     }
     if too_large(req.headers()) {
-        return closing(pages::headers_too_large(), req.version());
+        return closing(pages::headers_too_large(), version);
     }
-    let h2 = req.version() == Version::HTTP_2;
     if !h2 && req.uri().scheme().is_some() {
         return page(pages::bad_request("Absolute-form request targets are not accepted: this edge is not a proxy."));
     }
@@ -342,7 +343,7 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
     };
     parts.uri = uri;
     parts.version = Version::HTTP_11;
-    let body_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let body_failed = Arc::new(AtomicBool::new(false));
     let out = Request::from_parts(parts, VisitorBody { inner: body, failed: body_failed.clone() });
 
     let result = tokio::time::timeout(ctx.shared.config.response_timeout, ctx.client.request(out)).await;
@@ -353,7 +354,6 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
         }
         Ok(Err(_)) if body_failed.load(Ordering::Relaxed) => {
             log(&ctx, &tunnel, &method, &path, 400, started);
-            let version = if h2 { Version::HTTP_2 } else { Version::HTTP_11 };
             return closing(pages::bad_request("The request body is malformed or was cut short."), version);
         }
         Ok(Err(e)) => {
@@ -500,7 +500,7 @@ impl HttpBody for PermitBody {
 /// because of it is answered 400, not blamed on the tunnel with a 502.
 struct VisitorBody {
     inner: Incoming,
-    failed: Arc<std::sync::atomic::AtomicBool>,
+    failed: Arc<AtomicBool>,
 }
 
 impl HttpBody for VisitorBody {
