@@ -36,16 +36,20 @@ pub struct P2pArgs {
     pub connect: ConnectArgs,
 }
 
+/// Reports arguments that cannot work (exit code 2, as clap's own usage errors).
+fn bad_arguments(printer: &mut Printer, message: String, hint: &str) -> i32 {
+    printer.event(&Event::Error { code: "bad_arguments".into(), message, hint: hint.into(), fatal: true });
+    2
+}
+
 pub async fn run(a: P2pArgs) -> i32 {
     let mut printer = Printer::new(a.connect.json);
     if a.protocol == Protocol::Http {
-        printer.event(&Event::Error {
-            code: "bad_arguments".into(),
-            message: "P2P tunnels are tcp or udp".into(),
-            hint: "use --protocol tcp or --protocol udp".into(),
-            fatal: true,
-        });
-        return 2;
+        return bad_arguments(
+            &mut printer,
+            "P2P tunnels are tcp or udp".into(),
+            "use --protocol tcp or --protocol udp",
+        );
     }
     let role = match (&a.name, &a.target) {
         (Some(name), _) => P2pRole::Publish {
@@ -58,26 +62,16 @@ pub async fn run(a: P2pArgs) -> i32 {
             let bind = match host.parse::<std::net::IpAddr>() {
                 Ok(ip) => std::net::SocketAddr::new(ip, a.port),
                 Err(_) => {
-                    printer.event(&Event::Error {
-                        code: "bad_arguments".into(),
-                        message: format!("cannot listen on '{host}:{}'", a.port),
-                        hint: "--local-host takes an IP address for visitors".into(),
-                        fatal: true,
-                    });
-                    return 2;
+                    let message = format!("cannot listen on '{host}:{}'", a.port);
+                    return bad_arguments(&mut printer, message, "--local-host takes an IP address for visitors");
                 }
             };
             P2pRole::Connect { target: target.clone(), bind }
         }
         // clap requires one of them; still, never exit without saying why.
         (None, None) => {
-            printer.event(&Event::Error {
-                code: "bad_arguments".into(),
-                message: "p2p needs --name (publish) or --target (connect)".into(),
-                hint: "see `rustunnel p2p --help`".into(),
-                fatal: true,
-            });
-            return 2;
+            let message = "p2p needs --name (publish) or --target (connect)".into();
+            return bad_arguments(&mut printer, message, "see `rustunnel p2p --help`");
         }
     };
     let server = match crate::manage::resolve_server(&a.connect).await {
