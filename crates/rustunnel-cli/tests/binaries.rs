@@ -549,7 +549,7 @@ async fn a_server_that_stays_away_gets_a_calm_console_and_every_json_event() {
 }
 
 #[tokio::test]
-async fn a_rate_limited_client_waits_a_minute_before_retrying() {
+async fn a_rate_limited_client_waits_until_the_block_ends_before_retrying() {
     let server = start_server(false).await;
     let control = format!("127.0.0.1:{}", server.control);
     // Ten wrong tokens from this address: the server refuses it for a minute.
@@ -562,8 +562,33 @@ async fn a_rate_limited_client_waits_a_minute_before_retrying() {
     let e = c.event("error").await;
     assert_eq!(e["code"], "rate_limited");
     assert_eq!(e["fatal"], false);
+    // The server says when the one-minute block ends; the client waits that long (plus
+    // jitter), not a generic backoff, and the hint names the wait.
+    let secs: u64 =
+        e["message"].as_str().unwrap().split("try again in ").nth(1).unwrap().trim_end_matches(" s").parse().unwrap();
+    assert!((45..=60).contains(&secs), "{e}");
+    assert!(e["hint"].as_str().unwrap().contains(&format!("wait {secs} s")), "{e}");
     let r = c.event("reconnecting").await;
-    assert!(r["delay_ms"].as_u64().unwrap() >= 60_000, "{r}");
+    let delay = r["delay_ms"].as_u64().unwrap();
+    assert!(delay >= (secs - 1) * 1000 && delay <= 72_000, "{r}");
+    // A P2P client from the same address too (it used to retry within 5 s).
+    let mut p = client(&[
+        "p2p",
+        "0",
+        "--target",
+        "svc",
+        "--secret",
+        "s3cret",
+        "--server",
+        &control,
+        "--insecure",
+        "--token",
+        &server.admin_token,
+        "--json",
+    ])
+    .await;
+    let r = p.event("reconnecting").await;
+    assert!(r["delay_ms"].as_u64().unwrap() >= 40_000, "{r}");
 }
 
 #[tokio::test]

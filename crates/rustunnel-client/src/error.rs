@@ -1,4 +1,6 @@
 //! Client errors, each with a stable code and a hint a person (or an agent) can act on.
+use std::time::Duration;
+
 use rustunnel_proto::ErrorCode;
 
 #[derive(Debug, thiserror::Error)]
@@ -10,12 +12,12 @@ pub enum ClientError {
     #[error("control connection failed: {0}")]
     Handshake(String),
     #[error("{message}")]
-    Rejected { code: ErrorCode, message: String },
+    Rejected { code: ErrorCode, message: String, retry_after: Option<Duration> },
     /// The server wants a token and the client sent none.
     #[error("the server requires a token and none was given")]
     TokenRequired,
     #[error("tunnel '{name}' refused: {message}")]
-    TunnelRejected { name: String, code: ErrorCode, message: String },
+    TunnelRejected { name: String, code: ErrorCode, message: String, retry_after: Option<Duration> },
     #[error("protocol error: {0}")]
     Protocol(String),
     #[error("{0}")]
@@ -49,6 +51,14 @@ impl ClientError {
         }
     }
 
+    /// When the server said the same attempt can succeed (a rate limit's or a reservation's end).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ClientError::Rejected { retry_after, .. } | ClientError::TunnelRejected { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     /// Stable machine-readable code for `--json` output and MCP results.
     pub fn code(&self) -> &'static str {
         match self {
@@ -63,6 +73,8 @@ impl ClientError {
             ClientError::Rejected { code: ErrorCode::P2pUnknownName, .. } => "p2p_unknown_name",
             ClientError::Rejected { .. } => "rejected",
             ClientError::TunnelRejected { code: ErrorCode::SubdomainTaken, .. } => "subdomain_taken",
+            ClientError::TunnelRejected { code: ErrorCode::SubdomainReserved, .. } => "subdomain_reserved",
+            ClientError::TunnelRejected { code: ErrorCode::PortReserved, .. } => "port_reserved",
             ClientError::TunnelRejected { code: ErrorCode::InvalidSubdomain, .. } => "invalid_subdomain",
             ClientError::TunnelRejected { code: ErrorCode::PortUnavailable | ErrorCode::NoPortsAvailable, .. } => {
                 "port_unavailable"
@@ -99,9 +111,10 @@ impl ClientError {
             ClientError::TokenRequired => {
                 "pass --token TOKEN or set RUSTUNNEL_TOKEN (or `token` in the config file); the server's admin mints one with `rustunnel-server token create --label NAME`".into()
             }
-            ClientError::Rejected { code: ErrorCode::VersionMismatch, message } => message.clone(),
-            ClientError::Rejected { code: ErrorCode::RateLimited, .. } => {
-                "too many failed logins from this address: wait a minute (the client does, unless --no-reconnect) and check for clients with a wrong token behind the same address".into()
+            ClientError::Rejected { code: ErrorCode::VersionMismatch, message, .. } => message.clone(),
+            ClientError::Rejected { code: ErrorCode::RateLimited, retry_after, .. } => {
+                let wait = retry_after.map_or("a minute".into(), |d| format!("{} s", (d.as_millis() as u64).div_ceil(1000).max(1)));
+                format!("too many failed logins from this address: wait {wait} (the client does, unless --no-reconnect) and check for clients with a wrong token behind the same address")
             },
             ClientError::Rejected { code: ErrorCode::P2pWrongSecret, .. } => {
                 "use the same --secret as the publisher (`rustunnel p2p <port> --secret S --name N`)".into()
@@ -109,8 +122,7 @@ impl ClientError {
             ClientError::Rejected { code: ErrorCode::P2pUnknownName, .. } => {
                 "start the publisher first (`rustunnel p2p <port> --secret S --name N`) with a token of the same owner".into()
             }
-            // Servers since the grace-period message say "reserved for its previous owner".
-            ClientError::TunnelRejected { code: ErrorCode::SubdomainTaken, message, .. } if message.contains("reserved") => {
+            ClientError::TunnelRejected { code: ErrorCode::SubdomainReserved, .. } => {
                 "its previous client may still come back for it: choose another --subdomain, omit it for a random one, or try again when the reservation ends".into()
             }
             ClientError::TunnelRejected { code: ErrorCode::SubdomainTaken, .. } => {
@@ -127,7 +139,7 @@ impl ClientError {
             ClientError::TunnelRejected { code: ErrorCode::InvalidSubdomain, .. } => {
                 "subdomains are 3-63 characters of a-z, 0-9 and '-', not starting or ending with '-'".into()
             }
-            ClientError::TunnelRejected { code: ErrorCode::PortUnavailable, message, .. } if message.contains("reserved") => {
+            ClientError::TunnelRejected { code: ErrorCode::PortReserved, .. } => {
                 "its previous client may still come back for it: omit the remote port to get a free one, or try again when the reservation ends".into()
             }
             ClientError::TunnelRejected { code: ErrorCode::PortUnavailable, .. } => "omit the remote port to get a free one".into(),
@@ -158,7 +170,12 @@ mod tests {
     use rustunnel_proto::names::{validate_subdomain, SubdomainError};
 
     fn invalid(e: SubdomainError) -> ClientError {
-        ClientError::TunnelRejected { name: "web".into(), code: ErrorCode::InvalidSubdomain, message: e.to_string() }
+        ClientError::TunnelRejected {
+            name: "web".into(),
+            code: ErrorCode::InvalidSubdomain,
+            message: e.to_string(),
+            retry_after: None,
+        }
     }
 
     #[test]
@@ -172,19 +189,31 @@ mod tests {
         for name in ["ab", "Bad", "-ab"] {
             assert!(invalid(validate_subdomain(name).unwrap_err()).hint("s").contains("3-63"), "{name}");
         }
-        // A name held for its previous owner's grace period: the server says so (same code).
+        // A name held for its previous owner's grace period: its own code, and when it ends.
         let held = ClientError::TunnelRejected {
             name: "web".into(),
-            code: ErrorCode::SubdomainTaken,
+            code: ErrorCode::SubdomainReserved,
             message: "subdomain 'app' is reserved for its previous owner for another 90 s".into(),
+            retry_after: Some(Duration::from_secs(90)),
         };
         assert!(held.hint("s").contains("try again when the reservation ends"));
+        assert_eq!((held.code(), held.retry_after()), ("subdomain_reserved", Some(Duration::from_secs(90))));
+        assert!(held.is_fatal(), "a refused tunnel ends the run; the user picks another name");
         let taken = ClientError::TunnelRejected {
             name: "web".into(),
             code: ErrorCode::SubdomainTaken,
             message: "subdomain 'app' is already in use".into(),
+            retry_after: None,
         };
         assert!(!taken.hint("s").contains("reservation"));
+    }
+
+    #[test]
+    fn a_rate_limit_hint_says_how_long_the_server_asked_for() {
+        let limited =
+            |retry_after| ClientError::Rejected { code: ErrorCode::RateLimited, message: "m".into(), retry_after };
+        assert!(limited(Some(Duration::from_millis(41_500))).hint("s").contains("wait 42 s"));
+        assert!(limited(None).hint("s").contains("wait a minute"));
     }
 
     #[test]

@@ -87,7 +87,13 @@ pub(crate) async fn open_control(
                 Ok(ServerMsg::Rejected { code: ErrorCode::Unauthorized, .. }) if token.is_empty() => {
                     return Err(ClientError::TokenRequired)
                 }
-                Ok(ServerMsg::Rejected { code, message }) => return Err(ClientError::Rejected { code, message }),
+                Ok(ServerMsg::Rejected { code, message, retry_after_ms }) => {
+                    return Err(ClientError::Rejected {
+                        code,
+                        message,
+                        retry_after: retry_after_ms.map(Duration::from_millis),
+                    })
+                }
                 _ => return Err(ClientError::Protocol("unexpected first message from server".into())),
             },
             Some(Ok(_)) => continue,
@@ -194,6 +200,8 @@ fn jittered(d: Duration) -> Duration {
 /// again. The server counts failures per IP over a fixed minute and names no retry time, so a
 /// minute always outlasts the block; retrying sooner only gets refused again.
 pub const RATE_LIMITED_WAIT: Duration = Duration::from_secs(60);
+/// The longest wait a server's `retry_after_ms` can impose on a reconnecting client.
+pub const MAX_SERVER_WAIT: Duration = Duration::from_secs(600);
 
 /// What decides the pause before the next reconnect attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,7 +261,10 @@ impl Runner {
                     })
                     .await;
                     let wait = match e {
-                        ClientError::Rejected { code: ErrorCode::RateLimited, .. } => Wait::AtLeast(RATE_LIMITED_WAIT),
+                        // As long as the server says (bounded), else its usual one-minute block.
+                        ClientError::Rejected { code: ErrorCode::RateLimited, retry_after, .. } => Wait::AtLeast(
+                            retry_after.map_or(RATE_LIMITED_WAIT, |d| d.clamp(Duration::from_secs(1), MAX_SERVER_WAIT)),
+                        ),
                         _ => Wait::Backoff,
                     };
                     (e.to_string(), wait)
@@ -450,9 +461,10 @@ impl Runner {
                             self.assigned.insert(cfg.name.clone(), tunnel);
                             self.emit(event).await;
                         }
-                        ServerMsg::TunnelRejected { req_id, code, message } => {
+                        ServerMsg::TunnelRejected { req_id, code, message, retry_after_ms } => {
                             let Some(cfg) = pending.remove(&req_id) else { continue };
-                            let err = ClientError::TunnelRejected { name: cfg.name.clone(), code, message };
+                            let retry_after = retry_after_ms.map(Duration::from_millis);
+                            let err = ClientError::TunnelRejected { name: cfg.name.clone(), code, message, retry_after };
                             if self.assigned.contains_key(&cfg.name) {
                                 // Restoring after a reconnect: back off and try again.
                                 break Ok(SessionEnd::Lost { reason: err.to_string(), retry_after: None, established: false });
@@ -506,7 +518,9 @@ impl Runner {
                             self.emit(Event::ServerShutdown { message }).await;
                         }
                         ServerMsg::Error { code, message } => tracing::warn!(?code, "server: {message}"),
-                        ServerMsg::Rejected { code, message } => break Err(ClientError::Rejected { code, message }),
+                        ServerMsg::Rejected { code, message, retry_after_ms } => {
+                            break Err(ClientError::Rejected { code, message, retry_after: retry_after_ms.map(Duration::from_millis) })
+                        }
                         ServerMsg::Pong { .. } | ServerMsg::Welcome { .. } | ServerMsg::TunnelDrained { .. } | ServerMsg::Unknown => {}
                         // P2P runs its own sessions (crate::p2p); nothing to do here.
                         ServerMsg::P2pPublished { .. } | ServerMsg::P2pIncoming { .. } | ServerMsg::P2pAnswer { .. }

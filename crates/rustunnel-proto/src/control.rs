@@ -116,7 +116,11 @@ pub enum ErrorCode {
     RateLimited,
     InvalidSubdomain,
     SubdomainTaken,
+    /// The name is held for the client that had it until its grace period ends.
+    SubdomainReserved,
     PortUnavailable,
+    /// The port is held for the client that had it until its grace period ends.
+    PortReserved,
     NoPortsAvailable,
     TooManyTunnels,
     DuplicateName,
@@ -299,6 +303,9 @@ pub enum ServerMsg {
     Rejected {
         code: ErrorCode,
         message: String,
+        /// When a retry can succeed (`rate_limited`: the end of the address's block).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
     TunnelOpened {
         req_id: u64,
@@ -308,6 +315,10 @@ pub enum ServerMsg {
         req_id: u64,
         code: ErrorCode,
         message: String,
+        /// When a retry can succeed (`subdomain_reserved`, `port_reserved`: the end of the
+        /// reservation).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
     TunnelClosed {
         tunnel_id: String,
@@ -365,6 +376,9 @@ pub enum ServerMsg {
         name: String,
         code: ErrorCode,
         message: String,
+        /// When a retry can succeed (`rate_limited`: a pending link of the owner expires).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
     /// Open this many more data connections.
     NeedDataConns {

@@ -30,8 +30,11 @@ pub struct Principal {
 pub enum AuthError {
     #[error("authentication failed: token rejected by the server")]
     Rejected,
-    #[error("too many failed authentication attempts from this address; try again later")]
-    RateLimited,
+    #[error("too many failed authentication attempts from this address; try again in {} s", crate::registry::secs_left(*retry_after))]
+    RateLimited {
+        /// Until the address's block ends.
+        retry_after: Duration,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -49,9 +52,12 @@ pub struct FailureLimiter {
 }
 
 impl FailureLimiter {
-    pub fn is_blocked(&self, ip: IpAddr, now: Instant) -> bool {
+    /// How long `ip` stays refused, if it is.
+    pub fn blocked_for(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&ip).is_some_and(|(n, start)| *n >= MAX_FAILURES && now.duration_since(*start) < WINDOW)
+        let (n, start) = map.get(&ip)?;
+        let left = WINDOW.checked_sub(now.duration_since(*start)).filter(|d| !d.is_zero())?;
+        (*n >= MAX_FAILURES).then_some(left)
     }
 
     pub fn record_failure(&self, ip: IpAddr, now: Instant) {
@@ -106,9 +112,9 @@ impl Authenticator {
 
     pub async fn authenticate(&self, store: &Store, ip: IpAddr, token: &str) -> Result<Principal, AuthError> {
         let now = Instant::now();
-        if self.limiter.is_blocked(ip, now) {
+        if let Some(retry_after) = self.limiter.blocked_for(ip, now) {
             self.rate_limited.fetch_add(1, Ordering::Relaxed);
-            return Err(AuthError::RateLimited);
+            return Err(AuthError::RateLimited { retry_after });
         }
         if token.is_empty() && self.allow_anonymous {
             return Ok(Principal { owner_id: ANONYMOUS_OWNER.into(), token_id: None, is_admin: false });
@@ -137,12 +143,14 @@ mod tests {
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let t0 = Instant::now();
         for _ in 0..MAX_FAILURES {
-            assert!(!l.is_blocked(ip, t0));
+            assert_eq!(l.blocked_for(ip, t0), None);
             l.record_failure(ip, t0);
         }
-        assert!(l.is_blocked(ip, t0));
-        assert!(!l.is_blocked("10.0.0.2".parse().unwrap(), t0));
-        assert!(!l.is_blocked(ip, t0 + WINDOW));
+        // Refused until the window that counted the failures ends, and told how long.
+        assert_eq!(l.blocked_for(ip, t0), Some(WINDOW));
+        assert_eq!(l.blocked_for(ip, t0 + Duration::from_secs(45)), Some(WINDOW - Duration::from_secs(45)));
+        assert_eq!(l.blocked_for("10.0.0.2".parse().unwrap(), t0), None);
+        assert_eq!(l.blocked_for(ip, t0 + WINDOW), None);
     }
 
     #[test]

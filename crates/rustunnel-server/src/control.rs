@@ -267,8 +267,8 @@ async fn read_hello(ws: &mut Ws) -> Result<(u32, String, String, bool, bool), &'
     }
 }
 
-async fn reject(ws: &mut Ws, code: ErrorCode, message: String) {
-    let _ = send(ws, &ServerMsg::Rejected { code, message }).await;
+async fn reject(ws: &mut Ws, code: ErrorCode, message: String, retry_after_ms: Option<u64>) {
+    let _ = send(ws, &ServerMsg::Rejected { code, message, retry_after_ms }).await;
     let _ = ws.close(None).await;
 }
 
@@ -280,7 +280,7 @@ async fn run_control(mut ws: Ws, peer: SocketAddr, shared: Arc<Shared>, slot: Ar
     let (version, token, agent, plain_asked, mux) = match hello {
         Ok(Ok(h)) => h,
         Ok(Err(why)) => {
-            reject(&mut ws, ErrorCode::BadRequest, why.to_string()).await;
+            reject(&mut ws, ErrorCode::BadRequest, why.to_string(), None).await;
             return;
         }
         Err(_) => {
@@ -293,6 +293,7 @@ async fn run_control(mut ws: Ws, peer: SocketAddr, shared: Arc<Shared>, slot: Ar
             &mut ws,
             ErrorCode::VersionMismatch,
             rustunnel_proto::version_mismatch_message(PROTOCOL_VERSION, version),
+            None,
         )
         .await;
         return;
@@ -300,13 +301,14 @@ async fn run_control(mut ws: Ws, peer: SocketAddr, shared: Arc<Shared>, slot: Ar
     let principal = match shared.auth.authenticate(&shared.store, peer.ip(), &token).await {
         Ok(p) => p,
         Err(e) => {
-            let code = match e {
-                AuthError::RateLimited => ErrorCode::RateLimited,
-                AuthError::Rejected => ErrorCode::Unauthorized,
-                AuthError::Store(_) => ErrorCode::Internal,
+            let (code, retry_after) = match e {
+                AuthError::RateLimited { retry_after } => (ErrorCode::RateLimited, Some(retry_after)),
+                AuthError::Rejected => (ErrorCode::Unauthorized, None),
+                AuthError::Store(_) => (ErrorCode::Internal, None),
             };
             tracing::info!(%peer, "control authentication failed");
-            reject(&mut ws, code, e.to_string()).await;
+            let retry_after_ms = retry_after.map(|d| d.as_millis() as u64);
+            reject(&mut ws, code, e.to_string(), retry_after_ms).await;
             return;
         }
     };
@@ -396,7 +398,12 @@ async fn session_loop(
                     Ok(ClientMsg::OpenTunnel { req_id, spec }) => {
                         let reply = match shared.open_tunnel(session, spec).await {
                             Ok(tunnel) => ServerMsg::TunnelOpened { req_id, tunnel },
-                            Err(e) => ServerMsg::TunnelRejected { req_id, code: e.code, message: e.message },
+                            Err(e) => ServerMsg::TunnelRejected {
+                                req_id,
+                                code: e.code,
+                                message: e.message,
+                                retry_after_ms: e.retry_after.map(|d| d.as_millis() as u64),
+                            },
                         };
                         if !send(ws, &reply).await { return; }
                     }

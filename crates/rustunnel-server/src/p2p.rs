@@ -90,10 +90,25 @@ pub type Out = (String, ServerMsg);
 pub struct P2pError {
     pub code: ErrorCode,
     pub message: String,
+    /// When the same request can succeed.
+    pub retry_after: Option<Duration>,
+}
+
+impl P2pError {
+    /// The message sent back to the client that asked.
+    pub fn into_msg(self, link_id: String, name: String) -> ServerMsg {
+        ServerMsg::P2pError {
+            link_id,
+            name,
+            code: self.code,
+            message: self.message,
+            retry_after_ms: self.retry_after.map(|d| d.as_millis() as u64),
+        }
+    }
 }
 
 fn err(code: ErrorCode, message: impl Into<String>) -> P2pError {
-    P2pError { code, message: message.into() }
+    P2pError { code, message: message.into(), retry_after: None }
 }
 
 /// The sans-IO rendezvous table.
@@ -195,8 +210,29 @@ impl Rendezvous {
                 pending += 1;
             }
         }
-        if pending >= MAX_PENDING_LINKS_PER_OWNER || total >= MAX_LINKS_PER_OWNER {
-            return Err(err(ErrorCode::RateLimited, "too many P2P links in progress; retry shortly"));
+        if pending >= MAX_PENDING_LINKS_PER_OWNER {
+            // The oldest pending link is proved or dropped within its TTL: a slot is free then.
+            let oldest = self
+                .links
+                .values()
+                .filter(|l| l.owner == owner && l.state != LinkState::Accepted)
+                .map(|l| l.created)
+                .min();
+            let wait = oldest.map_or(PENDING_LINK_TTL, |c| (c + PENDING_LINK_TTL).saturating_duration_since(now));
+            let wait = wait.max(Duration::from_secs(1));
+            return Err(P2pError {
+                retry_after: Some(wait),
+                ..err(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "too many P2P links waiting for their secret proof; retry in {} s",
+                        wait.as_secs_f64().ceil()
+                    ),
+                )
+            });
+        }
+        if total >= MAX_LINKS_PER_OWNER {
+            return Err(err(ErrorCode::TooManyTunnels, "too many open P2P links for this owner; close some first"));
         }
         let link = Link {
             id: link_id.to_string(),
@@ -408,7 +444,7 @@ pub fn on_message(shared: &Arc<Shared>, session: &Arc<Session>, msg: ClientMsg) 
                     tracing::info!(session = %session.id, %name, %protocol, "p2p service published");
                     reply(ServerMsg::P2pPublished { name });
                 }
-                Err(e) => reply(ServerMsg::P2pError { link_id: String::new(), name, code: e.code, message: e.message }),
+                Err(e) => reply(e.into_msg(String::new(), name)),
             }
         }
         ClientMsg::P2pConnect { link_id, name, protocol, pake, fingerprint, candidates } => {
@@ -425,7 +461,7 @@ pub fn on_message(shared: &Arc<Shared>, session: &Arc<Session>, msg: ClientMsg) 
             );
             match r {
                 Ok(out) => deliver(shared, out),
-                Err(e) => reply(ServerMsg::P2pError { link_id, name, code: e.code, message: e.message }),
+                Err(e) => reply(e.into_msg(link_id, name)),
             }
         }
         other => {
@@ -610,7 +646,12 @@ mod tests {
         for i in 0..MAX_PENDING_LINKS_PER_OWNER {
             offer(&mut r, now, &format!("link-{i:012}"), "svc").unwrap();
         }
-        assert_eq!(offer(&mut r, now, L, "svc").unwrap_err().code, ErrorCode::RateLimited);
+        let refused = offer(&mut r, now, L, "svc").unwrap_err();
+        assert_eq!(refused.code, ErrorCode::RateLimited);
+        // The visitor is told when the oldest pending link frees its slot.
+        assert_eq!(refused.retry_after, Some(PENDING_LINK_TTL));
+        let soon = offer(&mut r, now + Duration::from_secs(10), L, "svc").unwrap_err();
+        assert_eq!(soon.retry_after, Some(PENDING_LINK_TTL - Duration::from_secs(10)));
         let later = now + PENDING_LINK_TTL + Duration::from_secs(1);
         let out = offer(&mut r, later, L, "svc").unwrap();
         // Every expired link tells both sides, then the new offer goes out.

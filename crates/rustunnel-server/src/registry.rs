@@ -131,7 +131,7 @@ impl Holder {
 }
 
 /// Whole seconds left, rounded up (a reservation with 0.3 s left is "1 s", not "0 s").
-fn secs_left(d: Duration) -> u64 {
+pub(crate) fn secs_left(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 

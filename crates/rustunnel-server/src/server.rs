@@ -88,11 +88,13 @@ pub(crate) fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 pub struct OpenError {
     pub code: ErrorCode,
     pub message: String,
+    /// When the same request can succeed (the end of a grace-period reservation).
+    pub retry_after: Option<Duration>,
 }
 
 impl OpenError {
     fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        OpenError { code, message: message.into() }
+        OpenError { code, message: message.into(), retry_after: None }
     }
 }
 
@@ -121,15 +123,15 @@ pub enum RouteTo {
 
 impl From<ClaimError> for OpenError {
     fn from(e: ClaimError) -> Self {
-        let code = match &e {
-            ClaimError::Invalid(_) => ErrorCode::InvalidSubdomain,
-            ClaimError::SubdomainTaken(_) | ClaimError::SubdomainReserved { .. } => ErrorCode::SubdomainTaken,
-            ClaimError::PortTaken(_) | ClaimError::PortReserved { .. } | ClaimError::PortOutOfRange { .. } => {
-                ErrorCode::PortUnavailable
-            }
-            ClaimError::NoPorts => ErrorCode::NoPortsAvailable,
+        let (code, retry_after_secs) = match &e {
+            ClaimError::Invalid(_) => (ErrorCode::InvalidSubdomain, None),
+            ClaimError::SubdomainTaken(_) => (ErrorCode::SubdomainTaken, None),
+            ClaimError::SubdomainReserved { secs, .. } => (ErrorCode::SubdomainReserved, Some(*secs)),
+            ClaimError::PortReserved { secs, .. } => (ErrorCode::PortReserved, Some(*secs)),
+            ClaimError::PortTaken(_) | ClaimError::PortOutOfRange { .. } => (ErrorCode::PortUnavailable, None),
+            ClaimError::NoPorts => (ErrorCode::NoPortsAvailable, None),
         };
-        OpenError::new(code, e.to_string())
+        OpenError { retry_after: retry_after_secs.map(Duration::from_secs), ..OpenError::new(code, e.to_string()) }
     }
 }
 

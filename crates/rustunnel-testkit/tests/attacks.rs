@@ -180,7 +180,11 @@ async fn repeated_failures_are_rate_limited_per_ip() {
         let mut ws = control_ws(&server).await;
         last = Some(hello(&mut ws, PROTOCOL_VERSION, "wrong").await);
     }
-    assert!(matches!(last, Some(ServerMsg::Rejected { code: ErrorCode::RateLimited, .. })), "{last:?}");
+    // The refusal says when the block ends (the rest of the one-minute window).
+    let Some(ServerMsg::Rejected { code: ErrorCode::RateLimited, retry_after_ms: Some(ms), .. }) = last else {
+        panic!("{last:?}")
+    };
+    assert!((50_000..=60_000).contains(&ms), "{ms}");
 }
 
 #[tokio::test]
@@ -188,7 +192,7 @@ async fn version_mismatch_says_upgrade() {
     let server = quick_server().await;
     let mut ws = control_ws(&server).await;
     let answer = hello(&mut ws, PROTOCOL_VERSION + 1, server.handle.admin_token()).await;
-    let ServerMsg::Rejected { code, message } = answer else { panic!("{answer:?}") };
+    let ServerMsg::Rejected { code, message, .. } = answer else { panic!("{answer:?}") };
     assert_eq!(code, ErrorCode::VersionMismatch);
     assert!(message.contains("upgrade rustunnel"), "{message}");
 }

@@ -184,7 +184,10 @@ async fn dropped_clients_name_is_reserved_for_its_owner() {
     ob.token = token_b;
     let mut cb = ClientHandle::spawn(ob);
     let e = next_event(&mut cb, |e| matches!(e, Event::Error { .. }), Duration::from_secs(5)).await;
-    assert!(matches!(e, Event::Error { ref code, .. } if code == "subdomain_taken"), "{e:?}");
+    let Event::Error { code, message, hint, .. } = e else { unreachable!() };
+    assert_eq!(code, "subdomain_reserved", "{message}");
+    assert!(message.contains("reserved for its previous owner for another"), "{message}");
+    assert!(hint.contains("try again when the reservation ends"), "{hint}");
     // ...but the owner gets it back.
     let (_c, ready) = spawn_ready(oa).await;
     assert!(ready[0].public_url.starts_with("http://mine.localhost:"));

@@ -88,10 +88,10 @@ async fn reservations_survive(stop: Stop, setup: impl Fn(&mut Config)) {
     assert_eq!(claims.len(), 2, "{claims:?}");
 
     // Another owner asking for the name or the port is refused before A is back...
-    refused(with_token(&back, vec![web.clone()], &token_b), "subdomain_taken").await;
+    refused(with_token(&back, vec![web.clone()], &token_b), "subdomain_reserved").await;
     let mut db_b = db.clone();
     db_b.remote_port = Some(port);
-    refused(with_token(&back, vec![db_b], &token_b), "port_unavailable").await;
+    refused(with_token(&back, vec![db_b], &token_b), "port_reserved").await;
     // ...and a random port is never the reserved one.
     let (_b, ready_b) = spawn_ready(with_token(&back, vec![db.clone()], &token_b)).await;
     assert_ne!(ready_b[0].port(), port);
@@ -179,7 +179,7 @@ async fn restored_reservations_end_after_the_grace_period() {
     ob.token = token_b;
     // Skipped only on a machine too slow to ask in time.
     if before.elapsed() < grace - Duration::from_millis(1500) {
-        refused(ob.clone(), "subdomain_taken").await;
+        refused(ob.clone(), "subdomain_reserved").await;
     }
     tokio::time::sleep_until((after + grace + Duration::from_millis(200)).into()).await;
     let (_b, ready) = spawn_ready(ob).await;

@@ -136,3 +136,32 @@ async fn udp_sessions_expire_when_idle() {
     tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf)).await.unwrap().unwrap();
     assert_eq!(t.stats.connections.load(std::sync::atomic::Ordering::Relaxed), 2);
 }
+
+#[tokio::test]
+async fn a_datagram_arriving_as_its_session_expires_opens_a_new_one() {
+    // Peers that pause for about the idle time: some datagrams land just as their session ends
+    // and before the edge has reaped it. Each must still get through (on a new session).
+    let server = TestServer::start_with(|c| c.udp_idle = Duration::from_millis(100)).await;
+    let echo = udp_echo().await;
+    let (_c, ready) = server.client(vec![tunnel("u", Protocol::Udp, echo.port())]).await;
+    let mut peers = Vec::new();
+    for _ in 0..8 {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        sock.connect(("127.0.0.1", ready[0].port())).await.unwrap();
+        peers.push(sock);
+    }
+    let runs = peers.into_iter().enumerate().map(|(p, sock)| async move {
+        let mut buf = [0u8; 16];
+        for i in 0..25u32 {
+            let msg = format!("{p}-{i}");
+            sock.send(msg.as_bytes()).await.unwrap();
+            let n = tokio::time::timeout(Duration::from_secs(3), sock.recv(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("datagram {msg} lost"))
+                .unwrap();
+            assert_eq!(&buf[..n], msg.as_bytes());
+            tokio::time::sleep(Duration::from_millis(95 + u64::from(i % 5) * 10)).await;
+        }
+    });
+    futures_util::future::join_all(runs).await;
+}

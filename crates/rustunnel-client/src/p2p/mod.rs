@@ -153,12 +153,12 @@ enum End {
     Lost(String),
 }
 
-fn p2p_error(code: ErrorCode, message: String) -> ClientError {
-    ClientError::Rejected { code, message }
+fn p2p_error(code: ErrorCode, message: String, retry_after_ms: Option<u64>) -> ClientError {
+    ClientError::Rejected { code, message, retry_after: retry_after_ms.map(Duration::from_millis) }
 }
 
 fn wrong_secret(name: &str) -> ClientError {
-    p2p_error(ErrorCode::P2pWrongSecret, format!("wrong secret for '{name}'"))
+    p2p_error(ErrorCode::P2pWrongSecret, format!("wrong secret for '{name}'"), None)
 }
 
 /// Runs a P2P publisher or visitor until cancelled or a fatal error.
@@ -242,6 +242,7 @@ where
 {
     let mut attempt = 0u32;
     loop {
+        let mut server_asked = None;
         let reason = match session().await {
             Ok(End::Cancelled) => return Ok(()),
             Err(e) if e.is_fatal() || !opts.reconnect => return Err(e),
@@ -255,17 +256,31 @@ where
                 return Err(ClientError::GaveUp(what));
             }
             Ok(End::Lost(reason)) => reason,
-            Err(e) => e.to_string(),
+            Err(e) => {
+                server_asked = e.retry_after();
+                e.to_string()
+            }
         };
-        if !backoff(events, cancel, &mut attempt, reason).await {
+        if !backoff(events, cancel, &mut attempt, reason, server_asked).await {
             return Ok(());
         }
     }
 }
 
-async fn backoff(events: &mpsc::Sender<Event>, cancel: &CancellationToken, attempt: &mut u32, reason: String) -> bool {
+/// Waits before the next attempt: exponential up to 5 s, or as long as the server asked (a
+/// rate limit's end, bounded by [`crate::session::MAX_SERVER_WAIT`]).
+async fn backoff(
+    events: &mpsc::Sender<Event>,
+    cancel: &CancellationToken,
+    attempt: &mut u32,
+    reason: String,
+    server_asked: Option<Duration>,
+) -> bool {
     *attempt = attempt.saturating_add(1);
-    let ms = 200u64.saturating_mul(1 << (*attempt).min(5)).min(5_000);
+    let ms = match server_asked {
+        Some(d) => d.clamp(Duration::from_millis(200), crate::session::MAX_SERVER_WAIT).as_millis() as u64,
+        None => 200u64.saturating_mul(1 << (*attempt).min(5)).min(5_000),
+    };
     let _ = events.try_send(Event::Reconnecting { attempt: *attempt, delay_ms: ms, reason });
     tokio::select! {
         _ = tokio::time::sleep(Duration::from_millis(ms)) => true,
@@ -503,7 +518,9 @@ async fn visitor_session(
         ServerMsg::P2pAnswer { link_id, pake, confirm, fingerprint, candidates } if link_id == lid => {
             Some(Ok((pake, confirm, fingerprint, candidates)))
         }
-        ServerMsg::P2pError { link_id, code, message, .. } if link_id == lid => Some(Err(p2p_error(code, message))),
+        ServerMsg::P2pError { link_id, code, message, retry_after_ms, .. } if link_id == lid => {
+            Some(Err(p2p_error(code, message, retry_after_ms)))
+        }
         ServerMsg::P2pClosed { link_id, reason } if link_id == lid => Some(Err(ClientError::Lost(reason))),
         _ => None,
     })
@@ -752,7 +769,9 @@ async fn publisher_session(
     let n2 = name.clone();
     wait_for(&mut ctl.ws, HANDSHAKE_TIMEOUT, |m| match m {
         ServerMsg::P2pPublished { name } if name == n2 => Some(Ok(())),
-        ServerMsg::P2pError { link_id, code, message, .. } if link_id.is_empty() => Some(Err(p2p_error(code, message))),
+        ServerMsg::P2pError { link_id, code, message, retry_after_ms, .. } if link_id.is_empty() => {
+            Some(Err(p2p_error(code, message, retry_after_ms)))
+        }
         _ => None,
     })
     .await?;

@@ -537,6 +537,10 @@ async fn auth_failures_are_rate_limited_per_ip_and_counted() {
     let r = send(&e.app, from("192.0.2.7", &admin)).await;
     assert_error(&r, StatusCode::TOO_MANY_REQUESTS, "blocked ip");
     assert_eq!(r.json["error"]["code"], "rate_limited");
+    // When to come back: the rest of the one-minute window, as a standard header.
+    let secs: u64 = r.headers[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+    assert!((55..=60).contains(&secs), "{secs}");
+    assert!(r.json["error"]["message"].as_str().unwrap().contains(&format!("try again in {secs} s")), "{}", r.json);
     assert_eq!(send(&e.app, from("192.0.2.8", &admin)).await.status, StatusCode::OK);
 
     let m = call(&e.app, Method::GET, "/metrics", None, None).await;
