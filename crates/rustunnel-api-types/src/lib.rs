@@ -93,6 +93,9 @@ pub struct Tunnel {
     pub connections: u64,
     /// `active`.
     pub status: String,
+    /// Visitors must log in (the tunnel was opened with `--basic-auth`); omitted when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub basic_auth: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

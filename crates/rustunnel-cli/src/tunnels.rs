@@ -3,6 +3,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use rustunnel_client::{ClientHandle, ClientOptions, Event, StartFile, TlsOptions, TunnelConfig};
+use rustunnel_proto::basic_auth::BasicAuth;
 use rustunnel_proto::Protocol;
 
 use crate::output::Printer;
@@ -57,6 +58,11 @@ pub struct OneTunnel {
     /// Name of the tunnel (shown in logs and the API).
     #[arg(long)]
     pub name: Option<String>,
+    /// HTTP: visitors must log in with these credentials (HTTP Basic, checked at the edge and
+    /// not passed on). The password is 8-128 characters; `basic_auth` in a `start` config
+    /// file keeps it out of the process list.
+    #[arg(long, value_name = "USER:PASSWORD", value_parser = parse_basic_auth)]
+    pub basic_auth: Option<BasicAuth>,
     #[command(flatten)]
     pub pool: PoolArgs,
     #[command(flatten)]
@@ -156,6 +162,10 @@ fn fail(printer: &mut Printer, code: &str, message: String, hint: &str) -> i32 {
     1
 }
 
+fn parse_basic_auth(s: &str) -> Result<BasicAuth, String> {
+    BasicAuth::parse(s).map_err(|e| e.to_string())
+}
+
 pub async fn run_one(protocol: Protocol, a: OneTunnel) -> i32 {
     let mut printer = Printer::new(a.connect.json);
     if a.subdomain.is_some() && protocol != Protocol::Http {
@@ -164,6 +174,14 @@ pub async fn run_one(protocol: Protocol, a: OneTunnel) -> i32 {
             "bad_arguments",
             "--subdomain applies to http tunnels only".into(),
             "use --remote-port for tcp/udp",
+        );
+    }
+    if a.basic_auth.is_some() && protocol != Protocol::Http {
+        return fail(
+            &mut printer,
+            "bad_arguments",
+            "--basic-auth applies to http tunnels only".into(),
+            "a tcp or udp service checks its own credentials",
         );
     }
     if a.remote_port.is_some() && protocol == Protocol::Http {
@@ -183,6 +201,7 @@ pub async fn run_one(protocol: Protocol, a: OneTunnel) -> i32 {
     t.local_host = a.local_host.clone();
     t.subdomain = a.subdomain.clone();
     t.remote_port = a.remote_port;
+    t.basic_auth = a.basic_auth.clone();
     if let Err(e) = a.pool.apply(&mut t) {
         return fail(&mut printer, "bad_arguments", e, "see `rustunnel http --help` for --group and --health-check");
     }

@@ -151,6 +151,52 @@ async fn http_tunnel_with_the_json_event_stream() {
     drop(server);
 }
 
+/// `--basic-auth`: curl without the login is challenged, with `-u` it gets the page; the flag
+/// is refused with a clear message for a tcp tunnel or a short password.
+#[tokio::test]
+async fn basic_auth_through_the_real_binaries() {
+    let server = start_server(true).await;
+    let app = http_app("locked-app").await;
+    let control = format!("127.0.0.1:{}", server.control);
+    let port = app.port().to_string();
+    let common = ["--server", &control, "--insecure", "--json"];
+    let mut c = client(
+        &[&["http", &port, "--subdomain", "locked", "--basic-auth", "ana:correct horse"][..], &common[..]].concat(),
+    )
+    .await;
+    c.event("tunnel_ready").await;
+    let url = format!("http://locked.localhost:{}/", server.http);
+    let curl = |extra: &'static [&'static str]| {
+        let url = url.clone();
+        let resolve = format!("locked.localhost:{}:127.0.0.1", server.http);
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new("curl")
+                .args(["-s", "--max-time", "10", "-w", "\n%{http_code}", "--resolve", &resolve])
+                .args(extra)
+                .arg(&url)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+    };
+    if std::process::Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("curl not installed: skipping the curl part");
+    } else {
+        assert!(curl(&[]).await.unwrap().ends_with("\n401"));
+        assert!(curl(&["-u", "ana:wrong horse"]).await.unwrap().ends_with("\n401"));
+        assert_eq!(curl(&["-u", "ana:correct horse"]).await.unwrap(), "hello from locked-app\n\n200");
+    }
+    for (args, why) in [
+        (&["tcp", "22", "--basic-auth", "ana:correct horse"][..], "http tunnels only"),
+        (&["http", "3000", "--basic-auth", "ana:short"][..], "8-128"),
+    ] {
+        let out = run_to_end(args).await;
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{args:?}: {err}");
+    }
+}
+
 #[tokio::test]
 async fn human_console_shows_url_and_request_log() {
     let server = start_server(true).await;

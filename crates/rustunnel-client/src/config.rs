@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rustunnel_proto::basic_auth::BasicAuth;
 use rustunnel_proto::Protocol;
 use serde::Deserialize;
 
@@ -26,6 +27,8 @@ pub struct TunnelConfig {
     pub group: Option<GroupConfig>,
     /// Check the local service and report its health; unhealthy pool members get no traffic.
     pub health_check: Option<HealthCheck>,
+    /// HTTP tunnels: visitors must present these credentials (HTTP Basic) at the edge.
+    pub basic_auth: Option<BasicAuth>,
 }
 
 /// Pool membership: the pool's name and its shared key.
@@ -52,6 +55,7 @@ impl TunnelConfig {
             remote_port: None,
             group: None,
             health_check: None,
+            basic_auth: None,
         }
     }
 
@@ -73,6 +77,12 @@ impl TunnelConfig {
             if g.name.is_empty() || g.key.is_empty() {
                 return Err(format!("tunnel '{}': a pool needs both a group name and a group key", self.name));
             }
+        }
+        if let Some(a) = &self.basic_auth {
+            if self.protocol != Protocol::Http {
+                return Err(format!("tunnel '{}': basic auth applies to http tunnels only", self.name));
+            }
+            a.checked().map_err(|e| format!("tunnel '{}': {e}", self.name))?;
         }
         if let Some(h) = &self.health_check {
             h.validate().map_err(|e| format!("tunnel '{}': {e}", self.name))?;
@@ -182,6 +192,8 @@ pub struct StartTunnel {
     pub group: Option<String>,
     pub group_key: Option<String>,
     pub health_check: Option<StartHealthCheck>,
+    /// `user:password` visitors must present (HTTP Basic); http tunnels only.
+    pub basic_auth: Option<BasicAuth>,
 }
 
 /// `[tunnels.<name>.health_check]`.
@@ -287,6 +299,7 @@ impl StartFile {
                 },
                 // Validated in `parse`; a bad one here is dropped rather than panicking.
                 health_check: t.health_check.as_ref().and_then(|h| h.to_check().ok()),
+                basic_auth: t.basic_auth.clone(),
             })
             .collect()
     }
@@ -354,6 +367,19 @@ mod tests {
         assert_eq!(f.tunnel_configs()[0].local_host, "::1");
         assert_eq!(local_host("127.0.0.1"), "127.0.0.1");
         assert!(StartFile::parse("[tunnels.a]\nprotocol = \"tcp\"\nlocal_port = 22\nlocal_host = \"[]\"\n").is_err());
+    }
+
+    #[test]
+    fn basic_auth_is_for_http_tunnels_with_a_real_password() {
+        let http = "[tunnels.a]\nprotocol = \"http\"\nlocal_port = 1\n";
+        let f = StartFile::parse(&format!("{http}basic_auth = \"ana:correct horse\"")).unwrap();
+        let t = &f.tunnel_configs()[0];
+        assert_eq!(t.basic_auth.as_ref().map(|a| a.as_str()), Some("ana:correct horse"));
+        assert!(!format!("{t:?} {f:?}").contains("correct horse"), "password masked in Debug");
+        let err = StartFile::parse(&format!("{http}basic_auth = \"ana:short\"")).unwrap_err();
+        assert!(err.contains("8-128"), "{err}");
+        let tcp = "[tunnels.a]\nprotocol = \"tcp\"\nlocal_port = 1\nbasic_auth = \"ana:correct horse\"";
+        assert!(StartFile::parse(tcp).unwrap_err().contains("http tunnels only"));
     }
 
     #[test]

@@ -323,6 +323,7 @@ impl Runner {
                     alert_webhook: t.health_check.as_ref().and_then(|h| h.alert_webhook.clone()),
                     health_check: t.health_check.as_ref().map(|h| h.describe()),
                 }),
+                basic_auth: t.basic_auth.clone(),
             };
             let req_id = i as u64 + 1;
             ws.send(Message::text(ClientMsg::OpenTunnel { req_id, spec }.encode()))

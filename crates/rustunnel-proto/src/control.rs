@@ -60,6 +60,9 @@ pub struct TunnelSpec {
     /// Join (or create) a load-balanced pool instead of holding the name or port alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<GroupSpec>,
+    /// HTTP tunnels: visitors must present these credentials (HTTP Basic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<crate::basic_auth::BasicAuth>,
 }
 
 /// Membership of a load-balanced pool. Every member of a pool names the same group and
@@ -551,6 +554,7 @@ mod tests {
                         alert_webhook: None,
                         health_check: Some("tcp".into()),
                     }),
+                    basic_auth: Some(crate::basic_auth::BasicAuth::parse("ana:correct horse").unwrap()),
                 },
             },
             ClientMsg::CloseTunnel { tunnel_id: "x".into() },

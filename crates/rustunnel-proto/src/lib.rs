@@ -6,7 +6,8 @@
 //!   JSON text frames, each bounded by [`limits::MAX_CONTROL_FRAME`].
 //! - [`stream`]: the header the server writes at the start of every data connection it hands
 //!   out (which tunnel, which visitor), and the datagram framing used by UDP tunnels.
-//! - [`names`]: subdomain rules shared by both ends so the client can refuse early.
+//! - [`names`]: subdomain rules shared by both ends so the client can refuse early; and
+//!   [`basic_auth`]: the rules for credentials a tunnel asks of its visitors.
 //! - [`limits`]: every bound and timeout in one place.
 //! - [`mux`]: many streams over one data connection (flow-controlled, frames of many streams
 //!   batched into one write).
@@ -16,6 +17,7 @@
 //! This crate has no sockets and no business logic; see `docs/protocol.md` for the exchange.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod basic_auth;
 pub mod control;
 pub mod lean_tls;
 pub mod limits;

@@ -41,6 +41,8 @@ pub enum PoolError {
     WrongKey(String),
     #[error("pool '{pool}' is already served at {actual}; members must ask for the same endpoint (or none)")]
     EndpointMismatch { pool: String, actual: String },
+    #[error("pool '{0}' asks visitors for other credentials: every member must use the same --basic-auth (or none)")]
+    BasicAuthMismatch(String),
     #[error("pool '{0}' is full ({MAX_MEMBERS} members)")]
     Full(String),
     #[error("invalid group name: 1-{MAX_POOL_NAME} characters of a-z, 0-9 and '-'")]
@@ -87,6 +89,8 @@ pub struct Pool {
     pub public_url: String,
     /// Ends the pool's own listener (TCP pools) when the last member leaves.
     pub cancel: CancellationToken,
+    /// Digest of the visitors' credentials every member requires (HTTP Basic), if any.
+    pub basic_auth: Option<[u8; 32]>,
     members: Vec<Member>,
     cursor: usize,
     /// No member can take traffic.
@@ -105,6 +109,7 @@ impl Pool {
             owner,
             public_url: String::new(),
             cancel: CancellationToken::new(),
+            basic_auth: None,
             members: Vec::new(),
             cursor: 0,
             down: false,
@@ -207,10 +212,20 @@ impl PoolTable {
         key: &PoolKey,
         verifier: &[u8; 32],
         requested: Option<&Endpoint>,
+        basic_auth: Option<&[u8; 32]>,
     ) -> Result<bool, PoolError> {
         let Some(p) = self.pools.get(key) else { return Ok(false) };
         if !bool::from(p.verifier.ct_eq(verifier)) {
             return Err(PoolError::WrongKey(key.name.clone()));
+        }
+        // A member without the others' login would let visitors around it.
+        let same_auth = match (p.basic_auth.as_ref(), basic_auth) {
+            (None, None) => true,
+            (Some(a), Some(b)) => bool::from(a.ct_eq(b)),
+            _ => false,
+        };
+        if !same_auth {
+            return Err(PoolError::BasicAuthMismatch(key.name.clone()));
         }
         if let Some(r) = requested {
             if *r != p.endpoint {
@@ -415,15 +430,28 @@ mod tests {
 
     #[test]
     fn join_checks_key_and_endpoint() {
-        let t = table(&["a"]);
-        assert_eq!(t.check_join(&key(), &[7; 32], None), Ok(true));
-        assert_eq!(t.check_join(&key(), &[8; 32], None), Err(PoolError::WrongKey("pool".into())));
+        let mut t = table(&["a"]);
+        assert_eq!(t.check_join(&key(), &[7; 32], None, None), Ok(true));
+        assert_eq!(t.check_join(&key(), &[8; 32], None, None), Err(PoolError::WrongKey("pool".into())));
+        // Members require the same visitor credentials as the pool, or none when it has none.
+        assert_eq!(
+            t.check_join(&key(), &[7; 32], None, Some(&[1; 32])),
+            Err(PoolError::BasicAuthMismatch("pool".into()))
+        );
+        t.pools.get_mut(&key()).unwrap().basic_auth = Some([1; 32]);
+        assert_eq!(t.check_join(&key(), &[7; 32], None, Some(&[1; 32])), Ok(true));
+        assert_eq!(
+            t.check_join(&key(), &[7; 32], None, Some(&[2; 32])),
+            Err(PoolError::BasicAuthMismatch("pool".into()))
+        );
+        assert_eq!(t.check_join(&key(), &[7; 32], None, None), Err(PoolError::BasicAuthMismatch("pool".into())));
+        t.pools.get_mut(&key()).unwrap().basic_auth = None;
         assert!(matches!(
-            t.check_join(&key(), &[7; 32], Some(&Endpoint::Subdomain("other".into()))),
+            t.check_join(&key(), &[7; 32], Some(&Endpoint::Subdomain("other".into())), None),
             Err(PoolError::EndpointMismatch { .. })
         ));
         let other = PoolKey { protocol: Protocol::Tcp, name: "pool".into() };
-        assert_eq!(t.check_join(&other, &[8; 32], None), Ok(false));
+        assert_eq!(t.check_join(&other, &[8; 32], None, None), Ok(false));
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub struct Shared {
     pub config: Config,
     pub store: Store,
     pub auth: Authenticator,
+    /// Wrong `--basic-auth` credentials per visitor address, across tunnels.
+    pub visitor_logins: crate::auth::FailureLimiter,
     pub tls: TlsMaterial,
     pub registry: Mutex<Registry>,
     pub sessions: RwLock<HashMap<String, Arc<Session>>>,
@@ -103,9 +105,10 @@ impl From<PoolError> for OpenError {
         let code = match &e {
             PoolError::WrongKey(_) => ErrorCode::GroupKeyMismatch,
             PoolError::Full(_) => ErrorCode::TooManyTunnels,
-            PoolError::EndpointMismatch { .. } | PoolError::InvalidName | PoolError::Unsupported => {
-                ErrorCode::BadRequest
-            }
+            PoolError::EndpointMismatch { .. }
+            | PoolError::BasicAuthMismatch(_)
+            | PoolError::InvalidName
+            | PoolError::Unsupported => ErrorCode::BadRequest,
         };
         OpenError::new(code, e.to_string())
     }
@@ -194,6 +197,12 @@ impl Shared {
         }
         if spec.local_addr.len() > 256 {
             return Err(OpenError::new(ErrorCode::BadRequest, "local address too long"));
+        }
+        if let Some(a) = &spec.basic_auth {
+            if spec.protocol != Protocol::Http {
+                return Err(OpenError::new(ErrorCode::BadRequest, "basic auth applies to http tunnels only"));
+            }
+            a.checked().map_err(|e| OpenError::new(ErrorCode::BadRequest, e.to_string()))?;
         }
         if self.stop_accepting.is_cancelled() {
             return Err(OpenError::new(ErrorCode::ShuttingDown, "server is shutting down"));
@@ -449,7 +458,8 @@ impl Shared {
         if self.stop_accepting.is_cancelled() {
             return Err(OpenError::new(ErrorCode::ShuttingDown, "server is shutting down"));
         }
-        let exists = lock(&self.pools).check_join(&key, &verifier, requested.as_ref())?;
+        let basic_auth = crate::tunnel::basic_auth_digest(&spec);
+        let exists = lock(&self.pools).check_join(&key, &verifier, requested.as_ref(), basic_auth.as_ref())?;
         if !exists {
             let holder = format!("pool:{}", uuid::Uuid::new_v4());
             let (endpoint, url, listener) = match spec.protocol {
@@ -468,6 +478,7 @@ impl Shared {
             };
             let mut pool = Pool::new(key.clone(), verifier, endpoint, holder, owner.clone());
             pool.public_url = url;
+            pool.basic_auth = basic_auth;
             pool.cancel = self.hard_stop.child_token();
             let pool_cancel = pool.cancel.clone();
             lock(&self.pools).create(pool);
@@ -772,6 +783,7 @@ impl ServerHandle {
         let (alert_tx, alert_rx) = tokio::sync::mpsc::channel(256);
         let shared = Arc::new(Shared {
             auth: Authenticator::new(Some(&admin_token), config.allow_anonymous),
+            visitor_logins: Default::default(),
             registry: Mutex::new(registry),
             sessions: RwLock::new(HashMap::new()),
             tunnels: RwLock::new(HashMap::new()),

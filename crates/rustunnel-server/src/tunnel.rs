@@ -3,6 +3,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rustunnel_proto::{Protocol, TunnelInfo, TunnelSpec};
+use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -51,6 +52,14 @@ pub struct Tunnel {
     pub concurrency: Arc<Semaphore>,
     /// Data connections kept open for the next HTTP request (lean HTTP/1.1 path).
     pub http_idle: crate::edge::IdlePool,
+    /// Digest of `user:password` visitors must present (HTTP Basic); see [`basic_auth_digest`].
+    pub basic_auth: Option<[u8; 32]>,
+}
+
+/// SHA-256 of the `user:password` a tunnel asks of its visitors. Only the digest is kept, in
+/// memory; the edge hashes what a visitor sends and compares in constant time.
+pub fn basic_auth_digest(spec: &TunnelSpec) -> Option<[u8; 32]> {
+    spec.basic_auth.as_ref().map(|a| Sha256::digest(a.as_str().as_bytes()).into())
 }
 
 impl Tunnel {
@@ -74,6 +83,7 @@ impl Tunnel {
             cancel,
             concurrency: Arc::new(Semaphore::new(max_concurrent)),
             http_idle: Default::default(),
+            basic_auth: basic_auth_digest(spec),
         }
     }
 }

@@ -198,6 +198,41 @@ async fn version_mismatch_says_upgrade() {
 }
 
 #[tokio::test]
+async fn basic_auth_is_checked_by_the_server_too() {
+    // A client that skips its own checks: the server applies the same rules.
+    let server = quick_server().await;
+    let mut ws = control_ws(&server).await;
+    assert!(matches!(hello(&mut ws, PROTOCOL_VERSION, server.handle.admin_token()).await, ServerMsg::Welcome { .. }));
+    let cases = [
+        (Protocol::Tcp, "ana:long enough password", "http tunnels only"),
+        (Protocol::Http, "ana:short", "8-128"),
+        (Protocol::Http, "no colon at all", "user:password"),
+        (Protocol::Http, ":nobody at all", "user name"),
+    ];
+    for (i, (protocol, creds, why)) in cases.into_iter().enumerate() {
+        let spec = rustunnel_proto::TunnelSpec {
+            name: format!("t{i}"),
+            protocol,
+            subdomain: None,
+            remote_port: None,
+            local_addr: "localhost:1".into(),
+            group: None,
+            basic_auth: Some(serde_json::from_value(serde_json::json!(creds)).unwrap()),
+        };
+        ws.send(Message::text(ClientMsg::OpenTunnel { req_id: i as u64, spec }.encode())).await.unwrap();
+        let answer = loop {
+            match first_server_msg(&mut ws).await {
+                ServerMsg::Ping { .. } | ServerMsg::NeedDataConns { .. } => continue,
+                m => break m,
+            }
+        };
+        let ServerMsg::TunnelRejected { code, message, .. } = answer else { panic!("{creds}: {answer:?}") };
+        assert_eq!(code, ErrorCode::BadRequest, "{creds}");
+        assert!(message.contains(why), "{creds}: {message}");
+    }
+}
+
+#[tokio::test]
 async fn oversized_and_unknown_messages_after_auth() {
     let server = quick_server().await;
     let mut ws = control_ws(&server).await;

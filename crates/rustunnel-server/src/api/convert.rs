@@ -45,6 +45,7 @@ pub fn tunnel(shared: &Shared, t: &Tunnel) -> dto::Tunnel {
         requests,
         connections,
         status: "active".into(),
+        basic_auth: t.basic_auth.is_some(),
     }
 }
 

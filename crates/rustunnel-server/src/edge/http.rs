@@ -316,12 +316,19 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
         crate::server::RouteTo::ClientGone => return page(pages::bad_gateway()),
         crate::server::RouteTo::NotFound => return page(pages::not_found()),
     };
+    let method = req.method().clone();
+    let path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+    if tunnel.basic_auth.is_some() {
+        let given: Vec<&[u8]> = req.headers().get_all(header::AUTHORIZATION).iter().map(|v| v.as_bytes()).collect();
+        if let Some(p) = super::basic_auth::check(&ctx.shared, &tunnel, ctx.peer.ip(), &given).page() {
+            log(&ctx, &tunnel, &method, &path, p.status.as_u16(), started);
+            return page(p);
+        }
+    }
     let Ok(permit) = tunnel.concurrency.clone().try_acquire_owned() else {
         return page(pages::busy());
     };
     tunnel.stats.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let method = req.method().clone();
-    let path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
     let upgrade = !h2 && is_upgrade(req.headers());
     let visitor_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
@@ -334,6 +341,10 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
     }
     // Client-supplied forwarding headers are replaced: only the L4 peer is trustworthy.
     h.remove(header::FORWARDED);
+    // The tunnel's own login stays at the edge.
+    if tunnel.basic_auth.is_some() {
+        h.remove(header::AUTHORIZATION);
+    }
     let ip = HeaderValue::from_str(&ctx.peer.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"));
     h.insert(HeaderName::from_static("x-forwarded-for"), ip.clone());
     h.insert(HeaderName::from_static("x-real-ip"), ip);

@@ -8,6 +8,8 @@ use http_body_util::Full;
 pub struct Page {
     pub status: StatusCode,
     pub body: Bytes,
+    /// One more header some pages need (`www-authenticate`, `retry-after`).
+    pub extra: Option<(&'static str, String)>,
 }
 
 /// The headers of every page (besides its length).
@@ -21,6 +23,11 @@ impl Page {
         for (name, value) in HEADERS {
             r.headers_mut().insert(name, header::HeaderValue::from_static(value));
         }
+        if let Some((name, value)) = self.extra {
+            if let Ok(v) = header::HeaderValue::from_str(&value) {
+                r.headers_mut().insert(name, v);
+            }
+        }
         r
     }
 
@@ -29,6 +36,9 @@ impl Page {
         let reason = self.status.canonical_reason().unwrap_or("");
         let mut head = format!("HTTP/1.1 {} {reason}\r\n", self.status.as_u16());
         for (name, value) in HEADERS {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if let Some((name, value)) = &self.extra {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
         head.push_str(&format!("content-length: {}\r\n", self.body.len()));
@@ -50,7 +60,24 @@ pub fn page(status: StatusCode, title: &str, detail: &str) -> Page {
          <p><small>rustunnel</small></p></body></html>\n",
         code = status.as_u16(),
     );
-    Page { status, body: Bytes::from(body) }
+    Page { status, body: Bytes::from(body), extra: None }
+}
+
+pub fn unauthorized() -> Page {
+    Page {
+        extra: Some(("www-authenticate", "Basic realm=\"rustunnel\", charset=\"UTF-8\"".into())),
+        ..page(StatusCode::UNAUTHORIZED, "Login required", "This tunnel asks for a user name and password.")
+    }
+}
+pub fn too_many_logins(retry_after_secs: u64) -> Page {
+    Page {
+        extra: Some(("retry-after", retry_after_secs.to_string())),
+        ..page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many failed logins",
+            "Too many wrong user names or passwords came from this address. Try again in a minute.",
+        )
+    }
 }
 
 pub fn not_found() -> Page {
