@@ -13,6 +13,7 @@ use std::time::Duration;
 use rustunnel_client::health::HealthCheck;
 use rustunnel_client::p2p::{P2pHandle, P2pOptions, P2pRole};
 use rustunnel_client::{ClientHandle, ClientOptions, Event, GroupConfig, TlsOptions, TunnelConfig};
+use rustunnel_proto::basic_auth::BasicAuth;
 use rustunnel_proto::Protocol;
 use serde::Serialize;
 use tokio::task::JoinHandle;
@@ -42,6 +43,8 @@ pub struct TunnelRequest {
     pub group: Option<GroupConfig>,
     /// Health check the client runs on the local service and reports to the server.
     pub health_check: Option<HealthCheck>,
+    /// HTTP: the login visitors must present (HTTP Basic).
+    pub basic_auth: Option<BasicAuth>,
 }
 
 impl std::fmt::Debug for TunnelRequest {
@@ -54,6 +57,7 @@ impl std::fmt::Debug for TunnelRequest {
             .field("server", &self.server)
             .field("group", &self.group)
             .field("health_check", &self.health_check)
+            .field("basic_auth", &self.basic_auth)
             .finish()
     }
 }
@@ -74,6 +78,7 @@ impl TunnelRequest {
         t.remote_port = self.remote_port;
         t.group = self.group.clone();
         t.health_check = self.health_check.clone();
+        t.basic_auth = self.basic_auth.clone();
         t
     }
 }
@@ -403,6 +408,7 @@ impl TunnelManager {
                 tls: req.tls.clone(),
                 group: None,
                 health_check: None,
+                basic_auth: None,
             };
             progress(format!("checking that something listens on {}", probe.local_addr())).await;
             Self::check_local(&probe).await?;

@@ -86,6 +86,28 @@ async fn two_members_share_a_url_and_one_can_leave() {
 }
 
 #[tokio::test]
+async fn an_agent_can_put_a_login_on_its_tunnel() {
+    let server = TestServer::start().await;
+    let app = http_app("private").await;
+    let (client, _) = connect(&mcp_args(&server), Some(server.handle.admin_token()), Era::Initialize).await;
+    let args = json!({"local_port": app.port(), "protocol": "http", "local_host": "127.0.0.1",
+        "basic_auth": "agent:a long password"});
+    let created = ok(&call(&client, "create_tunnel", args).await);
+    let url = created["public_url"].as_str().unwrap();
+    assert_eq!(get(server.http_addr(), &url_host(url), "/").await.0, 401);
+    // The login never shows in what the tool returns.
+    assert!(!created.to_string().contains("a long password"), "{created}");
+    for (bad, why) in [
+        (json!({"local_port": 1, "protocol": "tcp", "basic_auth": "agent:a long password"}), "http tunnels only"),
+        (json!({"local_port": 1, "protocol": "http", "basic_auth": "agent:short"}), "8-128"),
+    ] {
+        let msg = err(&call(&client, "create_tunnel", bad).await);
+        assert!(msg.contains(why), "{msg}");
+    }
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_failing_health_check_takes_the_member_out() {
     let server = TestServer::start().await;
     let a = http_app("a").await;

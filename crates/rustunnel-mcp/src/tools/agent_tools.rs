@@ -788,6 +788,7 @@ async fn tunnel_open(server: McpServer, args: JsonObject, ctx: CallCtx) -> Resul
         tls: cfg.tls(),
         group: None,
         health_check: None,
+        basic_auth: None,
     };
     let progress_ctx = ctx.clone();
     let opened = st

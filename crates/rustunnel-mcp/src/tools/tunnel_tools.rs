@@ -10,6 +10,7 @@ use rustunnel_client::config::StartHealthCheck;
 use rustunnel_client::health::{HealthCheck, HealthKind};
 use rustunnel_client::p2p::P2pRole;
 use rustunnel_client::GroupConfig;
+use rustunnel_proto::basic_auth::BasicAuth;
 use rustunnel_proto::Protocol;
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -88,6 +89,10 @@ fn tunnel_props(for_info: bool) -> Vec<(&'static str, Value)> {
             json!({"type": "string", "description": "Load balancing (required with group): shared secret of the pool; the first member sets it and every later member must use the same one."}),
         ),
         (
+            "basic_auth",
+            json!({"type": "string", "description": "HTTP only: \"user:password\" (password 8-128 characters) every visitor must log in with (HTTP Basic); the edge checks it and does not pass it on to the local service."}),
+        ),
+        (
             "health_check",
             json!({
                 "type": "object",
@@ -120,6 +125,7 @@ const TUNNEL_ARGS: &[&str] = &[
     "group",
     "group_key",
     "health_check",
+    "basic_auth",
 ];
 
 fn create_tunnel_spec() -> ToolSpec {
@@ -229,6 +235,8 @@ pub struct TunnelArgs {
     pub local_host: String,
     pub region: Option<String>,
     pub kind: TunnelKind,
+    /// HTTP tunnels (plain or pooled): the login visitors must present.
+    pub basic_auth: Option<BasicAuth>,
 }
 
 /// What kind of tunnel was asked for.
@@ -298,6 +306,13 @@ pub fn parse_tunnel_args(map: &JsonObject) -> Result<TunnelArgs, ToolError> {
     let group = a.opt_str("group", 128)?;
     let group_key = a.opt_str("group_key", 256)?;
     let health_check = a.opt_object("health_check")?.map(parse_health_check).transpose()?.map(Box::new);
+    let basic_auth = a
+        .opt_str("basic_auth", 256)?
+        .map(|s| BasicAuth::parse(&s).map_err(|e| ToolError::invalid(format!("'basic_auth': {e}"))))
+        .transpose()?;
+    if basic_auth.is_some() && protocol != "http" {
+        return Err(ToolError::invalid("'basic_auth' applies to http tunnels only"));
+    }
 
     let p2p = protocol == "p2p" || secret.is_some() || peer_name.is_some() || peer_target.is_some();
     let pooled = group.is_some() || group_key.is_some() || health_check.is_some();
@@ -365,7 +380,7 @@ pub fn parse_tunnel_args(map: &JsonObject) -> Result<TunnelArgs, ToolError> {
                 TunnelKind::Plain { protocol: proto, subdomain }
             }
         };
-    Ok(TunnelArgs { token, local_port, local_host, region, kind })
+    Ok(TunnelArgs { token, local_port, local_host, region, kind, basic_auth })
 }
 
 // ---------------------------------------------------------------- outputs
@@ -709,6 +724,7 @@ peer_target \"{}\" and a free local_port. {P2P_LIFETIME_NOTE}",
         tls: cfg.tls(),
         group,
         health_check,
+        basic_auth: a.basic_auth.clone(),
     };
     let opened = server.tunnels().open(req, ctx.cancelled(), progress).await?;
     let pool = match &opened.group {
@@ -1085,6 +1101,10 @@ fn pool_config(a: &TunnelArgs, cfg: &crate::config::McpConfig) -> ConfigFileView
         t.push_str(&format!("group = {}\n", toml_str(g)));
         t.push_str("group_key = \"$RUSTUNNEL_GROUP_KEY\"\n");
     }
+    if let Some(login) = &a.basic_auth {
+        // The pool's login, which every member must use; the password is left for the user.
+        t.push_str(&format!("basic_auth = {}\n", toml_str(&format!("{}:<password>", login.user()))));
+    }
     if let Some(h) = health_check {
         t.push_str(&format!("\n[tunnels.{name}.health_check]\n"));
         let kind = match &h.check.kind {
@@ -1215,6 +1235,30 @@ mod tests {
         ] {
             let e = parse_tunnel_args(&args(v.clone())).unwrap_err().to_string();
             assert!(e.contains(want), "{v}: {e}");
+        }
+    }
+
+    #[test]
+    fn basic_auth_is_for_http_and_hidden() {
+        let a = parse_tunnel_args(&args(json!({"local_port": 3000, "protocol": "http", "group": "pool",
+            "group_key": "k", "basic_auth": "ana:correct horse"})))
+        .unwrap();
+        assert_eq!(a.basic_auth.as_ref().map(|b| b.as_str()), Some("ana:correct horse"));
+        assert!(!format!("{a:?}").contains("correct horse"));
+        // The pool's config file names the user and leaves the password to fill in.
+        let cfg = crate::config::McpConfig::new("127.0.0.1:4040", "http://127.0.0.1:4041", true, None);
+        let f = pool_config(&a, &cfg);
+        assert!(
+            f.contents.contains("basic_auth = \"ana:<password>\"") && !f.contents.contains("horse"),
+            "{}",
+            f.contents
+        );
+        for v in [
+            json!({"local_port": 1, "protocol": "tcp", "basic_auth": "ana:correct horse"}),
+            json!({"local_port": 1, "protocol": "p2p", "secret": "s", "peer_name": "a", "basic_auth": "ana:correct horse"}),
+            json!({"local_port": 1, "protocol": "http", "basic_auth": "ana"}),
+        ] {
+            assert!(parse_tunnel_args(&args(v.clone())).is_err(), "{v}");
         }
     }
 
