@@ -96,6 +96,11 @@ pub struct Tunnel {
     /// Visitors must log in (the tunnel was opened with `--basic-auth`); omitted when false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub basic_auth: bool,
+    /// Visitor networks accepted (empty: any) and refused (`--cidr-allow`, `--cidr-deny`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cidr_allow: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cidr_deny: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use clap::Args;
 use rustunnel_client::{ClientHandle, ClientOptions, Event, StartFile, TlsOptions, TunnelConfig};
 use rustunnel_proto::basic_auth::BasicAuth;
+use rustunnel_proto::ip_rules::IpRules;
 use rustunnel_proto::Protocol;
 
 use crate::output::Printer;
@@ -63,6 +64,13 @@ pub struct OneTunnel {
     /// file keeps it out of the process list.
     #[arg(long, value_name = "USER:PASSWORD", value_parser = parse_basic_auth)]
     pub basic_auth: Option<BasicAuth>,
+    /// Accept visitors only from these networks (e.g. 10.0.0.0/8, 203.0.113.7, 2001:db8::/32;
+    /// repeat the flag or separate with commas). Judged on the visitor's own address.
+    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
+    pub cidr_allow: Vec<String>,
+    /// Refuse visitors from these networks, even inside --cidr-allow.
+    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
+    pub cidr_deny: Vec<String>,
     #[command(flatten)]
     pub pool: PoolArgs,
     #[command(flatten)]
@@ -202,6 +210,16 @@ pub async fn run_one(protocol: Protocol, a: OneTunnel) -> i32 {
     t.subdomain = a.subdomain.clone();
     t.remote_port = a.remote_port;
     t.basic_auth = a.basic_auth.clone();
+    t.cidr_allow = a.cidr_allow.clone();
+    t.cidr_deny = a.cidr_deny.clone();
+    if let Err(e) = IpRules::parse(&t.cidr_allow, &t.cidr_deny) {
+        return fail(
+            &mut printer,
+            "bad_arguments",
+            e.to_string(),
+            "--cidr-allow and --cidr-deny take addresses or networks",
+        );
+    }
     if let Err(e) = a.pool.apply(&mut t) {
         return fail(&mut printer, "bad_arguments", e, "see `rustunnel http --help` for --group and --health-check");
     }

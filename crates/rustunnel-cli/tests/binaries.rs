@@ -197,6 +197,31 @@ async fn basic_auth_through_the_real_binaries() {
     }
 }
 
+/// `--cidr-allow` / `--cidr-deny` through the real binaries: a loopback visitor outside the
+/// allowed network gets 403, inside it the page; a malformed network is refused up front.
+#[tokio::test]
+async fn address_rules_through_the_real_binaries() {
+    let server = start_server(true).await;
+    let app = http_app("ruled-app").await;
+    let control = format!("127.0.0.1:{}", server.control);
+    let port = app.port().to_string();
+    let edge = ([127, 0, 0, 1], server.http).into();
+    for (sub, rules, want) in [
+        ("lan-only", &["--cidr-allow", "10.0.0.0/8,192.168.0.0/16"][..], StatusCode::FORBIDDEN),
+        ("loopback", &["--cidr-allow", "127.0.0.0/8", "--cidr-deny", "127.0.0.2"][..], StatusCode::OK),
+    ] {
+        let args =
+            [&["http", &port, "--subdomain", sub, "--server", &control, "--insecure", "--json"][..], rules].concat();
+        let mut c = client(&args).await;
+        c.event("tunnel_ready").await;
+        assert_eq!(get(edge, &format!("{sub}.localhost:{}", server.http), "/").await.0, want, "{sub}");
+    }
+    let out = run_to_end(&["tcp", "22", "--cidr-deny", "10.0.0.0/40"]).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("'10.0.0.0/40' is not an IP address or network"), "{err}");
+}
+
 #[tokio::test]
 async fn human_console_shows_url_and_request_log() {
     let server = start_server(true).await;

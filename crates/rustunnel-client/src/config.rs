@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rustunnel_proto::basic_auth::BasicAuth;
+use rustunnel_proto::ip_rules::IpRules;
 use rustunnel_proto::Protocol;
 use serde::Deserialize;
 
@@ -29,6 +30,9 @@ pub struct TunnelConfig {
     pub health_check: Option<HealthCheck>,
     /// HTTP tunnels: visitors must present these credentials (HTTP Basic) at the edge.
     pub basic_auth: Option<BasicAuth>,
+    /// Visitor networks the tunnel accepts (none: any) and refuses; see [`IpRules`].
+    pub cidr_allow: Vec<String>,
+    pub cidr_deny: Vec<String>,
 }
 
 /// Pool membership: the pool's name and its shared key.
@@ -56,6 +60,8 @@ impl TunnelConfig {
             group: None,
             health_check: None,
             basic_auth: None,
+            cidr_allow: Vec::new(),
+            cidr_deny: Vec::new(),
         }
     }
 
@@ -84,6 +90,7 @@ impl TunnelConfig {
             }
             a.checked().map_err(|e| format!("tunnel '{}': {e}", self.name))?;
         }
+        IpRules::parse(&self.cidr_allow, &self.cidr_deny).map_err(|e| format!("tunnel '{}': {e}", self.name))?;
         if let Some(h) = &self.health_check {
             h.validate().map_err(|e| format!("tunnel '{}': {e}", self.name))?;
             if matches!(h.kind, HealthKind::Http { .. }) && self.protocol == Protocol::Udp {
@@ -194,6 +201,11 @@ pub struct StartTunnel {
     pub health_check: Option<StartHealthCheck>,
     /// `user:password` visitors must present (HTTP Basic); http tunnels only.
     pub basic_auth: Option<BasicAuth>,
+    /// Visitor networks accepted (none: any) and refused.
+    #[serde(default)]
+    pub cidr_allow: Vec<String>,
+    #[serde(default)]
+    pub cidr_deny: Vec<String>,
 }
 
 /// `[tunnels.<name>.health_check]`.
@@ -300,6 +312,8 @@ impl StartFile {
                 // Validated in `parse`; a bad one here is dropped rather than panicking.
                 health_check: t.health_check.as_ref().and_then(|h| h.to_check().ok()),
                 basic_auth: t.basic_auth.clone(),
+                cidr_allow: t.cidr_allow.clone(),
+                cidr_deny: t.cidr_deny.clone(),
             })
             .collect()
     }
@@ -380,6 +394,20 @@ mod tests {
         assert!(err.contains("8-128"), "{err}");
         let tcp = "[tunnels.a]\nprotocol = \"tcp\"\nlocal_port = 1\nbasic_auth = \"ana:correct horse\"";
         assert!(StartFile::parse(tcp).unwrap_err().contains("http tunnels only"));
+    }
+
+    #[test]
+    fn address_rules_in_a_config_file() {
+        let base = "[tunnels.a]\nprotocol = \"tcp\"\nlocal_port = 1\n";
+        let f = StartFile::parse(&format!(
+            "{base}cidr_allow = [\"10.0.0.0/8\", \"2001:db8::/32\"]\ncidr_deny = [\"10.9.0.0/16\"]"
+        ))
+        .unwrap();
+        let t = &f.tunnel_configs()[0];
+        assert_eq!(t.cidr_allow, ["10.0.0.0/8", "2001:db8::/32"]);
+        assert_eq!(t.cidr_deny, ["10.9.0.0/16"]);
+        let err = StartFile::parse(&format!("{base}cidr_allow = [\"10.0.0.0/33\"]")).unwrap_err();
+        assert!(err.contains("'10.0.0.0/33' is not an IP address or network"), "{err}");
     }
 
     #[test]

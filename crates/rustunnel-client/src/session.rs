@@ -324,6 +324,8 @@ impl Runner {
                     health_check: t.health_check.as_ref().map(|h| h.describe()),
                 }),
                 basic_auth: t.basic_auth.clone(),
+                cidr_allow: t.cidr_allow.clone(),
+                cidr_deny: t.cidr_deny.clone(),
             };
             let req_id = i as u64 + 1;
             ws.send(Message::text(ClientMsg::OpenTunnel { req_id, spec }.encode()))

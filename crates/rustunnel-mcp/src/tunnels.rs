@@ -45,6 +45,9 @@ pub struct TunnelRequest {
     pub health_check: Option<HealthCheck>,
     /// HTTP: the login visitors must present (HTTP Basic).
     pub basic_auth: Option<BasicAuth>,
+    /// Visitor networks accepted (none: any) and refused.
+    pub cidr_allow: Vec<String>,
+    pub cidr_deny: Vec<String>,
 }
 
 impl std::fmt::Debug for TunnelRequest {
@@ -58,6 +61,8 @@ impl std::fmt::Debug for TunnelRequest {
             .field("group", &self.group)
             .field("health_check", &self.health_check)
             .field("basic_auth", &self.basic_auth)
+            .field("cidr_allow", &self.cidr_allow)
+            .field("cidr_deny", &self.cidr_deny)
             .finish()
     }
 }
@@ -79,6 +84,8 @@ impl TunnelRequest {
         t.group = self.group.clone();
         t.health_check = self.health_check.clone();
         t.basic_auth = self.basic_auth.clone();
+        t.cidr_allow = self.cidr_allow.clone();
+        t.cidr_deny = self.cidr_deny.clone();
         t
     }
 }
@@ -409,6 +416,8 @@ impl TunnelManager {
                 group: None,
                 health_check: None,
                 basic_auth: None,
+                cidr_allow: Vec::new(),
+                cidr_deny: Vec::new(),
             };
             progress(format!("checking that something listens on {}", probe.local_addr())).await;
             Self::check_local(&probe).await?;

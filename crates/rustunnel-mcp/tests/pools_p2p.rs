@@ -86,7 +86,7 @@ async fn two_members_share_a_url_and_one_can_leave() {
 }
 
 #[tokio::test]
-async fn an_agent_can_put_a_login_on_its_tunnel() {
+async fn an_agent_can_put_a_login_and_address_rules_on_its_tunnel() {
     let server = TestServer::start().await;
     let app = http_app("private").await;
     let (client, _) = connect(&mcp_args(&server), Some(server.handle.admin_token()), Era::Initialize).await;
@@ -97,7 +97,14 @@ async fn an_agent_can_put_a_login_on_its_tunnel() {
     assert_eq!(get(server.http_addr(), &url_host(url), "/").await.0, 401);
     // The login never shows in what the tool returns.
     assert!(!created.to_string().contains("a long password"), "{created}");
+    // Address rules: this visitor (127.0.0.1) is outside the allowed network.
+    let args = json!({"local_port": app.port(), "protocol": "http", "local_host": "127.0.0.1",
+        "cidr_allow": ["10.0.0.0/8"]});
+    let created = ok(&call(&client, "create_tunnel", args).await);
+    let url = created["public_url"].as_str().unwrap();
+    assert_eq!(get(server.http_addr(), &url_host(url), "/").await.0, 403);
     for (bad, why) in [
+        (json!({"local_port": 1, "protocol": "http", "cidr_allow": ["nonsense"]}), "not an IP address"),
         (json!({"local_port": 1, "protocol": "tcp", "basic_auth": "agent:a long password"}), "http tunnels only"),
         (json!({"local_port": 1, "protocol": "http", "basic_auth": "agent:short"}), "8-128"),
     ] {

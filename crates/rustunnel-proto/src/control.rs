@@ -63,6 +63,13 @@ pub struct TunnelSpec {
     /// HTTP tunnels: visitors must present these credentials (HTTP Basic).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basic_auth: Option<crate::basic_auth::BasicAuth>,
+    /// Visitor networks (`10.0.0.0/8`, `203.0.113.7`, `2001:db8::/32`) the tunnel accepts; none:
+    /// any (see [`crate::ip_rules`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cidr_allow: Vec<String>,
+    /// Visitor networks the tunnel refuses, whatever `cidr_allow` says.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cidr_deny: Vec<String>,
 }
 
 /// Membership of a load-balanced pool. Every member of a pool names the same group and
@@ -555,6 +562,8 @@ mod tests {
                         health_check: Some("tcp".into()),
                     }),
                     basic_auth: Some(crate::basic_auth::BasicAuth::parse("ana:correct horse").unwrap()),
+                    cidr_allow: vec!["10.0.0.0/8".into()],
+                    cidr_deny: vec!["10.9.0.0/16".into()],
                 },
             },
             ClientMsg::CloseTunnel { tunnel_id: "x".into() },

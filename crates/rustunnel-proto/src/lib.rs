@@ -7,7 +7,8 @@
 //! - [`stream`]: the header the server writes at the start of every data connection it hands
 //!   out (which tunnel, which visitor), and the datagram framing used by UDP tunnels.
 //! - [`names`]: subdomain rules shared by both ends so the client can refuse early; and
-//!   [`basic_auth`]: the rules for credentials a tunnel asks of its visitors.
+//!   [`basic_auth`]: the rules for credentials a tunnel asks of its visitors; [`ip_rules`]:
+//!   the visitor addresses a tunnel accepts.
 //! - [`limits`]: every bound and timeout in one place.
 //! - [`mux`]: many streams over one data connection (flow-controlled, frames of many streams
 //!   batched into one write).
@@ -19,6 +20,7 @@
 
 pub mod basic_auth;
 pub mod control;
+pub mod ip_rules;
 pub mod lean_tls;
 pub mod limits;
 pub mod mux;

@@ -13,6 +13,8 @@ use serde::Serialize;
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
+use crate::tunnel::Access;
+
 /// Most members in one pool.
 pub const MAX_MEMBERS: usize = 64;
 /// Longest pool name.
@@ -41,8 +43,10 @@ pub enum PoolError {
     WrongKey(String),
     #[error("pool '{pool}' is already served at {actual}; members must ask for the same endpoint (or none)")]
     EndpointMismatch { pool: String, actual: String },
-    #[error("pool '{0}' asks visitors for other credentials: every member must use the same --basic-auth (or none)")]
-    BasicAuthMismatch(String),
+    #[error(
+        "pool '{0}' has other visitor rules: every member must use the same --basic-auth, --cidr-allow and --cidr-deny (or none)"
+    )]
+    AccessMismatch(String),
     #[error("pool '{0}' is full ({MAX_MEMBERS} members)")]
     Full(String),
     #[error("invalid group name: 1-{MAX_POOL_NAME} characters of a-z, 0-9 and '-'")]
@@ -89,8 +93,8 @@ pub struct Pool {
     pub public_url: String,
     /// Ends the pool's own listener (TCP pools) when the last member leaves.
     pub cancel: CancellationToken,
-    /// Digest of the visitors' credentials every member requires (HTTP Basic), if any.
-    pub basic_auth: Option<[u8; 32]>,
+    /// Who may reach the pool: every member asks for the same.
+    pub access: Access,
     members: Vec<Member>,
     cursor: usize,
     /// No member can take traffic.
@@ -109,7 +113,7 @@ impl Pool {
             owner,
             public_url: String::new(),
             cancel: CancellationToken::new(),
-            basic_auth: None,
+            access: Access::default(),
             members: Vec::new(),
             cursor: 0,
             down: false,
@@ -212,20 +216,15 @@ impl PoolTable {
         key: &PoolKey,
         verifier: &[u8; 32],
         requested: Option<&Endpoint>,
-        basic_auth: Option<&[u8; 32]>,
+        access: &Access,
     ) -> Result<bool, PoolError> {
         let Some(p) = self.pools.get(key) else { return Ok(false) };
         if !bool::from(p.verifier.ct_eq(verifier)) {
             return Err(PoolError::WrongKey(key.name.clone()));
         }
-        // A member without the others' login would let visitors around it.
-        let same_auth = match (p.basic_auth.as_ref(), basic_auth) {
-            (None, None) => true,
-            (Some(a), Some(b)) => bool::from(a.ct_eq(b)),
-            _ => false,
-        };
-        if !same_auth {
-            return Err(PoolError::BasicAuthMismatch(key.name.clone()));
+        // A member without the others' login or address rules would let visitors around them.
+        if !p.access.same_as(access) {
+            return Err(PoolError::AccessMismatch(key.name.clone()));
         }
         if let Some(r) = requested {
             if *r != p.endpoint {
@@ -431,27 +430,29 @@ mod tests {
     #[test]
     fn join_checks_key_and_endpoint() {
         let mut t = table(&["a"]);
-        assert_eq!(t.check_join(&key(), &[7; 32], None, None), Ok(true));
-        assert_eq!(t.check_join(&key(), &[8; 32], None, None), Err(PoolError::WrongKey("pool".into())));
-        // Members require the same visitor credentials as the pool, or none when it has none.
-        assert_eq!(
-            t.check_join(&key(), &[7; 32], None, Some(&[1; 32])),
-            Err(PoolError::BasicAuthMismatch("pool".into()))
-        );
-        t.pools.get_mut(&key()).unwrap().basic_auth = Some([1; 32]);
-        assert_eq!(t.check_join(&key(), &[7; 32], None, Some(&[1; 32])), Ok(true));
-        assert_eq!(
-            t.check_join(&key(), &[7; 32], None, Some(&[2; 32])),
-            Err(PoolError::BasicAuthMismatch("pool".into()))
-        );
-        assert_eq!(t.check_join(&key(), &[7; 32], None, None), Err(PoolError::BasicAuthMismatch("pool".into())));
-        t.pools.get_mut(&key()).unwrap().basic_auth = None;
+        let open = Access::default();
+        assert_eq!(t.check_join(&key(), &[7; 32], None, &open), Ok(true));
+        assert_eq!(t.check_join(&key(), &[8; 32], None, &open), Err(PoolError::WrongKey("pool".into())));
+        // Members ask visitors for what the pool asks: the same login and address rules.
+        let login = |d: u8| Access { basic_auth: Some([d; 32]), ..Access::default() };
+        let lan = Access {
+            ip_rules: rustunnel_proto::ip_rules::IpRules::parse(&["10.0.0.0/8".into()], &[]).unwrap(),
+            ..Access::default()
+        };
+        let mismatch = Err(PoolError::AccessMismatch("pool".into()));
+        assert_eq!(t.check_join(&key(), &[7; 32], None, &login(1)), mismatch);
+        assert_eq!(t.check_join(&key(), &[7; 32], None, &lan), mismatch);
+        t.pools.get_mut(&key()).unwrap().access = login(1);
+        assert_eq!(t.check_join(&key(), &[7; 32], None, &login(1)), Ok(true));
+        assert_eq!(t.check_join(&key(), &[7; 32], None, &login(2)), mismatch);
+        assert_eq!(t.check_join(&key(), &[7; 32], None, &open), mismatch);
+        t.pools.get_mut(&key()).unwrap().access = open.clone();
         assert!(matches!(
-            t.check_join(&key(), &[7; 32], Some(&Endpoint::Subdomain("other".into())), None),
+            t.check_join(&key(), &[7; 32], Some(&Endpoint::Subdomain("other".into())), &open),
             Err(PoolError::EndpointMismatch { .. })
         ));
         let other = PoolKey { protocol: Protocol::Tcp, name: "pool".into() };
-        assert_eq!(t.check_join(&other, &[8; 32], None, None), Ok(false));
+        assert_eq!(t.check_join(&other, &[8; 32], None, &open), Ok(false));
     }
 
     #[test]

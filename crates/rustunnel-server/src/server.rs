@@ -22,7 +22,7 @@ use crate::registry::{ClaimError, PortKind, Registry};
 use crate::session::Session;
 use crate::store::{now_ms, CloseRecord, HistoryRecord, Store, StoreError};
 use crate::tls::{TlsError, TlsMaterial};
-use crate::tunnel::Tunnel;
+use crate::tunnel::{Access, Tunnel};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -106,7 +106,7 @@ impl From<PoolError> for OpenError {
             PoolError::WrongKey(_) => ErrorCode::GroupKeyMismatch,
             PoolError::Full(_) => ErrorCode::TooManyTunnels,
             PoolError::EndpointMismatch { .. }
-            | PoolError::BasicAuthMismatch(_)
+            | PoolError::AccessMismatch(_)
             | PoolError::InvalidName
             | PoolError::Unsupported => ErrorCode::BadRequest,
         };
@@ -198,12 +198,7 @@ impl Shared {
         if spec.local_addr.len() > 256 {
             return Err(OpenError::new(ErrorCode::BadRequest, "local address too long"));
         }
-        if let Some(a) = &spec.basic_auth {
-            if spec.protocol != Protocol::Http {
-                return Err(OpenError::new(ErrorCode::BadRequest, "basic auth applies to http tunnels only"));
-            }
-            a.checked().map_err(|e| OpenError::new(ErrorCode::BadRequest, e.to_string()))?;
-        }
+        let access = Access::from_spec(&spec).map_err(|e| OpenError::new(ErrorCode::BadRequest, e))?;
         if self.stop_accepting.is_cancelled() {
             return Err(OpenError::new(ErrorCode::ShuttingDown, "server is shutting down"));
         }
@@ -225,11 +220,11 @@ impl Shared {
             }
         }
         let id = uuid::Uuid::new_v4().to_string();
+        if let Some(group) = spec.group.clone() {
+            return self.open_pool_member(session, spec, access, group, id).await;
+        }
         let owner = session.principal.owner_id.clone();
         let cancel = self.hard_stop.child_token();
-        if let Some(group) = spec.group.clone() {
-            return self.open_pool_member(session, spec, group, id, owner, cancel).await;
-        }
         let (info, listener) = match spec.protocol {
             Protocol::Http => {
                 if self.public_http_port.is_none() && self.public_https_port.is_none() {
@@ -266,9 +261,7 @@ impl Shared {
                 (info, l)
             }
         };
-        let tunnel =
-            Arc::new(Tunnel::new(&spec, info.clone(), session.clone(), cancel, self.config.max_requests_per_tunnel));
-        write(&self.tunnels).insert(id.clone(), tunnel.clone());
+        let tunnel = self.add_tunnel(&spec, access, info.clone(), session, cancel);
         match listener {
             EdgeListener::None => {
                 if let Some(sub) = &info.subdomain {
@@ -307,6 +300,21 @@ impl Shared {
         if let Err(e) = self.store.record_open(&rec).await {
             tracing::warn!(error = %e, "could not record tunnel history");
         }
+    }
+
+    /// A new tunnel, entered in the table of tunnels (routing is the caller's).
+    fn add_tunnel(
+        &self,
+        spec: &TunnelSpec,
+        access: Access,
+        info: TunnelInfo,
+        session: &Arc<Session>,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Arc<Tunnel> {
+        let max = self.config.max_requests_per_tunnel;
+        let tunnel = Arc::new(Tunnel::new(spec, access, info, session.clone(), cancel, max));
+        write(&self.tunnels).insert(tunnel.id.clone(), tunnel.clone());
+        tunnel
     }
 
     async fn bind_port(
@@ -430,11 +438,12 @@ impl Shared {
         self: &Arc<Self>,
         session: &Arc<Session>,
         spec: TunnelSpec,
+        access: Access,
         group: rustunnel_proto::GroupSpec,
         id: String,
-        owner: String,
-        cancel: tokio_util::sync::CancellationToken,
     ) -> Result<TunnelInfo, OpenError> {
+        let owner = session.principal.owner_id.clone();
+        let cancel = self.hard_stop.child_token();
         crate::pool::validate_name(&group.name)?;
         if group.key.is_empty() || group.key.len() > 256 {
             return Err(OpenError::new(ErrorCode::BadRequest, "group key must be 1-256 characters"));
@@ -458,8 +467,7 @@ impl Shared {
         if self.stop_accepting.is_cancelled() {
             return Err(OpenError::new(ErrorCode::ShuttingDown, "server is shutting down"));
         }
-        let basic_auth = crate::tunnel::basic_auth_digest(&spec);
-        let exists = lock(&self.pools).check_join(&key, &verifier, requested.as_ref(), basic_auth.as_ref())?;
+        let exists = lock(&self.pools).check_join(&key, &verifier, requested.as_ref(), &access)?;
         if !exists {
             let holder = format!("pool:{}", uuid::Uuid::new_v4());
             let (endpoint, url, listener) = match spec.protocol {
@@ -478,7 +486,7 @@ impl Shared {
             };
             let mut pool = Pool::new(key.clone(), verifier, endpoint, holder, owner.clone());
             pool.public_url = url;
-            pool.basic_auth = basic_auth;
+            pool.access = access.clone();
             pool.cancel = self.hard_stop.child_token();
             let pool_cancel = pool.cancel.clone();
             lock(&self.pools).create(pool);
@@ -504,9 +512,7 @@ impl Shared {
             subdomain,
             remote_port,
         };
-        let tunnel =
-            Arc::new(Tunnel::new(&spec, info.clone(), session.clone(), cancel, self.config.max_requests_per_tunnel));
-        write(&self.tunnels).insert(id.clone(), tunnel.clone());
+        let tunnel = self.add_tunnel(&spec, access, info.clone(), session, cancel);
         let mut member = Member::new(id.clone());
         member.alert_webhook = group.alert_webhook.clone();
         member.health_check = group.health_check.as_ref().map(|h| h.chars().take(128).collect());

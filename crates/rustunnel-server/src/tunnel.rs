@@ -2,8 +2,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use rustunnel_proto::ip_rules::IpRules;
 use rustunnel_proto::{Protocol, TunnelInfo, TunnelSpec};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -52,20 +54,51 @@ pub struct Tunnel {
     pub concurrency: Arc<Semaphore>,
     /// Data connections kept open for the next HTTP request (lean HTTP/1.1 path).
     pub http_idle: crate::edge::IdlePool,
-    /// Digest of `user:password` visitors must present (HTTP Basic); see [`basic_auth_digest`].
-    pub basic_auth: Option<[u8; 32]>,
+    /// Who may reach it.
+    pub access: Access,
 }
 
-/// SHA-256 of the `user:password` a tunnel asks of its visitors. Only the digest is kept, in
-/// memory; the edge hashes what a visitor sends and compares in constant time.
-pub fn basic_auth_digest(spec: &TunnelSpec) -> Option<[u8; 32]> {
-    spec.basic_auth.as_ref().map(|a| Sha256::digest(a.as_str().as_bytes()).into())
+/// Who may reach a tunnel: the login its visitors must present and the addresses it accepts.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// SHA-256 of the `user:password` visitors must present (HTTP Basic). Only the digest is
+    /// kept, in memory; the edge hashes what a visitor sends and compares in constant time.
+    pub basic_auth: Option<[u8; 32]>,
+    /// Judged on the visitor's L4 address.
+    pub ip_rules: IpRules,
+}
+
+impl Access {
+    /// The access rules a tunnel request asks for, checked (the message says what is wrong).
+    pub fn from_spec(spec: &TunnelSpec) -> Result<Self, String> {
+        let basic_auth = match &spec.basic_auth {
+            Some(_) if spec.protocol != Protocol::Http => return Err("basic auth applies to http tunnels only".into()),
+            Some(a) => {
+                a.checked().map_err(|e| e.to_string())?;
+                Some(Sha256::digest(a.as_str().as_bytes()).into())
+            }
+            None => None,
+        };
+        let ip_rules = IpRules::parse(&spec.cidr_allow, &spec.cidr_deny).map_err(|e| e.to_string())?;
+        Ok(Access { basic_auth, ip_rules })
+    }
+
+    /// The same login (compared in constant time) and the same address rules.
+    pub fn same_as(&self, other: &Access) -> bool {
+        let same_login = match (&self.basic_auth, &other.basic_auth) {
+            (None, None) => true,
+            (Some(a), Some(b)) => bool::from(a.ct_eq(b)),
+            _ => false,
+        };
+        same_login && self.ip_rules == other.ip_rules
+    }
 }
 
 impl Tunnel {
     /// A freshly opened tunnel with zeroed counters; `info.tunnel_id` is its id.
     pub fn new(
         spec: &TunnelSpec,
+        access: Access,
         info: TunnelInfo,
         session: Arc<Session>,
         cancel: CancellationToken,
@@ -83,7 +116,7 @@ impl Tunnel {
             cancel,
             concurrency: Arc::new(Semaphore::new(max_concurrent)),
             http_idle: Default::default(),
-            basic_auth: basic_auth_digest(spec),
+            access,
         }
     }
 }

@@ -789,6 +789,8 @@ async fn tunnel_open(server: McpServer, args: JsonObject, ctx: CallCtx) -> Resul
         group: None,
         health_check: None,
         basic_auth: None,
+        cidr_allow: Vec::new(),
+        cidr_deny: Vec::new(),
     };
     let progress_ctx = ctx.clone();
     let opened = st

@@ -107,6 +107,30 @@ impl<'a> Args<'a> {
         }
     }
 
+    /// An optional array of strings (each trimmed, at most `max_len` long); absent: empty.
+    pub fn opt_str_list(&self, name: &str, max_items: usize, max_len: usize) -> Result<Vec<String>, ToolError> {
+        let items = match self.get(name) {
+            None => return Ok(Vec::new()),
+            Some(Value::Array(items)) if items.len() <= max_items => items,
+            Some(Value::Array(_)) => {
+                return Err(ToolError::invalid(format!("'{name}' has more than {max_items} items")))
+            }
+            Some(v) => {
+                return Err(ToolError::invalid(format!("'{name}' must be an array of strings, got {}", describe(v))))
+            }
+        };
+        items
+            .iter()
+            .map(|v| match v {
+                Value::String(s) if s.trim().len() <= max_len => Ok(s.trim().to_string()),
+                Value::String(_) => {
+                    Err(ToolError::invalid(format!("'{name}': an item is longer than {max_len} characters")))
+                }
+                v => Err(ToolError::invalid(format!("'{name}' must hold strings, got {}", describe(v)))),
+            })
+            .collect()
+    }
+
     /// An optional object (returned as is, for the caller to read with a nested [`Args`]).
     pub fn opt_object(&self, name: &str) -> Result<Option<&'a JsonObject>, ToolError> {
         match self.get(name) {

@@ -11,6 +11,7 @@ use rustunnel_client::health::{HealthCheck, HealthKind};
 use rustunnel_client::p2p::P2pRole;
 use rustunnel_client::GroupConfig;
 use rustunnel_proto::basic_auth::BasicAuth;
+use rustunnel_proto::ip_rules::{IpRules, MAX_RULES};
 use rustunnel_proto::Protocol;
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -93,6 +94,14 @@ fn tunnel_props(for_info: bool) -> Vec<(&'static str, Value)> {
             json!({"type": "string", "description": "HTTP only: \"user:password\" (password 8-128 characters) every visitor must log in with (HTTP Basic); the edge checks it and does not pass it on to the local service."}),
         ),
         (
+            "cidr_allow",
+            json!({"type": "array", "items": {"type": "string"}, "maxItems": 64, "description": "http/tcp/udp: accept visitors only from these addresses or networks, e.g. [\"10.0.0.0/8\", \"203.0.113.7\"]. Judged on the visitor's own address."}),
+        ),
+        (
+            "cidr_deny",
+            json!({"type": "array", "items": {"type": "string"}, "maxItems": 64, "description": "http/tcp/udp: refuse visitors from these addresses or networks, even inside cidr_allow."}),
+        ),
+        (
             "health_check",
             json!({
                 "type": "object",
@@ -126,6 +135,8 @@ const TUNNEL_ARGS: &[&str] = &[
     "group_key",
     "health_check",
     "basic_auth",
+    "cidr_allow",
+    "cidr_deny",
 ];
 
 fn create_tunnel_spec() -> ToolSpec {
@@ -237,6 +248,9 @@ pub struct TunnelArgs {
     pub kind: TunnelKind,
     /// HTTP tunnels (plain or pooled): the login visitors must present.
     pub basic_auth: Option<BasicAuth>,
+    /// Visitor networks accepted (none: any) and refused.
+    pub cidr_allow: Vec<String>,
+    pub cidr_deny: Vec<String>,
 }
 
 /// What kind of tunnel was asked for.
@@ -313,6 +327,12 @@ pub fn parse_tunnel_args(map: &JsonObject) -> Result<TunnelArgs, ToolError> {
     if basic_auth.is_some() && protocol != "http" {
         return Err(ToolError::invalid("'basic_auth' applies to http tunnels only"));
     }
+    let cidr_allow = a.opt_str_list("cidr_allow", MAX_RULES, 64)?;
+    let cidr_deny = a.opt_str_list("cidr_deny", MAX_RULES, 64)?;
+    IpRules::parse(&cidr_allow, &cidr_deny).map_err(|e| ToolError::invalid(e.to_string()))?;
+    if protocol == "p2p" && !(cidr_allow.is_empty() && cidr_deny.is_empty()) {
+        return Err(ToolError::invalid("'cidr_allow' and 'cidr_deny' do not apply to p2p tunnels"));
+    }
 
     let p2p = protocol == "p2p" || secret.is_some() || peer_name.is_some() || peer_target.is_some();
     let pooled = group.is_some() || group_key.is_some() || health_check.is_some();
@@ -380,7 +400,7 @@ pub fn parse_tunnel_args(map: &JsonObject) -> Result<TunnelArgs, ToolError> {
                 TunnelKind::Plain { protocol: proto, subdomain }
             }
         };
-    Ok(TunnelArgs { token, local_port, local_host, region, kind, basic_auth })
+    Ok(TunnelArgs { token, local_port, local_host, region, kind, basic_auth, cidr_allow, cidr_deny })
 }
 
 // ---------------------------------------------------------------- outputs
@@ -725,6 +745,8 @@ peer_target \"{}\" and a free local_port. {P2P_LIFETIME_NOTE}",
         group,
         health_check,
         basic_auth: a.basic_auth.clone(),
+        cidr_allow: a.cidr_allow.clone(),
+        cidr_deny: a.cidr_deny.clone(),
     };
     let opened = server.tunnels().open(req, ctx.cancelled(), progress).await?;
     let pool = match &opened.group {
@@ -1101,6 +1123,12 @@ fn pool_config(a: &TunnelArgs, cfg: &crate::config::McpConfig) -> ConfigFileView
         t.push_str(&format!("group = {}\n", toml_str(g)));
         t.push_str("group_key = \"$RUSTUNNEL_GROUP_KEY\"\n");
     }
+    for (key, list) in [("cidr_allow", &a.cidr_allow), ("cidr_deny", &a.cidr_deny)] {
+        if !list.is_empty() {
+            let items: Vec<String> = list.iter().map(|s| toml_str(s)).collect();
+            t.push_str(&format!("{key} = [{}]\n", items.join(", ")));
+        }
+    }
     if let Some(login) = &a.basic_auth {
         // The pool's login, which every member must use; the password is left for the user.
         t.push_str(&format!("basic_auth = {}\n", toml_str(&format!("{}:<password>", login.user()))));
@@ -1253,7 +1281,19 @@ mod tests {
             "{}",
             f.contents
         );
+        let a = parse_tunnel_args(&args(json!({"local_port": 3000, "protocol": "tcp", "group": "pool",
+            "group_key": "k", "cidr_allow": ["10.0.0.0/8"], "cidr_deny": ["10.9.0.0/16"]})))
+        .unwrap();
+        let f = pool_config(&a, &cfg);
+        let t = &rustunnel_client::StartFile::parse(&f.contents).unwrap().tunnel_configs()[0];
+        assert_eq!(
+            (t.cidr_allow.as_slice(), t.cidr_deny.as_slice()),
+            (&["10.0.0.0/8".to_string()][..], &["10.9.0.0/16".to_string()][..])
+        );
         for v in [
+            json!({"local_port": 1, "protocol": "http", "cidr_allow": ["10.0.0.0/33"]}),
+            json!({"local_port": 1, "protocol": "http", "cidr_deny": "10.0.0.0/8"}),
+            json!({"local_port": 1, "protocol": "p2p", "secret": "s", "peer_name": "a", "cidr_allow": ["10.0.0.0/8"]}),
             json!({"local_port": 1, "protocol": "tcp", "basic_auth": "ana:correct horse"}),
             json!({"local_port": 1, "protocol": "p2p", "secret": "s", "peer_name": "a", "basic_auth": "ana:correct horse"}),
             json!({"local_port": 1, "protocol": "http", "basic_auth": "ana"}),

@@ -27,6 +27,7 @@ pub fn rfc3339(ms: i64) -> String {
 
 pub fn tunnel(shared: &Shared, t: &Tunnel) -> dto::Tunnel {
     let (bytes_in, bytes_out, requests, connections) = t.stats.get();
+    let (cidr_allow, cidr_deny) = t.access.ip_rules.lists();
     dto::Tunnel {
         id: t.id.clone(),
         name: t.name.clone(),
@@ -45,7 +46,9 @@ pub fn tunnel(shared: &Shared, t: &Tunnel) -> dto::Tunnel {
         requests,
         connections,
         status: "active".into(),
-        basic_auth: t.basic_auth.is_some(),
+        basic_auth: t.access.basic_auth.is_some(),
+        cidr_allow,
+        cidr_deny,
     }
 }
 

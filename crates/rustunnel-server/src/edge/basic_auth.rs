@@ -36,7 +36,7 @@ impl Verdict {
 
 /// Judges the values of a request's `Authorization` headers against what `tunnel` requires.
 pub fn check(shared: &Shared, tunnel: &Tunnel, peer: IpAddr, values: &[&[u8]]) -> Verdict {
-    let Some(want) = tunnel.basic_auth else { return Verdict::Pass };
+    let Some(want) = tunnel.access.basic_auth else { return Verdict::Pass };
     let now = Instant::now();
     if let Some(d) = shared.visitor_logins.blocked_for(peer, now) {
         return Verdict::Blocked(d);

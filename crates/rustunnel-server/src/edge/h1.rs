@@ -700,7 +700,11 @@ where
         RouteTo::ClientGone => return page(io, pages::bad_gateway(), page_close).await,
         RouteTo::NotFound => return page(io, pages::not_found(), page_close).await,
     };
-    if tunnel.basic_auth.is_some() {
+    if !tunnel.access.ip_rules.permits(v.peer.ip()) {
+        super::http::log_request(shared, v.peer, &tunnel, &head.method, &head.path, 403, started);
+        return page(io, pages::address_refused(), page_close).await;
+    }
+    if tunnel.access.basic_auth.is_some() {
         let given: Vec<&[u8]> = head.authorization_value().into_iter().collect();
         if let Some(p) = super::basic_auth::check(shared, &tunnel, v.peer.ip(), &given).page() {
             super::http::log_request(shared, v.peer, &tunnel, &head.method, &head.path, p.status.as_u16(), started);
@@ -719,7 +723,7 @@ where
     let in_hand = head.body.min(vb.pending().len() as u64) as usize;
     let mut request = head.out;
     // The tunnel's own login stays at the edge.
-    if let (Some(_), Some(line)) = (tunnel.basic_auth, head.authorization) {
+    if let (Some(_), Some(line)) = (tunnel.access.basic_auth, head.authorization) {
         request.drain(line);
     }
     request.extend_from_slice(&vb.pending()[..in_hand]);

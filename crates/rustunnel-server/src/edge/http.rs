@@ -318,7 +318,11 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
     };
     let method = req.method().clone();
     let path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
-    if tunnel.basic_auth.is_some() {
+    if !tunnel.access.ip_rules.permits(ctx.peer.ip()) {
+        log(&ctx, &tunnel, &method, &path, 403, started);
+        return page(pages::address_refused());
+    }
+    if tunnel.access.basic_auth.is_some() {
         let given: Vec<&[u8]> = req.headers().get_all(header::AUTHORIZATION).iter().map(|v| v.as_bytes()).collect();
         if let Some(p) = super::basic_auth::check(&ctx.shared, &tunnel, ctx.peer.ip(), &given).page() {
             log(&ctx, &tunnel, &method, &path, p.status.as_u16(), started);
@@ -342,7 +346,7 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
     // Client-supplied forwarding headers are replaced: only the L4 peer is trustworthy.
     h.remove(header::FORWARDED);
     // The tunnel's own login stays at the edge.
-    if tunnel.basic_auth.is_some() {
+    if tunnel.access.basic_auth.is_some() {
         h.remove(header::AUTHORIZATION);
     }
     let ip = HeaderValue::from_str(&ctx.peer.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"));

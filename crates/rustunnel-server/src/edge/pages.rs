@@ -63,6 +63,9 @@ pub fn page(status: StatusCode, title: &str, detail: &str) -> Page {
     Page { status, body: Bytes::from(body), extra: None }
 }
 
+pub fn address_refused() -> Page {
+    page(StatusCode::FORBIDDEN, "Access denied", "This tunnel does not accept visitors from your network address.")
+}
 pub fn unauthorized() -> Page {
     Page {
         extra: Some(("www-authenticate", "Basic realm=\"rustunnel\", charset=\"UTF-8\"".into())),

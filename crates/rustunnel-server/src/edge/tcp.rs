@@ -28,6 +28,10 @@ pub async fn run(listener: TcpListener, tunnel: Arc<Tunnel>, shared: Arc<Shared>
                 }
             },
         };
+        if !tunnel.access.ip_rules.permits(peer.ip()) {
+            refused(&tunnel, peer);
+            continue;
+        }
         let Ok(permit) = tunnel.concurrency.clone().try_acquire_owned() else {
             // Over the tunnel's cap: refuse this one connection only.
             continue;
@@ -70,6 +74,11 @@ pub async fn run_pool(
             tracing::debug!(pool = %key.name, "no healthy member; connection refused");
             continue;
         };
+        // Every member has the pool's rules.
+        if !tunnel.access.ip_rules.permits(peer.ip()) {
+            refused(&tunnel, peer);
+            continue;
+        }
         let Ok(permit) = tunnel.concurrency.clone().try_acquire_owned() else {
             continue;
         };
@@ -83,6 +92,11 @@ pub async fn run_pool(
             }
         });
     }
+}
+
+/// A visitor outside the tunnel's address rules: the connection is closed unanswered.
+fn refused(tunnel: &Tunnel, peer: std::net::SocketAddr) {
+    tracing::debug!(tunnel = %tunnel.id, %peer, "visitor address refused by the tunnel's rules");
 }
 
 async fn forward(mut visitor: TcpStream, peer: String, tunnel: &Tunnel) {

@@ -83,7 +83,7 @@ fn open(
     peer: SocketAddr,
     first: Vec<Bytes>,
 ) {
-    if peers.len() >= MAX_UDP_SESSIONS {
+    if peers.len() >= MAX_UDP_SESSIONS || !tunnel.access.ip_rules.permits(peer.ip()) {
         return;
     }
     let (tx, rx) = mpsc::channel(PEER_QUEUE);
