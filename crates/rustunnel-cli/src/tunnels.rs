@@ -71,6 +71,11 @@ pub struct OneTunnel {
     /// Refuse visitors from these networks, even inside --cidr-allow.
     #[arg(long, value_name = "CIDR", value_delimiter = ',')]
     pub cidr_deny: Vec<String>,
+    /// HTTP: the Host header the local service gets: `rewrite` (its own address, e.g.
+    /// localhost:3000, for dev servers that check it) or a host name. The public host stays in
+    /// X-Forwarded-Host.
+    #[arg(long, value_name = "rewrite|HOST")]
+    pub host_header: Option<String>,
     #[command(flatten)]
     pub pool: PoolArgs,
     #[command(flatten)]
@@ -212,6 +217,7 @@ pub async fn run_one(protocol: Protocol, a: OneTunnel) -> i32 {
     t.basic_auth = a.basic_auth.clone();
     t.cidr_allow = a.cidr_allow.clone();
     t.cidr_deny = a.cidr_deny.clone();
+    t.host_header = a.host_header.clone();
     if let Err(e) = IpRules::parse(&t.cidr_allow, &t.cidr_deny) {
         return fail(
             &mut printer,

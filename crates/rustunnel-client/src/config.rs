@@ -33,6 +33,9 @@ pub struct TunnelConfig {
     /// Visitor networks the tunnel accepts (none: any) and refuses; see [`IpRules`].
     pub cidr_allow: Vec<String>,
     pub cidr_deny: Vec<String>,
+    /// HTTP tunnels: the `Host` the local service gets; `rewrite`: its own address
+    /// ([`TunnelConfig::host_header_value`]).
+    pub host_header: Option<String>,
 }
 
 /// Pool membership: the pool's name and its shared key.
@@ -62,7 +65,19 @@ impl TunnelConfig {
             basic_auth: None,
             cidr_allow: Vec::new(),
             cidr_deny: Vec::new(),
+            host_header: None,
         }
+    }
+
+    /// The `Host` to ask the edge to send: `rewrite` is the local address (`localhost:3000`).
+    pub fn host_header_value(&self) -> Option<String> {
+        self.host_header.as_deref().map(|h| {
+            if h.eq_ignore_ascii_case("rewrite") {
+                self.local_addr()
+            } else {
+                h.to_string()
+            }
+        })
     }
 
     /// Makes this tunnel a member of pool `name` with the shared `key`.
@@ -91,6 +106,17 @@ impl TunnelConfig {
             a.checked().map_err(|e| format!("tunnel '{}': {e}", self.name))?;
         }
         IpRules::parse(&self.cidr_allow, &self.cidr_deny).map_err(|e| format!("tunnel '{}': {e}", self.name))?;
+        if let Some(h) = self.host_header_value() {
+            if self.protocol != Protocol::Http {
+                return Err(format!("tunnel '{}': host_header applies to http tunnels only", self.name));
+            }
+            if !rustunnel_proto::control::valid_host_header(&h) {
+                return Err(format!(
+                    "tunnel '{}': host_header must be `rewrite` or a host such as localhost:3000 (1-255 visible characters)",
+                    self.name
+                ));
+            }
+        }
         if let Some(h) = &self.health_check {
             h.validate().map_err(|e| format!("tunnel '{}': {e}", self.name))?;
             if matches!(h.kind, HealthKind::Http { .. }) && self.protocol == Protocol::Udp {
@@ -206,6 +232,8 @@ pub struct StartTunnel {
     pub cidr_allow: Vec<String>,
     #[serde(default)]
     pub cidr_deny: Vec<String>,
+    /// `rewrite` (the local address) or the `Host` the local service gets; http tunnels only.
+    pub host_header: Option<String>,
 }
 
 /// `[tunnels.<name>.health_check]`.
@@ -314,6 +342,7 @@ impl StartFile {
                 basic_auth: t.basic_auth.clone(),
                 cidr_allow: t.cidr_allow.clone(),
                 cidr_deny: t.cidr_deny.clone(),
+                host_header: t.host_header.clone(),
             })
             .collect()
     }
@@ -408,6 +437,18 @@ mod tests {
         assert_eq!(t.cidr_deny, ["10.9.0.0/16"]);
         let err = StartFile::parse(&format!("{base}cidr_allow = [\"10.0.0.0/33\"]")).unwrap_err();
         assert!(err.contains("'10.0.0.0/33' is not an IP address or network"), "{err}");
+    }
+
+    #[test]
+    fn host_header_rewrite_is_the_local_address() {
+        let base = "[tunnels.a]\nprotocol = \"http\"\nlocal_port = 3000\n";
+        let f = StartFile::parse(&format!("{base}host_header = \"rewrite\"")).unwrap();
+        assert_eq!(f.tunnel_configs()[0].host_header_value().as_deref(), Some("localhost:3000"));
+        let f = StartFile::parse(&format!("{base}host_header = \"app.test\"")).unwrap();
+        assert_eq!(f.tunnel_configs()[0].host_header_value().as_deref(), Some("app.test"));
+        assert!(StartFile::parse(&format!("{base}host_header = \"two words\"")).is_err());
+        let tcp = "[tunnels.a]\nprotocol = \"tcp\"\nlocal_port = 1\nhost_header = \"rewrite\"";
+        assert!(StartFile::parse(tcp).unwrap_err().contains("http tunnels only"));
     }
 
     #[test]

@@ -326,6 +326,7 @@ impl Runner {
                 basic_auth: t.basic_auth.clone(),
                 cidr_allow: t.cidr_allow.clone(),
                 cidr_deny: t.cidr_deny.clone(),
+                host_header: t.host_header_value(),
             };
             let req_id = i as u64 + 1;
             ws.send(Message::text(ClientMsg::OpenTunnel { req_id, spec }.encode()))

@@ -48,6 +48,8 @@ pub struct TunnelRequest {
     /// Visitor networks accepted (none: any) and refused.
     pub cidr_allow: Vec<String>,
     pub cidr_deny: Vec<String>,
+    /// HTTP: `rewrite` or the Host the local service gets.
+    pub host_header: Option<String>,
 }
 
 impl std::fmt::Debug for TunnelRequest {
@@ -63,6 +65,7 @@ impl std::fmt::Debug for TunnelRequest {
             .field("basic_auth", &self.basic_auth)
             .field("cidr_allow", &self.cidr_allow)
             .field("cidr_deny", &self.cidr_deny)
+            .field("host_header", &self.host_header)
             .finish()
     }
 }
@@ -86,6 +89,7 @@ impl TunnelRequest {
         t.basic_auth = self.basic_auth.clone();
         t.cidr_allow = self.cidr_allow.clone();
         t.cidr_deny = self.cidr_deny.clone();
+        t.host_header = self.host_header.clone();
         t
     }
 }
@@ -418,6 +422,7 @@ impl TunnelManager {
                 basic_auth: None,
                 cidr_allow: Vec::new(),
                 cidr_deny: Vec::new(),
+                host_header: None,
             };
             progress(format!("checking that something listens on {}", probe.local_addr())).await;
             Self::check_local(&probe).await?;

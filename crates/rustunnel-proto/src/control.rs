@@ -70,6 +70,15 @@ pub struct TunnelSpec {
     /// Visitor networks the tunnel refuses, whatever `cidr_allow` says.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cidr_deny: Vec<String>,
+    /// HTTP tunnels: the `Host` the local service gets instead of the public one (the public
+    /// one stays in `X-Forwarded-Host`); see [`valid_host_header`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_header: Option<String>,
+}
+
+/// Whether `v` can be sent as a `Host` header: 1-255 visible ASCII characters.
+pub fn valid_host_header(v: &str) -> bool {
+    !v.is_empty() && v.len() <= 255 && v.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// Membership of a load-balanced pool. Every member of a pool names the same group and
@@ -564,6 +573,7 @@ mod tests {
                     basic_auth: Some(crate::basic_auth::BasicAuth::parse("ana:correct horse").unwrap()),
                     cidr_allow: vec!["10.0.0.0/8".into()],
                     cidr_deny: vec!["10.9.0.0/16".into()],
+                    host_header: Some("localhost:3000".into()),
                 },
             },
             ClientMsg::CloseTunnel { tunnel_id: "x".into() },

@@ -199,6 +199,7 @@ impl Shared {
             return Err(OpenError::new(ErrorCode::BadRequest, "local address too long"));
         }
         let access = Access::from_spec(&spec).map_err(|e| OpenError::new(ErrorCode::BadRequest, e))?;
+        crate::tunnel::check_host_header(&spec).map_err(|e| OpenError::new(ErrorCode::BadRequest, e))?;
         if self.stop_accepting.is_cancelled() {
             return Err(OpenError::new(ErrorCode::ShuttingDown, "server is shutting down"));
         }

@@ -56,6 +56,19 @@ pub struct Tunnel {
     pub http_idle: crate::edge::IdlePool,
     /// Who may reach it.
     pub access: Access,
+    /// HTTP: the `Host` the local service gets instead of the public one (`--host-header`).
+    pub host_header: Option<String>,
+}
+
+/// Checks a request's `host_header` (the message says what is wrong).
+pub fn check_host_header(spec: &TunnelSpec) -> Result<(), String> {
+    match &spec.host_header {
+        Some(_) if spec.protocol != Protocol::Http => Err("host header applies to http tunnels only".into()),
+        Some(h) if !rustunnel_proto::control::valid_host_header(h) => {
+            Err("host header must be 1-255 visible ASCII characters, e.g. localhost:3000".into())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Who may reach a tunnel: the login its visitors must present and the addresses it accepts.
@@ -117,6 +130,7 @@ impl Tunnel {
             concurrency: Arc::new(Semaphore::new(max_concurrent)),
             http_idle: Default::default(),
             access,
+            host_header: spec.host_header.clone(),
         }
     }
 }

@@ -220,6 +220,7 @@ async fn basic_auth_is_checked_by_the_server_too() {
             basic_auth: Some(serde_json::from_value(serde_json::json!(creds)).unwrap()),
             cidr_allow: vec![],
             cidr_deny: vec![],
+            host_header: None,
         };
         ws.send(Message::text(ClientMsg::OpenTunnel { req_id: i as u64, spec }.encode())).await.unwrap();
         let answer = loop {

@@ -190,6 +190,52 @@ async fn streamed_response_arrives_before_request_ends() {
     assert!(duration_ms >= 300.0, "{duration_ms} ms");
 }
 
+/// `--host-header rewrite`: the local service gets its own address as `Host` on every path
+/// (lean HTTP/1.1, hyper's for chunked bodies, HTTP/2); the public host stays in
+/// `X-Forwarded-Host`. A fixed value is sent as given.
+#[tokio::test]
+async fn host_header_rewrite_reaches_the_local_service_on_every_path() {
+    let server = TestServer::start().await;
+    let app = http_app("app").await;
+    let mut rewritten = tunnel("a", Protocol::Http, app.port());
+    rewritten.subdomain = Some("rewritten".into());
+    rewritten.host_header = Some("rewrite".into());
+    let mut fixed = tunnel("b", Protocol::Http, app.port());
+    fixed.subdomain = Some("fixed".into());
+    fixed.host_header = Some("internal.test".into());
+    // A login too: its line and the Host line are both edited in one head.
+    fixed.basic_auth = Some(rustunnel_proto::basic_auth::BasicAuth::parse("ana:correct horse").unwrap());
+    let (_c, ready) = server.client(vec![rewritten, fixed]).await;
+    let local = format!("127.0.0.1:{}", app.port());
+    let (public_a, public_b) = (ready[0].host(), ready[1].host());
+    let text = |b: Bytes| String::from_utf8_lossy(&b).into_owned();
+
+    let mut conn = http1_conn(server.http_addr()).await;
+    let req = Request::get("/headers").header("host", &public_a).body(body("")).unwrap();
+    let seen = text(conn.send_request(req).await.unwrap().into_body().collect().await.unwrap().to_bytes());
+    assert!(seen.contains(&format!("\"host\":\"{local}\"")), "{seen}");
+    assert!(seen.contains(&format!("\"x-forwarded-host\":\"{public_a}\"")), "{seen}");
+    let chunks = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"x")))]);
+    let req =
+        Request::post("/headers").header("host", &public_a).body(BodyExt::boxed(StreamBody::new(chunks))).unwrap();
+    let seen = text(conn.send_request(req).await.unwrap().into_body().collect().await.unwrap().to_bytes());
+    assert!(seen.contains(&format!("\"host\":\"{local}\"")) && seen.contains("chunked"), "{seen}");
+
+    // A fresh connection: the chunked upload handed the one above over to hyper for good.
+    let mut conn = http1_conn(server.http_addr()).await;
+    let login = "Basic YW5hOmNvcnJlY3QgaG9yc2U="; // ana:correct horse
+    let req = Request::get("/headers").header("host", &public_b).header("authorization", login).body(body("")).unwrap();
+    let seen = text(conn.send_request(req).await.unwrap().into_body().collect().await.unwrap().to_bytes());
+    assert!(seen.contains("\"host\":\"internal.test\"") && !seen.contains("authorization"), "{seen}");
+    assert!(seen.contains(&format!("\"x-forwarded-host\":\"{public_b}\"")), "{seen}");
+
+    let https = server.https_addr();
+    let mut h2 = h2_conn(https, "rewritten.localhost").await;
+    let req = Request::get(format!("https://rewritten.localhost:{}/headers", https.port())).body(body("")).unwrap();
+    let seen = text(h2.send_request(req).await.unwrap().into_body().collect().await.unwrap().to_bytes());
+    assert!(seen.contains(&format!("\"host\":\"{local}\"")), "{seen}");
+}
+
 #[tokio::test]
 async fn http2_over_the_https_edge() {
     http2_requests(true).await;

@@ -791,6 +791,7 @@ async fn tunnel_open(server: McpServer, args: JsonObject, ctx: CallCtx) -> Resul
         basic_auth: None,
         cidr_allow: Vec::new(),
         cidr_deny: Vec::new(),
+        host_header: None,
     };
     let progress_ctx = ctx.clone();
     let opened = st

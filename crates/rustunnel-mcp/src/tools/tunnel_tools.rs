@@ -94,6 +94,10 @@ fn tunnel_props(for_info: bool) -> Vec<(&'static str, Value)> {
             json!({"type": "string", "description": "HTTP only: \"user:password\" (password 8-128 characters) every visitor must log in with (HTTP Basic); the edge checks it and does not pass it on to the local service."}),
         ),
         (
+            "host_header",
+            json!({"type": "string", "description": "HTTP only: the Host header the local service gets: \"rewrite\" (its own address, e.g. localhost:3000, for dev servers that reject other hosts) or a host name. The public host stays in X-Forwarded-Host."}),
+        ),
+        (
             "cidr_allow",
             json!({"type": "array", "items": {"type": "string"}, "maxItems": 64, "description": "http/tcp/udp: accept visitors only from these addresses or networks, e.g. [\"10.0.0.0/8\", \"203.0.113.7\"]. Judged on the visitor's own address."}),
         ),
@@ -137,6 +141,7 @@ const TUNNEL_ARGS: &[&str] = &[
     "basic_auth",
     "cidr_allow",
     "cidr_deny",
+    "host_header",
 ];
 
 fn create_tunnel_spec() -> ToolSpec {
@@ -251,6 +256,8 @@ pub struct TunnelArgs {
     /// Visitor networks accepted (none: any) and refused.
     pub cidr_allow: Vec<String>,
     pub cidr_deny: Vec<String>,
+    /// HTTP: `rewrite` or the Host the local service gets.
+    pub host_header: Option<String>,
 }
 
 /// What kind of tunnel was asked for.
@@ -330,6 +337,15 @@ pub fn parse_tunnel_args(map: &JsonObject) -> Result<TunnelArgs, ToolError> {
     let cidr_allow = a.opt_str_list("cidr_allow", MAX_RULES, 64)?;
     let cidr_deny = a.opt_str_list("cidr_deny", MAX_RULES, 64)?;
     IpRules::parse(&cidr_allow, &cidr_deny).map_err(|e| ToolError::invalid(e.to_string()))?;
+    let host_header = a.opt_str("host_header", 255)?;
+    if let Some(h) = &host_header {
+        if protocol != "http" {
+            return Err(ToolError::invalid("'host_header' applies to http tunnels only"));
+        }
+        if !rustunnel_proto::control::valid_host_header(h) {
+            return Err(ToolError::invalid("'host_header': \"rewrite\" or a host such as localhost:3000"));
+        }
+    }
     if protocol == "p2p" && !(cidr_allow.is_empty() && cidr_deny.is_empty()) {
         return Err(ToolError::invalid("'cidr_allow' and 'cidr_deny' do not apply to p2p tunnels"));
     }
@@ -400,7 +416,7 @@ pub fn parse_tunnel_args(map: &JsonObject) -> Result<TunnelArgs, ToolError> {
                 TunnelKind::Plain { protocol: proto, subdomain }
             }
         };
-    Ok(TunnelArgs { token, local_port, local_host, region, kind, basic_auth, cidr_allow, cidr_deny })
+    Ok(TunnelArgs { token, local_port, local_host, region, kind, basic_auth, cidr_allow, cidr_deny, host_header })
 }
 
 // ---------------------------------------------------------------- outputs
@@ -747,6 +763,7 @@ peer_target \"{}\" and a free local_port. {P2P_LIFETIME_NOTE}",
         basic_auth: a.basic_auth.clone(),
         cidr_allow: a.cidr_allow.clone(),
         cidr_deny: a.cidr_deny.clone(),
+        host_header: a.host_header.clone(),
     };
     let opened = server.tunnels().open(req, ctx.cancelled(), progress).await?;
     let pool = match &opened.group {
@@ -1290,7 +1307,12 @@ mod tests {
             (t.cidr_allow.as_slice(), t.cidr_deny.as_slice()),
             (&["10.0.0.0/8".to_string()][..], &["10.9.0.0/16".to_string()][..])
         );
+        let a = parse_tunnel_args(&args(json!({"local_port": 3000, "protocol": "http", "host_header": "rewrite"})))
+            .unwrap();
+        assert_eq!(a.host_header.as_deref(), Some("rewrite"));
         for v in [
+            json!({"local_port": 1, "protocol": "tcp", "host_header": "rewrite"}),
+            json!({"local_port": 1, "protocol": "http", "host_header": "two words"}),
             json!({"local_port": 1, "protocol": "http", "cidr_allow": ["10.0.0.0/33"]}),
             json!({"local_port": 1, "protocol": "http", "cidr_deny": "10.0.0.0/8"}),
             json!({"local_port": 1, "protocol": "p2p", "secret": "s", "peer_name": "a", "cidr_allow": ["10.0.0.0/8"]}),

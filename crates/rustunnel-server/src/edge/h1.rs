@@ -121,6 +121,8 @@ struct ReqHead {
     /// Where in `out` the request's one `Authorization` header line is (a tunnel with
     /// `--basic-auth` checks its value and takes the line out).
     authorization: Option<std::ops::Range<usize>>,
+    /// Where in `out` the `Host` header line is (`--host-header` replaces it).
+    host_line: std::ops::Range<usize>,
 }
 
 impl ReqHead {
@@ -231,13 +233,15 @@ fn parse_request(buf: &[u8], peer_ip: &str, scheme: &str) -> Parsed {
     for part in [method.as_bytes(), b" ", path.as_bytes(), b" HTTP/1.1\r\n"] {
         out.extend_from_slice(part);
     }
-    let mut authorization = None;
+    let (mut authorization, mut host_line) = (None, 0..0);
     for h in headers {
         if !dropped(h.name, headers) && !is_one_of(h.name, &FORWARDING) {
             let start = out.len();
             put_header(&mut out, h.name.as_bytes(), h.value);
             if h.name.eq_ignore_ascii_case("authorization") {
                 authorization = Some(start..out.len());
+            } else if h.name.eq_ignore_ascii_case("host") {
+                host_line = start..out.len();
             }
         }
     }
@@ -256,6 +260,7 @@ fn parse_request(buf: &[u8], peer_ip: &str, scheme: &str) -> Parsed {
         host_name: host_name(&host),
         out,
         authorization,
+        host_line,
     })
 }
 
@@ -682,6 +687,18 @@ async fn page<I: AsyncWrite + Unpin>(io: &mut I, p: Page, close: bool) -> bool {
     io.write_all(&p.h1(close)).await.is_ok() && io.flush().await.is_ok() && !close
 }
 
+/// Edits a rewritten request head for the tunnel: takes out the `login` line (the tunnel's own
+/// login stays at the edge) and puts the tunnel's `Host` in place of the visitor's. The later
+/// line is edited first, so the other's range stays right.
+fn edit_head(out: &mut Vec<u8>, login: Option<std::ops::Range<usize>>, host: Option<(std::ops::Range<usize>, &str)>) {
+    let mut edits: Vec<(std::ops::Range<usize>, Vec<u8>)> = login.into_iter().map(|r| (r, Vec::new())).collect();
+    edits.extend(host.map(|(r, h)| (r, format!("Host: {h}\r\n").into_bytes())));
+    edits.sort_by_key(|(r, _)| std::cmp::Reverse(r.start));
+    for (range, with) in edits {
+        out.splice(range, with);
+    }
+}
+
 /// Routes and forwards one request; whether the visitor's connection stays open.
 async fn forward<I>(io: &mut I, vb: &mut Window, head: ReqHead, close: bool, v: &Visitor<'_>) -> bool
 where
@@ -721,11 +738,9 @@ where
 
     // The head and the body bytes already read go in one write.
     let in_hand = head.body.min(vb.pending().len() as u64) as usize;
+    let login = head.authorization.filter(|_| tunnel.access.basic_auth.is_some());
     let mut request = head.out;
-    // The tunnel's own login stays at the edge.
-    if let (Some(_), Some(line)) = (tunnel.access.basic_auth, head.authorization) {
-        request.drain(line);
-    }
+    edit_head(&mut request, login, tunnel.host_header.as_deref().map(|h| (head.host_line, h)));
     request.extend_from_slice(&vb.pending()[..in_hand]);
     vb.consume(in_hand);
     let left = head.body - in_hand as u64;
@@ -831,6 +846,24 @@ mod tests {
         assert_eq!(lean("GET / HTTP/1.1\r\nHost: a.localhost\r\n\r\n").authorization_value(), None);
         // Two of them: hyper's path judges.
         assert!(handed_over("GET / HTTP/1.1\r\nHost: a.localhost\r\nAuthorization: a\r\nAuthorization: b\r\n\r\n"));
+    }
+
+    #[test]
+    fn the_login_line_goes_and_the_host_line_is_replaced_in_either_order() {
+        for req in [
+            "GET / HTTP/1.1\r\nHost: app.localhost:8080\r\nAccept: */*\r\nAuthorization: Basic eDp5\r\nX-A: 1\r\n\r\n",
+            "GET / HTTP/1.1\r\nAuthorization: Basic eDp5\r\nAccept: */*\r\nHost: app.localhost:8080\r\nX-A: 1\r\n\r\n",
+        ] {
+            let h = lean(req);
+            let mut out = h.out.clone();
+            edit_head(&mut out, h.authorization.clone(), Some((h.host_line.clone(), "localhost:3000")));
+            let text = String::from_utf8(out).unwrap();
+            let lines: Vec<&str> = text.split("\r\n").collect();
+            assert!(lines.contains(&"Host: localhost:3000") && lines.contains(&"Accept: */*"), "{text}");
+            assert!(lines.contains(&"X-A: 1") && lines.contains(&"x-forwarded-host: app.localhost:8080"), "{text}");
+            assert!(!text.contains("Authorization") && !text.contains("Host: app."), "{text}");
+            assert!(text.ends_with("\r\n\r\n"), "{text}");
+        }
     }
 
     #[test]

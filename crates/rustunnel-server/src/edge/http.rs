@@ -343,6 +343,10 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
         h.insert(header::HOST, v.clone());
         h.insert(HeaderName::from_static("x-forwarded-host"), v);
     }
+    // `--host-header`: the local service gets the Host it expects (checked when opened).
+    if let Some(v) = tunnel.host_header.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+        h.insert(header::HOST, v);
+    }
     // Client-supplied forwarding headers are replaced: only the L4 peer is trustworthy.
     h.remove(header::FORWARDED);
     // The tunnel's own login stays at the edge.
