@@ -53,9 +53,11 @@ pub fn check(shared: &Shared, tunnel: &Tunnel, peer: IpAddr, values: &[&[u8]]) -
 
 /// Whether `Basic <base64 of user:password>` carries the credentials whose digest is `want`.
 fn matches(value: &[u8], want: &[u8; 32]) -> bool {
-    let Some(b64) = value.strip_prefix(b"Basic ").or_else(|| value.strip_prefix(b"basic ")) else {
+    // The scheme name is case-insensitive (RFC 9110).
+    let Some((scheme, b64)) = value.split_at_checked(6) else { return false };
+    if !scheme.eq_ignore_ascii_case(b"basic ") {
         return false;
-    };
+    }
     // Within the longest acceptable credentials (64 + 1 + 128 characters of up to 4 bytes).
     if b64.len() > 1100 {
         return false;
@@ -75,6 +77,8 @@ mod tests {
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
         assert!(matches(format!("Basic {}", b64("ana:correct horse")).as_bytes(), &want));
         assert!(matches(format!("basic {}", b64("ana:correct horse")).as_bytes(), &want));
+        assert!(matches(format!("BASIC {}", b64("ana:correct horse")).as_bytes(), &want));
+        assert!(!matches(b"Basic", &want));
         for wrong in ["ana:correct hors", "Ana:correct horse", "ana:correct horse ", ""] {
             assert!(!matches(format!("Basic {}", b64(wrong)).as_bytes(), &want), "{wrong}");
         }
