@@ -51,6 +51,11 @@ impl ClientError {
         }
     }
 
+    /// A refusal as the server sent it (`rejected`, `p2p_error`).
+    pub fn rejected(code: ErrorCode, message: String, retry_after_ms: Option<u64>) -> Self {
+        ClientError::Rejected { code, message, retry_after: retry_after_ms.map(Duration::from_millis) }
+    }
+
     /// When the server said the same attempt can succeed (a rate limit's or a reservation's end).
     pub fn retry_after(&self) -> Option<Duration> {
         match self {

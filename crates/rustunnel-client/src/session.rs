@@ -88,11 +88,7 @@ pub(crate) async fn open_control(
                     return Err(ClientError::TokenRequired)
                 }
                 Ok(ServerMsg::Rejected { code, message, retry_after_ms }) => {
-                    return Err(ClientError::Rejected {
-                        code,
-                        message,
-                        retry_after: retry_after_ms.map(Duration::from_millis),
-                    })
+                    return Err(ClientError::rejected(code, message, retry_after_ms))
                 }
                 _ => return Err(ClientError::Protocol("unexpected first message from server".into())),
             },
@@ -523,7 +519,7 @@ impl Runner {
                         }
                         ServerMsg::Error { code, message } => tracing::warn!(?code, "server: {message}"),
                         ServerMsg::Rejected { code, message, retry_after_ms } => {
-                            break Err(ClientError::Rejected { code, message, retry_after: retry_after_ms.map(Duration::from_millis) })
+                            break Err(ClientError::rejected(code, message, retry_after_ms))
                         }
                         ServerMsg::Pong { .. } | ServerMsg::Welcome { .. } | ServerMsg::TunnelDrained { .. } | ServerMsg::Unknown => {}
                         // P2P runs its own sessions (crate::p2p); nothing to do here.

@@ -153,12 +153,8 @@ enum End {
     Lost(String),
 }
 
-fn p2p_error(code: ErrorCode, message: String, retry_after_ms: Option<u64>) -> ClientError {
-    ClientError::Rejected { code, message, retry_after: retry_after_ms.map(Duration::from_millis) }
-}
-
 fn wrong_secret(name: &str) -> ClientError {
-    p2p_error(ErrorCode::P2pWrongSecret, format!("wrong secret for '{name}'"), None)
+    ClientError::rejected(ErrorCode::P2pWrongSecret, format!("wrong secret for '{name}'"), None)
 }
 
 /// Runs a P2P publisher or visitor until cancelled or a fatal error.
@@ -519,7 +515,7 @@ async fn visitor_session(
             Some(Ok((pake, confirm, fingerprint, candidates)))
         }
         ServerMsg::P2pError { link_id, code, message, retry_after_ms, .. } if link_id == lid => {
-            Some(Err(p2p_error(code, message, retry_after_ms)))
+            Some(Err(ClientError::rejected(code, message, retry_after_ms)))
         }
         ServerMsg::P2pClosed { link_id, reason } if link_id == lid => Some(Err(ClientError::Lost(reason))),
         _ => None,
@@ -770,7 +766,7 @@ async fn publisher_session(
     wait_for(&mut ctl.ws, HANDSHAKE_TIMEOUT, |m| match m {
         ServerMsg::P2pPublished { name } if name == n2 => Some(Ok(())),
         ServerMsg::P2pError { link_id, code, message, retry_after_ms, .. } if link_id.is_empty() => {
-            Some(Err(p2p_error(code, message, retry_after_ms)))
+            Some(Err(ClientError::rejected(code, message, retry_after_ms)))
         }
         _ => None,
     })

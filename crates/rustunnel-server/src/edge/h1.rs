@@ -717,16 +717,10 @@ where
         RouteTo::ClientGone => return page(io, pages::bad_gateway(), page_close).await,
         RouteTo::NotFound => return page(io, pages::not_found(), page_close).await,
     };
-    if !tunnel.access.ip_rules.permits(v.peer.ip()) {
-        super::http::log_request(shared, v.peer, &tunnel, &head.method, &head.path, 403, started);
-        return page(io, pages::address_refused(), page_close).await;
-    }
-    if tunnel.access.basic_auth.is_some() {
-        let given: Vec<&[u8]> = head.authorization_value().into_iter().collect();
-        if let Some(p) = super::basic_auth::check(shared, &tunnel, v.peer.ip(), &given).page() {
-            super::http::log_request(shared, v.peer, &tunnel, &head.method, &head.path, p.status.as_u16(), started);
-            return page(io, p, page_close).await;
-        }
+    let given = || head.authorization_value().into_iter().collect();
+    if let Some(p) = super::access::refusal(shared, &tunnel, v.peer.ip(), given) {
+        super::http::log_request(shared, v.peer, &tunnel, &head.method, &head.path, p.status.as_u16(), started);
+        return page(io, p, page_close).await;
     }
     let Ok(_permit) = tunnel.concurrency.clone().try_acquire_owned() else {
         return page(io, pages::busy(), page_close).await;

@@ -318,16 +318,10 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
     };
     let method = req.method().clone();
     let path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
-    if !tunnel.access.ip_rules.permits(ctx.peer.ip()) {
-        log(&ctx, &tunnel, &method, &path, 403, started);
-        return page(pages::address_refused());
-    }
-    if tunnel.access.basic_auth.is_some() {
-        let given: Vec<&[u8]> = req.headers().get_all(header::AUTHORIZATION).iter().map(|v| v.as_bytes()).collect();
-        if let Some(p) = super::basic_auth::check(&ctx.shared, &tunnel, ctx.peer.ip(), &given).page() {
-            log(&ctx, &tunnel, &method, &path, p.status.as_u16(), started);
-            return page(p);
-        }
+    let given = || req.headers().get_all(header::AUTHORIZATION).iter().map(|v| v.as_bytes()).collect();
+    if let Some(p) = super::access::refusal(&ctx.shared, &tunnel, ctx.peer.ip(), given) {
+        log(&ctx, &tunnel, &method, &path, p.status.as_u16(), started);
+        return page(p);
     }
     let Ok(permit) = tunnel.concurrency.clone().try_acquire_owned() else {
         return page(pages::busy());

@@ -4,7 +4,7 @@
 //! - [`udp`]: one socket per UDP tunnel; one stream per remote address.
 //! - [`pages`]: the edge's own error pages.
 //! - `h1`: the lean HTTP/1.1 path most visitor requests take (the rest go to hyper).
-pub mod basic_auth;
+pub mod access;
 pub mod http;
 pub mod pages;
 pub mod tcp;

@@ -1,6 +1,7 @@
-//! HTTP Basic credentials at the edge, for tunnels opened with `--basic-auth`: checked before
-//! anything reaches the tunnel, compared as SHA-256 digests in constant time, the header not
-//! passed on, and wrong guesses limited per visitor address.
+//! Who may reach an HTTP tunnel, judged at the edge before anything reaches it, on every path a
+//! request takes: the tunnel's address rules (`--cidr-allow`, `--cidr-deny`) on the visitor's
+//! L4 address, then its HTTP Basic login (`--basic-auth`), compared as SHA-256 digests in
+//! constant time, the header not passed on, and wrong guesses limited per visitor address.
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -34,16 +35,31 @@ impl Verdict {
     }
 }
 
-/// Judges the values of a request's `Authorization` headers against what `tunnel` requires.
-pub fn check(shared: &Shared, tunnel: &Tunnel, peer: IpAddr, values: &[&[u8]]) -> Verdict {
-    let Some(want) = tunnel.access.basic_auth else { return Verdict::Pass };
+/// The page to answer a request with when the visitor at `peer` may not reach `tunnel`: outside
+/// its address rules, or without its login (`authorization`: the values of the request's
+/// `Authorization` headers, read only for a tunnel with a login).
+pub fn refusal<'a>(
+    shared: &Shared,
+    tunnel: &Tunnel,
+    peer: IpAddr,
+    authorization: impl FnOnce() -> Vec<&'a [u8]>,
+) -> Option<Page> {
+    if !tunnel.access.ip_rules.permits(peer) {
+        return Some(pages::address_refused());
+    }
+    let want = tunnel.access.basic_auth?;
+    check(shared, &want, peer, &authorization()).page()
+}
+
+/// Judges the values of a request's `Authorization` headers against the login digest `want`.
+fn check(shared: &Shared, want: &[u8; 32], peer: IpAddr, values: &[&[u8]]) -> Verdict {
     let now = Instant::now();
     if let Some(d) = shared.visitor_logins.blocked_for(peer, now) {
         return Verdict::Blocked(d);
     }
     match values {
         [] => Verdict::Challenge,
-        [one] if matches(one, &want) => Verdict::Pass,
+        [one] if matches(one, want) => Verdict::Pass,
         _ => {
             shared.visitor_logins.record_failure(peer, now);
             Verdict::Challenge
