@@ -152,9 +152,10 @@ fn out_of_file_descriptors_the_server_backs_off_and_recovers() {
         .args(["-c", "ulimit -n 64 && exec \"$0\" \"$@\"", BIN, "--dev"])
         .args(loopback_flags(dir.path()))
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
         .spawn()
         .unwrap();
+    let log = || std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
     let mut http = None;
     for line in BufReader::new(child.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
@@ -175,7 +176,7 @@ fn out_of_file_descriptors_the_server_backs_off_and_recovers() {
     let used = cpu_ticks(child.id()) - before;
     // Clock ticks are 1/100 s: 2 s of a spinning accept loop would be ~200.
     assert!(used < 40, "{used} ticks in 2 s while out of descriptors: the accept loop spins");
-    assert!(child.try_wait().unwrap().is_none(), "the server died");
+    assert!(child.try_wait().unwrap().is_none(), "the server died; its log:\n{}", log());
     drop(held);
     // Descriptors come back as the dropped connections are seen closed: the edge answers again.
     let started = Instant::now();
