@@ -232,35 +232,44 @@ async fn async_main() -> anyhow::Result<()> {
     }
 }
 
+/// A line of the start-up banner on stdout. A closed stdout (`| head`, a supervisor that does
+/// not read it) must not stop a running server, so write errors are ignored.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = Config::from_file_config(args.file_config()?)?;
     let dev = config.dev;
     let mut signals = ShutdownSignals::install();
     let handle = ServerHandle::spawn(config.clone()).await?;
     let domain = &config.domain;
-    println!("rustunnel-server {} ready", env!("CARGO_PKG_VERSION"));
-    println!("  control plane   wss://{}:{}", domain, handle.control_addr().port());
+    say!("rustunnel-server {} ready", env!("CARGO_PKG_VERSION"));
+    say!("  control plane   wss://{}:{}", domain, handle.control_addr().port());
     if let Some(a) = handle.api_addr() {
-        println!("  management API  http://{}:{}", domain, a.port());
+        say!("  management API  http://{}:{}", domain, a.port());
     }
     if let Some(a) = handle.http_addr() {
-        println!("  HTTP edge       http://<name>.{}:{}", domain, a.port());
+        say!("  HTTP edge       http://<name>.{}:{}", domain, a.port());
     }
     if let Some(a) = handle.https_addr() {
-        println!("  HTTPS edge      https://<name>.{}:{}", domain, a.port());
+        say!("  HTTPS edge      https://<name>.{}:{}", domain, a.port());
     }
-    println!("  TCP ports       {}-{}", config.tcp_ports.start(), config.tcp_ports.end());
-    println!("  UDP ports       {}-{}", config.udp_ports.start(), config.udp_ports.end());
-    println!("  data directory  {}", config.data_dir.display());
+    say!("  TCP ports       {}-{}", config.tcp_ports.start(), config.tcp_ports.end());
+    say!("  UDP ports       {}-{}", config.udp_ports.start(), config.udp_ports.end());
+    say!("  data directory  {}", config.data_dir.display());
     if dev {
-        println!(
+        say!(
             "  certificate     {} (private CA: clients need --ca with it, or --insecure)",
             handle.cert_path().display()
         );
-        println!("  admin token     {}", handle.admin_token());
-        println!("                  (saved in {})", config.data_dir.join("admin-token").display());
+        say!("  admin token     {}", handle.admin_token());
+        say!("                  (saved in {})", config.data_dir.join("admin-token").display());
         if config.allow_anonymous {
-            println!("  loopback dev server: clients may connect without a token");
+            say!("  loopback dev server: clients may connect without a token");
         }
     }
     signals.recv().await;

@@ -139,6 +139,25 @@ fn cpu_ticks(pid: u32) -> u64 {
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
+/// A server whose stdout nobody reads (closed at once, as `| head -1` or a supervisor would)
+/// keeps running: the banner's write errors are not fatal.
+#[test]
+fn a_closed_stdout_does_not_stop_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--dev")
+        .args(loopback_flags(dir.path()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(child.try_wait().unwrap().is_none(), "the server died when its stdout closed");
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let _ = child.wait();
+}
+
 /// Out of file descriptors (SECURITY.md): the accept loop backs off instead of spinning on
 /// EMFILE, nothing crashes, and the edge serves again once descriptors are free.
 #[cfg(target_os = "linux")]
