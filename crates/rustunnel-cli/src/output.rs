@@ -67,6 +67,13 @@ impl Outage {
     }
 }
 
+/// A line to stderr; a closed stderr is not a reason to stop (`eprintln!` would panic).
+macro_rules! to_stderr {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// `700 ms`, `63 s`: delays as people read them.
 fn human_ms(ms: u64) -> String {
     if ms < 10_000 {
@@ -173,7 +180,7 @@ impl Printer {
                     ReconnectLine::Quiet => return,
                 };
                 let _ = out.flush();
-                eprintln!("  {text}");
+                to_stderr!("  {text}");
             }
             Event::Reconnected { name, public_url, .. } => {
                 let _ = writeln!(out, "  {name:<12} back online at {public_url}");
@@ -183,7 +190,7 @@ impl Printer {
             }
             Event::ServerShutdown { message } => {
                 let _ = out.flush();
-                eprintln!("  server: {message}");
+                to_stderr!("  server: {message}");
             }
             Event::Health { name, healthy: true, .. } => {
                 let _ = writeln!(out, "  {name:<12} healthy again: back in the pool");
@@ -193,7 +200,7 @@ impl Printer {
             }
             Event::Draining { names } => {
                 let _ = out.flush();
-                eprintln!("  leaving the pool gracefully ({}); finishing in-flight requests", names.join(", "));
+                to_stderr!("  leaving the pool gracefully ({}); finishing in-flight requests", names.join(", "));
             }
             Event::P2pReady { role, name, protocol, mode, local_addr } => {
                 if !self.header_printed {
@@ -221,7 +228,7 @@ impl Printer {
                     return;
                 }
                 let _ = out.flush();
-                eprintln!("  error: {message}\n  hint: {hint}");
+                to_stderr!("  error: {message}\n  hint: {hint}");
             }
         }
     }

@@ -696,3 +696,38 @@ async fn p2p_with_no_reconnect_exits_when_the_server_goes_away() {
         assert_eq!(last["fatal"], true, "{who}");
     }
 }
+
+/// A client whose stdout and stderr nobody reads (closed at once, as `| head -1` or a
+/// supervisor would) keeps its tunnel up: writes to the closed console are not fatal, neither
+/// the request log (stdout) nor the server's shutdown notice (stderr).
+#[tokio::test]
+async fn a_closed_console_does_not_stop_the_client() {
+    let server = start_server(true).await;
+    let app = http_app("quiet").await;
+    let control = format!("127.0.0.1:{}", server.control);
+    let mut c =
+        client(&["http", &app.port().to_string(), "--server", &control, "--insecure", "--subdomain", "quiet"]).await;
+    drop(c.lines);
+    drop(c.child.stderr.take());
+    let edge = ([127, 0, 0, 1], server.http).into();
+    let host = format!("quiet.localhost:{}", server.http);
+    let mut served = 0;
+    for _ in 0..200 {
+        if get(edge, &host, "/").await.0 == StatusCode::OK {
+            served += 1;
+            if served == 20 {
+                break;
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(served, 20, "the tunnel never served 20 requests");
+    // Each request was logged to the closed stdout; give the client time to write them.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(c.child.try_wait().unwrap().is_none(), "the client died writing to a closed stdout");
+    // A graceful stop: the client tells its (closed) stderr and starts reconnecting.
+    kill_server(server, "-TERM").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(c.child.try_wait().unwrap().is_none(), "the client died writing to a closed stderr");
+}
