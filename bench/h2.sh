@@ -39,21 +39,9 @@ for b in "$@"; do
   fi
 done
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/common.sh
 app=$(port)
-cat > "$work/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$app; location / { default_type text/plain; return 200 "hello from nginx\n"; } }
-}
-EOF
-nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
+start_nginx "$work" "$app" "hello from nginx"
 
 # One measurement: start a server and a client of build $1, run h2load with $2 connections,
 # $3 streams each, $4 requests; prints the requests per second and the time taken.

@@ -14,22 +14,10 @@ work=$(mktemp -d)
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/common.sh
 
 app=$(port)
-cat >"$work/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$app; location / { default_type text/plain; return 200 "hello\n"; } }
-}
-EOF
-nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
+start_nginx "$work" "$app" hello
 
 # measure NAME SERVER_PID CLIENT_PID URL [HOST]: one wrk run with perf stat on both processes.
 measure() {

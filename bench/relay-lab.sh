@@ -10,7 +10,7 @@ secs="${2:-4}"
 command -v iperf3 >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3 >/dev/null; }
 cargo build --release --locked -p rustunnel-proto --example splice_relay
 relay="${CARGO_TARGET_DIR:-target}/release/examples/splice_relay"
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/common.sh
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 srv=$(port)

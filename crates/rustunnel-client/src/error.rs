@@ -118,7 +118,7 @@ impl ClientError {
             }
             ClientError::Rejected { code: ErrorCode::VersionMismatch, message, .. } => message.clone(),
             ClientError::Rejected { code: ErrorCode::RateLimited, retry_after, .. } => {
-                let wait = retry_after.map_or("a minute".into(), |d| format!("{} s", (d.as_millis() as u64).div_ceil(1000).max(1)));
+                let wait = retry_after.map_or("a minute".into(), |d| format!("{} s", rustunnel_proto::limits::whole_secs(d).max(1)));
                 format!("too many failed logins from this address: wait {wait} (the client does, unless --no-reconnect) and check for clients with a wrong token behind the same address")
             },
             ClientError::Rejected { code: ErrorCode::P2pWrongSecret, .. } => {

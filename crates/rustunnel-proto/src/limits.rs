@@ -20,3 +20,22 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
 /// A peer silent for this many heartbeat intervals is considered gone.
 pub const HEARTBEAT_MISSES: u32 = 3;
+
+/// A wait as whole seconds for people and `Retry-After`, rounded up (0.3 s left is "1 s",
+/// not "0 s", so a retry at that time is never early).
+pub fn whole_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_secs_rounds_up_so_a_retry_is_never_early() {
+        assert_eq!(whole_secs(Duration::ZERO), 0);
+        assert_eq!(whole_secs(Duration::from_millis(300)), 1);
+        assert_eq!(whole_secs(Duration::from_secs(5)), 5);
+        assert_eq!(whole_secs(Duration::from_millis(5001)), 6);
+    }
+}

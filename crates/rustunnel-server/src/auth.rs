@@ -30,7 +30,7 @@ pub struct Principal {
 pub enum AuthError {
     #[error("authentication failed: token rejected by the server")]
     Rejected,
-    #[error("too many failed authentication attempts from this address; try again in {} s", crate::registry::secs_left(*retry_after))]
+    #[error("too many failed authentication attempts from this address; try again in {} s", rustunnel_proto::limits::whole_secs(*retry_after))]
     RateLimited {
         /// Until the address's block ends.
         retry_after: Duration,

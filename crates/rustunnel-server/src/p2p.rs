@@ -226,7 +226,7 @@ impl Rendezvous {
                     ErrorCode::RateLimited,
                     format!(
                         "too many P2P links waiting for their secret proof; retry in {} s",
-                        wait.as_secs_f64().ceil()
+                        rustunnel_proto::limits::whole_secs(wait)
                     ),
                 )
             });

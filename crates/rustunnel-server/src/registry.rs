@@ -17,6 +17,7 @@ use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+use rustunnel_proto::limits::whole_secs;
 use rustunnel_proto::names::{validate_subdomain, SubdomainError};
 
 use crate::store::{ClaimChange, ClaimRecord};
@@ -130,11 +131,6 @@ impl Holder {
     }
 }
 
-/// Whole seconds left, rounded up (a reservation with 0.3 s left is "1 s", not "0 s").
-pub(crate) fn secs_left(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
-}
-
 pub struct Registry {
     grace: Duration,
     subdomains: HashMap<String, Holder>,
@@ -181,7 +177,7 @@ impl Registry {
                 match self.subdomains.get(r).and_then(|h| h.blocks(owner, now)) {
                     Some(Block::InUse) => return Err(ClaimError::SubdomainTaken(r.to_string())),
                     Some(Block::Reserved(left)) => {
-                        return Err(ClaimError::SubdomainReserved { name: r.to_string(), secs: secs_left(left) })
+                        return Err(ClaimError::SubdomainReserved { name: r.to_string(), secs: whole_secs(left) })
                     }
                     None => {}
                 }
@@ -231,7 +227,7 @@ impl Registry {
         }
         match self.ports.get(&(kind, port)).and_then(|h| h.blocks(owner, now)) {
             Some(Block::InUse) => return Err(ClaimError::PortTaken(port)),
-            Some(Block::Reserved(left)) => return Err(ClaimError::PortReserved { port, secs: secs_left(left) }),
+            Some(Block::Reserved(left)) => return Err(ClaimError::PortReserved { port, secs: whole_secs(left) }),
             None => {}
         }
         self.ports.insert(

@@ -72,7 +72,7 @@ impl From<AuthError> for ApiError {
             AuthError::Rejected => ApiError::unauthorized(),
             AuthError::RateLimited { retry_after } => ApiError {
                 // Whole seconds, rounded up: a client that waits this long is let in.
-                retry_after_secs: Some(crate::registry::secs_left(retry_after)),
+                retry_after_secs: Some(rustunnel_proto::limits::whole_secs(retry_after)),
                 ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", e.to_string())
             },
             AuthError::Store(s) => ApiError::internal(&s),

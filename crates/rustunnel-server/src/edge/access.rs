@@ -30,7 +30,7 @@ impl Verdict {
         match self {
             Verdict::Pass => None,
             Verdict::Challenge => Some(pages::unauthorized()),
-            Verdict::Blocked(d) => Some(pages::too_many_logins(crate::registry::secs_left(*d))),
+            Verdict::Blocked(d) => Some(pages::too_many_logins(rustunnel_proto::limits::whole_secs(*d))),
         }
     }
 }
