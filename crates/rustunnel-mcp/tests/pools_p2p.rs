@@ -103,6 +103,7 @@ async fn an_agent_can_put_a_login_and_address_rules_on_its_tunnel() {
     let created = ok(&call(&client, "create_tunnel", args).await);
     let url = created["public_url"].as_str().unwrap();
     assert_eq!(get(server.http_addr(), &url_host(url), "/").await.0, 403);
+    connection_info_keeps_the_protection(&client).await;
     for (bad, why) in [
         (json!({"local_port": 1, "protocol": "http", "cidr_allow": ["nonsense"]}), "not an IP address"),
         (json!({"local_port": 1, "protocol": "tcp", "basic_auth": "agent:a long password"}), "http tunnels only"),
@@ -112,6 +113,58 @@ async fn an_agent_can_put_a_login_and_address_rules_on_its_tunnel() {
         assert!(msg.contains(why), "{msg}");
     }
     client.cancel().await.unwrap();
+}
+
+/// The command and config file get_connection_info offers carry the login, the address rules
+/// and the Host header (the password stays in the environment): run through a shell they give
+/// the CLI exactly what the agent asked for, not a tunnel open to everyone.
+async fn connection_info_keeps_the_protection(client: &Client) {
+    let password = r#"a 'long' "pass" $word\"#;
+    let access = json!({"local_port": 3000, "protocol": "http", "basic_auth": format!("agent:{password}"),
+        "cidr_allow": ["10.0.0.0/8", "192.168.0.0/16"], "cidr_deny": ["10.9.0.0/16"], "host_header": "rewrite"});
+    let shell = |script: &str, dir: &std::path::Path| {
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir)
+            .env("RUSTUNNEL_BASIC_AUTH_PASSWORD", password)
+            .env("RUSTUNNEL_GROUP_KEY", "the-group-key")
+            .env("RUSTUNNEL_TOKEN", "tok")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let info = ok(&call(client, "get_connection_info", access.clone()).await);
+    assert!(!info.to_string().contains("long"), "password echoed: {info}");
+    assert_eq!(info["secret_env"], "RUSTUNNEL_BASIC_AUTH_PASSWORD");
+    let cmd = info["command"].as_str().unwrap();
+    let argv = shell(&format!("set -- {cmd}; printf '%s\\n' \"$@\""), dir.path());
+    let argv: Vec<&str> = argv.lines().collect();
+    let after = |flag: &str| argv.iter().position(|a| *a == flag).map(|i| argv[i + 1]);
+    assert_eq!(after("--basic-auth"), Some(format!("agent:{password}").as_str()), "{cmd}");
+    assert_eq!(after("--cidr-allow"), Some("10.0.0.0/8,192.168.0.0/16"), "{cmd}");
+    assert_eq!(after("--cidr-deny"), Some("10.9.0.0/16"), "{cmd}");
+    assert_eq!(after("--host-header"), Some("rewrite"), "{cmd}");
+
+    // A pool member: config_command writes a file holding all of it.
+    let mut pooled = access;
+    pooled["group"] = json!("private");
+    pooled["group_key"] = json!("the-group-key");
+    let info = ok(&call(client, "get_connection_info", pooled).await);
+    assert!(!info.to_string().contains("long"), "password echoed: {info}");
+    let script = info["config_command"].as_str().expect("a config command");
+    let write = script.lines().filter(|l| !l.starts_with("rustunnel start")).collect::<Vec<_>>().join("\n");
+    shell(&write, dir.path());
+    let path = dir.path().join(info["config_file"]["path"].as_str().unwrap());
+    let file = rustunnel_client::StartFile::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let t = &file.tunnel_configs()[0];
+    assert_eq!(t.basic_auth.as_ref().map(|b| b.as_str()), Some(format!("agent:{password}").as_str()));
+    assert_eq!(t.cidr_allow, ["10.0.0.0/8", "192.168.0.0/16"]);
+    assert_eq!(t.cidr_deny, ["10.9.0.0/16"]);
+    assert_eq!(t.host_header.as_deref(), Some("rewrite"));
+    assert_eq!(t.group.as_ref().map(|g| g.key.as_str()), Some("the-group-key"));
 }
 
 #[tokio::test]

@@ -619,7 +619,8 @@ pub struct ConnectionInfo {
     /// taken from $RUSTUNNEL_GROUP_KEY, then the command that runs it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config_command: Option<String>,
-    /// Environment variable holding the secret or group key the command uses, if any.
+    /// Environment variable holding the secret the command uses (P2P secret, visitors'
+    /// password or group key), if any; when it uses two, the notes name the other.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret_env: Option<String>,
     /// Things to know before running it.
@@ -981,6 +982,14 @@ async fn get_connection_info(server: McpServer, args: JsonObject, _ctx: CallCtx)
             if let Some(s) = subdomain {
                 cmd.extend(["--subdomain".into(), shell_quote(s)]);
             }
+            cmd.extend(access_flags(&a));
+            if let Some(login) = &a.basic_auth {
+                secret_env = Some(PASSWORD_ENV.to_string());
+                notes.push(format!(
+                    "Set {PASSWORD_ENV} to the visitors' password (user {}); the command reads it from there. While the command runs, the password shows in the process list; a config file (rustunnel start) keeps it out.",
+                    shell_quote(login.user())
+                ));
+            }
             if let TunnelKind::Pooled { group, health_check, .. } = &a.kind {
                 if let Some(g) = group {
                     cmd.extend([
@@ -989,7 +998,7 @@ async fn get_connection_info(server: McpServer, args: JsonObject, _ctx: CallCtx)
                         "--group-key".into(),
                         "\"$RUSTUNNEL_GROUP_KEY\"".into(),
                     ]);
-                    secret_env = Some("RUSTUNNEL_GROUP_KEY".to_string());
+                    secret_env.get_or_insert_with(|| "RUSTUNNEL_GROUP_KEY".to_string());
                     notes.push(
                         "Set RUSTUNNEL_GROUP_KEY to the pool's shared key; every member must use the same one.".into(),
                     );
@@ -1000,7 +1009,7 @@ async fn get_connection_info(server: McpServer, args: JsonObject, _ctx: CallCtx)
                 let file = pool_config(&a, cfg);
                 // The heredoc is unquoted so the shell fills in $RUSTUNNEL_GROUP_KEY; any other
                 // shell-active character would be expanded too, so then no command is offered.
-                let rest = file.contents.replace("$RUSTUNNEL_GROUP_KEY", "");
+                let rest = file.contents.replace("$RUSTUNNEL_GROUP_KEY", "").replace(&format!("${PASSWORD_ENV}"), "");
                 if !rest.contains(['$', '`', '\\']) {
                     config_command = Some(format!(
                         "cat > {path} <<EOF\n{contents}EOF\nrustunnel start --config {path}",
@@ -1008,8 +1017,13 @@ async fn get_connection_info(server: McpServer, args: JsonObject, _ctx: CallCtx)
                         contents = file.contents
                     ));
                 }
+                let vars = if a.basic_auth.is_some() {
+                    format!("$RUSTUNNEL_GROUP_KEY and ${PASSWORD_ENV}")
+                } else {
+                    "$RUSTUNNEL_GROUP_KEY".to_string()
+                };
                 notes.push(format!(
-                    "Alternatively write config_file (config_command does it, filling in $RUSTUNNEL_GROUP_KEY) and run `rustunnel start --config {}`; put several members' [tunnels.*] sections in one file to run them in one client.",
+                    "Alternatively write config_file (config_command does it, filling in {vars}; by hand, replace them with the values) and run `rustunnel start --config {}`; put several members' [tunnels.*] sections in one file to run them in one client.",
                     file.path
                 ));
                 config_file = Some(file);
@@ -1065,6 +1079,28 @@ async fn get_connection_info(server: McpServer, args: JsonObject, _ctx: CallCtx)
         secret_env,
         notes,
     })
+}
+
+/// Environment variable the offered command and config file read the visitors' password from.
+const PASSWORD_ENV: &str = "RUSTUNNEL_BASIC_AUTH_PASSWORD";
+
+/// `rustunnel http|tcp|udp` flags for who may reach the tunnel and the Host header, one-to-one
+/// with the tool's fields: a command that dropped them would publish the service to everyone.
+/// The password is not written: the shell takes it from [`PASSWORD_ENV`].
+fn access_flags(a: &TunnelArgs) -> Vec<String> {
+    let mut v = Vec::new();
+    if let Some(login) = &a.basic_auth {
+        v.extend(["--basic-auth".into(), format!("{}\":${PASSWORD_ENV}\"", shell_quote(login.user()))]);
+    }
+    for (flag, list) in [("--cidr-allow", &a.cidr_allow), ("--cidr-deny", &a.cidr_deny)] {
+        if !list.is_empty() {
+            v.extend([flag.into(), shell_quote(&list.join(","))]);
+        }
+    }
+    if let Some(h) = &a.host_header {
+        v.extend(["--host-header".into(), shell_quote(h)]);
+    }
+    v
 }
 
 /// `rustunnel http|tcp` flags for a health check, one-to-one with the tool's fields.
@@ -1147,8 +1183,13 @@ fn pool_config(a: &TunnelArgs, cfg: &crate::config::McpConfig) -> ConfigFileView
         }
     }
     if let Some(login) = &a.basic_auth {
-        // The pool's login, which every member must use; the password is left for the user.
-        t.push_str(&format!("basic_auth = {}\n", toml_str(&format!("{}:<password>", login.user()))));
+        // The pool's login, which every member must use. The password comes from the
+        // environment through config_command's heredoc; a TOML literal string takes it as it is
+        // (quotes and backslashes included).
+        t.push_str(&format!("basic_auth = '''{}:${PASSWORD_ENV}'''\n", login.user()));
+    }
+    if let Some(h) = &a.host_header {
+        t.push_str(&format!("host_header = {}\n", toml_str(h)));
     }
     if let Some(h) = health_check {
         t.push_str(&format!("\n[tunnels.{name}.health_check]\n"));
@@ -1290,11 +1331,12 @@ mod tests {
         .unwrap();
         assert_eq!(a.basic_auth.as_ref().map(|b| b.as_str()), Some("ana:correct horse"));
         assert!(!format!("{a:?}").contains("correct horse"));
-        // The pool's config file names the user and leaves the password to fill in.
+        // The pool's config file names the user; the password comes from the environment.
         let cfg = crate::config::McpConfig::new("127.0.0.1:4040", "http://127.0.0.1:4041", true, None);
         let f = pool_config(&a, &cfg);
         assert!(
-            f.contents.contains("basic_auth = \"ana:<password>\"") && !f.contents.contains("horse"),
+            f.contents.contains("basic_auth = '''ana:$RUSTUNNEL_BASIC_AUTH_PASSWORD'''")
+                && !f.contents.contains("horse"),
             "{}",
             f.contents
         );
