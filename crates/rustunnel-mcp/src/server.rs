@@ -173,9 +173,16 @@ impl McpServer {
     where
         T: Transport<RoleServer> + 'static,
     {
+        self.serve_lenient(Lenient::new(transport), stop).await
+    }
+
+    async fn serve_lenient<T>(self, transport: Lenient<T>, stop: CancellationToken) -> Result<(), ServeError>
+    where
+        T: Transport<RoleServer> + 'static,
+    {
         let result = async {
             let running = tokio::select! {
-                r = self.clone().serve(Lenient::new(transport)) => match r {
+                r = self.clone().serve(transport) => match r {
                     Ok(running) => running,
                     // The client went away before starting a session: nothing to report.
                     Err(rmcp::service::ServerInitializeError::ConnectionClosed(_)) => return Ok(()),
@@ -200,12 +207,18 @@ impl McpServer {
         result
     }
 
-    /// Serves on this process's stdin/stdout.
+    /// Serves on this process's stdin/stdout. Lines that are not JSON are answered with a
+    /// JSON-RPC parse error ([`crate::transport::filter_lines`]).
     pub async fn serve_stdio(self, stop: CancellationToken) -> Result<(), ServeError> {
         let (stdin, stdout) = rmcp::transport::stdio();
+        let (to_rmcp, from_filter) = tokio::io::duplex(64 * 1024);
+        let (filter, parse_errors) = crate::transport::filter_lines(stdin, to_rmcp);
+        let filter = tokio::spawn(filter);
         let transport =
-            rmcp::transport::IntoTransport::<RoleServer, std::io::Error, _>::into_transport((stdin, stdout));
-        self.serve_transport(transport, stop).await
+            rmcp::transport::IntoTransport::<RoleServer, std::io::Error, _>::into_transport((from_filter, stdout));
+        let r = self.serve_lenient(Lenient::new(transport).with_parse_errors(parse_errors), stop).await;
+        filter.abort();
+        r
     }
 }
 

@@ -307,8 +307,15 @@ async fn raw_lines_discover_then_initialize_garbage_and_stdin_close() {
     raw.send_line("{\"truncated\": ").await;
     raw.send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await; // before init
     raw.send(json!({"hello": "world"})).await; // JSON, wrong shape
-    let m = raw.recv().await;
-    assert_eq!(m["error"]["code"], -32600, "wrong shape gets an Invalid Request reply: {m}");
+                                               // Not JSON: a Parse error each (JSON-RPC 2.0: id null); wrong shape: Invalid Request.
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        let m = raw.recv().await;
+        assert!(m["id"].is_null(), "{m}");
+        codes.push(m["error"]["code"].as_i64().unwrap());
+    }
+    codes.sort();
+    assert_eq!(codes, [-32700, -32700, -32600]);
 
     raw.send(json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": modern_meta()}})).await;
     let (d, _) = raw.recv_id(1).await;
@@ -326,8 +333,18 @@ async fn raw_lines_discover_then_initialize_garbage_and_stdin_close() {
 
     raw.send_line("garbage again").await;
     raw.send(json!({"jsonrpc": "2.0", "id": 3, "method": "no/such/method"})).await;
-    let (m, _) = raw.recv_id(3).await;
+    let (m, others) = raw.recv_id(3).await;
     assert!(m["error"].is_object(), "{m}");
+    let mut parse_error = others.into_iter().find(|o| o["error"]["code"] == -32700);
+    if parse_error.is_none() {
+        parse_error = Some(raw.recv().await);
+    }
+    assert_eq!(parse_error.unwrap()["error"]["code"], -32700);
+    // Bytes that are not UTF-8, and a line over the bound (dropped as it arrives).
+    raw.send_bytes(b"\xff\xfe{\"jsonrpc\": \"2.0\", \"id\": 9, \"method\": \"ping\"}").await;
+    assert_eq!(raw.recv().await["error"]["code"], -32700);
+    raw.send_line(&"x".repeat(rustunnel_mcp::transport::MAX_LINE + 10)).await;
+    assert_eq!(raw.recv().await["error"]["code"], -32700);
 
     raw.send(json!({"jsonrpc": "2.0", "id": 4, "method": "tools/list"})).await;
     let (list, _) = raw.recv_id(4).await;

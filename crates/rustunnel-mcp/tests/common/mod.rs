@@ -154,8 +154,13 @@ impl Raw {
     }
 
     pub async fn send_line(&mut self, line: &str) {
+        self.send_bytes(line.as_bytes()).await;
+    }
+
+    /// One line of any bytes (a newline is added).
+    pub async fn send_bytes(&mut self, line: &[u8]) {
         let s = self.stdin.as_mut().expect("stdin open");
-        s.write_all(line.as_bytes()).await.expect("write");
+        s.write_all(line).await.expect("write");
         s.write_all(b"\n").await.expect("write");
         s.flush().await.expect("flush");
     }
