@@ -28,6 +28,9 @@ pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Most history rows the API returns per page.
+pub const HISTORY_PAGE: u32 = 200;
+
 /// Why an API call failed. Each variant says what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -75,6 +78,16 @@ impl ApiError {
                 "pass a valid `token` argument or set RUSTUNNEL_TOKEN in the MCP server's environment".into()
             }
             ApiError::NotFound { .. } => "call list_tunnels to see the ids of open tunnels".into(),
+            // An error body of the API's own: it was reached and refused or failed.
+            ApiError::Status { status: 429, code, .. } if !code.is_empty() => {
+                "the server is limiting this caller's requests: wait a little and retry".into()
+            }
+            ApiError::Status { status: 400..=499, code, .. } if !code.is_empty() => {
+                "the server refused the request as the message says: correct the arguments".into()
+            }
+            ApiError::Status { code, .. } if !code.is_empty() => {
+                "the server failed to answer: retry, and see its log if it goes on".into()
+            }
             ApiError::Status { .. } | ApiError::Decode { .. } => {
                 "check that --api points at the rustunnel-server management API (default port 4041)".into()
             }
@@ -132,14 +145,16 @@ impl ApiClient {
         self.call(Method::DELETE, &format!("/api/tunnels/{}", encode_path_segment(id)), token).await
     }
 
-    /// `GET /api/history?protocol=&limit=`
+    /// `GET /api/history?protocol=&limit=&offset=` (one page: `limit` at most
+    /// [`HISTORY_PAGE`]).
     pub async fn history(
         &self,
         token: Option<&str>,
         protocol: Option<&str>,
         limit: u32,
+        offset: u32,
     ) -> Result<HistoryList, ApiError> {
-        let mut path = format!("/api/history?limit={limit}");
+        let mut path = format!("/api/history?limit={}&offset={offset}", limit.min(HISTORY_PAGE));
         if let Some(p) = protocol {
             path.push_str("&protocol=");
             path.push_str(&encode_path_segment(p));
@@ -327,6 +342,18 @@ impl hyper::rt::Write for ApiStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hints_blame_the_api_address_only_when_something_else_answered() {
+        let status = |status: u16, code: &str| ApiError::Status { status, code: code.into(), message: "m".into() };
+        let hint = |e: ApiError| e.hint();
+        assert!(hint(status(400, "bad_request")).contains("correct the arguments"));
+        assert!(hint(status(429, "rate_limited")).contains("retry"));
+        assert!(hint(status(500, "internal")).contains("its log"));
+        // No error body of the API's own: perhaps not the API at all.
+        assert!(hint(status(400, "")).contains("--api"));
+        assert!(hint(status(502, "")).contains("--api"));
+    }
 
     #[test]
     fn path_segments_are_encoded() {

@@ -405,3 +405,42 @@ fn help_and_version() {
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("rustunnel-mcp {}", env!("CARGO_PKG_VERSION")));
 }
+
+/// get_tunnel_history serves up to its documented 500 rows although the API pages at 200, in
+/// the API's order (newest first); a P2P filter is refused with a pointer to list_tunnels, and
+/// a refusal by the API does not blame the --api address.
+#[tokio::test]
+async fn history_longer_than_one_api_page() {
+    use rustunnel_testkit::rustunnel_server::store::HistoryRecord;
+    let server = TestServer::start().await;
+    for i in 0..230 {
+        let rec = HistoryRecord {
+            id: format!("h{i:03}"),
+            owner_id: "someone".into(),
+            name: format!("t{i}"),
+            protocol: "tcp".into(),
+            opened_at: 1_000 + i,
+            closed_at: Some(2_000 + i),
+            ..Default::default()
+        };
+        server.handle.store().record_open(&rec).await.unwrap();
+    }
+    let (client, _) = connect(&mcp_args(&server), Some(server.handle.admin_token()), Era::Initialize).await;
+    for (limit, want) in [(210, 210), (500, 230)] {
+        let hist = ok(&call(&client, "get_tunnel_history", json!({"protocol": "tcp", "limit": limit})).await);
+        let ids: Vec<&str> =
+            hist["entries"].as_array().unwrap().iter().map(|e| e["tunnel_id"].as_str().unwrap()).collect();
+        assert_eq!(ids.len(), want, "limit {limit}");
+        assert_eq!(hist["count"], want);
+        let expected: Vec<String> = (0..want).map(|k| format!("h{:03}", 229 - k)).collect();
+        assert_eq!(ids, expected, "newest first, no row twice");
+    }
+    let msg = err(&call(&client, "get_tunnel_history", json!({"protocol": "p2p"})).await);
+    assert!(msg.contains("list_tunnels"), "{msg}");
+    // A token the API refuses: the answer is about the token, not about where the API is.
+    let (stranger, _) = connect(&mcp_args(&server), Some("not-a-token"), Era::Initialize).await;
+    let msg = err(&call(&stranger, "get_tunnel_history", json!({})).await);
+    assert!(!msg.contains("--api points"), "{msg}");
+    stranger.cancel().await.unwrap();
+    client.cancel().await.unwrap();
+}

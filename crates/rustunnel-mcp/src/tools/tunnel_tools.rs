@@ -228,7 +228,7 @@ its traffic. Filter by protocol; limit the number of entries (default 25).",
                 ("token", token_prop()),
                 (
                     "protocol",
-                    json!({"type": "string", "enum": ["http", "tcp", "udp", "p2p"], "description": "Only tunnels of this type."}),
+                    json!({"type": "string", "enum": ["http", "tcp", "udp", "p2p"], "description": "Only tunnels of this type (P2P services are not kept in the history: \"p2p\" is refused with a pointer to list_tunnels)."}),
                 ),
                 (
                     "limit",
@@ -1246,9 +1246,23 @@ async fn get_tunnel_history(server: McpServer, args: JsonObject, _ctx: CallCtx) 
     let token = server.config().token(a.opt_str("token", 512)?.as_deref());
     let protocol = a.opt_choice("protocol", PROTOCOLS)?;
     let limit = a.opt_int("limit", 1, HISTORY_MAX)?.map(|l| l as u32).unwrap_or(HISTORY_DEFAULT);
-    let list = server.api().history(token.as_deref(), protocol, limit).await?;
-    let entries: Vec<HistoryView> = list
-        .entries
+    if protocol == Some("p2p") {
+        return Err(ToolError::invalid(
+            "P2P services are not kept in the tunnel history: list_tunnels shows the ones published now",
+        ));
+    }
+    // The API serves pages of at most HISTORY_PAGE rows: a longer list takes several.
+    let mut rows = Vec::new();
+    while rows.len() < limit as usize {
+        let want = limit - rows.len() as u32;
+        let page = server.api().history(token.as_deref(), protocol, want, rows.len() as u32).await?;
+        let last = page.entries.len() < want.min(crate::api::HISTORY_PAGE) as usize;
+        rows.extend(page.entries);
+        if last {
+            break;
+        }
+    }
+    let entries: Vec<HistoryView> = rows
         .into_iter()
         .take(limit as usize)
         .map(|e| HistoryView {
