@@ -91,6 +91,32 @@ fn token_create_prints_a_token_and_stores_only_its_hash() {
     }
 }
 
+/// `token create` takes the labels the API takes: a label that would be empty, too long, or
+/// carry terminal escapes or bidirectional overrides into `token list` is refused.
+#[test]
+fn token_create_refuses_labels_the_api_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = "x".repeat(65);
+    for label in ["", "  ", "a\tb", "red \x1b[31m", "a\u{202e}b", long.as_str()] {
+        let out = Command::new(BIN)
+            .args(["token", "create", "--label", label, "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{label:?} accepted");
+        assert!(out.stdout.is_empty(), "{label:?}: a token was printed");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("label must be 1-64 printable characters"), "{label:?}: {err}");
+    }
+    let out = Command::new(BIN)
+        .args(["token", "create", "--label", " ci runner ", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("(label ci runner,"), "{out:?}");
+}
+
 #[test]
 fn dev_server_prints_its_token_and_exits_zero_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();

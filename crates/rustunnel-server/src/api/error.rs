@@ -62,7 +62,10 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError::internal(&e)
+        match e {
+            StoreError::BadLabel => ApiError::bad_request(e.to_string()),
+            e => ApiError::internal(&e),
+        }
     }
 }
 

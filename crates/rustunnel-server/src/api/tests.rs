@@ -443,6 +443,8 @@ async fn bad_input_is_a_json_4xx_never_a_500() {
             ("json array", post(r#"["x"]"#), StatusCode::UNPROCESSABLE_ENTITY),
             ("empty label", post(r#"{"label":"  "}"#), StatusCode::BAD_REQUEST),
             ("control chars", post(r#"{"label":"a\nb"}"#), StatusCode::BAD_REQUEST),
+            ("bidi override", post(r#"{"label":"a\u202eb"}"#), StatusCode::BAD_REQUEST),
+            ("zero width", post(r#"{"label":"a\u200bb"}"#), StatusCode::BAD_REQUEST),
             ("owner wrong type", post(r#"{"label":"x","owner_id":7}"#), StatusCode::UNPROCESSABLE_ENTITY),
             ("huge body", req(Method::POST, "/api/tokens", a, Some(&huge)), StatusCode::PAYLOAD_TOO_LARGE),
             (

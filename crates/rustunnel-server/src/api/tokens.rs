@@ -14,7 +14,7 @@ use super::extract::{Caller, Json, Path};
 use crate::server::{read, Shared};
 use crate::session::Session;
 
-pub const MAX_LABEL: usize = 64;
+pub use crate::store::MAX_LABEL;
 const MAX_ID: usize = 128;
 
 /// Tokens of the caller's owner (every owner's for the admin token), newest first.
@@ -53,10 +53,7 @@ pub async fn create(
     let body: CreateToken = serde_json::from_value(serde_json::Value::Object(body)).map_err(|e| {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", format!("invalid token request: {e}"))
     })?;
-    let label = body.label.trim();
-    if label.is_empty() || label.chars().count() > MAX_LABEL || label.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(format!("label must be 1-{MAX_LABEL} printable characters")));
-    }
+    let label = crate::store::check_label(&body.label).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let p = &caller.0;
     let owner = if p.is_admin {
         match body.owner_id.as_deref() {

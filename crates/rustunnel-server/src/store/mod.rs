@@ -22,6 +22,27 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("cannot create data directory {path}: {source}")]
     DataDir { path: String, source: std::io::Error },
+    #[error("label must be 1-{MAX_LABEL} printable characters")]
+    BadLabel,
+}
+
+/// Longest token label.
+pub const MAX_LABEL: usize = 64;
+
+/// A token label as stored: trimmed, 1-[`MAX_LABEL`] characters, none of them a control
+/// character or an invisible formatting one (bidirectional overrides, zero-width characters)
+/// that could make a listing show something else than what is stored.
+pub fn check_label(label: &str) -> Result<&str, StoreError> {
+    let label = label.trim();
+    let invisible = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+    };
+    if label.is_empty() || label.chars().count() > MAX_LABEL || label.chars().any(invisible) {
+        return Err(StoreError::BadLabel);
+    }
+    Ok(label)
 }
 
 /// Milliseconds since the Unix epoch.
@@ -176,6 +197,7 @@ impl Store {
 
     /// Creates a token. `owner_id = None` creates a new owner for it.
     pub async fn create_token(&self, owner_id: Option<&str>, label: &str) -> Result<(TokenRecord, String), StoreError> {
+        let label = check_label(label)?;
         let now = now_ms();
         let owner = match owner_id {
             Some(o) => o.to_string(),
