@@ -354,6 +354,8 @@ async fn app(mut req: Request<Incoming>, name: &'static str) -> Result<Response<
     let path = req.uri().path().to_string();
     let resp = match path.as_str() {
         "/" => Response::new(full(format!("hello from {name}\n"))),
+        // `OPTIONS *` (asterisk-form): a question about the whole server.
+        "*" => Response::new(full(format!("{} * at {name}\n", req.method()))),
         "/echo" => {
             // Stream the body back frame by frame: proves bodies are not buffered whole.
             let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);

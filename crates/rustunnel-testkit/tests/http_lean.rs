@@ -270,3 +270,23 @@ async fn a_client_without_the_multiplexer_is_served_over_data_connections() {
     let out = raw(edge, format!("GET /close10 HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).await;
     assert!(out.ends_with("until close"), "{out}");
 }
+
+/// `OPTIONS *` (asterisk-form) reaches the local service as it came; a target that is neither
+/// a path nor `*` gets a 400 saying so (it was read as an authority and blamed on Host).
+#[tokio::test]
+async fn asterisk_form_options_reaches_the_local_service() {
+    let server = TestServer::start().await;
+    let app = http_app("star").await;
+    let (_c, ready) = server.client(vec![tunnel("web", Protocol::Http, app.port())]).await;
+    let (edge, host) = (server.http_addr(), ready[0].host());
+    let out = raw(edge, format!("OPTIONS * HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 200") && out.ends_with("OPTIONS * at star\n"), "{out}");
+    for target in ["foo", "example.com:80"] {
+        let out =
+            raw(edge, format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await;
+        assert!(out.starts_with("HTTP/1.1 400") && out.contains("must be a path"), "{target}: {out}");
+    }
+    // `*` with another method is no request target at all.
+    let out = raw(edge, format!("GET * HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 400") && out.contains("must be a path"), "{out}");
+}

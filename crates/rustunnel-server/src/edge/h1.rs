@@ -197,7 +197,9 @@ fn parse_request(buf: &[u8], peer_ip: &str, scheme: &str) -> Parsed {
     let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
         return Parsed::HandOver;
     };
-    if method.eq_ignore_ascii_case("CONNECT") || !path.starts_with('/') {
+    // Origin-form, or `OPTIONS *` (asterisk-form, RFC 9112 3.2.4), which goes to the local
+    // service as it came; anything else is hyper's path (which refuses it with a 400).
+    if method.eq_ignore_ascii_case("CONNECT") || !(path.starts_with('/') || (path == "*" && method == "OPTIONS")) {
         return Parsed::HandOver;
     }
     let headers = &*req.headers;
@@ -1138,7 +1140,9 @@ mod props {
             let line = start.clone() + "\r\n";
             prop_assert!(h.out.starts_with(line.as_bytes()));
             prop_assert!(req.starts_with(start.as_bytes()));
-            prop_assert!(!method.eq_ignore_ascii_case("CONNECT") && path.starts_with('/'));
+            prop_assert!(
+                !method.eq_ignore_ascii_case("CONNECT") && (path.starts_with('/') || (method == "OPTIONS" && path == "*"))
+            );
             // Nothing that changes framing or protocol was in the request.
             for n in ["transfer-encoding", "upgrade", "expect"] {
                 prop_assert!(values(&original, n).is_empty(), "{} was forwarded on the lean path", n);

@@ -302,6 +302,10 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
     if !h2 && req.uri().scheme().is_some() {
         return page(pages::bad_request("Absolute-form request targets are not accepted: this edge is not a proxy."));
     }
+    // `GET example.com:80` (authority-form, CONNECT's form) or `GET foo` (read as one).
+    if !h2 && req.uri().authority().is_some() {
+        return page(pages::bad_request("The request target must be a path, such as /index.html."));
+    }
     let (host, raw_host) = match host_of(&req) {
         Ok(h) => h,
         Err(why) => return page(pages::bad_request(why)),
@@ -322,6 +326,16 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
     if let Some(p) = super::access::refusal(&ctx.shared, &tunnel, ctx.peer.ip(), given) {
         log(&ctx, &tunnel, &method, &path, p.status.as_u16(), started);
         return page(p);
+    }
+    // `OPTIONS *` reaches the local service on the lean HTTP/1.1 path; this one (HTTP/2, or a
+    // connection already handed to hyper) forwards through a client that only sends paths.
+    if !path.starts_with('/') {
+        log(&ctx, &tunnel, &method, &path, 400, started);
+        return page(pages::bad_request(if method == Method::OPTIONS && path == "*" {
+            "OPTIONS * is forwarded on plain HTTP/1.1 connections only; ask OPTIONS / instead."
+        } else {
+            "The request target must be a path, such as /index.html."
+        }));
     }
     let Ok(permit) = tunnel.concurrency.clone().try_acquire_owned() else {
         return page(pages::busy());
