@@ -85,6 +85,7 @@ impl ClientError {
                 "port_unavailable"
             }
             ClientError::TunnelRejected { code: ErrorCode::GroupKeyMismatch, .. } => "group_key_mismatch",
+            ClientError::TunnelRejected { code: ErrorCode::GroupTaken, .. } => "group_taken",
             ClientError::TunnelRejected { .. } => "tunnel_rejected",
             ClientError::Protocol(_) => "protocol_error",
             ClientError::Config(_) => "config_error",
@@ -132,6 +133,9 @@ impl ClientError {
             }
             ClientError::TunnelRejected { code: ErrorCode::SubdomainTaken, .. } => {
                 "choose another --subdomain, or omit it for a random one".into()
+            }
+            ClientError::TunnelRejected { code: ErrorCode::GroupTaken, .. } => {
+                "choose another --group name, or run this member with a token of the pool's owner".into()
             }
             // The server's message says which rule failed (rustunnel_proto::names::SubdomainError);
             // a reserved or punycode name is well-formed, so the syntax rules would not help.

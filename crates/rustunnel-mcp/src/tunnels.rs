@@ -623,6 +623,7 @@ fn client_error(server: &str, code: String, message: String, hint: String) -> Op
         "p2p_unknown_name" => "publish the service first (create_tunnel with protocol \"p2p\", peer_name and secret), with a token of the same owner, and check the spelling of peer_target".into(),
         "p2p_name_taken" => "choose another peer_name, or close the publisher that holds it".into(),
         "group_key_mismatch" => "pass the group_key the pool's first member used; every member of a pool must use the same key".into(),
+        "group_taken" => "choose another group name, or use a token of the pool's owner: members of a pool share one owner".into(),
         _ => hint,
     };
     match code.as_str() {

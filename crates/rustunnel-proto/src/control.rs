@@ -149,6 +149,8 @@ pub enum ErrorCode {
     Internal,
     /// The pool exists and this member's group key does not match it.
     GroupKeyMismatch,
+    /// A pool of that name belongs to another owner (members of a pool share one owner).
+    GroupTaken,
     /// No P2P service of that name is published for this owner.
     P2pUnknownName,
     /// A P2P service of that name is already published for this owner.

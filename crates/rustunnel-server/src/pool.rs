@@ -41,6 +41,8 @@ pub enum Endpoint {
 pub enum PoolError {
     #[error("wrong group key for pool '{0}': every member of a pool must use the same --group-key")]
     WrongKey(String),
+    #[error("pool '{0}' belongs to another owner: every member of a pool must use a token of the same owner")]
+    OtherOwner(String),
     #[error("pool '{pool}' is already served at {actual}; members must ask for the same endpoint (or none)")]
     EndpointMismatch { pool: String, actual: String },
     #[error(
@@ -209,16 +211,22 @@ impl PoolTable {
         self.pools.values()
     }
 
-    /// Checks that a member may join the existing pool `key` (true) or that there is none yet
-    /// (false, the caller creates it). The key comparison is constant-time.
+    /// Checks that a member of `owner` may join the existing pool `key` (true) or that there is
+    /// none yet (false, the caller creates it). A pool belongs to the owner of its first member:
+    /// the group key alone (a shared secret that travels in config files) does not let another
+    /// owner's client take a share of its visitors. The key comparison is constant-time.
     pub fn check_join(
         &self,
         key: &PoolKey,
+        owner: &str,
         verifier: &[u8; 32],
         requested: Option<&Endpoint>,
         access: &Access,
     ) -> Result<bool, PoolError> {
         let Some(p) = self.pools.get(key) else { return Ok(false) };
+        if p.owner != owner {
+            return Err(PoolError::OtherOwner(key.name.clone()));
+        }
         if !bool::from(p.verifier.ct_eq(verifier)) {
             return Err(PoolError::WrongKey(key.name.clone()));
         }
@@ -431,8 +439,10 @@ mod tests {
     fn join_checks_key_and_endpoint() {
         let mut t = table(&["a"]);
         let open = Access::default();
-        assert_eq!(t.check_join(&key(), &[7; 32], None, &open), Ok(true));
-        assert_eq!(t.check_join(&key(), &[8; 32], None, &open), Err(PoolError::WrongKey("pool".into())));
+        assert_eq!(t.check_join(&key(), "o", &[7; 32], None, &open), Ok(true));
+        assert_eq!(t.check_join(&key(), "o", &[8; 32], None, &open), Err(PoolError::WrongKey("pool".into())));
+        // The key is not enough: the pool belongs to its first member's owner.
+        assert_eq!(t.check_join(&key(), "mallory", &[7; 32], None, &open), Err(PoolError::OtherOwner("pool".into())));
         // Members ask visitors for what the pool asks: the same login and address rules.
         let login = |d: u8| Access { basic_auth: Some([d; 32]), ..Access::default() };
         let lan = Access {
@@ -440,19 +450,19 @@ mod tests {
             ..Access::default()
         };
         let mismatch = Err(PoolError::AccessMismatch("pool".into()));
-        assert_eq!(t.check_join(&key(), &[7; 32], None, &login(1)), mismatch);
-        assert_eq!(t.check_join(&key(), &[7; 32], None, &lan), mismatch);
+        assert_eq!(t.check_join(&key(), "o", &[7; 32], None, &login(1)), mismatch);
+        assert_eq!(t.check_join(&key(), "o", &[7; 32], None, &lan), mismatch);
         t.pools.get_mut(&key()).unwrap().access = login(1);
-        assert_eq!(t.check_join(&key(), &[7; 32], None, &login(1)), Ok(true));
-        assert_eq!(t.check_join(&key(), &[7; 32], None, &login(2)), mismatch);
-        assert_eq!(t.check_join(&key(), &[7; 32], None, &open), mismatch);
+        assert_eq!(t.check_join(&key(), "o", &[7; 32], None, &login(1)), Ok(true));
+        assert_eq!(t.check_join(&key(), "o", &[7; 32], None, &login(2)), mismatch);
+        assert_eq!(t.check_join(&key(), "o", &[7; 32], None, &open), mismatch);
         t.pools.get_mut(&key()).unwrap().access = open.clone();
         assert!(matches!(
-            t.check_join(&key(), &[7; 32], Some(&Endpoint::Subdomain("other".into())), &open),
+            t.check_join(&key(), "o", &[7; 32], Some(&Endpoint::Subdomain("other".into())), &open),
             Err(PoolError::EndpointMismatch { .. })
         ));
         let other = PoolKey { protocol: Protocol::Tcp, name: "pool".into() };
-        assert_eq!(t.check_join(&other, &[8; 32], None, &open), Ok(false));
+        assert_eq!(t.check_join(&other, "o", &[8; 32], None, &open), Ok(false));
     }
 
     #[test]

@@ -104,6 +104,7 @@ impl From<PoolError> for OpenError {
     fn from(e: PoolError) -> Self {
         let code = match &e {
             PoolError::WrongKey(_) => ErrorCode::GroupKeyMismatch,
+            PoolError::OtherOwner(_) => ErrorCode::GroupTaken,
             PoolError::Full(_) => ErrorCode::TooManyTunnels,
             PoolError::EndpointMismatch { .. }
             | PoolError::AccessMismatch(_)
@@ -468,7 +469,7 @@ impl Shared {
         if self.stop_accepting.is_cancelled() {
             return Err(OpenError::new(ErrorCode::ShuttingDown, "server is shutting down"));
         }
-        let exists = lock(&self.pools).check_join(&key, &verifier, requested.as_ref(), &access)?;
+        let exists = lock(&self.pools).check_join(&key, &owner, &verifier, requested.as_ref(), &access)?;
         if !exists {
             let holder = format!("pool:{}", uuid::Uuid::new_v4());
             let (endpoint, url, listener) = match spec.protocol {

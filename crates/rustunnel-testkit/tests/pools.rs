@@ -204,6 +204,22 @@ async fn members_from_separate_clients_and_wrong_key_refused() {
     assert!(err.to_string().contains("group_key_mismatch"), "{err}");
     assert!(err.to_string().contains("wrong group key"), "{err}");
 
+    // The right key with another owner's token: the pool is not theirs to join.
+    let (_, other_owner) = server.handle.store().create_token(None, "other").await.unwrap();
+    let mut opts = server.client_options(vec![member("web", Protocol::Http, c.port(), "shop")]);
+    opts.token = other_owner;
+    let mut stranger = ClientHandle::spawn(opts);
+    let err = tokio::time::timeout(Duration::from_secs(10), stranger.wait_ready(1)).await.unwrap().unwrap_err();
+    assert!(err.to_string().contains("group_taken") && err.to_string().contains("another owner"), "{err}");
+    let seen: std::collections::HashSet<String> =
+        futures_util::future::join_all((0..8).map(|_| async {
+            String::from_utf8_lossy(&get(server.http_addr(), &ra[0].host(), "/").await.1).into_owned()
+        }))
+        .await
+        .into_iter()
+        .collect();
+    assert!(!seen.contains("hello from c\n"), "a stranger's member got visitors: {seen:?}");
+
     // A plain tunnel cannot take the pool's name either.
     let mut plain = tunnel("web", Protocol::Http, c.port());
     plain.subdomain = Some("shop".into());
