@@ -121,16 +121,16 @@ async fn post(uri: &Uri, body: Bytes) -> Result<(), WebhookError> {
         .header(header::USER_AGENT, concat!("rustunnel-server/", env!("CARGO_PKG_VERSION")))
         .body(Full::new(body))
         .map_err(|_| WebhookError::BadUrl(uri.to_string()))?;
-    let send = async {
-        let resp = sender.send_request(req).await?;
-        Ok::<_, WebhookError>(resp.status())
-    };
+    let send = sender.send_request(req);
+    tokio::pin!(send);
     // The connection is driven here, next to the request, and dropped with it.
     let status = tokio::select! {
-        r = send => r?,
+        r = &mut send => r?.status(),
         r = conn => {
             r?;
-            return Err(WebhookError::Status(0));
+            // The connection ended in order: after the answer (`Connection: close`, HTTP/1.0),
+            // which is waiting for us, or before any (then this is an error).
+            send.await?.status()
         }
     };
     if status.is_success() {
@@ -174,6 +174,40 @@ mod tests {
         assert!(parse_webhook("file:///etc/passwd").is_err());
         assert!(parse_webhook("/relative").is_err());
         assert!(parse_webhook(&format!("http://a/{}", "x".repeat(600))).is_err());
+    }
+
+    /// Receivers that close after answering (`Connection: close`, HTTP/1.0) got their alert
+    /// but were counted as failures and sent it three times.
+    #[tokio::test]
+    async fn an_answer_with_connection_close_is_one_delivery() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // Each receiver counts the POSTs it gets until 1.5 s pass without one (retries would
+        // come at +0.25 s and +1.25 s).
+        let case = |answer: &'static str| async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}/hook", l.local_addr().unwrap());
+            let posts = tokio::spawn(async move {
+                let mut n = 0;
+                while let Ok(Ok((mut s, _))) = tokio::time::timeout(Duration::from_millis(1500), l.accept()).await {
+                    let mut buf = vec![0u8; 4096];
+                    let mut got = 0;
+                    // The request head and its 2-byte body.
+                    while !buf[..got].windows(6).any(|w| w == b"\r\n\r\n{}") {
+                        got += s.read(&mut buf[got..]).await.unwrap();
+                    }
+                    n += 1;
+                    s.write_all(answer.as_bytes()).await.unwrap();
+                }
+                n
+            });
+            deliver(&url, Bytes::from_static(b"{}")).await.unwrap_or_else(|e| panic!("{answer:?}: {e}"));
+            assert_eq!(posts.await.unwrap(), 1, "{answer:?}");
+        };
+        tokio::join!(
+            case("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"),
+            case("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"),
+            case("HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"),
+        );
     }
 
     #[tokio::test]
