@@ -181,6 +181,9 @@ pub struct Config {
     pub heartbeat: Duration,
     pub udp_idle: Duration,
     pub history_retention: Duration,
+    /// How often open tunnels' traffic counters are written to the history (a crash loses at
+    /// most this much of their counts).
+    pub history_flush: Duration,
     pub max_requests_per_tunnel: usize,
     pub pool_size: u16,
     /// Accept clients that present no token (loopback dev servers only).
@@ -364,6 +367,7 @@ impl Config {
             heartbeat: secs(f.heartbeat_secs, rustunnel_proto::limits::HEARTBEAT_INTERVAL.as_secs()),
             udp_idle: secs(f.udp_idle_secs, 60),
             history_retention: secs(f.history_retention_days.map(|d| d * 86_400), 30 * 86_400),
+            history_flush: Duration::from_secs(60),
             max_requests_per_tunnel: f.max_requests_per_tunnel.unwrap_or(1024),
             pool_size: f.pool_size.unwrap_or(8).clamp(1, 64),
             handshake_timeout: rustunnel_proto::limits::HANDSHAKE_TIMEOUT,

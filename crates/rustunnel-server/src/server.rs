@@ -38,6 +38,8 @@ pub enum ServerError {
 
 /// Everything the control plane and edges share.
 pub struct Shared {
+    /// This server's claim on its data directory and region, released once it has stopped.
+    instance: Mutex<Option<crate::store::InstanceLock>>,
     pub config: Config,
     pub store: Store,
     pub auth: Authenticator,
@@ -740,6 +742,7 @@ impl ServerHandle {
     /// back with the accessors.
     pub async fn spawn(config: Config) -> Result<ServerHandle, ServerError> {
         let store = Store::open(config.database_url.as_deref(), &config.data_dir).await?;
+        let instance = store.lock_instance(&config.data_dir, &config.region.id).await?;
         let orphans = store.close_region_orphans(&config.region.id, "server_restart").await?;
         if orphans > 0 {
             tracing::info!(orphans, "closed history rows left open by a previous run");
@@ -790,6 +793,7 @@ impl ServerHandle {
         let registry = load_registry(&store, &config).await?;
         let (alert_tx, alert_rx) = tokio::sync::mpsc::channel(256);
         let shared = Arc::new(Shared {
+            instance: Mutex::new(Some(instance)),
             auth: Authenticator::new(Some(&admin_token), config.allow_anonymous),
             visitor_logins: Default::default(),
             registry: Mutex::new(registry),
@@ -883,6 +887,7 @@ impl ServerHandle {
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), s.tasks.wait()).await;
         s.store.close().await;
+        drop(lock(&s.instance).take());
     }
 
     /// Stops at once without telling anyone, like a crash (tests of client reconnection).
@@ -892,6 +897,7 @@ impl ServerHandle {
         self.shared.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.shared.tasks.wait()).await;
         self.shared.store.close().await;
+        drop(lock(&self.shared.instance).take());
     }
 }
 
@@ -993,9 +999,29 @@ async fn claim_writer(shared: Arc<Shared>) {
 async fn retention_loop(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     let mut idle_tick = tokio::time::interval(Duration::from_secs(15));
+    let mut counters_tick = tokio::time::interval(shared.config.history_flush);
+    counters_tick.reset();
+    // Counters last written per tunnel: only those that moved are written again.
+    let mut written: HashMap<String, (u64, u64, u64, u64)> = HashMap::new();
     loop {
         tokio::select! {
             _ = shared.hard_stop.cancelled() => return,
+            _ = counters_tick.tick() => {
+                let tunnels: Vec<Arc<Tunnel>> = read(&shared.tunnels).values().cloned().collect();
+                let mut rows = Vec::new();
+                let mut now = HashMap::with_capacity(tunnels.len());
+                for t in tunnels {
+                    let c = t.stats.get();
+                    if written.get(&t.id) != Some(&c) {
+                        rows.push((t.id.clone(), c.0 as i64, c.1 as i64, c.2 as i64, c.3 as i64));
+                    }
+                    now.insert(t.id.clone(), c);
+                }
+                match shared.store.record_counters(&rows).await {
+                    Ok(()) => written = now,
+                    Err(e) => tracing::warn!(error = %e, "could not record tunnel counters"),
+                }
+            }
             _ = idle_tick.tick() => {
                 let tunnels: Vec<Arc<Tunnel>> = read(&shared.tunnels).values().cloned().collect();
                 for t in tunnels {

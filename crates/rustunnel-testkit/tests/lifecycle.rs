@@ -318,3 +318,77 @@ async fn dropping_a_client_handle_stops_the_client() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A second server on a data directory in use is refused with a clear error: it would take the
+/// running server's open tunnels for leftovers of a crash and close their history. Once the
+/// first has stopped, the directory is free again.
+#[tokio::test]
+async fn a_second_server_on_the_same_data_directory_is_refused() {
+    let server = TestServer::start().await;
+    let app = http_app("app").await;
+    let (_c, ready) = server.client(vec![tunnel("web", Protocol::Http, app.port())]).await;
+    let config = rustunnel_server::Config::ephemeral(server.dir.path());
+    let err = rustunnel_server::ServerHandle::spawn(config.clone()).await.err().expect("refused");
+    assert!(err.to_string().contains("already using the data directory"), "{err}");
+    // The running server's tunnel is still open, in the edge and in the history.
+    assert_eq!(get(server.http_addr(), &ready[0].host(), "/").await.0, StatusCode::OK);
+    let query = rustunnel_server::store::HistoryQuery { limit: 10, ..Default::default() };
+    let open = server.handle.store().list_history(&query).await.unwrap();
+    assert!(open.iter().any(|h| h.closed_at.is_none()), "{open:?}");
+    let TestServer { handle, dir } = server;
+    handle.shutdown().await;
+    let again = rustunnel_server::ServerHandle::spawn(rustunnel_server::Config::ephemeral(dir.path())).await;
+    assert!(again.is_ok(), "{:?}", again.err());
+}
+
+/// On PostgreSQL (when `RUSTUNNEL_TEST_POSTGRES_URL` is set) one server serves a region: a
+/// second one with the same region, on another data directory, is refused.
+#[tokio::test]
+async fn a_second_server_of_the_same_region_on_postgres_is_refused() {
+    let Ok(url) = std::env::var("RUSTUNNEL_TEST_POSTGRES_URL") else { return };
+    let region = format!("test-{:016x}", rand::random::<u64>());
+    let with_region = |c: &mut rustunnel_server::Config| {
+        c.database_url = Some(url.clone());
+        c.region.id = region.clone();
+    };
+    let first = TestServer::start_with(with_region).await;
+    let other_dir = tempfile::tempdir().unwrap();
+    let mut config = rustunnel_server::Config::ephemeral(other_dir.path());
+    with_region(&mut config);
+    let err = rustunnel_server::ServerHandle::spawn(config.clone()).await.err().expect("refused");
+    assert!(err.to_string().contains(&format!("region '{region}'")), "{err}");
+    first.handle.shutdown().await;
+    let again = rustunnel_server::ServerHandle::spawn(config).await;
+    assert!(again.is_ok(), "{:?}", again.err());
+}
+
+/// Open tunnels' counters reach the history every `history_flush`, so a crash (which leaves
+/// the row open for the next start to close as `server_restart`, counters untouched) loses at
+/// most the last interval's traffic; before, such rows said 0.
+#[tokio::test]
+async fn open_tunnels_counters_reach_the_history_while_they_run() {
+    let flush = Duration::from_millis(200);
+    let server = TestServer::start_with(|c| c.history_flush = flush).await;
+    let app = http_app("app").await;
+    let (_c, ready) = server.client(vec![tunnel("web", Protocol::Http, app.port())]).await;
+    for _ in 0..5 {
+        assert_eq!(get(server.http_addr(), &ready[0].host(), "/").await.0, StatusCode::OK);
+    }
+    tokio::time::sleep(flush * 3).await;
+    let query = rustunnel_server::store::HistoryQuery { limit: 10, ..Default::default() };
+    let rows = server.handle.store().list_history(&query).await.unwrap();
+    let row = rows.iter().find(|h| h.name == "web").expect("history row");
+    assert_eq!(row.closed_at, None, "{row:?}");
+    assert_eq!(row.requests, 5, "{row:?}");
+    assert!(row.bytes_in > 0 && row.bytes_out > 0, "{row:?}");
+    // What the next start does with a crashed server's rows keeps those counters.
+    server
+        .handle
+        .store()
+        .close_region_orphans(&server.handle.shared().config.region.id, "server_restart")
+        .await
+        .unwrap();
+    let rows = server.handle.store().list_history(&query).await.unwrap();
+    let row = rows.iter().find(|h| h.name == "web").unwrap();
+    assert_eq!((row.close_reason.as_deref(), row.requests), (Some("server_restart"), 5));
+}

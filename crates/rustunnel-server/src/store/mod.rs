@@ -24,6 +24,19 @@ pub enum StoreError {
     DataDir { path: String, source: std::io::Error },
     #[error("label must be 1-{MAX_LABEL} printable characters")]
     BadLabel,
+    /// Another server holds the data directory or, on PostgreSQL, the region.
+    #[error("another rustunnel-server is already using {0}; stop it first, or give this one its own")]
+    InUse(String),
+}
+
+/// Held while a server runs: it is the only server using its data directory (a lock on
+/// `server.lock` there) and, on PostgreSQL, the only one serving its region (a session
+/// advisory lock). A second server would otherwise take the first one's live tunnels for
+/// leftovers of a crash and close their history, and claim the same names. Both locks go when
+/// this is dropped or the process dies.
+pub struct InstanceLock {
+    _file: std::fs::File,
+    _region: Option<sqlx::AnyConnection>,
 }
 
 /// Longest token label.
@@ -193,6 +206,41 @@ impl Store {
         self.backend
     }
 
+    /// Takes the [`InstanceLock`] for a server with this data directory and region.
+    pub async fn lock_instance(&self, data_dir: &Path, region: &str) -> Result<InstanceLock, StoreError> {
+        let dir_err = |source| StoreError::DataDir { path: data_dir.display().to_string(), source };
+        std::fs::create_dir_all(data_dir).map_err(dir_err)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(data_dir.join("server.lock"))
+            .map_err(dir_err)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::InUse(format!("the data directory {}", data_dir.display())))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(dir_err(e)),
+        }
+        let region_lock = match self.backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => {
+                // Out of the pool, so closing the pool at shutdown does not wait for it.
+                let mut conn = self.pool.acquire().await?.detach();
+                let digest = Sha256::digest(format!("rustunnel-region:{region}").as_bytes());
+                let key = i64::from_be_bytes(digest[..8].try_into().unwrap_or_default());
+                let got: bool =
+                    sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(&mut conn).await?;
+                if !got {
+                    return Err(StoreError::InUse(format!("region '{region}' of this PostgreSQL database")));
+                }
+                Some(conn)
+            }
+        };
+        Ok(InstanceLock { _file: file, _region: region_lock })
+    }
+
     // ---- owners and tokens ----
 
     /// Creates a token. `owner_id = None` creates a new owner for it.
@@ -305,6 +353,30 @@ impl Store {
         .bind(h.opened_at)
         .execute(&self.pool)
         .await?;
+        Ok(())
+    }
+
+    /// Writes the traffic counters of open tunnels so far (`(id, in, out, requests,
+    /// connections)`), so a crash loses at most the last interval's traffic. One statement per
+    /// tunnel, in one transaction.
+    pub async fn record_counters(&self, rows: &[(String, i64, i64, i64, i64)]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for (id, bytes_in, bytes_out, requests, connections) in rows {
+            sqlx::query(
+                "UPDATE tunnel_history SET bytes_in = $1, bytes_out = $2, requests = $3, connections = $4 WHERE id = $5 AND closed_at IS NULL",
+            )
+            .bind(bytes_in)
+            .bind(bytes_out)
+            .bind(requests)
+            .bind(connections)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
