@@ -403,6 +403,28 @@ async fn edge_refuses_smuggling_and_oversized_headers() {
     refused(&out[out.find("HTTP/1.1 400 ").expect("a 400")..]);
     assert_eq!(forwarded(), 1, "only the well-framed request reached the tunnel");
 
+    // Transfer-Encoding other than exactly one `chunked`: 400 and close, nothing forwarded.
+    for te in [
+        "Transfer-Encoding: identity, chunked",
+        "Transfer-Encoding: chunked, chunked",
+        "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
+        "Transfer-Encoding: gzip",
+        "Transfer-Encoding: ",
+    ] {
+        let req = format!(
+            "POST /hash HTTP/1.1\r\nHost: {host}\r\n{te}\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: {host}\r\n\r\n"
+        );
+        let out = until_closed(TcpStream::connect(server.http_addr()).await.unwrap(), req.as_bytes()).await;
+        assert_eq!(out.matches("HTTP/1.1 ").count(), 1, "{te:?}: {out}");
+        assert!(out.starts_with("HTTP/1.1 400 "), "{te:?}: {out}");
+    }
+    assert_eq!(forwarded(), 1, "no request with a doubtful Transfer-Encoding reached the tunnel");
+    let chunked = format!(
+        "POST /hash HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: Chunked\r\nConnection: close\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
+    );
+    let out = until_closed(TcpStream::connect(server.http_addr()).await.unwrap(), chunked.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 200 ") && out.contains(&sha256_hex(b"hi")), "{out}");
+
     let bad_chunk =
         format!("POST /hash HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n");
     let out = raw_edge(&server, bad_chunk.as_bytes()).await;

@@ -251,6 +251,17 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// Whether the request's Transfer-Encoding fields name exactly one coding, `chunked`.
+fn only_chunked(headers: &HeaderMap) -> bool {
+    let mut codings = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("\u{0}").split(','))
+        .map(str::trim)
+        .filter(|c| !c.is_empty());
+    matches!((codings.next(), codings.next()), (Some(c), None) if c.eq_ignore_ascii_case("chunked"))
+}
+
 fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         && headers.get_all(header::CONNECTION).iter().any(|v| {
@@ -291,6 +302,12 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
         if ctx.both_lengths.is_flagged(index) {
             let p = pages::bad_request("The request has both Content-Length and Transfer-Encoding.");
             return closing(p, version);
+        }
+        // A request body's only coding may be one `chunked` (RFC 9112 6.1: applied once, and
+        // last); hyper reads `identity, chunked` or `chunked, chunked` as chunked, where
+        // another server in the chain might not: a smuggling seam.
+        if req.headers().contains_key(header::TRANSFER_ENCODING) && !only_chunked(req.headers()) {
+            return closing(pages::bad_request("Transfer-Encoding must be exactly `chunked`."), version);
         }
     }
     if req.method() == Method::CONNECT {
