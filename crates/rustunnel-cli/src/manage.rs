@@ -455,25 +455,13 @@ pub fn pools_table(pools: &[api::Pool]) -> String {
     )
 }
 
-/// A cell as the terminal should show it: control characters (escape sequences) and invisible
-/// formatting ones (bidirectional overrides) written out as `\u{..}` instead of acting.
-fn shown(cell: &str) -> String {
-    let acts = |c: char| {
-        c.is_control() || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
-    };
-    if !cell.chars().any(acts) {
-        return cell.to_string();
-    }
-    cell.chars().map(|c| if acts(c) { c.escape_unicode().to_string() } else { c.to_string() }).collect()
-}
-
 /// Left-aligned columns separated by two spaces; `empty` when there are no rows. What the
-/// server sent is shown, never interpreted by the terminal ([`shown`]).
+/// server sent is shown, never interpreted by the terminal ([`crate::output::shown`]).
 pub fn table(headers: &[&str], rows: Vec<Vec<String>>, empty: &str) -> String {
     if rows.is_empty() {
         return format!("{empty}\n");
     }
-    let rows: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(|c| shown(c)).collect()).collect();
+    let rows: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(|c| crate::output::shown(c)).collect()).collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for r in &rows {
         for (w, cell) in widths.iter_mut().zip(r) {

@@ -67,6 +67,19 @@ impl Outage {
     }
 }
 
+/// Text from the server (or a visitor) as the terminal should show it: control characters
+/// (escape sequences) and invisible formatting ones (bidirectional overrides) written out as
+/// `\u{..}` instead of acting.
+pub fn shown(cell: &str) -> String {
+    let acts = |c: char| {
+        c.is_control() || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    };
+    if !cell.chars().any(acts) {
+        return cell.to_string();
+    }
+    cell.chars().map(|c| if acts(c) { c.escape_unicode().to_string() } else { c.to_string() }).collect()
+}
+
 /// A line to stderr; a closed stderr is not a reason to stop (`eprintln!` would panic).
 macro_rules! to_stderr {
     ($($arg:tt)*) => {{
@@ -155,6 +168,8 @@ impl Printer {
                 }
             }
             Event::Request { name, method, path, status, duration_ms, remote_addr } => {
+                // Method and path are the visitor's bytes: shown, never acted on by the terminal.
+                let (method, path) = (shown(method), shown(path));
                 let _ =
                     writeln!(out, "  {name:<12} {method:<7} {status} {duration_ms:>8.1}ms  {path}  ({remote_addr})");
             }

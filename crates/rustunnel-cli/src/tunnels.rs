@@ -227,7 +227,7 @@ pub async fn run_one(protocol: Protocol, a: OneTunnel) -> i32 {
         );
     }
     if let Err(e) = a.pool.apply(&mut t) {
-        return fail(&mut printer, "bad_arguments", e, "see `rustunnel http --help` for --group and --health-check");
+        return fail(&mut printer, "bad_arguments", e, "see `rustunnel http --help` (or tcp, udp) for the options");
     }
     let mut opts = ClientOptions::new(server, a.connect.token.trim());
     opts.tls = TlsOptions { insecure: a.connect.insecure, ca: a.connect.ca.clone() };

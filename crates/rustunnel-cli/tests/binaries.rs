@@ -244,6 +244,19 @@ async fn human_console_shows_url_and_request_log() {
             break;
         }
     }
+    // A visitor's path with a right-to-left override is shown written out, not obeyed.
+    let mut s = tokio::net::TcpStream::connect(edge).await.unwrap();
+    let req = format!("GET /spoof\u{202e}txt.exe HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", host_of(&url));
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut sink = Vec::new();
+    let _ = tokio::io::AsyncReadExt::read_to_end(&mut s, &mut sink).await;
+    loop {
+        let line = next_line(&mut c.lines).await;
+        if line.contains("/spoof") {
+            assert!(line.contains("/spoof\\u{202e}txt.exe") && !line.contains('\u{202e}'), "{line:?}");
+            break;
+        }
+    }
 }
 
 #[tokio::test]

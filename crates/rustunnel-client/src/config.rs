@@ -88,8 +88,15 @@ impl TunnelConfig {
 
     /// Checks pool and health-check settings before anything connects.
     pub fn validate(&self) -> Result<(), String> {
-        if local_host(&self.local_host).is_empty() {
+        let host = local_host(&self.local_host);
+        if host.is_empty() {
             return Err(format!("tunnel '{}': the local host is empty", self.name));
+        }
+        if !valid_local_host(host) {
+            return Err(format!(
+                "tunnel '{}': local host '{}' is not a host name or IP address (the port is given separately)",
+                self.name, self.local_host
+            ));
         }
         if let Some(g) = &self.group {
             if self.protocol == Protocol::Udp {
@@ -142,6 +149,16 @@ pub fn host_port(host: &str, port: u16) -> String {
 
 /// A local host as people write it: `[::1]` (the URL form of an IPv6 literal) is `::1`, the
 /// form resolvers and [`TunnelConfig::local_addr`] expect.
+/// A host name (letters, digits, '-', '_' and '.', at most 253) or an IP address; no port, no
+/// spaces. Checked before connecting: anything else could only fail at every visitor.
+pub fn valid_local_host(host: &str) -> bool {
+    host.parse::<std::net::IpAddr>().is_ok()
+        || (host.len() <= 253
+            && host.split('.').all(|l| {
+                !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            }))
+}
+
 pub fn local_host(host: &str) -> &str {
     let host = host.trim();
     host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host)
@@ -351,6 +368,19 @@ impl StartFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_hosts_are_names_or_addresses_without_ports() {
+        for ok in ["localhost", "127.0.0.1", "::1", "[::1]", "db.internal", "my_host-1.lan"] {
+            let t = TunnelConfig { local_host: ok.into(), ..TunnelConfig::new("t", Protocol::Tcp, 80) };
+            assert!(t.validate().is_ok(), "{ok}");
+        }
+        for bad in ["[::1]:80", "localhost:80", "evil host", "a..b", "x/y"] {
+            let t = TunnelConfig { local_host: bad.into(), ..TunnelConfig::new("t", Protocol::Tcp, 80) };
+            let e = t.validate().unwrap_err();
+            assert!(e.contains("not a host name or IP address"), "{bad:?}: {e}");
+        }
+    }
 
     #[test]
     fn parses_the_documented_example() {

@@ -112,7 +112,7 @@ impl ClientError {
             }
             ClientError::Tls(_) => "check that --server points at the control port (default 4040)".into(),
             ClientError::Rejected { code: ErrorCode::Unauthorized, .. } => {
-                "token rejected by the server: check --token or RUSTUNNEL_TOKEN (create one with `rustunnel token create` or `rustunnel-server token create`)".into()
+                "check --token or RUSTUNNEL_TOKEN (create one with `rustunnel token create` or `rustunnel-server token create`)".into()
             }
             ClientError::TokenRequired => {
                 "pass --token TOKEN or set RUSTUNNEL_TOKEN (or `token` in the config file); the server's admin mints one with `rustunnel-server token create --label NAME`".into()

@@ -329,6 +329,9 @@ impl Config {
                 return Err(ConfigError::Invalid(format!("{key} must be at least 1")));
             }
         }
+        if f.pool_size.is_some_and(|n| !(1..=64).contains(&n)) {
+            return Err(ConfigError::Invalid("pool_size must be 1-64".into()));
+        }
         let region_id = f.region_id.clone().unwrap_or_else(|| "local".to_string());
         let region = RegionConfig {
             id: region_id.clone(),
@@ -369,7 +372,7 @@ impl Config {
             history_retention: secs(f.history_retention_days.map(|d| d * 86_400), 30 * 86_400),
             history_flush: Duration::from_secs(60),
             max_requests_per_tunnel: f.max_requests_per_tunnel.unwrap_or(1024),
-            pool_size: f.pool_size.unwrap_or(8).clamp(1, 64),
+            pool_size: f.pool_size.unwrap_or(8),
             handshake_timeout: rustunnel_proto::limits::HANDSHAKE_TIMEOUT,
             allow_plain_data: f.allow_plain_data.unwrap_or(false),
             header_timeout: Duration::from_secs(30),
@@ -493,6 +496,10 @@ mod tests {
             let f = FileConfig { admin_token: token.clone(), ..FileConfig::from_toml(toml).unwrap() };
             let e = Config::from_file_config(f).unwrap_err();
             assert!(e.to_string().ends_with("must be at least 1"), "{toml}: {e}");
+        }
+        for toml in ["pool_size = 0", "pool_size = 65"] {
+            let f = FileConfig { admin_token: token.clone(), ..FileConfig::from_toml(toml).unwrap() };
+            assert!(Config::from_file_config(f).unwrap_err().to_string().contains("pool_size must be 1-64"), "{toml}");
         }
         let f = FileConfig { admin_token: token, ..FileConfig::from_toml("reservation_grace_secs = 0").unwrap() };
         assert_eq!(Config::from_file_config(f).unwrap().reservation_grace, Duration::ZERO);
