@@ -249,8 +249,18 @@ async fn send(ws: &mut Ws, msg: &ServerMsg) -> bool {
     ws.send(Message::text(msg.encode())).await.is_ok()
 }
 
+/// Why no hello could be read.
+enum NoHello {
+    /// Something else came first, or a hello that does not parse (the message says which).
+    Bad(String),
+    /// A first message over the frame limit: in a hello that can only be the token, so it is
+    /// answered like any other token that does not match.
+    TooLarge,
+    Closed,
+}
+
 /// Reads the hello within the deadline. Anything else first is a protocol error.
-async fn read_hello(ws: &mut Ws) -> Result<(u32, String, String, bool, bool), &'static str> {
+async fn read_hello(ws: &mut Ws) -> Result<(u32, String, String, bool, bool), NoHello> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(t))) => {
@@ -258,11 +268,19 @@ async fn read_hello(ws: &mut Ws) -> Result<(u32, String, String, bool, bool), &'
                     Ok(ClientMsg::Hello { version, token, agent, plain_data, mux }) => {
                         Ok((version, token, agent, plain_data, mux))
                     }
-                    _ => Err("expected a hello message first"),
+                    // A hello with a field of the wrong type or missing: say so.
+                    Err(e)
+                        if serde_json::from_str::<serde_json::Value>(t.as_str())
+                            .is_ok_and(|v| v.get("type").and_then(|t| t.as_str()) == Some("hello")) =>
+                    {
+                        Err(NoHello::Bad(format!("malformed hello: {e}")))
+                    }
+                    _ => Err(NoHello::Bad("expected a hello message first".into())),
                 };
             }
             Some(Ok(Message::Ping(_))) | Some(Ok(Message::Pong(_))) => continue,
-            _ => return Err("connection closed before hello"),
+            Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => return Err(NoHello::TooLarge),
+            _ => return Err(NoHello::Closed),
         }
     }
 }
@@ -279,8 +297,17 @@ async fn run_control(mut ws: Ws, peer: SocketAddr, shared: Arc<Shared>, slot: Ar
     };
     let (version, token, agent, plain_asked, mux) = match hello {
         Ok(Ok(h)) => h,
-        Ok(Err(why)) => {
-            reject(&mut ws, ErrorCode::BadRequest, why.to_string(), None).await;
+        Ok(Err(NoHello::Bad(why))) => {
+            reject(&mut ws, ErrorCode::BadRequest, why, None).await;
+            return;
+        }
+        Ok(Err(NoHello::TooLarge)) => {
+            tracing::info!(%peer, "control authentication failed (oversized hello)");
+            reject(&mut ws, ErrorCode::Unauthorized, AuthError::Rejected.to_string(), None).await;
+            return;
+        }
+        Ok(Err(NoHello::Closed)) => {
+            reject(&mut ws, ErrorCode::BadRequest, "connection closed before hello".into(), None).await;
             return;
         }
         Err(_) => {

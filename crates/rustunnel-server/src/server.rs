@@ -203,6 +203,16 @@ impl Shared {
         }
         let access = Access::from_spec(&spec).map_err(|e| OpenError::new(ErrorCode::BadRequest, e))?;
         crate::tunnel::check_host_header(&spec).map_err(|e| OpenError::new(ErrorCode::BadRequest, e))?;
+        // An endpoint of the other kind would be ignored: refuse it, as the client does.
+        match (spec.protocol, &spec.subdomain, spec.remote_port) {
+            (Protocol::Http, _, Some(_)) => {
+                return Err(OpenError::new(ErrorCode::BadRequest, "remote port applies to tcp and udp tunnels only"))
+            }
+            (Protocol::Tcp | Protocol::Udp, Some(_), _) => {
+                return Err(OpenError::new(ErrorCode::BadRequest, "subdomain applies to http tunnels only"))
+            }
+            _ => {}
+        }
         if self.stop_accepting.is_cancelled() {
             return Err(OpenError::new(ErrorCode::ShuttingDown, "server is shutting down"));
         }

@@ -152,24 +152,38 @@ async fn bad_tokens_all_get_the_same_answer() {
         let mut ws = control_ws(&server).await;
         answers.push(hello(&mut ws, PROTOCOL_VERSION, token).await);
     }
-    // A 1 MB token does not even fit in a control frame: the connection is closed.
+    // A 1 MB token does not even fit in a control frame: refused unread, with the same answer.
     let mut ws = control_ws(&server).await;
-    let msg = ClientMsg::Hello {
-        version: PROTOCOL_VERSION,
-        token: huge,
-        agent: String::new(),
-        plain_data: false,
-        mux: false,
-    };
-    let _ = ws.send(Message::text(msg.encode())).await;
-    let end = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap();
-    assert!(!matches!(end, Some(Ok(Message::Text(ref t))) if t.contains("welcome")), "{end:?}");
+    answers.push(hello(&mut ws, PROTOCOL_VERSION, &huge).await);
     for a in &answers {
         assert_eq!(a, &answers[0]);
         assert!(matches!(a, ServerMsg::Rejected { code: ErrorCode::Unauthorized, .. }), "{a:?}");
     }
     let mut ws = control_ws(&server).await;
     assert!(matches!(hello(&mut ws, PROTOCOL_VERSION, &good).await, ServerMsg::Welcome { .. }));
+}
+
+/// A hello with a field of the wrong type, or one missing, is named as a malformed hello.
+#[tokio::test]
+async fn a_malformed_hello_is_called_one() {
+    let server = quick_server().await;
+    for bad in [
+        r#"{"type":"hello","version":"1","token":"x"}"#,
+        r#"{"type":"hello","version":-1,"token":"x"}"#,
+        r#"{"type":"hello","version":1}"#,
+    ] {
+        let mut ws = control_ws(&server).await;
+        ws.send(Message::text(bad)).await.unwrap();
+        let answer = first_server_msg(&mut ws).await;
+        let ServerMsg::Rejected { code: ErrorCode::BadRequest, message, .. } = answer else {
+            panic!("{bad}: {answer:?}")
+        };
+        assert!(message.starts_with("malformed hello: "), "{bad}: {message}");
+    }
+    let mut ws = control_ws(&server).await;
+    ws.send(Message::text(r#"{"type":"open_tunnel"}"#)).await.unwrap();
+    let ServerMsg::Rejected { message, .. } = first_server_msg(&mut ws).await else { panic!() };
+    assert_eq!(message, "expected a hello message first");
 }
 
 #[tokio::test]
@@ -195,6 +209,43 @@ async fn version_mismatch_says_upgrade() {
     let ServerMsg::Rejected { code, message, .. } = answer else { panic!("{answer:?}") };
     assert_eq!(code, ErrorCode::VersionMismatch);
     assert!(message.contains("upgrade rustunnel"), "{message}");
+}
+
+/// An endpoint of the other kind (a port for http, a subdomain for tcp/udp) is refused by the
+/// server too, not silently ignored.
+#[tokio::test]
+async fn endpoints_of_the_other_kind_are_refused() {
+    let server = quick_server().await;
+    let mut ws = control_ws(&server).await;
+    assert!(matches!(hello(&mut ws, PROTOCOL_VERSION, server.handle.admin_token()).await, ServerMsg::Welcome { .. }));
+    let cases = [
+        (Protocol::Http, None, Some(21_500), "remote port applies to tcp and udp tunnels only"),
+        (Protocol::Tcp, Some("web"), None, "subdomain applies to http tunnels only"),
+        (Protocol::Udp, Some("web"), None, "subdomain applies to http tunnels only"),
+    ];
+    for (i, (protocol, subdomain, remote_port, why)) in cases.into_iter().enumerate() {
+        let spec = rustunnel_proto::TunnelSpec {
+            name: format!("t{i}"),
+            protocol,
+            subdomain: subdomain.map(String::from),
+            remote_port,
+            local_addr: "localhost:1".into(),
+            group: None,
+            basic_auth: None,
+            cidr_allow: vec![],
+            cidr_deny: vec![],
+            host_header: None,
+        };
+        ws.send(Message::text(ClientMsg::OpenTunnel { req_id: i as u64, spec }.encode())).await.unwrap();
+        let answer = loop {
+            match first_server_msg(&mut ws).await {
+                ServerMsg::Ping { .. } | ServerMsg::NeedDataConns { .. } => continue,
+                m => break m,
+            }
+        };
+        let ServerMsg::TunnelRejected { code, message, .. } = answer else { panic!("{why}: {answer:?}") };
+        assert_eq!((code, message.as_str()), (ErrorCode::BadRequest, why));
+    }
 }
 
 #[tokio::test]
