@@ -211,6 +211,36 @@ async fn version_mismatch_says_upgrade() {
     assert!(message.contains("upgrade rustunnel"), "{message}");
 }
 
+/// A bare tunnel request named `t{i}` for `protocol`.
+fn bare_spec(i: usize, protocol: Protocol) -> rustunnel_proto::TunnelSpec {
+    rustunnel_proto::TunnelSpec {
+        name: format!("t{i}"),
+        protocol,
+        subdomain: None,
+        remote_port: None,
+        local_addr: "localhost:1".into(),
+        group: None,
+        basic_auth: None,
+        cidr_allow: vec![],
+        cidr_deny: vec![],
+        host_header: None,
+    }
+}
+
+/// Sends `open_tunnel` (request id `i`) on an authenticated session; the refusal's code and
+/// message.
+async fn refused_open(ws: &mut Ws, i: usize, spec: rustunnel_proto::TunnelSpec) -> (ErrorCode, String) {
+    ws.send(Message::text(ClientMsg::OpenTunnel { req_id: i as u64, spec }.encode())).await.unwrap();
+    let answer = loop {
+        match first_server_msg(ws).await {
+            ServerMsg::Ping { .. } | ServerMsg::NeedDataConns { .. } => continue,
+            m => break m,
+        }
+    };
+    let ServerMsg::TunnelRejected { code, message, .. } = answer else { panic!("not refused: {answer:?}") };
+    (code, message)
+}
+
 /// An endpoint of the other kind (a port for http, a subdomain for tcp/udp) is refused by the
 /// server too, not silently ignored.
 #[tokio::test]
@@ -225,26 +255,11 @@ async fn endpoints_of_the_other_kind_are_refused() {
     ];
     for (i, (protocol, subdomain, remote_port, why)) in cases.into_iter().enumerate() {
         let spec = rustunnel_proto::TunnelSpec {
-            name: format!("t{i}"),
-            protocol,
             subdomain: subdomain.map(String::from),
             remote_port,
-            local_addr: "localhost:1".into(),
-            group: None,
-            basic_auth: None,
-            cidr_allow: vec![],
-            cidr_deny: vec![],
-            host_header: None,
+            ..bare_spec(i, protocol)
         };
-        ws.send(Message::text(ClientMsg::OpenTunnel { req_id: i as u64, spec }.encode())).await.unwrap();
-        let answer = loop {
-            match first_server_msg(&mut ws).await {
-                ServerMsg::Ping { .. } | ServerMsg::NeedDataConns { .. } => continue,
-                m => break m,
-            }
-        };
-        let ServerMsg::TunnelRejected { code, message, .. } = answer else { panic!("{why}: {answer:?}") };
-        assert_eq!((code, message.as_str()), (ErrorCode::BadRequest, why));
+        assert_eq!(refused_open(&mut ws, i, spec).await, (ErrorCode::BadRequest, why.to_string()));
     }
 }
 
@@ -262,25 +277,10 @@ async fn basic_auth_is_checked_by_the_server_too() {
     ];
     for (i, (protocol, creds, why)) in cases.into_iter().enumerate() {
         let spec = rustunnel_proto::TunnelSpec {
-            name: format!("t{i}"),
-            protocol,
-            subdomain: None,
-            remote_port: None,
-            local_addr: "localhost:1".into(),
-            group: None,
             basic_auth: Some(serde_json::from_value(serde_json::json!(creds)).unwrap()),
-            cidr_allow: vec![],
-            cidr_deny: vec![],
-            host_header: None,
+            ..bare_spec(i, protocol)
         };
-        ws.send(Message::text(ClientMsg::OpenTunnel { req_id: i as u64, spec }.encode())).await.unwrap();
-        let answer = loop {
-            match first_server_msg(&mut ws).await {
-                ServerMsg::Ping { .. } | ServerMsg::NeedDataConns { .. } => continue,
-                m => break m,
-            }
-        };
-        let ServerMsg::TunnelRejected { code, message, .. } = answer else { panic!("{creds}: {answer:?}") };
+        let (code, message) = refused_open(&mut ws, i, spec).await;
         assert_eq!(code, ErrorCode::BadRequest, "{creds}");
         assert!(message.contains(why), "{creds}: {message}");
     }
