@@ -57,31 +57,56 @@ const CA_NAME: &str = "rustunnel private CA";
 /// Certificates minted per name kept for reuse; past that the cache starts over.
 const MINTED_MAX: usize = 4096;
 
-fn ca_params() -> rcgen::CertificateParams {
+/// The CA's common name for `domain`: found verbatim in its DER, it tells a CA made for this
+/// domain (and name-constrained to it) from one made for another or by an older version.
+fn ca_name(domain: &str) -> String {
+    format!("{CA_NAME} ({domain})")
+}
+
+/// The generated CA for `domain`. Name-constrained to the domain (and its subdomains) and to
+/// loopback addresses: whoever trusts it in a browser trusts it for those names only, so its
+/// key, should it leak from the data directory, cannot vouch for any other site.
+fn ca_params(domain: &str) -> rcgen::CertificateParams {
+    use rcgen::{CidrSubnet, GeneralSubtree};
     let mut p = rcgen::CertificateParams::default();
-    p.distinguished_name.push(rcgen::DnType::CommonName, CA_NAME);
+    p.distinguished_name.push(rcgen::DnType::CommonName, ca_name(domain));
     p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
     p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    p.name_constraints = Some(rcgen::NameConstraints {
+        permitted_subtrees: vec![
+            GeneralSubtree::DnsName(domain.to_string()),
+            GeneralSubtree::IpAddress(CidrSubnet::from_v4_prefix([127, 0, 0, 0], 8)),
+            GeneralSubtree::IpAddress(CidrSubnet::from_v6_prefix(std::net::Ipv6Addr::LOCALHOST.octets(), 128)),
+        ],
+        excluded_subtrees: vec![],
+    });
     p
 }
 
-/// The generated CA (`tls-cert.pem`, `tls-key.pem`), written on first start: its certificate
-/// and key. A pair left by an older version (a self-signed leaf, not a CA) is replaced.
-fn ensure_ca(dir: &Path) -> Result<(PathBuf, CertificateDer<'static>, rcgen::KeyPair), TlsError> {
+/// The generated CA (`tls-cert.pem`, `tls-key.pem`) for `domain`, written on first start: its
+/// certificate and key. A pair left by an older version (a self-signed leaf, or a CA without
+/// name constraints) or made for another domain is replaced, with a warning: clients that
+/// trusted the old one must take the new file.
+fn ensure_ca(dir: &Path, domain: &str) -> Result<(PathBuf, CertificateDer<'static>, rcgen::KeyPair), TlsError> {
     let cert_path = dir.join("tls-cert.pem");
     let key_path = dir.join("tls-key.pem");
     if cert_path.exists() && key_path.exists() {
         let pem = read(&cert_path)?;
+        let name = ca_name(domain);
         let ours = CertificateDer::pem_slice_iter(&pem)
             .filter_map(Result::ok)
-            .find(|c| c.windows(CA_NAME.len()).any(|w| w == CA_NAME.as_bytes()));
+            .find(|c| c.windows(name.len()).any(|w| w == name.as_bytes()));
         let key = String::from_utf8(read(&key_path)?).ok().and_then(|k| rcgen::KeyPair::from_pem(&k).ok());
         if let (Some(cert), Some(key)) = (ours, key) {
             return Ok((cert_path, cert, key));
         }
+        tracing::warn!(
+            path = %cert_path.display(),
+            "replacing the private CA (made by an older version or for another domain) with one limited to {domain}; clients and browsers that trusted the old file must trust the new one"
+        );
     }
     let key = rcgen::KeyPair::generate()?;
-    let cert = ca_params().self_signed(&key)?;
+    let cert = ca_params(domain).self_signed(&key)?;
     let write = |p: &Path, data: String| {
         std::fs::write(p, data).map_err(|source| TlsError::Write { path: p.to_path_buf(), source })
     };
@@ -101,11 +126,11 @@ struct Minter {
 }
 
 impl Minter {
-    fn new(ca: CertificateDer<'static>, ca_key: rcgen::KeyPair) -> Result<Self, TlsError> {
+    fn new(ca: CertificateDer<'static>, ca_key: rcgen::KeyPair, domain: &str) -> Result<Self, TlsError> {
         let leaf_key = rcgen::KeyPair::generate()?;
         let der = PrivateKeyDer::try_from(leaf_key.serialize_der()).map_err(|e| TlsError::Key(e.to_string()))?;
         let signing = provider().key_provider.load_private_key(der)?;
-        Ok(Minter { issuer: rcgen::Issuer::new(ca_params(), ca_key), ca, leaf_key, signing })
+        Ok(Minter { issuer: rcgen::Issuer::new(ca_params(domain), ca_key), ca, leaf_key, signing })
     }
 
     /// A certificate for `names`, valid from yesterday for 397 days (what browsers accept for a
@@ -139,7 +164,9 @@ impl std::fmt::Debug for MintingResolver {
 
 impl MintingResolver {
     fn new(minter: Minter, domain: &str) -> Result<Self, TlsError> {
-        let names = vec![domain.to_string(), format!("*.{domain}"), "127.0.0.1".into(), "::1".into()];
+        // No wildcard: webpki cannot check one against the CA's name constraints (and every
+        // subdomain asked for gets a certificate of its own anyway).
+        let names = vec![domain.to_string(), "127.0.0.1".into(), "::1".into()];
         let default = minter.mint(names)?;
         Ok(MintingResolver { minter, domain: domain.to_string(), default, minted: Mutex::new(HashMap::new()) })
     }
@@ -199,8 +226,8 @@ impl TlsMaterial {
                 (cert.clone(), Arc::new(single))
             }
             TlsSource::SelfSigned => {
-                let (path, ca, ca_key) = ensure_ca(data_dir)?;
-                (path, Arc::new(MintingResolver::new(Minter::new(ca, ca_key)?, domain)?))
+                let (path, ca, ca_key) = ensure_ca(data_dir, domain)?;
+                (path, Arc::new(MintingResolver::new(Minter::new(ca, ca_key, domain)?, domain)?))
             }
         };
         let build = |alpn: Vec<Vec<u8>>, resumption: bool| -> Result<Arc<ServerConfig>, TlsError> {
@@ -267,8 +294,8 @@ mod tests {
         }
         assert!(handshake(t.https.clone(), &t.cert_path, "other.example").is_err(), "not ours");
         // Exactly the name asked for (no wildcard an OpenSSL client would refuse).
-        let (_, ca, key) = ensure_ca(dir.path()).unwrap();
-        let r = MintingResolver::new(Minter::new(ca, key).unwrap(), "localhost").unwrap();
+        let (_, ca, key) = ensure_ca(dir.path(), "localhost").unwrap();
+        let r = MintingResolver::new(Minter::new(ca, key, "localhost").unwrap(), "localhost").unwrap();
         let c = r.minter.mint(vec!["myapp.localhost".into()]).unwrap();
         let der = &c.cert[0];
         assert!(der.windows(15).any(|w| w == b"myapp.localhost"));
@@ -291,5 +318,37 @@ mod tests {
         let t = TlsMaterial::load(&TlsSource::SelfSigned, dir.path(), "localhost").unwrap();
         assert_ne!(std::fs::read_to_string(&t.cert_path).unwrap(), old.cert.pem());
         handshake(t.https.clone(), &t.cert_path, "myapp.localhost").unwrap();
+        // So is a CA of ours made for another domain (or before the name constraints).
+        let before = std::fs::read(&t.cert_path).unwrap();
+        let t = TlsMaterial::load(&TlsSource::SelfSigned, dir.path(), "tunnel.example").unwrap();
+        assert_ne!(std::fs::read(&t.cert_path).unwrap(), before);
+        handshake(t.https.clone(), &t.cert_path, "myapp.tunnel.example").unwrap();
+    }
+
+    /// The CA vouches for the domain and loopback only: a certificate it signed for another
+    /// name (as a leaked key could) is refused by a verifying client.
+    #[test]
+    fn the_generated_ca_is_limited_to_its_domain() {
+        use rustls::client::danger::ServerCertVerifier;
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_path, ca, key) = ensure_ca(dir.path(), "localhost").unwrap();
+        let minter = Minter::new(ca, key, "localhost").unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(&cert_path).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider()).build().unwrap();
+        let verify = |name: &str| {
+            let c = minter.mint(vec![name.to_string()]).unwrap();
+            let server = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+            verifier.verify_server_cert(&c.cert[0], &c.cert[1..], &server, &[], rustls::pki_types::UnixTime::now())
+        };
+        for ok in ["localhost", "app.localhost", "127.0.0.1", "::1"] {
+            verify(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in ["bank.example", "localhost.example", "10.0.0.1"] {
+            assert!(verify(bad).is_err(), "{bad} accepted");
+        }
     }
 }
