@@ -877,9 +877,9 @@ async fn tunnel_listen(server: McpServer, args: JsonObject, ctx: CallCtx) -> Res
     let a = Args::new(&args, &["sinceSeq", "timeoutMs"])?;
     let since = a.opt_int("sinceSeq", 0, i64::MAX)?.and_then(|n| u64::try_from(n).ok());
     let timeout = a
-        .opt_int("timeoutMs", 0, i64::MAX)?
+        .opt_int_capped("timeoutMs", 0, session::MAX_LISTEN.as_millis() as i64)?
         .and_then(|n| u64::try_from(n).ok())
-        .map(|ms| Duration::from_millis(ms).min(session::MAX_LISTEN));
+        .map(Duration::from_millis);
     let st = state(&server)?;
     let wants_progress = ctx.request().meta.get_progress_token().is_some();
     let (tx, mut rx) = mpsc::channel::<session::ListenProgress>(4);

@@ -59,6 +59,17 @@ impl<'a> Args<'a> {
     }
 
     /// An optional integer within `min..=max`.
+    /// A whole number of at least `min`; values above `cap` are taken as `cap` (the error
+    /// names the cap, not the largest number JSON can carry).
+    pub fn opt_int_capped(&self, name: &str, min: i64, cap: i64) -> Result<Option<i64>, ToolError> {
+        match self.opt_int(name, min, i64::MAX) {
+            Ok(v) => Ok(v.map(|i| i.min(cap))),
+            Err(_) => Err(ToolError::invalid(format!(
+                "'{name}' must be a whole number of at least {min} (values above {cap} are capped to {cap})"
+            ))),
+        }
+    }
+
     pub fn opt_int(&self, name: &str, min: i64, max: i64) -> Result<Option<i64>, ToolError> {
         match self.get(name) {
             None => Ok(None),
@@ -211,6 +222,16 @@ mod tests {
             assert!(e.contains(want), "{k}: {e}");
         }
         assert!(a.req_port("missing").unwrap_err().to_string().contains("required"));
+    }
+
+    #[test]
+    fn capped_numbers_name_their_cap() {
+        let m = obj(json!({"neg": -5, "big": 90000, "ok": 300}));
+        let a = Args::new(&m, &["neg", "big", "ok"]).unwrap();
+        let e = a.opt_int_capped("neg", 0, 45000).unwrap_err().to_string();
+        assert!(e.contains("at least 0") && e.contains("capped to 45000") && !e.contains("9223372036854775807"), "{e}");
+        assert_eq!(a.opt_int_capped("big", 0, 45000).unwrap(), Some(45000));
+        assert_eq!(a.opt_int_capped("ok", 0, 45000).unwrap(), Some(300));
     }
 
     #[test]
