@@ -499,6 +499,10 @@ async fn edge_refuses_smuggling_and_oversized_headers() {
             assert!(out.contains("at most 100 header fields and 64 KiB"), "{what} {version}: {out}");
         }
     }
+    // A request line over the limit is a target too long (414), not a header problem.
+    let req = format!("GET /{} HTTP/1.1\r\nHost: {host}\r\n\r\n", "a".repeat(100 * 1000));
+    let out = raw_edge(&server, req.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 414"), "{}", &out[..out.len().min(200)]);
     // Just under both limits: served.
     let fits: String = (0..95).map(|i| format!("X-H{i}: {}\r\n", "v".repeat(600))).collect();
     let out =

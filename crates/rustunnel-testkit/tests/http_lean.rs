@@ -290,3 +290,12 @@ async fn asterisk_form_options_reaches_the_local_service() {
     let out = raw(edge, format!("GET * HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await;
     assert!(out.starts_with("HTTP/1.1 400") && out.contains("must be a path"), "{out}");
 }
+
+/// The edge's own pages on the lean path carry a Date, as hyper's and the local service's
+/// answers do (RFC 9110 6.6.1).
+#[tokio::test]
+async fn edge_pages_carry_a_date() {
+    let server = TestServer::start().await;
+    let out = raw(server.http_addr(), b"GET / HTTP/1.1\r\nHost: nobody.localhost\r\nConnection: close\r\n\r\n").await;
+    assert!(out.starts_with("HTTP/1.1 404") && out.to_ascii_lowercase().contains("\r\ndate: "), "{out}");
+}

@@ -629,6 +629,10 @@ where
                     Parsed::Lean(h) => break h,
                     Parsed::HandOver => return End::HandOver(io, take_all(&mut vb)),
                     Parsed::TooLarge => return refuse(io, pages::headers_too_large()).await,
+                    // The request line alone fills the limit: the target is what is too long.
+                    Parsed::Partial if vb.pending().len() >= HEAD_LIMIT && !vb.pending().contains(&b'\n') => {
+                        return refuse(io, pages::uri_too_long()).await
+                    }
                     Parsed::Partial if vb.pending().len() >= HEAD_LIMIT => {
                         return refuse(io, pages::headers_too_large()).await
                     }

@@ -42,6 +42,8 @@ impl Page {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
         head.push_str(&format!("content-length: {}\r\n", self.body.len()));
+        // RFC 9110 6.6.1: an origin with a clock sends Date (hyper adds it on its own path).
+        head.push_str(&format!("date: {}\r\n", httpdate::fmt_http_date(std::time::SystemTime::now())));
         if close {
             head.push_str("connection: close\r\n");
         }
@@ -95,6 +97,13 @@ pub fn headers_too_large() -> Page {
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         "Request headers too large",
         "This edge takes at most 100 header fields and 64 KiB of request head.",
+    )
+}
+pub fn uri_too_long() -> Page {
+    page(
+        StatusCode::URI_TOO_LONG,
+        "Request target too long",
+        "This edge takes a request line of at most 64 KiB; send long data in the request body.",
     )
 }
 pub fn bad_request(why: &str) -> Page {
