@@ -90,7 +90,7 @@ impl Dialer {
     pub async fn dial_tcp(&self) -> Result<TcpStream, ClientError> {
         connect_tcp(&self.host, self.port, Duration::from_secs(10))
             .await
-            .map_err(|e| ClientError::Connect { addr: format!("{}:{}", self.host, self.port), source: e })
+            .map_err(|e| ClientError::Connect { addr: crate::config::host_port(&self.host, self.port), source: e })
     }
 
     fn server_name(&self) -> Result<ServerName<'static>, ClientError> {
@@ -143,6 +143,17 @@ mod tests {
             let e = split_host_port(bad, 1).unwrap_err();
             assert_eq!(e.code(), "invalid_server_address", "{bad}");
         }
+    }
+
+    /// An IPv6 server address in an error is written as one (`[::1]:port`, not `::1:port`).
+    #[tokio::test]
+    async fn unreachable_ipv6_server_is_named_with_brackets() {
+        let port = std::net::TcpListener::bind("[::1]:0").map(|l| l.local_addr().unwrap().port());
+        let Ok(port) = port else { return }; // no IPv6 loopback here
+        let tls = crate::tls::client_config(&crate::TlsOptions { insecure: true, ca: None }, &[]).unwrap();
+        let d = Dialer { host: "::1".into(), port, tls };
+        let e = d.dial_tcp().await.unwrap_err().to_string();
+        assert!(e.contains(&format!("[::1]:{port}")), "{e}");
     }
 
     #[tokio::test]
