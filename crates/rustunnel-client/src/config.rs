@@ -147,8 +147,6 @@ pub fn host_port(host: &str, port: u16) -> String {
     }
 }
 
-/// A local host as people write it: `[::1]` (the URL form of an IPv6 literal) is `::1`, the
-/// form resolvers and [`TunnelConfig::local_addr`] expect.
 /// A host name (letters, digits, '-', '_' and '.', at most 253) or an IP address; no port, no
 /// spaces. Checked before connecting: anything else could only fail at every visitor.
 pub fn valid_local_host(host: &str) -> bool {
@@ -159,6 +157,8 @@ pub fn valid_local_host(host: &str) -> bool {
             }))
 }
 
+/// A local host as people write it: `[::1]` (the URL form of an IPv6 literal) is `::1`, the
+/// form resolvers and [`TunnelConfig::local_addr`] expect.
 pub fn local_host(host: &str) -> &str {
     let host = host.trim();
     host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host)

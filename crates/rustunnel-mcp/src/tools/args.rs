@@ -152,11 +152,11 @@ impl<'a> Args<'a> {
     }
 }
 
-/// A host name or IP literal: no spaces, slashes, schemes or ports.
+/// A host name or IP literal: no spaces, slashes, schemes or ports (the client library's rule
+/// for a local host, which it applies again before connecting).
 pub fn check_host(name: &str, host: &str) -> Result<(), ToolError> {
-    let ok = host.len() <= 253
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'[' | b']'))
-        && !host.contains("::/");
+    use rustunnel_client::config::{local_host, valid_local_host};
+    let ok = !host.contains(char::is_whitespace) && valid_local_host(local_host(host));
     if !ok {
         return Err(ToolError::invalid(format!(
             "'{name}' must be a host name or IP address like localhost or 127.0.0.1 (no scheme, path or port), got '{}'",
@@ -263,5 +263,9 @@ mod tests {
         assert!(check_host("h", "::1").is_ok());
         assert!(check_host("h", "http://x").is_err());
         assert!(check_host("h", "a b").is_err());
+        assert!(check_host("h", "[::1]").is_ok());
+        for with_port in ["localhost:80", "[::1]:80", "127.0.0.1:80"] {
+            assert!(check_host("h", with_port).is_err(), "{with_port}");
+        }
     }
 }
