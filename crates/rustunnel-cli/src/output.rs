@@ -4,6 +4,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use rustunnel_client::Event;
+use rustunnel_proto::names::is_hidden;
 
 /// How often the console says it is still reconnecting while the server stays away.
 const STILL_RECONNECTING_EVERY: Duration = Duration::from_secs(30);
@@ -67,17 +68,14 @@ impl Outage {
     }
 }
 
-/// Text from the server (or a visitor) as the terminal should show it: control characters
-/// (escape sequences) and invisible formatting ones (bidirectional overrides) written out as
-/// `\u{..}` instead of acting.
+/// Text from the server (or a visitor) as the terminal should show it: the characters that
+/// would not appear as themselves ([`is_hidden`]: escape sequences, bidirectional overrides)
+/// written out as `\u{..}` instead of acting.
 pub fn shown(cell: &str) -> String {
-    let acts = |c: char| {
-        c.is_control() || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
-    };
-    if !cell.chars().any(acts) {
+    if !cell.chars().any(is_hidden) {
         return cell.to_string();
     }
-    cell.chars().map(|c| if acts(c) { c.escape_unicode().to_string() } else { c.to_string() }).collect()
+    cell.chars().map(|c| if is_hidden(c) { c.escape_unicode().to_string() } else { c.to_string() }).collect()
 }
 
 /// A line to stderr; a closed stderr is not a reason to stop (`eprintln!` would panic).

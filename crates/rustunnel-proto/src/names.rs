@@ -1,4 +1,14 @@
-//! Subdomain rules.
+//! Subdomain rules, and which characters of a name or label a listing cannot show as they are.
+
+/// Whether `c` would not appear as itself where a name, label or path is shown: a control
+/// character (terminal escape sequences) or an invisible formatting one (soft hyphen,
+/// bidirectional controls such as U+202E, zero-width characters, the byte-order mark,
+/// interlinear annotation). Token labels refuse them; the CLI writes them out as `\u{..}`.
+pub fn is_hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+}
 
 /// Names nobody may claim: they collide with the service's own hosts or with
 /// well-known prefixes used for certificates and mail.
@@ -75,6 +85,16 @@ pub fn validate_subdomain(name: &str) -> Result<(), SubdomainError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hidden_characters() {
+        for c in ['\x1b', '\n', '\u{7f}', '\u{ad}', '\u{200b}', '\u{202e}', '\u{2066}', '\u{feff}'] {
+            assert!(is_hidden(c), "{:?}", c);
+        }
+        for c in ['a', ' ', 'é', '日', '-', '\u{2070}'] {
+            assert!(!is_hidden(c), "{:?}", c);
+        }
+    }
 
     #[test]
     fn accepts_plain_names() {

@@ -47,12 +47,7 @@ pub const MAX_LABEL: usize = 64;
 /// that could make a listing show something else than what is stored.
 pub fn check_label(label: &str) -> Result<&str, StoreError> {
     let label = label.trim();
-    let invisible = |c: char| {
-        c.is_control()
-            || matches!(c, '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
-                | '\u{2060}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
-    };
-    if label.is_empty() || label.chars().count() > MAX_LABEL || label.chars().any(invisible) {
+    if label.is_empty() || label.chars().count() > MAX_LABEL || label.chars().any(rustunnel_proto::names::is_hidden) {
         return Err(StoreError::BadLabel);
     }
     Ok(label)
