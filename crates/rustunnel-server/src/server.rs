@@ -895,9 +895,7 @@ impl ServerHandle {
         for sess in sessions {
             s.end_session(&sess, CloseReason::ServerShutdown).await;
         }
-        let _ = tokio::time::timeout(Duration::from_secs(5), s.tasks.wait()).await;
-        s.store.close().await;
-        drop(lock(&s.instance).take());
+        s.wind_down().await;
     }
 
     /// Stops at once without telling anyone, like a crash (tests of client reconnection).
@@ -905,9 +903,17 @@ impl ServerHandle {
         self.shared.stop_accepting.cancel();
         self.shared.hard_stop.cancel();
         self.shared.tasks.close();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.shared.tasks.wait()).await;
-        self.shared.store.close().await;
-        drop(lock(&self.shared.instance).take());
+        self.shared.wind_down().await;
+    }
+}
+
+impl Shared {
+    /// The last steps of every stop: the tasks end (bounded wait), the database closes, and
+    /// the data directory and region are free for the next server.
+    async fn wind_down(&self) {
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
+        self.store.close().await;
+        drop(lock(&self.instance).take());
     }
 }
 

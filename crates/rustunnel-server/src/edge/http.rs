@@ -251,6 +251,10 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// The 400 page's reason for a request target that is neither a path nor (on the lean path)
+/// `OPTIONS *`.
+const NOT_A_PATH: &str = "The request target must be a path, such as /index.html.";
+
 /// Whether the request's Transfer-Encoding fields name exactly one coding, `chunked`.
 fn only_chunked(headers: &HeaderMap) -> bool {
     let mut codings = headers
@@ -321,7 +325,7 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
     }
     // `GET example.com:80` (authority-form, CONNECT's form) or `GET foo` (read as one).
     if !h2 && req.uri().authority().is_some() {
-        return page(pages::bad_request("The request target must be a path, such as /index.html."));
+        return page(pages::bad_request(NOT_A_PATH));
     }
     let (host, raw_host) = match host_of(&req) {
         Ok(h) => h,
@@ -351,7 +355,7 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
         return page(pages::bad_request(if method == Method::OPTIONS && path == "*" {
             "OPTIONS * is forwarded on plain HTTP/1.1 connections only; ask OPTIONS / instead."
         } else {
-            "The request target must be a path, such as /index.html."
+            NOT_A_PATH
         }));
     }
     let Ok(permit) = tunnel.concurrency.clone().try_acquire_owned() else {
