@@ -5,6 +5,22 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rustunnel-server");
 
+/// `rustunnel-server --dev` on loopback port 0 in `dir`, its banner on a pipe.
+fn dev_server(dir: &std::path::Path) -> std::process::Child {
+    Command::new(BIN)
+        .arg("--dev")
+        .args(loopback_flags(dir))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Asks the server to stop, as a supervisor would.
+fn sigterm(child: &std::process::Child) {
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+}
+
 fn loopback_flags(dir: &std::path::Path) -> Vec<String> {
     [
         "--data-dir",
@@ -120,13 +136,7 @@ fn token_create_refuses_labels_the_api_refuses() {
 #[test]
 fn dev_server_prints_its_token_and_exits_zero_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .arg("--dev")
-        .args(loopback_flags(dir.path()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = dev_server(dir.path());
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let mut token = None;
@@ -145,7 +155,7 @@ fn dev_server_prints_its_token_and_exits_zero_on_sigterm() {
     assert_eq!(saved.trim(), token);
     assert!(dir.path().join("tls-cert.pem").exists());
     let started = Instant::now();
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    sigterm(&child);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
@@ -170,17 +180,11 @@ fn cpu_ticks(pid: u32) -> u64 {
 #[test]
 fn a_closed_stdout_does_not_stop_the_server() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .arg("--dev")
-        .args(loopback_flags(dir.path()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = dev_server(dir.path());
     drop(child.stdout.take());
     std::thread::sleep(Duration::from_secs(2));
     assert!(child.try_wait().unwrap().is_none(), "the server died when its stdout closed");
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    sigterm(&child);
     let _ = child.wait();
 }
 
@@ -239,6 +243,6 @@ fn out_of_file_descriptors_the_server_backs_off_and_recovers() {
         assert!(started.elapsed() < Duration::from_secs(20), "the edge did not recover: {answer:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    sigterm(&child);
     let _ = child.wait();
 }
