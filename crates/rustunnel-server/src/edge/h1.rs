@@ -310,6 +310,11 @@ fn parse_response(buf: &[u8], head_method: bool, close_visitor: bool) -> Result<
     let (mut te, mut cl) = (None, None::<u64>);
     for h in headers {
         if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            // Several fields read as one list, last coding last. A value that is not text
+            // could be read differently by the visitor (chunked or not): not passed on.
+            if !h.value.iter().all(|b| b.is_ascii_graphic() || *b == b' ' || *b == b'\t') {
+                return Err(());
+            }
             te = Some(h.value);
         } else if h.name.eq_ignore_ascii_case("content-length") {
             match content_length(h.value) {
@@ -974,6 +979,12 @@ mod tests {
         ] {
             assert!(parse_response(bad.as_bytes(), false, false).is_err(), "{bad}");
         }
+        // A coding that is not text, before a final chunked in another field: one visitor
+        // would read chunked, another would not.
+        let odd = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: \xff\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(parse_response(odd, false, false).is_err());
+        let two = resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n", false);
+        assert!(matches!(two.framing, Framing::Chunked(_)));
     }
 }
 
