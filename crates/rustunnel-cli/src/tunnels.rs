@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use clap::Args;
 use rustunnel_client::{ClientHandle, ClientOptions, Event, StartFile, TlsOptions, TunnelConfig};
 use rustunnel_proto::basic_auth::BasicAuth;
-use rustunnel_proto::ip_rules::IpRules;
-use rustunnel_proto::Protocol;
+use rustunnel_proto::control::HOST_HEADER_RULE;
+use rustunnel_proto::{Protocol, SpecError, SpecOption};
 
 use crate::output::Printer;
 
@@ -179,36 +179,20 @@ fn parse_basic_auth(s: &str) -> Result<BasicAuth, String> {
     BasicAuth::parse(s).map_err(|e| e.to_string())
 }
 
+const OPTIONS_HINT: &str = "see `rustunnel http --help` (or tcp, udp) for the options";
+
+/// The flag that sets `o`, and what to use instead.
+fn flag_of(o: SpecOption) -> (&'static str, &'static str) {
+    match o {
+        SpecOption::Subdomain => ("--subdomain", "use --remote-port for tcp/udp"),
+        SpecOption::RemotePort => ("--remote-port", "use --subdomain for http"),
+        SpecOption::BasicAuth => ("--basic-auth", "a tcp or udp service checks its own credentials"),
+        SpecOption::HostHeader => ("--host-header", "a tcp or udp service gets no Host header to rewrite"),
+    }
+}
+
 pub async fn run_one(protocol: Protocol, a: OneTunnel) -> i32 {
     let mut printer = Printer::new(a.connect.json);
-    if a.subdomain.is_some() && protocol != Protocol::Http {
-        return fail(
-            &mut printer,
-            "bad_arguments",
-            "--subdomain applies to http tunnels only".into(),
-            "use --remote-port for tcp/udp",
-        );
-    }
-    if a.basic_auth.is_some() && protocol != Protocol::Http {
-        return fail(
-            &mut printer,
-            "bad_arguments",
-            "--basic-auth applies to http tunnels only".into(),
-            "a tcp or udp service checks its own credentials",
-        );
-    }
-    if a.remote_port.is_some() && protocol == Protocol::Http {
-        return fail(
-            &mut printer,
-            "bad_arguments",
-            "--remote-port applies to tcp/udp tunnels only".into(),
-            "use --subdomain for http",
-        );
-    }
-    let server = match crate::manage::resolve_server(&a.connect).await {
-        Ok(s) => s,
-        Err(e) => return fail(&mut printer, "region_error", e.to_string(), "list regions with `rustunnel regions`"),
-    };
     let mut t = TunnelConfig::new(a.name.clone().unwrap_or_else(|| protocol.to_string()), protocol, a.port);
     // `[::1]` is read as `::1` by the client library, like every other way in.
     t.local_host = a.local_host.clone();
@@ -218,17 +202,26 @@ pub async fn run_one(protocol: Protocol, a: OneTunnel) -> i32 {
     t.cidr_allow = a.cidr_allow.clone();
     t.cidr_deny = a.cidr_deny.clone();
     t.host_header = a.host_header.clone();
-    if let Err(e) = IpRules::parse(&t.cidr_allow, &t.cidr_deny) {
-        return fail(
-            &mut printer,
-            "bad_arguments",
-            e.to_string(),
-            "--cidr-allow and --cidr-deny take addresses or networks",
-        );
+    // The rules the server checks, told in the flags' names.
+    if let Err(e) = t.spec().check() {
+        let (message, hint) = match e {
+            SpecError::NotFor(o) => {
+                let (flag, hint) = flag_of(o);
+                (format!("{flag} applies to {} tunnels only", o.protocols()), hint)
+            }
+            SpecError::IpRules(e) => (e.to_string(), "--cidr-allow and --cidr-deny take addresses or networks"),
+            SpecError::HostHeader => (format!("--host-header {HOST_HEADER_RULE}"), OPTIONS_HINT),
+            e => (e.to_string(), OPTIONS_HINT),
+        };
+        return fail(&mut printer, "bad_arguments", message, hint);
     }
     if let Err(e) = a.pool.apply(&mut t) {
-        return fail(&mut printer, "bad_arguments", e, "see `rustunnel http --help` (or tcp, udp) for the options");
+        return fail(&mut printer, "bad_arguments", e, OPTIONS_HINT);
     }
+    let server = match crate::manage::resolve_server(&a.connect).await {
+        Ok(s) => s,
+        Err(e) => return fail(&mut printer, "region_error", e.to_string(), "list regions with `rustunnel regions`"),
+    };
     let mut opts = ClientOptions::new(server, a.connect.token.trim());
     opts.tls = TlsOptions { insecure: a.connect.insecure, ca: a.connect.ca.clone() };
     opts.reconnect = !a.connect.no_reconnect;

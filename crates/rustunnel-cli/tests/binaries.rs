@@ -187,8 +187,12 @@ async fn basic_auth_through_the_real_binaries() {
         assert_eq!(curl(&["-u", "ana:correct horse"]).await.unwrap(), "hello from locked-app\n\n200");
     }
     for (args, why) in [
-        (&["tcp", "22", "--basic-auth", "ana:correct horse"][..], "http tunnels only"),
+        (&["tcp", "22", "--basic-auth", "ana:correct horse"][..], "--basic-auth applies to http tunnels only"),
         (&["http", "3000", "--basic-auth", "ana:short"][..], "8-128"),
+        (&["udp", "53", "--subdomain", "dns"][..], "--subdomain applies to http tunnels only"),
+        (&["http", "3000", "--remote-port", "20001"][..], "--remote-port applies to tcp and udp tunnels only"),
+        (&["tcp", "22", "--host-header", "rewrite"][..], "--host-header applies to http tunnels only"),
+        (&["http", "3000", "--host-header", "two words"][..], "--host-header must be `rewrite`"),
     ] {
         let out = run_to_end(args).await;
         assert!(!out.status.success(), "{args:?}");

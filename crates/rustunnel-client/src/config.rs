@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rustunnel_proto::basic_auth::BasicAuth;
-use rustunnel_proto::ip_rules::IpRules;
 use rustunnel_proto::Protocol;
+use rustunnel_proto::{GroupSpec, TunnelSpec};
 use serde::Deserialize;
 
 use crate::error::ClientError;
@@ -106,24 +106,8 @@ impl TunnelConfig {
                 return Err(format!("tunnel '{}': a pool needs both a group name and a group key", self.name));
             }
         }
-        if let Some(a) = &self.basic_auth {
-            if self.protocol != Protocol::Http {
-                return Err(format!("tunnel '{}': basic auth applies to http tunnels only", self.name));
-            }
-            a.checked().map_err(|e| format!("tunnel '{}': {e}", self.name))?;
-        }
-        IpRules::parse(&self.cidr_allow, &self.cidr_deny).map_err(|e| format!("tunnel '{}': {e}", self.name))?;
-        if let Some(h) = self.host_header_value() {
-            if self.protocol != Protocol::Http {
-                return Err(format!("tunnel '{}': host_header applies to http tunnels only", self.name));
-            }
-            if !rustunnel_proto::control::valid_host_header(&h) {
-                return Err(format!(
-                    "tunnel '{}': host_header must be `rewrite` or a host such as localhost:3000 (1-255 visible characters)",
-                    self.name
-                ));
-            }
-        }
+        // The rules the server checks again.
+        self.spec().check().map_err(|e| format!("tunnel '{}': {e}", self.name))?;
         if let Some(h) = &self.health_check {
             h.validate().map_err(|e| format!("tunnel '{}': {e}", self.name))?;
             if matches!(h.kind, HealthKind::Http { .. }) && self.protocol == Protocol::Udp {
@@ -132,6 +116,27 @@ impl TunnelConfig {
         }
         Ok(())
     }
+    /// What the client asks the server for.
+    pub fn spec(&self) -> TunnelSpec {
+        TunnelSpec {
+            name: self.name.clone(),
+            protocol: self.protocol,
+            subdomain: self.subdomain.clone(),
+            remote_port: self.remote_port,
+            local_addr: self.local_addr(),
+            group: self.group.as_ref().map(|g| GroupSpec {
+                name: g.name.clone(),
+                key: g.key.clone(),
+                alert_webhook: self.health_check.as_ref().and_then(|h| h.alert_webhook.clone()),
+                health_check: self.health_check.as_ref().map(|h| h.describe()),
+            }),
+            basic_auth: self.basic_auth.clone(),
+            cidr_allow: self.cidr_allow.clone(),
+            cidr_deny: self.cidr_deny.clone(),
+            host_header: self.host_header_value(),
+        }
+    }
+
     pub fn local_addr(&self) -> String {
         host_port(&self.local_host, self.local_port)
     }
@@ -323,9 +328,6 @@ impl StartFile {
         for (name, t) in &f.tunnels {
             if t.local_port == 0 {
                 return Err(format!("tunnel '{name}': local_port must be 1-65535"));
-            }
-            if t.subdomain.is_some() && t.protocol != Protocol::Http {
-                return Err(format!("tunnel '{name}': subdomain only applies to http tunnels"));
             }
             if t.group.is_some() != t.group_key.is_some() {
                 return Err(format!("tunnel '{name}': group and group_key go together"));

@@ -7,9 +7,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use rustunnel_proto::limits::{HANDSHAKE_TIMEOUT, HEARTBEAT_MISSES, MAX_CONTROL_FRAME};
-use rustunnel_proto::{
-    ClientMsg, ErrorCode, GroupSpec, ServerMsg, TunnelInfo, TunnelSpec, CONTROL_PATH, PROTOCOL_VERSION,
-};
+use rustunnel_proto::{ClientMsg, ErrorCode, ServerMsg, TunnelInfo, CONTROL_PATH, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
@@ -309,23 +307,12 @@ impl Runner {
         let mut pending: HashMap<u64, TunnelConfig> = HashMap::new();
         for (i, t) in self.active_tunnels().into_iter().enumerate() {
             let prev = self.assigned.get(&t.name);
-            let spec = TunnelSpec {
-                name: t.name.clone(),
-                protocol: t.protocol,
-                subdomain: prev.and_then(|p| p.subdomain.clone()).or_else(|| t.subdomain.clone()),
-                remote_port: prev.and_then(|p| p.remote_port).or(t.remote_port),
-                local_addr: t.local_addr(),
-                group: t.group.as_ref().map(|g| GroupSpec {
-                    name: g.name.clone(),
-                    key: g.key.clone(),
-                    alert_webhook: t.health_check.as_ref().and_then(|h| h.alert_webhook.clone()),
-                    health_check: t.health_check.as_ref().map(|h| h.describe()),
-                }),
-                basic_auth: t.basic_auth.clone(),
-                cidr_allow: t.cidr_allow.clone(),
-                cidr_deny: t.cidr_deny.clone(),
-                host_header: t.host_header_value(),
-            };
+            // A returning client asks for what it had, whatever the config says.
+            let mut spec = t.spec();
+            if let Some(p) = prev {
+                spec.subdomain = p.subdomain.clone().or(spec.subdomain);
+                spec.remote_port = p.remote_port.or(spec.remote_port);
+            }
             let req_id = i as u64 + 1;
             ws.send(Message::text(ClientMsg::OpenTunnel { req_id, spec }.encode()))
                 .await

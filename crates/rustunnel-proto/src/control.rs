@@ -76,6 +76,82 @@ pub struct TunnelSpec {
     pub host_header: Option<String>,
 }
 
+/// A tunnel option that only some protocols take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecOption {
+    Subdomain,
+    RemotePort,
+    BasicAuth,
+    HostHeader,
+}
+
+impl SpecOption {
+    /// Its name in config files and tool arguments (`--` and `-` for `_` make the flag).
+    pub fn key(self) -> &'static str {
+        match self {
+            SpecOption::Subdomain => "subdomain",
+            SpecOption::RemotePort => "remote_port",
+            SpecOption::BasicAuth => "basic_auth",
+            SpecOption::HostHeader => "host_header",
+        }
+    }
+
+    /// The protocols that take it, as a user reads them.
+    pub fn protocols(self) -> &'static str {
+        match self {
+            SpecOption::RemotePort => "tcp and udp",
+            _ => "http",
+        }
+    }
+}
+
+/// What a `host_header` must be (the client turns `rewrite` into the local address).
+pub const HOST_HEADER_RULE: &str = "must be `rewrite` or a host such as localhost:3000 (1-255 visible characters)";
+
+/// What is wrong with a tunnel request: one set of rules for every way in (flags, config
+/// files, MCP tools) and for the server, which checks again whatever a client says.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("the tunnel name must be 1-{} characters", crate::limits::MAX_TUNNEL_NAME)]
+    Name,
+    #[error("{} applies to {} tunnels only", .0.key(), .0.protocols())]
+    NotFor(SpecOption),
+    #[error(transparent)]
+    BasicAuth(#[from] crate::basic_auth::BasicAuthError),
+    #[error(transparent)]
+    IpRules(#[from] crate::ip_rules::IpRuleError),
+    #[error("host_header {HOST_HEADER_RULE}")]
+    HostHeader,
+}
+
+impl TunnelSpec {
+    /// Checks the request against the rules every end shares (the server adds its own: names
+    /// taken, ports in range, pools).
+    pub fn check(&self) -> Result<(), SpecError> {
+        if self.name.is_empty() || self.name.len() > crate::limits::MAX_TUNNEL_NAME {
+            return Err(SpecError::Name);
+        }
+        let http = self.protocol == Protocol::Http;
+        let misplaced = [
+            (SpecOption::Subdomain, self.subdomain.is_some() && !http),
+            (SpecOption::RemotePort, self.remote_port.is_some() && http),
+            (SpecOption::BasicAuth, self.basic_auth.is_some() && !http),
+            (SpecOption::HostHeader, self.host_header.is_some() && !http),
+        ];
+        if let Some((option, _)) = misplaced.into_iter().find(|(_, wrong)| *wrong) {
+            return Err(SpecError::NotFor(option));
+        }
+        if let Some(a) = &self.basic_auth {
+            a.checked()?;
+        }
+        crate::ip_rules::IpRules::parse(&self.cidr_allow, &self.cidr_deny)?;
+        if self.host_header.as_deref().is_some_and(|h| !valid_host_header(h)) {
+            return Err(SpecError::HostHeader);
+        }
+        Ok(())
+    }
+}
+
 /// Whether `v` can be sent as a `Host` header: 1-255 visible ASCII characters.
 pub fn valid_host_header(v: &str) -> bool {
     !v.is_empty() && v.len() <= 255 && v.bytes().all(|b| b.is_ascii_graphic())
@@ -553,6 +629,72 @@ mod tests {
         assert_eq!(ServerMsg::decode(old).unwrap(), ServerMsg::RequestLog { entries: vec![], dropped: 0 });
     }
     use proptest::prelude::*;
+
+    #[test]
+    fn one_set_of_rules_for_a_tunnel_request() {
+        let base = |protocol| TunnelSpec {
+            name: "t".into(),
+            protocol,
+            subdomain: None,
+            remote_port: None,
+            local_addr: "localhost:1".into(),
+            group: None,
+            basic_auth: None,
+            cidr_allow: vec![],
+            cidr_deny: vec![],
+            host_header: None,
+        };
+        let auth = || Some(crate::basic_auth::BasicAuth::parse("ana:correct horse").unwrap());
+        let ok = [
+            TunnelSpec {
+                subdomain: Some("app".into()),
+                basic_auth: auth(),
+                host_header: Some("rewrite".into()),
+                ..base(Protocol::Http)
+            },
+            TunnelSpec { remote_port: Some(20001), cidr_allow: vec!["10.0.0.0/8".into()], ..base(Protocol::Tcp) },
+            TunnelSpec { remote_port: Some(20002), ..base(Protocol::Udp) },
+        ];
+        for s in ok {
+            assert_eq!(s.check(), Ok(()), "{s:?}");
+        }
+        let bad = [
+            (TunnelSpec { name: String::new(), ..base(Protocol::Tcp) }, SpecError::Name),
+            (TunnelSpec { name: "n".repeat(65), ..base(Protocol::Tcp) }, SpecError::Name),
+            (
+                TunnelSpec { subdomain: Some("app".into()), ..base(Protocol::Tcp) },
+                SpecError::NotFor(SpecOption::Subdomain),
+            ),
+            (
+                TunnelSpec { subdomain: Some("app".into()), ..base(Protocol::Udp) },
+                SpecError::NotFor(SpecOption::Subdomain),
+            ),
+            (TunnelSpec { remote_port: Some(1), ..base(Protocol::Http) }, SpecError::NotFor(SpecOption::RemotePort)),
+            (TunnelSpec { basic_auth: auth(), ..base(Protocol::Udp) }, SpecError::NotFor(SpecOption::BasicAuth)),
+            (
+                TunnelSpec { host_header: Some("x".into()), ..base(Protocol::Tcp) },
+                SpecError::NotFor(SpecOption::HostHeader),
+            ),
+            (TunnelSpec { host_header: Some("two words".into()), ..base(Protocol::Http) }, SpecError::HostHeader),
+            (TunnelSpec { host_header: Some(String::new()), ..base(Protocol::Http) }, SpecError::HostHeader),
+            (
+                TunnelSpec { cidr_deny: vec!["nope".into()], ..base(Protocol::Http) },
+                SpecError::IpRules(crate::ip_rules::IpRuleError::Syntax("nope".into())),
+            ),
+        ];
+        for (s, e) in bad {
+            assert_eq!(s.check(), Err(e), "{s:?}");
+        }
+        assert_eq!(
+            SpecError::NotFor(SpecOption::RemotePort).to_string(),
+            "remote_port applies to tcp and udp tunnels only"
+        );
+        // Credentials that came in over the wire unchecked are checked here.
+        let raw: TunnelSpec =
+            serde_json::from_str(r#"{"name":"t","protocol":"http","local_addr":"l","basic_auth":"ana:short"}"#)
+                .unwrap();
+        assert!(matches!(raw.check(), Err(SpecError::BasicAuth(_))));
+    }
 
     #[test]
     fn round_trip() {

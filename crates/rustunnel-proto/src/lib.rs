@@ -59,4 +59,6 @@ pub fn version_mismatch_message(server: u32, client: u32) -> String {
     }
 }
 
-pub use control::{ClientMsg, ErrorCode, GroupSpec, Protocol, ServerMsg, TunnelInfo, TunnelSpec};
+pub use control::{
+    ClientMsg, ErrorCode, GroupSpec, Protocol, ServerMsg, SpecError, SpecOption, TunnelInfo, TunnelSpec,
+};

@@ -195,23 +195,9 @@ impl Shared {
         session: &Arc<Session>,
         spec: TunnelSpec,
     ) -> Result<TunnelInfo, OpenError> {
-        if spec.name.is_empty() || spec.name.len() > rustunnel_proto::limits::MAX_TUNNEL_NAME {
-            return Err(OpenError::new(ErrorCode::BadRequest, "tunnel name must be 1-64 characters"));
-        }
+        let access = Access::from_spec(&spec).map_err(|e| OpenError::new(ErrorCode::BadRequest, e.to_string()))?;
         if spec.local_addr.len() > 256 {
             return Err(OpenError::new(ErrorCode::BadRequest, "local address too long"));
-        }
-        let access = Access::from_spec(&spec).map_err(|e| OpenError::new(ErrorCode::BadRequest, e))?;
-        crate::tunnel::check_host_header(&spec).map_err(|e| OpenError::new(ErrorCode::BadRequest, e))?;
-        // An endpoint of the other kind would be ignored: refuse it, as the client does.
-        match (spec.protocol, &spec.subdomain, spec.remote_port) {
-            (Protocol::Http, _, Some(_)) => {
-                return Err(OpenError::new(ErrorCode::BadRequest, "remote port applies to tcp and udp tunnels only"))
-            }
-            (Protocol::Tcp | Protocol::Udp, Some(_), _) => {
-                return Err(OpenError::new(ErrorCode::BadRequest, "subdomain applies to http tunnels only"))
-            }
-            _ => {}
         }
         if self.stop_accepting.is_cancelled() {
             return Err(OpenError::new(ErrorCode::ShuttingDown, "server is shutting down"));

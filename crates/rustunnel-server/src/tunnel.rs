@@ -3,7 +3,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rustunnel_proto::ip_rules::IpRules;
-use rustunnel_proto::{Protocol, TunnelInfo, TunnelSpec};
+use rustunnel_proto::{Protocol, SpecError, TunnelInfo, TunnelSpec};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
@@ -60,17 +60,6 @@ pub struct Tunnel {
     pub host_header: Option<String>,
 }
 
-/// Checks a request's `host_header` (the message says what is wrong).
-pub fn check_host_header(spec: &TunnelSpec) -> Result<(), String> {
-    match &spec.host_header {
-        Some(_) if spec.protocol != Protocol::Http => Err("host header applies to http tunnels only".into()),
-        Some(h) if !rustunnel_proto::control::valid_host_header(h) => {
-            Err("host header must be 1-255 visible ASCII characters, e.g. localhost:3000".into())
-        }
-        _ => Ok(()),
-    }
-}
-
 /// Who may reach a tunnel: the login its visitors must present and the addresses it accepts.
 #[derive(Debug, Clone, Default)]
 pub struct Access {
@@ -82,17 +71,11 @@ pub struct Access {
 }
 
 impl Access {
-    /// The access rules a tunnel request asks for, checked (the message says what is wrong).
-    pub fn from_spec(spec: &TunnelSpec) -> Result<Self, String> {
-        let basic_auth = match &spec.basic_auth {
-            Some(_) if spec.protocol != Protocol::Http => return Err("basic auth applies to http tunnels only".into()),
-            Some(a) => {
-                a.checked().map_err(|e| e.to_string())?;
-                Some(Sha256::digest(a.as_str().as_bytes()).into())
-            }
-            None => None,
-        };
-        let ip_rules = IpRules::parse(&spec.cidr_allow, &spec.cidr_deny).map_err(|e| e.to_string())?;
+    /// The access rules of a tunnel request that passed [`TunnelSpec::check`].
+    pub fn from_spec(spec: &TunnelSpec) -> Result<Self, SpecError> {
+        spec.check()?;
+        let basic_auth = spec.basic_auth.as_ref().map(|a| Sha256::digest(a.as_str().as_bytes()).into());
+        let ip_rules = IpRules::parse(&spec.cidr_allow, &spec.cidr_deny)?;
         Ok(Access { basic_auth, ip_rules })
     }
 

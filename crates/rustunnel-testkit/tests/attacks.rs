@@ -249,7 +249,7 @@ async fn endpoints_of_the_other_kind_are_refused() {
     let mut ws = control_ws(&server).await;
     assert!(matches!(hello(&mut ws, PROTOCOL_VERSION, server.handle.admin_token()).await, ServerMsg::Welcome { .. }));
     let cases = [
-        (Protocol::Http, None, Some(21_500), "remote port applies to tcp and udp tunnels only"),
+        (Protocol::Http, None, Some(21_500), "remote_port applies to tcp and udp tunnels only"),
         (Protocol::Tcp, Some("web"), None, "subdomain applies to http tunnels only"),
         (Protocol::Udp, Some("web"), None, "subdomain applies to http tunnels only"),
     ];

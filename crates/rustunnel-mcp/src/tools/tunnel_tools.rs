@@ -11,8 +11,8 @@ use rustunnel_client::health::{HealthCheck, HealthKind};
 use rustunnel_client::p2p::P2pRole;
 use rustunnel_client::GroupConfig;
 use rustunnel_proto::basic_auth::BasicAuth;
-use rustunnel_proto::ip_rules::{IpRules, MAX_RULES};
-use rustunnel_proto::Protocol;
+use rustunnel_proto::ip_rules::MAX_RULES;
+use rustunnel_proto::{Protocol, SpecError, SpecOption, TunnelSpec};
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -307,6 +307,14 @@ fn parse_protocol(p: &str) -> Option<Protocol> {
     }
 }
 
+/// A tunnel request the shared rules refuse, in the tools' argument names.
+fn spec_error(e: SpecError) -> ToolError {
+    match e {
+        SpecError::NotFor(o) => ToolError::invalid(format!("'{}' applies to {} tunnels only", o.key(), o.protocols())),
+        e => ToolError::invalid(e.to_string()),
+    }
+}
+
 pub fn parse_tunnel_args(map: &JsonObject) -> Result<TunnelArgs, ToolError> {
     let a = Args::new(map, TUNNEL_ARGS)?;
     let token = a.opt_str("token", 512)?;
@@ -331,23 +339,21 @@ pub fn parse_tunnel_args(map: &JsonObject) -> Result<TunnelArgs, ToolError> {
         .opt_str("basic_auth", 256)?
         .map(|s| BasicAuth::parse(&s).map_err(|e| ToolError::invalid(format!("'basic_auth': {e}"))))
         .transpose()?;
-    if basic_auth.is_some() && protocol != "http" {
-        return Err(ToolError::invalid("'basic_auth' applies to http tunnels only"));
-    }
     let cidr_allow = a.opt_str_list("cidr_allow", MAX_RULES, 64)?;
     let cidr_deny = a.opt_str_list("cidr_deny", MAX_RULES, 64)?;
-    IpRules::parse(&cidr_allow, &cidr_deny).map_err(|e| ToolError::invalid(e.to_string()))?;
     let host_header = a.opt_str("host_header", 255)?;
-    if let Some(h) = &host_header {
-        if protocol != "http" {
-            return Err(ToolError::invalid("'host_header' applies to http tunnels only"));
+    if protocol == "p2p" {
+        if !(cidr_allow.is_empty() && cidr_deny.is_empty()) {
+            return Err(ToolError::invalid("'cidr_allow' and 'cidr_deny' do not apply to p2p tunnels"));
         }
-        if !rustunnel_proto::control::valid_host_header(h) {
-            return Err(ToolError::invalid("'host_header': \"rewrite\" or a host such as localhost:3000"));
+        let http_only = [
+            (SpecOption::Subdomain, subdomain.is_some()),
+            (SpecOption::BasicAuth, basic_auth.is_some()),
+            (SpecOption::HostHeader, host_header.is_some()),
+        ];
+        if let Some((o, _)) = http_only.into_iter().find(|(_, given)| *given) {
+            return Err(spec_error(SpecError::NotFor(o)));
         }
-    }
-    if protocol == "p2p" && !(cidr_allow.is_empty() && cidr_deny.is_empty()) {
-        return Err(ToolError::invalid("'cidr_allow' and 'cidr_deny' do not apply to p2p tunnels"));
     }
 
     let p2p = protocol == "p2p" || secret.is_some() || peer_name.is_some() || peer_target.is_some();
@@ -387,10 +393,21 @@ pub fn parse_tunnel_args(map: &JsonObject) -> Result<TunnelArgs, ToolError> {
             let Some(proto) = parse_protocol(protocol) else {
                 return Err(ToolError::invalid(format!("unknown protocol '{protocol}'")));
             };
+            // The rules the server checks, told in the tool's argument names.
+            let probe = TunnelSpec {
+                name: proto.to_string(),
+                protocol: proto,
+                subdomain: subdomain.clone(),
+                remote_port: None,
+                local_addr: String::new(),
+                group: None,
+                basic_auth: basic_auth.clone(),
+                cidr_allow: cidr_allow.clone(),
+                cidr_deny: cidr_deny.clone(),
+                host_header: host_header.clone(),
+            };
+            probe.check().map_err(spec_error)?;
             if let Some(s) = &subdomain {
-                if proto != Protocol::Http {
-                    return Err(ToolError::invalid("'subdomain' applies to http tunnels only"));
-                }
                 rustunnel_proto::names::validate_subdomain(s)
                     .map_err(|e| ToolError::invalid(format!("'subdomain': {e}")))?;
             }
