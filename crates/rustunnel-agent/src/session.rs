@@ -97,12 +97,15 @@ pub struct OpenResult {
     pub join_link_expires_in_sec: u64,
     /// Any further links requested with `invites > 1`.
     pub extra_join_links: Vec<String>,
+    /// A ready-to-forward text for each of them: one per guest, so no guest gets another's link.
+    pub extra_invite_texts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InviteResult {
-    pub invite_text: String,
+    /// A ready-to-forward text for each link, in the same order: one per guest.
+    pub invite_texts: Vec<String>,
     pub join_links: Vec<String>,
     pub join_link_expires_in_sec: u64,
 }
@@ -273,12 +276,11 @@ impl AgentChannel {
         self.open.lock().await.clone().ok_or(SessionError::NoOpenTunnel)
     }
 
-    fn invite_text(&self, links: &[String], ttl: u64) -> String {
+    /// The text one guest gets: the setup command and that guest's link only.
+    fn invite_text(&self, link: &str, ttl: u64) -> String {
         let mut t = String::from("You're invited to an end-to-end-encrypted rustunnel agent room.\n");
         t.push_str(&format!("1. One-time setup: {}\n", self.cfg.setup_command));
-        for l in links {
-            t.push_str(&format!("2. Ask your agent: \"Join this tunnel: {l}\"\n"));
-        }
+        t.push_str(&format!("2. Ask your agent: \"Join this tunnel: {link}\"\n"));
         t.push_str(&format!(
             "The link is secret (it carries the key), single-use, and expires in {} minutes.\n",
             ttl.div_ceil(60)
@@ -336,10 +338,11 @@ impl AgentChannel {
         let strs: Vec<String> = links.iter().map(|(l, _)| l.to_string()).collect();
         let res = OpenResult {
             room_id: host.room_id().to_string(),
-            invite_text: self.invite_text(&strs, ttl),
+            invite_text: strs.first().map(|l| self.invite_text(l, ttl)).unwrap_or_default(),
             join_link: strs.first().cloned().unwrap_or_default(),
             join_link_expires_in_sec: ttl,
             extra_join_links: strs.iter().skip(1).cloned().collect(),
+            extra_invite_texts: strs.iter().skip(1).map(|l| self.invite_text(l, ttl)).collect(),
         };
         *slot = Some(Arc::new(Open { session: Session::Host(host), cursor: AtomicU64::new(0) }));
         Ok(res)
@@ -365,7 +368,8 @@ impl AgentChannel {
         let links = h.invite(count.unwrap_or(1).clamp(1, MAX_INVITES_PER_CALL))?;
         let ttl = links.first().map(|l| l.1.as_secs()).unwrap_or(0);
         let strs: Vec<String> = links.iter().map(|(l, _)| l.to_string()).collect();
-        Ok(InviteResult { invite_text: self.invite_text(&strs, ttl), join_links: strs, join_link_expires_in_sec: ttl })
+        let invite_texts = strs.iter().map(|l| self.invite_text(l, ttl)).collect();
+        Ok(InviteResult { invite_texts, join_links: strs, join_link_expires_in_sec: ttl })
     }
 
     /// `tunnel_join`: redeem a link.

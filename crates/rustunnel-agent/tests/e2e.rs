@@ -134,9 +134,15 @@ async fn two_guests_talk_share_and_host_close_ends_room() {
     let dup = chan("mallory");
     assert!(matches!(dup.join(&link1).await, Err(SessionError::Join(JoinError::AlreadyUsed))));
 
-    let inv = h.invite(Some(1)).await.unwrap();
-    assert!(inv.invite_text.contains("claude mcp add rustunnel"));
-    assert!(inv.invite_text.contains(&inv.join_links[0]));
+    let inv = h.invite(Some(2)).await.unwrap();
+    assert_eq!(inv.invite_texts.len(), 2);
+    assert_eq!(inv.invite_texts.len(), inv.join_links.len());
+    for (text, link) in inv.invite_texts.iter().zip(&inv.join_links) {
+        assert!(text.contains("claude mcp add rustunnel"));
+        // Each guest's text carries that guest's link and no other.
+        assert_eq!(inv.join_links.iter().filter(|l| text.contains(l.as_str())).count(), 1);
+        assert!(text.contains(link.as_str()));
+    }
     let g2 = chan("carol");
     g2.join(&inv.join_links[0]).await.unwrap();
 
@@ -165,7 +171,7 @@ async fn two_guests_talk_share_and_host_close_ends_room() {
     assert!(st.connected && !st.closed);
     assert_eq!(st.goal, "pair on checkout flow");
     let hst = h.status().await.unwrap();
-    assert_eq!(hst.pending_invites, Some(0));
+    assert_eq!(hst.pending_invites, Some(1), "the second link of the last invite is unused");
     assert!(hst.idle_seconds_left > 29 * 60);
 
     // Guest shares a file; the other guest and the host receive it verified.

@@ -94,6 +94,9 @@ fn human_ms(ms: u64) -> String {
     }
 }
 
+/// Error codes of events that report a fallback, not a failure: shown as warnings.
+const WARNINGS: &[&str] = &["plain_data_refused"];
+
 pub struct Printer {
     pub json: bool,
     header_printed: bool,
@@ -241,7 +244,8 @@ impl Printer {
                     return;
                 }
                 let _ = out.flush();
-                to_stderr!("  error: {message}\n  hint: {hint}");
+                let label = if WARNINGS.contains(&code.as_str()) { "warning" } else { "error" };
+                to_stderr!("  {label}: {message}\n  hint: {hint}");
             }
         }
     }

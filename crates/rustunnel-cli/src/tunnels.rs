@@ -93,7 +93,7 @@ pub struct PoolArgs {
     pub group_key: Option<String>,
     /// Check the local service: `tcp` (connect), `http` (GET /) or `http:/path`. Unhealthy
     /// members get no traffic until the check passes again.
-    #[arg(long, value_name = "CHECK")]
+    #[arg(long, value_name = "CHECK", requires = "group")]
     pub health_check: Option<String>,
     /// Seconds between health checks.
     #[arg(long, value_name = "SECS", default_value_t = 5.0, requires = "health_check")]

@@ -193,6 +193,7 @@ async fn basic_auth_through_the_real_binaries() {
         (&["http", "3000", "--remote-port", "20001"][..], "--remote-port applies to tcp and udp tunnels only"),
         (&["tcp", "22", "--host-header", "rewrite"][..], "--host-header applies to http tunnels only"),
         (&["http", "3000", "--host-header", "two words"][..], "--host-header must be `rewrite`"),
+        (&["http", "3000", "--health-check", "tcp"][..], "--group <NAME>"),
     ] {
         let out = run_to_end(args).await;
         assert!(!out.status.success(), "{args:?}");

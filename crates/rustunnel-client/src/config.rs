@@ -109,6 +109,13 @@ impl TunnelConfig {
         // The rules the server checks again.
         self.spec().check().map_err(|e| format!("tunnel '{}': {e}", self.name))?;
         if let Some(h) = &self.health_check {
+            if self.group.is_none() {
+                // Only a pool acts on a member's health: alone it would check for nothing.
+                return Err(format!(
+                    "tunnel '{}': a health check (or alert webhook) is for load-balanced pools: add group and group_key",
+                    self.name
+                ));
+            }
             h.validate().map_err(|e| format!("tunnel '{}': {e}", self.name))?;
             if matches!(h.kind, HealthKind::Http { .. }) && self.protocol == Protocol::Udp {
                 return Err(format!("tunnel '{}': udp services take no health check", self.name));
@@ -419,6 +426,10 @@ mod tests {
         assert!(StartFile::parse(&format!("{base}group_key = \"k\"")).is_err(), "key without group");
         let udp = "[tunnels.a]\nprotocol = \"udp\"\nlocal_port = 1\ngroup = \"p\"\ngroup_key = \"k\"";
         assert!(StartFile::parse(udp).is_err());
+        let lone = format!("{base}[tunnels.a.health_check]\ntype = \"tcp\"");
+        assert!(StartFile::parse(&lone).unwrap_err().contains("for load-balanced pools"), "a check without a pool");
+        let pooled = format!("{base}group = \"p\"\ngroup_key = \"k\"\n");
+        assert!(StartFile::parse(&format!("{pooled}[tunnels.a.health_check]\ntype = \"tcp\"")).is_ok());
         for hc in [
             "type = \"icmp\"",
             "type = \"tcp\"\npath = \"/x\"",
@@ -426,7 +437,7 @@ mod tests {
             "type = \"http\"\nmax_failed = 0",
             "type = \"http\"\nbogus = 1",
         ] {
-            let text = format!("{base}[tunnels.a.health_check]\n{hc}");
+            let text = format!("{pooled}[tunnels.a.health_check]\n{hc}");
             assert!(StartFile::parse(&text).is_err(), "{hc}");
         }
     }

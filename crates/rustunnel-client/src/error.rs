@@ -168,6 +168,7 @@ impl ClientError {
                 "run the command again once the server is back, or leave out --no-reconnect to reconnect automatically".into()
             }
             ClientError::Config(_) => "fix the arguments (or the config file) and run again".into(),
+            e if e.is_fatal() => "retrying would not help: change what the message names and run again".into(),
             _ => "the client retries automatically unless --no-reconnect is set".into(),
         }
     }

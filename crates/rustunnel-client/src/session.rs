@@ -294,9 +294,7 @@ impl Runner {
         if self.opts.plain_data && !plain {
             self.emit(Event::Error {
                 code: "plain_data_refused".into(),
-                message:
-                    "warning: the server does not allow plain data connections; going on with TLS data connections"
-                        .into(),
+                message: "the server does not allow plain data connections; going on with TLS data connections".into(),
                 hint: "start the server with --allow-plain-data, or drop --plain-data".into(),
                 fatal: false,
             })

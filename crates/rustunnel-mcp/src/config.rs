@@ -1,5 +1,5 @@
 //! What the MCP server needs to know: where the rustunnel server is, how to trust it, and the
-//! default token. Built from the `--server`, `--api`, `--insecure` flags and `RUSTUNNEL_TOKEN`.
+//! default token. Built from the `--server`, `--api`, `--insecure`, `--ca` flags and `RUSTUNNEL_TOKEN`.
 use rustunnel_client::TlsOptions;
 
 /// Default control-plane address (`--server`).
@@ -16,6 +16,8 @@ pub struct McpConfig {
     pub api: String,
     /// Skip TLS certificate verification (self-signed development servers).
     pub insecure: bool,
+    /// Trust this CA certificate (PEM) for the server, e.g. a dev server's `tls-cert.pem`.
+    pub ca: Option<std::path::PathBuf>,
     /// Token used when a tool call does not pass one (`RUSTUNNEL_TOKEN`).
     pub default_token: Option<String>,
 }
@@ -26,6 +28,7 @@ impl std::fmt::Debug for McpConfig {
             .field("server", &self.server)
             .field("api", &self.api)
             .field("insecure", &self.insecure)
+            .field("ca", &self.ca)
             .field("default_token", &self.default_token.as_ref().map(|_| "***"))
             .finish()
     }
@@ -33,7 +36,13 @@ impl std::fmt::Debug for McpConfig {
 
 impl Default for McpConfig {
     fn default() -> Self {
-        McpConfig { server: DEFAULT_SERVER.into(), api: DEFAULT_API.into(), insecure: false, default_token: None }
+        McpConfig {
+            server: DEFAULT_SERVER.into(),
+            api: DEFAULT_API.into(),
+            insecure: false,
+            ca: None,
+            default_token: None,
+        }
     }
 }
 
@@ -44,6 +53,7 @@ impl McpConfig {
             server: server.into(),
             api: api.trim_end_matches('/').to_string(),
             insecure,
+            ca: None,
             default_token: token.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()),
         }
     }
@@ -54,6 +64,12 @@ impl McpConfig {
     }
 
     pub fn tls(&self) -> TlsOptions {
-        TlsOptions { insecure: self.insecure, ca: None }
+        TlsOptions { insecure: self.insecure, ca: self.ca.clone() }
+    }
+
+    /// Trusts this CA certificate (PEM) for the server.
+    pub fn with_ca(mut self, ca: Option<std::path::PathBuf>) -> Self {
+        self.ca = ca;
+        self
     }
 }

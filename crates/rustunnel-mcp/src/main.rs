@@ -27,6 +27,10 @@ struct Cli {
     /// Skip TLS certificate verification (local development with a self-signed certificate).
     #[arg(long, env = "RUSTUNNEL_INSECURE", value_parser = clap::builder::FalseyValueParser::new())]
     insecure: bool,
+    /// Trust this CA certificate (PEM) for the server and its API, e.g. a dev server's
+    /// `<data dir>/tls-cert.pem`.
+    #[arg(long, env = "RUSTUNNEL_CA")]
+    ca: Option<std::path::PathBuf>,
     /// Default token for tool calls that pass none.
     #[arg(long = "token", env = "RUSTUNNEL_TOKEN", hide_env_values = true, hide = true)]
     token: Option<String>,
@@ -85,7 +89,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let config = McpConfig::new(cli.server, cli.api, cli.insecure, cli.token);
+    let config = McpConfig::new(cli.server, cli.api, cli.insecure, cli.token).with_ca(cli.ca);
     let name = cli.name.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "agent".into());
     tracing::info!(?config, "rustunnel-mcp starting");
     let result = rt.block_on(async move {

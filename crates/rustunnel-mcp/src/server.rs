@@ -214,10 +214,15 @@ impl McpServer {
         let (to_rmcp, from_filter) = tokio::io::duplex(64 * 1024);
         let (filter, parse_errors) = crate::transport::filter_lines(stdin, to_rmcp);
         let filter = tokio::spawn(filter);
+        let (from_rmcp, to_stdout) = tokio::io::duplex(64 * 1024);
+        let replies = tokio::spawn(crate::transport::fill_null_ids(to_stdout, stdout));
         let transport =
-            rmcp::transport::IntoTransport::<RoleServer, std::io::Error, _>::into_transport((from_filter, stdout));
+            rmcp::transport::IntoTransport::<RoleServer, std::io::Error, _>::into_transport((from_filter, from_rmcp));
         let r = self.serve_lenient(Lenient::new(transport).with_parse_errors(parse_errors), stop).await;
         filter.abort();
+        // Everything rmcp wrote reaches stdout before the process ends (its end of the pipe
+        // is closed with the transport).
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), replies).await;
         r
     }
 }

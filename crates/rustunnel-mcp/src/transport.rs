@@ -4,7 +4,9 @@
 //! but skips lines that are not JSON at all without a word, so a client that sent a broken
 //! request would wait for an answer until its own timeout. [`filter_lines`] sits between stdin
 //! and rmcp: lines that are not JSON stop there, and [`Lenient`] answers each with a JSON-RPC
-//! "Parse error" (id null, as JSON-RPC 2.0 asks).
+//! "Parse error". An error about a request whose id could not be read carries `"id": null`
+//! as JSON-RPC 2.0 asks; rmcp leaves the member out, so [`fill_null_ids`] adds it on the way
+//! to stdout.
 //!
 //! Before the session starts (`initialize`, or a first request carrying complete 2026-07-28
 //! metadata) rmcp ends the session on any message that is not a request — a stray
@@ -94,6 +96,44 @@ where
             Err(e) => {
                 let _ = errors.try_send(e.to_string());
             }
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+/// Copies the server's messages (one per line) from `from` to `to`, giving an error reply
+/// without an `id` the `"id": null` JSON-RPC 2.0 requires.
+pub async fn fill_null_ids<R, W>(from: R, mut to: W)
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    #[derive(serde::Deserialize)]
+    struct Reply {
+        error: Option<serde::de::IgnoredAny>,
+        id: Option<serde::de::IgnoredAny>,
+    }
+    let mut from = BufReader::new(from);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match from.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let anonymous_error = line.first() == Some(&b'{')
+            && serde_json::from_slice::<Reply>(line.trim_ascii_end())
+                .is_ok_and(|r| r.error.is_some() && r.id.is_none());
+        let written = if anonymous_error {
+            let mut fixed = Vec::with_capacity(line.len() + 10);
+            fixed.extend_from_slice(b"{\"id\":null,");
+            fixed.extend_from_slice(&line[1..]);
+            to.write_all(&fixed).await
+        } else {
+            to.write_all(&line).await
+        };
+        if written.is_err() || to.flush().await.is_err() {
+            break;
         }
     }
     let _ = to.shutdown().await;

@@ -208,6 +208,22 @@ async fn failures_say_what_to_do() {
     assert_eq!(server_tunnels(&server), 0);
     client.cancel().await.unwrap();
 
+    // Without --insecure the dev server's private CA is not trusted; the hint names --ca,
+    // which rustunnel-mcp takes and passes on to the commands it offers.
+    let strict: Vec<String> = mcp_args(&server).into_iter().filter(|a| a != "--insecure").collect();
+    let (client, _) = connect(&strict, None, Era::Initialize).await;
+    let msg = err(&call(&client, "create_tunnel", json!({"local_port": app.port(), "protocol": "tcp"})).await);
+    assert!(msg.contains("--ca <server data dir>/tls-cert.pem"), "{msg}");
+    client.cancel().await.unwrap();
+    let ca = server.dir.path().join("tls-cert.pem").display().to_string();
+    let (client, _) = connect(&[strict, vec!["--ca".into(), ca.clone()]].concat(), None, Era::Initialize).await;
+    let made = ok(&call(&client, "create_tunnel", json!({"local_port": app.port(), "protocol": "tcp"})).await);
+    assert!(made["public_url"].as_str().unwrap().starts_with("tcp://"), "{made}");
+    let info = ok(&call(&client, "get_connection_info", json!({"local_port": app.port(), "protocol": "tcp"})).await);
+    let command = info["command"].as_str().unwrap();
+    assert!(command.ends_with(&format!("--ca {ca}")) && !command.contains("--insecure"), "{command}");
+    client.cancel().await.unwrap();
+
     // A control plane that is not there.
     let dead = closed_port();
     let args =
@@ -311,7 +327,8 @@ async fn raw_lines_discover_then_initialize_garbage_and_stdin_close() {
     let mut codes = Vec::new();
     for _ in 0..3 {
         let m = raw.recv().await;
-        assert!(m["id"].is_null(), "{m}");
+        // Present and null, not left out.
+        assert_eq!(m.get("id"), Some(&serde_json::Value::Null), "{m}");
         codes.push(m["error"]["code"].as_i64().unwrap());
     }
     codes.sort();

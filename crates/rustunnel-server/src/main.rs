@@ -197,12 +197,37 @@ fn init_logging() {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
 }
 
-fn main() -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let result = runtime.block_on(async_main());
-    // Bounded teardown: nothing left behind may keep the process alive after shutdown.
-    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-    result
+fn main() -> std::process::ExitCode {
+    let result =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(anyhow::Error::from).and_then(
+            |runtime| {
+                let result = runtime.block_on(async_main());
+                // Bounded teardown: nothing left behind may keep the process alive after shutdown.
+                runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+                result
+            },
+        );
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {}", explained(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and the causes its own message does not already tell, one per line.
+fn explained(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    let mut told = text.clone();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !told.contains(&c) {
+            text.push_str(&format!("\n  because: {c}"));
+        }
+        told = c;
+    }
+    text
 }
 
 async fn async_main() -> anyhow::Result<()> {

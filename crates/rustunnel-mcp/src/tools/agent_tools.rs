@@ -518,6 +518,9 @@ pub struct OpenView {
     pub join_link_expires_in_sec: u64,
     /// Further links when invites > 1, one per guest.
     pub extra_join_links: Vec<String>,
+    /// A ready-to-forward text for each further link (same order): one per guest, so no guest
+    /// receives another's link.
+    pub extra_invites: Vec<String>,
     /// What to do next.
     pub next: String,
 }
@@ -526,8 +529,10 @@ pub struct OpenView {
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InviteView {
-    /// Ready-to-forward plain text with the setup command and the links.
+    /// Ready-to-forward plain text with the setup command and the first link.
     pub invite: String,
+    /// One ready-to-forward text per link (same order as `join_links`): one per guest.
+    pub invites: Vec<String>,
     pub join_links: Vec<String>,
     pub join_link_expires_in_sec: u64,
 }
@@ -814,6 +819,7 @@ async fn tunnel_open(server: McpServer, args: JsonObject, ctx: CallCtx) -> Resul
                 join_link: r.join_link,
                 join_link_expires_in_sec: r.join_link_expires_in_sec,
                 extra_join_links: r.extra_join_links,
+                extra_invites: r.extra_invite_texts,
                 next: "Give `invite` to your human to forward to the other developer over a trusted channel (the \
 link is secret). Then call tunnel_listen to wait for the guest; once joined, compare verification codes \
 (tunnel_status) out of band."
@@ -833,7 +839,8 @@ async fn tunnel_invite(server: McpServer, args: JsonObject, _ctx: CallCtx) -> Re
     let st = state(&server)?;
     let r = st.channel.invite(count).await?;
     Ok(InviteView {
-        invite: r.invite_text,
+        invite: r.invite_texts.first().cloned().unwrap_or_default(),
+        invites: r.invite_texts,
         join_links: r.join_links,
         join_link_expires_in_sec: r.join_link_expires_in_sec,
     })

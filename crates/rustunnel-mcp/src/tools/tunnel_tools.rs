@@ -418,6 +418,11 @@ pub fn parse_tunnel_args(map: &JsonObject) -> Result<TunnelArgs, ToolError> {
                 if group.is_some() != group_key.is_some() {
                     return Err(ToolError::invalid("'group' and 'group_key' go together: pass both to join a pool"));
                 }
+                if group.is_none() {
+                    return Err(ToolError::invalid(
+                        "'health_check' is for load-balanced pools: pass 'group' and 'group_key' too",
+                    ));
+                }
                 if let Some(g) = &group {
                     if g.is_empty() || !g.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
                         return Err(ToolError::invalid(
@@ -956,7 +961,9 @@ async fn close_tunnel(server: McpServer, args: JsonObject, _ctx: CallCtx) -> Res
     match api {
         Ok(c) => Ok(ClosedView {
             message: if c.closed {
-                format!("tunnel {id} is closed; its public URL no longer works")
+                format!(
+                    "tunnel {id} is closed; its public URL no longer reaches it (a load-balanced pool's URL stays up while other members remain)"
+                )
             } else {
                 format!("tunnel {id} was already closed")
             },
@@ -1078,6 +1085,8 @@ async fn get_connection_info(server: McpServer, args: JsonObject, _ctx: CallCtx)
     cmd.extend(["--token".into(), "\"$RUSTUNNEL_TOKEN\"".into()]);
     if cfg.insecure {
         cmd.push("--insecure".into());
+    } else if let Some(ca) = &cfg.ca {
+        cmd.extend(["--ca".into(), shell_quote(&ca.to_string_lossy())]);
     }
     notes.push("The command prints its status when ready and keeps running; stop it with Ctrl+C. Add --json for machine-readable events.".to_string());
     if cfg.insecure {
@@ -1176,6 +1185,8 @@ fn pool_config(a: &TunnelArgs, cfg: &crate::config::McpConfig) -> ConfigFileView
     t.push_str(&format!("server = {}\n", toml_str(&cfg.server)));
     if cfg.insecure {
         t.push_str("insecure = true\n");
+    } else if let Some(ca) = &cfg.ca {
+        t.push_str(&format!("ca = {}\n", toml_str(&ca.to_string_lossy())));
     }
     if let Some(r) = &a.region {
         t.push_str(&format!("region = {}\n", toml_str(r)));
@@ -1349,6 +1360,11 @@ mod tests {
             ),
             (json!({"local_port": 1, "protocol": "http", "health_check": {"type": "ftp"}}), "health_check"),
             (json!({"local_port": 1, "protocol": "http", "health_check": {"type": "tcp", "bogus": 1}}), "health_check"),
+            (json!({"local_port": 1, "protocol": "http", "health_check": {"type": "tcp"}}), "for load-balanced pools"),
+            (
+                json!({"local_port": 1, "protocol": "p2p", "secret": "s", "peer_name": "a", "subdomain": "abc"}),
+                "'subdomain' applies to http",
+            ),
         ] {
             let e = parse_tunnel_args(&args(v.clone())).unwrap_err().to_string();
             assert!(e.contains(want), "{v}: {e}");
