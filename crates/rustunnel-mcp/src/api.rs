@@ -117,6 +117,8 @@ impl ApiClient {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(4)
+            // Idle connections to the API close on time, not at the next call.
+            .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(ApiConnector { tls: Arc::new(tls) });
         ApiClient { base: base.trim_end_matches('/').to_string(), client }
     }

@@ -184,6 +184,9 @@ pub struct Config {
     /// How often open tunnels' traffic counters are written to the history (a crash loses at
     /// most this much of their counts).
     pub history_flush: Duration,
+    /// A connection to a tunnel's local service kept for the next HTTP request (HTTP/1.1 and
+    /// HTTP/2 alike) is closed after this long unused.
+    pub upstream_idle: Duration,
     pub max_requests_per_tunnel: usize,
     pub pool_size: u16,
     /// Accept clients that present no token (loopback dev servers only).
@@ -371,6 +374,7 @@ impl Config {
             udp_idle: secs(f.udp_idle_secs, 60),
             history_retention: secs(f.history_retention_days.map(|d| d * 86_400), 30 * 86_400),
             history_flush: Duration::from_secs(60),
+            upstream_idle: Duration::from_secs(60),
             max_requests_per_tunnel: f.max_requests_per_tunnel.unwrap_or(1024),
             pool_size: f.pool_size.unwrap_or(8),
             handshake_timeout: rustunnel_proto::limits::HANDSHAKE_TIMEOUT,

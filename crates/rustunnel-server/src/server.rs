@@ -1000,7 +1000,8 @@ async fn claim_writer(shared: Arc<Shared>) {
 /// longer than a minute.
 async fn retention_loop(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
-    let mut idle_tick = tokio::time::interval(Duration::from_secs(15));
+    // Idle upstreams go within a quarter of their allowance after it ends.
+    let mut idle_tick = tokio::time::interval((shared.config.upstream_idle / 4).max(Duration::from_millis(50)));
     let mut counters_tick = tokio::time::interval(shared.config.history_flush);
     counters_tick.reset();
     // Counters last written per tunnel: only those that moved are written again.
@@ -1027,7 +1028,7 @@ async fn retention_loop(shared: Arc<Shared>) {
             _ = idle_tick.tick() => {
                 let tunnels: Vec<Arc<Tunnel>> = read(&shared.tunnels).values().cloned().collect();
                 for t in tunnels {
-                    t.http_idle.sweep();
+                    t.http_idle.sweep(shared.config.upstream_idle);
                 }
             }
             _ = tick.tick() => {

@@ -328,15 +328,27 @@ pub fn sha256_hex(data: &[u8]) -> String {
 /// `/slow?ms=N` answers after N ms, `/headers` returns request headers as JSON, `/ws` is a
 /// WebSocket echo.
 pub async fn http_app(name: &'static str) -> Service {
-    serve_tcp(move |s, c2| {
+    http_app_counted(name).await.0
+}
+
+/// [`http_app`] that also counts its open connections.
+pub async fn http_app_counted(name: &'static str) -> (Service, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = open.clone();
+    let service = serve_tcp(move |s, c2| {
+        let open = counter.clone();
+        open.fetch_add(1, SeqCst);
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| app(req, name));
             let conn =
                 hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).with_upgrades();
             tokio::select! { _ = conn => {} _ = c2.cancelled() => {} }
+            open.fetch_sub(1, SeqCst);
         });
     })
-    .await
+    .await;
+    (service, open)
 }
 
 fn query_num(req: &Request<Incoming>, key: &str) -> u64 {

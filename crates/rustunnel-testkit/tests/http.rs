@@ -290,6 +290,43 @@ async fn http2_requests(mux: bool) {
     assert_eq!(h2.send_request(req).await.unwrap().status(), 200);
 }
 
+/// Connections to the local service kept for the next request (HTTP/2 visitors over the HTTPS
+/// edge, HTTP/1.1 ones over the HTTP edge) close once idle for the server's `upstream_idle`,
+/// without waiting for the tunnel's next request.
+#[tokio::test]
+async fn idle_connections_to_the_local_service_close_without_further_traffic() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let server = TestServer::start_with(|c| c.upstream_idle = Duration::from_millis(300)).await;
+    let (app, open) = http_app_counted("idler").await;
+    let mut t = tunnel("web", Protocol::Http, app.port());
+    t.subdomain = Some("idler".into());
+    let (_c, _ready) = spawn_ready(server.client_options(vec![t])).await;
+    let edge = server.https_addr();
+    let mut h2 = h2_conn(edge, "idler.localhost").await;
+    let burst: Vec<_> = (0..20)
+        .map(|_| {
+            let req =
+                Request::get(format!("https://idler.localhost:{}/slow?ms=100", edge.port())).body(body("")).unwrap();
+            h2.send_request(req)
+        })
+        .collect();
+    for r in burst {
+        assert_eq!(r.await.unwrap().status(), 200);
+    }
+    assert_eq!(get(server.http_addr(), "idler.localhost", "/").await.0, StatusCode::OK);
+    let after_burst = open.load(SeqCst);
+    assert!(after_burst >= 10, "a burst of concurrent requests opened {after_burst} connections");
+    // Then silence, the visitor's connection still open: they close all the same.
+    let t0 = std::time::Instant::now();
+    while open.load(SeqCst) > 0 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "{} of {after_burst} still open", open.load(SeqCst));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And the tunnel serves the next request as before.
+    let req = Request::get(format!("https://idler.localhost:{}/", edge.port())).body(body("")).unwrap();
+    assert_eq!(h2.send_request(req).await.unwrap().status(), 200);
+}
+
 /// The dev server's `https://` URLs verify in an OpenSSL client (curl) that trusts the server's
 /// CA file: a certificate for exactly the name asked, not a `*.localhost` wildcard OpenSSL
 /// refuses.

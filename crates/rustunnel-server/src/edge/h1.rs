@@ -48,8 +48,6 @@ pub(super) type Upstream = Either<DataConn, MuxStream>;
 pub(super) const MAX_HEADERS: usize = 100;
 /// Longest request head; a longer one gets a 431 (as hyper's HTTP/1 buffer limit).
 pub(super) const HEAD_LIMIT: usize = 64 * 1024;
-/// An idle data connection is dropped after this long unused.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle data connections kept per tunnel.
 const MAX_IDLE: usize = 1024;
 /// A data connection idle at least this long is checked for a close before it is reused.
@@ -368,11 +366,11 @@ impl IdlePool {
 
     /// Keeps `conn`, first taking out the expired ones (dropped outside the lock); one lock
     /// per request that ends.
-    fn push(&self, conn: Upstream) {
+    fn push(&self, conn: Upstream, max_idle: Duration) {
         let now = Instant::now();
         let expired = {
             let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-            let expired = drain_older(&mut conns, now, IDLE_TIMEOUT);
+            let expired = drain_older(&mut conns, now, max_idle);
             if conns.len() < MAX_IDLE {
                 conns.push((now, conn));
             }
@@ -387,11 +385,11 @@ impl IdlePool {
         drain_older(&mut conns, Instant::now(), max_idle)
     }
 
-    /// Closes the upstreams idle longer than [`IDLE_TIMEOUT`] (and with them the client's
-    /// connections to the local service); the server calls it periodically, so a tunnel whose
-    /// traffic stopped does not hold them until its next request.
-    pub fn sweep(&self) {
-        drop(self.take_older_than(IDLE_TIMEOUT));
+    /// Closes the upstreams idle longer than `max_idle` (the server's `upstream_idle`, and
+    /// with them the client's connections to the local service); the server calls it
+    /// periodically, so a tunnel whose traffic stopped does not hold them until its next request.
+    pub fn sweep(&self, max_idle: Duration) {
+        drop(self.take_older_than(max_idle));
     }
 
     #[cfg(test)]
@@ -447,7 +445,7 @@ pub(super) async fn upstream(shared: &Arc<Shared>, tunnel: &Tunnel, fresh: bool)
         let idle = since.elapsed();
         // Checking a mux stream costs no syscall: always done.
         let trust = idle < PROBE_AFTER && matches!(conn, Either::Left(_));
-        if idle < IDLE_TIMEOUT && (trust || still_open(&mut conn)) {
+        if idle < shared.config.upstream_idle && (trust || still_open(&mut conn)) {
             return Some((conn, Origin::Reused));
         }
     }
@@ -794,7 +792,7 @@ where
             Ok(sent) => {
                 log(sent.status);
                 if sent.reusable && uploaded {
-                    tunnel.http_idle.push(up);
+                    tunnel.http_idle.push(up, shared.config.upstream_idle);
                 }
                 // A response that came before the whole body leaves the visitor out of step.
                 !(sent.close || close || !uploaded)
@@ -931,11 +929,12 @@ mod tests {
         tokio::spawn(driver);
         tokio::spawn(peer_driver);
         let pool = IdlePool::default();
-        pool.push(Either::Right(opener.open(b"1").unwrap()));
+        let minute = Duration::from_secs(60);
+        pool.push(Either::Right(opener.open(b"1").unwrap()), minute);
         tokio::time::sleep(Duration::from_millis(30)).await;
-        pool.push(Either::Right(opener.open(b"2").unwrap()));
+        pool.push(Either::Right(opener.open(b"2").unwrap()), minute);
         assert_eq!(pool.len(), 2);
-        pool.sweep();
+        pool.sweep(minute);
         assert_eq!(pool.len(), 2, "nothing is idle for a minute yet");
         assert_eq!(pool.take_older_than(Duration::from_millis(20)).len(), 1, "only the older one");
         let (_, mut left) = pool.pop().unwrap();

@@ -68,10 +68,14 @@ where
 pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<Shared>) {
     let exec = TrackedExecutor { shared: shared.clone() };
     let client: TunnelClient = Client::builder(exec.clone())
-        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_idle_timeout(shared.config.upstream_idle)
         .pool_max_idle_per_host(1024)
         .set_host(false)
         .timer(TokioTimer::new())
+        // Without a pool timer idle connections are only noticed when the tunnel's next
+        // request checks one out: a burst of HTTP/2 requests followed by silence would hold
+        // up to 1024 connections to the local service for as long as the tunnel stays quiet.
+        .pool_timer(TokioTimer::new())
         .build(TunnelConnector { shared: shared.clone() });
     let graceful = GracefulShutdown::new();
     let scheme = if tls.is_some() { "https" } else { "http" };
