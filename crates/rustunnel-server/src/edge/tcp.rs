@@ -2,7 +2,6 @@
 //! the client's pool and is spliced to it with half-close preserved.
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rustunnel_proto::stream::StreamHeader;
 use rustunnel_proto::Protocol;
@@ -18,14 +17,9 @@ pub async fn run(listener: TcpListener, tunnel: Arc<Tunnel>, shared: Arc<Shared>
     loop {
         let (stream, peer) = tokio::select! {
             _ = tunnel.cancel.cancelled() => return,
-            _ = shared.stop_accepting.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "tcp tunnel accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+            r = crate::listener::accept(&listener, &shared.stop_accepting, "tcp tunnel") => match r {
+                Some(x) => x,
+                None => return,
             },
         };
         if !tunnel.access.ip_rules.permits(peer.ip()) {
@@ -36,7 +30,6 @@ pub async fn run(listener: TcpListener, tunnel: Arc<Tunnel>, shared: Arc<Shared>
             // Over the tunnel's cap: refuse this one connection only.
             continue;
         };
-        let _ = stream.set_nodelay(true);
         tunnel.stats.connections.fetch_add(1, Ordering::Relaxed);
         let t = tunnel.clone();
         shared.tasks.spawn(async move {
@@ -60,14 +53,9 @@ pub async fn run_pool(
     loop {
         let (stream, peer) = tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = shared.stop_accepting.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "tcp pool accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+            r = crate::listener::accept(&listener, &shared.stop_accepting, "tcp pool") => match r {
+                Some(x) => x,
+                None => return,
             },
         };
         let crate::server::RouteTo::Tunnel(tunnel) = shared.pick_member(&key) else {
@@ -82,7 +70,6 @@ pub async fn run_pool(
         let Ok(permit) = tunnel.concurrency.clone().try_acquire_owned() else {
             continue;
         };
-        let _ = stream.set_nodelay(true);
         tunnel.stats.connections.fetch_add(1, Ordering::Relaxed);
         shared.tasks.spawn(async move {
             let _permit = permit;
