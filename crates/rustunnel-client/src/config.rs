@@ -343,8 +343,31 @@ impl StartFile {
                 h.to_check().map_err(|e| format!("tunnel '{name}': {e}"))?;
             }
         }
-        for t in f.tunnel_configs() {
+        let max = rustunnel_proto::limits::MAX_TUNNELS_PER_SESSION;
+        if f.tunnels.len() > max {
+            return Err(format!(
+                "{} tunnels in one file: a client holds at most {max} (run several clients for more)",
+                f.tunnels.len()
+            ));
+        }
+        let configs = f.tunnel_configs();
+        for t in &configs {
             t.validate()?;
+        }
+        // Two tunnels of one client asking for the same name or port: the server would open
+        // the first and refuse the second after the first is live.
+        for (i, a) in configs.iter().enumerate() {
+            for b in &configs[..i] {
+                let same_sub = a.subdomain.is_some() && a.subdomain == b.subdomain && a.group.is_none();
+                let same_port = a.remote_port.is_some()
+                    && a.remote_port == b.remote_port
+                    && a.protocol == b.protocol
+                    && a.group.is_none();
+                if same_sub || same_port {
+                    let what = if same_sub { "subdomain" } else { "remote_port" };
+                    return Err(format!("tunnels '{}' and '{}' ask for the same {what}", b.name, a.name));
+                }
+            }
         }
         Ok(f)
     }
@@ -417,6 +440,27 @@ mod tests {
             assert_eq!(h.kind, HealthKind::Http { path: "/health".into(), expect_2xx: true });
         }
         assert!(!format!("{:?}", t[0]).contains("change-me"), "group key masked");
+    }
+
+    #[test]
+    fn refuses_more_tunnels_than_a_session_holds_and_duplicate_endpoints() {
+        let many = |n: usize| {
+            (0..n).map(|i| format!("[tunnels.t{i}]\nprotocol = \"tcp\"\nlocal_port = {}\n", i + 1)).collect::<String>()
+        };
+        assert!(StartFile::parse(&many(64)).is_ok());
+        assert!(StartFile::parse(&many(65)).unwrap_err().contains("at most 64"));
+        let two = |a: &str, b: &str| format!("[tunnels.a]\n{a}\n[tunnels.b]\n{b}\n");
+        let web = |sub: &str| format!("protocol = \"http\"\nlocal_port = 1\nsubdomain = \"{sub}\"");
+        let port = |p: &str, n: u16| format!("protocol = \"{p}\"\nlocal_port = 1\nremote_port = {n}");
+        let e = StartFile::parse(&two(&web("same"), &web("same"))).unwrap_err();
+        assert!(e.contains("tunnels 'a' and 'b' ask for the same subdomain"), "{e}");
+        assert!(StartFile::parse(&two(&port("tcp", 20001), &port("tcp", 20001))).unwrap_err().contains("remote_port"));
+        assert!(StartFile::parse(&two(&web("one"), &web("two"))).is_ok());
+        // A TCP and a UDP port of the same number are different endpoints.
+        assert!(StartFile::parse(&two(&port("tcp", 20001), &port("udp", 20001))).is_ok());
+        // Members of one pool share its name on purpose.
+        let member = "protocol = \"http\"\nlocal_port = 1\nsubdomain = \"pool\"\ngroup = \"pool\"\ngroup_key = \"k\"";
+        assert!(StartFile::parse(&two(member, member)).is_ok());
     }
 
     #[test]
