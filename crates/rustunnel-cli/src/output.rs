@@ -216,7 +216,10 @@ impl Printer {
             }
             Event::Draining { names } => {
                 let _ = out.flush();
-                to_stderr!("  leaving the pool gracefully ({}); finishing in-flight requests", names.join(", "));
+                to_stderr!(
+                    "  stopping: finishing in-flight requests and connections of {} (Ctrl+C again to quit now)",
+                    names.join(", ")
+                );
             }
             Event::P2pReady { role, name, protocol, mode, local_addr } => {
                 if !self.header_printed {

@@ -273,7 +273,6 @@ pub(crate) async fn print_events(
     let mut fatal = false;
     let signal = shutdown_signal();
     tokio::pin!(signal);
-    // A finished future must not be polled again.
     let mut signalled = false;
     loop {
         tokio::select! {
@@ -291,9 +290,20 @@ pub(crate) async fn print_events(
                 }
                 None => return fatal,
             },
-            _ = &mut signal, if !signalled => {
+            _ = &mut signal => {
+                if signalled {
+                    // A second signal while the tunnels drain: quit now.
+                    printer.flush();
+                    let _ = std::io::Write::write_all(
+                        &mut std::io::stderr(),
+                        b"  stopped without waiting for in-flight requests\n",
+                    );
+                    std::process::exit(130);
+                }
                 signalled = true;
                 cancel.cancel();
+                // Finished: a fresh one waits for the next signal.
+                signal.set(shutdown_signal());
             }
         }
     }

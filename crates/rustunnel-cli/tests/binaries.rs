@@ -749,3 +749,42 @@ async fn a_closed_console_does_not_stop_the_client() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(c.child.try_wait().unwrap().is_none(), "the client died writing to a closed stderr");
 }
+
+/// Ctrl+C (SIGINT) on a tunnel client: the request in flight gets its answer before the client
+/// exits 0; a second Ctrl+C while a connection keeps the drain going quits at once.
+#[tokio::test]
+async fn ctrl_c_finishes_in_flight_requests_and_twice_quits_now() {
+    use tokio::io::AsyncReadExt;
+    let server = start_server(true).await;
+    let app = http_app("cli-drain").await;
+    let control = format!("127.0.0.1:{}", server.control);
+    let port = app.port().to_string();
+    let mut c = client(&["http", &port, "--subdomain", "drainer", "--server", &control, "--insecure", "--json"]).await;
+    let url = c.event("tunnel_ready").await["public_url"].as_str().unwrap().to_string();
+    let edge = ([127, 0, 0, 1], server.http).into();
+    let host = host_of(&url);
+    let slow = tokio::spawn(async move { get(edge, &host, "/slow?ms=1500").await });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let pid = c.child.id().unwrap().to_string();
+    Command::new("kill").args(["-INT", &pid]).status().await.unwrap();
+    assert!(c.event("draining").await["names"][0].is_string());
+    let (status, body) = slow.await.unwrap();
+    assert_eq!((status, body.as_ref()), (StatusCode::OK, &b"slow done\n"[..]));
+    let status = tokio::time::timeout(Duration::from_secs(10), c.child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
+
+    // A TCP connection left open holds the drain; the second Ctrl+C does not wait for it.
+    let echo = tcp_echo().await;
+    let mut t = client(&["tcp", &echo.port().to_string(), "--server", &control, "--insecure", "--json"]).await;
+    let url = t.event("tunnel_ready").await["public_url"].as_str().unwrap().to_string();
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port_after(&url))).await.unwrap();
+    conn.write_all(b"x").await.unwrap();
+    let mut one = [0u8; 1];
+    conn.read_exact(&mut one).await.unwrap();
+    let pid = t.child.id().unwrap().to_string();
+    Command::new("kill").args(["-INT", &pid]).status().await.unwrap();
+    t.event("draining").await;
+    Command::new("kill").args(["-INT", &pid]).status().await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(3), t.child.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(130));
+}

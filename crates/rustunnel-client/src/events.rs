@@ -29,8 +29,8 @@ pub enum Event {
     ServerShutdown { message: String },
     /// A pool member's health check changed state (unhealthy members get no traffic).
     Health { tunnel_id: String, name: String, healthy: bool, detail: String },
-    /// Pool members are leaving gracefully: in-flight traffic finishes, new traffic goes to
-    /// the other members.
+    /// The client is stopping and its tunnels leave gracefully: in-flight requests and
+    /// connections finish, new ones are refused (a pool's go to its other members).
     Draining { names: Vec<String> },
     /// A P2P publisher is published (`role` "publish", `mode` null), or a P2P visitor's link is
     /// up and its local listener accepts connections (`role` "connect", `mode` "direct" or

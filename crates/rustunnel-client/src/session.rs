@@ -375,7 +375,7 @@ impl Runner {
         let end = loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => {
-                    self.leave_pools(&mut ws).await;
+                    self.drain_tunnels(&mut ws).await;
                     self.close_tunnels(&mut ws).await;
                     let _ = ws.close(None).await;
                     break Ok(SessionEnd::Cancelled);
@@ -523,7 +523,7 @@ impl Runner {
 }
 
 impl Runner {
-    /// A deliberate stop closes the tunnels it leaves (pool members are drained first): their
+    /// A deliberate stop closes the tunnels it leaves (drained first): their
     /// names then answer "not found" instead of "the client may be reconnecting", and stay
     /// reserved to their owner for the grace period all the same. Bounded: the server may
     /// not be reading.
@@ -542,9 +542,11 @@ impl Runner {
         let _ = tokio::time::timeout(Duration::from_secs(1), send).await;
     }
 
-    /// Graceful leave of every pool this client is in: asks the server to drain each member
-    /// and waits (bounded) until in-flight traffic has finished; streams keep serving meanwhile.
-    async fn leave_pools<S>(&self, ws: &mut S)
+    /// Graceful leave: asks the server to drain each HTTP and TCP tunnel (pool members and
+    /// lone tunnels alike: no new requests or connections) and waits (bounded) until their
+    /// in-flight traffic has finished; streams keep serving meanwhile. UDP has no requests to
+    /// finish.
+    async fn drain_tunnels<S>(&self, ws: &mut S)
     where
         S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
             + futures_util::Sink<Message>
@@ -552,11 +554,9 @@ impl Runner {
     {
         let members: Vec<(String, String)> = {
             let targets = self.targets.read().unwrap_or_else(|e| e.into_inner());
-            let pooled: HashSet<&str> =
-                self.opts.tunnels.iter().filter(|t| t.group.is_some()).map(|t| t.name.as_str()).collect();
             targets
                 .iter()
-                .filter(|(_, t)| pooled.contains(t.name.as_str()))
+                .filter(|(_, t)| t.protocol != rustunnel_proto::Protocol::Udp)
                 .map(|(id, t)| (id.clone(), t.name.clone()))
                 .collect()
         };
@@ -588,7 +588,7 @@ impl Runner {
     }
 }
 
-/// How long a leaving pool member waits for the server to drain it.
+/// How long a leaving client waits for the server to drain its tunnels.
 const DRAIN_WAIT: Duration = Duration::from_secs(15);
 
 /// A client running in the background. Dropping the handle stops the client (structured

@@ -568,6 +568,8 @@ impl Shared {
         match pool {
             Some(key) => self.pick_member(&key),
             None => match self.route(sub) {
+                // Its client is leaving on purpose: as after the close that follows.
+                Some(t) if t.is_draining() => RouteTo::NotFound,
                 Some(t) => RouteTo::Tunnel(t),
                 None if lock(&self.registry).awaits_owner(Instant::now(), sub) => RouteTo::ClientGone,
                 None => RouteTo::NotFound,
@@ -584,13 +586,15 @@ impl Shared {
         }
     }
 
-    /// Graceful leave: no new traffic for the tunnel, in-flight requests and connections finish
-    /// (up to the drain timeout), then it closes and the client is told `TunnelDrained`.
+    /// Graceful leave (a pool member's, or any tunnel's whose client is stopping): no new
+    /// traffic for the tunnel, in-flight requests and connections finish (up to the drain
+    /// timeout), then it closes and the client is told `TunnelDrained`.
     pub fn drain_tunnel(self: &Arc<Self>, session: &Arc<Session>, tunnel_id: String) {
         let Some(tunnel) = self.tunnel(&tunnel_id).filter(|t| t.session.id == session.id) else {
             let _ = session.out.try_send(ServerMsg::TunnelDrained { tunnel_id });
             return;
         };
+        tunnel.draining.store(true, std::sync::atomic::Ordering::Relaxed);
         lock(&self.pools).drain(&tunnel_id);
         let shared = self.clone();
         self.tasks.spawn(async move {

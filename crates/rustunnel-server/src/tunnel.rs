@@ -58,6 +58,8 @@ pub struct Tunnel {
     pub access: Access,
     /// HTTP: the `Host` the local service gets instead of the public one (`--host-header`).
     pub host_header: Option<String>,
+    /// Its client is leaving: no new requests or connections, the ones in flight finish.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 /// Who may reach a tunnel: the login its visitors must present and the addresses it accepts.
@@ -114,6 +116,11 @@ impl Tunnel {
             http_idle: Default::default(),
             access,
             host_header: spec.host_header.clone(),
+            draining: Default::default(),
         }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 }

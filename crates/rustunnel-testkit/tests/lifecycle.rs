@@ -215,11 +215,13 @@ async fn heartbeat_loss_frees_server_resources() {
     // Stopping the client closes its sockets: the server must notice and free the tunnel.
     c.stop().await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    while server.handle.shared().tunnel(&ready[0].tunnel_id).is_some() {
-        assert!(std::time::Instant::now() < deadline, "tunnel not freed");
+    // (The stopping client drains and closes its tunnel first, then its connection.)
+    while server.handle.shared().tunnel(&ready[0].tunnel_id).is_some()
+        || !server.handle.shared().sessions.read().unwrap().is_empty()
+    {
+        assert!(std::time::Instant::now() < deadline, "tunnel or session not freed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(server.handle.shared().sessions.read().unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -391,4 +393,49 @@ async fn open_tunnels_counters_reach_the_history_while_they_run() {
     let rows = server.handle.store().list_history(&query).await.unwrap();
     let row = rows.iter().find(|h| h.name == "web").unwrap();
     assert_eq!((row.close_reason.as_deref(), row.requests), (Some("server_restart"), 5));
+}
+
+/// A client that stops on purpose (Ctrl+C, or its handle stopped) finishes what its tunnels
+/// serve first: an HTTP request in flight gets its answer and an open TCP connection keeps
+/// working until it ends, while new requests and connections are refused; then it exits.
+#[tokio::test]
+async fn a_stopping_client_finishes_in_flight_requests_and_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start().await;
+    let app = http_app("app").await;
+    let echo = tcp_echo().await;
+    let mut web = tunnel("web", Protocol::Http, app.port());
+    web.subdomain = Some("leaving".into());
+    let (c, ready) = server.client(vec![web, tunnel("db", Protocol::Tcp, echo.port())]).await;
+    let edge = server.http_addr();
+    let host = ready.iter().find(|r| r.name == "web").unwrap().host();
+    let db = ready.iter().find(|r| r.name == "db").unwrap().port();
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", db)).await.unwrap();
+    conn.write_all(b"before").await.unwrap();
+    let mut buf = [0u8; 6];
+    conn.read_exact(&mut buf).await.unwrap();
+
+    let h = host.clone();
+    let slow = tokio::spawn(async move { get(edge, &h, "/slow?ms=1000").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopping = tokio::spawn(c.stop());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!stopping.is_finished(), "the client waits for what is in flight");
+    // New visitors are turned away meanwhile...
+    assert_eq!(get(edge, &host, "/").await.0, StatusCode::NOT_FOUND);
+    let mut late = tokio::net::TcpStream::connect(("127.0.0.1", db)).await.unwrap();
+    let _ = late.write_all(b"late").await;
+    assert_eq!(tokio::time::timeout(Duration::from_secs(5), late.read(&mut buf)).await.unwrap().unwrap_or(0), 0);
+    // ...while the open connection still carries data, and the request gets its answer.
+    conn.write_all(b"during").await.unwrap();
+    conn.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"during");
+    let (status, body) = slow.await.unwrap();
+    assert_eq!((status, body.as_ref()), (StatusCode::OK, &b"slow done\n"[..]));
+    // The connection ends: nothing is left in flight and the client is gone at once.
+    drop(conn);
+    let t0 = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), stopping).await.expect("stops once drained").unwrap().unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    assert_eq!(get(edge, &host, "/").await.0, StatusCode::NOT_FOUND);
 }
