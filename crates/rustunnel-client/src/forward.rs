@@ -151,7 +151,7 @@ pub async fn serve_mux(
     targets: Targets,
     tracker: TaskTracker,
     cancel: CancellationToken,
-    report: impl Fn(LocalFailure) + Clone + Send + 'static,
+    report: impl Fn(LocalFailure) + Clone + Send + Sync + 'static,
 ) {
     let (_handle, mut acceptor, driver) = mux(io, Role::Acceptor, MuxConfig::data_link());
     tokio::pin!(driver);
@@ -183,19 +183,21 @@ pub async fn serve_until<S: ServerStream>(
     stream: S,
     targets: &Targets,
     cancel: &CancellationToken,
-    report: impl Fn(LocalFailure),
+    report: impl Fn(LocalFailure) + Sync,
 ) {
     tokio::select! {
-        r = serve_stream(header, stream, targets) => if let Err(f) = r { report(f) },
+        r = serve_stream(header, stream, targets, &report) => if let Err(f) = r { report(f) },
         _ = cancel.cancelled() => {}
     }
 }
 
-/// Serves one handed-out stream to completion.
+/// Serves one handed-out stream to completion. A failure that does not end it (a UDP flow
+/// whose local service is down) goes to `report` as it happens.
 pub async fn serve_stream<S: ServerStream>(
     header: StreamHeader,
     mut data: S,
     targets: &Targets,
+    report: &(impl Fn(LocalFailure) + Sync),
 ) -> Result<(), LocalFailure> {
     let target = targets.read().unwrap_or_else(|e| e.into_inner()).get(&header.tunnel_id).cloned();
     let Some(target) = target else {
@@ -259,7 +261,19 @@ pub async fn serve_stream<S: ServerStream>(
             if let Err(e) = sock.connect(remote).await {
                 return Err(LocalFailure { name: target.name, addr, error: e.to_string() });
             }
-            pump_udp(data, sock, None).await;
+            // Once per flow (one per remote peer): the datagrams of a service that is down
+            // are lost, and the user should know why.
+            let refused = std::sync::Once::new();
+            let on_refused = || {
+                refused.call_once(|| {
+                    report(LocalFailure {
+                        name: target.name.clone(),
+                        addr: addr.clone(),
+                        error: format!("nothing is listening on {addr} (udp): datagrams are dropped"),
+                    })
+                })
+            };
+            pump_udp(data, sock, None, on_refused).await;
             Ok(())
         }
     }
@@ -275,8 +289,9 @@ fn describe_local_error(e: &std::io::Error, addr: &str) -> String {
 
 /// Moves datagrams between the stream (length-prefixed) and the connected local socket until
 /// either side ends.
-/// With `idle`, a local service silent that long ends the flow.
-pub(crate) async fn pump_udp<S>(data: S, sock: UdpSocket, idle: Option<Duration>)
+/// With `idle`, a local service silent that long ends the flow. `refused` is told each time
+/// the local port answers "unreachable" (nothing listening); the flow goes on.
+pub(crate) async fn pump_udp<S>(data: S, sock: UdpSocket, idle: Option<Duration>, refused: impl Fn())
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite,
 {
@@ -307,7 +322,7 @@ where
                     }
                 }
                 // ICMP port unreachable from a local service that is not up yet: keep going.
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => refused(),
                 Err(_) => break,
             }
         }

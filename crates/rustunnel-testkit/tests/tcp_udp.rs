@@ -80,6 +80,43 @@ async fn udp_echo_keeps_datagram_boundaries() {
     }
 }
 
+/// A UDP tunnel whose local service is down says so (once per remote peer), as TCP and HTTP
+/// tunnels do, instead of dropping the datagrams in silence; once the service is up, the
+/// same peer is answered.
+#[tokio::test]
+async fn udp_to_a_local_service_that_is_down_is_reported() {
+    let server = TestServer::start().await;
+    let down = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let local = down.local_addr().unwrap();
+    drop(down);
+    let (mut c, ready) = server.client(vec![tunnel("dns", Protocol::Udp, local.port())]).await;
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.connect(("127.0.0.1", ready[0].port())).await.unwrap();
+    let e = {
+        let wait = next_event(&mut c, |e| matches!(e, rustunnel_client::Event::Error { .. }), Duration::from_secs(10));
+        tokio::pin!(wait);
+        loop {
+            sock.send(b"anyone?").await.unwrap();
+            tokio::select! {
+                e = &mut wait => break e,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    };
+    let rustunnel_client::Event::Error { code, message, fatal, .. } = e else { unreachable!() };
+    assert_eq!((code.as_str(), fatal), ("local_unreachable", false));
+    assert!(message.contains(&format!("nothing is listening on {local} (udp)")), "{message}");
+    // The service comes up on that port: the same peer is answered.
+    let echo = UdpSocket::bind(local).await.unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = echo.recv_from(&mut buf).await {
+            let _ = echo.send_to(&buf[..n], from).await;
+        }
+    });
+    assert!(udp_round_trip(&sock, b"now?").await);
+}
+
 #[tokio::test]
 async fn udp_many_remote_peers_at_once() {
     let server = TestServer::start().await;

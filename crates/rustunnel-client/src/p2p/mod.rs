@@ -1082,7 +1082,7 @@ async fn serve_stream(
             if sock.connect(remote).await.is_err() {
                 return;
             }
-            crate::forward::pump_udp(io, sock, Some(UDP_FLOW_IDLE)).await;
+            crate::forward::pump_udp(io, sock, Some(UDP_FLOW_IDLE), || {}).await;
         }
         _ => {
             let Ok(mut local) = connect_tcp(&svc.host, svc.port, Duration::from_secs(5)).await else {
