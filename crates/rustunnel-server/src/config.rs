@@ -390,6 +390,19 @@ impl Config {
         })
     }
 
+    /// What in this configuration will surprise its user, said once at startup.
+    pub fn caveats(&self) -> Vec<String> {
+        let ip = self.control_addr.ip();
+        let local_name = self.domain == "localhost" || self.domain.ends_with(".localhost");
+        if local_name && !ip.is_loopback() && !ip.is_unspecified() {
+            return vec![format!(
+                "public URLs name {} (this machine only), but tunnels listen on {ip}: pass --domain with a name that resolves to {ip}",
+                self.domain
+            )];
+        }
+        Vec::new()
+    }
+
     /// A loopback configuration on port 0 everywhere, for tests and the in-process demo.
     pub fn ephemeral(data_dir: &Path) -> Config {
         let f = FileConfig {
@@ -420,6 +433,24 @@ fn optional_addr(field: &'static str, v: Option<&str>, default: &str) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_local_domain_on_a_network_address_is_pointed_out() {
+        let cfg = |addr: &str, domain: Option<&str>| {
+            let f = FileConfig {
+                dev: Some(true),
+                control_addr: Some(addr.into()),
+                domain: domain.map(str::to_string),
+                ..Default::default()
+            };
+            Config::from_file_config(f).unwrap()
+        };
+        assert!(cfg("127.0.0.1:4040", None).caveats().is_empty());
+        assert!(cfg("0.0.0.0:4040", None).caveats().is_empty());
+        assert!(cfg("10.0.0.5:4040", Some("tunnel.example.com")).caveats().is_empty());
+        let c = cfg("10.0.0.5:4040", None).caveats();
+        assert!(c.len() == 1 && c[0].contains("pass --domain with a name that resolves to 10.0.0.5"), "{c:?}");
+    }
 
     #[test]
     fn dev_defaults() {

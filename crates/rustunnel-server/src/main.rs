@@ -297,6 +297,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             say!("  loopback dev server: clients may connect without a token");
         }
     }
+    for caveat in config.caveats() {
+        say!("  warning: {caveat}");
+    }
     signals.recv().await;
     tracing::info!("shutting down: draining for up to {:?}", config.drain_timeout);
     // Bounded: a drain that cannot finish, or a second signal, still ends the process.
