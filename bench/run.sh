@@ -9,7 +9,9 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]/nginx/nginx-light}" >/dev/null
 fi
 if ! command -v rathole >/dev/null && [ ! -x bench/.work/bin/rathole ]; then
-  cargo install --locked --root bench/.work rathole
+  # rathole 0.5.0's own lock file pins `time` 0.3.29, which newer compilers refuse
+  # (type inference change); without --locked cargo picks the fixed 0.3.x releases.
+  cargo install --locked --root bench/.work rathole || cargo install --root bench/.work rathole
 fi
 cargo build --release --locked --bin rustunnel-server --bin rustunnel
 # The delay relay of --link-delay (a long link between tunnel clients and servers).
