@@ -770,6 +770,9 @@ async fn ctrl_c_finishes_in_flight_requests_and_twice_quits_now() {
     assert!(c.event("draining").await["names"][0].is_string());
     let (status, body) = slow.await.unwrap();
     assert_eq!((status, body.as_ref()), (StatusCode::OK, &b"slow done\n"[..]));
+    // The request that finished during the drain still reaches the live log.
+    let logged = c.event("request").await;
+    assert_eq!((logged["path"].as_str(), logged["status"].as_u64()), (Some("/slow?ms=1500"), Some(200)));
     let status = tokio::time::timeout(Duration::from_secs(10), c.child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status:?}");
 

@@ -475,28 +475,7 @@ impl Runner {
                                 spawn_conn(Duration::ZERO, &mut idle);
                             }
                         }
-                        ServerMsg::RequestLog { entries, dropped } => {
-                            let names = self.targets.read().unwrap_or_else(|e| e.into_inner()).clone();
-                            let mut not_shown = dropped;
-                            for e in entries {
-                                if self.events.capacity() < EVENT_RESERVE {
-                                    not_shown += 1;
-                                    continue;
-                                }
-                                let name = names.get(&e.tunnel_id).map(|t| t.name.clone()).unwrap_or_default();
-                                let _ = self.events.try_send(Event::Request {
-                                    name,
-                                    method: e.method,
-                                    path: e.path,
-                                    status: e.status,
-                                    duration_ms: e.duration_us as f64 / 1000.0,
-                                    remote_addr: e.remote_addr,
-                                });
-                            }
-                            if not_shown > 0 {
-                                let _ = self.events.try_send(Event::RequestsNotShown { count: not_shown });
-                            }
-                        }
+                        ServerMsg::RequestLog { entries, dropped } => self.show_requests(entries, dropped),
                         ServerMsg::Ping { nonce } => {
                             let _ = ws.send(Message::text(ClientMsg::Pong { nonce }.encode())).await;
                         }
@@ -523,6 +502,31 @@ impl Runner {
 }
 
 impl Runner {
+    /// The server's batch of served requests, as `Request` events (counted, not shown, when
+    /// the event consumer lags).
+    fn show_requests(&self, entries: Vec<rustunnel_proto::control::RequestLogEntry>, dropped: u64) {
+        let names = self.targets.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut not_shown = dropped;
+        for e in entries {
+            if self.events.capacity() < EVENT_RESERVE {
+                not_shown += 1;
+                continue;
+            }
+            let name = names.get(&e.tunnel_id).map(|t| t.name.clone()).unwrap_or_default();
+            let _ = self.events.try_send(Event::Request {
+                name,
+                method: e.method,
+                path: e.path,
+                status: e.status,
+                duration_ms: e.duration_us as f64 / 1000.0,
+                remote_addr: e.remote_addr,
+            });
+        }
+        if not_shown > 0 {
+            let _ = self.events.try_send(Event::RequestsNotShown { count: not_shown });
+        }
+    }
+
     /// A deliberate stop closes the tunnels it leaves (drained first): their
     /// names then answer "not found" instead of "the client may be reconnecting", and stay
     /// reserved to their owner for the grace period all the same. Bounded: the server may
@@ -574,11 +578,17 @@ impl Runner {
         let wait = async {
             while !waiting.is_empty() {
                 match ws.next().await {
-                    Some(Ok(Message::Text(t))) => {
-                        if let Ok(ServerMsg::TunnelDrained { tunnel_id }) = ServerMsg::decode(t.as_str()) {
+                    // The requests finishing meanwhile still reach the live log.
+                    Some(Ok(Message::Text(t))) => match ServerMsg::decode(t.as_str()) {
+                        Ok(ServerMsg::TunnelDrained { tunnel_id }) => {
                             waiting.remove(&tunnel_id);
                         }
-                    }
+                        Ok(ServerMsg::RequestLog { entries, dropped }) => self.show_requests(entries, dropped),
+                        Ok(ServerMsg::Ping { nonce }) => {
+                            let _ = ws.send(Message::text(ClientMsg::Pong { nonce }.encode())).await;
+                        }
+                        _ => {}
+                    },
                     Some(Ok(_)) => {}
                     _ => return,
                 }

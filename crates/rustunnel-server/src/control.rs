@@ -33,6 +33,8 @@ use crate::server::Shared;
 use crate::session::{DataConn, Session};
 
 /// Connections that have not authenticated yet, in total and per source address.
+/// How often a session's served requests go to its client as one batch.
+pub(crate) const LOG_FLUSH: Duration = Duration::from_millis(100);
 const MAX_PENDING: usize = 1024;
 const MAX_PENDING_PER_IP: usize = 64;
 
@@ -388,7 +390,7 @@ async fn session_loop(
     let hb = shared.config.heartbeat.max(Duration::from_millis(100));
     let mut heartbeat = tokio::time::interval(hb);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut log_flush = tokio::time::interval(Duration::from_millis(100));
+    let mut log_flush = tokio::time::interval(LOG_FLUSH);
     log_flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_seen = tokio::time::Instant::now();
     let mut nonce = 0u64;

@@ -608,6 +608,9 @@ impl Shared {
                 }
             }
             shared.close_tunnel(&tunnel.id, CloseReason::ClientRequest, "drained").await;
+            // The last requests' log lines go out with the session's next batch: let it leave
+            // before the answer that ends the client's wait.
+            tokio::time::sleep(crate::control::LOG_FLUSH + Duration::from_millis(50)).await;
             let _ = tunnel.session.out.try_send(ServerMsg::TunnelDrained { tunnel_id: tunnel.id.clone() });
         });
     }
