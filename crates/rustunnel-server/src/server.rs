@@ -601,7 +601,11 @@ impl Shared {
             // A request routed just before the drain mark may not hold its permit yet.
             tokio::time::sleep(Duration::from_millis(100)).await;
             let deadline = tokio::time::Instant::now() + shared.config.drain_timeout;
-            while shared.in_flight(&tunnel) > 0 && tokio::time::Instant::now() < deadline {
+            // Upgraded connections (WebSockets) are not waited for: they may never end.
+            let busy = |t: &Tunnel| {
+                shared.in_flight(t).saturating_sub(t.upgraded.load(std::sync::atomic::Ordering::Relaxed)) > 0
+            };
+            while busy(&tunnel) && tokio::time::Instant::now() < deadline {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(20)) => {}
                     _ = tunnel.cancel.cancelled() => break,

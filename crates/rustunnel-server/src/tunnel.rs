@@ -60,6 +60,9 @@ pub struct Tunnel {
     pub host_header: Option<String>,
     /// Its client is leaving: no new requests or connections, the ones in flight finish.
     pub draining: std::sync::atomic::AtomicBool,
+    /// Upgraded connections (WebSockets) open now: they hold a concurrency permit but are not
+    /// requests a drain waits for (they may last for hours; closing the tunnel ends them).
+    pub upgraded: std::sync::atomic::AtomicUsize,
 }
 
 /// Who may reach a tunnel: the login its visitors must present and the addresses it accepts.
@@ -117,6 +120,7 @@ impl Tunnel {
             access,
             host_header: spec.host_header.clone(),
             draining: Default::default(),
+            upgraded: Default::default(),
         }
     }
 

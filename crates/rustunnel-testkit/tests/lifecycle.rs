@@ -439,3 +439,24 @@ async fn a_stopping_client_finishes_in_flight_requests_and_connections() {
     assert!(t0.elapsed() < Duration::from_secs(3));
     assert_eq!(get(edge, &host, "/").await.0, StatusCode::NOT_FOUND);
 }
+
+/// An open WebSocket (say, a dev server's hot reload) does not hold a stopping client for the
+/// whole drain time: upgraded connections may never end, so the drain does not wait for them;
+/// closing the tunnel ends them.
+#[tokio::test]
+async fn a_stopping_client_does_not_wait_for_websockets() {
+    use futures_util::StreamExt;
+    let server = TestServer::start_with(|c| c.drain_timeout = Duration::from_secs(8)).await;
+    let app = http_app("app").await;
+    let (c, ready) = server.client(vec![tunnel("web", Protocol::Http, app.port())]).await;
+    let tcp = tokio::net::TcpStream::connect(server.http_addr()).await.unwrap();
+    let url = format!("ws://{}/ws", ready[0].host());
+    let (mut ws, resp) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let t0 = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), c.stop()).await.expect("not held by the WebSocket").unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    // The WebSocket ends with the tunnel.
+    let end = tokio::time::timeout(Duration::from_secs(5), async { while let Some(Ok(_)) = ws.next().await {} }).await;
+    assert!(end.is_ok(), "the WebSocket was closed");
+}

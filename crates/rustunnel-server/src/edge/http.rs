@@ -428,6 +428,7 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
             let t = tunnel.clone();
             ctx.shared.tasks.spawn(async move {
                 let _permit = permit;
+                let _upgraded = UpgradedGuard::count(&t);
                 let (Ok(v), Ok(l)) = tokio::join!(visitor, local) else { return };
                 let mut v = TokioIo::new(v);
                 let mut l = TokioIo::new(l);
@@ -499,6 +500,22 @@ impl PendingLog {
     fn write(self) {
         let method = self.method.as_str();
         log_request(&self.shared, self.peer, &self.tunnel, method, &self.path, self.status, self.started);
+    }
+}
+
+/// An upgraded connection counted in its tunnel's [`Tunnel::upgraded`] while it lasts.
+struct UpgradedGuard<'a>(&'a Tunnel);
+
+impl<'a> UpgradedGuard<'a> {
+    fn count(t: &'a Tunnel) -> Self {
+        t.upgraded.fetch_add(1, Ordering::Relaxed);
+        UpgradedGuard(t)
+    }
+}
+
+impl Drop for UpgradedGuard<'_> {
+    fn drop(&mut self) {
+        self.0.upgraded.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
