@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use super::args::{check_ident, Args};
+use super::args::{check_ident, shell_quote, Args};
 use super::schema::object;
 use super::{route, CallCtx, ToolError, ToolSpec};
 use crate::config::McpConfig;
@@ -168,16 +168,6 @@ fn setup_command(config: &McpConfig) -> String {
         s.push_str(" --insecure");
     }
     s
-}
-
-fn shell_quote(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'/' | b'[' | b']'));
-    if plain {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
 }
 
 fn state(server: &McpServer) -> Result<Arc<AgentState>, ToolError> {

@@ -17,7 +17,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::args::{check_host, check_ident, Args};
+use super::args::{check_host, check_ident, shell_quote, Args};
 use super::schema::object;
 use super::{route, CallCtx, ToolError, ToolSpec};
 use crate::server::McpServer;
@@ -1238,18 +1238,6 @@ fn pool_config(a: &TunnelArgs, cfg: &crate::config::McpConfig) -> ConfigFileView
         }
     }
     ConfigFileView { path: format!("rustunnel-{base}.toml"), contents: t }
-}
-
-/// Single-quotes a value for a POSIX shell unless it is plainly safe.
-fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'@' | b'[' | b']'))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
 }
 
 async fn list_regions(server: McpServer, args: JsonObject, _ctx: CallCtx) -> Result<RegionListView, ToolError> {
