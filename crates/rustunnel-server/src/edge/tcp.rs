@@ -67,10 +67,6 @@ pub async fn run_pool(
             continue;
         };
         // Every member has the pool's rules.
-        if tunnel.is_draining() {
-            // Its client is leaving: the connections it serves finish, new ones are refused.
-            continue;
-        }
         if !tunnel.access.ip_rules.permits(peer.ip()) {
             refused(&tunnel, peer);
             continue;
