@@ -125,6 +125,23 @@ pub enum SpecError {
 }
 
 impl TunnelSpec {
+    /// A request for a `protocol` tunnel named `name` to `local_addr`, with nothing else asked
+    /// for (the other fields are set with struct update syntax).
+    pub fn new(name: impl Into<String>, protocol: Protocol, local_addr: impl Into<String>) -> Self {
+        TunnelSpec {
+            name: name.into(),
+            protocol,
+            subdomain: None,
+            remote_port: None,
+            local_addr: local_addr.into(),
+            group: None,
+            basic_auth: None,
+            cidr_allow: Vec::new(),
+            cidr_deny: Vec::new(),
+            host_header: None,
+        }
+    }
+
     /// Checks the request against the rules every end shares (the server adds its own: names
     /// taken, ports in range, pools).
     pub fn check(&self) -> Result<(), SpecError> {
@@ -632,18 +649,7 @@ mod tests {
 
     #[test]
     fn one_set_of_rules_for_a_tunnel_request() {
-        let base = |protocol| TunnelSpec {
-            name: "t".into(),
-            protocol,
-            subdomain: None,
-            remote_port: None,
-            local_addr: "localhost:1".into(),
-            group: None,
-            basic_auth: None,
-            cidr_allow: vec![],
-            cidr_deny: vec![],
-            host_header: None,
-        };
+        let base = |protocol| TunnelSpec::new("t", protocol, "localhost:1");
         let auth = || Some(crate::basic_auth::BasicAuth::parse("ana:correct horse").unwrap());
         let ok = [
             TunnelSpec {

@@ -213,18 +213,7 @@ async fn version_mismatch_says_upgrade() {
 
 /// A bare tunnel request named `t{i}` for `protocol`.
 fn bare_spec(i: usize, protocol: Protocol) -> rustunnel_proto::TunnelSpec {
-    rustunnel_proto::TunnelSpec {
-        name: format!("t{i}"),
-        protocol,
-        subdomain: None,
-        remote_port: None,
-        local_addr: "localhost:1".into(),
-        group: None,
-        basic_auth: None,
-        cidr_allow: vec![],
-        cidr_deny: vec![],
-        host_header: None,
-    }
+    rustunnel_proto::TunnelSpec::new(format!("t{i}"), protocol, "localhost:1")
 }
 
 /// Sends `open_tunnel` (request id `i`) on an authenticated session; the refusal's code and

@@ -12,7 +12,7 @@ use rustunnel_client::p2p::P2pRole;
 use rustunnel_client::GroupConfig;
 use rustunnel_proto::basic_auth::BasicAuth;
 use rustunnel_proto::ip_rules::MAX_RULES;
-use rustunnel_proto::{Protocol, SpecError, SpecOption, TunnelSpec};
+use rustunnel_proto::{Protocol, SpecError, TunnelSpec};
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -342,18 +342,25 @@ pub fn parse_tunnel_args(map: &JsonObject) -> Result<TunnelArgs, ToolError> {
     let cidr_allow = a.opt_str_list("cidr_allow", MAX_RULES, 64)?;
     let cidr_deny = a.opt_str_list("cidr_deny", MAX_RULES, 64)?;
     let host_header = a.opt_str("host_header", 255)?;
+    // The rules the server checks, told in the tool's argument names; a P2P service is a raw
+    // TCP/UDP one, so the HTTP-only options are refused for it the same way.
+    let probe = |protocol: Protocol| {
+        TunnelSpec {
+            subdomain: subdomain.clone(),
+            basic_auth: basic_auth.clone(),
+            cidr_allow: cidr_allow.clone(),
+            cidr_deny: cidr_deny.clone(),
+            host_header: host_header.clone(),
+            ..TunnelSpec::new(protocol.as_str(), protocol, "")
+        }
+        .check()
+        .map_err(spec_error)
+    };
     if protocol == "p2p" {
         if !(cidr_allow.is_empty() && cidr_deny.is_empty()) {
             return Err(ToolError::invalid("'cidr_allow' and 'cidr_deny' do not apply to p2p tunnels"));
         }
-        let http_only = [
-            (SpecOption::Subdomain, subdomain.is_some()),
-            (SpecOption::BasicAuth, basic_auth.is_some()),
-            (SpecOption::HostHeader, host_header.is_some()),
-        ];
-        if let Some((o, _)) = http_only.into_iter().find(|(_, given)| *given) {
-            return Err(spec_error(SpecError::NotFor(o)));
-        }
+        probe(Protocol::Tcp)?;
     }
 
     let p2p = protocol == "p2p" || secret.is_some() || peer_name.is_some() || peer_target.is_some();
@@ -393,20 +400,7 @@ pub fn parse_tunnel_args(map: &JsonObject) -> Result<TunnelArgs, ToolError> {
             let Some(proto) = parse_protocol(protocol) else {
                 return Err(ToolError::invalid(format!("unknown protocol '{protocol}'")));
             };
-            // The rules the server checks, told in the tool's argument names.
-            let probe = TunnelSpec {
-                name: proto.to_string(),
-                protocol: proto,
-                subdomain: subdomain.clone(),
-                remote_port: None,
-                local_addr: String::new(),
-                group: None,
-                basic_auth: basic_auth.clone(),
-                cidr_allow: cidr_allow.clone(),
-                cidr_deny: cidr_deny.clone(),
-                host_header: host_header.clone(),
-            };
-            probe.check().map_err(spec_error)?;
+            probe(proto)?;
             if let Some(s) = &subdomain {
                 rustunnel_proto::names::validate_subdomain(s)
                     .map_err(|e| ToolError::invalid(format!("'subdomain': {e}")))?;
