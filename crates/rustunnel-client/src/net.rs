@@ -62,7 +62,7 @@ pub async fn connect_tcp(host: &str, port: u16, timeout: Duration) -> std::io::R
     for addr in addrs {
         match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => {
-                let _ = s.set_nodelay(true);
+                rustunnel_proto::tcp::tune(&s, addr);
                 return Ok(s);
             }
             Ok(Err(e)) => last = e,

@@ -29,6 +29,7 @@ pub mod p2p;
 pub mod plain;
 pub mod splice;
 pub mod stream;
+pub mod tcp;
 pub mod zerocopy;
 
 /// Version of the wire protocol. Bumped on any incompatible change; a peer speaking another

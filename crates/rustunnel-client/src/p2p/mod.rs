@@ -636,7 +636,7 @@ async fn tcp_listener(l: TcpListener, ctx: Arc<VisitorCtx>, stop: CancellationTo
                 }
             },
         };
-        let _ = local.set_nodelay(true);
+        rustunnel_proto::tcp::tune(&local, peer);
         let c = ctx.clone();
         let stop2 = stop.clone();
         ctx.tasks.spawn(async move {

@@ -1,0 +1,46 @@
+//! Socket options both ends set on every TCP connection they open or accept.
+use std::net::SocketAddr;
+
+use tokio::net::TcpStream;
+
+/// Congestion control for a connection whose peer is this same machine. A loopback connection
+/// has no path to probe and no queue to keep short, but a pacing algorithm (BBR, the default
+/// of many distributions) still paces it, with a timer per burst: on the benchmark machine one
+/// loopback iperf3 stream moved 24 Gbit/s with BBR against 37 Gbit/s with Reno. Reno is built
+/// into every Linux kernel and any process may choose it.
+#[cfg(target_os = "linux")]
+const LOOPBACK_CONGESTION: &[u8] = b"reno";
+
+/// `TCP_NODELAY` (every socket of the data path), and for a peer on this machine (the local
+/// service, a server on the same host) a congestion control without pacing. Best effort: a
+/// refused option leaves the system's choice.
+pub fn tune(stream: &TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    #[cfg(target_os = "linux")]
+    if peer.ip().to_canonical().is_loopback() {
+        let _ = socket2::SockRef::from(stream).set_tcp_congestion(LOOPBACK_CONGESTION);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = peer;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    #[tokio::test]
+    async fn loopback_connections_get_nodelay_and_no_pacing() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let c = TcpStream::connect(addr).await.unwrap();
+        let (s, peer) = l.accept().await.unwrap();
+        tune(&c, addr);
+        tune(&s, peer);
+        for sock in [&c, &s] {
+            assert!(sock.nodelay().unwrap());
+            #[cfg(target_os = "linux")]
+            assert!(socket2::SockRef::from(sock).tcp_congestion().unwrap().starts_with(b"reno\0"));
+        }
+    }
+}
