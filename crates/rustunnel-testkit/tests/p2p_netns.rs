@@ -11,103 +11,23 @@
 //! the end, also on failure (Drop guard). Without root, `ip` or `nft` the tests print
 //! "skipped: <reason>" and pass. Helper processes inside namespaces are this test binary
 //! re-executed with `RT_P2P_HELPER` set (see [`helper`]).
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+mod common;
 
-use sha2::{Digest, Sha256};
+use std::time::Duration;
 
-const TOKEN: &str = "netns-admin-token-0123456789";
+use common::{nft, ns_exec, run, unique_tag, Lab, TOKEN};
+
 const SERVER_IP: &str = "10.201.0.1";
+/// The environment variable that makes this test binary a helper (see [`helper`]).
+const HELPER_ENV: &str = "RT_P2P_HELPER";
 
-fn run(args: &[&str]) -> Result<(), String> {
-    let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("{}: {e}", args[0]))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("{:?} failed: {}", args, String::from_utf8_lossy(&out.stderr)))
-    }
-}
-
-fn ns_exec(ns: &str, args: &[&str]) -> Result<(), String> {
-    let mut v = vec!["ip", "netns", "exec", ns];
-    v.extend_from_slice(args);
-    run(&v)
-}
-
-fn nft(ns: &str, script: &str) -> Result<(), String> {
-    let mut c = Command::new("ip")
-        .args(["netns", "exec", ns, "nft", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    c.stdin.take().ok_or("stdin")?.write_all(script.as_bytes()).map_err(|e| e.to_string())?;
-    let out = c.wait_with_output().map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("nft in {ns}: {}", String::from_utf8_lossy(&out.stderr)))
-    }
-}
-
-fn skip_reason() -> Option<String> {
-    let uid = Command::new("id").arg("-u").output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    if uid.as_deref() != Some("0") {
-        return Some("not root (network namespaces need CAP_NET_ADMIN)".into());
-    }
-    for tool in ["ip", "nft"] {
-        if Command::new(tool).arg("-V").output().is_err() && Command::new(tool).arg("--version").output().is_err() {
-            return Some(format!("`{tool}` not installed (apt-get install iproute2 nftables)"));
-        }
-    }
-    let probe = format!("rtprobe{}x{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst));
-    if run(&["ip", "netns", "add", &probe]).is_err() {
-        return Some("`ip netns add` is not permitted here".into());
-    }
-    let _ = run(&["ip", "netns", "del", &probe]);
-    for b in ["rustunnel-server", "rustunnel"] {
-        if !bin(b).exists() {
-            return Some(format!("{} not built (cargo build -p rustunnel-server -p rustunnel-cli)", bin(b).display()));
-        }
-    }
-    None
-}
-
-/// `target/<profile>/<name>`, next to this test executable's `deps/` directory.
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_default();
-    let dir = exe.parent().and_then(|d| d.parent()).map(PathBuf::from).unwrap_or_default();
-    dir.join(name)
-}
-
-/// The topology; deletes its namespaces (and so every veth and process network) on drop.
+/// The topology; its lab deletes the namespaces (and so every veth and process network) on drop.
 struct Topology {
     public: String,
     peer_a: String,
     peer_b: String,
-    all: Vec<String>,
-    children: Vec<Child>,
-    data_dir: tempfile::TempDir,
+    lab: Lab,
 }
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for ns in &self.all {
-            let _ = run(&["ip", "netns", "del", ns]);
-        }
-    }
-}
-
-static SEQ: AtomicU32 = AtomicU32::new(0);
 
 fn router_rules(symmetric: bool) -> String {
     let masq = if symmetric { "masquerade fully-random" } else { "masquerade" };
@@ -121,21 +41,12 @@ fn router_rules(symmetric: bool) -> String {
 
 impl Topology {
     fn build(symmetric_a: bool) -> Result<Topology, String> {
-        let tag = format!("rt{}x{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst));
+        let tag = unique_tag();
         let name = |s: &str| format!("{tag}{s}");
         let (public, ra, rb, a, b) = (name("pub"), name("ra"), name("rb"), name("a"), name("b"));
-        let mut t = Topology {
-            public: public.clone(),
-            peer_a: a.clone(),
-            peer_b: b.clone(),
-            all: Vec::new(),
-            children: Vec::new(),
-            data_dir: tempfile::tempdir().map_err(|e| e.to_string())?,
-        };
+        let mut t = Topology { public: public.clone(), peer_a: a.clone(), peer_b: b.clone(), lab: Lab::new()? };
         for ns in [&public, &ra, &rb, &a, &b] {
-            run(&["ip", "netns", "add", ns])?;
-            t.all.push(ns.clone());
-            ns_exec(ns, &["ip", "link", "set", "lo", "up"])?;
+            t.lab.add_namespace(ns)?;
         }
         // public <-> routers (WAN side), routers <-> peers (LAN side).
         run(&["ip", "link", "add", "wan", "netns", &ra, "type", "veth", "peer", "name", "ra", "netns", &public])?;
@@ -168,21 +79,8 @@ impl Topology {
         Ok(t)
     }
 
-    fn spawn(&mut self, ns: &str, program: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<usize, String> {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", ns, program]).args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-        for (k, v) in envs {
-            c.env(k, v);
-        }
-        let child = c.spawn().map_err(|e| format!("spawn {program}: {e}"))?;
-        self.children.push(child);
-        Ok(self.children.len() - 1)
-    }
-
     fn start_server(&mut self) -> Result<(), String> {
-        let dir = self.data_dir.path().to_string_lossy().to_string();
         let ns = self.public.clone();
-        let server = bin("rustunnel-server").to_string_lossy().to_string();
         let args = [
             "--control-addr",
             "10.201.0.1:4040",
@@ -192,71 +90,29 @@ impl Topology {
             "off",
             "--https-addr",
             "off",
-            "--admin-token",
-            TOKEN,
-            "--data-dir",
-            &dir,
         ];
-        self.spawn(&ns, &server, &args, &[])?;
+        self.lab.server(&ns, &args)?;
         Ok(())
     }
 
-    /// Runs this test binary as a helper inside `ns`.
     fn helper(&mut self, ns: &str, mode: &str) -> Result<usize, String> {
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?.to_string_lossy().to_string();
-        self.spawn(ns, &exe, &["--exact", "helper", "--nocapture", "--test-threads=1"], &[("RT_P2P_HELPER", mode)])
+        self.lab.helper(ns, HELPER_ENV, mode)
     }
 
     fn p2p(&mut self, ns: &str, args: &[&str]) -> Result<usize, String> {
-        let cli = bin("rustunnel").to_string_lossy().to_string();
+        let cli = common::bin("rustunnel").to_string_lossy().to_string();
         let server = format!("{SERVER_IP}:4040");
         let mut all = vec!["p2p", "--server", &server, "--token", TOKEN, "--insecure", "--json"];
         all.extend_from_slice(args);
-        self.spawn(ns, &cli, &all, &[])
+        self.lab.spawn(Some(ns), &cli, &all, &[])
     }
 
-    /// Reads the child's stdout lines until one contains `want` (returned), or the deadline.
     fn wait_line(&mut self, idx: usize, want: &str, deadline: Duration) -> Result<String, String> {
-        let out = self.children[idx].stdout.take().ok_or("stdout taken")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let end = Instant::now() + deadline;
-        let mut seen = Vec::new();
-        while let Some(left) = end.checked_duration_since(Instant::now()) {
-            match rx.recv_timeout(left) {
-                // A leading '^' anchors the match at the start of the line.
-                Ok(line) if want.strip_prefix('^').map_or(line.contains(want), |w| line.starts_with(w)) => {
-                    // Keep draining so the child never blocks on a full pipe.
-                    std::thread::spawn(move || while rx.recv().is_ok() {});
-                    return Ok(line);
-                }
-                Ok(line) => seen.push(line),
-                Err(_) => break,
-            }
-        }
-        let mut err = String::new();
-        if let Some(mut e) = self.children[idx].stderr.take() {
-            let _ = self.children[idx].kill();
-            let _ = e.read_to_string(&mut err);
-        }
-        Err(format!("no line with {want:?}; stdout: {seen:?}; stderr: {err}"))
+        self.lab.wait_line(idx, want, deadline)
     }
 
     fn wait_exit(&mut self, idx: usize, deadline: Duration) -> Option<i32> {
-        let end = Instant::now() + deadline;
-        while Instant::now() < end {
-            if let Ok(Some(s)) = self.children[idx].try_wait() {
-                return s.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
+        self.lab.wait_exit(idx, deadline)
     }
 
     /// `rustunnel_p2p_relayed_bytes_total` from the server's metrics.
@@ -271,48 +127,10 @@ impl Topology {
 /// Not a test on its own: the helper role when re-executed inside a namespace.
 #[test]
 fn helper() {
-    let Ok(mode) = std::env::var("RT_P2P_HELPER") else { return };
-    let parts: Vec<&str> = mode.splitn(2, ':').collect();
-    match parts.as_slice() {
-        ["echo", port] => {
-            let l = TcpListener::bind(format!("127.0.0.1:{port}")).expect("bind echo");
-            println!("echo ready");
-            for s in l.incoming().map_while(Result::ok) {
-                std::thread::spawn(move || {
-                    let mut r = s.try_clone().expect("clone");
-                    let mut w = s;
-                    let _ = std::io::copy(&mut r, &mut w);
-                    let _ = w.shutdown(std::net::Shutdown::Write);
-                });
-            }
-        }
-        ["client", rest] => {
-            let (addr, len) = rest.rsplit_once(':').expect("addr:len");
-            let len: usize = len.parse().expect("len");
-            let data: Vec<u8> = (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_be_bytes()[0]).collect();
-            let want = hex::encode(Sha256::digest(&data));
-            let s = TcpStream::connect(addr).expect("connect to the visitor's listener");
-            let mut w = s.try_clone().expect("clone");
-            let t = std::thread::spawn(move || {
-                w.write_all(&data).expect("write");
-                w.shutdown(std::net::Shutdown::Write).expect("shutdown");
-            });
-            let mut got = Vec::with_capacity(len);
-            let mut r = s;
-            r.set_read_timeout(Some(Duration::from_secs(60))).ok();
-            r.read_to_end(&mut got).expect("read");
-            t.join().expect("writer");
-            let h = hex::encode(Sha256::digest(&got));
-            println!("transfer {} {} {}", got.len(), if h == want { "hash-ok" } else { "hash-mismatch" }, h);
-        }
-        ["get", addr] => {
-            let mut s = TcpStream::connect(addr).expect("connect to the API");
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("write");
-            let mut body = String::new();
-            let _ = s.read_to_string(&mut body);
-            print!("{body}");
-        }
-        _ => panic!("unknown helper mode {mode}"),
+    let Some((role, arg)) = common::helper_role(HELPER_ENV) else { return };
+    match role.as_str() {
+        "get" => common::roles::http_get(&arg, "x", "/metrics"),
+        _ => panic!("unknown helper role {role}"),
     }
 }
 
@@ -358,8 +176,7 @@ fn scenario(symmetric: bool) -> Result<(), String> {
 
 #[test]
 fn direct_between_two_endpoint_independent_nats() {
-    if let Some(why) = skip_reason() {
-        println!("skipped: {why}");
+    if common::skipped(&["ip", "nft"], &[]) {
         return;
     }
     if let Err(e) = scenario(false) {
@@ -369,8 +186,7 @@ fn direct_between_two_endpoint_independent_nats() {
 
 #[test]
 fn relay_fallback_behind_a_symmetric_nat() {
-    if let Some(why) = skip_reason() {
-        println!("skipped: {why}");
+    if common::skipped(&["ip", "nft"], &[]) {
         return;
     }
     if let Err(e) = scenario(true) {
