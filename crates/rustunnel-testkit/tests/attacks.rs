@@ -386,20 +386,27 @@ async fn until_closed(mut s: impl tokio::io::AsyncRead + tokio::io::AsyncWrite +
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A TLS connection to the HTTPS edge speaking HTTP/1.1 (ALPN).
-async fn https_edge_h1(server: &TestServer, sni: &str) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let tls = rustunnel_client::tls::client_config(
-        &rustunnel_client::TlsOptions { insecure: true, ca: None },
-        &[b"http/1.1"],
-    )
-    .unwrap();
+/// A TLS connection to the HTTPS edge that agreed on `alpn`.
+async fn https_edge(server: &TestServer, sni: &str, alpn: &[u8]) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let tls = rustunnel_client::tls::client_config(&rustunnel_client::TlsOptions { insecure: true, ca: None }, &[alpn])
+        .unwrap();
     let tcp = TcpStream::connect(server.https_addr()).await.unwrap();
     let s = tokio_rustls::TlsConnector::from(tls)
         .connect(rustls_pki_types::ServerName::try_from(sni.to_string()).unwrap(), tcp)
         .await
         .unwrap();
-    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(alpn));
     s
+}
+
+/// A TLS connection to the HTTPS edge speaking HTTP/1.1 (ALPN).
+async fn https_edge_h1(server: &TestServer, sni: &str) -> tokio_rustls::client::TlsStream<TcpStream> {
+    https_edge(server, sni, b"http/1.1").await
+}
+
+/// A TLS connection to the HTTPS edge speaking HTTP/2 (ALPN).
+async fn https_edge_h2(server: &TestServer, sni: &str) -> tokio_rustls::client::TlsStream<TcpStream> {
+    https_edge(server, sni, b"h2").await
 }
 
 #[tokio::test]
@@ -572,14 +579,7 @@ async fn http2_rapid_reset_is_bounded_and_other_visitors_are_unaffected() {
     t.subdomain = Some("reset".into());
     let (_c, _ready) = server.client(vec![t]).await;
     let edge = server.https_addr();
-    let tls =
-        rustunnel_client::tls::client_config(&rustunnel_client::TlsOptions { insecure: true, ca: None }, &[b"h2"])
-            .unwrap();
-    let tcp = TcpStream::connect(edge).await.unwrap();
-    let s = tokio_rustls::TlsConnector::from(tls)
-        .connect(rustls_pki_types::ServerName::try_from("reset.localhost").unwrap(), tcp)
-        .await
-        .unwrap();
+    let s = https_edge_h2(&server, "reset.localhost").await;
     let (h2, conn) = h2::client::handshake(s).await.unwrap();
     let driver = tokio::spawn(conn);
     let started = Instant::now();
@@ -602,4 +602,78 @@ async fn http2_rapid_reset_is_bounded_and_other_visitors_are_unaffected() {
     let resp = tokio::time::timeout(Duration::from_secs(5), fresh.send_request(req)).await.unwrap().unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     eprintln!("rapid reset: {sent} resets queued by the client before the server closed the connection");
+}
+
+/// Writes the HTTP/2 preface and `count` copies of `frame` as fast as the connection takes
+/// them, while reading what the server answers; returns how many PING and SETTINGS ACKs came
+/// back before the server closed the connection, and how long that took.
+async fn h2_flood<S>(s: S, frame: &[u8], count: usize) -> (usize, Duration)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut r, mut w) = tokio::io::split(s);
+    let mut all = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    all.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // empty SETTINGS
+    for _ in 0..count {
+        all.extend_from_slice(frame);
+    }
+    let started = Instant::now();
+    // The server may stop reading and close: a failed write is expected.
+    let writer = tokio::spawn(async move {
+        let _ = w.write_all(&all).await;
+        w
+    });
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), r.read(&mut buf))
+            .await
+            .expect("the edge closes the connection")
+        {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let took = started.elapsed();
+    drop(writer.await);
+    // Count ACKed PING / SETTINGS frames in what came back.
+    let (mut acks, mut at) = (0, 0);
+    while at + 9 <= got.len() {
+        let len = u32::from_be_bytes([0, got[at], got[at + 1], got[at + 2]]) as usize;
+        if matches!(got[at + 3], 4 | 6) && got[at + 4] & 1 == 1 {
+            acks += 1;
+        }
+        at += 9 + len;
+    }
+    (acks, took)
+}
+
+#[tokio::test]
+async fn http2_ping_and_settings_floods_are_cut_off_on_both_edges() {
+    let server = quick_server().await;
+    let app = http_app("app").await;
+    let mut t = tunnel("web", Protocol::Http, app.port());
+    t.subdomain = Some("flood".into());
+    let (_c, _ready) = server.client(vec![t]).await;
+    let edge = server.https_addr();
+    let ping = [0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+    let settings = [0, 0, 0, 4, 0, 0, 0, 0, 0];
+    const N: usize = 50_000;
+    for (what, frame) in [("PING", &ping[..]), ("SETTINGS", &settings[..])] {
+        // HTTPS with ALPN h2.
+        let s = https_edge_h2(&server, "flood.localhost").await;
+        let (acks, took) = h2_flood(s, frame, N).await;
+        eprintln!("{what} flood over TLS: {acks} answered in {took:?} before the close");
+        assert!(acks < N / 5, "{what} over TLS: {acks} of {N} answered");
+        // Plain HTTP/2 with prior knowledge on the HTTP edge.
+        let tcp = TcpStream::connect(server.http_addr()).await.unwrap();
+        let (acks, took) = h2_flood(tcp, frame, N).await;
+        eprintln!("{what} flood over h2c: {acks} answered in {took:?} before the close");
+        assert!(acks < N / 5, "{what} over h2c: {acks} of {N} answered");
+    }
+    // Other visitors, and a new connection of the same one, are served.
+    let mut fresh = h2_conn(edge, "flood.localhost").await;
+    let req = http::Request::get(format!("https://flood.localhost:{}/", edge.port())).body(body("")).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(5), fresh.send_request(req)).await.unwrap().unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
 }

@@ -414,10 +414,13 @@ fn classify(head: &[u8]) -> Next {
 }
 
 /// A visitor connection whose reads are fed to a [`Tracker`]; the result goes to a [`Flag`]
-/// shared with the request handler. Writes pass through.
+/// shared with the request handler. HTTP/2 connections are also held to the bound of
+/// [`super::h2flood`]. Writes pass through.
 pub struct Tracked<T> {
     inner: T,
     tracker: Tracker,
+    /// HTTP/2 connections: the bound on frames the edge must answer.
+    flood: super::h2flood::FloodGuard,
     flag: Arc<Flag>,
     /// Bytes of the connection already read elsewhere (the lean path), read again first.
     replay: Vec<u8>,
@@ -431,7 +434,7 @@ impl<T> Tracked<T> {
 
     /// Like [`Tracked::new`], reading `replay` before the connection's next bytes.
     pub fn replaying(replay: Vec<u8>, inner: T, tracker: Tracker, flag: Arc<Flag>) -> Self {
-        Tracked { inner, tracker, flag, replay, replayed: 0 }
+        Tracked { inner, tracker, flood: Default::default(), flag, replay, replayed: 0 }
     }
 }
 
@@ -451,6 +454,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
         } else {
             Pin::new(&mut this.inner).poll_read(cx, buf)
         };
+        if let Err(e) = this.flood.feed(&buf.filled()[before..]) {
+            tracing::debug!(error = %e, "closing the visitor's connection");
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
+        }
         if !this.tracker.is_off() {
             if let Some(index) = this.tracker.feed(&buf.filled()[before..]) {
                 this.flag.set(index);

@@ -4,6 +4,7 @@
 //! - [`udp`]: one socket per UDP tunnel; one stream per remote address.
 //! - [`pages`]: the edge's own error pages.
 //! - `h1`: the lean HTTP/1.1 path most visitor requests take (the rest go to hyper).
+//! - `h2flood`: the bound on HTTP/2 PING/SETTINGS frames a visitor can make the edge answer.
 pub mod access;
 pub mod http;
 pub mod pages;
@@ -13,5 +14,6 @@ pub mod udp;
 mod counted;
 mod framing;
 mod h1;
+mod h2flood;
 pub use counted::Counted;
 pub use h1::IdlePool;
