@@ -8,7 +8,8 @@ has no `sch_netem` here, so this stands in for `tc qdisc ... netem delay loss re
 
 Usage: impaired_link.py NAME_A NAME_B DELAY_MS JITTER_MS LOSS DUP SEED STATS_FILE
 Prints "ready" once both devices exist, then runs until killed, rewriting STATS_FILE with the
-counts (forwarded, dropped, duplicated, reordered) every half second.
+counts (forwarded, dropped, duplicated, reordered, cut) every half second. SIGUSR1 cuts the
+link (every packet dropped, counted as "cut") or restores it.
 """
 import fcntl
 import heapq
@@ -38,8 +39,14 @@ def main():
     stats_file = sys.argv[8]
     a, b = open_tun(name_a), open_tun(name_b)
     other = {a: b, b: a}
-    stats = {"forwarded": 0, "dropped": 0, "duplicated": 0, "reordered": 0}
+    stats = {"forwarded": 0, "dropped": 0, "duplicated": 0, "reordered": 0, "cut": 0}
+    cut = [False]
+
+    def toggle(*_):
+        cut[0] = not cut[0]
+
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGUSR1, toggle)
     print("ready", flush=True)
     queue = []  # (due, seq, out fd, packet)
     seq = 0
@@ -63,6 +70,9 @@ def main():
                         pkt = os.read(fd, 65536)
                     except BlockingIOError:
                         break
+                    if cut[0]:
+                        stats["cut"] += 1
+                        continue
                     if rng.random() < loss:
                         stats["dropped"] += 1
                         continue

@@ -7,7 +7,9 @@
 //!
 //! - three TCP tunnel connections at once, each echoing 1.5 MB, checked by SHA-256;
 //! - three HTTP downloads at once through the HTTP edge (the multiplexed data connection),
-//!   checked by SHA-256.
+//!   checked by SHA-256;
+//! - a link cut for seconds: with one-second heartbeats the client notices within about four
+//!   seconds, comes back once the link does, and its public port works again.
 //!
 //! Addresses are inside namespaces created here (10.202.0.x); everything is deleted at the end,
 //! also on failure. Without root, `ip` or `python3` the test prints "skipped: <reason>".
@@ -76,6 +78,8 @@ struct Link {
     server_ns: String,
     client_ns: String,
     stats: std::path::PathBuf,
+    /// The relay process's index in the lab.
+    relay: usize,
     lab: Lab,
 }
 
@@ -100,12 +104,37 @@ impl Link {
             ns_exec(ns, &["ip", "addr", "add", me, "peer", peer, "dev", dev])?;
             ns_exec(ns, &["ip", "link", "set", dev, "up"])?;
         }
-        Ok(Link { server_ns, client_ns, stats, lab })
+        Ok(Link { server_ns, client_ns, stats, relay, lab })
     }
 
-    /// `rustunnel <protocol> <port> --json` in the client namespace; returns its index once
-    /// the tunnel is ready, and the `tunnel_ready` line.
-    fn tunnel(&mut self, protocol: &str, port: &str, extra: &[&str]) -> Result<String, String> {
+    /// Cuts the link (every packet dropped), or restores it.
+    fn toggle_cut(&mut self) -> Result<(), String> {
+        run(&["kill", "-USR1", &self.lab.children[self.relay].id().to_string()])
+    }
+
+    /// The link's counters so far.
+    fn counts(&self) -> Result<String, String> {
+        std::fs::read_to_string(&self.stats).map_err(|e| format!("link stats: {e}"))
+    }
+
+    /// `rustunnel-server` in the server namespace with the control port on the link and `args`.
+    fn server(&mut self, args: &[&str]) -> Result<(), String> {
+        let ns = self.server_ns.clone();
+        let mut all = vec!["--control-addr", "10.202.0.1:4040", "--api-addr", "off", "--https-addr", "off"];
+        all.extend_from_slice(args);
+        self.lab.server(&ns, &all).map(|_| ())
+    }
+
+    /// The helper `role` in the client namespace, once it printed `ready`.
+    fn local_service(&mut self, role: &str, ready: &str) -> Result<(), String> {
+        let ns = self.client_ns.clone();
+        let i = self.lab.helper(&ns, HELPER_ENV, role)?;
+        self.lab.wait_line(i, ready, Duration::from_secs(10)).map(|_| ())
+    }
+
+    /// `rustunnel <protocol> <port> --json` in the client namespace; once the tunnel is ready,
+    /// its index and the `tunnel_ready` line.
+    fn tunnel(&mut self, protocol: &str, port: &str, extra: &[&str]) -> Result<(usize, String), String> {
         let cli = common::bin("rustunnel").to_string_lossy().to_string();
         let server = format!("{SERVER_IP}:4040");
         let mut args = vec![
@@ -123,7 +152,7 @@ impl Link {
         args.extend_from_slice(extra);
         let ns = self.client_ns.clone();
         let i = self.lab.spawn(Some(&ns), &cli, &args, &[])?;
-        self.lab.wait_line(i, "\"tunnel_ready\"", Duration::from_secs(60))
+        Ok((i, self.lab.wait_line(i, "\"tunnel_ready\"", Duration::from_secs(60))?))
     }
 
     /// Runs `n` helpers in the server namespace at once and checks each one's line.
@@ -148,33 +177,12 @@ fn tunnels_survive_reordering_loss_and_duplicates() {
     let result = (|| -> Result<String, String> {
         // 1-9 ms each way: packets sent less than 8 ms apart may overtake each other.
         let mut link = Link::build("1", "8", "0.01", "0.01")?;
-        let ns = link.server_ns.clone();
-        link.lab.server(
-            &ns,
-            &[
-                "--control-addr",
-                "10.202.0.1:4040",
-                "--api-addr",
-                "off",
-                "--http-addr",
-                "10.202.0.1:8080",
-                "--https-addr",
-                "off",
-            ],
-        )?;
-        let cns = link.client_ns.clone();
-        let echo = link.lab.helper(&cns, HELPER_ENV, "echo:9000")?;
-        link.lab.wait_line(echo, "echo ready", Duration::from_secs(10))?;
-        let web = link.lab.helper(&cns, HELPER_ENV, "web:9001")?;
-        link.lab.wait_line(web, "web ready", Duration::from_secs(10))?;
+        link.server(&["--http-addr", "10.202.0.1:8080"])?;
+        link.local_service("echo:9000", "echo ready")?;
+        link.local_service("web:9001", "web ready")?;
 
-        let ready = link.tunnel("tcp", "9000", &[])?;
-        let port = ready
-            .split("tcp://")
-            .nth(1)
-            .and_then(|r| r.split(':').nth(1))
-            .and_then(|p| p.trim_end_matches(|c: char| !c.is_ascii_digit()).parse::<u16>().ok())
-            .ok_or(format!("no TCP port in {ready}"))?;
+        let (_, ready) = link.tunnel("tcp", "9000", &[])?;
+        let port = tcp_port(&ready)?;
         link.visitors(
             3,
             &format!("client:{SERVER_IP}:{port}:{ECHO_BYTES}"),
@@ -185,7 +193,7 @@ fn tunnels_survive_reordering_loss_and_duplicates() {
         link.visitors(3, &format!("fetch:{SERVER_IP}:8080"), &format!("page HTTP/1.1 200 OK {PAGE_BYTES} hash-ok"))?;
 
         std::thread::sleep(Duration::from_millis(1200));
-        std::fs::read_to_string(&link.stats).map_err(|e| format!("link stats: {e}"))
+        link.counts()
     })();
     let stats = match result {
         Ok(s) => s,
@@ -203,4 +211,57 @@ fn tunnels_survive_reordering_loss_and_duplicates() {
     assert!(count("reordered") > 100, "{stats}");
     assert!(count("dropped") > 10, "{stats}");
     assert!(count("duplicated") > 10, "{stats}");
+}
+
+/// The port of a `tunnel_ready` line's `tcp://host:port` URL.
+fn tcp_port(ready: &str) -> Result<u16, String> {
+    ready
+        .split("tcp://")
+        .nth(1)
+        .and_then(|r| r.split(':').nth(1))
+        .and_then(|p| p.trim_end_matches(|c: char| !c.is_ascii_digit()).parse::<u16>().ok())
+        .ok_or(format!("no TCP port in {ready}"))
+}
+
+/// SECURITY.md: "Heartbeats stop (packets dropped) -> server frees resources within the
+/// timeout; client reconnects with jittered backoff", and gets its port back.
+#[test]
+fn a_cut_link_ends_the_session_and_the_client_returns_on_the_same_port() {
+    if common::skipped(&["ip", "python3"], &["/dev/net/tun"]) {
+        return;
+    }
+    let result = (|| -> Result<String, String> {
+        let mut link = Link::build("1", "2", "0", "0")?;
+        // One-second heartbeats: three silent ones end a session.
+        link.server(&["--http-addr", "off", "--heartbeat-secs", "1"])?;
+        link.local_service("echo:9000", "echo ready")?;
+        let (client, ready) = link.tunnel("tcp", "9000", &[])?;
+        let port = tcp_port(&ready)?;
+        let echo = format!("client:{SERVER_IP}:{port}:200000");
+        link.visitors(1, &echo, "transfer 200000 hash-ok")?;
+
+        link.toggle_cut()?;
+        let cut_at = std::time::Instant::now();
+        link.lab.wait_line(client, "\"event\":\"reconnecting\"", Duration::from_secs(20))?;
+        let noticed = cut_at.elapsed();
+        // Long enough for the server to have ended the session on its side as well.
+        std::thread::sleep(Duration::from_secs(4));
+        link.toggle_cut()?;
+        let restored = std::time::Instant::now();
+        link.lab.wait_line(client, "\"event\":\"reconnected\"", Duration::from_secs(60))?;
+        let back = restored.elapsed();
+        // The same public port works again.
+        link.visitors(1, &echo, "transfer 200000 hash-ok")?;
+        Ok(format!(
+            "noticed the cut after {noticed:?}, reconnected {back:?} after the link came back; {}",
+            link.counts()?
+        ))
+    })();
+    match result {
+        Ok(s) => {
+            println!("{s}");
+            assert!(!s.contains(" cut=0 "), "the link was cut: {s}");
+        }
+        Err(e) => panic!("{e}"),
+    }
 }

@@ -96,6 +96,8 @@ pub fn bin(name: &str) -> PathBuf {
 pub struct Lab {
     pub namespaces: Vec<String>,
     pub children: Vec<Child>,
+    /// Each child's stdout lines not read yet, once [`Lab::wait_line`] started reading them.
+    lines: Vec<Option<mpsc::Receiver<String>>>,
     pub data_dir: tempfile::TempDir,
 }
 
@@ -116,6 +118,7 @@ impl Lab {
         Ok(Lab {
             namespaces: Vec::new(),
             children: Vec::new(),
+            lines: Vec::new(),
             data_dir: tempfile::tempdir().map_err(|e| e.to_string())?,
         })
     }
@@ -149,6 +152,7 @@ impl Lab {
         }
         let child = c.spawn().map_err(|e| format!("spawn {program}: {e}"))?;
         self.children.push(child);
+        self.lines.push(None);
         Ok(self.children.len() - 1)
     }
 
@@ -167,25 +171,28 @@ impl Lab {
         self.spawn(Some(ns), &server, &all, &[])
     }
 
-    /// Reads the child's stdout lines until one contains `want` (returned), or the deadline.
-    /// A leading '^' anchors the match at the start of the line.
+    /// Reads the child's next stdout lines until one contains `want` (returned), or the
+    /// deadline; later calls go on from there. A leading '^' anchors the match at the start of
+    /// the line. The child's output is read all along, so it never blocks on a full pipe.
     pub fn wait_line(&mut self, idx: usize, want: &str, deadline: Duration) -> Result<String, String> {
-        let out = self.children[idx].stdout.take().ok_or("stdout taken")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
+        if self.lines[idx].is_none() {
+            let out = self.children[idx].stdout.take().ok_or("stdout taken")?;
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        return;
+                    }
                 }
-            }
-        });
+            });
+            self.lines[idx] = Some(rx);
+        }
+        let rx = self.lines[idx].as_ref().ok_or("no output")?;
         let end = Instant::now() + deadline;
         let mut seen = Vec::new();
         while let Some(left) = end.checked_duration_since(Instant::now()) {
             match rx.recv_timeout(left) {
                 Ok(line) if want.strip_prefix('^').map_or(line.contains(want), |w| line.starts_with(w)) => {
-                    // Keep draining so the child never blocks on a full pipe.
-                    std::thread::spawn(move || while rx.recv().is_ok() {});
                     return Ok(line);
                 }
                 Ok(line) => seen.push(line),
