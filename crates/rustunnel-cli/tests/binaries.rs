@@ -383,19 +383,31 @@ async fn start_runs_several_named_tunnels_from_a_file() {
 async fn wrong_token_exits_non_zero_with_a_clear_message() {
     let server = start_server(false).await;
     let control = format!("127.0.0.1:{}", server.control);
-    let out = tokio::time::timeout(
-        Duration::from_secs(20),
-        Command::new(CLIENT)
-            .args(["http", "3000", "--server", &control, "--insecure", "--token", "wrong"])
-            .env_remove("RUSTUNNEL_TOKEN")
-            .output(),
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tunnels.toml");
+    std::fs::write(
+        &file,
+        format!("server = \"{control}\"\ntoken = \"wrong\"\ninsecure = true\n[tunnels.web]\nprotocol = \"http\"\nlocal_port = 3000\n"),
     )
-    .await
-    .unwrap()
     .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("token rejected by the server"), "{err}");
+    let file = file.to_string_lossy().to_string();
+    // Every documented way of giving the token: the flag, the environment, the file.
+    let ways: [(&str, Vec<&str>, Option<&str>); 3] = [
+        ("flag", vec!["http", "3000", "--server", &control, "--insecure", "--token", "wrong"], None),
+        ("RUSTUNNEL_TOKEN", vec!["http", "3000", "--server", &control, "--insecure"], Some("wrong")),
+        ("config file", vec!["start", "--config", &file], None),
+    ];
+    for (way, args, env) in ways {
+        let mut cmd = Command::new(CLIENT);
+        cmd.args(&args).env_remove("RUSTUNNEL_TOKEN");
+        if let Some(token) = env {
+            cmd.env("RUSTUNNEL_TOKEN", token);
+        }
+        let out = tokio::time::timeout(Duration::from_secs(20), cmd.output()).await.unwrap().unwrap();
+        assert!(!out.status.success(), "{way}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("token rejected by the server"), "{way}: {err}");
+    }
 }
 
 #[tokio::test]

@@ -686,4 +686,22 @@ mod tests {
         }
         assert!(Wait::ServerAsked(Duration::from_secs(2)).delay(1, max) <= Duration::from_secs(2));
     }
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum_and_is_spread_at_random() {
+        let max = Duration::from_secs(30);
+        for attempt in 1..=12u32 {
+            let base = Duration::from_millis(100 << (attempt.min(10) - 1)).min(max);
+            let delays: Vec<Duration> = (0..200).map(|_| Wait::Backoff.delay(attempt, max)).collect();
+            // Between half and all of the exponential step, never the same for everyone: clients
+            // that lost one server together do not come back together.
+            assert!(delays.iter().all(|d| *d >= base / 2 && *d <= base), "attempt {attempt}: {delays:?}");
+            let distinct: std::collections::BTreeSet<_> = delays.iter().collect();
+            assert!(distinct.len() > 20, "attempt {attempt}: only {} distinct delays", distinct.len());
+        }
+        // A server that asked for a pause is given at most that long, also spread.
+        let asked: std::collections::BTreeSet<_> =
+            (0..100).map(|_| Wait::ServerAsked(Duration::from_secs(2)).delay(1, max)).collect();
+        assert!(asked.len() > 20 && asked.iter().all(|d| *d >= Duration::from_secs(1)));
+    }
 }

@@ -143,3 +143,55 @@ pub fn no_healthy_member() -> Page {
         "Every service behind this load-balanced tunnel is failing its health check. Try again shortly.",
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `s` holds something shaped like an IPv4 address (`1.2.3.4`).
+    fn has_ipv4(s: &str) -> bool {
+        s.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .any(|w| w.split('.').filter(|p| !p.is_empty() && p.len() <= 3).count() == 4)
+    }
+
+    #[test]
+    fn pages_name_the_problem_and_expose_no_internals() {
+        let pages = [
+            address_refused(),
+            unauthorized(),
+            too_many_logins(60),
+            not_found(),
+            headers_too_large(),
+            uri_too_long(),
+            bad_request("The request target is not valid."),
+            bad_gateway(),
+            local_closed(),
+            gateway_timeout(),
+            method_not_allowed(),
+            busy(),
+            no_healthy_member(),
+        ];
+        for p in pages {
+            let status = p.status;
+            let wire = String::from_utf8(p.h1(true)).unwrap();
+            let text = wire.to_ascii_lowercase();
+            assert!(text.contains(&format!("<h1>{} ", status.as_u16())), "{wire}");
+            for leak in [
+                env!("CARGO_PKG_VERSION"),
+                "rustunnel-server",
+                "localhost",
+                "::1",
+                ".rs",
+                "panicked",
+                "backtrace",
+                "hyper",
+                "tokio",
+                "\r\nserver:",
+            ] {
+                assert!(!text.contains(leak), "{status}: {leak:?} in\n{wire}");
+            }
+            assert!(!has_ipv4(&text), "{status}: an address in\n{wire}");
+        }
+        assert!(has_ipv4("at 10.0.0.1:80") && !has_ipv4("0.1.0"));
+    }
+}
