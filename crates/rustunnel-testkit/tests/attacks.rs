@@ -571,13 +571,19 @@ async fn per_tunnel_concurrency_cap_answers_503_for_that_tunnel_only() {
     }
 }
 
-#[tokio::test]
-async fn http2_rapid_reset_is_bounded_and_other_visitors_are_unaffected() {
+/// A server (attack deadlines) with one HTTP tunnel on `sub` to a sample app; keep all three.
+async fn served_subdomain(sub: &str) -> (TestServer, Service, rustunnel_client::ClientHandle) {
     let server = quick_server().await;
     let app = http_app("app").await;
     let mut t = tunnel("web", Protocol::Http, app.port());
-    t.subdomain = Some("reset".into());
-    let (_c, _ready) = server.client(vec![t]).await;
+    t.subdomain = Some(sub.into());
+    let (c, _ready) = server.client(vec![t]).await;
+    (server, app, c)
+}
+
+#[tokio::test]
+async fn http2_rapid_reset_is_bounded_and_other_visitors_are_unaffected() {
+    let (server, _app, _c) = served_subdomain("reset").await;
     let edge = server.https_addr();
     let s = https_edge_h2(&server, "reset.localhost").await;
     let (h2, conn) = h2::client::handshake(s).await.unwrap();
@@ -611,18 +617,26 @@ async fn h2_flood<S>(s: S, frame: &[u8], count: usize) -> (usize, Duration)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let (acks, took, _) = h2_flood_after(s, &[], frame, count).await;
+    (acks, took)
+}
+
+/// [`h2_flood`] with `first` sent before the copies of `frame`; also says whether every byte
+/// was written before the server closed.
+async fn h2_flood_after<S>(s: S, first: &[u8], frame: &[u8], count: usize) -> (usize, Duration, bool)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut r, mut w) = tokio::io::split(s);
     let mut all = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     all.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // empty SETTINGS
+    all.extend_from_slice(first);
     for _ in 0..count {
         all.extend_from_slice(frame);
     }
     let started = Instant::now();
     // The server may stop reading and close: a failed write is expected.
-    let writer = tokio::spawn(async move {
-        let _ = w.write_all(&all).await;
-        w
-    });
+    let writer = tokio::spawn(async move { w.write_all(&all).await.is_ok() });
     let mut got = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -635,7 +649,7 @@ where
         }
     }
     let took = started.elapsed();
-    drop(writer.await);
+    let wrote_all = writer.await.unwrap_or(false);
     // Count ACKed PING / SETTINGS frames in what came back.
     let (mut acks, mut at) = (0, 0);
     while at + 9 <= got.len() {
@@ -645,16 +659,12 @@ where
         }
         at += 9 + len;
     }
-    (acks, took)
+    (acks, took, wrote_all)
 }
 
 #[tokio::test]
 async fn http2_ping_and_settings_floods_are_cut_off_on_both_edges() {
-    let server = quick_server().await;
-    let app = http_app("app").await;
-    let mut t = tunnel("web", Protocol::Http, app.port());
-    t.subdomain = Some("flood".into());
-    let (_c, _ready) = server.client(vec![t]).await;
+    let (server, _app, _c) = served_subdomain("flood").await;
     let edge = server.https_addr();
     let ping = [0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
     let settings = [0, 0, 0, 4, 0, 0, 0, 0, 0];
@@ -674,6 +684,33 @@ async fn http2_ping_and_settings_floods_are_cut_off_on_both_edges() {
     // Other visitors, and a new connection of the same one, are served.
     let mut fresh = h2_conn(edge, "flood.localhost").await;
     let req = http::Request::get(format!("https://flood.localhost:{}/", edge.port())).body(body("")).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(5), fresh.send_request(req)).await.unwrap().unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn http2_continuation_flood_is_cut_off() {
+    let (server, _app, _c) = served_subdomain("cont").await;
+    // HEADERS on stream 1 without END_HEADERS (:method GET, :scheme https, :path /), then
+    // CONTINUATION frames that never end the header block: 40 MB of them.
+    let headers = [0, 0, 3, 1, 0, 0, 0, 0, 1, 0x82, 0x87, 0x84];
+    let mut continuation = vec![0, 0, 100, 9, 0, 0, 0, 0, 1];
+    // Literal header fields without indexing, new name "x" and a 95-byte value, back to back.
+    continuation.extend_from_slice(&[0x00, 0x01, b'x', 0x5f]);
+    continuation.extend_from_slice(&[b'a'; 96]);
+    continuation.truncate(9 + 100);
+    const N: usize = 400_000;
+    let s = https_edge_h2(&server, "cont.localhost").await;
+    let (_, took, wrote_all) = h2_flood_after(s, &headers, &continuation, N).await;
+    eprintln!("CONTINUATION flood over TLS: closed after {took:?}");
+    assert!(!wrote_all, "the edge took all {} MB of one header block", N * 109 / 1_000_000);
+    let tcp = TcpStream::connect(server.http_addr()).await.unwrap();
+    let (_, took, wrote_all) = h2_flood_after(tcp, &headers, &continuation, N).await;
+    eprintln!("CONTINUATION flood over h2c: closed after {took:?}");
+    assert!(!wrote_all, "the edge took all of one header block over h2c");
+    let mut fresh = h2_conn(server.https_addr(), "cont.localhost").await;
+    let req =
+        http::Request::get(format!("https://cont.localhost:{}/", server.https_addr().port())).body(body("")).unwrap();
     let resp = tokio::time::timeout(Duration::from_secs(5), fresh.send_request(req)).await.unwrap().unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
 }
