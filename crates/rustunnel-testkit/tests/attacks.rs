@@ -474,9 +474,11 @@ async fn edge_refuses_smuggling_and_oversized_headers() {
 
     let bad_chunk =
         format!("POST /hash HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n");
-    let out = raw_edge(&server, bad_chunk.as_bytes()).await;
+    // 400, and the connection closes: the rest of that body must never be read as a request.
+    let out = until_closed(TcpStream::connect(server.http_addr()).await.unwrap(), bad_chunk.as_bytes()).await;
     assert!(out.starts_with("HTTP/1.1 400 "), "the visitor's fault, not the tunnel's: {out}");
     assert!(out.contains("request body is malformed"), "{out}");
+    assert!(out.to_ascii_lowercase().contains("connection: close"), "{out}");
     // Exactly one Host (RFC 9112 3.2): two, or an empty one, is a 400, never routed.
     for hosts in [format!("Host: {host}\r\nHost: evil.example\r\n"), "Host: \r\n".to_string()] {
         let out = raw_edge(&server, format!("GET / HTTP/1.1\r\n{hosts}\r\n").as_bytes()).await;
