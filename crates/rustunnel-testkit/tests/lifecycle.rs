@@ -49,6 +49,7 @@ async fn graceful_shutdown_drains_in_flight_requests_and_clients_reconnect() {
     let app = http_app("app").await;
     let (mut c, ready) = server.client(vec![tunnel("web", Protocol::Http, app.port())]).await;
     let (control, http) = (server.handle.control_addr(), server.http_addr());
+    let (https, api) = (server.https_addr(), server.handle.api_addr().expect("API on"));
     let host = ready[0].host();
     // A request in flight when shutdown starts completes.
     let in_flight = tokio::spawn({
@@ -59,6 +60,13 @@ async fn graceful_shutdown_drains_in_flight_requests_and_clients_reconnect() {
     let TestServer { handle, dir } = server;
     let shutdown = tokio::spawn(handle.shutdown());
     next_event(&mut c, |e| matches!(e, Event::ServerShutdown { .. }), Duration::from_secs(5)).await;
+    // While the drain goes on, every port refuses new connections at once: a load balancer's
+    // readiness probe (any of them, the API's included) fails from the first moment.
+    assert!(!in_flight.is_finished(), "the drain is still going on");
+    for (what, addr) in [("control", control), ("HTTP", http), ("HTTPS", https), ("API", api)] {
+        let r = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await;
+        assert!(matches!(r, Ok(Err(_))), "{what} port still accepts during the drain: {r:?}");
+    }
     let (status, body) = in_flight.await.unwrap();
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, "slow done\n");
