@@ -246,3 +246,70 @@ fn out_of_file_descriptors_the_server_backs_off_and_recovers() {
     sigterm(&child);
     let _ = child.wait();
 }
+
+/// One HTTP/1.1 request to `addr`; the status code and the body.
+fn http(addr: &str, method: &str, path: &str, token: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// Tokens are shown once (the banner, the answer that mints one) and never reach the logs,
+/// even at trace level: the admin token, a minted token in use, and a wrong one.
+#[test]
+fn tokens_never_reach_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--dev")
+        .args(loopback_flags(dir.path()))
+        .env("RUSTUNNEL_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let logs = std::thread::spawn(move || {
+        let mut all = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut all);
+        all
+    });
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut api, mut admin) = (None, None);
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(url) = line.trim().strip_prefix("management API") {
+            api = url.trim().strip_prefix("http://localhost:").map(|p| format!("127.0.0.1:{p}"));
+        }
+        if let Some(t) = line.trim().strip_prefix("admin token") {
+            admin = Some(t.trim().to_string());
+            break;
+        }
+    }
+    let (api, admin) = (api.expect("API address printed"), admin.expect("admin token printed"));
+    let (status, body) = http(&api, "POST", "/api/tokens", &admin, r#"{"label":"log check"}"#);
+    assert_eq!(status, 201, "{body}");
+    let minted: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let minted = minted["token"].as_str().unwrap().to_string();
+    assert_eq!(http(&api, "GET", "/api/tunnels", &minted, "").0, 200);
+    let wrong = "rt_0123456789abcdef0123456789abcdef0123456789abcdef";
+    assert_eq!(http(&api, "GET", "/api/tunnels", wrong, "").0, 401);
+    sigterm(&child);
+    let _ = child.wait();
+    let logs = logs.join().unwrap();
+    assert!(logs.contains("DEBUG") && logs.contains("token"), "the server logged at trace level: {logs}");
+    eprintln!("{} bytes of logs checked", logs.len());
+    for (what, token) in [("admin", admin.as_str()), ("minted", minted.as_str()), ("wrong", wrong)] {
+        // Not in full, and not the secret part after the prefix either.
+        assert!(!logs.contains(&token[3..]), "the {what} token is in the logs:\n{logs}");
+    }
+}

@@ -503,6 +503,23 @@ async fn a_gone_clients_name_answers_502_while_it_is_held() {
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
+/// A client that dies while a request is waiting for the local service: the visitor gets the
+/// 502 page as soon as the client's connections close, not after the request's timeout.
+#[tokio::test]
+async fn a_client_gone_mid_request_answers_502_at_once() {
+    let server = TestServer::start().await;
+    let app = http_app("app").await;
+    let (c, ready) = server.client(vec![tunnel("web", Protocol::Http, app.port())]).await;
+    let (edge, host) = (server.http_addr(), ready[0].host());
+    let started = tokio::time::Instant::now();
+    let waiting = tokio::spawn(async move { get(edge, &host, "/slow?ms=5000").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.abort();
+    let (status, page) = tokio::time::timeout(Duration::from_secs(4), waiting).await.expect("no hung request").unwrap();
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{}", String::from_utf8_lossy(&page));
+    assert!(started.elapsed() < Duration::from_secs(2), "502 after {:?}", started.elapsed());
+}
+
 /// A client stopped on purpose (Ctrl+C) closes its tunnels: visitors get "not found", not a
 /// page saying it may be reconnecting; the name stays its owner's for the grace period.
 #[tokio::test]
