@@ -82,6 +82,50 @@ async fn graceful_shutdown_drains_in_flight_requests_and_clients_reconnect() {
     assert_eq!(get(back.http_addr(), &host, "/").await.1, "hello from app\n");
 }
 
+/// A graceful restart under many clients: every one comes back on its own name, and not all
+/// in the same instant (the server's "come back in 250 ms" is spread by each client's jitter).
+#[tokio::test]
+async fn a_restart_under_many_clients_restores_every_tunnel_with_spread_reconnects() {
+    const CLIENTS: usize = 20;
+    let server = TestServer::start().await;
+    let app = http_app("app").await;
+    let (control, http) = (server.handle.control_addr(), server.http_addr());
+    let mut clients = Vec::new();
+    let mut hosts = Vec::new();
+    for i in 0..CLIENTS {
+        let mut t = tunnel("web", Protocol::Http, app.port());
+        t.subdomain = Some(format!("many{i}"));
+        let (c, ready) = server.client(vec![t]).await;
+        hosts.push(ready[0].host());
+        clients.push(c);
+    }
+    let TestServer { handle, dir } = server;
+    handle.shutdown().await;
+    let waiting: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            tokio::spawn(async move {
+                next_event(&mut c, |e| matches!(e, Event::Reconnected { .. }), Duration::from_secs(20)).await;
+                (tokio::time::Instant::now(), c)
+            })
+        })
+        .collect();
+    let back = TestServer::restart_on_same_ports(dir, control, http, |_| {}).await;
+    let mut times = Vec::new();
+    let mut clients = Vec::new();
+    for w in waiting {
+        let (at, c) = w.await.unwrap();
+        times.push(at);
+        clients.push(c);
+    }
+    let (first, last) = (times.iter().min().unwrap(), times.iter().max().unwrap());
+    eprintln!("{CLIENTS} clients reconnected over {:?}", *last - *first);
+    assert!(*last - *first > Duration::from_millis(20), "all {CLIENTS} reconnected within {:?}", *last - *first);
+    for host in &hosts {
+        assert_eq!(get(back.http_addr(), host, "/").await.0, StatusCode::OK, "{host}");
+    }
+}
+
 /// With nothing in flight the drain ends at once: the shutdown notice must still go out before
 /// the connections close (it raced the close and was sometimes lost).
 #[tokio::test]
