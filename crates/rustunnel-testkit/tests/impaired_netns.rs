@@ -174,43 +174,40 @@ fn tunnels_survive_reordering_loss_and_duplicates() {
     if common::skipped(&["ip", "python3"], &["/dev/net/tun"]) {
         return;
     }
-    let result = (|| -> Result<String, String> {
-        // 1-9 ms each way: packets sent less than 8 ms apart may overtake each other.
-        let mut link = Link::build("1", "8", "0.01", "0.01")?;
-        link.server(&["--http-addr", "10.202.0.1:8080"])?;
-        link.local_service("echo:9000", "echo ready")?;
-        link.local_service("web:9001", "web ready")?;
-
-        let (_, ready) = link.tunnel("tcp", "9000", &[])?;
-        let port = tcp_port(&ready)?;
-        link.visitors(
-            3,
-            &format!("client:{SERVER_IP}:{port}:{ECHO_BYTES}"),
-            &format!("transfer {ECHO_BYTES} hash-ok"),
-        )?;
-
-        link.tunnel("http", "9001", &["--subdomain", "web"])?;
-        link.visitors(3, &format!("fetch:{SERVER_IP}:8080"), &format!("page HTTP/1.1 200 OK {PAGE_BYTES} hash-ok"))?;
-
-        std::thread::sleep(Duration::from_millis(1200));
-        link.counts()
-    })();
-    let stats = match result {
-        Ok(s) => s,
-        Err(e) => panic!("{e}"),
-    };
-    // The link really was bad: packets overtook each other, some were lost, some doubled.
-    let count = |k: &str| -> u64 {
-        stats
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let stats = bad_link_transfers().unwrap_or_else(|e| panic!("{e}"));
     println!("impaired link: {}", stats.trim());
-    assert!(count("reordered") > 100, "{stats}");
-    assert!(count("dropped") > 10, "{stats}");
-    assert!(count("duplicated") > 10, "{stats}");
+    // The link really was bad: packets overtook each other, some were lost, some doubled.
+    assert!(counter(&stats, "reordered") > 100, "{stats}");
+    assert!(counter(&stats, "dropped") > 10, "{stats}");
+    assert!(counter(&stats, "duplicated") > 10, "{stats}");
+}
+
+/// TCP echoes and HTTP downloads over the impaired link; the link's counters afterwards.
+fn bad_link_transfers() -> Result<String, String> {
+    // 1-9 ms each way: packets sent less than 8 ms apart may overtake each other.
+    let mut link = Link::build("1", "8", "0.01", "0.01")?;
+    link.server(&["--http-addr", "10.202.0.1:8080"])?;
+    link.local_service("echo:9000", "echo ready")?;
+    link.local_service("web:9001", "web ready")?;
+
+    let (_, ready) = link.tunnel("tcp", "9000", &[])?;
+    let port = tcp_port(&ready)?;
+    link.visitors(3, &format!("client:{SERVER_IP}:{port}:{ECHO_BYTES}"), &format!("transfer {ECHO_BYTES} hash-ok"))?;
+
+    link.tunnel("http", "9001", &["--subdomain", "web"])?;
+    link.visitors(3, &format!("fetch:{SERVER_IP}:8080"), &format!("page HTTP/1.1 200 OK {PAGE_BYTES} hash-ok"))?;
+
+    std::thread::sleep(Duration::from_millis(1200));
+    link.counts()
+}
+
+/// One counter of the link's `key=value` stats line (0 when absent).
+fn counter(stats: &str, key: &str) -> u64 {
+    stats
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The port of a `tunnel_ready` line's `tcp://host:port` URL.
@@ -230,38 +227,34 @@ fn a_cut_link_ends_the_session_and_the_client_returns_on_the_same_port() {
     if common::skipped(&["ip", "python3"], &["/dev/net/tun"]) {
         return;
     }
-    let result = (|| -> Result<String, String> {
-        let mut link = Link::build("1", "2", "0", "0")?;
-        // One-second heartbeats: three silent ones end a session.
-        link.server(&["--http-addr", "off", "--heartbeat-secs", "1"])?;
-        link.local_service("echo:9000", "echo ready")?;
-        let (client, ready) = link.tunnel("tcp", "9000", &[])?;
-        let port = tcp_port(&ready)?;
-        let echo = format!("client:{SERVER_IP}:{port}:200000");
-        link.visitors(1, &echo, "transfer 200000 hash-ok")?;
+    let (what, stats) = cut_and_restore().unwrap_or_else(|e| panic!("{e}"));
+    println!("{what}; {}", stats.trim());
+    assert!(counter(&stats, "cut") > 0, "the link was cut: {stats}");
+}
 
-        link.toggle_cut()?;
-        let cut_at = std::time::Instant::now();
-        link.lab.wait_line(client, "\"event\":\"reconnecting\"", Duration::from_secs(20))?;
-        let noticed = cut_at.elapsed();
-        // Long enough for the server to have ended the session on its side as well.
-        std::thread::sleep(Duration::from_secs(4));
-        link.toggle_cut()?;
-        let restored = std::time::Instant::now();
-        link.lab.wait_line(client, "\"event\":\"reconnected\"", Duration::from_secs(60))?;
-        let back = restored.elapsed();
-        // The same public port works again.
-        link.visitors(1, &echo, "transfer 200000 hash-ok")?;
-        Ok(format!(
-            "noticed the cut after {noticed:?}, reconnected {back:?} after the link came back; {}",
-            link.counts()?
-        ))
-    })();
-    match result {
-        Ok(s) => {
-            println!("{s}");
-            assert!(!s.contains(" cut=0 "), "the link was cut: {s}");
-        }
-        Err(e) => panic!("{e}"),
-    }
+/// A tunnel whose link is cut for seconds and restored; what happened, and the link's counters.
+fn cut_and_restore() -> Result<(String, String), String> {
+    let mut link = Link::build("1", "2", "0", "0")?;
+    // One-second heartbeats: three silent ones end a session.
+    link.server(&["--http-addr", "off", "--heartbeat-secs", "1"])?;
+    link.local_service("echo:9000", "echo ready")?;
+    let (client, ready) = link.tunnel("tcp", "9000", &[])?;
+    let port = tcp_port(&ready)?;
+    let echo = format!("client:{SERVER_IP}:{port}:200000");
+    link.visitors(1, &echo, "transfer 200000 hash-ok")?;
+
+    link.toggle_cut()?;
+    let cut_at = std::time::Instant::now();
+    link.lab.wait_line(client, "\"event\":\"reconnecting\"", Duration::from_secs(20))?;
+    let noticed = cut_at.elapsed();
+    // Long enough for the server to have ended the session on its side as well.
+    std::thread::sleep(Duration::from_secs(4));
+    link.toggle_cut()?;
+    let restored = std::time::Instant::now();
+    link.lab.wait_line(client, "\"event\":\"reconnected\"", Duration::from_secs(60))?;
+    let back = restored.elapsed();
+    // The same public port works again.
+    link.visitors(1, &echo, "transfer 200000 hash-ok")?;
+    let what = format!("noticed the cut after {noticed:?}, reconnected {back:?} after the link came back");
+    Ok((what, link.counts()?))
 }
