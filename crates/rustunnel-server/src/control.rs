@@ -32,9 +32,9 @@ use crate::auth::AuthError;
 use crate::server::Shared;
 use crate::session::{DataConn, Session};
 
-/// Connections that have not authenticated yet, in total and per source address.
 /// How often a session's served requests go to its client as one batch.
 pub(crate) const LOG_FLUSH: Duration = Duration::from_millis(100);
+/// Connections that have not authenticated yet, in total and per source address.
 const MAX_PENDING: usize = 1024;
 const MAX_PENDING_PER_IP: usize = 64;
 

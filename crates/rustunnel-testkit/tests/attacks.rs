@@ -372,18 +372,20 @@ async fn raw_edge(server: &TestServer, request: &[u8]) -> String {
 /// Sends `request` and reads everything until the edge closes the connection (within 5 s).
 async fn until_closed(mut s: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin, request: &[u8]) -> String {
     s.write_all(request).await.unwrap();
+    String::from_utf8_lossy(&read_until_closed(&mut s, Duration::from_secs(5)).await).into_owned()
+}
+
+/// Everything the edge sends until it closes the connection (EOF or reset); panics when a
+/// read waits longer than `quiet` (the edge kept the connection open).
+async fn read_until_closed(r: &mut (impl tokio::io::AsyncRead + Unpin), quiet: Duration) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
+    let mut buf = vec![0u8; 64 * 1024];
     loop {
-        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-            .await
-            .expect("the edge closes the connection")
-        {
-            Ok(0) | Err(_) => break,
+        match tokio::time::timeout(quiet, r.read(&mut buf)).await.expect("the edge closes the connection") {
+            Ok(0) | Err(_) => return out,
             Ok(n) => out.extend_from_slice(&buf[..n]),
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A TLS connection to the HTTPS edge that agreed on `alpn`.
@@ -612,20 +614,11 @@ async fn http2_rapid_reset_is_bounded_and_other_visitors_are_unaffected() {
     eprintln!("rapid reset: {sent} resets queued by the client before the server closed the connection");
 }
 
-/// Writes the HTTP/2 preface and `count` copies of `frame` as fast as the connection takes
-/// them, while reading what the server answers; returns how many PING and SETTINGS ACKs came
-/// back before the server closed the connection, and how long that took.
-async fn h2_flood<S>(s: S, frame: &[u8], count: usize) -> (usize, Duration)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (acks, took, _) = h2_flood_after(s, &[], frame, count).await;
-    (acks, took)
-}
-
-/// [`h2_flood`] with `first` sent before the copies of `frame`; also says whether every byte
-/// was written before the server closed.
-async fn h2_flood_after<S>(s: S, first: &[u8], frame: &[u8], count: usize) -> (usize, Duration, bool)
+/// Writes the HTTP/2 preface, `first`, then `count` copies of `frame` as fast as the
+/// connection takes them, while reading what the server answers; returns how many PING and
+/// SETTINGS ACKs came back before the server closed the connection, how long that took, and
+/// whether every byte was written before the close.
+async fn h2_flood<S>(s: S, first: &[u8], frame: &[u8], count: usize) -> (usize, Duration, bool)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -639,17 +632,7 @@ where
     let started = Instant::now();
     // The server may stop reading and close: a failed write is expected.
     let writer = tokio::spawn(async move { w.write_all(&all).await.is_ok() });
-    let mut got = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match tokio::time::timeout(Duration::from_secs(20), r.read(&mut buf))
-            .await
-            .expect("the edge closes the connection")
-        {
-            Ok(0) | Err(_) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-        }
-    }
+    let got = read_until_closed(&mut r, Duration::from_secs(20)).await;
     let took = started.elapsed();
     let wrote_all = writer.await.unwrap_or(false);
     // Count ACKed PING / SETTINGS frames in what came back.
@@ -674,12 +657,12 @@ async fn http2_ping_and_settings_floods_are_cut_off_on_both_edges() {
     for (what, frame) in [("PING", &ping[..]), ("SETTINGS", &settings[..])] {
         // HTTPS with ALPN h2.
         let s = https_edge_h2(&server, "flood.localhost").await;
-        let (acks, took) = h2_flood(s, frame, N).await;
+        let (acks, took, _) = h2_flood(s, &[], frame, N).await;
         eprintln!("{what} flood over TLS: {acks} answered in {took:?} before the close");
         assert!(acks < N / 5, "{what} over TLS: {acks} of {N} answered");
         // Plain HTTP/2 with prior knowledge on the HTTP edge.
         let tcp = TcpStream::connect(server.http_addr()).await.unwrap();
-        let (acks, took) = h2_flood(tcp, frame, N).await;
+        let (acks, took, _) = h2_flood(tcp, &[], frame, N).await;
         eprintln!("{what} flood over h2c: {acks} answered in {took:?} before the close");
         assert!(acks < N / 5, "{what} over h2c: {acks} of {N} answered");
     }
@@ -703,11 +686,11 @@ async fn http2_continuation_flood_is_cut_off() {
     continuation.truncate(9 + 100);
     const N: usize = 400_000;
     let s = https_edge_h2(&server, "cont.localhost").await;
-    let (_, took, wrote_all) = h2_flood_after(s, &headers, &continuation, N).await;
+    let (_, took, wrote_all) = h2_flood(s, &headers, &continuation, N).await;
     eprintln!("CONTINUATION flood over TLS: closed after {took:?}");
     assert!(!wrote_all, "the edge took all {} MB of one header block", N * 109 / 1_000_000);
     let tcp = TcpStream::connect(server.http_addr()).await.unwrap();
-    let (_, took, wrote_all) = h2_flood_after(tcp, &headers, &continuation, N).await;
+    let (_, took, wrote_all) = h2_flood(tcp, &headers, &continuation, N).await;
     eprintln!("CONTINUATION flood over h2c: closed after {took:?}");
     assert!(!wrote_all, "the edge took all of one header block over h2c");
     let mut fresh = h2_conn(server.https_addr(), "cont.localhost").await;

@@ -212,6 +212,9 @@ fn truncate(s: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use serde_json::json;
+
     #[test]
     fn shell_words_survive_bash() {
         for (raw, quoted) in [
@@ -228,9 +231,6 @@ mod tests {
             assert_eq!(String::from_utf8_lossy(&out.stdout), raw, "{quoted}");
         }
     }
-
-    use super::*;
-    use serde_json::json;
 
     fn obj(v: Value) -> JsonObject {
         v.as_object().cloned().unwrap()
