@@ -200,13 +200,14 @@ class Rustunnel:
     """rustunnel with TLS data connections, or (plain=True) with plain data connections
     (`--allow-plain-data` / `--plain-data`: no encryption, splice(2) between sockets)."""
 
-    def __init__(self, svc, work, plain=False):
-        self.name = "rustunnel-plain" if plain else "rustunnel"
+    def __init__(self, svc, work, plain=False, bin_dir=None, name=None):
+        self.name = name or ("rustunnel-plain" if plain else "rustunnel")
         self.plain = plain
+        self.bin = bin_dir or BIN
         self.svc, self.work = svc, os.path.join(work, self.name)
         os.makedirs(self.work, exist_ok=True)
         self.control, self.http = free_port(), free_port()
-        base = 30000 + (os.getpid() % 1000) * 10 + (5 if plain else 0)
+        base = 30000 + (os.getpid() % 1000) * 20 + (5 if plain else 0) + (10 if bin_dir else 0)
         self.ports = f"{base}-{base + 4}"
         self.start_server()
         # All three tunnels in one client process, as `rustunnel start` runs them.
@@ -218,7 +219,7 @@ class Rustunnel:
                 f.write(f'[tunnels.{name}]\nprotocol = "{proto}"\nlocal_port = {port}\nlocal_host = "127.0.0.1"\n')
                 if proto == "http":
                     f.write('subdomain = "bench"\n')
-        self.client = spawn([os.path.join(BIN, "rustunnel"), "start", "--config", conf, "--json"], self.work, "client")
+        self.client = spawn([os.path.join(self.bin, "rustunnel"), "start", "--config", conf, "--json"], self.work, "client")
         self.urls = {}
         offset = 0
         while len(self.urls) < 3:
@@ -231,7 +232,7 @@ class Rustunnel:
     def start_server(self):
         path = os.path.join(self.work, "server.out")
         self.out_offset = os.path.getsize(path) if os.path.exists(path) else 0
-        self.server = spawn([os.path.join(BIN, "rustunnel-server"), "--dev", "--data-dir", os.path.join(self.work, "data"),
+        self.server = spawn([os.path.join(self.bin, "rustunnel-server"), "--dev", "--data-dir", os.path.join(self.work, "data"),
                              "--control-addr", f"127.0.0.1:{self.control}", "--api-addr", "off",
                              "--http-addr", f"127.0.0.1:{self.http}", "--https-addr", "off",
                              "--tcp-ports", self.ports, "--udp-ports", self.ports]
@@ -411,6 +412,8 @@ def main():
     ap.add_argument("--report", metavar="JSON", help="only print the tables of results saved with --json")
     ap.add_argument("--link-delay", type=int, default=0, metavar="MS",
                     help="add MS ms each way between tunnel clients and servers (and for direct)")
+    ap.add_argument("--baseline-bin", metavar="DIR",
+                    help="also run rustunnel (TLS) from the binaries in DIR as 'rustunnel-baseline' (A/B of two builds)")
     ap.add_argument("--only", choices=["tcp", "http", "download", "latency"], action="append",
                     help="measure only this (repeatable); skips memory and restart figures")
     args = ap.parse_args()
@@ -424,6 +427,8 @@ def main():
     LINK["delay_ms"] = args.link_delay
     svc = {"http": start_nginx(work), "iperf": start_iperf(work), "echo": start_echo(work)}
     systems = [Direct(svc), Rustunnel(svc, work), Rustunnel(svc, work, plain=True)]
+    if args.baseline_bin:
+        systems.append(Rustunnel(svc, work, bin_dir=args.baseline_bin, name="rustunnel-baseline"))
     if os.path.exists(args.rathole):
         systems += [Rathole(svc, work, args.rathole, tls=True), Rathole(svc, work, args.rathole, tls=False)]
     else:
@@ -516,7 +521,8 @@ def report(results, runs, secs):
         print(f"- {name} vs direct: TCP {per_round(name, 'direct', 'tcp_gbps', ratio):.0%}, "
               f"HTTP {per_round(name, 'direct', 'http_rps', ratio):.0%}, "
               f"p99 +{per_round(name, 'direct', 'p99_ms', minus):.2f} ms")
-    for ours, theirs in (("rustunnel", "rathole"), ("rustunnel-plain", "rathole-plain")):
+    for ours, theirs in (("rustunnel", "rathole"), ("rustunnel-plain", "rathole-plain"),
+                         ("rustunnel", "rustunnel-baseline")):
         if ours in results and theirs in results:
             print(f"- {ours} / {theirs}: TCP {per_round(ours, theirs, 'tcp_gbps', ratio):.2f}x, "
                   f"HTTP {per_round(ours, theirs, 'http_rps', ratio):.2f}x")

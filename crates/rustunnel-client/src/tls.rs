@@ -71,6 +71,9 @@ pub fn client_config(opts: &TlsOptions, alpn: &[&[u8]]) -> Result<Arc<ClientConf
         builder.with_root_certificates(roots).with_no_client_auth()
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    // Lean data connections take the TLS 1.3 records over from rustls after the handshake
+    // (`rustunnel_proto::record`); buffered connections on this config never extract anything.
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 

@@ -7,9 +7,13 @@
 //! socket, nothing else. Records are read straight from the socket into the pooled buffer (no
 //! read-ahead layer needed) and decrypted there.
 //!
-//! rustls does every TLS decision (handshake, certificate checks, key updates, alerts); this
-//! type only moves bytes between the socket and rustls's unbuffered state machine.
+//! rustls does the handshake, certificate checks and key schedule. Once a TLS 1.3 handshake is
+//! over (and the config allows secret extraction), rustls hands over the traffic keys and
+//! [`crate::record`] seals each record where its plaintext was put in the output buffer and
+//! opens it where it arrived in the input buffer; rustls's own record path copies every
+//! record into an allocation on both sides. TLS 1.2 connections stay on rustls throughout.
 use std::io;
+use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -18,6 +22,9 @@ use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
 use rustls::pki_types::ServerName;
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
+use rustls::ProtocolVersion;
+
+use crate::record::{self, record_len, Opened, RecordError, Records, KEY_UPDATE_ROOM};
 
 use crate::splice::{give_buf, still_bulk, take_bulk, take_sized, Window, BULK_SIZE};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -60,14 +67,25 @@ fn release(b: Box<[u8]>) {
 
 /// One side of an unbuffered rustls connection.
 pub trait Side: Send + Unpin + 'static {
-    type Data;
+    type Data: Send + Unpin + 'static;
     fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data>;
+    fn is_tls13(&self) -> bool;
+    /// rustls hands over the traffic keys after the handshake.
+    fn into_records(self) -> Result<Records<Self::Data>, RecordError>;
 }
 
 impl Side for UnbufferedClientConnection {
     type Data = ClientConnectionData;
     fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
         self.process_tls_records(incoming)
+    }
+    fn is_tls13(&self) -> bool {
+        self.protocol_version() == Some(ProtocolVersion::TLSv1_3)
+    }
+    fn into_records(self) -> Result<Records<Self::Data>, RecordError> {
+        let (secrets, kernel) = self.dangerous_into_kernel_connection()?;
+        // Session tickets from the server are stored by rustls for resumption.
+        Records::new(secrets, kernel, |k, ticket| k.handle_new_session_ticket(ticket))
     }
 }
 
@@ -76,6 +94,13 @@ impl Side for UnbufferedServerConnection {
     fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
         self.process_tls_records(incoming)
     }
+    fn is_tls13(&self) -> bool {
+        self.protocol_version() == Some(ProtocolVersion::TLSv1_3)
+    }
+    fn into_records(self) -> Result<Records<Self::Data>, RecordError> {
+        let (secrets, kernel) = self.dangerous_into_kernel_connection()?;
+        Records::new(secrets, kernel, |_, _| Err(rustls::Error::General("a client sent a session ticket".into())))
+    }
 }
 
 /// The client end.
@@ -83,8 +108,14 @@ pub type LeanClient = LeanTls<UnbufferedClientConnection>;
 /// The server end.
 pub type LeanServer = LeanTls<UnbufferedServerConnection>;
 
-pub struct LeanTls<C> {
-    conn: C,
+pub struct LeanTls<C: Side> {
+    /// rustls: the handshake, and all records of a TLS 1.2 connection.
+    conn: Option<C>,
+    /// Record protection once rustls has handed over the keys (TLS 1.3).
+    records: Option<Records<C::Data>>,
+    /// The opened record at the front of `inbuf` while its plaintext is being read: the part
+    /// not read yet (offsets into the pending bytes) and the record's length.
+    opened: Option<(Range<usize>, usize)>,
     io: TcpStream,
     /// Received TLS bytes rustls has not processed yet.
     inbuf: Window,
@@ -123,23 +154,29 @@ impl LeanClient {
         name: ServerName<'static>,
         io: TcpStream,
     ) -> io::Result<LeanClient> {
+        let own_records = config.enable_secret_extraction;
         let conn = UnbufferedClientConnection::new(config, name).map_err(tls_err)?;
-        LeanTls::handshake(conn, io).await
+        LeanTls::handshake(conn, io, own_records).await
     }
 }
 
 impl LeanServer {
     /// Server handshake over an accepted `io`.
     pub async fn accept(config: Arc<rustls::ServerConfig>, io: TcpStream) -> io::Result<LeanServer> {
+        let own_records = config.enable_secret_extraction;
         let conn = UnbufferedServerConnection::new(config).map_err(tls_err)?;
-        LeanTls::handshake(conn, io).await
+        LeanTls::handshake(conn, io, own_records).await
     }
 }
 
 impl<C: Side> LeanTls<C> {
-    async fn handshake(conn: C, io: TcpStream) -> io::Result<LeanTls<C>> {
+    /// The handshake on rustls; then, with `own_records` (the config allows secret extraction)
+    /// on TLS 1.3, the records on [`Records`].
+    async fn handshake(conn: C, io: TcpStream, own_records: bool) -> io::Result<LeanTls<C>> {
         let mut s = LeanTls {
-            conn,
+            conn: Some(conn),
+            records: None,
+            opened: None,
             io,
             inbuf: Window::new(take_sized, give_buf),
             out: Window::new(take_out, release),
@@ -150,7 +187,20 @@ impl<C: Side> LeanTls<C> {
             close_sent: false,
         };
         std::future::poll_fn(|cx| s.poll_handshake(cx)).await?;
+        // Driven until it allows writing with nothing left to send: the state rustls requires
+        // for the hand-over. Records it has not processed yet stay in `inbuf` for ours, and
+        // data it decrypted already is in `plain`, read first.
+        if own_records && s.conn.as_ref().is_some_and(Side::is_tls13) {
+            if let Some(conn) = s.conn.take() {
+                s.records = Some(conn.into_records()?);
+            }
+        }
         Ok(s)
+    }
+
+    /// Whether records are protected by [`Records`] (rustls handed over the keys).
+    pub fn owns_records(&self) -> bool {
+        self.records.is_some()
     }
 
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -174,8 +224,11 @@ impl<C: Side> LeanTls<C> {
     /// up to one record of it once the connection is established and idle. Decrypted bytes go
     /// to `dest` as far as it has room, the rest to `plain`.
     fn step(&mut self, data: Option<&[u8]>, mut dest: Option<&mut ReadBuf<'_>>) -> io::Result<Step> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(io::Error::other("TLS records are no longer with rustls"));
+        };
         let incoming = self.inbuf.pending_mut();
-        let UnbufferedStatus { mut discard, state } = self.conn.process(incoming);
+        let UnbufferedStatus { mut discard, state } = conn.process(incoming);
         let step = match state.map_err(tls_err)? {
             ConnectionState::ReadTraffic(mut t) => {
                 while let Some(rec) = t.next_record() {
@@ -251,8 +304,9 @@ impl<C: Side> LeanTls<C> {
 
     /// Queues close_notify; called right after [`Step::Idle`], when rustls allows writing.
     fn queue_close_notify(&mut self) {
+        let Some(conn) = self.conn.as_mut() else { return };
         let incoming = self.inbuf.pending_mut();
-        let UnbufferedStatus { discard, state } = self.conn.process(incoming);
+        let UnbufferedStatus { discard, state } = conn.process(incoming);
         if let Ok(ConnectionState::WriteTraffic(mut w)) = state {
             let mut alert = [0u8; 64];
             if let Ok(n) = w.queue_close_notify(&mut alert) {
@@ -261,6 +315,76 @@ impl<C: Side> LeanTls<C> {
             }
         }
         self.inbuf.consume(discard);
+    }
+
+    /// Reading once [`Records`] protect the connection: every complete record in the input is
+    /// opened in place and its plaintext copied to `buf` as far as it has room; the rest of a
+    /// record waits where it is for the next read.
+    fn poll_read_records(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        loop {
+            if let Some((range, len)) = self.opened.take() {
+                let src = &self.inbuf.pending()[range.clone()];
+                let k = buf.remaining().min(src.len());
+                buf.put_slice(&src[..k]);
+                if k < src.len() {
+                    self.opened = Some((range.start + k..range.end, len));
+                    return Poll::Ready(Ok(()));
+                }
+                self.inbuf.consume(len);
+                if buf.remaining() == 0 {
+                    return Poll::Ready(Ok(()));
+                }
+                continue;
+            }
+            if self.peer_closed {
+                return Poll::Ready(Ok(()));
+            }
+            let Some(records) = self.records.as_mut() else {
+                return Poll::Ready(Err(io::Error::other("TLS records are with rustls")));
+            };
+            match record_len(self.inbuf.pending())? {
+                Some(len) if len <= self.inbuf.pending().len() => {
+                    match records.open(&mut self.inbuf.pending_mut()[..len])? {
+                        Opened::Data(range) => self.opened = Some((range, len)),
+                        Opened::Control => {
+                            self.inbuf.consume(len);
+                            // The peer asked for a key update: ours goes out with the next write.
+                            if records.has_pending() {
+                                let n = records.seal_pending(self.out.reserve(KEY_UPDATE_ROOM))?;
+                                self.out.commit(n);
+                            }
+                        }
+                        Opened::Closed => {
+                            self.inbuf.consume(len);
+                            self.peer_closed = true;
+                        }
+                    }
+                }
+                _ if buf.filled().len() > before => return Poll::Ready(Ok(())),
+                _ => {
+                    // As on rustls: queued answers go out if the socket takes them now.
+                    self.try_flush_out()?;
+                    if ready!(self.poll_fill(cx))? == 0 {
+                        self.peer_closed = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Seals as much of `data` as the output buffer has room for, one record per
+    /// [`MAX_FRAGMENT`]. Returns the bytes taken.
+    fn seal_records(&mut self, data: &[u8]) -> io::Result<usize> {
+        let mut taken = 0;
+        while taken < data.len() && self.out_room() >= RECORD_ROOM {
+            let Some(records) = self.records.as_mut() else { break };
+            let n = (data.len() - taken).min(MAX_FRAGMENT);
+            let m = records.seal_data(self.out.reserve(RECORD_ROOM), &data[taken..taken + n])?;
+            self.out.commit(m);
+            taken += n;
+        }
+        Ok(taken)
     }
 
     /// Reads from the socket into the input buffer. `Ready(0)` is EOF.
@@ -333,6 +457,9 @@ impl<C: Side> AsyncRead for LeanTls<C> {
                 }
                 return Poll::Ready(Ok(()));
             }
+            if this.records.is_some() {
+                return this.poll_read_records(cx, buf);
+            }
             if this.peer_closed {
                 return Poll::Ready(Ok(()));
             }
@@ -373,6 +500,16 @@ impl<C: Side> AsyncWrite for LeanTls<C> {
         if this.out_room() < RECORD_ROOM {
             ready!(this.poll_flush_out(cx))?;
         }
+        if this.records.is_some() {
+            if this.close_sent {
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "TLS connection closed")));
+            }
+            let taken = this.seal_records(data)?;
+            if let Poll::Ready(Err(e)) = this.poll_flush_out(cx) {
+                return Poll::Ready(Err(e));
+            }
+            return Poll::Ready(Ok(taken));
+        }
         let mut taken = 0;
         while taken < data.len() && this.out_room() >= RECORD_ROOM {
             match this.step(Some(&data[taken..]), None)? {
@@ -408,6 +545,12 @@ impl<C: Side> AsyncWrite for LeanTls<C> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_flush_out(cx))?;
+        if let (Some(records), false) = (this.records.as_mut(), this.close_sent) {
+            let n = records.seal_close_notify(this.out.reserve(record::sealed_len(2)))?;
+            this.out.commit(n);
+            this.close_sent = true;
+            ready!(this.poll_flush_out(cx))?;
+        }
         if !this.close_sent && !this.closed {
             // Let rustls finish whatever it has queued, then add close_notify when it allows
             // application data; otherwise the peer sees a plain TCP half-close, which the data
@@ -450,7 +593,7 @@ pub(crate) mod tests {
         let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
         let cert = CertificateDer::from(ck.cert.der().to_vec());
         let key = PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der());
-        let server = rustls::ServerConfig::builder_with_provider(provider())
+        let mut server = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[version])
             .unwrap()
             .with_no_client_auth()
@@ -458,11 +601,14 @@ pub(crate) mod tests {
             .unwrap();
         let mut roots = rustls::RootCertStore::empty();
         roots.add(cert).unwrap();
-        let client = rustls::ClientConfig::builder_with_provider(provider())
+        let mut client = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[version])
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
+        // Lean ends take the records over from rustls, as the server's and client's do.
+        server.enable_secret_extraction = true;
+        client.enable_secret_extraction = true;
         (Arc::new(server), Arc::new(client))
     }
 
@@ -497,6 +643,7 @@ pub(crate) mod tests {
             let (s, c) = configs(version);
             let (client, server) = pair(s, c).await;
             let (client, server) = (client.unwrap(), server.unwrap());
+            assert_eq!(client.owns_records(), version == &rustls::version::TLS13, "{version:?}");
             let up = pattern(5_000_000);
             let down = pattern(3_000_001);
             let (mut cr, mut cw) = tokio::io::split(client);
@@ -559,6 +706,7 @@ pub(crate) mod tests {
         let (s, c) = configs(&rustls::version::TLS13);
         let (client, server) = pair(s, c).await;
         let (mut client, mut server) = (client.unwrap(), server.unwrap());
+        assert!(client.owns_records());
         for round in 0..3u8 {
             server.get_mut().1.refresh_traffic_keys().unwrap();
             server.write_all(&[round; 1000]).await.unwrap();
@@ -571,6 +719,172 @@ pub(crate) mod tests {
             let mut back = [0u8; 500];
             server.read_exact(&mut back).await.unwrap();
             assert_eq!(back, [round + 10; 500]);
+        }
+        // rustls asks for ours each time, and follows them.
+        assert_eq!(client.records.as_ref().unwrap().key_updates(), (3, 3), "followed three, answered three");
+    }
+
+    #[tokio::test]
+    async fn our_key_updates_are_followed_by_rustls_both_ways() {
+        // Our sending key is replaced every 3 records (the suite's limit is millions), on a
+        // lean client talking to a rustls server and on a lean server talking to a lean client.
+        let (s, c) = configs(&rustls::version::TLS13);
+        let (client, server) = pair(s, c).await;
+        let (mut client, server) = (client.unwrap(), server.unwrap());
+        client.records.as_mut().unwrap().set_key_update_every(3);
+        let data = pattern(2_000_000);
+        let (mut sr, mut sw) = tokio::io::split(server);
+        let echo = tokio::spawn(async move { tokio::io::copy(&mut sr, &mut sw).await });
+        let d2 = data.clone();
+        let (mut cr, mut cw) = tokio::io::split(client);
+        let writer = tokio::spawn(async move {
+            cw.write_all(&d2).await.unwrap();
+            cw.shutdown().await.unwrap();
+            cw
+        });
+        let mut back = Vec::new();
+        cr.read_to_end(&mut back).await.unwrap();
+        let cw = writer.await.unwrap();
+        echo.await.unwrap().unwrap();
+        assert!(back == data, "echo through rustls after our key updates");
+        let client = cr.unsplit(cw);
+        let (_, sent) = client.records.as_ref().unwrap().key_updates();
+        assert!(sent >= 2_000_000 / MAX_FRAGMENT as u32 / 3, "sent {sent} key updates");
+    }
+
+    #[tokio::test]
+    async fn a_requested_key_update_is_answered_by_rustls_and_followed() {
+        let (s, c) = configs(&rustls::version::TLS13);
+        let (client, server) = pair(s, c).await;
+        let (mut client, mut server) = (client.unwrap(), server.unwrap());
+        for round in 0..3u8 {
+            // Our key update asking for the peer's: rustls answers with its own, and the
+            // records after it open under the peer's new key.
+            let records = client.records.as_mut().unwrap();
+            let n = records.key_update(client.out.reserve(KEY_UPDATE_ROOM), true).unwrap();
+            client.out.commit(n);
+            client.write_all(&[round; 3000]).await.unwrap();
+            client.flush().await.unwrap();
+            let mut got = [0u8; 3000];
+            server.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, [round; 3000]);
+            server.write_all(&[round + 1; 2000]).await.unwrap();
+            server.flush().await.unwrap();
+            let mut back = [0u8; 2000];
+            client.read_exact(&mut back).await.unwrap();
+            assert_eq!(back, [round + 1; 2000]);
+            assert_eq!(client.records.as_ref().unwrap().key_updates(), (u32::from(round) + 1, u32::from(round) + 1));
+        }
+    }
+
+    #[tokio::test]
+    async fn session_tickets_after_the_hand_over_reach_rustls() {
+        // A rustls server that sends tickets: the lean client, past the hand-over, gives them to
+        // rustls, so its next connection resumes.
+        let (s, c) = configs(&rustls::version::TLS13);
+        for attempt in 0..2 {
+            let (client, server) = pair(s.clone(), c.clone()).await;
+            let (mut client, mut server) = (client.unwrap(), server.unwrap());
+            assert!(client.owns_records());
+            let kind = server.get_ref().1.handshake_kind();
+            let want = if attempt == 0 { rustls::HandshakeKind::Full } else { rustls::HandshakeKind::Resumed };
+            assert_eq!(kind, Some(want), "attempt {attempt}");
+            server.write_all(b"tickets came first").await.unwrap();
+            server.flush().await.unwrap();
+            let mut got = [0u8; 18];
+            client.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, b"tickets came first");
+        }
+    }
+
+    /// Changes the bytes past a point of a TLS stream.
+    type Spoil = fn(&mut Vec<u8>);
+
+    /// A lean client reading from a rustls server through a relay that `spoil`s the server's
+    /// bytes once `after` of them have passed (well past the handshake). Returns what the
+    /// client read before the error, and the error.
+    async fn read_spoiled(after: usize, spoil: Spoil) -> (Vec<u8>, io::Error) {
+        let (s, c) = configs(&rustls::version::TLS13);
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (addr, backend_addr) = (l.local_addr().unwrap(), backend.local_addr().unwrap());
+        let acceptor = tokio_rustls::TlsAcceptor::from(s);
+        tokio::spawn(async move {
+            let (tcp, _) = backend.accept().await.unwrap();
+            let mut t = acceptor.accept(tcp).await.unwrap();
+            let _ = t.write_all(&pattern(1_000_000)).await;
+            let _ = t.shutdown().await;
+        });
+        tokio::spawn(async move {
+            let (mut front, _) = l.accept().await.unwrap();
+            let back = TcpStream::connect(backend_addr).await.unwrap();
+            let (mut br, mut bw) = back.into_split();
+            let (mut fr, mut fw) = front.split();
+            let up = tokio::io::copy(&mut fr, &mut bw);
+            let down = async {
+                // The first `after` bytes (the handshake among them) pass as they come.
+                let mut passed = 0;
+                let mut buf = vec![0u8; 16 * 1024];
+                while passed < after {
+                    let n = br.read(&mut buf[..(after - passed).min(16 * 1024)]).await.unwrap();
+                    assert!(n > 0, "the server sends more than {after} bytes");
+                    fw.write_all(&buf[..n]).await.unwrap();
+                    passed += n;
+                }
+                let mut rest = Vec::new();
+                let _ = br.read_to_end(&mut rest).await;
+                spoil(&mut rest);
+                let _ = fw.write_all(&rest).await;
+                let _ = fw.shutdown().await;
+            };
+            let _ = tokio::join!(up, down);
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let mut client = LeanClient::connect(c, ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
+        assert!(client.owns_records());
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match tokio::time::timeout(std::time::Duration::from_secs(10), client.read(&mut buf)).await.unwrap() {
+                Ok(0) => panic!("spoiled stream read to its end without an error"),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => return (got, e),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn spoiled_records_end_the_stream_with_an_error_and_no_bad_plaintext() {
+        let cases: [(&str, Spoil, &str); 4] = [
+            ("a flipped bit", |r| r[3000] ^= 0x20, "bad_record_mac"),
+            (
+                "a record header lying about its length",
+                |r| {
+                    // The records are 16 KiB + 22 bytes long on the wire; find the next header.
+                    let at = r.windows(3).position(|w| w == [23, 3, 3]).unwrap();
+                    r[at + 4] ^= 0x01;
+                },
+                "bad_record_mac",
+            ),
+            (
+                "a record of another type",
+                |r| {
+                    let at = r.windows(3).position(|w| w == [23, 3, 3]).unwrap();
+                    r[at] = 22;
+                },
+                "record type 22",
+            ),
+            ("garbage instead of records", |r| r.iter_mut().enumerate().for_each(|(i, b)| *b = (i * 7) as u8), ""),
+        ];
+        let want = pattern(1_000_000);
+        for (what, spoil, msg) in cases {
+            let (got, err) = read_spoiled(200_000, spoil).await;
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{what}: {err}");
+            assert!(err.to_string().contains(msg), "{what}: {err}");
+            assert!(
+                got.len() < 200_000 && got[..] == want[..got.len()],
+                "{what}: only good plaintext before the error"
+            );
         }
     }
 

@@ -27,6 +27,7 @@ pub mod mux;
 pub mod names;
 pub mod p2p;
 pub mod plain;
+pub mod record;
 pub mod splice;
 pub mod stream;
 pub mod tcp;

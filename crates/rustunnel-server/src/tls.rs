@@ -241,6 +241,9 @@ impl TlsMaterial {
                 // mint, send and store for every data connection.
                 c.send_tls13_tickets = 0;
                 c.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+                // The control port's connections are lean ones: after a TLS 1.3 handshake
+                // rustls hands the traffic keys to their record layer (`rustunnel_proto::record`).
+                c.enable_secret_extraction = true;
             }
             Ok(Arc::new(c))
         };
