@@ -8,6 +8,7 @@ use std::time::Duration;
 use http_body_util::Empty;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use rustunnel_proto::lean_tls::LeanClient;
 use rustunnel_proto::mux::{mux, MuxConfig, MuxStream, Role};
 use rustunnel_proto::stream::{read_datagram, write_datagram, StreamHeader};
 use rustunnel_proto::{Protocol, DATA_PATH, DATA_UPGRADE, HEADER_DATA_KEY, HEADER_SESSION};
@@ -35,7 +36,7 @@ pub type Targets = Arc<RwLock<HashMap<String, LocalTarget>>>;
 
 /// A data connection: TLS (upgraded on the control port) or, when the server granted it,
 /// plain TCP (see `rustunnel_proto::plain`).
-pub type DataConn = rustunnel_proto::plain::DataConn<TokioIo<Upgraded>>;
+pub type DataConn = rustunnel_proto::plain::DataConn<LeanClient>;
 
 /// Opens a data connection. TLS: TLS to the control port, `GET /v1/data` with the session's
 /// credentials, `101 Switching Protocols`. Plain: TCP to the control port and the plain
@@ -47,7 +48,15 @@ pub async fn open_data_conn(
     plain: bool,
 ) -> Result<DataConn, ClientError> {
     if !plain {
-        return Ok(DataConn::Tls(TokioIo::new(upgrade_data_conn(dialer, session_id, data_key, None).await?)));
+        // Taken back out of the upgrade (with any bytes it had read ahead): a TCP stream's
+        // records are then copied straight to and from the local socket.
+        let upgraded = upgrade_data_conn(dialer, session_id, data_key, None).await?;
+        let parts = upgraded
+            .downcast::<TokioIo<LeanClient>>()
+            .map_err(|_| ClientError::Protocol("data connection of an unexpected type".into()))?;
+        let mut lean = parts.io.into_inner();
+        lean.unread(&parts.read_buf);
+        return Ok(DataConn::Tls(lean));
     }
     let mut tcp = dialer.dial_tcp().await?;
     tokio::time::timeout(
@@ -130,6 +139,10 @@ pub trait ServerStream: AsyncRead + AsyncWrite + Unpin + Send {
     fn plain_tcp(&mut self) -> Option<&mut TcpStream> {
         None
     }
+    /// The TLS connection under it, when it is a data connection of its own.
+    fn lean(&mut self) -> Option<&mut LeanClient> {
+        None
+    }
 }
 
 impl ServerStream for DataConn {
@@ -137,6 +150,12 @@ impl ServerStream for DataConn {
         match self {
             DataConn::Plain(tcp) => Some(tcp),
             DataConn::Tls(_) => None,
+        }
+    }
+    fn lean(&mut self) -> Option<&mut LeanClient> {
+        match self {
+            DataConn::Tls(lean) => Some(lean),
+            DataConn::Plain(_) => None,
         }
     }
 }
@@ -232,14 +251,18 @@ pub async fn serve_stream<S: ServerStream>(
             // fewer syscalls through user space (a read that drains the socket is known to, so
             // no extra call waits for `EAGAIN`), and a bulk download switches to big buffers
             // there anyway.
-            match data.plain_tcp() {
-                Some(tcp) if header.protocol == Protocol::Tcp => {
+            // TLS 1.3 records of our own: opened into and sealed from the local socket directly.
+            if header.protocol == Protocol::Tcp {
+                if let Some(tcp) = data.plain_tcp() {
                     let _ = rustunnel_proto::zerocopy::splice_tcp(tcp, &mut local, &|_| {}, &|_| {}).await;
+                    return Ok(());
                 }
-                _ => {
-                    let _ = rustunnel_proto::splice::splice(&mut data, &mut local).await;
+                if let Some(lean) = data.lean().filter(|l| l.owns_records()) {
+                    let _ = lean.splice_tcp(&mut local, &|_| {}, &|_| {}).await;
+                    return Ok(());
                 }
             }
+            let _ = rustunnel_proto::splice::splice(&mut data, &mut local).await;
             Ok(())
         }
         Protocol::Udp => {

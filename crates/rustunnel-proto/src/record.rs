@@ -197,12 +197,26 @@ impl<D> Records<D> {
     pub fn seal_data(&mut self, out: &mut [u8], data: &[u8]) -> Result<usize, RecordError> {
         debug_assert!(data.len() <= MAX_PLAIN);
         let mut at = 0;
-        if self.reply_key_update || self.tx.seq >= self.tx_limit {
+        if self.key_update_due(1) {
             at = self.key_update(out, false)?;
         }
         let body = &mut out[at + HEADER..at + HEADER + data.len()];
         body.copy_from_slice(data);
         Ok(at + self.seal(&mut out[at..], data.len(), APPLICATION_DATA)?)
+    }
+
+    /// Seals the `n` (at most [`MAX_PLAIN`]) bytes already at `out[HEADER..]` in place as one
+    /// application data record; `out` needs `sealed_len(n)` bytes. Check
+    /// [`Records::key_update_due`] first.
+    pub fn seal_in_place(&mut self, out: &mut [u8], n: usize) -> Result<usize, RecordError> {
+        debug_assert!(n <= MAX_PLAIN);
+        self.seal(out, n, APPLICATION_DATA)
+    }
+
+    /// Whether a key update must go out before the next `records` records: the peer asked for
+    /// one, or they would reach the limit of our current key.
+    pub fn key_update_due(&self, records: u64) -> bool {
+        self.reply_key_update || self.tx.seq.saturating_add(records) >= self.tx_limit
     }
 
     /// A key update that is due without data to send (the peer asked for one): written to
@@ -212,6 +226,16 @@ impl<D> Records<D> {
             return self.key_update(out, false);
         }
         Ok(0)
+    }
+
+    /// Records one key seals at most.
+    pub fn records_per_key(&self) -> usize {
+        usize::try_from(self.tx_limit).unwrap_or(usize::MAX)
+    }
+
+    /// Forgets the peer's request for our key update (we have closed our side).
+    pub fn cancel_pending(&mut self) {
+        self.reply_key_update = false;
     }
 
     /// Whether a key update must go out before anything else.

@@ -229,9 +229,17 @@ fn route(
                 if let Ok(upgraded) = on_upgrade.await {
                     match p2p_link {
                         Some(link) => crate::p2p::relay(sh, link, session.peer, upgraded).await,
-                        None => {
-                            session.add_data_conn(DataConn::Tls(TokioIo::new(upgraded)));
-                        }
+                        // Every connection on this port is a lean one: taken back out of the
+                        // upgrade (with any bytes it had read ahead), so the TCP edge can copy
+                        // records straight to and from the visitor's socket.
+                        None => match upgraded.downcast::<TokioIo<rustunnel_proto::lean_tls::LeanServer>>() {
+                            Ok(parts) => {
+                                let mut lean = parts.io.into_inner();
+                                lean.unread(&parts.read_buf);
+                                session.add_data_conn(DataConn::Tls(lean));
+                            }
+                            Err(_) => tracing::warn!("data connection of an unexpected type dropped"),
+                        },
                     }
                 }
             });

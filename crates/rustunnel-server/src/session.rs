@@ -6,8 +6,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
 use rustunnel_proto::control::RequestLogEntry;
 use rustunnel_proto::mux::{MuxError, MuxHandle, MuxStream};
 use rustunnel_proto::stream::StreamHeader;
@@ -19,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Principal;
 
 /// A pooled data connection: TLS (upgraded on the control port) or, when granted, plain TCP.
-pub type DataConn = rustunnel_proto::plain::DataConn<TokioIo<Upgraded>>;
+pub type DataConn = rustunnel_proto::plain::DataConn<rustunnel_proto::lean_tls::LeanServer>;
 
 /// Most idle data connections the server keeps for one session; more are refused.
 pub const MAX_IDLE_DATA_CONNS: usize = 256;

@@ -13,7 +13,7 @@
 //! opens it where it arrived in the input buffer; rustls's own record path copies every
 //! record into an allocation on both sides. TLS 1.2 connections stay on rustls throughout.
 use std::io;
-use std::ops::Range;
+use std::ops::{Deref, Range};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -21,10 +21,12 @@ use std::task::{ready, Context, Poll};
 use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
 use rustls::pki_types::ServerName;
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
-use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedConnectionCommon, UnbufferedStatus};
 use rustls::ProtocolVersion;
 
 use crate::record::{self, record_len, Opened, RecordError, Records, KEY_UPDATE_ROOM};
+
+mod tcp;
 
 use crate::splice::{give_buf, still_bulk, take_bulk, take_sized, Window, BULK_SIZE};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -66,10 +68,12 @@ fn release(b: Box<[u8]>) {
 }
 
 /// One side of an unbuffered rustls connection.
-pub trait Side: Send + Unpin + 'static {
+pub trait Side: Deref<Target = UnbufferedConnectionCommon<Self::Data>> + Send + Unpin + 'static {
     type Data: Send + Unpin + 'static;
     fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data>;
-    fn is_tls13(&self) -> bool;
+    fn is_tls13(&self) -> bool {
+        self.protocol_version() == Some(ProtocolVersion::TLSv1_3)
+    }
     /// rustls hands over the traffic keys after the handshake.
     fn into_records(self) -> Result<Records<Self::Data>, RecordError>;
 }
@@ -78,9 +82,6 @@ impl Side for UnbufferedClientConnection {
     type Data = ClientConnectionData;
     fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
         self.process_tls_records(incoming)
-    }
-    fn is_tls13(&self) -> bool {
-        self.protocol_version() == Some(ProtocolVersion::TLSv1_3)
     }
     fn into_records(self) -> Result<Records<Self::Data>, RecordError> {
         let (secrets, kernel) = self.dangerous_into_kernel_connection()?;
@@ -93,9 +94,6 @@ impl Side for UnbufferedServerConnection {
     type Data = ServerConnectionData;
     fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
         self.process_tls_records(incoming)
-    }
-    fn is_tls13(&self) -> bool {
-        self.protocol_version() == Some(ProtocolVersion::TLSv1_3)
     }
     fn into_records(self) -> Result<Records<Self::Data>, RecordError> {
         let (secrets, kernel) = self.dangerous_into_kernel_connection()?;
@@ -201,6 +199,35 @@ impl<C: Side> LeanTls<C> {
     /// Whether records are protected by [`Records`] (rustls handed over the keys).
     pub fn owns_records(&self) -> bool {
         self.records.is_some()
+    }
+
+    /// Puts back bytes someone read from this connection ahead of its reader (what an HTTP
+    /// upgrade had buffered past its response): they are read first, before anything else.
+    pub fn unread(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let mut front = Vec::with_capacity(bytes.len() + self.plain.len() - self.plain_pos);
+        front.extend_from_slice(bytes);
+        front.extend_from_slice(&self.plain[self.plain_pos..]);
+        self.plain = front;
+        self.plain_pos = 0;
+    }
+
+    /// Our key update in answer to the peer's request, queued at once; none once our
+    /// `close_notify` is out (nothing may follow it, and our side is half-closed).
+    fn answer_key_update(
+        records: &mut Records<C::Data>,
+        out: &mut Window,
+        close_sent: bool,
+    ) -> Result<(), RecordError> {
+        if close_sent {
+            records.cancel_pending();
+        } else if records.has_pending() {
+            let n = records.seal_pending(out.reserve(KEY_UPDATE_ROOM))?;
+            out.commit(n);
+        }
+        Ok(())
     }
 
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -349,11 +376,7 @@ impl<C: Side> LeanTls<C> {
                         Opened::Data(range) => self.opened = Some((range, len)),
                         Opened::Control => {
                             self.inbuf.consume(len);
-                            // The peer asked for a key update: ours goes out with the next write.
-                            if records.has_pending() {
-                                let n = records.seal_pending(self.out.reserve(KEY_UPDATE_ROOM))?;
-                                self.out.commit(n);
-                            }
+                            Self::answer_key_update(records, &mut self.out, self.close_sent)?;
                         }
                         Opened::Closed => {
                             self.inbuf.consume(len);
@@ -633,7 +656,7 @@ pub(crate) mod tests {
         (c, srv.await.unwrap())
     }
 
-    fn pattern(n: usize) -> Vec<u8> {
+    pub(crate) fn pattern(n: usize) -> Vec<u8> {
         (0..n).map(|i| (i * 31 % 251) as u8).collect()
     }
 
@@ -798,12 +821,11 @@ pub(crate) mod tests {
     }
 
     /// Changes the bytes past a point of a TLS stream.
-    type Spoil = fn(&mut Vec<u8>);
+    pub(crate) type Spoil = fn(&mut Vec<u8>);
 
-    /// A lean client reading from a rustls server through a relay that `spoil`s the server's
-    /// bytes once `after` of them have passed (well past the handshake). Returns what the
-    /// client read before the error, and the error.
-    async fn read_spoiled(after: usize, spoil: Spoil) -> (Vec<u8>, io::Error) {
+    /// A lean client of a rustls server that sends `pattern(1_000_000)`, through a relay that
+    /// `spoil`s the server's bytes once `after` of them have passed (well past the handshake).
+    pub(crate) async fn spoiled_client(after: usize, spoil: Spoil) -> LeanClient {
         let (s, c) = configs(&rustls::version::TLS13);
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -840,8 +862,14 @@ pub(crate) mod tests {
             let _ = tokio::join!(up, down);
         });
         let tcp = TcpStream::connect(addr).await.unwrap();
-        let mut client = LeanClient::connect(c, ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
+        let client = LeanClient::connect(c, ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
         assert!(client.owns_records());
+        client
+    }
+
+    /// What a lean client read of a spoiled stream before the error, and the error.
+    async fn read_spoiled(after: usize, spoil: Spoil) -> (Vec<u8>, io::Error) {
+        let mut client = spoiled_client(after, spoil).await;
         let mut got = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
