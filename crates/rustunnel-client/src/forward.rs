@@ -36,7 +36,8 @@ pub type Targets = Arc<RwLock<HashMap<String, LocalTarget>>>;
 
 /// A data connection: TLS (upgraded on the control port) or, when the server granted it,
 /// plain TCP (see `rustunnel_proto::plain`).
-pub type DataConn = rustunnel_proto::plain::DataConn<LeanClient>;
+/// Boxed: the TLS state is large, and futures holding a data connection should not be.
+pub type DataConn = rustunnel_proto::plain::DataConn<Box<LeanClient>>;
 
 /// Opens a data connection. TLS: TLS to the control port, `GET /v1/data` with the session's
 /// credentials, `101 Switching Protocols`. Plain: TCP to the control port and the plain
@@ -56,7 +57,7 @@ pub async fn open_data_conn(
             .map_err(|_| ClientError::Protocol("data connection of an unexpected type".into()))?;
         let mut lean = parts.io.into_inner();
         lean.unread(&parts.read_buf);
-        return Ok(DataConn::Tls(lean));
+        return Ok(DataConn::Tls(Box::new(lean)));
     }
     let mut tcp = dialer.dial_tcp().await?;
     tokio::time::timeout(
@@ -154,7 +155,7 @@ impl ServerStream for DataConn {
     }
     fn lean(&mut self) -> Option<&mut LeanClient> {
         match self {
-            DataConn::Tls(lean) => Some(lean),
+            DataConn::Tls(lean) => Some(lean.as_mut()),
             DataConn::Plain(_) => None,
         }
     }

@@ -236,7 +236,7 @@ fn route(
                             Ok(parts) => {
                                 let mut lean = parts.io.into_inner();
                                 lean.unread(&parts.read_buf);
-                                session.add_data_conn(DataConn::Tls(lean));
+                                session.add_data_conn(DataConn::Tls(Box::new(lean)));
                             }
                             Err(_) => tracing::warn!("data connection of an unexpected type dropped"),
                         },

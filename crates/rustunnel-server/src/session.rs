@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Principal;
 
 /// A pooled data connection: TLS (upgraded on the control port) or, when granted, plain TCP.
-pub type DataConn = rustunnel_proto::plain::DataConn<rustunnel_proto::lean_tls::LeanServer>;
+/// Boxed: the TLS state is large, and futures holding a data connection should not be.
+pub type DataConn = rustunnel_proto::plain::DataConn<Box<rustunnel_proto::lean_tls::LeanServer>>;
 
 /// Most idle data connections the server keeps for one session; more are refused.
 pub const MAX_IDLE_DATA_CONNS: usize = 256;

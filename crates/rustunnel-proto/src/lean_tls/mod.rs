@@ -107,8 +107,9 @@ pub type LeanClient = LeanTls<UnbufferedClientConnection>;
 pub type LeanServer = LeanTls<UnbufferedServerConnection>;
 
 pub struct LeanTls<C: Side> {
-    /// rustls: the handshake, and all records of a TLS 1.2 connection.
-    conn: Option<C>,
+    /// rustls: the handshake, and all records of a TLS 1.2 connection. Boxed: after a TLS 1.3
+    /// hand-over it is gone, and a held connection should not keep its room.
+    conn: Option<Box<C>>,
     /// Record protection once rustls has handed over the keys (TLS 1.3).
     records: Option<Records<C::Data>>,
     /// The opened record at the front of `inbuf` while its plaintext is being read: the part
@@ -172,7 +173,7 @@ impl<C: Side> LeanTls<C> {
     /// on TLS 1.3, the records on [`Records`].
     async fn handshake(conn: C, io: TcpStream, own_records: bool) -> io::Result<LeanTls<C>> {
         let mut s = LeanTls {
-            conn: Some(conn),
+            conn: Some(Box::new(conn)),
             records: None,
             opened: None,
             io,
@@ -188,9 +189,9 @@ impl<C: Side> LeanTls<C> {
         // Driven until it allows writing with nothing left to send: the state rustls requires
         // for the hand-over. Records it has not processed yet stay in `inbuf` for ours, and
         // data it decrypted already is in `plain`, read first.
-        if own_records && s.conn.as_ref().is_some_and(Side::is_tls13) {
+        if own_records && s.conn.as_ref().is_some_and(|c| c.is_tls13()) {
             if let Some(conn) = s.conn.take() {
-                s.records = Some(conn.into_records()?);
+                s.records = Some((*conn).into_records()?);
             }
         }
         Ok(s)
