@@ -103,9 +103,13 @@ impl<C: Side> LeanTls<C> {
                 ready!(self.poll_flush_out(cx))?;
                 continue;
             }
+            // The reads below do not go through tokio's budget: a source and a sink that are
+            // always ready must not keep this task (and the other direction) from yielding.
+            let coop = ready!(tokio::task::coop::poll_proceed(cx));
             match self.seal_from(tcp) {
                 Ok(0) => st.read_done = true,
                 Ok(n) => {
+                    coop.made_progress();
                     st.amt += n as u64;
                     on(n);
                 }
@@ -123,10 +127,11 @@ impl<C: Side> LeanTls<C> {
     /// update record when one is due). Returns the plaintext bytes read; `WouldBlock` when
     /// there were none.
     fn seal_from(&mut self, tcp: &TcpStream) -> io::Result<usize> {
-        let room = self.out_room();
         let LeanTls { records, out, .. } = self;
         let records = records.as_mut().ok_or_else(not_ours)?;
-        // Never more records than one key may seal.
+        // Takes a buffer if none is held (a bulk one while the process's budget allows), then
+        // as many slots as it has room for; never more records than one key may seal.
+        let room = out.reserve(KEY_UPDATE_ROOM + SLOT).len();
         let slots = ((room - KEY_UPDATE_ROOM) / SLOT).min(records.records_per_key());
         let buf = out.reserve(KEY_UPDATE_ROOM + slots * SLOT);
         let mut at = 0;
