@@ -206,6 +206,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_captured_handshake_replayed_against_a_fresh_nonce_is_refused() {
+        // Capture everything a real client sent in an accepted handshake...
+        let (mut c, mut s) = tokio::io::duplex(4096);
+        let server =
+            tokio::spawn(async move { server_handshake(&mut s, [7u8; NONCE_LEN], |_| Some("k3y".to_string())).await });
+        let (mut cr, mut cw) = tokio::io::split(&mut c);
+        let mut tap = Vec::new();
+        let mut nonce = [0u8; NONCE_LEN];
+        cw.write_all(PLAIN_MAGIC).await.unwrap();
+        tap.extend_from_slice(PLAIN_MAGIC);
+        cr.read_exact(&mut nonce).await.unwrap();
+        let tag = mac("k3y", &nonce, "sess-1").finalize().into_bytes();
+        let mut msg = vec![6u8];
+        msg.extend_from_slice(b"sess-1");
+        msg.extend_from_slice(&tag);
+        cw.write_all(&msg).await.unwrap();
+        tap.extend_from_slice(&msg);
+        let mut status = [0u8; 1];
+        cr.read_exact(&mut status).await.unwrap();
+        assert_eq!(status[0], ACCEPTED);
+        drop(c);
+        assert_eq!(server.await.unwrap().unwrap(), "sess-1");
+        // ...and replay it byte for byte: the server's nonce is new, so the proof is stale.
+        let (mut c, mut s) = tokio::io::duplex(4096);
+        c.write_all(&tap).await.unwrap();
+        let r = server_handshake(&mut s, [8u8; NONCE_LEN], |_| Some("k3y".to_string())).await;
+        assert!(matches!(r, Err(PlainError::Refused)), "{r:?}");
+        let mut answer = vec![0u8; NONCE_LEN + 1];
+        c.read_exact(&mut answer).await.unwrap();
+        assert_eq!(answer[NONCE_LEN], REFUSED);
+    }
+
+    #[tokio::test]
     async fn garbage_is_refused_before_anything_is_allocated() {
         let (mut c, mut s) = tokio::io::duplex(1024);
         c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();

@@ -513,3 +513,27 @@ async fn send_log(ws: &mut Ws, session: &Session) -> bool {
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_connections_are_capped_in_total_across_addresses() {
+        let counts = Arc::new(Mutex::new(PendingCounts::default()));
+        let ip = |i: usize| IpAddr::from([10, 0, (i >> 8) as u8, i as u8]);
+        // Sixteen addresses fill their per-address share: the global cap is reached.
+        let mut held: Vec<_> = (0..MAX_PENDING)
+            .map(|i| PendingSlot::acquire(&counts, ip(i / MAX_PENDING_PER_IP)).expect("under both caps"))
+            .collect();
+        assert!(PendingSlot::acquire(&counts, ip(999)).is_none(), "a fresh address is refused at the global cap");
+        // One finishes (or times out): one slot is free again, for anyone.
+        held.pop();
+        let again = PendingSlot::acquire(&counts, ip(999)).expect("a freed slot is reusable");
+        assert!(PendingSlot::acquire(&counts, ip(1000)).is_none());
+        drop(again);
+        drop(held);
+        let c = counts.lock().unwrap();
+        assert!(c.total == 0 && c.per_ip.is_empty(), "every slot is given back");
+    }
+}

@@ -361,6 +361,69 @@ async fn pending_connections_are_capped_per_ip() {
     drop(held);
 }
 
+/// SECURITY.md: a replayed handshake is refused. Everything a real control client sent for an
+/// authenticated session (TLS handshake, WebSocket upgrade, hello with the admin token) is
+/// captured on the wire and sent again on a new connection: the server's new handshake keys
+/// make the old Finished and records worthless, so the connection is closed at once, long
+/// before the handshake deadline (the server's default here) would end an idle one, and a
+/// session would have stayed open.
+#[tokio::test]
+async fn a_captured_control_session_replayed_is_refused() {
+    let server = TestServer::start_with(|c| c.allow_anonymous = false).await;
+    let control = server.handle.control_addr();
+    let tap = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_addr = l.local_addr().unwrap();
+    let tap2 = tap.clone();
+    tokio::spawn(async move {
+        let (mut front, _) = l.accept().await.unwrap();
+        let mut back = TcpStream::connect(control).await.unwrap();
+        let (mut fr, mut fw) = front.split();
+        let (mut br, mut bw) = back.split();
+        let up = async {
+            let mut buf = [0u8; 16 * 1024];
+            while let Ok(n) = fr.read(&mut buf).await {
+                if n == 0 || bw.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+                tap2.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        };
+        let _ = tokio::join!(up, tokio::io::copy(&mut br, &mut fw));
+    });
+    // The real session, through the tap.
+    let tls = rustunnel_client::tls::client_config(
+        &rustunnel_client::TlsOptions { insecure: true, ca: None },
+        &[b"http/1.1"],
+    )
+    .unwrap();
+    let tcp = TcpStream::connect(relay_addr).await.unwrap();
+    let s = tokio_rustls::TlsConnector::from(tls)
+        .connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let url = format!("wss://localhost:{}/v1/control", control.port());
+    let mut ws = tokio_tungstenite::client_async(url, s).await.unwrap().0;
+    let token = server.handle.admin_token().to_string();
+    assert!(matches!(hello(&mut ws, PROTOCOL_VERSION, &token).await, ServerMsg::Welcome { .. }));
+    let captured = tap.lock().unwrap().clone();
+    assert!(captured.len() > 500, "handshake, upgrade and hello captured: {} bytes", captured.len());
+    // The replay.
+    let mut replay = TcpStream::connect(control).await.unwrap();
+    replay.write_all(&captured).await.unwrap();
+    let t = time_to_close(&mut replay).await;
+    assert!(t < Duration::from_secs(2), "the replayed session was kept open for {t:?}");
+    // The real session is still up.
+    ws.send(Message::Ping(b"still there?".to_vec().into())).await.unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap() {
+            Some(Ok(Message::Pong(p))) if &p[..] == b"still there?" => break,
+            Some(Ok(_)) => continue,
+            other => panic!("the real session ended: {other:?}"),
+        }
+    }
+}
+
 async fn raw_edge(server: &TestServer, request: &[u8]) -> String {
     let mut s = TcpStream::connect(server.http_addr()).await.unwrap();
     s.write_all(request).await.unwrap();

@@ -139,6 +139,33 @@ fn assert_error(r: &Resp, status: StatusCode, what: &str) {
     assert_eq!(r.json.as_object().unwrap().len(), 1, "{what}: only `error` at the top: {}", r.text);
 }
 
+/// SECURITY.md: CORS is not `*` on authenticated routes. The API sends no CORS headers at all,
+/// so a page on another origin can neither read an answer nor get a preflight through.
+#[tokio::test]
+async fn authenticated_routes_send_no_cors_headers_to_other_origins() {
+    let e = env_with(None, |_| {}).await;
+    let cors = |h: &HeaderMap| h.keys().filter(|k| k.as_str().starts_with("access-control-")).count();
+    for (method, uri) in [(Method::GET, "/api/tunnels"), (Method::GET, "/api/tokens"), (Method::GET, "/api/history")] {
+        let mut r = req(method.clone(), uri, Some(&e.admin()), None);
+        r.headers_mut().insert(header::ORIGIN, "https://evil.example".parse().unwrap());
+        let r = send(&e.app, r).await;
+        assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.text);
+        assert_eq!(cors(&r.headers), 0, "{uri}: {:?}", r.headers);
+        // A browser's preflight for a cross-origin DELETE with the token gets no permission.
+        let pre = Request::builder()
+            .method(Method::OPTIONS)
+            .uri(uri)
+            .header(header::ORIGIN, "https://evil.example")
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "DELETE")
+            .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "authorization")
+            .body(Body::empty())
+            .unwrap();
+        let r = send(&e.app, pre).await;
+        assert!(!r.status.is_success(), "{uri}: preflight answered {}", r.status);
+        assert_eq!(cors(&r.headers), 0, "{uri}: {:?}", r.headers);
+    }
+}
+
 #[tokio::test]
 async fn public_routes_answer_without_a_token() {
     for e in envs().await {
