@@ -41,15 +41,19 @@ pub fn mcp_command(args: &[String], token: Option<&str>) -> Command {
     c
 }
 
-/// A client that records progress notifications.
+/// A client that records progress notifications, and counts tool-list changes announced.
 #[derive(Clone, Default)]
 pub struct Recorder {
     pub progress: Arc<Mutex<Vec<ProgressNotificationParam>>>,
+    pub tool_list_changes: Arc<Mutex<usize>>,
 }
 
 impl ClientHandler for Recorder {
     async fn on_progress(&self, params: ProgressNotificationParam, _ctx: NotificationContext<RoleClient>) {
         self.progress.lock().unwrap().push(params);
+    }
+    async fn on_tool_list_changed(&self, _ctx: NotificationContext<RoleClient>) {
+        *self.tool_list_changes.lock().unwrap() += 1;
     }
 }
 
