@@ -424,6 +424,49 @@ async fn a_captured_control_session_replayed_is_refused() {
     }
 }
 
+/// SECURITY.md: a huge length prefix is refused before anything is allocated. A WebSocket
+/// frame header on the control channel declaring 4 GiB - 1 (64-bit length) is refused from its
+/// header alone: the connection closes at once, without waiting for the body, and the server
+/// goes on serving.
+#[tokio::test]
+async fn a_websocket_frame_declaring_4_gib_is_refused_from_its_header() {
+    let server = TestServer::start_with(|c| c.allow_anonymous = false).await;
+    let tls = rustunnel_client::tls::client_config(
+        &rustunnel_client::TlsOptions { insecure: true, ca: None },
+        &[b"http/1.1"],
+    )
+    .unwrap();
+    let tcp = TcpStream::connect(server.handle.control_addr()).await.unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(tls)
+        .connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    s.write_all(
+        b"GET /v1/control HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    // FIN + text, masked, 64-bit length 0xffff_ffff, a mask key, and a few bytes of body.
+    let mut frame = vec![0x81, 0x80 | 127];
+    frame.extend_from_slice(&0xffff_ffffu64.to_be_bytes());
+    frame.extend_from_slice(&[1, 2, 3, 4]);
+    frame.extend_from_slice(b"{\"type\":\"hello\"");
+    s.write_all(&frame).await.unwrap();
+    let t = time_to_close(&mut s).await;
+    assert!(t < Duration::from_secs(2), "closed after {t:?}");
+    let mut ws = control_ws(&server).await;
+    let token = server.handle.admin_token().to_string();
+    assert!(matches!(hello(&mut ws, PROTOCOL_VERSION, &token).await, ServerMsg::Welcome { .. }));
+}
+
 async fn raw_edge(server: &TestServer, request: &[u8]) -> String {
     let mut s = TcpStream::connect(server.http_addr()).await.unwrap();
     s.write_all(request).await.unwrap();
