@@ -34,17 +34,22 @@ async fn time_to_close(s: &mut (impl tokio::io::AsyncRead + Unpin)) -> Duration 
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
 
-async fn control_ws(server: &TestServer) -> Ws {
+/// TLS to a control port (or a relay in front of one), as the client's config does it.
+async fn control_tls(addr: std::net::SocketAddr) -> tokio_rustls::client::TlsStream<TcpStream> {
     let tls = rustunnel_client::tls::client_config(
         &rustunnel_client::TlsOptions { insecure: true, ca: None },
         &[b"http/1.1"],
     )
     .unwrap();
-    let tcp = TcpStream::connect(server.handle.control_addr()).await.unwrap();
-    let s = tokio_rustls::TlsConnector::from(tls)
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(tls)
         .connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn control_ws(server: &TestServer) -> Ws {
+    let s = control_tls(server.handle.control_addr()).await;
     let url = format!("wss://localhost:{}/v1/control", server.handle.control_addr().port());
     tokio_tungstenite::client_async(url, s).await.unwrap().0
 }
@@ -84,16 +89,7 @@ async fn silent_client_is_closed_at_the_handshake_deadline() {
 #[tokio::test]
 async fn drip_feeding_headers_is_cut_off() {
     let server = quick_server().await;
-    let tls = rustunnel_client::tls::client_config(
-        &rustunnel_client::TlsOptions { insecure: true, ca: None },
-        &[b"http/1.1"],
-    )
-    .unwrap();
-    let tcp = TcpStream::connect(server.handle.control_addr()).await.unwrap();
-    let mut s = tokio_rustls::TlsConnector::from(tls)
-        .connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
+    let mut s = control_tls(server.handle.control_addr()).await;
     let start = Instant::now();
     let mut closed = false;
     for b in b"GET /v1/control HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter() {
@@ -392,16 +388,7 @@ async fn a_captured_control_session_replayed_is_refused() {
         let _ = tokio::join!(up, tokio::io::copy(&mut br, &mut fw));
     });
     // The real session, through the tap.
-    let tls = rustunnel_client::tls::client_config(
-        &rustunnel_client::TlsOptions { insecure: true, ca: None },
-        &[b"http/1.1"],
-    )
-    .unwrap();
-    let tcp = TcpStream::connect(relay_addr).await.unwrap();
-    let s = tokio_rustls::TlsConnector::from(tls)
-        .connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
+    let s = control_tls(relay_addr).await;
     let url = format!("wss://localhost:{}/v1/control", control.port());
     let mut ws = tokio_tungstenite::client_async(url, s).await.unwrap().0;
     let token = server.handle.admin_token().to_string();
@@ -431,16 +418,7 @@ async fn a_captured_control_session_replayed_is_refused() {
 #[tokio::test]
 async fn a_websocket_frame_declaring_4_gib_is_refused_from_its_header() {
     let server = TestServer::start_with(|c| c.allow_anonymous = false).await;
-    let tls = rustunnel_client::tls::client_config(
-        &rustunnel_client::TlsOptions { insecure: true, ca: None },
-        &[b"http/1.1"],
-    )
-    .unwrap();
-    let tcp = TcpStream::connect(server.handle.control_addr()).await.unwrap();
-    let mut s = tokio_rustls::TlsConnector::from(tls)
-        .connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
+    let mut s = control_tls(server.handle.control_addr()).await;
     s.write_all(
         b"GET /v1/control HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
           Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
