@@ -313,3 +313,80 @@ fn tokens_never_reach_the_logs() {
         assert!(!logs.contains(&token[3..]), "the {what} token is in the logs:\n{logs}");
     }
 }
+
+/// SECURITY.md: random bytes, a TLS hello on a plaintext port, an HTTP request on a TLS port
+/// and a port scan are closed quietly, with logging kept in bounds. Against every port of the
+/// real binary at its default log level: 100 connect-then-close probes, 30 connections of
+/// random bytes, 30 TLS ClientHello-shaped openings and 30 plain HTTP requests each; the
+/// connections all end, the log stays (nearly) silent, and the edge still answers.
+#[test]
+fn probes_and_garbage_on_every_port_are_closed_quietly() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--dev")
+        .args(loopback_flags(dir.path()))
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut ports = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        for label in ["control plane", "management API", "HTTP edge", "HTTPS edge"] {
+            if line.trim().starts_with(label) {
+                ports.push(line.rsplit(':').next().unwrap().trim().parse::<u16>().unwrap());
+            }
+        }
+        if line.contains("admin token") {
+            break;
+        }
+    }
+    assert_eq!(ports.len(), 4, "{ports:?}");
+    let log_before = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap().lines().count();
+    // A whole ClientHello record (512 bytes after its header) of junk after the version.
+    let mut hello = vec![0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03];
+    hello.extend((0..506u32).map(|i| (i * 7) as u8));
+    let random: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    // (Closing: on the HTTP ports a well-formed request is served, and kept alive if asked.)
+    let http = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec();
+    let started = Instant::now();
+    for &port in &ports {
+        for _ in 0..100 {
+            drop(TcpStream::connect(("127.0.0.1", port)).unwrap());
+        }
+        let mut open = Vec::new();
+        for payload in [&random, &hello, &http] {
+            for _ in 0..30 {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                let _ = s.write_all(payload);
+                open.push(s);
+            }
+        }
+        // Every connection is ended by the server (or answered and closed) in bounded time.
+        for mut s in open {
+            s.set_read_timeout(Some(Duration::from_secs(12))).unwrap();
+            let mut sink = Vec::new();
+            let r = s.read_to_end(&mut sink);
+            assert!(
+                r.is_ok() || r.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+                "port {port}: {r:?}"
+            );
+        }
+    }
+    eprintln!("{} probes on 4 ports answered in {:?}", 4 * 190, started.elapsed());
+    let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+    let new_lines: Vec<&str> = log.lines().skip(log_before).collect();
+    assert!(new_lines.len() <= 4, "760 bad connections logged {} lines:\n{}", new_lines.len(), new_lines.join("\n"));
+    // The edge still answers.
+    let mut s = TcpStream::connect(("127.0.0.1", ports[2])).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: nobody.localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 404"), "{out}");
+    assert!(child.try_wait().unwrap().is_none(), "the server is still running");
+    sigterm(&child);
+    let _ = child.wait();
+}
