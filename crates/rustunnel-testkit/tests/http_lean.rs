@@ -251,6 +251,61 @@ async fn a_visitor_that_does_not_read_holds_up_no_one() {
     }
 }
 
+/// SECURITY.md: slow reading and slow POST end in timeouts. With a 1 s response timeout, a
+/// visitor that stops reading a 64 MiB answer is cut off once it has accepted nothing for 1 s
+/// (it does not hold its stream, upstream and permit forever), and a visitor that trickles a
+/// body the local service waits for gets a 504 and a closed connection.
+#[tokio::test]
+async fn slow_reading_and_slow_posting_visitors_are_cut_off() {
+    let server = TestServer::start_with(|c| c.response_timeout = Duration::from_secs(1)).await;
+    let app = http_app("app").await;
+    let (_c, ready) = server.client(vec![tunnel("web", Protocol::Http, app.port())]).await;
+    let (edge, host) = (server.http_addr(), ready[0].host());
+
+    let mut stuck = TcpStream::connect(edge).await.unwrap();
+    stuck.write_all(format!("GET /big?n={} HTTP/1.1\r\nHost: {host}\r\n\r\n", 64 << 20).as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let started = std::time::Instant::now();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), stuck.read(&mut buf)).await.expect("the edge closed it") {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    assert!(got < 64 << 20, "the whole answer was kept for a visitor that did not read");
+    eprintln!(
+        "a visitor that stopped reading got {got} bytes, then the end ({:?} after it read again)",
+        started.elapsed()
+    );
+
+    // A body of 100 bytes, one byte every 100 ms: the local service waits for all of it.
+    let mut slow = TcpStream::connect(edge).await.unwrap();
+    slow.write_all(format!("POST /hash HTTP/1.1\r\nHost: {host}\r\nContent-Length: 100\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (mut r, mut w) = slow.split();
+    let trickle = async {
+        for _ in 0..100 {
+            if w.write_all(b"x").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let mut answer = Vec::new();
+    let reader = tokio::time::timeout(Duration::from_secs(8), r.read_to_end(&mut answer));
+    tokio::select! {
+        res = reader => { let _ = res.expect("the edge closed the connection"); }
+        _ = trickle => panic!("the whole slow body was taken"),
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+}
+
 #[tokio::test]
 async fn a_client_without_the_multiplexer_is_served_over_data_connections() {
     let server = TestServer::start().await;

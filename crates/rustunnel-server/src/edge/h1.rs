@@ -488,12 +488,27 @@ struct Sent {
 }
 
 /// Reads the response from `up` and passes it to `vis`.
+/// Writes all of `buf` to the visitor, failing when it accepts no byte for `idle`: a visitor
+/// that stops reading would otherwise hold its stream, the upstream connection and a
+/// concurrency permit for as long as it likes (slow reading).
+async fn write_idle<V: AsyncWrite + Unpin>(vis: &mut V, mut buf: &[u8], idle: Duration) -> Result<(), Fail> {
+    while !buf.is_empty() {
+        match tokio::time::timeout(idle, vis.write(buf)).await {
+            Ok(Ok(n)) if n > 0 => buf = &buf[n..],
+            _ => return Err(Fail::Visitor),
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn respond<U, V>(
     up: &mut U,
     vis: &mut V,
     head_method: bool,
     close: bool,
     deadline: TokioInstant,
+    idle: Duration,
     stats: &crate::tunnel::TunnelStats,
 ) -> Result<Sent, Fail>
 where
@@ -508,7 +523,7 @@ where
                 Err(()) => return Err(Fail::BadResponse),
                 Ok(Some(h)) if h.interim => {
                     rb.consume(h.len);
-                    vis.write_all(&h.out).await.map_err(|_| Fail::Visitor)?;
+                    write_idle(vis, &h.out, idle).await?;
                     stats.add_out(h.out.len());
                     continue;
                 }
@@ -555,13 +570,13 @@ where
         if out.is_empty() {
             // Body bytes go out from where they were read: no copy.
             if take > 0 {
-                vis.write_all(&rb.pending()[..take]).await.map_err(|_| Fail::Visitor)?;
+                write_idle(vis, &rb.pending()[..take], idle).await?;
                 stats.add_out(take);
             }
         } else {
             // The response head leaves with the first body bytes in one write.
             out.extend_from_slice(&avail[..take]);
-            vis.write_all(&out).await.map_err(|_| Fail::Visitor)?;
+            write_idle(vis, &out, idle).await?;
             stats.add_out(out.len());
             out = Vec::new();
         }
@@ -583,8 +598,10 @@ where
             Ok(_) => {}
         }
     }
-    vis.flush().await.map_err(|_| Fail::Visitor)?;
-    Ok(sent)
+    match tokio::time::timeout(idle, vis.flush()).await {
+        Ok(Ok(())) => Ok(sent),
+        _ => Err(Fail::Visitor),
+    }
 }
 
 /// Moves the rest of a `Content-Length` body from the visitor to the data connection.
@@ -767,16 +784,18 @@ where
             tunnel.stats.add_in(request.len());
         }
         let deadline = TokioInstant::now() + shared.config.response_timeout;
+        // The same bound for a visitor that accepts none of the response.
+        let idle = shared.config.response_timeout;
         let (result, uploaded) = if !wrote {
             (Err(Fail::NoResponse), left == 0)
         } else if left == 0 {
-            (respond(&mut up, io, head.head_method, close, deadline, &tunnel.stats).await, true)
+            (respond(&mut up, io, head.head_method, close, deadline, idle, &tunnel.stats).await, true)
         } else {
             // The body streams up while the response may already stream down.
             let (mut vr, mut vw) = tokio::io::split(&mut *io);
             let (mut ur, mut uw) = tokio::io::split(&mut up);
             let send = upload(&mut vr, vb, &mut uw, left, &tunnel.stats);
-            let recv = respond(&mut ur, &mut vw, head.head_method, close, deadline, &tunnel.stats);
+            let recv = respond(&mut ur, &mut vw, head.head_method, close, deadline, idle, &tunnel.stats);
             tokio::pin!(send, recv);
             let mut sent_all = None;
             let result = loop {
