@@ -305,6 +305,8 @@ pub enum ClientMsg {
     /// First message: protocol version and credentials.
     Hello {
         version: u32,
+        /// Absent is the same as empty: a missing token gets the same answer as a wrong one.
+        #[serde(default)]
         token: String,
         /// Free-form client description (`rustunnel/0.1.0`), for logs.
         #[serde(default)]

@@ -217,6 +217,12 @@ async fn bad_tokens_all_get_the_same_answer() {
     // A 1 MB token does not even fit in a control frame: refused unread, with the same answer.
     let mut ws = control_ws(&server).await;
     answers.push(hello(&mut ws, PROTOCOL_VERSION, &huge).await);
+    // No token field at all.
+    let mut ws = control_ws(&server).await;
+    ws.send(Message::text(format!(r#"{{"type":"hello","version":{PROTOCOL_VERSION},"agent":"attacker"}}"#)))
+        .await
+        .unwrap();
+    answers.push(first_server_msg(&mut ws).await);
     for a in &answers {
         assert_eq!(a, &answers[0]);
         assert!(matches!(a, ServerMsg::Rejected { code: ErrorCode::Unauthorized, .. }), "{a:?}");
@@ -232,7 +238,7 @@ async fn a_malformed_hello_is_called_one() {
     for bad in [
         r#"{"type":"hello","version":"1","token":"x"}"#,
         r#"{"type":"hello","version":-1,"token":"x"}"#,
-        r#"{"type":"hello","version":1}"#,
+        r#"{"type":"hello","token":"x"}"#,
     ] {
         let mut ws = control_ws(&server).await;
         ws.send(Message::text(bad)).await.unwrap();
