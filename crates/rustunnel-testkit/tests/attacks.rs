@@ -567,6 +567,46 @@ async fn https_edge_h2(server: &TestServer, sni: &str) -> tokio_rustls::client::
     https_edge(server, sni, b"h2").await
 }
 
+/// SECURITY.md slowloris, on a connection the edge has handed over to hyper (an HTTP/1.0
+/// keep-alive request goes that way): the next request head, sent a piece at a time and
+/// never finished, is cut off by hyper's header timeout (the server's 400 ms here).
+#[tokio::test]
+async fn an_unfinished_head_on_a_connection_served_by_hyper_is_cut_off() {
+    let server = quick_server().await;
+    let app = http_app("app").await;
+    let (_c, ready) = server.client(vec![tunnel("web", Protocol::Http, app.port())]).await;
+    let host = ready[0].host();
+    let mut s = TcpStream::connect(server.http_addr()).await.unwrap();
+    // Two whole requests: the connection is kept alive between them.
+    for _ in 0..2 {
+        s.write_all(format!("GET / HTTP/1.0\r\nHost: {host}\r\nConnection: keep-alive\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(b"hello from app\n") {
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+            assert!(n > 0, "closed after {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        let head = String::from_utf8_lossy(&got).to_lowercase();
+        assert!(head.starts_with("http/1.0 200") && head.contains("connection: keep-alive"), "{head}");
+    }
+    // The next head never ends.
+    s.write_all(format!("GET / HTTP/1.0\r\nHost: {host}\r\n").as_bytes()).await.unwrap();
+    let start = Instant::now();
+    for piece in [&b"X-Slow: a"[..], b"aaaa", b"aaaa"] {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if s.write_all(piece).await.is_err() {
+            break;
+        }
+    }
+    let t = start.elapsed() + time_to_close(&mut s).await;
+    // Open while the head trickled in (not dropped at once), closed at the header timeout.
+    assert!(t >= Duration::from_millis(300), "closed after {t:?}, before the header timeout");
+    assert!(t < Duration::from_secs(2), "an unfinished head held the connection for {t:?}");
+}
+
 #[tokio::test]
 async fn edge_refuses_smuggling_and_oversized_headers() {
     let server = quick_server().await;
