@@ -251,8 +251,8 @@ pub async fn serve_stream<S: ServerStream>(
             // Both hops plain TCP: spliced in the kernel. Not for HTTP: its small messages cost
             // fewer syscalls through user space (a read that drains the socket is known to, so
             // no extra call waits for `EAGAIN`), and a bulk download switches to big buffers
-            // there anyway.
-            // TLS 1.3 records of our own: opened into and sealed from the local socket directly.
+            // there anyway. The same for a TLS data connection whose TLS 1.3 records are our own:
+            // opened into and sealed from the local socket directly.
             if header.protocol == Protocol::Tcp {
                 if let Some(tcp) = data.plain_tcp() {
                     let _ = rustunnel_proto::zerocopy::splice_tcp(tcp, &mut local, &|_| {}, &|_| {}).await;

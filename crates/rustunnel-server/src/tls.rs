@@ -230,26 +230,27 @@ impl TlsMaterial {
                 (path, Arc::new(MintingResolver::new(Minter::new(ca, ca_key, domain)?, domain)?))
             }
         };
-        let build = |alpn: Vec<Vec<u8>>, resumption: bool| -> Result<Arc<ServerConfig>, TlsError> {
+        // `control_port`: the config of the control port, whose connections are lean ones.
+        let build = |alpn: Vec<Vec<u8>>, control_port: bool| -> Result<Arc<ServerConfig>, TlsError> {
             let mut c = ServerConfig::builder_with_provider(provider())
                 .with_safe_default_protocol_versions()?
                 .with_no_client_auth()
                 .with_cert_resolver(resolver.clone());
             c.alpn_protocols = alpn;
-            if !resumption {
+            if control_port {
                 // Tunnel clients keep their connections warm and never resume: no tickets to
                 // mint, send and store for every data connection.
                 c.send_tls13_tickets = 0;
                 c.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-                // The control port's connections are lean ones: after a TLS 1.3 handshake
-                // rustls hands the traffic keys to their record layer (`rustunnel_proto::record`).
+                // After a TLS 1.3 handshake rustls hands the traffic keys to the lean
+                // connections' own record layer (`rustunnel_proto::record`).
                 c.enable_secret_extraction = true;
             }
             Ok(Arc::new(c))
         };
         Ok(TlsMaterial {
-            control: build(vec![b"http/1.1".to_vec()], false)?,
-            https: build(vec![b"h2".to_vec(), b"http/1.1".to_vec()], true)?,
+            control: build(vec![b"http/1.1".to_vec()], true)?,
+            https: build(vec![b"h2".to_vec(), b"http/1.1".to_vec()], false)?,
             cert_path,
         })
     }

@@ -32,8 +32,8 @@ use crate::splice::{give_buf, still_bulk, take_bulk, take_sized, Window, BULK_SI
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// Largest plaintext put in one record.
-const MAX_FRAGMENT: usize = 16 * 1024;
+/// Largest plaintext put in one record (the same on rustls's path and ours).
+const MAX_FRAGMENT: usize = record::MAX_PLAIN;
 /// Room one record needs in the output buffer: payload, header, AEAD tag, with room to spare.
 const RECORD_ROOM: usize = MAX_FRAGMENT + 256;
 /// Output buffer size: four full records, so one write to the socket carries several.

@@ -277,20 +277,12 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
+    use super::super::tests::{configs, pair, pattern, spoiled_client};
     use sha2::{Digest, Sha256};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
-
-    use super::super::tests::{configs, pair, pattern, spoiled_client};
+    // (the app's end, the end the copy gets)
     use super::*;
-
-    /// A connected pair of loopback sockets: (the app's end, the end the copy gets).
-    async fn tcp_pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let app = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        let (ours, _) = l.accept().await.unwrap();
-        (app, ours)
-    }
+    use crate::zerocopy::tests::pair as tcp_pair;
 
     #[tokio::test]
     async fn both_ways_with_half_close_key_updates_and_read_ahead_bytes() {

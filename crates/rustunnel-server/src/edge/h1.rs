@@ -487,7 +487,6 @@ struct Sent {
     close: bool,
 }
 
-/// Reads the response from `up` and passes it to `vis`.
 /// Writes all of `buf` to the visitor, failing when it accepts no byte for `idle`: a visitor
 /// that stops reading would otherwise hold its stream, the upstream connection and a
 /// concurrency permit for as long as it likes (slow reading).
@@ -501,20 +500,21 @@ async fn write_idle<V: AsyncWrite + Unpin>(vis: &mut V, mut buf: &[u8], idle: Du
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Reads the response from `up` and passes it to `vis`. `timeout` bounds both the wait for the
+/// response head and each wait for the visitor to accept any byte of it.
 async fn respond<U, V>(
     up: &mut U,
     vis: &mut V,
     head_method: bool,
     close: bool,
-    deadline: TokioInstant,
-    idle: Duration,
+    timeout: Duration,
     stats: &crate::tunnel::TunnelStats,
 ) -> Result<Sent, Fail>
 where
     U: AsyncRead + Unpin,
     V: AsyncWrite + Unpin,
 {
+    let deadline = TokioInstant::now() + timeout;
     let mut rb = Window::pooled();
     let mut got_any = false;
     let head = loop {
@@ -523,7 +523,7 @@ where
                 Err(()) => return Err(Fail::BadResponse),
                 Ok(Some(h)) if h.interim => {
                     rb.consume(h.len);
-                    write_idle(vis, &h.out, idle).await?;
+                    write_idle(vis, &h.out, timeout).await?;
                     stats.add_out(h.out.len());
                     continue;
                 }
@@ -570,13 +570,13 @@ where
         if out.is_empty() {
             // Body bytes go out from where they were read: no copy.
             if take > 0 {
-                write_idle(vis, &rb.pending()[..take], idle).await?;
+                write_idle(vis, &rb.pending()[..take], timeout).await?;
                 stats.add_out(take);
             }
         } else {
             // The response head leaves with the first body bytes in one write.
             out.extend_from_slice(&avail[..take]);
-            write_idle(vis, &out, idle).await?;
+            write_idle(vis, &out, timeout).await?;
             stats.add_out(out.len());
             out = Vec::new();
         }
@@ -598,7 +598,7 @@ where
             Ok(_) => {}
         }
     }
-    match tokio::time::timeout(idle, vis.flush()).await {
+    match tokio::time::timeout(timeout, vis.flush()).await {
         Ok(Ok(())) => Ok(sent),
         _ => Err(Fail::Visitor),
     }
@@ -783,19 +783,17 @@ where
         if wrote {
             tunnel.stats.add_in(request.len());
         }
-        let deadline = TokioInstant::now() + shared.config.response_timeout;
-        // The same bound for a visitor that accepts none of the response.
-        let idle = shared.config.response_timeout;
+        let timeout = shared.config.response_timeout;
         let (result, uploaded) = if !wrote {
             (Err(Fail::NoResponse), left == 0)
         } else if left == 0 {
-            (respond(&mut up, io, head.head_method, close, deadline, idle, &tunnel.stats).await, true)
+            (respond(&mut up, io, head.head_method, close, timeout, &tunnel.stats).await, true)
         } else {
             // The body streams up while the response may already stream down.
             let (mut vr, mut vw) = tokio::io::split(&mut *io);
             let (mut ur, mut uw) = tokio::io::split(&mut up);
             let send = upload(&mut vr, vb, &mut uw, left, &tunnel.stats);
-            let recv = respond(&mut ur, &mut vw, head.head_method, close, deadline, idle, &tunnel.stats);
+            let recv = respond(&mut ur, &mut vw, head.head_method, close, timeout, &tunnel.stats);
             tokio::pin!(send, recv);
             let mut sent_all = None;
             let result = loop {
