@@ -20,7 +20,7 @@ use crate::files::{Assembly, FileError};
 use crate::frame::{FrameCipher, FrameError, GuestMsg, HostMsg, NackCode, FILE_CHUNK};
 use crate::handshake::{HandshakeError, HelloKind, Initiator, RejectReason};
 use crate::link::{JoinLink, LinkError, RoomId, Scheme};
-use crate::relay::{next_binary, ws_config};
+use crate::relay::{next_binary, ws_config, NotAFrame};
 use crate::resume::ResumeTicket;
 use crate::room::{Event, FileInfo, MemberId, MemberInfo};
 
@@ -544,7 +544,8 @@ async fn run_conn(
             f = tokio::time::timeout(READ_TIMEOUT, next_binary(&mut conn.ws)) => {
                 let frame = match f {
                     Ok(Some(Ok(b))) => b,
-                    Ok(Some(Err(()))) => break ConnEnd::Dropped("unexpected text message".into()),
+                    Ok(Some(Err(NotAFrame::Text))) => break ConnEnd::Dropped("unexpected text message".into()),
+                    Ok(Some(Err(NotAFrame::TooBig))) => break ConnEnd::Dropped("message over the size limit".into()),
                     Ok(None) => break ConnEnd::Dropped("connection closed".into()),
                     Err(_) => break ConnEnd::Dropped("no traffic from relay".into()),
                 };
@@ -638,4 +639,42 @@ async fn send_upload(conn: &mut Conn, req: u64, name: String, data: &[u8]) -> Re
         send_frame(conn, &m, chunk).await?;
     }
     send_frame(conn, &GuestMsg::FileEnd { req }, &[]).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::MAX_WIRE_FRAME;
+    use crate::session::{AgentChannel, ChannelConfig};
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    /// A member that sends a message over the frame limit is closed with code 1009 (message too
+    /// big), and the room goes on.
+    #[tokio::test]
+    async fn an_oversized_message_closes_with_1009() {
+        let host = AgentChannel::new(ChannelConfig { display_name: "host".into(), setup_command: String::new() });
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let opened = host.open("size limits", None, l, &format!("http://abc.localhost:{port}")).await.unwrap();
+        let link = JoinLink::parse(&opened.join_link).unwrap();
+        let first = GuestMsg::Join { name: "big".into() };
+        let (mut conn, _) = connect(&link, HelloKind::Join, link.invite_id().0, &link.key().0, first).await.unwrap();
+        let _ = conn.ws.send(WsMessage::binary(vec![0u8; MAX_WIRE_FRAME + 1])).await;
+        let end = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match conn.ws.next().await {
+                    Some(Ok(WsMessage::Binary(_))) => continue,
+                    other => return other,
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert!(matches!(end, Some(Ok(WsMessage::Close(Some(ref f)))) if f.code == CloseCode::Size), "{end:?}");
+        // The room goes on: another invite still joins.
+        let more = host.invite(Some(1)).await.unwrap();
+        let guest = AgentChannel::new(ChannelConfig { display_name: "small".into(), setup_command: String::new() });
+        guest.join(&more.join_links[0]).await.unwrap();
+    }
 }

@@ -15,10 +15,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{http, Message as WsMessage};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
+
+use rustunnel_proto::tcp::discard_until_pause;
 
 use crate::files::{Assembly, FileError};
 use crate::frame::{FrameCipher, FrameError, GuestMsg, HostMsg, NackCode, FILE_CHUNK, MAX_WIRE_FRAME};
@@ -268,8 +271,17 @@ pub(crate) fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default().max_message_size(Some(MAX_WIRE_FRAME)).max_frame_size(Some(MAX_WIRE_FRAME))
 }
 
-/// Reads the next binary message, skipping pings/pongs. None on close or error.
-pub(crate) async fn next_binary<S>(ws: &mut WebSocketStream<S>) -> Option<Result<Vec<u8>, ()>>
+/// A WebSocket message that is not a channel frame.
+#[derive(Debug, PartialEq)]
+pub(crate) enum NotAFrame {
+    /// A text message: the channel speaks binary frames only.
+    Text,
+    /// A message over [`MAX_WIRE_FRAME`]: refused from its header, unread.
+    TooBig,
+}
+
+/// Reads the next binary message, skipping pings/pongs. None on close or a broken connection.
+pub(crate) async fn next_binary<S>(ws: &mut WebSocketStream<S>) -> Option<Result<Vec<u8>, NotAFrame>>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -278,10 +290,24 @@ where
             Ok(WsMessage::Binary(b)) => return Some(Ok(b.to_vec())),
             Ok(WsMessage::Ping(_)) | Ok(WsMessage::Pong(_)) => continue,
             Ok(WsMessage::Close(_)) => return None,
-            Ok(_) => return Some(Err(())),
+            Ok(_) => return Some(Err(NotAFrame::Text)),
+            Err(tokio_tungstenite::tungstenite::Error::Capacity(_)) => return Some(Err(NotAFrame::TooBig)),
             Err(_) => return None,
         }
     }
+}
+
+/// Closes a connection whose peer sent a message over the limit with code 1009 ("message too
+/// big"), then drops the rest of that message (see [`discard_until_pause`]). Bounded in time:
+/// the peer may neither read nor stop.
+async fn close_too_big(ws: &mut Ws) {
+    let frame = CloseFrame { code: CloseCode::Size, reason: format!("message over {MAX_WIRE_FRAME} bytes").into() };
+    let linger = async {
+        if ws.close(Some(frame)).await.is_ok() {
+            discard_until_pause(ws.get_mut(), 2 * MAX_WIRE_FRAME, Duration::from_millis(200)).await;
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_LINGER, linger).await;
 }
 
 struct Authed {
@@ -311,7 +337,11 @@ async fn handle_conn(stream: TcpStream, shared: Arc<HostShared>, cancel: Cancell
     // for unauthenticated sockets.
     shared.live.send_modify(|n| *n += 1);
     let outcome = serve_member(&mut ws, &shared, authed).await;
-    let _ = ws.close(None).await;
+    if matches!(outcome, Outcome::TooBig) {
+        close_too_big(&mut ws).await;
+    } else {
+        let _ = ws.close(None).await;
+    }
     if matches!(outcome, Outcome::Closed) {
         // Wait (bounded) for the member to answer the close: only then have the final frames
         // reached it. Over a tunnel they may still be in flight when our socket is flushed, and
@@ -469,6 +499,8 @@ enum Outcome {
     Left,
     Closed,
     Dropped,
+    /// Dropped for a message over the size limit: closed with code 1009.
+    TooBig,
 }
 
 async fn send(ws: &mut Ws, cipher: &mut FrameCipher, msg: &HostMsg, att: &[u8]) -> Result<(), ()> {
@@ -526,6 +558,10 @@ async fn serve_member(ws: &mut Ws, shared: &Arc<HostShared>, a: Authed) -> Outco
         };
         let frame = match inbound {
             Ok(Some(Ok(f))) => f,
+            Ok(Some(Err(NotAFrame::TooBig))) => {
+                tracing::warn!(member, "message over the size limit from member; dropping connection");
+                return Outcome::TooBig;
+            }
             _ => return Outcome::Dropped,
         };
         let (msg, att) = match cipher.open::<GuestMsg>(&frame) {

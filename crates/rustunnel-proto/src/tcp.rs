@@ -1,6 +1,9 @@
-//! Socket options both ends set on every TCP connection they open or accept.
+//! Socket options both ends set on every TCP connection they open or accept, and a lingering
+//! close.
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 
 /// Congestion control for a connection whose peer is this same machine. A loopback connection
@@ -22,6 +25,22 @@ pub fn tune(stream: &TcpStream, peer: SocketAddr) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = peer;
+}
+
+/// Reads and drops what the peer still sends, until it pauses for `pause`, ends, or `max` bytes
+/// have come; for a connection about to be closed while its peer may still be sending (the rest
+/// of a refused message). Closing with bytes unread makes the kernel reset the connection, and a
+/// reset can make the peer lose the last message it was sent (why it was refused). The caller
+/// bounds the total time.
+pub async fn discard_until_pause<R: AsyncRead + Unpin>(r: &mut R, max: usize, pause: Duration) {
+    let mut sink = [0u8; 8192];
+    let mut left = max;
+    while left > 0 {
+        match tokio::time::timeout(pause, r.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
+            _ => return,
+        }
+    }
 }
 
 #[cfg(test)]

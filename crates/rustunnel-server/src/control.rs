@@ -24,7 +24,8 @@ use rustunnel_proto::{
 use subtle::ConstantTimeEq;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -300,6 +301,22 @@ async fn reject(ws: &mut Ws, code: ErrorCode, message: String, retry_after_ms: O
     let _ = ws.close(None).await;
 }
 
+/// Ends a connection whose peer sent a message over the limit with close code 1009 ("message too
+/// big"). The rest of the oversized message is then read and dropped until the peer pauses (at
+/// most 2 MiB, 1 s): closing with it unread would reset the connection, and the peer could lose
+/// the close frame to the reset. Bounded in time both ways: the peer may neither read nor stop.
+async fn close_too_big(ws: &mut Ws) {
+    let frame = CloseFrame { code: CloseCode::Size, reason: format!("message over {MAX_CONTROL_FRAME} bytes").into() };
+    let linger = async {
+        if ws.close(Some(frame)).await.is_err() {
+            return;
+        }
+        rustunnel_proto::tcp::discard_until_pause(ws.get_mut(), 32 * MAX_CONTROL_FRAME, Duration::from_millis(200))
+            .await;
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), linger).await;
+}
+
 async fn run_control(mut ws: Ws, peer: SocketAddr, shared: Arc<Shared>, slot: Arc<PendingSlot>) {
     let hello = tokio::select! {
         r = tokio::time::timeout(shared.config.handshake_timeout, read_hello(&mut ws)) => r,
@@ -313,7 +330,16 @@ async fn run_control(mut ws: Ws, peer: SocketAddr, shared: Arc<Shared>, slot: Ar
         }
         Ok(Err(NoHello::TooLarge)) => {
             tracing::info!(%peer, "control authentication failed (oversized hello)");
-            reject(&mut ws, ErrorCode::Unauthorized, AuthError::Rejected.to_string(), None).await;
+            let _ = send(
+                &mut ws,
+                &ServerMsg::Rejected {
+                    code: ErrorCode::Unauthorized,
+                    message: AuthError::Rejected.to_string(),
+                    retry_after_ms: None,
+                },
+            )
+            .await;
+            close_too_big(&mut ws).await;
             return;
         }
         Ok(Err(NoHello::Closed)) => {
@@ -379,14 +405,28 @@ async fn run_control(mut ws: Ws, peer: SocketAddr, shared: Arc<Shared>, slot: Ar
         plain_data: session.plain_data,
     };
     tracing::info!(session = %session.id, %peer, owner = %session.principal.owner_id, "client connected");
+    let mut too_big = false;
     if send(&mut ws, &welcome).await {
-        session_loop(&mut ws, &session, &shared, &mut out_rx).await;
+        too_big = session_loop(&mut ws, &session, &shared, &mut out_rx).await == LoopEnd::TooBig;
     }
     let reason =
         if shared.stop_accepting.is_cancelled() { CloseReason::ServerShutdown } else { CloseReason::SessionEnded };
     shared.end_session(&session, reason).await;
-    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+    if too_big {
+        close_too_big(&mut ws).await;
+    } else {
+        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+    }
     tracing::info!(session = %session.id, "client disconnected");
+}
+
+/// Why a session's loop ended.
+#[derive(PartialEq)]
+enum LoopEnd {
+    /// The client sent a message over the size limit: closed with code 1009.
+    TooBig,
+    /// Anything else: the client left, the connection failed, the server is stopping.
+    Other,
 }
 
 async fn session_loop(
@@ -394,7 +434,7 @@ async fn session_loop(
     session: &Arc<Session>,
     shared: &Arc<Shared>,
     out_rx: &mut mpsc::Receiver<ServerMsg>,
-) {
+) -> LoopEnd {
     let hb = shared.config.heartbeat.max(Duration::from_millis(100));
     let mut heartbeat = tokio::time::interval(hb);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -414,10 +454,10 @@ async fn session_loop(
                     send_log(ws, session).await;
                 };
                 let _ = tokio::time::timeout(Duration::from_millis(500), last).await;
-                return;
+                return LoopEnd::Other;
             }
             Some(msg) = out_rx.recv() => {
-                if !send(ws, &msg).await { return; }
+                if !send(ws, &msg).await { return LoopEnd::Other; }
             }
             frame = ws.next() => {
                 last_seen = tokio::time::Instant::now();
@@ -428,8 +468,12 @@ async fn session_loop(
                         let _ = send(ws, &ServerMsg::Error { code: ErrorCode::BadRequest, message: "binary control frames are not supported".into() }).await;
                         continue;
                     }
-                    // Closed, errored (including oversized frames), or ended.
-                    _ => return,
+                    Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => {
+                        tracing::info!(session = %session.id, "control message over the size limit");
+                        return LoopEnd::TooBig;
+                    }
+                    // Closed, errored, or ended.
+                    _ => return LoopEnd::Other,
                 };
                 match ClientMsg::decode(text.as_str()) {
                     Ok(ClientMsg::OpenTunnel { req_id, spec }) => {
@@ -442,7 +486,7 @@ async fn session_loop(
                                 retry_after_ms: e.retry_after.map(|d| d.as_millis() as u64),
                             },
                         };
-                        if !send(ws, &reply).await { return; }
+                        if !send(ws, &reply).await { return LoopEnd::Other; }
                     }
                     Ok(ClientMsg::CloseTunnel { tunnel_id }) => {
                         let mine = shared.tunnel(&tunnel_id).is_some_and(|t| t.session.id == session.id);
@@ -467,7 +511,7 @@ async fn session_loop(
                         | ClientMsg::P2pClose { .. }),
                     ) => crate::p2p::on_message(shared, session, m),
                     Ok(ClientMsg::Ping { nonce }) => {
-                        if !send(ws, &ServerMsg::Pong { nonce }).await { return; }
+                        if !send(ws, &ServerMsg::Pong { nonce }).await { return LoopEnd::Other; }
                     }
                     Ok(ClientMsg::Pong { .. }) => {}
                     Ok(ClientMsg::Hello { .. }) => {
@@ -487,13 +531,13 @@ async fn session_loop(
             _ = heartbeat.tick() => {
                 if last_seen.elapsed() > hb * HEARTBEAT_MISSES {
                     tracing::info!(session = %session.id, "heartbeat timeout");
-                    return;
+                    return LoopEnd::Other;
                 }
                 nonce += 1;
-                if !send(ws, &ServerMsg::Ping { nonce }).await { return; }
+                if !send(ws, &ServerMsg::Ping { nonce }).await { return LoopEnd::Other; }
             }
             _ = log_flush.tick() => {
-                if !send_log(ws, session).await { return; }
+                if !send_log(ws, session).await { return LoopEnd::Other; }
             }
         }
     }

@@ -8,6 +8,7 @@ use rustunnel_proto::{ClientMsg, ErrorCode, Protocol, ServerMsg, PROTOCOL_VERSIO
 use rustunnel_testkit::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
 async fn quick_server() -> TestServer {
@@ -217,6 +218,9 @@ async fn bad_tokens_all_get_the_same_answer() {
     // A 1 MB token does not even fit in a control frame: refused unread, with the same answer.
     let mut ws = control_ws(&server).await;
     answers.push(hello(&mut ws, PROTOCOL_VERSION, &huge).await);
+    // ... and the connection then closes with code 1009 (message too big).
+    let close = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap();
+    assert!(matches!(close, Some(Ok(Message::Close(Some(ref f)))) if f.code == CloseCode::Size), "{close:?}");
     // No token field at all.
     let mut ws = control_ws(&server).await;
     ws.send(Message::text(format!(r#"{{"type":"hello","version":{PROTOCOL_VERSION},"agent":"attacker"}}"#)))
@@ -367,7 +371,7 @@ async fn oversized_and_unknown_messages_after_auth() {
             _ => continue,
         }
     }
-    // An oversized frame closes this connection only.
+    // An oversized frame closes this connection only, with close code 1009 (message too big).
     let _ = ws.send(Message::text("x".repeat(1 << 20))).await;
     let end = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
@@ -379,7 +383,13 @@ async fn oversized_and_unknown_messages_after_auth() {
     })
     .await
     .unwrap();
-    assert!(!matches!(end, Some(Ok(Message::Text(_)))));
+    match end {
+        Some(Ok(Message::Close(Some(frame)))) => {
+            assert_eq!(frame.code, CloseCode::Size, "{frame:?}");
+            assert!(frame.reason.contains("bytes"), "{frame:?}");
+        }
+        other => panic!("expected a close frame with code 1009, got {other:?}"),
+    }
     assert!(
         server.handle.shared().sessions.read().unwrap().is_empty() || {
             tokio::time::sleep(Duration::from_millis(300)).await;
