@@ -75,7 +75,7 @@ struct RunArgs {
     allow_plain_data: bool,
     /// Seconds a local service has to start its response before the visitor gets a 504
     /// [default: 60]; streaming bodies and WebSockets are not cut afterwards, but a visitor
-    /// that accepts no byte of a response for this long is (HTTP/1.1).
+    /// that accepts no byte of a response for this long is.
     #[arg(long, env = "RUSTUNNEL_RESPONSE_TIMEOUT_SECS")]
     response_timeout_secs: Option<u64>,
     /// Seconds SIGTERM/SIGINT leave in-flight requests to finish [default: 10].

@@ -306,6 +306,38 @@ async fn slow_reading_and_slow_posting_visitors_are_cut_off() {
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
 }
 
+/// The same bound on connections hyper serves (HTTP/1.0 here; chunked and upgraded requests
+/// and HTTP/2 go the same way): a visitor that stops reading is cut off after the response
+/// timeout instead of holding its connection, the upstream and a permit.
+#[tokio::test]
+async fn slow_readers_on_connections_served_by_hyper_are_cut_off() {
+    let server = TestServer::start_with(|c| c.response_timeout = Duration::from_secs(1)).await;
+    let app = http_app("app").await;
+    let (_c, ready) = server.client(vec![tunnel("web", Protocol::Http, app.port())]).await;
+    let (edge, host) = (server.http_addr(), ready[0].host());
+    for request in [
+        format!("GET /big?n={} HTTP/1.0\r\nHost: {host}\r\n\r\n", 64 << 20),
+        format!("POST /big?n={} HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 64 << 20),
+    ] {
+        let mut stuck = TcpStream::connect(edge).await.unwrap();
+        stuck.write_all(request.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), stuck.read(&mut buf)).await.expect("the edge closed it")
+            {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+        assert!(got > 0 && got < 64 << 20, "{request:?}: {got} bytes");
+    }
+    // The edge still serves.
+    let out = raw(edge, format!("GET / HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200"), "{out}");
+}
+
 #[tokio::test]
 async fn a_client_without_the_multiplexer_is_served_over_data_connections() {
     let server = TestServer::start().await;

@@ -33,7 +33,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
 
 use super::framing::{self, Tracked, Tracker};
-use super::{h1, pages};
+use super::{h1, pages, stall};
 use crate::server::Shared;
 use crate::tunnel::{Tunnel, TunnelStats};
 
@@ -165,7 +165,10 @@ async fn serve_conn<I>(
         .max_header_list_size(2 * h1::HEAD_LIMIT as u32)
         .max_pending_accept_reset_streams(64)
         .keep_alive_interval(Duration::from_secs(30));
+    let response_timeout = ctx.shared.config.response_timeout;
     let service = hyper::service::service_fn(move |req| handle(req, ctx.clone()));
+    // A visitor that stops reading is cut off after the response timeout, as on the lean path.
+    let io = stall::WriteStall::new(io, response_timeout);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
     tokio::select! {
         _ = watcher.watch(conn) => {}

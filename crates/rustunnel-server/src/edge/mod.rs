@@ -5,6 +5,7 @@
 //! - [`pages`]: the edge's own error pages.
 //! - `h1`: the lean HTTP/1.1 path most visitor requests take (the rest go to hyper).
 //! - `h2flood`: the bound on HTTP/2 PING/SETTINGS frames a visitor can make the edge answer.
+//! - `stall`: the slow-reader bound on connections served by hyper.
 pub mod access;
 pub mod http;
 pub mod pages;
@@ -15,5 +16,6 @@ mod counted;
 mod framing;
 mod h1;
 mod h2flood;
+mod stall;
 pub use counted::Counted;
 pub use h1::IdlePool;
