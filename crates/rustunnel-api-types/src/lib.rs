@@ -265,6 +265,12 @@ pub struct Token {
     pub created_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used_at: Option<String>,
+    /// Subdomains it may use (exact names, `prefix*` patterns); absent: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subdomains: Option<Vec<String>>,
+    /// TCP/UDP ports it may use (`20000-20099`, `20500`); absent: any in the server's ranges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -275,6 +281,10 @@ pub struct TokenList {
 
 /// `POST /api/tokens` body. `owner_id` is for the admin token only: mint for an existing owner
 /// (omitted: a new owner). A non-admin token always mints for its own owner.
+///
+/// `subdomains` and `ports` limit what the new token may open. Left out, a token minted by the
+/// admin token has no limit there and one minted by another token inherits that token's; a
+/// token can never mint one with rights beyond its own (403).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
@@ -282,6 +292,12 @@ pub struct CreateToken {
     pub label: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_id: Option<String>,
+    /// Exact subdomains and `prefix*` patterns (`["docs", "ci-*"]`; `["*"]`: any), at most 32.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subdomains: Option<Vec<String>>,
+    /// Ports and port ranges (`["20000-20099", "20500"]`), at most 32.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<String>>,
 }
 
 /// `POST /api/tokens` answer: the only time the token value is shown.
@@ -293,6 +309,11 @@ pub struct CreatedToken {
     pub label: String,
     pub owner_id: String,
     pub created_at: String,
+    /// The rights it got (absent: no limit there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subdomains: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<String>>,
 }
 
 /// `DELETE /api/tokens/{id}` answer.

@@ -97,6 +97,13 @@ pub enum TokenAction {
         /// Existing owner to mint for (admin token only).
         #[arg(long)]
         owner: Option<String>,
+        /// Only these subdomains: exact names and `prefix*` patterns, comma-separated
+        /// (`docs,ci-*`). Left out: any with --admin-token, else the minting token's.
+        #[arg(long, value_delimiter = ',')]
+        subdomains: Option<Vec<String>>,
+        /// Only these TCP/UDP ports: ports and ranges, comma-separated (`20000-20099,20500`).
+        #[arg(long, value_delimiter = ',')]
+        ports: Option<Vec<String>>,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -260,19 +267,30 @@ fn json_out<T: Serialize>(v: &T) -> Result<String, ManageError> {
 /// Runs a command and returns what to print on stdout.
 pub async fn execute(cmd: ManageCommand) -> Result<String, ManageError> {
     match cmd {
-        ManageCommand::Token { action: TokenAction::Create { label, owner, api: a } } => {
+        ManageCommand::Token { action: TokenAction::Create { label, owner, subdomains, ports, api: a } } => {
             let c = ApiClient::from_args(&a)?;
             let mut body = serde_json::json!({ "label": label });
             if let Some(o) = owner {
-                body["owner_id"] = serde_json::Value::String(o);
+                body["owner_id"] = o.into();
+            }
+            if let Some(list) = subdomains {
+                body["subdomains"] = list.into();
+            }
+            if let Some(list) = ports {
+                body["ports"] = list.into();
             }
             let t: api::CreatedToken = c.call(Method::POST, "/api/tokens", Some(body)).await?;
             if a.json {
                 return json_out(&t);
             }
             Ok(format!(
-                "{}\n\ncreated token {} (label {}, owner {}).\nIt is shown only this once: store it now.\n",
-                t.token, t.id, t.label, t.owner_id
+                "{}\n\ncreated token {} (label {}, owner {}; subdomains {}, ports {}).\nIt is shown only this once: store it now.\n",
+                t.token,
+                t.id,
+                t.label,
+                t.owner_id,
+                list_or_any(&t.subdomains),
+                list_or_any(&t.ports)
             ))
         }
         ManageCommand::Token { action: TokenAction::List { api: a } } => {
@@ -290,10 +308,12 @@ pub async fn execute(cmd: ManageCommand) -> Result<String, ManageError> {
                         t.owner_id.clone(),
                         t.created_at.clone(),
                         t.last_used_at.clone().unwrap_or_else(|| "never".into()),
+                        list_or_any(&t.subdomains),
+                        list_or_any(&t.ports),
                     ]
                 })
                 .collect();
-            Ok(table(&["ID", "LABEL", "OWNER", "CREATED", "LAST USED"], rows, "no tokens"))
+            Ok(table(&["ID", "LABEL", "OWNER", "CREATED", "LAST USED", "SUBDOMAINS", "PORTS"], rows, "no tokens"))
         }
         ManageCommand::Token { action: TokenAction::Revoke { id, api: a } } => {
             let c = ApiClient::from_args(&a)?;
@@ -606,6 +626,16 @@ fn write_cache(path: &std::path::Path, c: &AutoCache) {
     }
     if let Ok(text) = serde_json::to_string(c) {
         let _ = std::fs::write(path, text);
+    }
+}
+
+/// A token's list of rights for people: comma-separated, "any" for no limit, "none" for an
+/// empty list (what the server shows for rights it cannot read).
+fn list_or_any(list: &Option<Vec<String>>) -> String {
+    match list {
+        None => "any".into(),
+        Some(l) if l.is_empty() => "none".into(),
+        Some(l) => l.join(","),
     }
 }
 

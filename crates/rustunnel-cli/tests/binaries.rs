@@ -705,6 +705,50 @@ async fn a_reserved_subdomain_is_refused_with_advice_to_pick_another() {
     }
 }
 
+/// Token rights through the real binaries: `rustunnel-server token create --subdomains
+/// --ports` mints a limited token into a running server's database; the client gets a random
+/// name under the allowed prefix and a port from the allowed range, and a name outside is
+/// refused with the rights named and advice, exit non-zero.
+#[tokio::test]
+async fn a_limited_token_from_the_server_binary_is_enforced() {
+    let server = start_server(false).await;
+    let control = format!("127.0.0.1:{}", server.control);
+    let out = std::process::Command::new(server_bin())
+        .args(["token", "create", "--label", "ci", "--subdomains", "ci-*,docs", "--ports", "21990-21999"])
+        .arg("--data-dir")
+        .arg(server._dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let note = String::from_utf8_lossy(&out.stderr);
+    assert!(note.contains("subdomains ci-*,docs, ports 21990-21999"), "{note}");
+    let bad = std::process::Command::new(server_bin())
+        .args(["token", "create", "--label", "x", "--ports", "21999-21000", "--data-dir"])
+        .arg(server._dir.path())
+        .output()
+        .unwrap();
+    assert!(!bad.status.success() && bad.stdout.is_empty(), "{bad:?}");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("port range '21999-21000'"), "{bad:?}");
+
+    let common = ["--server", &control, "--insecure", "--token", &token, "--json"];
+    let mut web = client(&[&["http", "3000"][..], &common[..]].concat()).await;
+    let ready = web.event("tunnel_ready").await;
+    assert!(ready["public_url"].as_str().unwrap().starts_with("http://ci-"), "{ready}");
+    let mut db = client(&[&["tcp", "5432"][..], &common[..]].concat()).await;
+    let ready = db.event("tunnel_ready").await;
+    let port = port_after(ready["public_url"].as_str().unwrap());
+    assert!((21990..=21999).contains(&port), "{ready}");
+
+    let out =
+        run_to_end(&["http", "3000", "--server", &control, "--insecure", "--token", &token, "--subdomain", "prod"])
+            .await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("subdomain 'prod' is outside this token's rights; it may use ci-*,docs"), "{err}");
+    assert!(err.contains("ask the server's admin for a token with wider rights"), "{err}");
+}
+
 #[tokio::test]
 async fn p2p_with_no_reconnect_exits_when_the_server_goes_away() {
     let server = start_server(true).await;

@@ -65,6 +65,22 @@ async fn management_commands_against_a_running_server() {
     let o = run(&["token", "create", "--label", "bob", "--api", &api, "--admin-token", &admin]).await;
     ok(&o, "token create (human)");
     assert!(o.stdout.starts_with("rt_") && o.stdout.contains("shown only this once"), "{}", o.stdout);
+    assert!(o.stdout.contains("subdomains any, ports any"), "{}", o.stdout);
+    // A token with rights: shown at creation and in the list; a malformed right is refused.
+    let args = ["--subdomains", "ci-*,docs", "--ports", "20100-20199"];
+    let o =
+        run(&[&["token", "create", "--label", "carol", "--api", &api, "--admin-token", &admin][..], &args].concat())
+            .await;
+    ok(&o, "token create with rights");
+    assert!(o.stdout.contains("subdomains ci-*,docs, ports 20100-20199"), "{}", o.stdout);
+    let o = run(&["token", "list", "--api", &api, "--admin-token", &admin]).await;
+    let carol = o.stdout.lines().find(|l| l.contains("carol")).unwrap_or_default().to_string();
+    assert!(o.stdout.lines().next().unwrap().ends_with("SUBDOMAINS  PORTS"), "{}", o.stdout);
+    assert!(carol.trim_end().ends_with("ci-*,docs   20100-20199"), "{}", o.stdout);
+    let o =
+        run(&["token", "create", "--label", "x", "--subdomains", "Bad!", "--api", &api, "--admin-token", &admin]).await;
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("subdomain pattern 'Bad!'"), "{}", o.stderr);
 
     // Alice's client opens a tunnel with her token.
     let app = http_app("app").await;

@@ -86,6 +86,7 @@ impl ClientError {
             }
             ClientError::TunnelRejected { code: ErrorCode::GroupKeyMismatch, .. } => "group_key_mismatch",
             ClientError::TunnelRejected { code: ErrorCode::GroupTaken, .. } => "group_taken",
+            ClientError::TunnelRejected { code: ErrorCode::NotPermitted, .. } => "not_permitted",
             ClientError::TunnelRejected { .. } => "tunnel_rejected",
             ClientError::Protocol(_) => "protocol_error",
             ClientError::Config(_) => "config_error",
@@ -152,6 +153,9 @@ impl ClientError {
                 "its previous client may still come back for it: omit the remote port to get a free one, or try again when the reservation ends".into()
             }
             ClientError::TunnelRejected { code: ErrorCode::PortUnavailable, .. } => "omit the remote port to get a free one".into(),
+            ClientError::TunnelRejected { code: ErrorCode::NotPermitted, .. } => {
+                "this token may only open what the message lists: choose a --subdomain or remote port inside it, or ask the server's admin for a token with wider rights".into()
+            }
             ClientError::TunnelRejected { code: ErrorCode::GroupKeyMismatch, .. } => {
                 "every member of a pool must use the same --group-key (or group_key in the config)".into()
             }

@@ -250,6 +250,8 @@ pub enum ErrorCode {
     P2pNameTaken,
     /// The P2P secret proof failed.
     P2pWrongSecret,
+    /// The subdomain or port is outside the rights of the client's token.
+    NotPermitted,
     #[serde(other)]
     Unknown,
 }
@@ -265,6 +267,7 @@ impl ErrorCode {
                 | ErrorCode::GroupKeyMismatch
                 | ErrorCode::P2pWrongSecret
                 | ErrorCode::P2pUnknownName
+                | ErrorCode::NotPermitted
         )
     }
 }

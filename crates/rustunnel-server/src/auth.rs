@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::rights::Rights;
 use crate::store::{Store, StoreError};
 
 /// Owner id of the admin token.
@@ -24,6 +25,8 @@ pub struct Principal {
     /// The token used, `None` for admin and anonymous.
     pub token_id: Option<String>,
     pub is_admin: bool,
+    /// What it may open: the token's rights, no limits for admin and anonymous.
+    pub rights: Rights,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,14 +120,24 @@ impl Authenticator {
             return Err(AuthError::RateLimited { retry_after });
         }
         if token.is_empty() && self.allow_anonymous {
-            return Ok(Principal { owner_id: ANONYMOUS_OWNER.into(), token_id: None, is_admin: false });
+            return Ok(Principal {
+                owner_id: ANONYMOUS_OWNER.into(),
+                token_id: None,
+                is_admin: false,
+                rights: Rights::unrestricted(),
+            });
         }
         if !token.is_empty() && token.len() <= rustunnel_proto::limits::MAX_TOKEN_LEN {
             if self.is_admin_token(token) {
-                return Ok(Principal { owner_id: ADMIN_OWNER.into(), token_id: None, is_admin: true });
+                return Ok(Principal {
+                    owner_id: ADMIN_OWNER.into(),
+                    token_id: None,
+                    is_admin: true,
+                    rights: Rights::unrestricted(),
+                });
             }
             if let Some(t) = store.verify_token(token).await? {
-                return Ok(Principal { owner_id: t.owner_id, token_id: Some(t.id), is_admin: false });
+                return Ok(Principal { owner_id: t.owner_id, token_id: Some(t.id), is_admin: false, rights: t.rights });
             }
         }
         self.limiter.record_failure(ip, now);

@@ -10,7 +10,8 @@
 //! - [`pool`]: sans-IO load-balanced pools (members, health, selection, down/recovered alerts);
 //!   [`alert`]: delivery of pool alerts to webhooks.
 //! - [`edge`]: public HTTP/HTTPS, TCP and UDP edges.
-//! - [`auth`], [`store`]: tokens (hashed), owners, tunnel history (SQLite or PostgreSQL).
+//! - [`auth`], [`store`]: tokens (hashed), owners, tunnel history (SQLite or PostgreSQL);
+//!   [`rights`]: the subdomains and ports a token may open.
 //! - [`api`]: the management REST API; [`metrics`]: server-wide counters for `/metrics`.
 //! - [`tls`]: certificates (operator files or a generated self-signed pair for dev).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -26,6 +27,7 @@ pub mod metrics;
 pub mod p2p;
 pub mod pool;
 pub mod registry;
+pub mod rights;
 pub mod server;
 pub mod session;
 pub mod store;

@@ -138,6 +138,13 @@ enum TokenAction {
         /// Add the token to this existing owner instead of creating a new one.
         #[arg(long)]
         owner: Option<String>,
+        /// Only these subdomains: exact names and `prefix*` patterns, comma-separated
+        /// (`docs,ci-*`). Random names for this token then start with the first prefix.
+        #[arg(long, value_delimiter = ',')]
+        subdomains: Option<Vec<String>>,
+        /// Only these TCP/UDP ports: ports and ranges, comma-separated (`20000-20099,20500`).
+        #[arg(long, value_delimiter = ',')]
+        ports: Option<Vec<String>>,
         #[arg(long, env = "RUSTUNNEL_DATA_DIR")]
         data_dir: Option<PathBuf>,
         #[arg(long, env = "RUSTUNNEL_DATABASE_URL", hide_env_values = true)]
@@ -235,7 +242,10 @@ async fn async_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Some(Command::Token { action: TokenAction::Create { label, owner, data_dir, database_url, config } }) => {
+        Some(Command::Token {
+            action: TokenAction::Create { label, owner, subdomains, ports, data_dir, database_url, config },
+        }) => {
+            let rights = rustunnel_server::rights::Rights::parse(subdomains.as_deref(), ports.as_deref())?;
             let file = match &config {
                 Some(p) => FileConfig::from_file(p)?,
                 None => FileConfig::default(),
@@ -248,9 +258,13 @@ async fn async_main() -> anyhow::Result<()> {
             if let Some(o) = &owner {
                 anyhow::ensure!(store.owner_exists(o).await?, "no owner with id {o}");
             }
-            let (rec, raw) = store.create_token(owner.as_deref(), &label).await?;
+            let (rec, raw) = store.create_token_with(owner.as_deref(), &label, &rights).await?;
             println!("{raw}");
-            eprintln!("created token {} (label {}, owner {}); it is shown only once", rec.id, rec.label, rec.owner_id);
+            let limits = if rights.is_unrestricted() { String::new() } else { format!(", {rights}") };
+            eprintln!(
+                "created token {} (label {}, owner {}{limits}); it is shown only once",
+                rec.id, rec.label, rec.owner_id
+            );
             store.close().await;
             Ok(())
         }

@@ -45,7 +45,12 @@ pub enum ClaimError {
     PortOutOfRange { port: u16, start: u16, end: u16 },
     #[error("no free port left in the server's range")]
     NoPorts,
+    #[error("no free random subdomain starting with '{0}' was found; choose one with --subdomain")]
+    NoNames(String),
 }
+
+/// Random names tried before a claim without a requested name gives up.
+const RANDOM_TRIES: usize = 64;
 
 /// Which port space a claim is in (TCP and UDP ports are independent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -170,6 +175,20 @@ impl Registry {
         requested: Option<&str>,
         rng: &mut impl Rng,
     ) -> Result<String, ClaimError> {
+        self.claim_subdomain_in(now, owner, tunnel, requested, "", rng)
+    }
+
+    /// Claims `requested`, or a random free name starting with `prefix` when `None` (a token
+    /// whose rights allow only names with that prefix).
+    pub fn claim_subdomain_in(
+        &mut self,
+        now: Instant,
+        owner: &str,
+        tunnel: &str,
+        requested: Option<&str>,
+        prefix: &str,
+        rng: &mut impl Rng,
+    ) -> Result<String, ClaimError> {
         self.expire(now);
         let name = match requested {
             Some(r) => {
@@ -183,12 +202,14 @@ impl Registry {
                 }
                 r.to_string()
             }
-            None => loop {
-                let candidate = random_name(rng);
-                if validate_subdomain(&candidate).is_ok() && !self.subdomains.contains_key(&candidate) {
-                    break candidate;
-                }
-            },
+            None => {
+                // Bounded: a prefix can rule out every valid name (`xn--`), and a short one
+                // can run out of free names.
+                let free = (0..RANDOM_TRIES)
+                    .map(|_| format!("{prefix}{}", random_name(rng)))
+                    .find(|c| c.len() <= 63 && validate_subdomain(c).is_ok() && !self.subdomains.contains_key(c));
+                free.ok_or_else(|| ClaimError::NoNames(prefix.to_string()))?
+            }
         };
         self.subdomains.insert(
             name.clone(),

@@ -19,6 +19,7 @@ use crate::pool::{
     Alert, Endpoint, Member, Pick, Pool, PoolError, PoolKey, PoolMemberSnapshot, PoolSnapshot, PoolTable,
 };
 use crate::registry::{ClaimError, PortKind, Registry};
+use crate::rights::Rights;
 use crate::session::Session;
 use crate::store::{now_ms, CloseRecord, HistoryRecord, Store, StoreError};
 use crate::tls::{TlsError, TlsMaterial};
@@ -136,9 +137,42 @@ impl From<ClaimError> for OpenError {
             ClaimError::PortReserved { secs, .. } => (ErrorCode::PortReserved, Some(*secs)),
             ClaimError::PortTaken(_) | ClaimError::PortOutOfRange { .. } => (ErrorCode::PortUnavailable, None),
             ClaimError::NoPorts => (ErrorCode::NoPortsAvailable, None),
+            ClaimError::NoNames(_) => (ErrorCode::SubdomainTaken, None),
         };
         OpenError { retry_after: retry_after_secs.map(Duration::from_secs), ..OpenError::new(code, e.to_string()) }
     }
+}
+
+/// Refuses a subdomain outside a token's rights, saying what the token may use.
+fn permitted_subdomain(rights: &Rights, name: &str) -> Result<(), OpenError> {
+    // A malformed name gets the rule it broke, not this.
+    rustunnel_proto::names::validate_subdomain(name).map_err(|e| OpenError::from(ClaimError::from(e)))?;
+    if rights.allows_subdomain(name) {
+        return Ok(());
+    }
+    Err(OpenError::new(
+        ErrorCode::NotPermitted,
+        format!("subdomain '{name}' is outside this token's rights; it may use {}", allowed_names(rights)),
+    ))
+}
+
+/// Refuses a port outside a token's rights, saying what the token may use.
+fn permitted_port(rights: &Rights, port: u16) -> Result<(), OpenError> {
+    if rights.allows_port(port) {
+        return Ok(());
+    }
+    Err(OpenError::new(
+        ErrorCode::NotPermitted,
+        format!("port {port} is outside this token's rights; it may use {}", allowed_ports(rights)),
+    ))
+}
+
+fn allowed_names(rights: &Rights) -> String {
+    rights.encode().0.unwrap_or_else(|| "any".into())
+}
+
+fn allowed_ports(rights: &Rights) -> String {
+    rights.encode().1.unwrap_or_else(|| "any".into())
 }
 
 impl Shared {
@@ -230,8 +264,31 @@ impl Shared {
                 if self.public_http_port.is_none() && self.public_https_port.is_none() {
                     return Err(OpenError::new(ErrorCode::ProtocolDisabled, "this server has no HTTP edge"));
                 }
+                let rights = &session.principal.rights;
+                let prefix = match spec.subdomain.as_deref() {
+                    Some(name) => {
+                        permitted_subdomain(rights, name)?;
+                        ""
+                    }
+                    None => rights.random_prefix().ok_or_else(|| {
+                        OpenError::new(
+                            ErrorCode::NotPermitted,
+                            format!(
+                                "this token may only use the subdomains {}: choose one with --subdomain",
+                                allowed_names(rights)
+                            ),
+                        )
+                    })?,
+                };
                 let sub = self.with_registry(|r| {
-                    r.claim_subdomain(Instant::now(), &owner, &id, spec.subdomain.as_deref(), &mut rand::rng())
+                    r.claim_subdomain_in(
+                        Instant::now(),
+                        &owner,
+                        &id,
+                        spec.subdomain.as_deref(),
+                        prefix,
+                        &mut rand::rng(),
+                    )
                 })?;
                 let urls = self.http_urls(&sub);
                 let info = TunnelInfo {
@@ -247,7 +304,7 @@ impl Shared {
             }
             Protocol::Tcp | Protocol::Udp => {
                 let kind = if spec.protocol == Protocol::Tcp { PortKind::Tcp } else { PortKind::Udp };
-                let (port, l) = self.bind_port(kind, &owner, &id, spec.remote_port).await?;
+                let (port, l) = self.bind_port(kind, &session.principal.rights, &owner, &id, spec.remote_port).await?;
                 let url = format!("{}://{}:{port}", spec.protocol, self.config.domain);
                 let info = TunnelInfo {
                     tunnel_id: id.clone(),
@@ -320,16 +377,30 @@ impl Shared {
     async fn bind_port(
         &self,
         kind: PortKind,
+        rights: &Rights,
         owner: &str,
         id: &str,
         requested: Option<u16>,
     ) -> Result<(u16, EdgeListener), OpenError> {
         let candidates = match requested {
             Some(p) => {
+                permitted_port(rights, p)?;
                 self.with_registry(|r| r.claim_port(Instant::now(), kind, owner, id, p))?;
                 vec![p]
             }
-            None => self.with_registry(|r| r.free_ports(Instant::now(), kind, &mut rand::rng())),
+            None => {
+                let mut free = self.with_registry(|r| r.free_ports(Instant::now(), kind, &mut rand::rng()));
+                if rights.ports.is_some() {
+                    free.retain(|p| rights.allows_port(*p));
+                    if free.is_empty() {
+                        return Err(OpenError::new(
+                            ErrorCode::NoPortsAvailable,
+                            format!("no free port left among this token's ports ({})", allowed_ports(rights)),
+                        ));
+                    }
+                }
+                free
+            }
         };
         for port in candidates.into_iter().take(64) {
             if requested.is_none()
@@ -467,6 +538,16 @@ impl Shared {
         if self.stop_accepting.is_cancelled() {
             return Err(OpenError::new(ErrorCode::ShuttingDown, "server is shutting down"));
         }
+        // The member serves the pool's endpoint, or the one it creates: either must be within
+        // its token's rights (a new TCP pool without a port gets one that is).
+        let existing = lock(&self.pools).get(&key).map(|p| p.endpoint.clone());
+        let rights = &session.principal.rights;
+        match existing.or_else(|| requested.clone()) {
+            Some(Endpoint::Subdomain(name)) => permitted_subdomain(rights, &name)?,
+            Some(Endpoint::Port(port)) => permitted_port(rights, port)?,
+            None if spec.protocol == Protocol::Http => permitted_subdomain(rights, &group.name.to_ascii_lowercase())?,
+            None => {}
+        }
         let exists = lock(&self.pools).check_join(&key, &owner, &verifier, requested.as_ref(), &access)?;
         if !exists {
             let holder = format!("pool:{}", uuid::Uuid::new_v4());
@@ -480,7 +561,9 @@ impl Shared {
                     (Endpoint::Subdomain(sub), url, None)
                 }
                 _ => {
-                    let (port, l) = self.bind_port(PortKind::Tcp, &owner, &holder, spec.remote_port).await?;
+                    let (port, l) = self
+                        .bind_port(PortKind::Tcp, &session.principal.rights, &owner, &holder, spec.remote_port)
+                        .await?;
                     (Endpoint::Port(port), format!("tcp://{}:{port}", self.config.domain), Some(l))
                 }
             };

@@ -195,6 +195,71 @@ async fn minted_tokens_work_and_anonymous_is_refused_off_dev() {
     assert!(c.wait_ready(1).await.is_err());
 }
 
+/// A token with rights opens only the subdomains and ports they allow; a random name gets
+/// the first prefix, a random port comes from the allowed range, anything else is refused
+/// with the rights named and the run ends.
+#[tokio::test]
+async fn a_token_opens_only_what_its_rights_allow() {
+    let server = TestServer::start_with(|c| c.allow_anonymous = false).await;
+    let rights = rustunnel_server::rights::Rights::parse(Some(&["docs", "ci-*"]), Some(&["20990-20999"])).unwrap();
+    let (_, raw) = server.handle.store().create_token_with(None, "ci", &rights).await.unwrap();
+    let app = http_app("app").await;
+    let with = |tunnels: Vec<rustunnel_client::TunnelConfig>| {
+        let mut o = server.client_options(tunnels);
+        o.token = raw.clone();
+        o
+    };
+    let named = |name: &str, sub: &str| {
+        let mut t = tunnel(name, Protocol::Http, app.port());
+        t.subdomain = Some(sub.into());
+        t
+    };
+    let allowed = vec![
+        named("docs", "docs"),
+        named("web", "ci-web"),
+        tunnel("random", Protocol::Http, app.port()),
+        tunnel("db", Protocol::Tcp, app.port()),
+    ];
+    let (_c, ready) = spawn_ready(with(allowed)).await;
+    let url = |name: &str| ready.iter().find(|r| r.name == name).unwrap().public_url.clone();
+    assert!(url("docs").starts_with("http://docs.localhost:"), "{}", url("docs"));
+    assert!(url("web").starts_with("http://ci-web.localhost:"), "{}", url("web"));
+    assert!(url("random").starts_with("http://ci-"), "a random name takes the prefix: {}", url("random"));
+    let port: u16 = url("db").rsplit(':').next().unwrap().parse().unwrap();
+    assert!((20990..=20999).contains(&port), "{}", url("db"));
+    let docs = ready.iter().find(|r| r.name == "docs").unwrap();
+    assert_eq!(get(server.http_addr(), &docs.host(), "/").await.0, StatusCode::OK);
+
+    let mut far_port = tunnel("db2", Protocol::Tcp, app.port());
+    far_port.remote_port = Some(20100);
+    let refused = [
+        (named("other", "other"), "docs,ci-*"),
+        (named("lookalike", "cidocs"), "docs,ci-*"),
+        (far_port, "20990-20999"),
+        (tunnel("pool", Protocol::Http, app.port()).with_group("shop", "k"), "docs,ci-*"),
+    ];
+    for (t, listed) in refused {
+        let name = t.name.clone();
+        let mut c = ClientHandle::spawn(with(vec![t]));
+        let e = next_event(&mut c, |e| matches!(e, Event::Error { .. }), Duration::from_secs(5)).await;
+        let Event::Error { code, message, hint, fatal, .. } = e else { unreachable!() };
+        assert_eq!(code, "not_permitted", "{name}: {message}");
+        assert!(message.contains("outside this token's rights") && message.contains(listed), "{name}: {message}");
+        assert!(hint.contains("wider rights") && fatal, "{name}: {hint}");
+    }
+    // Only exact names: a tunnel without a subdomain is told to choose one.
+    let exact = rustunnel_server::rights::Rights::parse(Some(&["docs2"]), None).unwrap();
+    let (_, raw2) = server.handle.store().create_token_with(None, "exact", &exact).await.unwrap();
+    let mut o = server.client_options(vec![tunnel("random", Protocol::Http, app.port())]);
+    o.token = raw2;
+    let mut c = ClientHandle::spawn(o);
+    let e = next_event(&mut c, |e| matches!(e, Event::Error { .. }), Duration::from_secs(5)).await;
+    assert!(
+        matches!(&e, Event::Error { code, message, .. } if code == "not_permitted" && message.contains("docs2: choose one with --subdomain")),
+        "{e:?}"
+    );
+}
+
 #[tokio::test]
 async fn two_clients_racing_for_one_name_exactly_one_wins() {
     let server = TestServer::start().await;

@@ -88,6 +88,8 @@ pub fn token(t: TokenRecord) -> dto::Token {
         owner_id: t.owner_id,
         created_at: rfc3339(t.created_at),
         last_used_at: t.last_used_at.map(rfc3339),
+        subdomains: t.rights.subdomain_list(),
+        ports: t.rights.port_list(),
     }
 }
 

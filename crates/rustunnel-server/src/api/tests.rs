@@ -103,7 +103,12 @@ async fn mint(e: &Env, label: &str) -> (String, String, String) {
 /// A connected client as the server sees it, with the test holding its control queue.
 fn session(shared: &Arc<Shared>, owner: &str, token_id: Option<&str>) -> (Arc<Session>, mpsc::Receiver<ServerMsg>) {
     let (tx, rx) = mpsc::channel(64);
-    let p = Principal { owner_id: owner.into(), token_id: token_id.map(String::from), is_admin: false };
+    let p = Principal {
+        owner_id: owner.into(),
+        token_id: token_id.map(String::from),
+        is_admin: false,
+        rights: crate::rights::Rights::unrestricted(),
+    };
     let s = Arc::new(Session::new(
         uuid::Uuid::new_v4().to_string(),
         p,
@@ -739,4 +744,53 @@ async fn history_survives_a_restart() {
     assert_eq!(entries[0]["id"], id.as_str());
     assert_eq!(entries[0]["close_reason"], "closed_by_api");
     assert!(read(&h.shared().tunnels).is_empty());
+}
+
+/// Rights through the API: the admin mints a limited token; that token mints narrower ones
+/// (or inherits its own when it asks for nothing) and is refused wider ones; malformed rights
+/// get a 400 naming the problem; listings show the rights.
+#[tokio::test]
+async fn minted_rights_stay_within_the_minting_token() {
+    for e in envs().await {
+        let body = json!({ "label": "ci", "subdomains": ["ci-*", "docs"], "ports": ["20000-20099"] }).to_string();
+        let r = call(&e.app, Method::POST, "/api/tokens", Some(&e.admin()), Some(&body)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        assert_eq!(r.json["subdomains"], json!(["ci-*", "docs"]));
+        assert_eq!(r.json["ports"], json!(["20000-20099"]));
+        let limited = r.json["token"].as_str().unwrap().to_string();
+
+        let mint = |body: serde_json::Value| {
+            let app = e.app.clone();
+            let limited = limited.clone();
+            async move { call(&app, Method::POST, "/api/tokens", Some(&limited), Some(&body.to_string())).await }
+        };
+        let r = mint(json!({ "label": "inherit" })).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        assert_eq!((&r.json["subdomains"], &r.json["ports"]), (&json!(["ci-*", "docs"]), &json!(["20000-20099"])));
+        let r = mint(json!({ "label": "narrow", "subdomains": ["ci-web-*"], "ports": ["20010"] })).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        assert_eq!((&r.json["subdomains"], &r.json["ports"]), (&json!(["ci-web-*"]), &json!(["20010"])));
+        for wider in [
+            json!({ "label": "w", "subdomains": ["*"] }),
+            json!({ "label": "w", "subdomains": ["c*"] }),
+            json!({ "label": "w", "ports": ["20000-20100"] }),
+        ] {
+            let r = mint(wider.clone()).await;
+            assert_error(&r, StatusCode::FORBIDDEN, "wider");
+            assert!(r.text.contains("its maker does not have"), "{wider}: {}", r.text);
+        }
+        for bad in [
+            json!({ "label": "b", "subdomains": ["Bad!"] }),
+            json!({ "label": "b", "ports": ["70000"] }),
+            json!({ "label": "b", "subdomains": [] }),
+        ] {
+            let r = call(&e.app, Method::POST, "/api/tokens", Some(&e.admin()), Some(&bad.to_string())).await;
+            assert_error(&r, StatusCode::BAD_REQUEST, "bad rights");
+        }
+        let r = call(&e.app, Method::GET, "/api/tokens", Some(&limited), None).await;
+        let tokens = r.json["tokens"].as_array().unwrap();
+        assert_eq!(tokens.len(), 3, "{}", r.text);
+        assert!(tokens.iter().all(|t| t["subdomains"].is_array() && t["ports"].is_array()), "{}", r.text);
+        e.handle.abort().await;
+    }
 }

@@ -11,6 +11,7 @@ use rustunnel_proto::control::CloseReason;
 use super::convert;
 use super::error::ApiError;
 use super::extract::{Caller, Json, Path};
+use crate::rights::Rights;
 use crate::server::{read, Shared};
 use crate::session::Session;
 
@@ -37,7 +38,7 @@ pub async fn list(State(shared): State<Arc<Shared>>, caller: Caller) -> Result<a
         (status = 201, description = "The new token; its value is shown only this once", body = CreatedToken),
         (status = 400, description = "Invalid body", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
-        (status = 403, description = "The anonymous dev-server owner cannot mint tokens", body = ErrorBody),
+        (status = 403, description = "The anonymous dev-server owner cannot mint tokens, or the rights asked for go beyond the caller's", body = ErrorBody),
         (status = 404, description = "No such owner", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body is not application/json", body = ErrorBody),
@@ -71,7 +72,10 @@ pub async fn create(
             Some(_) => return Err(ApiError::not_found("no such owner")),
         }
     };
-    let (rec, raw) = shared.store.create_token(owner.as_deref(), label).await?;
+    let asked = Rights::parse(body.subdomains.as_deref(), body.ports.as_deref())
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let rights = asked.minted_by(&p.rights).map_err(|e| ApiError::forbidden(e.to_string()))?;
+    let (rec, raw) = shared.store.create_token_with(owner.as_deref(), label, &rights).await?;
     tracing::info!(token_id = %rec.id, owner = %rec.owner_id, "token created through the API");
     let t = convert::token(rec);
     Ok((
@@ -82,6 +86,8 @@ pub async fn create(
             label: t.label,
             owner_id: t.owner_id,
             created_at: t.created_at,
+            subdomains: t.subdomains,
+            ports: t.ports,
         }),
     ))
 }

@@ -57,6 +57,13 @@ const MIGRATIONS: &[(i64, &str)] = &[
     );
     CREATE INDEX registry_claims_until ON registry_claims(region, reserved_until);",
     ),
+    (
+        3,
+        // A token's rights (`crate::rights`): comma-separated subdomain patterns and port
+        // ranges; NULL for no limit.
+        "ALTER TABLE tokens ADD COLUMN allowed_subdomains TEXT;
+    ALTER TABLE tokens ADD COLUMN allowed_ports TEXT",
+    ),
 ];
 
 pub(super) async fn run(pool: &AnyPool) -> Result<(), sqlx::Error> {

@@ -13,6 +13,8 @@ use sha2::{Digest, Sha256};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
+use crate::rights::Rights;
+
 mod migrations;
 
 /// Storage failures. Callers map these to 500s: they are never caused by user input.
@@ -24,6 +26,9 @@ pub enum StoreError {
     DataDir { path: String, source: std::io::Error },
     #[error("label must be 1-{MAX_LABEL} printable characters")]
     BadLabel,
+    /// A stored token's rights do not parse (written by something else than this server).
+    #[error("token {id} has unreadable rights in the database: {why}")]
+    BadRights { id: String, why: String },
     /// Another server holds the data directory or, on PostgreSQL, the region.
     #[error("another rustunnel-server is already using {0}; stop it first, or give this one its own")]
     InUse(String),
@@ -80,6 +85,8 @@ pub struct TokenRecord {
     pub label: String,
     pub created_at: i64,
     pub last_used_at: Option<i64>,
+    /// What it may open.
+    pub rights: Rights,
 }
 
 /// A tunnel's history row.
@@ -238,8 +245,18 @@ impl Store {
 
     // ---- owners and tokens ----
 
-    /// Creates a token. `owner_id = None` creates a new owner for it.
+    /// Creates a token without limits. `owner_id = None` creates a new owner for it.
     pub async fn create_token(&self, owner_id: Option<&str>, label: &str) -> Result<(TokenRecord, String), StoreError> {
+        self.create_token_with(owner_id, label, &Rights::unrestricted()).await
+    }
+
+    /// Creates a token with `rights`. `owner_id = None` creates a new owner for it.
+    pub async fn create_token_with(
+        &self,
+        owner_id: Option<&str>,
+        label: &str,
+        rights: &Rights,
+    ) -> Result<(TokenRecord, String), StoreError> {
         let label = check_label(label)?;
         let now = now_ms();
         let owner = match owner_id {
@@ -261,15 +278,22 @@ impl Store {
             label: label.to_string(),
             created_at: now,
             last_used_at: None,
+            rights: rights.clone(),
         };
-        sqlx::query("INSERT INTO tokens (id, owner_id, label, token_hash, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(&rec.id)
-            .bind(&rec.owner_id)
-            .bind(&rec.label)
-            .bind(hash_token(&raw))
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
+        let (subdomains, ports) = rights.encode();
+        sqlx::query(
+            "INSERT INTO tokens (id, owner_id, label, token_hash, created_at, allowed_subdomains, allowed_ports) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&rec.id)
+        .bind(&rec.owner_id)
+        .bind(&rec.label)
+        .bind(hash_token(&raw))
+        .bind(now)
+        .bind(subdomains)
+        .bind(ports)
+        .execute(&self.pool)
+        .await?;
         Ok((rec, raw))
     }
 
@@ -282,13 +306,14 @@ impl Store {
     /// Looks a raw token up by its hash; revoked tokens are not found. Records the use.
     pub async fn verify_token(&self, raw: &str) -> Result<Option<TokenRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, owner_id, label, created_at, last_used_at FROM tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+            "SELECT id, owner_id, label, created_at, last_used_at, allowed_subdomains, allowed_ports FROM tokens WHERE token_hash = $1 AND revoked_at IS NULL",
         )
         .bind(hash_token(raw))
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
-        let rec = token_from_row(&row)?;
+        let mut rec = token_from_row(&row)?;
+        rec.rights = rights_from_row(&row)?;
         sqlx::query("UPDATE tokens SET last_used_at = $1 WHERE id = $2")
             .bind(now_ms())
             .bind(&rec.id)
@@ -301,13 +326,13 @@ impl Store {
     pub async fn list_tokens(&self, owner_id: Option<&str>) -> Result<Vec<TokenRecord>, StoreError> {
         let rows = match owner_id {
             Some(o) => {
-                sqlx::query("SELECT id, owner_id, label, created_at, last_used_at FROM tokens WHERE revoked_at IS NULL AND owner_id = $1 ORDER BY created_at DESC, id")
+                sqlx::query("SELECT id, owner_id, label, created_at, last_used_at, allowed_subdomains, allowed_ports FROM tokens WHERE revoked_at IS NULL AND owner_id = $1 ORDER BY created_at DESC, id")
                     .bind(o)
                     .fetch_all(&self.pool)
                     .await?
             }
             None => {
-                sqlx::query("SELECT id, owner_id, label, created_at, last_used_at FROM tokens WHERE revoked_at IS NULL ORDER BY created_at DESC, id")
+                sqlx::query("SELECT id, owner_id, label, created_at, last_used_at, allowed_subdomains, allowed_ports FROM tokens WHERE revoked_at IS NULL ORDER BY created_at DESC, id")
                     .fetch_all(&self.pool)
                     .await?
             }
@@ -548,13 +573,30 @@ fn claim_from_row(row: &AnyRow) -> Result<ClaimRecord, StoreError> {
     })
 }
 
+/// A token row's rights as stored; an error names the token.
+fn rights_from_row(row: &AnyRow) -> Result<Rights, StoreError> {
+    let subdomains: Option<String> = row.try_get("allowed_subdomains")?;
+    let ports: Option<String> = row.try_get("allowed_ports")?;
+    Rights::decode(subdomains.as_deref(), ports.as_deref())
+        .map_err(|e| StoreError::BadRights { id: row.try_get("id").unwrap_or_default(), why: e.to_string() })
+}
+
+/// A token row for listings and revocation: rights that do not parse read as allowing nothing
+/// (logged), so one spoiled row neither hides the token nor breaks every listing. Checking a
+/// token for a connection refuses it instead ([`Store::verify_token`]).
 fn token_from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
+    let id: String = row.try_get("id")?;
+    let rights = rights_from_row(row).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "token rights unreadable; listed as allowing nothing");
+        Rights::nothing()
+    });
     Ok(TokenRecord {
-        id: row.try_get("id")?,
+        id,
         owner_id: row.try_get("owner_id")?,
         label: row.try_get("label")?,
         created_at: row.try_get("created_at")?,
         last_used_at: row.try_get("last_used_at")?,
+        rights,
     })
 }
 

@@ -184,3 +184,54 @@ async fn claims_survive_reopen_and_bad_rows_are_returned_as_stored() {
         .unwrap();
     assert_eq!(s.load_claims("local").await.unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn token_rights_are_stored_and_read_back() {
+    for (s, _d) in backends().await {
+        let rights = Rights::parse(Some(&["docs", "ci-*"]), Some(&["20000-20009", "20500"])).unwrap();
+        let (t, raw) = s.create_token_with(None, "ci", &rights).await.unwrap();
+        assert_eq!(t.rights, rights);
+        assert_eq!(s.verify_token(&raw).await.unwrap().unwrap().rights, rights);
+        let listed = s.list_tokens(Some(&t.owner_id)).await.unwrap();
+        assert_eq!(listed[0].rights, rights);
+        let (u, raw_u) = s.create_token(Some(&t.owner_id), "free").await.unwrap();
+        assert!(s.verify_token(&raw_u).await.unwrap().unwrap().rights.is_unrestricted());
+        // Rights spoiled by another program: the token is refused, naming it; never read as
+        // a token without limits.
+        sqlx::query("UPDATE tokens SET allowed_ports = $1 WHERE id = $2")
+            .bind("70000")
+            .bind(&u.id)
+            .execute(&s.pool)
+            .await
+            .unwrap();
+        let e = s.verify_token(&raw_u).await.unwrap_err();
+        assert!(matches!(&e, StoreError::BadRights { id, .. } if *id == u.id), "{e}");
+        // Listed as allowing nothing, and still revocable.
+        let listed = s.list_tokens(Some(&t.owner_id)).await.unwrap();
+        assert_eq!(listed.iter().find(|r| r.id == u.id).unwrap().rights, Rights::nothing());
+        assert!(s.revoke_token(&u.id, Some(&t.owner_id)).await.unwrap().is_some());
+        assert!(s.list_tokens(None).await.is_ok());
+    }
+}
+
+/// A database made before token rights existed (schema version 2) gets the new columns, and
+/// its tokens keep working without limits.
+#[tokio::test]
+async fn tokens_from_before_rights_keep_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(None, dir.path()).await.unwrap();
+    sqlx::query("DELETE FROM rustunnel_migrations WHERE version = 3").execute(&s.pool).await.unwrap();
+    for col in ["allowed_subdomains", "allowed_ports"] {
+        s.pool.execute(format!("ALTER TABLE tokens DROP COLUMN {col}").as_str()).await.unwrap();
+    }
+    sqlx::query("INSERT INTO owners (id, created_at) VALUES ('o', 1)").execute(&s.pool).await.unwrap();
+    sqlx::query("INSERT INTO tokens (id, owner_id, label, token_hash, created_at) VALUES ('t', 'o', 'old', $1, 1)")
+        .bind(hash_token("rt_old"))
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    s.close().await;
+    let s = Store::open(None, dir.path()).await.unwrap();
+    let t = s.verify_token("rt_old").await.unwrap().unwrap();
+    assert_eq!((t.id.as_str(), t.rights.is_unrestricted()), ("t", true));
+}
