@@ -31,7 +31,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::auth::AuthError;
 use crate::server::Shared;
-use crate::session::{DataConn, Session};
+use crate::session::{DataConn, Session, PROBE_AFTER, PROBE_WINDOW};
 
 /// How often a session's served requests go to its client as one batch.
 pub(crate) const LOG_FLUSH: Duration = Duration::from_millis(100);
@@ -442,7 +442,16 @@ async fn session_loop(
     log_flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_seen = tokio::time::Instant::now();
     let mut nonce = 0u64;
+    // Visitors are waiting on the client ([`Session::demand`]): `Some(None)` until a probe
+    // goes out, `Some(Some(sent))` while it is awaited.
+    let mut check: Option<Option<tokio::time::Instant>> = None;
+    let probe_after = PROBE_AFTER.min(hb);
     loop {
+        let check_at = match check {
+            Some(None) => last_seen + probe_after,
+            Some(Some(sent)) => sent + PROBE_WINDOW,
+            None => tokio::time::Instant::now() + hb,
+        };
         tokio::select! {
             _ = session.cancel.cancelled() => {
                 // The last words before the connection closes: what is queued (a shutdown
@@ -459,8 +468,24 @@ async fn session_loop(
             Some(msg) = out_rx.recv() => {
                 if !send(ws, &msg).await { return LoopEnd::Other; }
             }
+            _ = session.demanded(), if check.is_none() => check = Some(None),
+            _ = tokio::time::sleep_until(check_at), if check.is_some() => match check {
+                Some(Some(_)) => {
+                    tracing::info!(session = %session.id, "client did not answer with visitors waiting");
+                    return LoopEnd::Other;
+                }
+                _ => {
+                    nonce += 1;
+                    if !send(ws, &ServerMsg::Ping { nonce }).await { return LoopEnd::Other; }
+                    check = Some(Some(tokio::time::Instant::now()));
+                }
+            },
             frame = ws.next() => {
                 last_seen = tokio::time::Instant::now();
+                if matches!(check, Some(Some(_))) {
+                    check = None;
+                    session.demand_met();
+                }
                 let text = match frame {
                     Some(Ok(Message::Text(t))) => t,
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,

@@ -2,7 +2,7 @@
 //! multiplexed HTTP data connection and its batched request log.
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,11 @@ pub const MAX_IDLE_DATA_CONNS: usize = 256;
 const MAX_PENDING_LOG: usize = 1024;
 /// How long a visitor waits for the client to supply a data connection.
 pub const DATA_CONN_WAIT: Duration = Duration::from_secs(10);
+/// With visitors waiting, how long the client may stay silent before it is asked to answer
+/// ([`Session::demand`]); the heartbeat interval when that is shorter.
+pub const PROBE_AFTER: Duration = Duration::from_secs(3);
+/// How long the client then has to answer before its session ends.
+pub const PROBE_WINDOW: Duration = Duration::from_secs(5);
 
 /// Why no data connection could be had.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
@@ -65,6 +70,10 @@ pub struct Session {
     last_request_ms: AtomicU64,
     created: Instant,
     log: Mutex<PendingLog>,
+    /// Visitors came for this client's tunnels since the control loop last confirmed the
+    /// client is alive ([`Session::demand`]).
+    demand: AtomicBool,
+    demand_notify: Notify,
 }
 
 /// Request-log entries waiting for the next flush, and how many did not fit.
@@ -101,7 +110,30 @@ impl Session {
             last_request_ms: AtomicU64::new(u64::MAX),
             created: Instant::now(),
             log: Mutex::new(PendingLog::default()),
+            demand: AtomicBool::new(false),
+            demand_notify: Notify::new(),
         }
+    }
+
+    /// A visitor is waiting on this client. The control loop then makes sure the client still
+    /// answers: after [`PROBE_AFTER`] without a word from it, a ping it must answer within
+    /// [`PROBE_WINDOW`], or the session ends and its visitors get a 502 at once, instead of
+    /// waiting out three missed heartbeats (up to 30 s) for a client that froze or whose path
+    /// was cut. Costs an atomic load per request while a check is pending.
+    pub fn demand(&self) {
+        if !self.demand.load(Ordering::Relaxed) && !self.demand.swap(true, Ordering::Relaxed) {
+            self.demand_notify.notify_one();
+        }
+    }
+
+    /// Waits for [`Session::demand`] (the control loop).
+    pub(crate) async fn demanded(&self) {
+        self.demand_notify.notified().await;
+    }
+
+    /// The client answered after the demand: the next visitor starts a new check.
+    pub(crate) fn demand_met(&self) {
+        self.demand.store(false, Ordering::Relaxed);
     }
 
     /// Grants (or not) plain data connections to this session.

@@ -6,7 +6,7 @@ use rustunnel_proto::ip_rules::IpRules;
 use rustunnel_proto::{Protocol, SpecError, TunnelInfo, TunnelSpec};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::session::Session;
@@ -96,6 +96,15 @@ impl Access {
 }
 
 impl Tunnel {
+    /// Takes one of the tunnel's concurrency permits for a visitor's request or connection
+    /// (`None`: over the cap), and tells the session visitors are waiting on its client, so a
+    /// client that went silent is found out in seconds ([`Session::demand`]).
+    pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        let permit = self.concurrency.clone().try_acquire_owned().ok()?;
+        self.session.demand();
+        Some(permit)
+    }
+
     /// A freshly opened tunnel with zeroed counters; `info.tunnel_id` is its id.
     pub fn new(
         spec: &TunnelSpec,

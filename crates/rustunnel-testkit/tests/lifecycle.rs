@@ -424,6 +424,30 @@ async fn dropped_packets_free_the_server_and_the_client_reconnects() {
     assert_eq!(get(server.http_addr(), &ready[0].host(), "/").await.0, StatusCode::OK);
 }
 
+/// A client whose path goes silent while visitors arrive is found out in seconds, not after
+/// three missed heartbeats (30 s at the default 10 s): the first visitor makes the server ask
+/// the client to answer, and it gets a 502 once the client has not.
+#[tokio::test]
+async fn visitors_of_a_silent_client_get_a_502_within_seconds() {
+    let server = TestServer::start().await;
+    let app = http_app("app").await;
+    let path = Blackhole::start(server.handle.control_addr()).await;
+    let mut opts = server.client_options(vec![tunnel("web", Protocol::Http, app.port())]);
+    opts.server = path.addr.to_string();
+    let (_c, ready) = spawn_ready(opts).await;
+    assert_eq!(get(server.http_addr(), &ready[0].host(), "/").await.0, StatusCode::OK);
+    path.cut();
+    let started = std::time::Instant::now();
+    let (status, _) = tokio::time::timeout(Duration::from_secs(20), get(server.http_addr(), &ready[0].host(), "/"))
+        .await
+        .expect("an answer well before the heartbeat timeout");
+    let waited = started.elapsed();
+    eprintln!("a visitor of a silent client got {status} after {waited:?}");
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    assert!(server.handle.shared().tunnel(&ready[0].tunnel_id).is_none(), "the silent session was ended");
+}
+
 #[tokio::test]
 async fn dropping_a_client_handle_stops_the_client() {
     let server = TestServer::start().await;

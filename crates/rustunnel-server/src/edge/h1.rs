@@ -748,7 +748,7 @@ where
         super::http::log_request(shared, v.peer, &tunnel, &head.method, &head.path, p.status.as_u16(), started);
         return page(io, p, page_close).await;
     }
-    let Ok(_permit) = tunnel.concurrency.clone().try_acquire_owned() else {
+    let Some(_permit) = tunnel.admit() else {
         return page(io, pages::busy(), page_close).await;
     };
     tunnel.stats.requests.fetch_add(1, Ordering::Relaxed);

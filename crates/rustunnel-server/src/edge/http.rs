@@ -365,7 +365,7 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
             NOT_A_PATH
         }));
     }
-    let Ok(permit) = tunnel.concurrency.clone().try_acquire_owned() else {
+    let Some(permit) = tunnel.admit() else {
         return page(pages::busy());
     };
     tunnel.stats.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -30,7 +30,7 @@ pub async fn run(listener: TcpListener, tunnel: Arc<Tunnel>, shared: Arc<Shared>
             refused(&tunnel, peer);
             continue;
         }
-        let Ok(permit) = tunnel.concurrency.clone().try_acquire_owned() else {
+        let Some(permit) = tunnel.admit() else {
             // Over the tunnel's cap: refuse this one connection only.
             continue;
         };
@@ -71,7 +71,7 @@ pub async fn run_pool(
             refused(&tunnel, peer);
             continue;
         }
-        let Ok(permit) = tunnel.concurrency.clone().try_acquire_owned() else {
+        let Some(permit) = tunnel.admit() else {
             continue;
         };
         tunnel.stats.connections.fetch_add(1, Ordering::Relaxed);

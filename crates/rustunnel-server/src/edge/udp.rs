@@ -91,6 +91,7 @@ fn open(
         let _ = tx.try_send(d);
     }
     peers.insert(peer, tx);
+    tunnel.session.demand();
     tunnel.stats.connections.fetch_add(1, Ordering::Relaxed);
     let (t, s) = (tunnel.clone(), socket.clone());
     tasks.spawn(async move {
