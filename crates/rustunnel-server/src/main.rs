@@ -75,7 +75,8 @@ struct RunArgs {
     allow_plain_data: bool,
     /// Seconds a local service has to start its response before the visitor gets a 504
     /// [default: 60]; streaming bodies and WebSockets are not cut afterwards, but a visitor
-    /// that accepts no byte of a response for this long is.
+    /// that accepts no byte of a response (or, over HTTP/2, opens no window for it) for this
+    /// long is.
     #[arg(long, env = "RUSTUNNEL_RESPONSE_TIMEOUT_SECS")]
     response_timeout_secs: Option<u64>,
     /// Seconds SIGTERM/SIGINT leave in-flight requests to finish [default: 10].

@@ -336,6 +336,36 @@ async fn slow_readers_on_connections_served_by_hyper_are_cut_off() {
     // The edge still serves.
     let out = raw(edge, format!("GET / HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes()).await;
     assert!(out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200"), "{out}");
+
+    // HTTP/2: a stream whose window the visitor never opens (nothing of that response is
+    // read) while the connection stays busy with other streams. Nothing stalls a write; the
+    // stream's own bound lets go of the upstream and the permit, and resets the stream.
+    let tunnel = server.handle.shared().tunnel(&ready[0].tunnel_id).unwrap();
+    let permits = tunnel.concurrency.available_permits();
+    let https = server.https_addr();
+    let name = host.split(':').next().unwrap();
+    let mut h2 = h2_conn(https, name).await;
+    let big = Request::get(format!("https://{name}:{}/big?n={}", https.port(), 64 << 20)).body(body("")).unwrap();
+    let stuck = h2.send_request(big).await.unwrap();
+    assert_eq!(stuck.status(), StatusCode::OK);
+    assert_eq!(tunnel.concurrency.available_permits(), permits - 1, "the stuck stream holds a permit");
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let small = Request::get(format!("https://{name}:{}/", https.port())).body(body("")).unwrap();
+        let resp = h2.send_request(small).await.unwrap();
+        assert_eq!(text(resp).await, "hello from app\n", "other streams of the connection go on");
+    }
+    assert_eq!(tunnel.concurrency.available_permits(), permits, "the stuck stream let go of its permit");
+    let mut got = 0usize;
+    let mut body = stuck.into_body();
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(10), body.frame()).await.expect("the stream ended") {
+            Some(Ok(f)) => got += f.data_ref().map_or(0, |d| d.len()),
+            other => break other,
+        }
+    };
+    assert!(matches!(end, Some(Err(_))), "reset, not ended as if complete: {end:?}");
+    assert!(got < 64 << 20, "{got}");
 }
 
 #[tokio::test]

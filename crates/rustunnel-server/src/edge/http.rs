@@ -38,7 +38,7 @@ use crate::server::Shared;
 use crate::tunnel::{Tunnel, TunnelStats};
 
 /// Response body: the local service's streamed body, or one of the edge's own pages.
-pub type Body = Either<PermitBody, Full<Bytes>>;
+pub type Body = Either<Either<PermitBody, stall::StreamStall<PermitBody>>, Full<Bytes>>;
 
 type TunnelClient = Client<TunnelConnector, VisitorBody>;
 
@@ -459,7 +459,17 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
         status: status.as_u16(),
         started,
     };
-    Ok(resp.map(|b| Either::Left(PermitBody { inner: b, stats, log: Some(log), _permit: permit })))
+    let limit = ctx.shared.config.response_timeout;
+    Ok(resp.map(|b| {
+        let body = PermitBody { inner: b, stats, log: Some(log), _permit: permit };
+        // HTTP/2: a visitor can hold a stream open by never opening its window, with the
+        // connection still busy, so no write stalls; the stream's own bound lets go of it.
+        Either::Left(if h2 {
+            Either::Right(stall::StreamStall::new(body, limit, &ctx.shared.tasks, ctx.shared.hard_stop.clone()))
+        } else {
+            Either::Left(body)
+        })
+    }))
 }
 
 fn log(ctx: &Ctx, tunnel: &Tunnel, method: &Method, path: &str, status: u16, started: Instant) {

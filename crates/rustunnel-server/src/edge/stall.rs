@@ -1,15 +1,22 @@
-//! The slow-reader bound for visitor connections served by hyper (HTTP/1.0, chunked or
-//! upgraded HTTP/1 requests, HTTP/2): a write the visitor accepts no byte of for the response
-//! timeout fails, and hyper closes the connection. The edge's own HTTP/1.1 path has the same
+//! The slow-reader bounds for visitors served by hyper (HTTP/1.0, chunked or upgraded HTTP/1
+//! requests, HTTP/2). [`WriteStall`]: a write the visitor accepts no byte of for the response
+//! timeout fails, and hyper closes the connection. [`StreamStall`]: an HTTP/2 response whose
+//! stream the visitor gives no flow-control window for that long lets go of its upstream and
+//! its concurrency permit, and the stream is reset. The edge's own HTTP/1.1 path has the same
 //! bound in its copy (`h1::write_idle`).
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Wraps a visitor connection: any write, flush or shutdown that stays pending for `limit`
 /// without the visitor accepting a byte ends in `TimedOut`.
@@ -81,10 +88,123 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteStall<T> {
     }
 }
 
+/// An HTTP/2 response body watched for a visitor that stops opening its stream's window. hyper
+/// asks a response body for its next frame only once the stream has window for it, so a body
+/// that handed over a frame and has not been asked again within the limit is held up by the
+/// visitor (a body waiting on its local service has been asked, and is not). A watcher task
+/// then drops the body (the upstream stream and the tunnel's concurrency permit with it), and
+/// the next ask gets an error, which resets the stream.
+pub struct StreamStall<B> {
+    watch: Arc<Watch<B>>,
+    size: SizeHint,
+}
+
+struct Watch<B> {
+    body: Mutex<Option<B>>,
+    /// When the body last handed over a frame hyper has not asked past, in ms after `origin`
+    /// (0: none).
+    handed: AtomicU64,
+    origin: Instant,
+}
+
+impl<B: HttpBody + Send + Unpin + 'static> StreamStall<B> {
+    /// Watches `body` until it ends or is dropped, or `stop` is cancelled.
+    pub fn new(body: B, limit: Duration, tasks: &TaskTracker, stop: CancellationToken) -> Self {
+        let size = body.size_hint();
+        let watch = Arc::new(Watch { body: Mutex::new(Some(body)), handed: AtomicU64::new(0), origin: Instant::now() });
+        let weak = Arc::downgrade(&watch);
+        let limit_ms = limit.as_millis() as u64;
+        tasks.spawn(async move {
+            // Checked twice per limit: a stalled stream is let go after 1 to 1.5 limits.
+            let tick = (limit / 2).max(Duration::from_millis(20));
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(tick) => {}
+                    _ = stop.cancelled() => return,
+                }
+                let Some(w) = weak.upgrade() else { return };
+                let handed = w.handed.load(Ordering::Relaxed);
+                if handed != 0 && w.origin.elapsed().as_millis() as u64 >= handed + limit_ms {
+                    let body = w.body.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    drop(body);
+                    return;
+                }
+            }
+        });
+        StreamStall { watch, size }
+    }
+}
+
+impl<B> HttpBody for StreamStall<B>
+where
+    B: HttpBody + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = B::Data;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, Self::Error>>> {
+        let w = &self.watch;
+        w.handed.store(0, Ordering::Relaxed);
+        let mut slot = w.body.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(body) = slot.as_mut() else {
+            return Poll::Ready(Some(Err(
+                "the visitor opened no window for the response within the response timeout".into()
+            )));
+        };
+        let r = Pin::new(body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &r {
+            w.handed.store((w.origin.elapsed().as_millis() as u64).max(1), Ordering::Relaxed);
+        }
+        r.map(|frame| frame.map(|f| f.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // A body let go of is not at its end: the next ask must fail, not end the stream.
+        self.watch.body.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.size
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, StreamBody};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    type Chunks = StreamBody<futures_util::stream::BoxStream<'static, Result<Frame<Bytes>, std::io::Error>>>;
+
+    /// A body fed by hand: what is sent on the channel, frame by frame.
+    fn fed() -> (tokio::sync::mpsc::Sender<Bytes>, Chunks) {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        let stream =
+            futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok(Frame::data(b)), rx)) });
+        (tx, StreamBody::new(Box::pin(stream) as futures_util::stream::BoxStream<'static, _>))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_not_asked_past_its_frame_is_let_go_one_waiting_on_its_service_is_not() {
+        let tasks = TaskTracker::new();
+        let limit = Duration::from_secs(10);
+        // Waiting on its local service (asked, nothing to give) for 5 limits: kept.
+        let (tx, body) = fed();
+        let mut quiet = StreamStall::new(body, limit, &tasks, CancellationToken::new());
+        let next = tokio::time::timeout(limit * 5, quiet.frame()).await;
+        assert!(next.is_err(), "nothing came, nothing failed");
+        tx.send(Bytes::from_static(b"late")).await.unwrap();
+        assert_eq!(quiet.frame().await.unwrap().unwrap().into_data().unwrap(), "late");
+        // Handed a frame, then not asked again (no window) for 1.5 limits: let go, and the
+        // next ask fails instead of ending the stream.
+        tokio::time::sleep(limit * 3 / 2).await;
+        assert!(!quiet.is_end_stream());
+        let after = quiet.frame().await.unwrap();
+        assert!(after.is_err(), "{after:?}");
+        assert!(tx.is_closed(), "the body (and what it held) was dropped");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_write_nobody_reads_times_out_and_progress_resets_the_clock() {
