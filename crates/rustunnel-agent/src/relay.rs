@@ -15,13 +15,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{http, Message as WsMessage};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
-
-use rustunnel_proto::tcp::discard_until_pause;
 
 use crate::files::{Assembly, FileError};
 use crate::frame::{FrameCipher, FrameError, GuestMsg, HostMsg, NackCode, FILE_CHUNK, MAX_WIRE_FRAME};
@@ -297,19 +294,6 @@ where
     }
 }
 
-/// Closes a connection whose peer sent a message over the limit with code 1009 ("message too
-/// big"), then drops the rest of that message (see [`discard_until_pause`]). Bounded in time:
-/// the peer may neither read nor stop.
-async fn close_too_big(ws: &mut Ws) {
-    let frame = CloseFrame { code: CloseCode::Size, reason: format!("message over {MAX_WIRE_FRAME} bytes").into() };
-    let linger = async {
-        if ws.close(Some(frame)).await.is_ok() {
-            discard_until_pause(ws.get_mut(), 2 * MAX_WIRE_FRAME, Duration::from_millis(200)).await;
-        }
-    };
-    let _ = tokio::time::timeout(CLOSE_LINGER, linger).await;
-}
-
 struct Authed {
     member: MemberId,
     gen: u64,
@@ -338,7 +322,7 @@ async fn handle_conn(stream: TcpStream, shared: Arc<HostShared>, cancel: Cancell
     shared.live.send_modify(|n| *n += 1);
     let outcome = serve_member(&mut ws, &shared, authed).await;
     if matches!(outcome, Outcome::TooBig) {
-        close_too_big(&mut ws).await;
+        rustunnel_proto::ws::close_too_big(&mut ws, MAX_WIRE_FRAME, CLOSE_LINGER).await;
     } else {
         let _ = ws.close(None).await;
     }

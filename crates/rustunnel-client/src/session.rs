@@ -409,6 +409,11 @@ impl Runner {
                     last_seen = tokio::time::Instant::now();
                     let text = match msg {
                         Some(Ok(Message::Text(t))) => t,
+                        Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => {
+                            tracing::warn!("the server sent a control message over the size limit");
+                            rustunnel_proto::ws::close_too_big(&mut ws, MAX_CONTROL_FRAME, Duration::from_secs(1)).await;
+                            break Ok(SessionEnd::Lost { reason: "the server sent a control message over the size limit".into(), retry_after, established: true });
+                        }
                         Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
                             let reason = if retry_after.is_some() { "server restarting" } else { "control connection closed" };
                             break Ok(SessionEnd::Lost { reason: reason.into(), retry_after, established: true });

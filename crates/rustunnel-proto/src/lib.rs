@@ -31,6 +31,7 @@ pub mod record;
 pub mod splice;
 pub mod stream;
 pub mod tcp;
+pub mod ws;
 pub mod zerocopy;
 
 /// Version of the wire protocol. Bumped on any incompatible change; a peer speaking another

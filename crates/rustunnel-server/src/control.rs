@@ -24,8 +24,7 @@ use rustunnel_proto::{
 use subtle::ConstantTimeEq;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -301,22 +300,6 @@ async fn reject(ws: &mut Ws, code: ErrorCode, message: String, retry_after_ms: O
     let _ = ws.close(None).await;
 }
 
-/// Ends a connection whose peer sent a message over the limit with close code 1009 ("message too
-/// big"). The rest of the oversized message is then read and dropped until the peer pauses (at
-/// most 2 MiB, 1 s): closing with it unread would reset the connection, and the peer could lose
-/// the close frame to the reset. Bounded in time both ways: the peer may neither read nor stop.
-async fn close_too_big(ws: &mut Ws) {
-    let frame = CloseFrame { code: CloseCode::Size, reason: format!("message over {MAX_CONTROL_FRAME} bytes").into() };
-    let linger = async {
-        if ws.close(Some(frame)).await.is_err() {
-            return;
-        }
-        rustunnel_proto::tcp::discard_until_pause(ws.get_mut(), 32 * MAX_CONTROL_FRAME, Duration::from_millis(200))
-            .await;
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(1), linger).await;
-}
-
 async fn run_control(mut ws: Ws, peer: SocketAddr, shared: Arc<Shared>, slot: Arc<PendingSlot>) {
     let hello = tokio::select! {
         r = tokio::time::timeout(shared.config.handshake_timeout, read_hello(&mut ws)) => r,
@@ -339,7 +322,7 @@ async fn run_control(mut ws: Ws, peer: SocketAddr, shared: Arc<Shared>, slot: Ar
                 },
             )
             .await;
-            close_too_big(&mut ws).await;
+            rustunnel_proto::ws::close_too_big(&mut ws, MAX_CONTROL_FRAME, Duration::from_secs(1)).await;
             return;
         }
         Ok(Err(NoHello::Closed)) => {
@@ -413,7 +396,7 @@ async fn run_control(mut ws: Ws, peer: SocketAddr, shared: Arc<Shared>, slot: Ar
         if shared.stop_accepting.is_cancelled() { CloseReason::ServerShutdown } else { CloseReason::SessionEnded };
     shared.end_session(&session, reason).await;
     if too_big {
-        close_too_big(&mut ws).await;
+        rustunnel_proto::ws::close_too_big(&mut ws, MAX_CONTROL_FRAME, Duration::from_secs(1)).await;
     } else {
         let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
     }

@@ -905,3 +905,60 @@ async fn http2_continuation_flood_is_cut_off() {
     let resp = tokio::time::timeout(Duration::from_secs(5), fresh.send_request(req)).await.unwrap().unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
 }
+
+/// A server (or something posing as one) that sends the client a control message over the
+/// size limit: the client closes with code 1009, naming the limit, and reconnects.
+#[tokio::test]
+async fn an_oversized_message_from_the_server_gets_1009_from_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = rustunnel_server::tls::TlsMaterial::load(
+        &rustunnel_server::config::TlsSource::SelfSigned,
+        dir.path(),
+        "localhost",
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::channel(4);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.control.clone());
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, seen_tx) = (acceptor.clone(), seen_tx.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else { return };
+                let _hello = ws.next().await;
+                let welcome = ServerMsg::Welcome {
+                    version: PROTOCOL_VERSION,
+                    session_id: "s".into(),
+                    data_key: "k".into(),
+                    heartbeat_secs: 10,
+                    pool_size: 0,
+                    server_agent: "impostor".into(),
+                    p2p_udp_port: None,
+                    plain_data: false,
+                };
+                ws.send(Message::text(welcome.encode())).await.unwrap();
+                let _ = ws.send(Message::text("x".repeat(1 << 20))).await;
+                while let Some(Ok(m)) = ws.next().await {
+                    if let Message::Close(frame) = m {
+                        let _ = seen_tx.send(frame).await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let mut opts = rustunnel_client::ClientOptions::new(addr.to_string(), "t");
+    opts.tls = rustunnel_client::TlsOptions { insecure: true, ca: None };
+    opts.tunnels = vec![tunnel("web", Protocol::Http, 9)];
+    let mut client = rustunnel_client::ClientHandle::spawn(opts);
+    let frame = tokio::time::timeout(Duration::from_secs(5), seen_rx.recv()).await.unwrap().unwrap();
+    let frame = frame.expect("a close frame with a code");
+    assert_eq!(frame.code, CloseCode::Size, "{frame:?}");
+    assert!(frame.reason.contains("65536 bytes"), "{frame:?}");
+    let e =
+        next_event(&mut client, |e| matches!(e, rustunnel_client::Event::Reconnecting { .. }), Duration::from_secs(5))
+            .await;
+    assert!(format!("{e:?}").contains("over the size limit"), "{e:?}");
+}
