@@ -311,22 +311,36 @@ async fn slow_reading_and_slow_posting_visitors_are_cut_off() {
 /// timeout instead of holding its connection, the upstream and a permit.
 #[tokio::test]
 async fn slow_readers_on_connections_served_by_hyper_are_cut_off() {
-    let server = TestServer::start_with(|c| c.response_timeout = Duration::from_secs(1)).await;
+    // Long enough for a loaded machine's local service to start answering in time.
+    let server = TestServer::start_with(|c| c.response_timeout = Duration::from_secs(3)).await;
     let app = http_app("app").await;
     let (_c, ready) = server.client(vec![tunnel("web", Protocol::Http, app.port())]).await;
     let (edge, host) = (server.http_addr(), ready[0].host());
+    let tunnel = server.handle.shared().tunnel(&ready[0].tunnel_id).unwrap();
+    let permits = tunnel.concurrency.available_permits();
     for request in [
         format!("GET /big?n={} HTTP/1.0\r\nHost: {host}\r\n\r\n", 64 << 20),
-        format!("POST /big?n={} HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 64 << 20),
+        format!("POST /big?n={} HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n", 64 << 20),
     ] {
         let mut stuck = TcpStream::connect(edge).await.unwrap();
         stuck.write_all(request.as_bytes()).await.unwrap();
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Not reading: once the socket buffers are full, the edge gives up on this visitor a
+        // response timeout later, and the request's permit comes back. (Waited for, not
+        // slept: on a loaded machine the buffers take a while to fill.)
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while tunnel.concurrency.available_permits() == permits {
+            assert!(std::time::Instant::now() < deadline, "{request:?}: never admitted");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        while tunnel.concurrency.available_permits() < permits {
+            assert!(std::time::Instant::now() < deadline, "{request:?}: the edge kept a visitor that did not read");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let mut got = 0usize;
         let mut buf = vec![0u8; 1 << 20];
         loop {
-            match tokio::time::timeout(Duration::from_secs(10), stuck.read(&mut buf)).await.expect("the edge closed it")
-            {
+            let read = tokio::time::timeout(Duration::from_secs(10), stuck.read(&mut buf)).await;
+            match read.unwrap_or_else(|_| panic!("{request:?}: still open after {got} bytes")) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => got += n,
             }
@@ -340,8 +354,6 @@ async fn slow_readers_on_connections_served_by_hyper_are_cut_off() {
     // HTTP/2: a stream whose window the visitor never opens (nothing of that response is
     // read) while the connection stays busy with other streams. Nothing stalls a write; the
     // stream's own bound lets go of the upstream and the permit, and resets the stream.
-    let tunnel = server.handle.shared().tunnel(&ready[0].tunnel_id).unwrap();
-    let permits = tunnel.concurrency.available_permits();
     let https = server.https_addr();
     let name = host.split(':').next().unwrap();
     let mut h2 = h2_conn(https, name).await;
@@ -349,13 +361,14 @@ async fn slow_readers_on_connections_served_by_hyper_are_cut_off() {
     let stuck = h2.send_request(big).await.unwrap();
     assert_eq!(stuck.status(), StatusCode::OK);
     assert_eq!(tunnel.concurrency.available_permits(), permits - 1, "the stuck stream holds a permit");
-    for _ in 0..10 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while tunnel.concurrency.available_permits() < permits {
+        assert!(std::time::Instant::now() < deadline, "the stuck stream kept its permit");
         tokio::time::sleep(Duration::from_millis(300)).await;
         let small = Request::get(format!("https://{name}:{}/", https.port())).body(body("")).unwrap();
         let resp = h2.send_request(small).await.unwrap();
         assert_eq!(text(resp).await, "hello from app\n", "other streams of the connection go on");
     }
-    assert_eq!(tunnel.concurrency.available_permits(), permits, "the stuck stream let go of its permit");
     let mut got = 0usize;
     let mut body = stuck.into_body();
     let end = loop {
