@@ -14,6 +14,8 @@
 //!   batched into one write).
 //! - [`splice`], [`zerocopy`]: moving bytes between two connections (buffer-pooled copy;
 //!   `splice(2)` between plain sockets), and [`plain`]: the opt-in unencrypted data connection.
+//! - [`ws`]: closing a WebSocket whose peer sent a message over the limit (code 1009); [`tcp`]:
+//!   socket options, and reading off what a peer still sends before a close.
 //!
 //! This crate has no sockets and no business logic; see `docs/protocol.md` for the exchange.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
