@@ -791,6 +791,33 @@ async fn minted_rights_stay_within_the_minting_token() {
         let tokens = r.json["tokens"].as_array().unwrap();
         assert_eq!(tokens.len(), 3, "{}", r.text);
         assert!(tokens.iter().all(|t| t["subdomains"].is_array() && t["ports"].is_array()), "{}", r.text);
+
+        // Least privilege beyond opening: the limited token closes only tunnels on its names
+        // and ports, and revokes only tokens within its rights.
+        let owner = tokens[0]["owner_id"].as_str().unwrap().to_string();
+        let free = json!({ "label": "free", "owner_id": owner }).to_string();
+        let r = call(&e.app, Method::POST, "/api/tokens", Some(&e.admin()), Some(&free)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        let free_id = r.json["id"].as_str().unwrap().to_string();
+        let sh = e.shared().clone();
+        let (s, _rx) = session(&sh, &owner, Some(&free_id));
+        let outside = open(&sh, &s, "outside", "http").await;
+        let r =
+            call(&e.app, Method::DELETE, &format!("/api/tunnels/{}", outside.tunnel_id), Some(&limited), None).await;
+        assert_error(&r, StatusCode::FORBIDDEN, "close outside");
+        assert!(sh.tunnel(&outside.tunnel_id).is_some());
+        let r = call(&e.app, Method::DELETE, &format!("/api/tokens/{free_id}"), Some(&limited), None).await;
+        assert_error(&r, StatusCode::FORBIDDEN, "revoke wider");
+        let narrow_id = tokens.iter().find(|t| t["label"] == "narrow").unwrap()["id"].as_str().unwrap().to_string();
+        let r = call(&e.app, Method::DELETE, &format!("/api/tokens/{narrow_id}"), Some(&limited), None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let r =
+            call(&e.app, Method::DELETE, &format!("/api/tunnels/{}", outside.tunnel_id), Some(&e.admin()), None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let spec = json!({ "name": "docs", "protocol": "http", "local_addr": "localhost:3000", "subdomain": "docs" });
+        let inside = sh.open_tunnel(&s, serde_json::from_value(spec).unwrap()).await.map_err(|e| e.message).unwrap();
+        let r = call(&e.app, Method::DELETE, &format!("/api/tunnels/{}", inside.tunnel_id), Some(&limited), None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
         e.handle.abort().await;
     }
 }

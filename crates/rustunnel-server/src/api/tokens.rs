@@ -99,6 +99,7 @@ pub async fn create(
     responses(
         (status = 200, description = "Revoked", body = RevokedToken),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "The token has rights beyond the caller's", body = ErrorBody),
         (status = 404, description = "No such token for this caller", body = ErrorBody),
         (status = 429, description = "Too many failed authentications from this address", body = ErrorBody),
     ))]
@@ -110,6 +111,18 @@ pub async fn revoke(
     let not_found = || ApiError::not_found("no such token");
     if id.len() > MAX_ID {
         return Err(not_found());
+    }
+    // A token limited to some names and ports revokes only tokens within them (not, say, its
+    // owner's unlimited one).
+    let rights = &caller.0.rights;
+    if !rights.is_unrestricted() {
+        let target = shared.store.list_tokens(caller.scope()).await?.into_iter().find(|t| t.id == id);
+        let target = target.ok_or_else(not_found)?;
+        if !target.rights.within(rights) {
+            return Err(ApiError::forbidden(format!(
+                "that token has rights beyond this one's ({rights}); revoke it with a token that has them"
+            )));
+        }
     }
     let rec = shared.store.revoke_token(&id, caller.scope()).await?.ok_or_else(not_found)?;
     let closed_tunnels = revoke_sessions(&shared, &rec.id).await;

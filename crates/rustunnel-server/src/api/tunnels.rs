@@ -57,6 +57,7 @@ pub async fn get(
     responses(
         (status = 200, description = "The tunnel was closed", body = ClosedTunnel),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "The tunnel's subdomain or port is outside the caller's token rights", body = ErrorBody),
         (status = 404, description = "No such open tunnel for this caller", body = ErrorBody),
         (status = 429, description = "Too many failed authentications from this address", body = ErrorBody),
     ))]
@@ -66,6 +67,13 @@ pub async fn close(
     Path(id): Path<String>,
 ) -> Result<Json<ClosedTunnel>, ApiError> {
     let t = find(&shared, &caller, &id)?;
+    // A token limited to some names and ports closes only tunnels on them.
+    let rights = &caller.0.rights;
+    let inside = t.info.subdomain.as_deref().is_none_or(|s| rights.allows_subdomain(s))
+        && t.info.remote_port.is_none_or(|p| rights.allows_port(p));
+    if !inside {
+        return Err(ApiError::forbidden(format!("this tunnel's endpoint is outside the token's rights ({rights})")));
+    }
     let closed = shared.close_tunnel(&t.id, CloseReason::ClosedByApi, "closed through the management API").await;
     // A concurrent close may have won the race; either way the tunnel is gone.
     tracing::info!(tunnel = %t.id, by = %caller.0.owner_id, already = closed.is_none(), "tunnel closed by API");
