@@ -300,6 +300,18 @@ async fn reject(ws: &mut Ws, code: ErrorCode, message: String, retry_after_ms: O
     let _ = ws.close(None).await;
 }
 
+/// The answer to a hello too large to read: the same as to any token that does not match,
+/// then close code 1009.
+async fn reject_too_big(ws: &mut Ws) {
+    let rejected = ServerMsg::Rejected {
+        code: ErrorCode::Unauthorized,
+        message: AuthError::Rejected.to_string(),
+        retry_after_ms: None,
+    };
+    let _ = send(ws, &rejected).await;
+    rustunnel_proto::ws::close_too_big(ws, MAX_CONTROL_FRAME, Duration::from_secs(1)).await;
+}
+
 async fn run_control(mut ws: Ws, peer: SocketAddr, shared: Arc<Shared>, slot: Arc<PendingSlot>) {
     let hello = tokio::select! {
         r = tokio::time::timeout(shared.config.handshake_timeout, read_hello(&mut ws)) => r,
@@ -313,16 +325,7 @@ async fn run_control(mut ws: Ws, peer: SocketAddr, shared: Arc<Shared>, slot: Ar
         }
         Ok(Err(NoHello::TooLarge)) => {
             tracing::info!(%peer, "control authentication failed (oversized hello)");
-            let _ = send(
-                &mut ws,
-                &ServerMsg::Rejected {
-                    code: ErrorCode::Unauthorized,
-                    message: AuthError::Rejected.to_string(),
-                    retry_after_ms: None,
-                },
-            )
-            .await;
-            rustunnel_proto::ws::close_too_big(&mut ws, MAX_CONTROL_FRAME, Duration::from_secs(1)).await;
+            reject_too_big(&mut ws).await;
             return;
         }
         Ok(Err(NoHello::Closed)) => {
@@ -403,6 +406,17 @@ async fn run_control(mut ws: Ws, peer: SocketAddr, shared: Arc<Shared>, slot: Ar
     tracing::info!(session = %session.id, "client disconnected");
 }
 
+/// The check that a client with visitors waiting still answers ([`Session::demand`]).
+#[derive(Clone, Copy, PartialEq)]
+enum Probe {
+    /// No visitor since the client last answered one.
+    Idle,
+    /// Visitors are waiting: a ping goes out once the client has been silent for a while.
+    Due,
+    /// The ping went out at this time; any message from the client answers it.
+    Sent(tokio::time::Instant),
+}
+
 /// Why a session's loop ended.
 #[derive(PartialEq)]
 enum LoopEnd {
@@ -425,15 +439,13 @@ async fn session_loop(
     log_flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_seen = tokio::time::Instant::now();
     let mut nonce = 0u64;
-    // Visitors are waiting on the client ([`Session::demand`]): `Some(None)` until a probe
-    // goes out, `Some(Some(sent))` while it is awaited.
-    let mut check: Option<Option<tokio::time::Instant>> = None;
+    let mut probe = Probe::Idle;
     let probe_after = PROBE_AFTER.min(hb);
     loop {
-        let check_at = match check {
-            Some(None) => last_seen + probe_after,
-            Some(Some(sent)) => sent + PROBE_WINDOW,
-            None => tokio::time::Instant::now() + hb,
+        let probe_at = match probe {
+            Probe::Due => last_seen + probe_after,
+            Probe::Sent(at) => at + PROBE_WINDOW,
+            Probe::Idle => tokio::time::Instant::now() + hb,
         };
         tokio::select! {
             _ = session.cancel.cancelled() => {
@@ -451,22 +463,20 @@ async fn session_loop(
             Some(msg) = out_rx.recv() => {
                 if !send(ws, &msg).await { return LoopEnd::Other; }
             }
-            _ = session.demanded(), if check.is_none() => check = Some(None),
-            _ = tokio::time::sleep_until(check_at), if check.is_some() => match check {
-                Some(Some(_)) => {
+            _ = session.demanded(), if probe == Probe::Idle => probe = Probe::Due,
+            _ = tokio::time::sleep_until(probe_at), if probe != Probe::Idle => {
+                if let Probe::Sent(_) = probe {
                     tracing::info!(session = %session.id, "client did not answer with visitors waiting");
                     return LoopEnd::Other;
                 }
-                _ => {
-                    nonce += 1;
-                    if !send(ws, &ServerMsg::Ping { nonce }).await { return LoopEnd::Other; }
-                    check = Some(Some(tokio::time::Instant::now()));
-                }
-            },
+                nonce += 1;
+                if !send(ws, &ServerMsg::Ping { nonce }).await { return LoopEnd::Other; }
+                probe = Probe::Sent(tokio::time::Instant::now());
+            }
             frame = ws.next() => {
                 last_seen = tokio::time::Instant::now();
-                if matches!(check, Some(Some(_))) {
-                    check = None;
+                if let Probe::Sent(_) = probe {
+                    probe = Probe::Idle;
                     session.demand_met();
                 }
                 let text = match frame {

@@ -87,20 +87,24 @@ impl Rights {
     /// Parses lists as given on the command line or in the API: subdomain patterns (`docs`,
     /// `ci-*`; `*` alone allows every name) and port ranges (`20000-20099`, `20500`).
     pub fn parse<S: AsRef<str>>(subdomains: Option<&[S]>, ports: Option<&[S]>) -> Result<Rights, RightsError> {
-        let subdomains = match subdomains {
-            None => None,
-            Some(list) => parse_patterns(list)?,
-        };
-        let ports = match ports {
-            None => None,
-            Some(list) => Some(parse_ports(list)?),
-        };
+        let subdomains = subdomains.map(parse_patterns).transpose()?;
+        let ports = ports.map(parse_ports).transpose()?;
         Ok(Rights { subdomains, ports })
     }
 
     /// The stored form of each field: comma-separated, `None` for no limit.
     pub fn encode(&self) -> (Option<String>, Option<String>) {
-        (self.subdomains.as_ref().map(|p| join(p)), self.ports.as_ref().map(|r| join_ports(r)))
+        (self.subdomain_list().map(|l| l.join(",")), self.port_list().map(|l| l.join(",")))
+    }
+
+    /// The subdomains for people: the stored form, or "any".
+    pub fn names_text(&self) -> String {
+        self.subdomain_list().map_or_else(|| "any".into(), |l| l.join(","))
+    }
+
+    /// The ports for people: the stored form, or "any".
+    pub fn ports_text(&self) -> String {
+        self.port_list().map_or_else(|| "any".into(), |l| l.join(","))
     }
 
     /// Reads the stored form back.
@@ -176,17 +180,8 @@ impl Rights {
 
 impl fmt::Display for Rights {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (s, p) = self.encode();
-        write!(f, "subdomains {}, ports {}", s.as_deref().unwrap_or("any"), p.as_deref().unwrap_or("any"))
+        write!(f, "subdomains {}, ports {}", self.names_text(), self.ports_text())
     }
-}
-
-fn join(p: &[NamePattern]) -> String {
-    p.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
-}
-
-fn join_ports(r: &[RangeInclusive<u16>]) -> String {
-    r.iter().map(range_str).collect::<Vec<_>>().join(",")
 }
 
 fn range_str(r: &RangeInclusive<u16>) -> String {
@@ -197,7 +192,7 @@ fn range_str(r: &RangeInclusive<u16>) -> String {
     }
 }
 
-fn parse_patterns<S: AsRef<str>>(list: &[S]) -> Result<Option<Vec<NamePattern>>, RightsError> {
+fn parse_patterns<S: AsRef<str>>(list: &[S]) -> Result<Vec<NamePattern>, RightsError> {
     let mut out = Vec::new();
     for raw in list {
         let s = raw.as_ref().trim();
@@ -221,7 +216,7 @@ fn parse_patterns<S: AsRef<str>>(list: &[S]) -> Result<Option<Vec<NamePattern>>,
         }
     }
     check_count(out.len())?;
-    Ok(Some(out))
+    Ok(out)
 }
 
 fn parse_ports<S: AsRef<str>>(list: &[S]) -> Result<Vec<RangeInclusive<u16>>, RightsError> {

@@ -152,7 +152,7 @@ fn permitted_subdomain(rights: &Rights, name: &str) -> Result<(), OpenError> {
     }
     Err(OpenError::new(
         ErrorCode::NotPermitted,
-        format!("subdomain '{name}' is outside this token's rights; it may use {}", allowed_names(rights)),
+        format!("subdomain '{name}' is outside this token's rights; it may use {}", rights.names_text()),
     ))
 }
 
@@ -163,16 +163,8 @@ fn permitted_port(rights: &Rights, port: u16) -> Result<(), OpenError> {
     }
     Err(OpenError::new(
         ErrorCode::NotPermitted,
-        format!("port {port} is outside this token's rights; it may use {}", allowed_ports(rights)),
+        format!("port {port} is outside this token's rights; it may use {}", rights.ports_text()),
     ))
-}
-
-fn allowed_names(rights: &Rights) -> String {
-    rights.encode().0.unwrap_or_else(|| "any".into())
-}
-
-fn allowed_ports(rights: &Rights) -> String {
-    rights.encode().1.unwrap_or_else(|| "any".into())
 }
 
 impl Shared {
@@ -275,7 +267,7 @@ impl Shared {
                             ErrorCode::NotPermitted,
                             format!(
                                 "this token may only use the subdomains {}: choose one with --subdomain",
-                                allowed_names(rights)
+                                rights.names_text()
                             ),
                         )
                     })?,
@@ -395,7 +387,7 @@ impl Shared {
                     if free.is_empty() {
                         return Err(OpenError::new(
                             ErrorCode::NoPortsAvailable,
-                            format!("no free port left among this token's ports ({})", allowed_ports(rights)),
+                            format!("no free port left among this token's ports ({})", rights.ports_text()),
                         ));
                     }
                 }

@@ -116,8 +116,7 @@ pub async fn revoke(
     // owner's unlimited one).
     let rights = &caller.0.rights;
     if !rights.is_unrestricted() {
-        let target = shared.store.list_tokens(caller.scope()).await?.into_iter().find(|t| t.id == id);
-        let target = target.ok_or_else(not_found)?;
+        let target = shared.store.token(&id, caller.scope()).await?.ok_or_else(not_found)?;
         if !target.rights.within(rights) {
             return Err(ApiError::forbidden(format!(
                 "that token has rights beyond this one's ({rights}); revoke it with a token that has them"

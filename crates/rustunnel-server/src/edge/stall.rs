@@ -40,18 +40,20 @@ impl<T> WriteStall<T> {
             self.armed = false;
             return r;
         }
-        let deadline = Instant::now() + self.limit;
-        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         if !self.armed {
-            timer.as_mut().reset(deadline);
+            let deadline = Instant::now() + self.limit;
+            match &mut self.timer {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
             self.armed = true;
         }
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+        match self.timer.as_mut().map(|t| t.as_mut().poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "the visitor accepted no byte of the response for the response timeout",
             ))),
-            Poll::Pending => Poll::Pending,
+            _ => Poll::Pending,
         }
     }
 }

@@ -44,6 +44,9 @@ pub struct InstanceLock {
     _region: Option<sqlx::AnyConnection>,
 }
 
+/// The columns of a token row ([`token_from_row`]).
+const TOKEN_COLUMNS: &str = "id, owner_id, label, created_at, last_used_at, allowed_subdomains, allowed_ports";
+
 /// Longest token label.
 pub const MAX_LABEL: usize = 64;
 
@@ -305,15 +308,14 @@ impl Store {
 
     /// Looks a raw token up by its hash; revoked tokens are not found. Records the use.
     pub async fn verify_token(&self, raw: &str) -> Result<Option<TokenRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, owner_id, label, created_at, last_used_at, allowed_subdomains, allowed_ports FROM tokens WHERE token_hash = $1 AND revoked_at IS NULL",
-        )
-        .bind(hash_token(raw))
-        .fetch_optional(&self.pool)
-        .await?;
+        let row =
+            sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE token_hash = $1 AND revoked_at IS NULL"))
+                .bind(hash_token(raw))
+                .fetch_optional(&self.pool)
+                .await?;
         let Some(row) = row else { return Ok(None) };
-        let mut rec = token_from_row(&row)?;
-        rec.rights = rights_from_row(&row)?;
+        // Rights that do not parse refuse the token here, rather than reading as none.
+        let rec = token_from_row(&row, rights_from_row(&row)?)?;
         sqlx::query("UPDATE tokens SET last_used_at = $1 WHERE id = $2")
             .bind(now_ms())
             .bind(&rec.id)
@@ -324,25 +326,35 @@ impl Store {
 
     /// Tokens of one owner (or all, for `None`), newest first; revoked ones are left out.
     pub async fn list_tokens(&self, owner_id: Option<&str>) -> Result<Vec<TokenRecord>, StoreError> {
+        let select = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE revoked_at IS NULL");
         let rows = match owner_id {
             Some(o) => {
-                sqlx::query("SELECT id, owner_id, label, created_at, last_used_at, allowed_subdomains, allowed_ports FROM tokens WHERE revoked_at IS NULL AND owner_id = $1 ORDER BY created_at DESC, id")
+                sqlx::query(&format!("{select} AND owner_id = $1 ORDER BY created_at DESC, id"))
                     .bind(o)
                     .fetch_all(&self.pool)
                     .await?
             }
-            None => {
-                sqlx::query("SELECT id, owner_id, label, created_at, last_used_at, allowed_subdomains, allowed_ports FROM tokens WHERE revoked_at IS NULL ORDER BY created_at DESC, id")
-                    .fetch_all(&self.pool)
-                    .await?
-            }
+            None => sqlx::query(&format!("{select} ORDER BY created_at DESC, id")).fetch_all(&self.pool).await?,
         };
-        rows.iter().map(token_from_row).collect()
+        rows.iter().map(listed_token).collect()
+    }
+
+    /// One token by id, unless revoked; `owner_id` scopes the lookup (another owner's token is
+    /// not found).
+    pub async fn token(&self, id: &str, owner_id: Option<&str>) -> Result<Option<TokenRecord>, StoreError> {
+        let select = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE revoked_at IS NULL AND id = $1");
+        let row = match owner_id {
+            Some(o) => {
+                sqlx::query(&format!("{select} AND owner_id = $2")).bind(id).bind(o).fetch_optional(&self.pool).await?
+            }
+            None => sqlx::query(&select).bind(id).fetch_optional(&self.pool).await?,
+        };
+        row.as_ref().map(listed_token).transpose()
     }
 
     /// Revokes a token; `owner_id` scopes the lookup (another owner's token is "not found").
     pub async fn revoke_token(&self, id: &str, owner_id: Option<&str>) -> Result<Option<TokenRecord>, StoreError> {
-        let found = self.list_tokens(owner_id).await?.into_iter().find(|t| t.id == id);
+        let found = self.token(id, owner_id).await?;
         if let Some(t) = &found {
             sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2")
                 .bind(now_ms())
@@ -584,14 +596,17 @@ fn rights_from_row(row: &AnyRow) -> Result<Rights, StoreError> {
 /// A token row for listings and revocation: rights that do not parse read as allowing nothing
 /// (logged), so one spoiled row neither hides the token nor breaks every listing. Checking a
 /// token for a connection refuses it instead ([`Store::verify_token`]).
-fn token_from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
-    let id: String = row.try_get("id")?;
+fn listed_token(row: &AnyRow) -> Result<TokenRecord, StoreError> {
     let rights = rights_from_row(row).unwrap_or_else(|e| {
         tracing::warn!(error = %e, "token rights unreadable; listed as allowing nothing");
         Rights::nothing()
     });
+    token_from_row(row, rights)
+}
+
+fn token_from_row(row: &AnyRow, rights: Rights) -> Result<TokenRecord, StoreError> {
     Ok(TokenRecord {
-        id,
+        id: row.try_get("id")?,
         owner_id: row.try_get("owner_id")?,
         label: row.try_get("label")?,
         created_at: row.try_get("created_at")?,
