@@ -12,6 +12,13 @@
 //! [`crate::record`] seals each record where its plaintext was put in the output buffer and
 //! opens it where it arrived in the input buffer; rustls's own record path copies every
 //! record into an allocation on both sides. TLS 1.2 connections stay on rustls throughout.
+//!
+//! On either path a connection ends in one of two ways: the peer's `close_notify` (a clean
+//! end of stream, `Ok(0)`), or an error. A TCP close without `close_notify`, inside a record
+//! or inside a handshake message, is an `UnexpectedEof` error: whoever can inject a FIN must
+//! not make a cut-off stream look complete. A record that breaks the rules ends the
+//! connection with the alert rustls would send (`bad_record_mac`, `record_overflow`,
+//! `unexpected_message`, `decode_error`), written before the error is returned.
 use std::io;
 use std::ops::{Deref, Range};
 use std::pin::Pin;
@@ -24,7 +31,7 @@ use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedConnectionCommon, UnbufferedStatus};
 use rustls::ProtocolVersion;
 
-use crate::record::{self, record_len, Opened, RecordError, Records, KEY_UPDATE_ROOM};
+use crate::record::{self, record_len, Kernel, Opened, RecordError, Records, ALERT_ROOM};
 
 mod tcp;
 
@@ -40,6 +47,10 @@ const RECORD_ROOM: usize = MAX_FRAGMENT + 256;
 const OUT_CAP: usize = 4 * RECORD_ROOM;
 /// Output buffers kept per thread for reuse.
 const OUT_POOL_MAX: usize = 64;
+/// Reading stops while more than this waits to be sent to the peer, until the socket takes it:
+/// a peer that never reads must not make us queue without bound. Writers keep the output at
+/// most one (bulk) buffer, so this only stops a reader whose reading queues output.
+const HELD_MAX: usize = BULK_SIZE + OUT_CAP;
 
 thread_local! {
     static OUT_POOL: std::cell::RefCell<Vec<Box<[u8]>>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -67,6 +78,14 @@ fn release(b: Box<[u8]>) {
     }
 }
 
+/// Room for `need` more bytes in `w`, growing its buffer to at least twice what it holds when
+/// it has to grow: an exact-size regrow would copy everything queued once per addition.
+fn grow_reserve(w: &mut Window, need: usize) -> &mut [u8] {
+    let held = w.pending().len();
+    let free = w.capacity().map_or(0, |c| c - held);
+    w.reserve(if free < need { need.max(held) } else { need })
+}
+
 /// One side of an unbuffered rustls connection.
 pub trait Side: Deref<Target = UnbufferedConnectionCommon<Self::Data>> + Send + Unpin + 'static {
     type Data: Send + Unpin + 'static;
@@ -75,7 +94,7 @@ pub trait Side: Deref<Target = UnbufferedConnectionCommon<Self::Data>> + Send + 
         self.protocol_version() == Some(ProtocolVersion::TLSv1_3)
     }
     /// rustls hands over the traffic keys after the handshake.
-    fn into_records(self) -> Result<Records<Self::Data>, RecordError>;
+    fn into_records(self) -> Result<Records<Kernel<Self::Data>>, RecordError>;
 }
 
 impl Side for UnbufferedClientConnection {
@@ -83,10 +102,10 @@ impl Side for UnbufferedClientConnection {
     fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
         self.process_tls_records(incoming)
     }
-    fn into_records(self) -> Result<Records<Self::Data>, RecordError> {
+    fn into_records(self) -> Result<Records<Kernel<Self::Data>>, RecordError> {
         let (secrets, kernel) = self.dangerous_into_kernel_connection()?;
         // Session tickets from the server are stored by rustls for resumption.
-        Records::new(secrets, kernel, |k, ticket| k.handle_new_session_ticket(ticket))
+        Records::new(secrets, kernel, |k, ticket| Ok(k.handle_new_session_ticket(ticket)?))
     }
 }
 
@@ -95,9 +114,10 @@ impl Side for UnbufferedServerConnection {
     fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
         self.process_tls_records(incoming)
     }
-    fn into_records(self) -> Result<Records<Self::Data>, RecordError> {
+    fn into_records(self) -> Result<Records<Kernel<Self::Data>>, RecordError> {
         let (secrets, kernel) = self.dangerous_into_kernel_connection()?;
-        Records::new(secrets, kernel, |_, _| Err(rustls::Error::General("a client sent a session ticket".into())))
+        // A client never sends session tickets.
+        Records::new(secrets, kernel, |_, _| Err(RecordError::UnexpectedHandshake(4)))
     }
 }
 
@@ -111,7 +131,7 @@ pub struct LeanTls<C: Side> {
     /// hand-over it is gone, and a held connection should not keep its room.
     conn: Option<Box<C>>,
     /// Record protection once rustls has handed over the keys (TLS 1.3).
-    records: Option<Records<C::Data>>,
+    records: Option<Records<Kernel<C::Data>>>,
     /// The opened record at the front of `inbuf` while its plaintext is being read: the part
     /// not read yet (offsets into the pending bytes) and the record's length.
     opened: Option<(Range<usize>, usize)>,
@@ -215,20 +235,83 @@ impl<C: Side> LeanTls<C> {
         self.plain_pos = 0;
     }
 
-    /// Our key update in answer to the peer's request, queued at once; none once our
-    /// `close_notify` is out (nothing may follow it, and our side is half-closed).
-    fn answer_key_update(
-        records: &mut Records<C::Data>,
-        out: &mut Window,
-        close_sent: bool,
-    ) -> Result<(), RecordError> {
-        if close_sent {
-            records.cancel_pending();
-        } else if records.has_pending() {
-            let n = records.seal_pending(out.reserve(KEY_UPDATE_ROOM))?;
-            out.commit(n);
+    /// Takes the socket and the record layer out of a connection whose records are ours, so a
+    /// test can send records a correct peer never would (floods of key updates, alerts).
+    /// Bytes received and not yet read are dropped.
+    #[doc(hidden)]
+    pub fn into_records(self) -> Option<(TcpStream, Records<Kernel<C::Data>>)> {
+        let LeanTls { records, io, .. } = self;
+        Some((io, records?))
+    }
+
+    /// Ends the connection on a record that broke the rules: the alert it calls for goes out
+    /// if the socket takes it now (as rustls does, without waiting for a peer that may not
+    /// read), then the error is returned.
+    fn fail(&mut self, e: RecordError) -> io::Error {
+        if let Some(records) = self.records.as_mut() {
+            if let Ok(n) = records.seal_fatal_alert(grow_reserve(&mut self.out, ALERT_ROOM), &e) {
+                self.out.commit(n);
+            }
         }
-        Ok(())
+        let _ = self.try_flush_out();
+        e.into()
+    }
+
+    /// Ends the connection on a rustls error: the alert rustls queued for it goes out first, if
+    /// the socket takes it now.
+    fn fail_rustls(&mut self, e: rustls::Error) -> io::Error {
+        // rustls hands out what it queued (the alert) before anything else (plaintext it had
+        // decrypted before the error comes first, and is dropped). Only while it has something
+        // queued: otherwise it would process the input again, and fail again.
+        for _ in 0..4 {
+            let Some(conn) = self.conn.as_mut().filter(|c| c.wants_write()) else { break };
+            let UnbufferedStatus { discard, state } = conn.process(self.inbuf.pending_mut());
+            let again = match state {
+                Ok(ConnectionState::EncodeTlsData(mut enc)) => {
+                    let mut alert = [0u8; 64];
+                    if let Ok(n) = enc.encode(&mut alert) {
+                        grow_reserve(&mut self.out, n)[..n].copy_from_slice(&alert[..n]);
+                        self.out.commit(n);
+                    }
+                    true
+                }
+                Ok(ConnectionState::ReadTraffic(mut t)) => {
+                    while let Some(Ok(_)) = t.next_record() {}
+                    true
+                }
+                _ => false,
+            };
+            self.inbuf.consume(discard);
+            if !again {
+                break;
+            }
+        }
+        let _ = self.try_flush_out();
+        tls_err(e)
+    }
+
+    /// The error for a TCP close that did not follow the peer's `close_notify`.
+    fn truncated(&self) -> io::Error {
+        let msg = if !self.inbuf.is_empty() {
+            "TLS connection closed inside a record"
+        } else if self.records.as_ref().is_some_and(|r| r.in_handshake_message()) {
+            "TLS connection closed inside a handshake message"
+        } else {
+            "TLS connection closed without close_notify (truncated)"
+        };
+        io::Error::new(io::ErrorKind::UnexpectedEof, msg)
+    }
+
+    /// Before reading more: while the output held for the peer is above [`HELD_MAX`], the
+    /// socket must take some of it first.
+    fn poll_held(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.out.pending().len() > HELD_MAX {
+            self.try_flush_out()?;
+            while self.out.pending().len() > HELD_MAX {
+                ready!(self.poll_flush_some(cx))?;
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -257,7 +340,14 @@ impl<C: Side> LeanTls<C> {
         };
         let incoming = self.inbuf.pending_mut();
         let UnbufferedStatus { mut discard, state } = conn.process(incoming);
-        let step = match state.map_err(tls_err)? {
+        let state = match state {
+            Ok(state) => state,
+            Err(e) => {
+                self.inbuf.consume(discard);
+                return Err(self.fail_rustls(e));
+            }
+        };
+        let step = match state {
             ConnectionState::ReadTraffic(mut t) => {
                 while let Some(rec) = t.next_record() {
                     let rec = rec.map_err(tls_err)?;
@@ -276,12 +366,12 @@ impl<C: Side> LeanTls<C> {
                 Step::Again
             }
             ConnectionState::EncodeTlsData(mut e) => {
-                let n = match e.encode(self.out.reserve(4096)) {
+                let n = match e.encode(grow_reserve(&mut self.out, 4096)) {
                     Ok(n) => n,
                     // Nothing was written: retry with the size asked for.
-                    Err(EncodeError::InsufficientSize(need)) => {
-                        e.encode(self.out.reserve(need.required_size)).map_err(|e| io::Error::other(e.to_string()))?
-                    }
+                    Err(EncodeError::InsufficientSize(need)) => e
+                        .encode(grow_reserve(&mut self.out, need.required_size))
+                        .map_err(|e| io::Error::other(e.to_string()))?,
                     Err(e) => return Err(io::Error::other(e.to_string())),
                 };
                 self.out.commit(n);
@@ -338,7 +428,7 @@ impl<C: Side> LeanTls<C> {
         if let Ok(ConnectionState::WriteTraffic(mut w)) = state {
             let mut alert = [0u8; 64];
             if let Ok(n) = w.queue_close_notify(&mut alert) {
-                self.out.reserve(n)[..n].copy_from_slice(&alert[..n]);
+                grow_reserve(&mut self.out, n)[..n].copy_from_slice(&alert[..n]);
                 self.out.commit(n);
             }
         }
@@ -371,26 +461,26 @@ impl<C: Side> LeanTls<C> {
             let Some(records) = self.records.as_mut() else {
                 return Poll::Ready(Err(io::Error::other("TLS records are with rustls")));
             };
-            match record_len(self.inbuf.pending())? {
-                Some(len) if len <= self.inbuf.pending().len() => {
-                    match records.open(&mut self.inbuf.pending_mut()[..len])? {
-                        Opened::Data(range) => self.opened = Some((range, len)),
-                        Opened::Control => {
-                            self.inbuf.consume(len);
-                            Self::answer_key_update(records, &mut self.out, self.close_sent)?;
-                        }
-                        Opened::Closed => {
-                            self.inbuf.consume(len);
-                            self.peer_closed = true;
-                        }
-                    }
+            let opened = match record_len(self.inbuf.pending()) {
+                Ok(Some(len)) if len <= self.inbuf.pending().len() => {
+                    records.open(&mut self.inbuf.pending_mut()[..len]).map(|o| Some((o, len)))
                 }
-                _ if buf.filled().len() > before => return Poll::Ready(Ok(())),
-                _ => {
-                    // As on rustls: queued answers go out if the socket takes them now.
-                    self.try_flush_out()?;
+                Ok(_) => Ok(None),
+                Err(e) => Err(e),
+            };
+            match opened {
+                Ok(Some((Opened::Data(range), len))) => self.opened = Some((range, len)),
+                Ok(Some((Opened::Control, len))) => self.inbuf.consume(len),
+                Ok(Some((Opened::Closed, len))) => {
+                    self.inbuf.consume(len);
+                    self.peer_closed = true;
+                }
+                Err(e) => return Poll::Ready(Err(self.fail(e))),
+                Ok(None) if buf.filled().len() > before => return Poll::Ready(Ok(())),
+                Ok(None) => {
+                    ready!(self.poll_held(cx))?;
                     if ready!(self.poll_fill(cx))? == 0 {
-                        self.peer_closed = true;
+                        return Poll::Ready(Err(self.truncated()));
                     }
                 }
             }
@@ -452,6 +542,16 @@ impl<C: Side> LeanTls<C> {
         Ok(())
     }
 
+    /// One write of pending encrypted bytes to the socket.
+    fn poll_flush_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let n = ready!(Pin::new(&mut self.io).poll_write(cx, self.out.pending()))?;
+        if n == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        self.out.consume(n);
+        Poll::Ready(Ok(()))
+    }
+
     /// Writes pending encrypted bytes to the socket.
     fn poll_flush_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.out.is_empty() {
@@ -495,14 +595,14 @@ impl<C: Side> AsyncRead for LeanTls<C> {
                     return Poll::Ready(Ok(()))
                 }
                 Step::NeedRead | Step::Idle | Step::Wrote(_) => {
-                    // Answers rustls queued (key updates, alerts) go out if the socket takes them
-                    // now; reading never waits for that, and never registers for writability
-                    // (that would take the waker slot of a writer polling from another task).
+                    // Answers rustls queued (alerts, tickets) go out if the socket takes them
+                    // now; reading waits for that only past `HELD_MAX`, and otherwise never
+                    // registers for writability (that would take the waker slot of a writer
+                    // polling from another task).
                     this.try_flush_out()?;
+                    ready!(this.poll_held(cx))?;
                     if ready!(this.poll_fill(cx))? == 0 {
-                        // EOF without close_notify: the peer is gone; report EOF (the data
-                        // plane's streams end at TCP level too).
-                        this.peer_closed = true;
+                        return Poll::Ready(Err(this.truncated()));
                     }
                 }
                 Step::Closed => return Poll::Ready(Ok(())),
@@ -570,8 +670,12 @@ impl<C: Side> AsyncWrite for LeanTls<C> {
         let this = self.get_mut();
         ready!(this.poll_flush_out(cx))?;
         if let (Some(records), false) = (this.records.as_mut(), this.close_sent) {
-            let n = records.seal_close_notify(this.out.reserve(record::sealed_len(2)))?;
-            this.out.commit(n);
+            match records.seal_close_notify(this.out.reserve(ALERT_ROOM)) {
+                Ok(n) => this.out.commit(n),
+                // After a fatal alert nothing more is sent; the socket is still shut.
+                Err(RecordError::Failed) => {}
+                Err(e) => return Poll::Ready(Err(e.into())),
+            }
             this.close_sent = true;
             ready!(this.poll_flush_out(cx))?;
         }
@@ -758,7 +862,10 @@ pub(crate) mod tests {
         client.records.as_mut().unwrap().set_key_update_every(3);
         let data = pattern(2_000_000);
         let (mut sr, mut sw) = tokio::io::split(server);
-        let echo = tokio::spawn(async move { tokio::io::copy(&mut sr, &mut sw).await });
+        let echo = tokio::spawn(async move {
+            let n = tokio::io::copy(&mut sr, &mut sw).await?;
+            sw.shutdown().await.map(|()| n)
+        });
         let d2 = data.clone();
         let (mut cr, mut cw) = tokio::io::split(client);
         let writer = tokio::spawn(async move {
@@ -785,7 +892,7 @@ pub(crate) mod tests {
             // Our key update asking for the peer's: rustls answers with its own, and the
             // records after it open under the peer's new key.
             let records = client.records.as_mut().unwrap();
-            let n = records.key_update(client.out.reserve(KEY_UPDATE_ROOM), true).unwrap();
+            let n = records.key_update(client.out.reserve(record::KEY_UPDATE_ROOM), true).unwrap();
             client.out.commit(n);
             client.write_all(&[round; 3000]).await.unwrap();
             client.flush().await.unwrap();

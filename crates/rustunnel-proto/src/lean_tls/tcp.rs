@@ -8,8 +8,9 @@
 //! The generic copy ([`crate::splice::splice`]) moves every byte once more each way: into its
 //! own buffer, then into (or out of) the TLS buffers. Like it: both directions at once,
 //! half-close preserved (EOF on TCP sends `close_notify` and a TCP half-close; the peer's
-//! `close_notify` or EOF shuts the socket's write side), and buffers are held only while bytes
-//! are in flight.
+//! `close_notify` shuts the socket's write side), and buffers are held only while bytes are in
+//! flight. A TLS connection that ends without `close_notify` ends the copy with an error, so
+//! the caller can reset the socket instead of passing on a clean end.
 use std::future::poll_fn;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::ops::Range;
@@ -20,7 +21,7 @@ use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
 use super::{LeanTls, Side};
-use crate::record::{record_len, sealed_len, Opened, HEADER, KEY_UPDATE_ROOM, MAX_PLAIN};
+use crate::record::{record_len, sealed_len, Opened, RecordError, HEADER, KEY_UPDATE_ROOM, MAX_PLAIN};
 use crate::splice::still_bulk;
 
 /// Wire length of a full record: the stride of the record slots in the output buffer.
@@ -232,22 +233,23 @@ impl<C: Side> LeanTls<C> {
                 st.done = true;
                 return Poll::Ready(Ok(()));
             }
-            self.open_batch(st)?;
+            if let Err(e) = self.open_batch(st) {
+                return Poll::Ready(Err(self.fail(e)));
+            }
             if st.batch_len == 0 {
-                // No complete record: answers queued by the reader go out if the socket takes
-                // them now, and more bytes are read.
-                self.try_flush_out()?;
+                // No complete record: more bytes are read.
+                ready!(self.poll_held(cx))?;
                 if ready!(self.poll_fill(cx))? == 0 {
-                    self.peer_closed = true;
+                    return Poll::Ready(Err(self.truncated()));
                 }
             }
         }
     }
 
     /// Opens the complete records at the front of the input, up to [`MAX_BATCH`].
-    fn open_batch(&mut self, st: &mut Down) -> io::Result<()> {
-        let LeanTls { inbuf, records, out, peer_closed, close_sent, .. } = self;
-        let records = records.as_mut().ok_or_else(not_ours)?;
+    fn open_batch(&mut self, st: &mut Down) -> Result<(), RecordError> {
+        let LeanTls { inbuf, records, peer_closed, .. } = self;
+        let Some(records) = records.as_mut() else { return Ok(()) };
         let pending = inbuf.pending_mut();
         let mut at = 0;
         while st.batch.len() < MAX_BATCH {
@@ -258,7 +260,7 @@ impl<C: Side> LeanTls<C> {
             match records.open(&mut pending[at..at + len])? {
                 Opened::Data(r) if !r.is_empty() => st.batch.push(at + r.start..at + r.end),
                 Opened::Data(_) => {}
-                Opened::Control => Self::answer_key_update(records, out, *close_sent)?,
+                Opened::Control => {}
                 Opened::Closed => {
                     *peer_closed = true;
                     at += len;
