@@ -220,28 +220,58 @@ impl<D> KeySchedule for Kernel<D> {
     }
 }
 
-/// One fixed key for every epoch, each key update starting its sequence again: for fuzzing
-/// and tests only (a real connection must never reuse a key this way). Session tickets are
-/// refused.
+/// The TLS 1.3 key schedule from known traffic secrets (RFC 8446 section 7.3): keys, IVs and
+/// the secrets after each key update, as rustls derives them. For tests and fuzzers, which
+/// seal and open records under secrets they know (from a key log, or made up); a real
+/// connection's secrets stay with rustls ([`Kernel`]). Session tickets are refused.
 #[doc(hidden)]
-pub struct FixedKeys {
+pub struct Secrets {
     alg: &'static aead::Algorithm,
-    key: [u8; 16],
-    iv: [u8; aead::NONCE_LEN],
+    hkdf: ring::hkdf::Algorithm,
+    tx: Vec<u8>,
+    rx: Vec<u8>,
 }
 
-impl FixedKeys {
-    fn key(&self) -> Result<(u64, TrafficKey), RecordError> {
-        Ok((0, TrafficKey::new(self.alg, &self.key, &self.iv)?))
+/// An output length for ring's HKDF.
+struct Len(usize);
+
+impl ring::hkdf::KeyType for Len {
+    fn len(&self) -> usize {
+        self.0
     }
 }
 
-impl KeySchedule for FixedKeys {
+impl Secrets {
+    /// HKDF-Expand-Label(secret, label, "", len).
+    fn expand(&self, secret: &[u8], label: &[u8], len: usize) -> Result<Vec<u8>, RecordError> {
+        let prk = ring::hkdf::Prk::new_less_safe(self.hkdf, secret);
+        let out_len = u16::try_from(len).map_err(|_| RecordError::UnsupportedSuite)?.to_be_bytes();
+        let label_len = [u8::try_from(6 + label.len()).map_err(|_| RecordError::UnsupportedSuite)?];
+        let info: [&[u8]; 5] = [&out_len, &label_len, b"tls13 ", label, &[0]];
+        let mut out = vec![0u8; len];
+        prk.expand(&info, Len(len)).and_then(|okm| okm.fill(&mut out)).map_err(|_| RecordError::UnsupportedSuite)?;
+        Ok(out)
+    }
+
+    fn key(&self, secret: &[u8]) -> Result<(u64, TrafficKey), RecordError> {
+        let key = self.expand(secret, b"key", self.alg.key_len())?;
+        let iv = self.expand(secret, b"iv", aead::NONCE_LEN)?;
+        Ok((0, TrafficKey::new(self.alg, &key, &iv)?))
+    }
+
+    fn next(&self, secret: &[u8]) -> Result<Vec<u8>, RecordError> {
+        self.expand(secret, b"traffic upd", ring::hkdf::KeyType::len(&self.hkdf))
+    }
+}
+
+impl KeySchedule for Secrets {
     fn next_tx(&mut self) -> Result<(u64, TrafficKey), RecordError> {
-        self.key()
+        self.tx = self.next(&self.tx)?;
+        self.key(&self.tx)
     }
     fn next_rx(&mut self) -> Result<(u64, TrafficKey), RecordError> {
-        self.key()
+        self.rx = self.next(&self.rx)?;
+        self.key(&self.rx)
     }
     fn ticket(&mut self, _: &[u8]) -> Result<(), RecordError> {
         Err(RecordError::UnexpectedHandshake(NEW_SESSION_TICKET))
@@ -325,16 +355,23 @@ impl<D> Records<Kernel<D>> {
     }
 }
 
-impl Records<FixedKeys> {
-    /// Records under one fixed AES-128-GCM key and IV both ways, starting at sequence 0, every
-    /// key update keeping them (see [`FixedKeys`]): for fuzzing [`Records::open`] and the
-    /// reassembly of handshake messages, with a second one sealing what the first opens
-    /// ([`Records::seal_inner`]). Never for a real connection.
+impl Records<Secrets> {
+    /// Records under known traffic secrets (ours `tx`, the peer's `rx`), both sequences at
+    /// `seq`, for a suite of `alg` (AES-128-GCM and ChaCha20-Poly1305 go with SHA-256,
+    /// AES-256-GCM with SHA-384): for tests, and for fuzzing [`Records::open`] and the
+    /// reassembly of handshake messages, with a second one (secrets swapped) sealing what the
+    /// first opens ([`Records::seal_inner`]). Never for a real connection.
     #[doc(hidden)]
-    pub fn fixed(key: [u8; 16], iv: [u8; 12]) -> Result<Records<FixedKeys>, RecordError> {
-        let schedule = FixedKeys { alg: &aead::AES_128_GCM, key, iv };
-        let (tx, rx) = (schedule.key()?, schedule.key()?);
-        Ok(Records::with_schedule(schedule, tx, rx, u64::MAX))
+    pub fn from_secrets(
+        alg: &'static aead::Algorithm,
+        tx: &[u8],
+        rx: &[u8],
+        seq: u64,
+    ) -> Result<Records<Secrets>, RecordError> {
+        let hkdf = if alg == &aead::AES_256_GCM { ring::hkdf::HKDF_SHA384 } else { ring::hkdf::HKDF_SHA256 };
+        let schedule = Secrets { alg, hkdf, tx: tx.to_vec(), rx: rx.to_vec() };
+        let ((_, txk), (_, rxk)) = (schedule.key(tx)?, schedule.key(rx)?);
+        Ok(Records::with_schedule(schedule, (seq, txk), (seq, rxk), u64::MAX))
     }
 }
 
@@ -673,13 +710,15 @@ mod tests {
         assert!(k.next_nonce().is_err(), "a sequence number never wraps");
     }
 
-    /// A sealing end and an opening end under the same fixed key.
-    fn ends() -> (Records<FixedKeys>, Records<FixedKeys>) {
-        (Records::fixed([9; 16], [3; 12]).unwrap(), Records::fixed([9; 16], [3; 12]).unwrap())
+    /// Two ends of a connection under made-up secrets.
+    fn ends() -> (Records<Secrets>, Records<Secrets>) {
+        let (a, b) = ([9u8; 32], [3u8; 32]);
+        let alg = &aead::AES_128_GCM;
+        (Records::from_secrets(alg, &a, &b, 0).unwrap(), Records::from_secrets(alg, &b, &a, 0).unwrap())
     }
 
     /// Seals `inner` (content, type, padding) and opens it.
-    fn send(tx: &mut Records<FixedKeys>, rx: &mut Records<FixedKeys>, inner: &[u8]) -> Result<Opened, RecordError> {
+    fn send(tx: &mut Records<Secrets>, rx: &mut Records<Secrets>, inner: &[u8]) -> Result<Opened, RecordError> {
         let mut rec = vec![0u8; HEADER + inner.len() + TAG];
         let n = tx.seal_inner(&mut rec, inner).unwrap();
         rx.open(&mut rec[..n])

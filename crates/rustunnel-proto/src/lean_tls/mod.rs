@@ -33,6 +33,8 @@ use rustls::ProtocolVersion;
 
 use crate::record::{self, record_len, Kernel, Opened, RecordError, Records, ALERT_ROOM};
 
+#[cfg(test)]
+mod hostile_tests;
 mod tcp;
 
 use crate::splice::{give_buf, still_bulk, take_bulk, take_sized, Window, BULK_SIZE};
@@ -146,6 +148,9 @@ pub struct LeanTls<C: Side> {
     peer_closed: bool,
     closed: bool,
     close_sent: bool,
+    /// The error that ended the connection after the plaintext before it was handed out:
+    /// returned by the next read.
+    failed: Option<io::Error>,
 }
 
 /// What one turn of rustls's state machine asks for.
@@ -204,6 +209,7 @@ impl<C: Side> LeanTls<C> {
             peer_closed: false,
             closed: false,
             close_sent: false,
+            failed: None,
         };
         std::future::poll_fn(|cx| s.poll_handshake(cx)).await?;
         // Driven until it allows writing with nothing left to send: the state rustls requires
@@ -475,7 +481,15 @@ impl<C: Side> LeanTls<C> {
                     self.inbuf.consume(len);
                     self.peer_closed = true;
                 }
-                Err(e) => return Poll::Ready(Err(self.fail(e))),
+                Err(e) => {
+                    let e = self.fail(e);
+                    // Plaintext before the error goes to the reader first.
+                    if buf.filled().len() > before {
+                        self.failed = Some(e);
+                        return Poll::Ready(Ok(()));
+                    }
+                    return Poll::Ready(Err(e));
+                }
                 Ok(None) if buf.filled().len() > before => return Poll::Ready(Ok(())),
                 Ok(None) => {
                     ready!(self.poll_held(cx))?;
@@ -581,13 +595,25 @@ impl<C: Side> AsyncRead for LeanTls<C> {
                 }
                 return Poll::Ready(Ok(()));
             }
+            if let Some(e) = this.failed.take() {
+                return Poll::Ready(Err(e));
+            }
             if this.records.is_some() {
                 return this.poll_read_records(cx, buf);
             }
             if this.peer_closed {
                 return Poll::Ready(Ok(()));
             }
-            match this.step(None, Some(buf))? {
+            let step = match this.step(None, Some(buf)) {
+                Ok(step) => step,
+                // Plaintext before the error goes to the reader first.
+                Err(e) if buf.filled().len() > before => {
+                    this.failed = Some(e);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            };
+            match step {
                 // More records may be complete in the input: keep filling the reader's buffer.
                 Step::Again if buf.remaining() == 0 => return Poll::Ready(Ok(())),
                 Step::Again => {}
@@ -1018,7 +1044,8 @@ pub(crate) mod tests {
             assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{what}: {err}");
             assert!(err.to_string().contains(msg), "{what}: {err}");
             assert!(
-                got.len() < 200_000 && got[..] == want[..got.len()],
+                // Plaintext of the good records before the spoiled one, and no more.
+                got.len() < 200_000 + MAX_FRAGMENT && got[..] == want[..got.len()],
                 "{what}: only good plaintext before the error"
             );
         }

@@ -228,13 +228,21 @@ impl<C: Side> LeanTls<C> {
                 st.batch_len = 0;
                 continue;
             }
+            if let Some(e) = self.failed.take() {
+                return Poll::Ready(Err(e));
+            }
             if self.peer_closed {
                 ready!(Pin::new(&mut *tcp).poll_shutdown(cx))?;
                 st.done = true;
                 return Poll::Ready(Ok(()));
             }
             if let Err(e) = self.open_batch(st) {
-                return Poll::Ready(Err(self.fail(e)));
+                let e = self.fail(e);
+                // The plaintext of the records before the bad one is written out first.
+                if st.batch_len == 0 {
+                    return Poll::Ready(Err(e));
+                }
+                self.failed = Some(e);
             }
             if st.batch_len == 0 {
                 // No complete record: more bytes are read.
@@ -253,6 +261,8 @@ impl<C: Side> LeanTls<C> {
         let pending = inbuf.pending_mut();
         let mut at = 0;
         while st.batch.len() < MAX_BATCH {
+            // On an error, the records before the bad one are the batch.
+            st.batch_len = at;
             let Some(len) = record_len(&pending[at..])? else { break };
             if at + len > pending.len() {
                 break;
