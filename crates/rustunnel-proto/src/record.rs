@@ -67,9 +67,9 @@ const ILLEGAL_PARAMETER: u8 = 47;
 const DECODE_ERROR: u8 = 50;
 const INTERNAL_ERROR: u8 = 80;
 const USER_CANCELED: u8 = 90;
-/// Post-handshake message bytes kept while a message is incomplete (a session ticket is well
-/// under this).
-const MAX_HANDSHAKE: usize = 64 * 1024;
+/// Largest post-handshake message body (rustls's limit; a session ticket is well under it).
+/// Only one message is kept while incomplete, so this bounds what is buffered.
+const MAX_HANDSHAKE: usize = 0xffff;
 /// Records with no content in a row (rustls and BoringSSL: 32).
 const MAX_EMPTY_IN_ROW: u8 = 32;
 /// Key updates in a row without application data (rustls and BoringSSL: 32).
@@ -109,8 +109,6 @@ pub enum RecordError {
     KeyUpdateNotLast,
     #[error("TLS post-handshake message too large")]
     HandshakeTooLarge,
-    #[error("empty TLS handshake record")]
-    EmptyHandshake,
     #[error("TLS record of type {0} inside a fragmented handshake message")]
     Interleaved(u8),
     #[error("more than {MAX_EMPTY_IN_ROW} empty TLS records in a row")]
@@ -147,8 +145,9 @@ impl RecordError {
             | TooManyEmpty
             | TooManyKeyUpdates
             | TooManyWarnings => UNEXPECTED_MESSAGE,
-            BadVersion(_) | Short | LengthMismatch | WarningAlert(_) | BadAlert | BadKeyUpdate | HandshakeTooLarge
-            | EmptyHandshake => DECODE_ERROR,
+            BadVersion(_) | Short | LengthMismatch | WarningAlert(_) | BadAlert | BadKeyUpdate | HandshakeTooLarge => {
+                DECODE_ERROR
+            }
             BadAlertLevel(_) => ILLEGAL_PARAMETER,
             SequenceExhausted | NoRoom | UnsupportedSuite | Rustls(_) => INTERNAL_ERROR,
             Alert(_) | Failed => return None,
@@ -577,7 +576,8 @@ impl<S: KeySchedule> Records<S> {
                 Ok(Opened::Data(HEADER..HEADER + end))
             }
             ALERT => self.alert(&plain[..end]),
-            HANDSHAKE if end == 0 => Err(RecordError::EmptyHandshake),
+            // An empty handshake record carries nothing (rustls too only counts it as empty).
+            HANDSHAKE if end == 0 => Ok(Opened::Control),
             HANDSHAKE => {
                 self.handshake_bytes(&plain[..end])?;
                 Ok(Opened::Control)
@@ -610,9 +610,6 @@ impl<S: KeySchedule> Records<S> {
 
     /// Adds one record's post-handshake bytes and acts on every complete message.
     fn handshake_bytes(&mut self, content: &[u8]) -> Result<(), RecordError> {
-        if self.handshake.len() + content.len() > MAX_HANDSHAKE {
-            return Err(RecordError::HandshakeTooLarge);
-        }
         self.handshake.extend_from_slice(content);
         let mut at = 0;
         while let [typ, a, b, c, ..] = self.handshake[at..] {
@@ -887,11 +884,21 @@ mod tests {
         let (mut tx, mut rx) = ends();
         assert_eq!(send(&mut tx, &mut rx, &[KEY_UPDATE, 0, 0, 1, 2, HANDSHAKE]), Err(RecordError::BadKeyUpdate));
         let (mut tx, mut rx) = ends();
-        assert_eq!(send(&mut tx, &mut rx, &[HANDSHAKE]), Err(RecordError::EmptyHandshake));
+        assert_eq!(send(&mut tx, &mut rx, &[HANDSHAKE, 0]), Ok(Opened::Control), "empty: counted, nothing else");
         let (mut tx, mut rx) = ends();
         assert_eq!(send(&mut tx, &mut rx, &[20, 0, 0, 0, HANDSHAKE]), Err(RecordError::UnexpectedHandshake(20)));
         let (mut tx, mut rx) = ends();
-        assert_eq!(send(&mut tx, &mut rx, &[4, 2, 0, 0, HANDSHAKE]), Err(RecordError::HandshakeTooLarge));
+        assert_eq!(send(&mut tx, &mut rx, &[4, 1, 0, 0, HANDSHAKE]), Err(RecordError::HandshakeTooLarge));
+        // A message of the largest size is buffered until complete (and then refused, being a
+        // ticket sent to a server).
+        let (mut tx, mut rx) = ends();
+        assert_eq!(send(&mut tx, &mut rx, &[4, 0, 0xff, 0xff, HANDSHAKE]), Ok(Opened::Control));
+        for _ in 0..3 {
+            assert_eq!(send(&mut tx, &mut rx, &[&[7u8; MAX_PLAIN][..], &[HANDSHAKE]].concat()), Ok(Opened::Control));
+        }
+        let rest = 0xffff - 3 * MAX_PLAIN;
+        let e = send(&mut tx, &mut rx, &[&vec![7u8; rest][..], &[HANDSHAKE]].concat());
+        assert_eq!(e, Err(RecordError::UnexpectedHandshake(NEW_SESSION_TICKET)));
         let (mut tx, mut rx) = ends();
         assert_eq!(send(&mut tx, &mut rx, &[0, 0, 0]), Err(RecordError::NoContentType));
         let (mut tx, mut rx) = ends();
