@@ -400,8 +400,8 @@ impl<S: KeySchedule> Records<S> {
     }
 
     /// Lowers the number of records sealed under one key (tests exercise key updates with it).
-    #[doc(hidden)]
-    pub fn set_key_update_every(&mut self, records: u64) {
+    #[cfg(test)]
+    pub(crate) fn set_key_update_every(&mut self, records: u64) {
         self.tx_limit = records.max(1);
     }
 

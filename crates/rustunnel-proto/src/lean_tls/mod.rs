@@ -118,7 +118,7 @@ impl Side for UnbufferedServerConnection {
     }
     fn into_records(self) -> Result<Records<Kernel<Self::Data>>, RecordError> {
         let (secrets, kernel) = self.dangerous_into_kernel_connection()?;
-        // A client never sends session tickets.
+        // A client never sends session tickets (handshake message type 4).
         Records::new(secrets, kernel, |_, _| Err(RecordError::UnexpectedHandshake(4)))
     }
 }
@@ -309,7 +309,8 @@ impl<C: Side> LeanTls<C> {
     }
 
     /// Before reading more: while the output held for the peer is above [`HELD_MAX`], the
-    /// socket must take some of it first.
+    /// socket must take some of it first. This registers for writability, which a reader
+    /// otherwise never does; writers never fill the output that far.
     fn poll_held(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.out.pending().len() > HELD_MAX {
             self.try_flush_out()?;
