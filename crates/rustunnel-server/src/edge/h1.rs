@@ -17,6 +17,14 @@
 //!
 //! Data connections that served a request are kept per tunnel ([`IdlePool`]) and reused: a
 //! visitor's kept-alive connection holds one only while a request is in flight.
+//!
+//! A local service's response is trusted no further than the strictest common client would
+//! trust it: a head is always rebuilt, a chunked body is scanned strictly
+//! ([`ChunkScan::strict`]), and a response found malformed or cut short ends the visitor's
+//! connection with a reset once the bytes before the fault are out, so no client can take the
+//! rest for a complete message or for the next response. A kept upstream that received
+//! anything while idle is never reused, and a request is sent a second time only when it is
+//! idempotent and nothing of its response came back.
 use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
@@ -31,6 +39,7 @@ use rustunnel_proto::splice::Window;
 use rustunnel_proto::stream::StreamHeader;
 use rustunnel_proto::Protocol;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::time::Instant as TokioInstant;
 use tokio_util::either::Either;
 
@@ -50,8 +59,6 @@ pub(super) const MAX_HEADERS: usize = 100;
 pub(super) const HEAD_LIMIT: usize = 64 * 1024;
 /// Idle data connections kept per tunnel.
 const MAX_IDLE: usize = 1024;
-/// A data connection idle at least this long is checked for a close before it is reused.
-const PROBE_AFTER: Duration = Duration::from_secs(1);
 
 /// Request headers the edge sets itself from the real peer; the visitor's own are dropped.
 const FORWARDING: [&str; 5] = ["x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip", "forwarded"];
@@ -74,6 +81,34 @@ pub(super) struct Visitor<'a> {
     pub shared: &'a Arc<Shared>,
     pub peer: SocketAddr,
     pub scheme: &'static str,
+}
+
+/// A visitor connection whose close can be made a reset (TCP RST, SO_LINGER 0) instead of an
+/// orderly end: after a response that was cut short or found malformed, an orderly end (FIN, or
+/// TLS `close_notify`) could let the visitor take what it got for a complete message.
+pub(super) trait ResetOnClose {
+    /// Makes the connection's close, when it is dropped, a reset.
+    fn reset_on_close(&self);
+}
+
+impl ResetOnClose for TcpStream {
+    fn reset_on_close(&self) {
+        if let Err(e) = socket2::SockRef::from(self).set_linger(Some(Duration::ZERO)) {
+            tracing::debug!(error = %e, "could not make a visitor connection's close a reset");
+        }
+    }
+}
+
+impl<T: ResetOnClose> ResetOnClose for rustunnel_proto::splice::ReadAhead<T> {
+    fn reset_on_close(&self) {
+        self.get_ref().reset_on_close();
+    }
+}
+
+impl<T: ResetOnClose> ResetOnClose for tokio_rustls::server::TlsStream<T> {
+    fn reset_on_close(&self) {
+        self.get_ref().0.reset_on_close();
+    }
 }
 
 /// How a visitor connection left the lean path.
@@ -300,11 +335,22 @@ fn parse_response(buf: &[u8], head_method: bool, close_visitor: bool) -> Result<
         // Not asked for: upgrades never take this path.
         return Err(());
     }
+    let headers = &*resp.headers;
+    let mut out = Vec::with_capacity(len + 32);
+    out.extend_from_slice(format!("HTTP/1.1 {status} ").as_bytes());
+    out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
     if (100..200).contains(&status) {
-        let out = buf[..len].to_vec();
+        // Rebuilt as a final head is: no line ends but CRLF, nothing hop-by-hop, no framing
+        // header (an interim response has no body whatever it says).
+        for h in headers {
+            if !dropped(h.name, headers) && !h.name.eq_ignore_ascii_case("content-length") {
+                put_header(&mut out, h.name.as_bytes(), h.value);
+            }
+        }
+        out.extend_from_slice(b"\r\n");
         return Ok(Some(RespHead { len, status, interim: true, framing: Framing::Empty, reusable: false, out }));
     }
-    let headers = &*resp.headers;
     let (mut te, mut cl) = (None, None::<u64>);
     for h in headers {
         if h.name.eq_ignore_ascii_case("transfer-encoding") {
@@ -325,17 +371,13 @@ fn parse_response(buf: &[u8], head_method: bool, close_visitor: bool) -> Result<
         Framing::Empty
     } else {
         match (te, cl) {
-            (Some(v), _) if is_chunked(v) => Framing::Chunked(ChunkScan::new()),
+            (Some(v), _) if is_chunked(v) => Framing::Chunked(ChunkScan::strict()),
             (Some(_), _) | (None, None) => Framing::Close,
             (None, Some(n)) => Framing::Length(n),
         }
     };
     let upstream_close = connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("close"));
     let close_visitor = close_visitor || framing == Framing::Close;
-    let mut out = Vec::with_capacity(len + 32);
-    out.extend_from_slice(format!("HTTP/1.1 {status} ").as_bytes());
-    out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
     let chunked = matches!(framing, Framing::Chunked(_));
     for h in headers {
         let keep_te = chunked && h.name.eq_ignore_ascii_case("transfer-encoding");
@@ -404,7 +446,9 @@ fn drain_older(conns: &mut Vec<(Instant, Upstream)>, now: Instant, max_idle: Dur
     conns.drain(..stale).collect()
 }
 
-/// Whether an idle upstream is still open (nothing may arrive on an idle one).
+/// Whether an idle upstream is still open and silent: one that closed, or received bytes (a
+/// local service that sent more than its response, after a bodiless one say), is out of step
+/// and must not carry the next visitor's request.
 fn still_open(conn: &mut Upstream) -> bool {
     let mut byte = [0u8; 1];
     let mut rb = ReadBuf::new(&mut byte);
@@ -442,10 +486,9 @@ pub(super) enum Origin {
 /// An upstream for the tunnel: an idle one, else a new mux stream or data connection.
 pub(super) async fn upstream(shared: &Arc<Shared>, tunnel: &Tunnel, fresh: bool) -> Option<(Upstream, Origin)> {
     while let Some((since, mut conn)) = (!fresh).then(|| tunnel.http_idle.pop()).flatten() {
-        let idle = since.elapsed();
-        // Checking a mux stream costs no syscall: always done.
-        let trust = idle < PROBE_AFTER && matches!(conn, Either::Left(_));
-        if idle < shared.config.upstream_idle && (trust || still_open(&mut conn)) {
+        // Checked every time (a mux stream without a syscall): stray bytes that came while it
+        // was idle would otherwise be read as the next visitor's response.
+        if since.elapsed() < shared.config.upstream_idle && still_open(&mut conn) {
             return Some((conn, Origin::Reused));
         }
     }
@@ -483,8 +526,34 @@ struct Sent {
     status: u16,
     /// The response is complete and the data connection can serve another request.
     reusable: bool,
-    /// The visitor's connection must close (response delimited by close, or cut short).
+    /// The visitor's connection must close (response delimited by close).
     close: bool,
+    /// The response was cut short or turned out malformed: the visitor's connection is reset.
+    reset: bool,
+}
+
+/// What becomes of a visitor's connection after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Then {
+    Keep,
+    Close,
+    Reset,
+}
+
+impl Then {
+    fn keep_if(keep: bool) -> Then {
+        if keep {
+            Then::Keep
+        } else {
+            Then::Close
+        }
+    }
+}
+
+/// Whether a request may be sent again after its upstream failed (RFC 9110 9.2.2, RFC 9112
+/// 9.3.1.1): a POST that reached the local service may have done its work already.
+fn idempotent(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE")
 }
 
 /// Writes all of `buf` to the visitor, failing when it accepts no byte for `idle`: a visitor
@@ -543,7 +612,8 @@ where
     rb.consume(head.len);
     let mut framing = head.framing;
     let mut out = head.out;
-    let mut sent = Sent { status: head.status, reusable: head.reusable, close: close || framing == Framing::Close };
+    let mut sent =
+        Sent { status: head.status, reusable: head.reusable, close: close || framing == Framing::Close, reset: false };
     loop {
         // The body bytes in hand that belong to this response.
         let avail = rb.pending();
@@ -557,12 +627,11 @@ where
             Framing::Chunked(scan) => match scan.feed(avail) {
                 ChunkStep::Done(n) => (n, true),
                 ChunkStep::More => (avail.len(), false),
-                ChunkStep::Bad => {
-                    // Pass on what arrived, then end both connections: the visitor sees a
-                    // broken chunked body, as the local service sent it.
+                ChunkStep::Bad(n) => {
+                    // The bytes before the fault go on; the rest never do.
                     sent.reusable = false;
-                    sent.close = true;
-                    (avail.len(), true)
+                    sent.reset = true;
+                    (n, true)
                 }
             },
             Framing::Close => (avail.len(), false),
@@ -589,10 +658,17 @@ where
             break;
         }
         match fill(&mut rb, up, usize::MAX).await {
-            Ok(0) | Err(_) => {
-                // The end of a close-delimited body, or a body cut short.
+            Ok(0) if framing == Framing::Close => {
+                // The end of a close-delimited body.
                 sent.reusable = false;
                 sent.close = true;
+                break;
+            }
+            Ok(0) | Err(_) => {
+                // A body cut short, or an upstream that failed rather than ended (a transfer
+                // delimited by close must not look complete).
+                sent.reusable = false;
+                sent.reset = true;
                 break;
             }
             Ok(_) => {}
@@ -635,7 +711,7 @@ where
 /// Serves a visitor's HTTP/1.1 connection until it closes or needs hyper.
 pub(super) async fn serve<I>(mut io: I, v: Visitor<'_>) -> End<I>
 where
-    I: AsyncRead + AsyncWrite + Unpin + Send,
+    I: AsyncRead + AsyncWrite + ResetOnClose + Unpin + Send,
 {
     let shared = v.shared;
     let peer_ip = v.peer.ip().to_string();
@@ -675,13 +751,20 @@ where
         };
         vb.consume(head.len);
         let close = head.close || shared.stop_accepting.is_cancelled();
-        let keep = tokio::select! {
-            k = forward(&mut io, &mut vb, head, close, &v) => k,
-            _ = shared.hard_stop.cancelled() => false,
+        let then = tokio::select! {
+            t = forward(&mut io, &mut vb, head, close, &v) => t,
+            _ = shared.hard_stop.cancelled() => Then::Close,
         };
-        if !keep {
-            let _ = io.shutdown().await;
-            return End::Closed;
+        match then {
+            Then::Keep => {}
+            Then::Close => {
+                let _ = io.shutdown().await;
+                return End::Closed;
+            }
+            Then::Reset => {
+                io.reset_on_close();
+                return End::Closed;
+            }
         }
     }
 }
@@ -725,8 +808,8 @@ fn edit_head(out: &mut Vec<u8>, login: Option<std::ops::Range<usize>>, host: Opt
     }
 }
 
-/// Routes and forwards one request; whether the visitor's connection stays open.
-async fn forward<I>(io: &mut I, vb: &mut Window, head: ReqHead, close: bool, v: &Visitor<'_>) -> bool
+/// Routes and forwards one request; what becomes of the visitor's connection.
+async fn forward<I>(io: &mut I, vb: &mut Window, head: ReqHead, close: bool, v: &Visitor<'_>) -> Then
 where
     I: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -735,21 +818,21 @@ where
     // An unread body cannot stay on a kept-alive connection: an edge page closes it.
     let page_close = close || head.body > 0;
     let Some(sub) = super::http::subdomain_of(&head.host_name, &shared.config.domain) else {
-        return page(io, pages::not_found(), page_close).await;
+        return Then::keep_if(page(io, pages::not_found(), page_close).await);
     };
     let tunnel = match shared.route_to(sub) {
         RouteTo::Tunnel(t) => t,
-        RouteTo::NoneAvailable => return page(io, pages::no_healthy_member(), page_close).await,
-        RouteTo::ClientGone => return page(io, pages::bad_gateway(), page_close).await,
-        RouteTo::NotFound => return page(io, pages::not_found(), page_close).await,
+        RouteTo::NoneAvailable => return Then::keep_if(page(io, pages::no_healthy_member(), page_close).await),
+        RouteTo::ClientGone => return Then::keep_if(page(io, pages::bad_gateway(), page_close).await),
+        RouteTo::NotFound => return Then::keep_if(page(io, pages::not_found(), page_close).await),
     };
     let given = || head.authorization_value().into_iter().collect();
     if let Some(p) = super::access::refusal(shared, &tunnel, v.peer.ip(), given) {
         super::http::log_request(shared, v.peer, &tunnel, &head.method, &head.path, p.status.as_u16(), started);
-        return page(io, p, page_close).await;
+        return Then::keep_if(page(io, p, page_close).await);
     }
     let Some(_permit) = tunnel.admit() else {
-        return page(io, pages::busy(), page_close).await;
+        return Then::keep_if(page(io, pages::busy(), page_close).await);
     };
     tunnel.stats.requests.fetch_add(1, Ordering::Relaxed);
     let log = |status: u16| {
@@ -769,7 +852,7 @@ where
     loop {
         let Some((mut up, origin)) = upstream(shared, &tunnel, fresh).await else {
             log(502);
-            return page(io, pages::bad_gateway(), page_close).await;
+            return Then::keep_if(page(io, pages::bad_gateway(), page_close).await);
         };
         let reused = matches!(origin, Origin::Reused);
         let wrote = match origin {
@@ -811,29 +894,63 @@ where
                 if sent.reusable && uploaded {
                     tunnel.http_idle.push(up, shared.config.upstream_idle);
                 }
-                // A response that came before the whole body leaves the visitor out of step.
-                !(sent.close || close || !uploaded)
+                if sent.reset {
+                    Then::Reset
+                } else {
+                    // A response that came before the whole body leaves the visitor out of step.
+                    Then::keep_if(!(sent.close || close || !uploaded))
+                }
             }
-            // A reused connection the local side had closed: once more on a new one, if the
-            // whole request is still in hand.
-            Err(Fail::NoResponse | Fail::Closed) if reused && left == 0 && !fresh => {
+            // A reused connection the local side may have closed meanwhile: once more on a new
+            // one, as hyper's client does, if nothing of the response came back, the whole
+            // request is still in hand and sending it twice does no harm.
+            Err(Fail::NoResponse | Fail::Closed) if reused && left == 0 && !fresh && idempotent(&head.method) => {
                 fresh = true;
                 continue;
             }
             Err(Fail::Closed) if matches!(up, Either::Right(_)) => {
                 log(502);
-                page(io, pages::local_closed(), true).await
+                Then::keep_if(page(io, pages::local_closed(), true).await)
             }
             Err(Fail::Timeout) => {
                 log(504);
-                page(io, pages::gateway_timeout(), true).await
+                Then::keep_if(page(io, pages::gateway_timeout(), true).await)
             }
             Err(Fail::NoResponse | Fail::Closed | Fail::BadResponse) => {
                 log(502);
-                page(io, pages::bad_gateway(), true).await
+                Then::keep_if(page(io, pages::bad_gateway(), true).await)
             }
-            Err(Fail::Visitor) => false,
+            Err(Fail::Visitor) => Then::Close,
         };
+    }
+}
+
+/// The lean path's parsers of untrusted bytes, for fuzz targets (re-exported as
+/// `edge::fuzzing`; not a stable API). Each one panics when a head it accepts breaks what the
+/// edge relies on: a forwarded head is complete, well-formed and no longer than the input.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// A visitor's request head, as the lean path reads it.
+    pub fn request_head(buf: &[u8]) {
+        if let Parsed::Lean(h) = parse_request(buf, "192.0.2.7", "https") {
+            assert!(h.len <= buf.len());
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS + 8];
+            let parsed = httparse::Request::new(&mut headers).parse(&h.out);
+            assert_eq!(parsed, Ok(httparse::Status::Complete(h.out.len())), "a forwarded head is complete");
+        }
+    }
+
+    /// A local service's response head, as the lean path reads it.
+    pub fn response_head(buf: &[u8], head_method: bool, close_visitor: bool) {
+        if let Ok(Some(h)) = parse_response(buf, head_method, close_visitor) {
+            assert!(h.len <= buf.len());
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS + 8];
+            let parsed = httparse::Response::new(&mut headers).parse(&h.out);
+            assert_eq!(parsed, Ok(httparse::Status::Complete(h.out.len())), "a passed-on head is complete");
+            assert!(!h.out.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'), "only CRLF line ends");
+        }
     }
 }
 
@@ -1213,11 +1330,7 @@ mod props {
                 prop_assert!(matches!(parse_response(&resp[..cut], head_method, close_visitor), Ok(None)), "cut at {}", cut);
             }
             prop_assert!(h.status != 101, "an upgrade nobody asked for is refused");
-            if h.interim {
-                prop_assert!((100..200).contains(&h.status));
-                prop_assert_eq!(&h.out[..], resp);
-                return Ok(());
-            }
+            prop_assert!(!h.out.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'), "only CRLF line ends");
             let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS + 8];
             let mut r = httparse::Response::new(&mut hs);
             prop_assert_eq!(r.parse(&h.out), Ok(httparse::Status::Complete(h.out.len())));
@@ -1225,6 +1338,14 @@ mod props {
             prop_assert_eq!(r.version, Some(1));
             let out: Vec<(String, Vec<u8>)> =
                 r.headers.iter().map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec())).collect();
+            if h.interim {
+                // Rebuilt like a final head, with no framing header at all.
+                prop_assert!((100..200).contains(&h.status));
+                for n in HOP_BY_HOP.iter().chain(&["content-length"]) {
+                    prop_assert!(values(&out, n).is_empty(), "{} passed on in an interim head", n);
+                }
+                return Ok(());
+            }
             let te = values(&out, "transfer-encoding");
             let cl = values(&out, "content-length");
             let conn = values(&out, "connection");

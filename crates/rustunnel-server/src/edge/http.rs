@@ -90,6 +90,7 @@ pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<
             scheme,
             both_lengths: Arc::new(framing::Flag::new()),
             h1_requests: Arc::new(AtomicU64::new(0)),
+            cut: Arc::new(AtomicBool::new(false)),
         };
         let watcher = graceful.watcher();
         let tls = tls.clone();
@@ -130,7 +131,7 @@ async fn serve_http1<I>(
     exec: TrackedExecutor,
     stop: &tokio_util::sync::CancellationToken,
 ) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + h1::ResetOnClose + Unpin + Send + 'static,
 {
     let visitor = h1::Visitor { shared: &ctx.shared, peer: ctx.peer, scheme: ctx.scheme };
     if let h1::End::HandOver(io, pending) = h1::serve(io, visitor).await {
@@ -146,8 +147,9 @@ async fn serve_conn<I>(
     exec: TrackedExecutor,
     stop: &tokio_util::sync::CancellationToken,
 ) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + h1::ResetOnClose + Unpin + Send + 'static,
 {
+    let io = ResetIfCut { inner: io, cut: ctx.cut.clone() };
     let mut builder = auto::Builder::new(exec);
     builder
         .http1()
@@ -188,6 +190,57 @@ struct Ctx {
     /// HTTP/1 requests of this connection handed to [`handle`] so far. hyper serves them one at
     /// a time, in order, once per parsed head: the count is the tracker's request index.
     h1_requests: Arc<AtomicU64>,
+    /// An HTTP/1 response body of this connection failed (see [`ResetIfCut`]).
+    cut: Arc<AtomicBool>,
+}
+
+/// A visitor connection served by hyper whose close is made a reset when a response body
+/// failed on it. hyper ends an HTTP/1 connection whose response body fails without the last
+/// chunk, but with an orderly close, and a body delimited by that close (an HTTP/1.0 visitor)
+/// would look complete; an HTTP/2 stream is reset by hyper itself.
+struct ResetIfCut<I: h1::ResetOnClose> {
+    inner: I,
+    cut: Arc<AtomicBool>,
+}
+
+impl<I: h1::ResetOnClose> Drop for ResetIfCut<I> {
+    fn drop(&mut self) {
+        if self.cut.load(Ordering::Acquire) {
+            self.inner.reset_on_close();
+        }
+    }
+}
+
+impl<I: AsyncRead + h1::ResetOnClose + Unpin> AsyncRead for ResetIfCut<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + h1::ResetOnClose + Unpin> AsyncWrite for ResetIfCut<I> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
 }
 
 fn page(p: pages::Page) -> Result<Response<Body>, Infallible> {
@@ -461,7 +514,8 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
     };
     let limit = ctx.shared.config.response_timeout;
     Ok(resp.map(|b| {
-        let body = PermitBody { inner: b, stats, log: Some(log), _permit: permit };
+        let cut = (!h2).then(|| ctx.cut.clone());
+        let body = PermitBody { inner: b, stats, log: Some(log), cut, _permit: permit };
         // HTTP/2: a visitor can hold a stream open by never opening its window, with the
         // connection still busy, so no write stalls; the stream's own bound lets go of it.
         Either::Left(if h2 {
@@ -538,6 +592,8 @@ pub struct PermitBody {
     inner: Incoming,
     stats: Arc<TunnelStats>,
     log: Option<PendingLog>,
+    /// HTTP/1: set when the body fails, so that the visitor's connection is reset.
+    cut: Option<Arc<AtomicBool>>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -561,6 +617,11 @@ impl HttpBody for PermitBody {
                 }
             }
             Poll::Ready(None | Some(Err(_))) => {
+                if matches!(r, Poll::Ready(Some(Err(_)))) {
+                    if let Some(cut) = &self.cut {
+                        cut.store(true, Ordering::Release);
+                    }
+                }
                 if let Some(log) = self.log.take() {
                     log.write();
                 }
