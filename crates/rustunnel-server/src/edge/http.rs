@@ -335,7 +335,7 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 
 /// Removes hop-by-hop headers (and those the Connection header names). For an upgrade the
 /// `Upgrade` header and `Connection: upgrade` are kept: they are the point of the request.
-fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
