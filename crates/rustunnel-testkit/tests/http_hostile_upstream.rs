@@ -91,6 +91,16 @@ async fn serve(mut s: TcpStream, seen: Arc<Seen>, stray: Option<Arc<Stray>>) {
                           Content-Length: 5\nTransfer-Encoding: chunked\n\n\
                           HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
                 .to_vec(),
+            "/short" | "/short-chunked" => {
+                // A body cut short by the local service's close.
+                let cut: &[u8] = if path == "/short" {
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b"
+                } else {
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+                };
+                let _ = s.write_all(cut).await;
+                return;
+            }
             "/vanish" => {
                 // Closes on the request without a byte of answer.
                 let counter = if method == "POST" { &seen.posts } else { &seen.gets };
@@ -252,5 +262,22 @@ async fn stray_bytes_after_a_response_never_reach_the_next_visitor() {
             assert_eq!((status.as_u16(), &body[..]), (200, &b"plain"[..]), "mux {mux} {path}");
             assert_eq!(seen.conns.load(Ordering::Relaxed), 2, "mux {mux} {path}: the kept one was dropped");
         }
+    }
+}
+
+/// A body cut short (the local service closes before its Content-Length or last chunk) is not
+/// ended as if whole: the visitor's connection is reset, on the lean path and on hyper's
+/// (HTTP/1.0 there).
+#[tokio::test]
+async fn a_body_cut_short_ends_in_a_reset() {
+    let server = TestServer::start().await;
+    let (port, _) = hostile(None).await;
+    let (_c, ready) = server.client(vec![tunnel("web", Protocol::Http, port)]).await;
+    let (edge, host) = (server.http_addr(), ready[0].host());
+    for (path, version) in [("/short", "1.1"), ("/short-chunked", "1.1"), ("/short", "1.0"), ("/short-chunked", "1.0")]
+    {
+        let req = format!("GET {path} HTTP/{version}\r\nHost: {host}\r\n\r\n");
+        let (out, reset) = until_end(&mut send(edge, req).await).await;
+        assert!(reset, "{path} HTTP/{version}: reset, not closed in order: {out:?}");
     }
 }
