@@ -89,11 +89,15 @@ enum Chunk {
     DataLf,
     /// After the last chunk's size line: a trailer field, or the final CRLF.
     EndCr,
-    /// Inside a trailer field line.
+    /// Inside a trailer field line (strict: its value).
     Trailer,
+    /// A trailer field's name (strict).
+    TrailerName,
     TrailerLf,
     /// The LF of the final CRLF.
     EndLf,
+    /// Past the final LF.
+    End,
 }
 
 /// Progress through the bytes of a head that are not buffered yet.
@@ -250,7 +254,7 @@ impl Tracker {
                 self.state = State::Chunked(scan);
                 data.len()
             }
-            ChunkStep::Bad => {
+            ChunkStep::Bad(_) => {
                 self.stop();
                 data.len()
             }
@@ -265,25 +269,49 @@ pub enum ChunkStep {
     Done(usize),
     /// All the bytes belong to the body, which goes on.
     More,
-    /// The bytes are not a chunked body hyper would accept.
-    Bad,
+    /// The bytes are not a chunked body this scanner accepts: this many of them came before the
+    /// first bad byte.
+    Bad(usize),
 }
 
-/// Finds where a chunked body ends, byte for byte as hyper's decoder does (sizes, extensions,
-/// trailers); it never buffers anything.
+/// Most bytes of chunk extensions in one body, and of its trailer section (hyper's limits).
+const CHUNK_META_LIMIT: u32 = 16 * 1024;
+
+/// Finds where a chunked body ends; it never buffers anything.
+///
+/// [`ChunkScan::new`] reads byte for byte as hyper's decoder does (sizes, extensions, trailers),
+/// to predict how hyper frames a visitor's requests. [`ChunkScan::strict`] is for responses the
+/// edge passes on: it takes only what every common client reads the same way (RFC 9112 7.1 with
+/// CRLF line ends only, no blank after the size, extensions and trailer fields of visible text,
+/// hyper's size limits on both), so a local service cannot make the body end in one place for
+/// the edge and in another for the visitor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkScan {
     at: Chunk,
+    strict: bool,
     size: u64,
+    /// Extension bytes of the body so far (strict).
+    ext: u32,
+    /// Trailer section bytes so far (strict).
+    trailer: u32,
 }
 
 impl ChunkScan {
+    /// hyper's reading of a chunked body.
     pub fn new() -> Self {
-        ChunkScan { at: Chunk::Start, size: 0 }
+        ChunkScan { at: Chunk::Start, strict: false, size: 0, ext: 0, trailer: 0 }
+    }
+
+    /// The strict reading, for responses.
+    pub fn strict() -> Self {
+        ChunkScan { strict: true, ..ChunkScan::new() }
     }
 
     /// Takes the next bytes of the body.
     pub fn feed(&mut self, data: &[u8]) -> ChunkStep {
+        if self.at == Chunk::End {
+            return ChunkStep::Done(0);
+        }
         let mut used = 0;
         while used < data.len() {
             if self.at == Chunk::Data {
@@ -296,42 +324,95 @@ impl ChunkScan {
                 continue;
             }
             let b = data[used];
-            used += 1;
-            let size = &mut self.size;
-            let next = match (self.at, b) {
-                (Chunk::Start, _) => hex(b).map(|d| {
-                    *size = d;
-                    Chunk::Size
-                }),
-                (Chunk::Size, _) if hex(b).is_some() => {
-                    size.checked_mul(16).and_then(|s| s.checked_add(hex(b)?)).map(|s| {
-                        *size = s;
-                        Chunk::Size
-                    })
-                }
-                (Chunk::Size | Chunk::SizeLws, b'\t' | b' ') => Some(Chunk::SizeLws),
-                (Chunk::Size | Chunk::SizeLws, b';') => Some(Chunk::Extension),
-                (Chunk::Size | Chunk::SizeLws | Chunk::Extension, b'\r') => Some(Chunk::SizeLf),
-                (Chunk::Size | Chunk::SizeLws | Chunk::Extension, b'\n') => None,
-                (Chunk::Extension, _) => Some(Chunk::Extension),
-                (Chunk::SizeLf, b'\n') if *size == 0 => Some(Chunk::EndCr),
-                (Chunk::SizeLf, b'\n') => Some(Chunk::Data),
-                (Chunk::DataCr, b'\r') => Some(Chunk::DataLf),
-                (Chunk::DataLf, b'\n') => Some(Chunk::Start),
-                (Chunk::EndCr, b'\r') => Some(Chunk::EndLf),
-                (Chunk::Trailer, b'\r') => Some(Chunk::TrailerLf),
-                (Chunk::EndCr | Chunk::Trailer, _) => Some(Chunk::Trailer),
-                (Chunk::TrailerLf, b'\n') => Some(Chunk::EndCr),
-                (Chunk::EndLf, b'\n') => return ChunkStep::Done(used),
-                _ => None,
-            };
+            let next = if self.strict { self.strict_step(b) } else { self.step(b) };
             match next {
+                Some(Chunk::End) => {
+                    self.at = Chunk::End;
+                    return ChunkStep::Done(used + 1);
+                }
                 Some(n) => self.at = n,
-                None => return ChunkStep::Bad,
+                None => return ChunkStep::Bad(used),
             }
+            used += 1;
         }
         ChunkStep::More
     }
+
+    /// hyper's transitions.
+    fn step(&mut self, b: u8) -> Option<Chunk> {
+        let size = &mut self.size;
+        match (self.at, b) {
+            (Chunk::Start, _) => hex(b).map(|d| {
+                *size = d;
+                Chunk::Size
+            }),
+            (Chunk::Size, _) if hex(b).is_some() => {
+                size.checked_mul(16).and_then(|s| s.checked_add(hex(b)?)).map(|s| {
+                    *size = s;
+                    Chunk::Size
+                })
+            }
+            (Chunk::Size | Chunk::SizeLws, b'\t' | b' ') => Some(Chunk::SizeLws),
+            (Chunk::Size | Chunk::SizeLws, b';') => Some(Chunk::Extension),
+            (Chunk::Size | Chunk::SizeLws | Chunk::Extension, b'\r') => Some(Chunk::SizeLf),
+            (Chunk::Size | Chunk::SizeLws | Chunk::Extension, b'\n') => None,
+            (Chunk::Extension, _) => Some(Chunk::Extension),
+            (Chunk::SizeLf, b'\n') if *size == 0 => Some(Chunk::EndCr),
+            (Chunk::SizeLf, b'\n') => Some(Chunk::Data),
+            (Chunk::DataCr, b'\r') => Some(Chunk::DataLf),
+            (Chunk::DataLf, b'\n') => Some(Chunk::Start),
+            (Chunk::EndCr, b'\r') => Some(Chunk::EndLf),
+            (Chunk::Trailer, b'\r') => Some(Chunk::TrailerLf),
+            (Chunk::EndCr | Chunk::Trailer, _) => Some(Chunk::Trailer),
+            (Chunk::TrailerLf, b'\n') => Some(Chunk::EndCr),
+            (Chunk::EndLf, b'\n') => Some(Chunk::End),
+            _ => None,
+        }
+    }
+
+    /// The strict transitions: every line ends in CRLF, nothing else is a line end.
+    fn strict_step(&mut self, b: u8) -> Option<Chunk> {
+        let next = match (self.at, b) {
+            (Chunk::Start | Chunk::Size, _) if hex(b).is_some() => {
+                // The size is 0 at the start of every size line.
+                self.size = self.size.checked_mul(16)?.checked_add(hex(b)?)?;
+                Chunk::Size
+            }
+            (Chunk::Size, b';') => Chunk::Extension,
+            (Chunk::Size | Chunk::Extension, b'\r') => Chunk::SizeLf,
+            (Chunk::Extension, _) if field_byte(b) => {
+                self.ext += 1;
+                Chunk::Extension
+            }
+            (Chunk::SizeLf, b'\n') if self.size == 0 => Chunk::EndCr,
+            (Chunk::SizeLf, b'\n') => Chunk::Data,
+            (Chunk::DataCr, b'\r') => Chunk::DataLf,
+            (Chunk::DataLf, b'\n') => Chunk::Start,
+            (Chunk::EndCr, b'\r') => Chunk::EndLf,
+            (Chunk::EndCr | Chunk::TrailerName, _) if token_byte(b) => Chunk::TrailerName,
+            (Chunk::TrailerName, b':') => Chunk::Trailer,
+            (Chunk::Trailer, b'\r') => Chunk::TrailerLf,
+            (Chunk::Trailer, _) if field_byte(b) => Chunk::Trailer,
+            (Chunk::TrailerLf, b'\n') => Chunk::EndCr,
+            (Chunk::EndLf, b'\n') => Chunk::End,
+            _ => return None,
+        };
+        if matches!(next, Chunk::TrailerName | Chunk::Trailer | Chunk::TrailerLf) {
+            self.trailer += 1;
+        }
+        (self.ext < CHUNK_META_LIMIT && self.trailer < CHUNK_META_LIMIT).then_some(next)
+    }
+}
+
+/// A byte of a field value or chunk extension: visible text, obs-text, blank (no control
+/// character, no line end).
+fn field_byte(b: u8) -> bool {
+    b == b'\t' || b == b' ' || (b > 0x20 && b != 0x7f)
+}
+
+/// A `tchar` of a field name (RFC 9110 5.6.2).
+fn token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 impl Default for ChunkScan {
@@ -425,6 +506,12 @@ pub struct Tracked<T> {
     /// Bytes of the connection already read elsewhere (the lean path), read again first.
     replay: Vec<u8>,
     replayed: usize,
+}
+
+impl<T: super::h1::ResetOnClose> super::h1::ResetOnClose for Tracked<T> {
+    fn reset_on_close(&self) {
+        self.inner.reset_on_close();
+    }
 }
 
 impl<T> Tracked<T> {
@@ -625,6 +712,57 @@ mod tests {
         let mut junk: Vec<u8> = (0..8192u32).map(|x| (x.wrapping_mul(2654435761) >> 13) as u8).collect();
         junk.extend_from_slice(b"\r\n\r\n");
         assert_eq!(run(&junk), (None, true));
+    }
+
+    /// The strict scan of one whole input.
+    fn strict(input: &[u8]) -> ChunkStep {
+        ChunkScan::strict().feed(input)
+    }
+
+    #[test]
+    fn the_strict_scan_refuses_what_clients_may_read_differently_at_the_first_bad_byte() {
+        let good = b"5;a=b\r\nhello\r\n0\r\nX-T: 1\r\n\r\nafter";
+        assert_eq!(strict(good), ChunkStep::Done(good.len() - 5));
+        assert_eq!(strict(b"0\r\n\r\n"), ChunkStep::Done(5));
+        let long_ext = format!("1;{}\r\nx\r\n0\r\n\r\n", "e".repeat(CHUNK_META_LIMIT as usize));
+        let long_trailer = format!("0\r\nX-T: {}\r\n\r\n", "t".repeat(CHUNK_META_LIMIT as usize));
+        for (bad, at) in [
+            // A bare LF after the last chunk: the next bytes would be a response to some clients.
+            (&b"5\r\nhello\r\n0\r\n\nHTTP/1.1 200 OK\r\n\r\n"[..], 13),
+            (b"5\nhello\r\n0\r\n\r\n", 1),
+            (b"5;a\nhello\r\n0\r\n\r\n", 3),
+            (b"5\r\nhello\n0\r\n\r\n", 8),
+            (b"0\r\nX-T: 1\nX-U: 2\r\n\r\n", 9),
+            (b"0\r\nX-T: 1\r\n\n", 11),
+            (b"0\r\nX-T: 1\r\n\r\r", 12),
+            (b"0\r\n X-T: 1\r\n\r\n", 3),
+            (b"0\r\nX T: 1\r\n\r\n", 4),
+            (b"0\r\nX-T: a\x00b\r\n\r\n", 9),
+            (b"5 \r\nhello\r\n0\r\n\r\n", 1),
+            (b"5;a\x01\r\nhello\r\n0\r\n\r\n", 3),
+            (b"x\r\n", 0),
+            (b"10000000000000000\r\n", 16),
+            (long_ext.as_bytes(), 2 + CHUNK_META_LIMIT as usize - 1),
+            (long_trailer.as_bytes(), 3 + CHUNK_META_LIMIT as usize - 1),
+        ] {
+            assert_eq!(strict(bad), ChunkStep::Bad(at), "{:?}", String::from_utf8_lossy(bad));
+            // Byte by byte, the same byte is the bad one.
+            let mut scan = ChunkScan::strict();
+            let bad_at = bad
+                .iter()
+                .enumerate()
+                .find_map(|(i, b)| (scan.feed(std::slice::from_ref(b)) == ChunkStep::Bad(0)).then_some(i));
+            assert_eq!(bad_at, Some(at), "{:?}", String::from_utf8_lossy(bad));
+        }
+        // hyper's reading (the request tracker) takes the bare LF after the last chunk as the
+        // start of a trailer line: the two scans must differ exactly there.
+        let lf_end = b"0\r\n\nX: 1\r\n\r\n";
+        assert_eq!(ChunkScan::new().feed(lf_end), ChunkStep::Done(lf_end.len()));
+        assert_eq!(strict(lf_end), ChunkStep::Bad(3));
+        // Nothing more after the end.
+        let mut scan = ChunkScan::strict();
+        assert_eq!(scan.feed(b"0\r\n\r\n"), ChunkStep::Done(5));
+        assert_eq!(scan.feed(b"junk"), ChunkStep::Done(0));
     }
 
     #[test]
@@ -887,20 +1025,21 @@ mod props {
             let body_at = full.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
             let body = &full[body_at..];
             let input = [body, &after[..]].concat();
-            let mut scan = ChunkScan::new();
-            let mut seen = 0;
-            let mut end = None;
-            for p in pieces(&input, &cuts) {
-                match scan.feed(p) {
-                    ChunkStep::Done(n) => {
-                        end = Some(seen + n);
-                        break;
+            for mut scan in [ChunkScan::new(), ChunkScan::strict()] {
+                let mut seen = 0;
+                let mut end = None;
+                for p in pieces(&input, &cuts) {
+                    match scan.feed(p) {
+                        ChunkStep::Done(n) => {
+                            end = Some(seen + n);
+                            break;
+                        }
+                        ChunkStep::More => seen += p.len(),
+                        ChunkStep::Bad(_) => prop_assert!(false, "a valid body was refused"),
                     }
-                    ChunkStep::More => seen += p.len(),
-                    ChunkStep::Bad => prop_assert!(false, "a valid body was refused"),
                 }
+                prop_assert_eq!(end, Some(body.len()));
             }
-            prop_assert_eq!(end, Some(body.len()));
         }
     }
 

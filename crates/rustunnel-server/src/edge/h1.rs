@@ -17,6 +17,14 @@
 //!
 //! Data connections that served a request are kept per tunnel ([`IdlePool`]) and reused: a
 //! visitor's kept-alive connection holds one only while a request is in flight.
+//!
+//! A local service's response is trusted no further than the strictest common client would
+//! trust it: a head is always rebuilt, a chunked body is scanned strictly
+//! ([`ChunkScan::strict`]), and a response found malformed or cut short ends the visitor's
+//! connection with a reset once the bytes before the fault are out, so no client can take the
+//! rest for a complete message or for the next response. A kept upstream that received
+//! anything while idle is never reused, and a request is sent a second time only when it is
+//! idempotent and nothing of its response came back.
 use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
@@ -31,6 +39,7 @@ use rustunnel_proto::splice::Window;
 use rustunnel_proto::stream::StreamHeader;
 use rustunnel_proto::Protocol;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::time::Instant as TokioInstant;
 use tokio_util::either::Either;
 
@@ -50,8 +59,6 @@ pub(super) const MAX_HEADERS: usize = 100;
 pub(super) const HEAD_LIMIT: usize = 64 * 1024;
 /// Idle data connections kept per tunnel.
 const MAX_IDLE: usize = 1024;
-/// A data connection idle at least this long is checked for a close before it is reused.
-const PROBE_AFTER: Duration = Duration::from_secs(1);
 
 /// Request headers the edge sets itself from the real peer; the visitor's own are dropped.
 const FORWARDING: [&str; 5] = ["x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip", "forwarded"];
@@ -74,6 +81,34 @@ pub(super) struct Visitor<'a> {
     pub shared: &'a Arc<Shared>,
     pub peer: SocketAddr,
     pub scheme: &'static str,
+}
+
+/// A visitor connection whose close can be made a reset (TCP RST, SO_LINGER 0) instead of an
+/// orderly end: after a response that was cut short or found malformed, an orderly end (FIN, or
+/// TLS `close_notify`) could let the visitor take what it got for a complete message.
+pub(super) trait ResetOnClose {
+    /// Makes the connection's close, when it is dropped, a reset.
+    fn reset_on_close(&self);
+}
+
+impl ResetOnClose for TcpStream {
+    fn reset_on_close(&self) {
+        if let Err(e) = socket2::SockRef::from(self).set_linger(Some(Duration::ZERO)) {
+            tracing::debug!(error = %e, "could not make a visitor connection's close a reset");
+        }
+    }
+}
+
+impl<T: ResetOnClose> ResetOnClose for rustunnel_proto::splice::ReadAhead<T> {
+    fn reset_on_close(&self) {
+        self.get_ref().reset_on_close();
+    }
+}
+
+impl<T: ResetOnClose> ResetOnClose for tokio_rustls::server::TlsStream<T> {
+    fn reset_on_close(&self) {
+        self.get_ref().0.reset_on_close();
+    }
 }
 
 /// How a visitor connection left the lean path.
@@ -300,11 +335,22 @@ fn parse_response(buf: &[u8], head_method: bool, close_visitor: bool) -> Result<
         // Not asked for: upgrades never take this path.
         return Err(());
     }
+    let headers = &*resp.headers;
+    let mut out = Vec::with_capacity(len + 32);
+    out.extend_from_slice(format!("HTTP/1.1 {status} ").as_bytes());
+    out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
     if (100..200).contains(&status) {
-        let out = buf[..len].to_vec();
+        // Rebuilt as a final head is: no line ends but CRLF, nothing hop-by-hop, no framing
+        // header (an interim response has no body whatever it says).
+        for h in headers {
+            if !dropped(h.name, headers) && !h.name.eq_ignore_ascii_case("content-length") {
+                put_header(&mut out, h.name.as_bytes(), h.value);
+            }
+        }
+        out.extend_from_slice(b"\r\n");
         return Ok(Some(RespHead { len, status, interim: true, framing: Framing::Empty, reusable: false, out }));
     }
-    let headers = &*resp.headers;
     let (mut te, mut cl) = (None, None::<u64>);
     for h in headers {
         if h.name.eq_ignore_ascii_case("transfer-encoding") {
@@ -321,21 +367,22 @@ fn parse_response(buf: &[u8], head_method: bool, close_visitor: bool) -> Result<
             }
         }
     }
+    // RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing (hyper's client
+    // refuses it; read as chunked here, it would be read otherwise by others).
+    if version == 0 && te.is_some() {
+        return Err(());
+    }
     let framing = if head_method || status == 204 || status == 304 {
         Framing::Empty
     } else {
         match (te, cl) {
-            (Some(v), _) if is_chunked(v) => Framing::Chunked(ChunkScan::new()),
+            (Some(v), _) if is_chunked(v) => Framing::Chunked(ChunkScan::strict()),
             (Some(_), _) | (None, None) => Framing::Close,
             (None, Some(n)) => Framing::Length(n),
         }
     };
     let upstream_close = connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("close"));
     let close_visitor = close_visitor || framing == Framing::Close;
-    let mut out = Vec::with_capacity(len + 32);
-    out.extend_from_slice(format!("HTTP/1.1 {status} ").as_bytes());
-    out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
     let chunked = matches!(framing, Framing::Chunked(_));
     for h in headers {
         let keep_te = chunked && h.name.eq_ignore_ascii_case("transfer-encoding");
@@ -404,7 +451,9 @@ fn drain_older(conns: &mut Vec<(Instant, Upstream)>, now: Instant, max_idle: Dur
     conns.drain(..stale).collect()
 }
 
-/// Whether an idle upstream is still open (nothing may arrive on an idle one).
+/// Whether an idle upstream is still open and silent: one that closed, or received bytes (a
+/// local service that sent more than its response, after a bodiless one say), is out of step
+/// and must not carry the next visitor's request.
 fn still_open(conn: &mut Upstream) -> bool {
     let mut byte = [0u8; 1];
     let mut rb = ReadBuf::new(&mut byte);
@@ -442,10 +491,9 @@ pub(super) enum Origin {
 /// An upstream for the tunnel: an idle one, else a new mux stream or data connection.
 pub(super) async fn upstream(shared: &Arc<Shared>, tunnel: &Tunnel, fresh: bool) -> Option<(Upstream, Origin)> {
     while let Some((since, mut conn)) = (!fresh).then(|| tunnel.http_idle.pop()).flatten() {
-        let idle = since.elapsed();
-        // Checking a mux stream costs no syscall: always done.
-        let trust = idle < PROBE_AFTER && matches!(conn, Either::Left(_));
-        if idle < shared.config.upstream_idle && (trust || still_open(&mut conn)) {
+        // Checked every time (a mux stream without a syscall): stray bytes that came while it
+        // was idle would otherwise be read as the next visitor's response.
+        if since.elapsed() < shared.config.upstream_idle && still_open(&mut conn) {
             return Some((conn, Origin::Reused));
         }
     }
@@ -483,8 +531,34 @@ struct Sent {
     status: u16,
     /// The response is complete and the data connection can serve another request.
     reusable: bool,
-    /// The visitor's connection must close (response delimited by close, or cut short).
+    /// The visitor's connection must close (response delimited by close).
     close: bool,
+    /// The response was cut short or turned out malformed: the visitor's connection is reset.
+    reset: bool,
+}
+
+/// What becomes of a visitor's connection after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Then {
+    Keep,
+    Close,
+    Reset,
+}
+
+impl Then {
+    fn keep_if(keep: bool) -> Then {
+        if keep {
+            Then::Keep
+        } else {
+            Then::Close
+        }
+    }
+}
+
+/// Whether a request may be sent again after its upstream failed (RFC 9110 9.2.2, RFC 9112
+/// 9.3.1.1): a POST that reached the local service may have done its work already.
+fn idempotent(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE")
 }
 
 /// Writes all of `buf` to the visitor, failing when it accepts no byte for `idle`: a visitor
@@ -543,7 +617,8 @@ where
     rb.consume(head.len);
     let mut framing = head.framing;
     let mut out = head.out;
-    let mut sent = Sent { status: head.status, reusable: head.reusable, close: close || framing == Framing::Close };
+    let mut sent =
+        Sent { status: head.status, reusable: head.reusable, close: close || framing == Framing::Close, reset: false };
     loop {
         // The body bytes in hand that belong to this response.
         let avail = rb.pending();
@@ -557,12 +632,11 @@ where
             Framing::Chunked(scan) => match scan.feed(avail) {
                 ChunkStep::Done(n) => (n, true),
                 ChunkStep::More => (avail.len(), false),
-                ChunkStep::Bad => {
-                    // Pass on what arrived, then end both connections: the visitor sees a
-                    // broken chunked body, as the local service sent it.
+                ChunkStep::Bad(n) => {
+                    // The bytes before the fault go on; the rest never do.
                     sent.reusable = false;
-                    sent.close = true;
-                    (avail.len(), true)
+                    sent.reset = true;
+                    (n, true)
                 }
             },
             Framing::Close => (avail.len(), false),
@@ -589,10 +663,17 @@ where
             break;
         }
         match fill(&mut rb, up, usize::MAX).await {
-            Ok(0) | Err(_) => {
-                // The end of a close-delimited body, or a body cut short.
+            Ok(0) if framing == Framing::Close => {
+                // The end of a close-delimited body.
                 sent.reusable = false;
                 sent.close = true;
+                break;
+            }
+            Ok(0) | Err(_) => {
+                // A body cut short, or an upstream that failed rather than ended (a transfer
+                // delimited by close must not look complete).
+                sent.reusable = false;
+                sent.reset = true;
                 break;
             }
             Ok(_) => {}
@@ -635,7 +716,7 @@ where
 /// Serves a visitor's HTTP/1.1 connection until it closes or needs hyper.
 pub(super) async fn serve<I>(mut io: I, v: Visitor<'_>) -> End<I>
 where
-    I: AsyncRead + AsyncWrite + Unpin + Send,
+    I: AsyncRead + AsyncWrite + ResetOnClose + Unpin + Send,
 {
     let shared = v.shared;
     let peer_ip = v.peer.ip().to_string();
@@ -675,13 +756,20 @@ where
         };
         vb.consume(head.len);
         let close = head.close || shared.stop_accepting.is_cancelled();
-        let keep = tokio::select! {
-            k = forward(&mut io, &mut vb, head, close, &v) => k,
-            _ = shared.hard_stop.cancelled() => false,
+        let then = tokio::select! {
+            t = forward(&mut io, &mut vb, head, close, &v) => t,
+            _ = shared.hard_stop.cancelled() => Then::Close,
         };
-        if !keep {
-            let _ = io.shutdown().await;
-            return End::Closed;
+        match then {
+            Then::Keep => {}
+            Then::Close => {
+                let _ = io.shutdown().await;
+                return End::Closed;
+            }
+            Then::Reset => {
+                io.reset_on_close();
+                return End::Closed;
+            }
         }
     }
 }
@@ -725,8 +813,8 @@ fn edit_head(out: &mut Vec<u8>, login: Option<std::ops::Range<usize>>, host: Opt
     }
 }
 
-/// Routes and forwards one request; whether the visitor's connection stays open.
-async fn forward<I>(io: &mut I, vb: &mut Window, head: ReqHead, close: bool, v: &Visitor<'_>) -> bool
+/// Routes and forwards one request; what becomes of the visitor's connection.
+async fn forward<I>(io: &mut I, vb: &mut Window, head: ReqHead, close: bool, v: &Visitor<'_>) -> Then
 where
     I: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -735,21 +823,21 @@ where
     // An unread body cannot stay on a kept-alive connection: an edge page closes it.
     let page_close = close || head.body > 0;
     let Some(sub) = super::http::subdomain_of(&head.host_name, &shared.config.domain) else {
-        return page(io, pages::not_found(), page_close).await;
+        return Then::keep_if(page(io, pages::not_found(), page_close).await);
     };
     let tunnel = match shared.route_to(sub) {
         RouteTo::Tunnel(t) => t,
-        RouteTo::NoneAvailable => return page(io, pages::no_healthy_member(), page_close).await,
-        RouteTo::ClientGone => return page(io, pages::bad_gateway(), page_close).await,
-        RouteTo::NotFound => return page(io, pages::not_found(), page_close).await,
+        RouteTo::NoneAvailable => return Then::keep_if(page(io, pages::no_healthy_member(), page_close).await),
+        RouteTo::ClientGone => return Then::keep_if(page(io, pages::bad_gateway(), page_close).await),
+        RouteTo::NotFound => return Then::keep_if(page(io, pages::not_found(), page_close).await),
     };
     let given = || head.authorization_value().into_iter().collect();
     if let Some(p) = super::access::refusal(shared, &tunnel, v.peer.ip(), given) {
         super::http::log_request(shared, v.peer, &tunnel, &head.method, &head.path, p.status.as_u16(), started);
-        return page(io, p, page_close).await;
+        return Then::keep_if(page(io, p, page_close).await);
     }
     let Some(_permit) = tunnel.admit() else {
-        return page(io, pages::busy(), page_close).await;
+        return Then::keep_if(page(io, pages::busy(), page_close).await);
     };
     tunnel.stats.requests.fetch_add(1, Ordering::Relaxed);
     let log = |status: u16| {
@@ -769,7 +857,7 @@ where
     loop {
         let Some((mut up, origin)) = upstream(shared, &tunnel, fresh).await else {
             log(502);
-            return page(io, pages::bad_gateway(), page_close).await;
+            return Then::keep_if(page(io, pages::bad_gateway(), page_close).await);
         };
         let reused = matches!(origin, Origin::Reused);
         let wrote = match origin {
@@ -811,29 +899,63 @@ where
                 if sent.reusable && uploaded {
                     tunnel.http_idle.push(up, shared.config.upstream_idle);
                 }
-                // A response that came before the whole body leaves the visitor out of step.
-                !(sent.close || close || !uploaded)
+                if sent.reset {
+                    Then::Reset
+                } else {
+                    // A response that came before the whole body leaves the visitor out of step.
+                    Then::keep_if(!(sent.close || close || !uploaded))
+                }
             }
-            // A reused connection the local side had closed: once more on a new one, if the
-            // whole request is still in hand.
-            Err(Fail::NoResponse | Fail::Closed) if reused && left == 0 && !fresh => {
+            // A reused connection the local side may have closed meanwhile: once more on a new
+            // one, as hyper's client does, if nothing of the response came back, the whole
+            // request is still in hand and sending it twice does no harm.
+            Err(Fail::NoResponse | Fail::Closed) if reused && left == 0 && !fresh && idempotent(&head.method) => {
                 fresh = true;
                 continue;
             }
             Err(Fail::Closed) if matches!(up, Either::Right(_)) => {
                 log(502);
-                page(io, pages::local_closed(), true).await
+                Then::keep_if(page(io, pages::local_closed(), true).await)
             }
             Err(Fail::Timeout) => {
                 log(504);
-                page(io, pages::gateway_timeout(), true).await
+                Then::keep_if(page(io, pages::gateway_timeout(), true).await)
             }
             Err(Fail::NoResponse | Fail::Closed | Fail::BadResponse) => {
                 log(502);
-                page(io, pages::bad_gateway(), true).await
+                Then::keep_if(page(io, pages::bad_gateway(), true).await)
             }
-            Err(Fail::Visitor) => false,
+            Err(Fail::Visitor) => Then::Close,
         };
+    }
+}
+
+/// The lean path's parsers of untrusted bytes, for fuzz targets (re-exported as
+/// `edge::fuzzing`; not a stable API). Each one panics when a head it accepts breaks what the
+/// edge relies on: a forwarded head is complete, well-formed and no longer than the input.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// A visitor's request head, as the lean path reads it.
+    pub fn request_head(buf: &[u8]) {
+        if let Parsed::Lean(h) = parse_request(buf, "192.0.2.7", "https") {
+            assert!(h.len <= buf.len());
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS + 8];
+            let parsed = httparse::Request::new(&mut headers).parse(&h.out);
+            assert_eq!(parsed, Ok(httparse::Status::Complete(h.out.len())), "a forwarded head is complete");
+        }
+    }
+
+    /// A local service's response head, as the lean path reads it.
+    pub fn response_head(buf: &[u8], head_method: bool, close_visitor: bool) {
+        if let Ok(Some(h)) = parse_response(buf, head_method, close_visitor) {
+            assert!(h.len <= buf.len());
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS + 8];
+            let parsed = httparse::Response::new(&mut headers).parse(&h.out);
+            assert_eq!(parsed, Ok(httparse::Status::Complete(h.out.len())), "a passed-on head is complete");
+            assert!(!h.out.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'), "only CRLF line ends");
+        }
     }
 }
 
@@ -959,6 +1081,104 @@ mod tests {
         assert!(pool.pop().is_none());
     }
 
+    /// An upstream that yields its bytes a few at a time, then ends: in order, or with an error
+    /// (a data connection cut without a proper close, a failed multiplexed connection).
+    struct FakeUpstream {
+        data: Vec<u8>,
+        at: usize,
+        fail: bool,
+    }
+
+    impl AsyncRead for FakeUpstream {
+        fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+            let n = (self.data.len() - self.at).min(7).min(buf.remaining());
+            if n > 0 {
+                let at = self.at;
+                buf.put_slice(&self.data[at..at + n]);
+                self.at += n;
+                return Poll::Ready(Ok(()));
+            }
+            if self.fail {
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::UnexpectedEof, "cut without close_notify")));
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Passes `response` from an upstream that ends as told: what the visitor got, and the outcome.
+    async fn through(response: &str, fail: bool) -> (String, Result<Sent, Fail>) {
+        let mut up = FakeUpstream { data: response.as_bytes().to_vec(), at: 0, fail };
+        let mut visitor = Vec::new();
+        let stats = crate::tunnel::TunnelStats::default();
+        let r = respond(&mut up, &mut visitor, false, false, Duration::from_secs(5), &stats).await;
+        (String::from_utf8(visitor).unwrap(), r)
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_by_an_upstream_error_is_never_presented_as_complete() {
+        // Delimited by close: the same bytes are a whole response when the upstream ends in
+        // order, and a reset when it fails.
+        let close10 = "HTTP/1.0 200 OK\r\n\r\nuntil the end";
+        let (got, r) = through(close10, false).await;
+        let sent = r.ok().unwrap();
+        assert!(got.ends_with("connection: close\r\n\r\nuntil the end"), "{got}");
+        assert!(sent.close && !sent.reset && !sent.reusable);
+        let (got, r) = through(close10, true).await;
+        let sent = r.ok().unwrap();
+        assert!(got.ends_with("until the end"), "{got}");
+        assert!(sent.reset && !sent.reusable, "a failed upstream resets the visitor");
+        // Framed bodies cut short, whichever way the upstream ends.
+        for cut in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\nonly this\r\n",
+        ] {
+            for fail in [false, true] {
+                let (_, r) = through(cut, fail).await;
+                let sent = r.ok().unwrap();
+                assert!(sent.reset && !sent.reusable, "{cut:?} fail {fail}");
+            }
+        }
+        // Whole ones are not.
+        for whole in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nwhole",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwhol\r\n0\r\n\r\n",
+        ] {
+            let (_, r) = through(whole, true).await;
+            let sent = r.ok().unwrap();
+            assert!(!sent.reset && !sent.close, "{whole:?}");
+        }
+        // An upstream that fails before a whole head: nothing reaches the visitor (a 502).
+        let (got, r) = through("HTTP/1.1 200 OK\r\nContent-", true).await;
+        assert!(got.is_empty() && matches!(r, Err(Fail::BadResponse)), "{got}");
+    }
+
+    #[tokio::test]
+    async fn a_malformed_chunked_body_goes_on_only_up_to_the_bad_byte() {
+        let (got, r) = through(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\nHTTP/1.1 200 OK\r\n\r\n",
+            false,
+        )
+        .await;
+        assert!(got.ends_with("\r\n\r\n5\r\nhello\r\n0\r\n"), "{got:?}");
+        assert_eq!(got.matches("HTTP/1.1").count(), 1, "{got:?}");
+        let sent = r.ok().unwrap();
+        assert!(sent.reset && !sent.reusable);
+    }
+
+    #[tokio::test]
+    async fn a_reset_visitor_connection_ends_with_a_tcp_reset() {
+        use tokio::io::AsyncReadExt;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut visitor = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (mut edge, _) = l.accept().await.unwrap();
+        edge.write_all(b"partial").await.unwrap();
+        edge.reset_on_close();
+        drop(edge);
+        let mut got = Vec::new();
+        let end = tokio::time::timeout(Duration::from_secs(10), visitor.read_to_end(&mut got)).await.unwrap();
+        assert_eq!(end.map_err(|e| e.kind()).err(), Some(io::ErrorKind::ConnectionReset), "{got:?}");
+    }
+
     fn resp(r: &str, head_method: bool) -> RespHead {
         parse_response(r.as_bytes(), head_method, false).unwrap().unwrap()
     }
@@ -992,6 +1212,8 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
             "SSH-2.0-x\r\n\r\n",
+            // Faulty framing (RFC 9112 6.1): read as chunked or not, depending on the client.
+            "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
         ] {
             assert!(parse_response(bad.as_bytes(), false, false).is_err(), "{bad}");
         }
@@ -1080,15 +1302,15 @@ mod props {
         ]
     }
 
-    fn headers() -> impl Strategy<Value = Vec<(String, Vec<u8>)>> {
+    pub(super) fn headers() -> impl Strategy<Value = Vec<(String, Vec<u8>)>> {
         prop::collection::vec((name(), value()), 0..7)
     }
 
-    fn eol() -> impl Strategy<Value = &'static str> {
+    pub(super) fn eol() -> impl Strategy<Value = &'static str> {
         prop_oneof![4 => Just("\r\n"), 1 => Just("\n")]
     }
 
-    fn head(start: String, headers: &[(String, Vec<u8>)], eol: &str) -> Vec<u8> {
+    pub(super) fn head(start: String, headers: &[(String, Vec<u8>)], eol: &str) -> Vec<u8> {
         let mut b = start.into_bytes();
         b.extend_from_slice(eol.as_bytes());
         for (n, v) in headers {
@@ -1101,7 +1323,7 @@ mod props {
         b
     }
 
-    fn request() -> impl Strategy<Value = Vec<u8>> {
+    pub(super) fn request() -> impl Strategy<Value = Vec<u8>> {
         let method = prop::sample::select(vec!["GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "get", "CONNECT"]);
         let path = prop_oneof![
             4 => "/[a-zA-Z0-9/?=&%.~-]{0,24}",
@@ -1124,7 +1346,7 @@ mod props {
         })
     }
 
-    fn response() -> impl Strategy<Value = Vec<u8>> {
+    pub(super) fn response() -> impl Strategy<Value = Vec<u8>> {
         let status = prop_oneof![
             3 => prop::sample::select(vec![100u16, 101, 103, 200, 204, 206, 301, 304, 404, 500]),
             1 => 100u16..1000,
@@ -1213,11 +1435,7 @@ mod props {
                 prop_assert!(matches!(parse_response(&resp[..cut], head_method, close_visitor), Ok(None)), "cut at {}", cut);
             }
             prop_assert!(h.status != 101, "an upgrade nobody asked for is refused");
-            if h.interim {
-                prop_assert!((100..200).contains(&h.status));
-                prop_assert_eq!(&h.out[..], resp);
-                return Ok(());
-            }
+            prop_assert!(!h.out.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'), "only CRLF line ends");
             let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS + 8];
             let mut r = httparse::Response::new(&mut hs);
             prop_assert_eq!(r.parse(&h.out), Ok(httparse::Status::Complete(h.out.len())));
@@ -1225,6 +1443,14 @@ mod props {
             prop_assert_eq!(r.version, Some(1));
             let out: Vec<(String, Vec<u8>)> =
                 r.headers.iter().map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec())).collect();
+            if h.interim {
+                // Rebuilt like a final head, with no framing header at all.
+                prop_assert!((100..200).contains(&h.status));
+                for n in HOP_BY_HOP.iter().chain(&["content-length"]) {
+                    prop_assert!(values(&out, n).is_empty(), "{} passed on in an interim head", n);
+                }
+                return Ok(());
+            }
             let te = values(&out, "transfer-encoding");
             let cl = values(&out, "content-length");
             let conn = values(&out, "connection");
@@ -1260,5 +1486,230 @@ mod props {
             let _ = parse_request(&bytes, PEER, "http");
             let _ = parse_response(&bytes, head_method, false);
         }
+    }
+}
+
+/// Differential tests: the same bytes through the lean path and through hyper (the edge's other
+/// path, and the client every visitor could be). A response the lean path passes on whole reads,
+/// at the visitor, as hyper reads it straight from the local service: same status, end-to-end
+/// headers, body and trailers; otherwise the lean path refused it (a 502, or a reset). A request
+/// the lean path takes is one hyper's server takes too, and the local service sees the same
+/// method, target, end-to-end headers and body; otherwise the lean path handed it over.
+#[cfg(test)]
+mod differential {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::TokioIo;
+    use proptest::prelude::*;
+    use tokio::io::AsyncReadExt;
+
+    use super::props::{eol, head, headers, request, response};
+    use super::*;
+
+    /// What a reader of a message can tell apart: status (or method and target), end-to-end
+    /// headers in order per name, body, trailers.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Message {
+        start: String,
+        headers: Vec<(String, Vec<u8>)>,
+        body: Vec<u8>,
+        trailers: Vec<(String, Vec<u8>)>,
+    }
+
+    /// The end-to-end fields: what is left after the edge's rules for hop-by-hop fields, without
+    /// the framing ones (each hop frames for itself).
+    fn end_to_end(mut map: http::HeaderMap) -> Vec<(String, Vec<u8>)> {
+        // The edge's hyper path puts the request's Host back whatever Connection named.
+        let host: Vec<_> = map.get_all(http::header::HOST).iter().cloned().collect();
+        super::super::http::strip_hop_by_hop(&mut map, false);
+        if !map.contains_key(http::header::HOST) {
+            for v in host {
+                map.append(http::header::HOST, v);
+            }
+        }
+        let mut out: Vec<(String, Vec<u8>)> = map
+            .iter()
+            .filter(|(n, _)| !matches!(n.as_str(), "content-length" | "transfer-encoding"))
+            .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+            .collect();
+        // Order across names is not part of the message; order within a name is.
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// hyper's client reading one response to a GET from `bytes` (then the end of the stream).
+    async fn hyper_reads(bytes: Vec<u8>) -> Option<Message> {
+        let (client, mut server) = tokio::io::duplex(1 << 20);
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(client)).await.ok()?;
+        tokio::spawn(conn);
+        tokio::spawn(async move {
+            let mut req = [0u8; 4096];
+            let _ = server.read(&mut req).await;
+            let _ = server.write_all(&bytes).await;
+        });
+        let req = http::Request::get("/").header("host", "a").body(Empty::<Bytes>::new()).ok()?;
+        let resp = tokio::time::timeout(Duration::from_secs(5), send.send_request(req)).await.ok()?.ok()?;
+        let (parts, body) = resp.into_parts();
+        let collected = tokio::time::timeout(Duration::from_secs(5), body.collect()).await.ok()?.ok()?;
+        let trailers = collected.trailers().cloned().map(end_to_end).unwrap_or_default();
+        Some(Message {
+            start: parts.status.as_u16().to_string(),
+            headers: end_to_end(parts.headers),
+            body: collected.to_bytes().to_vec(),
+            trailers,
+        })
+    }
+
+    /// What the lean path passes to the visitor for `bytes`, or `None` when it refuses them.
+    async fn lean_passes(bytes: &[u8]) -> Option<Vec<u8>> {
+        let (mut up, mut local) = tokio::io::duplex(1 << 20);
+        local.write_all(bytes).await.ok()?;
+        drop(local);
+        let mut visitor = Vec::new();
+        let stats = crate::tunnel::TunnelStats::default();
+        let sent = respond(&mut up, &mut visitor, false, false, Duration::from_secs(5), &stats).await.ok()?;
+        (!sent.reset).then_some(visitor)
+    }
+
+    fn chunked_body() -> impl Strategy<Value = Vec<u8>> {
+        let ext = prop::sample::select(vec!["", "", ";a", ";a=b", "; q=\"x\""]);
+        let chunks = prop::collection::vec((prop::collection::vec(any::<u8>(), 1..12), ext), 0..4);
+        let trailers = prop::collection::vec("X-[a-z]{1,6}: [a-z0-9]{0,6}", 0..3);
+        (chunks, trailers).prop_map(|(chunks, trailers)| {
+            let mut out = Vec::new();
+            for (data, ext) in chunks {
+                out.extend_from_slice(format!("{:x}{ext}\r\n", data.len()).as_bytes());
+                out.extend_from_slice(&data);
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b"0\r\n");
+            for t in trailers {
+                out.extend_from_slice(format!("{t}\r\n").as_bytes());
+            }
+            out.extend_from_slice(b"\r\n");
+            out
+        })
+    }
+
+    /// Responses of every framing, well-formed and not: generated heads with any body, and
+    /// framed ones whose framing bytes may be damaged (a CRLF made a bare LF, a byte changed).
+    fn responses() -> impl Strategy<Value = Vec<u8>> {
+        let status = prop::sample::select(vec![200u16, 201, 204, 206, 304, 404, 500]);
+        let version = prop::sample::select(vec!["HTTP/1.1", "HTTP/1.1", "HTTP/1.0"]);
+        let interim = prop::option::weighted(0.2, prop::sample::select(vec![100u16, 102, 103]));
+        let damage = prop::option::weighted(
+            0.4,
+            (any::<prop::sample::Index>(), prop::sample::select(vec![b'\n', b'\r', b' ', b';', b'0', b'x'])),
+        );
+        let framed = (
+            version,
+            status,
+            headers(),
+            eol(),
+            interim,
+            any::<bool>(),
+            prop::collection::vec(any::<u8>(), 0..24),
+            chunked_body(),
+            damage,
+        )
+            .prop_map(|(v, s, mut h, e, interim, chunked, raw, chunks, damage)| {
+                h.retain(|(n, _)| {
+                    !n.eq_ignore_ascii_case("content-length") && !n.eq_ignore_ascii_case("transfer-encoding")
+                });
+                let mut body = if chunked {
+                    h.push(("Transfer-Encoding".into(), b"chunked".to_vec()));
+                    chunks
+                } else {
+                    h.push(("Content-Length".into(), raw.len().to_string().into_bytes()));
+                    raw
+                };
+                if let (Some((at, b)), false) = (damage, body.is_empty()) {
+                    let i = at.index(body.len());
+                    body[i] = b;
+                }
+                let mut out = Vec::new();
+                if let Some(code) = interim {
+                    out.extend_from_slice(&head(
+                        format!("HTTP/1.1 {code} Info"),
+                        &[("Link".into(), b"</a>".to_vec())],
+                        e,
+                    ));
+                }
+                out.extend_from_slice(&head(format!("{v} {s} X"), &h, e));
+                out.extend_from_slice(&body);
+                out
+            });
+        prop_oneof![
+            1 => (response(), prop::collection::vec(any::<u8>(), 0..32)).prop_map(|(h, b)| [h, b].concat()),
+            3 => framed,
+        ]
+    }
+
+    proptest! {
+        // Each case runs hyper a few times: fewer of them.
+        #![proptest_config(ProptestConfig::with_cases(384))]
+
+        #[test]
+        fn a_response_passed_on_whole_reads_as_hyper_reads_it_from_the_local_service(bytes in responses()) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let Some(passed) = lean_passes(&bytes).await else { return Ok(()) };
+                let at_visitor = hyper_reads(passed.clone()).await;
+                let direct = hyper_reads(bytes.clone()).await;
+                prop_assert!(at_visitor.is_some(), "the visitor cannot read what the lean path sent: {:?} from {:?}",
+                    String::from_utf8_lossy(&passed), String::from_utf8_lossy(&bytes));
+                prop_assert_eq!(at_visitor, direct, "{:?} -> {:?}", String::from_utf8_lossy(&bytes), String::from_utf8_lossy(&passed));
+                Ok(())
+            })?;
+        }
+
+        #[test]
+        fn a_request_taken_by_the_lean_path_is_the_one_hyper_serves(
+            req in request(),
+            body in prop::collection::vec(any::<u8>(), 0..16),
+        ) {
+            let Parsed::Lean(h) = parse_request(&req, "192.0.2.7", "http") else { return Ok(()) };
+            let req = &req[..h.len];
+            let lean_body = body.get(..h.body as usize).unwrap_or(&body).to_vec();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let (served, at_service) = rt.block_on(async {
+                let mut input = req.to_vec();
+                input.extend_from_slice(&lean_body);
+                let mut forwarded = h.out.clone();
+                forwarded.extend_from_slice(&lean_body);
+                (hyper_serves(input).await, hyper_serves(forwarded).await)
+            });
+            let served = served.ok_or_else(|| TestCaseError::fail(format!("hyper refuses a request the lean path took: {:?}", String::from_utf8_lossy(req))))?;
+            let mut at_service = at_service.ok_or_else(|| TestCaseError::fail("the local service cannot read the forwarded head"))?;
+            // The edge's own forwarding fields are the one difference.
+            at_service.headers.retain(|(n, _)| !matches!(n.as_str(), "x-forwarded-for" | "x-forwarded-host" | "x-forwarded-proto" | "x-real-ip"));
+            let mut served = served;
+            served.headers.retain(|(n, _)| !matches!(n.as_str(), "x-forwarded-for" | "x-forwarded-host" | "x-forwarded-proto" | "x-real-ip" | "forwarded"));
+            prop_assert_eq!(served, at_service, "{:?}", String::from_utf8_lossy(req));
+        }
+    }
+
+    /// hyper's server reading one request from `bytes` (then the end of the stream), with a body
+    /// of at most the bytes given.
+    async fn hyper_serves(bytes: Vec<u8>) -> Option<Message> {
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let tx = std::sync::Mutex::new(Some(tx));
+        let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let tx = tx.lock().unwrap().take();
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = body.collect().await.map(|b| b.to_bytes().to_vec());
+                if let (Some(tx), Ok(body)) = (tx, body) {
+                    let start = format!("{} {}", parts.method, parts.uri);
+                    let _ = tx.send(Message { start, headers: end_to_end(parts.headers), body, trailers: Vec::new() });
+                }
+                Ok::<_, std::convert::Infallible>(http::Response::new(Empty::<Bytes>::new()))
+            }
+        });
+        let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(server), svc);
+        tokio::spawn(conn);
+        client.write_all(&bytes).await.ok()?;
+        tokio::time::timeout(Duration::from_secs(5), rx).await.ok()?.ok()
     }
 }

@@ -90,6 +90,7 @@ pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<
             scheme,
             both_lengths: Arc::new(framing::Flag::new()),
             h1_requests: Arc::new(AtomicU64::new(0)),
+            cut: Arc::new(AtomicBool::new(false)),
         };
         let watcher = graceful.watcher();
         let tls = tls.clone();
@@ -130,7 +131,7 @@ async fn serve_http1<I>(
     exec: TrackedExecutor,
     stop: &tokio_util::sync::CancellationToken,
 ) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + h1::ResetOnClose + Unpin + Send + 'static,
 {
     let visitor = h1::Visitor { shared: &ctx.shared, peer: ctx.peer, scheme: ctx.scheme };
     if let h1::End::HandOver(io, pending) = h1::serve(io, visitor).await {
@@ -146,8 +147,9 @@ async fn serve_conn<I>(
     exec: TrackedExecutor,
     stop: &tokio_util::sync::CancellationToken,
 ) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + h1::ResetOnClose + Unpin + Send + 'static,
 {
+    let io = ResetIfCut { inner: io, cut: ctx.cut.clone() };
     let mut builder = auto::Builder::new(exec);
     builder
         .http1()
@@ -188,6 +190,57 @@ struct Ctx {
     /// HTTP/1 requests of this connection handed to [`handle`] so far. hyper serves them one at
     /// a time, in order, once per parsed head: the count is the tracker's request index.
     h1_requests: Arc<AtomicU64>,
+    /// An HTTP/1 response body of this connection failed (see [`ResetIfCut`]).
+    cut: Arc<AtomicBool>,
+}
+
+/// A visitor connection served by hyper whose close is made a reset when a response body
+/// failed on it. hyper ends an HTTP/1 connection whose response body fails without the last
+/// chunk, but with an orderly close, and a body delimited by that close (an HTTP/1.0 visitor)
+/// would look complete; an HTTP/2 stream is reset by hyper itself.
+struct ResetIfCut<I: h1::ResetOnClose> {
+    inner: I,
+    cut: Arc<AtomicBool>,
+}
+
+impl<I: h1::ResetOnClose> Drop for ResetIfCut<I> {
+    fn drop(&mut self) {
+        if self.cut.load(Ordering::Acquire) {
+            self.inner.reset_on_close();
+        }
+    }
+}
+
+impl<I: AsyncRead + h1::ResetOnClose + Unpin> AsyncRead for ResetIfCut<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + h1::ResetOnClose + Unpin> AsyncWrite for ResetIfCut<I> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
 }
 
 fn page(p: pages::Page) -> Result<Response<Body>, Infallible> {
@@ -282,7 +335,7 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 
 /// Removes hop-by-hop headers (and those the Connection header names). For an upgrade the
 /// `Upgrade` header and `Connection: upgrade` are kept: they are the point of the request.
-fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -461,7 +514,8 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
     };
     let limit = ctx.shared.config.response_timeout;
     Ok(resp.map(|b| {
-        let body = PermitBody { inner: b, stats, log: Some(log), _permit: permit };
+        let cut = (!h2).then(|| ctx.cut.clone());
+        let body = PermitBody { inner: b, stats, log: Some(log), cut, _permit: permit };
         // HTTP/2: a visitor can hold a stream open by never opening its window, with the
         // connection still busy, so no write stalls; the stream's own bound lets go of it.
         Either::Left(if h2 {
@@ -538,6 +592,8 @@ pub struct PermitBody {
     inner: Incoming,
     stats: Arc<TunnelStats>,
     log: Option<PendingLog>,
+    /// HTTP/1: set when the body fails, so that the visitor's connection is reset.
+    cut: Option<Arc<AtomicBool>>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -561,6 +617,11 @@ impl HttpBody for PermitBody {
                 }
             }
             Poll::Ready(None | Some(Err(_))) => {
+                if matches!(r, Poll::Ready(Some(Err(_)))) {
+                    if let Some(cut) = &self.cut {
+                        cut.store(true, Ordering::Release);
+                    }
+                }
                 if let Some(log) = self.log.take() {
                     log.write();
                 }
@@ -726,6 +787,112 @@ mod tests {
         ] {
             assert!(req(uri, hosts).is_err(), "{uri} {hosts:?}");
         }
+    }
+
+    /// An upstream whose end is an error, as a tunnel's data stream cut without a proper close.
+    struct FailsAtEnd(tokio::io::DuplexStream);
+
+    impl AsyncRead for FailsAtEnd {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let before = buf.filled().len();
+            match Pin::new(&mut self.0).poll_read(cx, buf) {
+                Poll::Ready(Ok(())) if buf.filled().len() == before => {
+                    Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "cut")))
+                }
+                other => other,
+            }
+        }
+    }
+
+    impl AsyncWrite for FailsAtEnd {
+        fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+            Pin::new(&mut self.0).poll_write(cx, buf)
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.0).poll_flush(cx)
+        }
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.0).poll_shutdown(cx)
+        }
+    }
+
+    /// A response read by hyper's client from an upstream that answers with a body delimited by
+    /// close and then fails, wrapped as the edge wraps the bodies it forwards.
+    async fn cut_response(cut: Option<Arc<AtomicBool>>) -> PermitBody {
+        use tokio::io::AsyncReadExt;
+        let (edge, mut local) = tokio::io::duplex(1 << 16);
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(FailsAtEnd(edge))).await.unwrap();
+        tokio::spawn(conn);
+        tokio::spawn(async move {
+            let mut head = [0u8; 1024];
+            let _ = local.read(&mut head).await;
+            let _ = local.write_all(b"HTTP/1.1 200 OK\r\n\r\nthe first part").await;
+        });
+        let resp = send.send_request(Request::get("/").body(http_body_util::Empty::<Bytes>::new()).unwrap());
+        let resp = resp.await.unwrap();
+        let permit = Arc::new(tokio::sync::Semaphore::new(1)).try_acquire_owned().unwrap();
+        PermitBody { inner: resp.into_body(), stats: Arc::default(), log: None, cut, _permit: permit }
+    }
+
+    fn answer_with(
+        body: PermitBody,
+    ) -> impl hyper::service::Service<
+        Request<Incoming>,
+        Response = Response<PermitBody>,
+        Error = Infallible,
+        Future = std::future::Ready<Result<Response<PermitBody>, Infallible>>,
+    > + Clone {
+        let body = Arc::new(std::sync::Mutex::new(Some(body)));
+        hyper::service::service_fn(move |_| {
+            let b = body.lock().unwrap().take().unwrap();
+            std::future::ready(Ok(Response::new(b)))
+        })
+    }
+
+    /// A body delimited by close on an HTTP/1.0 visitor's connection, whose upstream fails: the
+    /// visitor's connection is reset, not closed in order as if the body were complete.
+    #[tokio::test]
+    async fn an_http1_response_cut_upstream_resets_the_visitor() {
+        use tokio::io::AsyncReadExt;
+        let cut = Arc::new(AtomicBool::new(false));
+        let body = cut_response(Some(cut.clone())).await;
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut visitor = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (edge, _) = l.accept().await.unwrap();
+        let io = TokioIo::new(ResetIfCut { inner: edge, cut });
+        tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(io, answer_with(body)));
+        visitor.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut got = Vec::new();
+        let end = tokio::time::timeout(Duration::from_secs(10), visitor.read_to_end(&mut got)).await.unwrap();
+        let got = String::from_utf8_lossy(&got);
+        assert_eq!(end.map_err(|e| e.kind()).err(), Some(std::io::ErrorKind::ConnectionReset), "{got}");
+    }
+
+    /// Over HTTP/2 the same cut resets the stream: its body ends in an error, not as complete.
+    #[tokio::test]
+    async fn an_http2_response_cut_upstream_resets_the_stream() {
+        use http_body_util::BodyExt;
+        let body = cut_response(None).await;
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let exec = hyper_util::rt::TokioExecutor::new();
+        let serve = hyper::server::conn::http2::Builder::new(exec.clone());
+        tokio::spawn(serve.serve_connection(TokioIo::new(server), answer_with(body)));
+        let (mut send, conn) = hyper::client::conn::http2::handshake(exec, TokioIo::new(client)).await.unwrap();
+        tokio::spawn(conn);
+        let req = Request::get("http://a.localhost/").body(http_body_util::Empty::<Bytes>::new()).unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        let mut body = resp.into_body();
+        let end = loop {
+            match tokio::time::timeout(Duration::from_secs(10), body.frame()).await.unwrap() {
+                Some(Ok(_)) => {}
+                other => break other,
+            }
+        };
+        assert!(matches!(end, Some(Err(_))), "reset, not ended as if complete: {end:?}");
     }
 
     #[test]

@@ -18,4 +18,11 @@ mod h1;
 mod h2flood;
 mod stall;
 pub use counted::Counted;
+
+/// The lean HTTP/1.1 path's decoders of untrusted bytes, reachable for fuzz targets only.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::framing::{ChunkScan, ChunkStep, Tracker};
+    pub use super::h1::fuzzing::{request_head, response_head};
+}
 pub use h1::IdlePool;
