@@ -238,8 +238,15 @@ async fn tcp_download(cut: Cut) {
 
     // Cut between client and server: the visitor must not see a clean end.
     relay.arm(CLIENT_TO_SERVER, cut);
-    let mut v = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let (got, end) = tokio::time::timeout(LIMIT, read_all(&mut v)).await.expect("download ends");
+    let visit = async {
+        match TcpStream::connect(("127.0.0.1", port)).await {
+            Ok(mut v) => read_all(&mut v).await,
+            // The whole download, the cut and the reset can come and go before a loaded test
+            // task sees its connection established: then the connect reports the reset.
+            Err(e) => (Vec::new(), End::Error(e.kind())),
+        }
+    };
+    let (got, end) = tokio::time::timeout(LIMIT, visit).await.expect("download ends");
     assert!(relay.fired(), "the relay cut the transfer");
     assert!(got.len() < BODY && got[..] == pattern(BODY)[..got.len()], "a prefix of the body: {}", got.len());
     assert!(
@@ -277,16 +284,16 @@ async fn tcp_upload(cut: Cut) {
         let v = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         let (mut r, mut w) = v.into_split();
         let writer = tokio::spawn(async move {
-            let _ = w.write_all(&pattern(BODY)).await;
-            let _ = w.shutdown().await;
+            w.write_all(&pattern(BODY)).await?;
+            w.shutdown().await
         });
-        let r = read_all(&mut r).await;
-        let _ = writer.await;
-        r
+        let (answer, end) = read_all(&mut r).await;
+        (answer, end, writer.await.unwrap())
     };
 
     // Untouched: the service gets all of it and a clean end; its answer comes back.
-    let (answer, end) = tokio::time::timeout(LIMIT, upload(port)).await.expect("upload ends");
+    let (answer, end, wrote) = tokio::time::timeout(LIMIT, upload(port)).await.expect("upload ends");
+    wrote.unwrap();
     assert_eq!(answer, format!("got {BODY}").as_bytes());
     assert!(matches!(end, End::Clean), "{end:?}");
     let (n, end) = ended.recv().await.unwrap();
@@ -294,7 +301,7 @@ async fn tcp_upload(cut: Cut) {
 
     // Cut between server and client: the local service must not see a clean end.
     relay.arm(SERVER_TO_CLIENT, cut);
-    let (_, visitor_end) = tokio::time::timeout(LIMIT, upload(port)).await.expect("upload ends");
+    let (_, visitor_end, wrote) = tokio::time::timeout(LIMIT, upload(port)).await.expect("upload ends");
     let (n, end) = tokio::time::timeout(LIMIT, ended.recv()).await.expect("the service's read ends").unwrap();
     assert!(relay.fired(), "the relay cut the transfer");
     assert!(n < BODY, "{n}");
@@ -302,8 +309,9 @@ async fn tcp_upload(cut: Cut) {
         matches!(end, End::Error(std::io::ErrorKind::ConnectionReset)),
         "a cut-off upload must reach the local service as a reset, not {end:?} after {n} of {BODY} bytes"
     );
-    // The visitor's side of the same connection fails too.
-    assert!(matches!(visitor_end, End::Error(_)), "{visitor_end:?}");
+    // The visitor's side of the same connection fails too: the reset reaches its write or its
+    // read, whichever comes first (the kernel reports it once).
+    assert!(matches!(visitor_end, End::Error(_)) || wrote.is_err(), "{visitor_end:?} {wrote:?}");
     sink_task.abort();
 }
 
