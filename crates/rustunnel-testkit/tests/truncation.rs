@@ -356,6 +356,49 @@ async fn http_download_delimited_by_close(cut: Cut) {
     );
 }
 
+/// The same download asked for over HTTP/2: a cut-off body ends in a reset of its stream,
+/// not in END_STREAM.
+async fn http2_download_delimited_by_close(cut: Cut) {
+    use http_body_util::BodyExt;
+    let server = TestServer::start().await;
+    let relay = FinInjector::start(server.handle.control_addr()).await;
+    let head = b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\nconnection: close\r\n\r\n";
+    let (source, _s) = download_source(head).await;
+    let (_client, ready) = client_via(&server, &relay, vec![tunnel("web2", Protocol::Http, source.port())]).await;
+    let edge = server.https_addr();
+    let name = ready[0].host().split(':').next().unwrap_or_default().to_string();
+    let mut h2 = h2_conn(edge, &name).await;
+    let mut get = || {
+        let req = http::Request::get(format!("https://{name}:{}/big", edge.port())).body(body("")).unwrap();
+        let sent = h2.send_request(req);
+        async move {
+            let resp = sent.await.expect("response head");
+            assert_eq!(resp.status(), http::StatusCode::OK);
+            resp.into_body().collect().await.map(|b| b.to_bytes())
+        }
+    };
+
+    let whole = tokio::time::timeout(LIMIT, get()).await.expect("response ends").expect("a complete body");
+    assert!(whole == pattern(BODY), "the whole body, intact ({} bytes)", whole.len());
+
+    relay.arm(CLIENT_TO_SERVER, cut);
+    let cut_off = tokio::time::timeout(LIMIT, get()).await.expect("response ends");
+    assert!(relay.fired(), "the relay cut the transfer");
+    if let Ok(b) = cut_off {
+        panic!("a body delimited by close and cut off ended as complete after {} of {BODY} bytes", b.len());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fin_injected_into_an_http2_download_resets_the_stream() {
+    http2_download_delimited_by_close(Cut::Fin).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_data_connection_under_an_http2_download_resets_the_stream() {
+    http2_download_delimited_by_close(Cut::Reset).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the record layer to report a FIN without close_notify as an error"]
 async fn a_fin_injected_into_a_tcp_download_resets_the_visitor() {
