@@ -11,6 +11,7 @@ use hyper_util::rt::TokioIo;
 use rustunnel_proto::lean_tls::LeanClient;
 use rustunnel_proto::mux::{mux, MuxConfig, MuxStream, Role};
 use rustunnel_proto::stream::{read_datagram, write_datagram, StreamHeader};
+use rustunnel_proto::tcp::reset_on_close;
 use rustunnel_proto::{Protocol, DATA_PATH, DATA_UPGRADE, HEADER_DATA_KEY, HEADER_SESSION};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -248,22 +249,14 @@ pub async fn serve_stream<S: ServerStream>(
                     return Err(LocalFailure { name: target.name, addr, error });
                 }
             };
-            // Both hops plain TCP: spliced in the kernel. Not for HTTP: its small messages cost
-            // fewer syscalls through user space (a read that drains the socket is known to, so
-            // no extra call waits for `EAGAIN`), and a bulk download switches to big buffers
-            // there anyway. The same for a TLS data connection whose TLS 1.3 records are our own:
-            // opened into and sealed from the local socket directly.
-            if header.protocol == Protocol::Tcp {
-                if let Some(tcp) = data.plain_tcp() {
-                    let _ = rustunnel_proto::zerocopy::splice_tcp(tcp, &mut local, &|_| {}, &|_| {}).await;
-                    return Ok(());
-                }
-                if let Some(lean) = data.lean().filter(|l| l.owns_records()) {
-                    let _ = lean.splice_tcp(&mut local, &|_| {}, &|_| {}).await;
-                    return Ok(());
-                }
+            // A copy that fails (the data connection cut without a clean TLS close, a reset)
+            // resets the local connection instead of closing it, so the local service never
+            // takes a cut-off request or upload for a complete one; a plain data connection is
+            // reset too, so the server resets its visitor.
+            if let Err(e) = copy_to_local(header.protocol, &mut data, &mut local).await {
+                tracing::debug!(tunnel = %target.name, error = %e, "stream failed; local connection reset");
+                reset_on_close(&local);
             }
-            let _ = rustunnel_proto::splice::splice(&mut data, &mut local).await;
             Ok(())
         }
         Protocol::Udp => {
@@ -301,6 +294,32 @@ pub async fn serve_stream<S: ServerStream>(
             Ok(())
         }
     }
+}
+
+/// Copies both ways between a stream from the server and the local service's connection.
+async fn copy_to_local<S: ServerStream>(
+    protocol: Protocol,
+    data: &mut S,
+    local: &mut TcpStream,
+) -> std::io::Result<()> {
+    // Both hops plain TCP: spliced in the kernel. Not for HTTP: its small messages cost
+    // fewer syscalls through user space (a read that drains the socket is known to, so
+    // no extra call waits for `EAGAIN`), and a bulk download switches to big buffers
+    // there anyway. The same for a TLS data connection whose TLS 1.3 records are our own:
+    // opened into and sealed from the local socket directly.
+    if protocol == Protocol::Tcp {
+        if let Some(tcp) = data.plain_tcp() {
+            let r = rustunnel_proto::zerocopy::splice_tcp(tcp, local, &|_| {}, &|_| {}).await;
+            if r.is_err() {
+                reset_on_close(tcp);
+            }
+            return r.map(drop);
+        }
+        if let Some(lean) = data.lean().filter(|l| l.owns_records()) {
+            return lean.splice_tcp(local, &|_| {}, &|_| {}).await.map(drop);
+        }
+    }
+    rustunnel_proto::splice::splice(data, local).await.map(drop)
 }
 
 fn describe_local_error(e: &std::io::Error, addr: &str) -> String {

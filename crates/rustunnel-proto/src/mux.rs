@@ -26,8 +26,8 @@
 //!                     FIN 0, RESET 0, WINDOW 4 (credit increment, u32 BE)
 //! ```
 //! Anything else (unknown kind, nonzero flags, a length out of its bound, stream id 0, an OPEN
-//! arriving at the opener or for an id not above the last one) is a protocol error that ends the
-//! mux. Frames for unknown or finished streams are ignored; DATA ones still give their credit
+//! arriving at the opener, for an id not above the last one or for [`PING_ID`]) is a protocol
+//! error that ends the mux. Frames for unknown or finished streams are ignored; DATA ones still give their credit
 //! back with a WINDOW frame. The meta is opaque here. There is no handshake or version byte:
 //! whoever sets up the connection must agree that it carries this mux (e.g. in the data
 //! connection's upgrade) before handing it to [`mux`].
@@ -38,7 +38,17 @@
 //! returns `Pending` and is woken by the WINDOW frame that returns credit. The receiver returns
 //! credit once the reading side has consumed half the stream's window (or 1 MiB of a window
 //! over 2 MiB), so a stream's inbound buffer never holds more than its window and one slow
-//! reader never holds up the other streams. DATA beyond the granted window is a protocol error.
+//! reader never holds up the other streams. DATA beyond the granted window is a protocol error,
+//! and so is a WINDOW frame that takes a stream's send credit past [`MAX_WINDOW`] (no receiver
+//! may grant more than its window).
+//!
+//! # Bounds
+//! What a peer can make this end hold: per stream, its receive window of unread bytes; per
+//! connection, the OPEN metas not accepted yet ([`MuxConfig::max_streams`] of them), and the
+//! frames queued for the peer. DATA writers wait once [`MuxConfig::batch_limit`] is queued;
+//! answers the peer's frames call for (credit, resets) stop the reader once the queue is
+//! [`OUT_PAUSE_SLACK`] past that, and [`MuxHandle::open`] fails with
+//! [`MuxError::Backlogged`] there, so a peer that never reads cannot grow it further.
 //!
 //! Window growth is the receiver's own decision (the wire only carries credit): a receiver
 //! configured with a [`MuxConfig::window`] above [`INITIAL_WINDOW`] doubles a stream's window
@@ -76,6 +86,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+#[doc(hidden)]
+pub mod sans_io;
+
 /// Bytes in a frame header.
 pub const HEADER_LEN: usize = 8;
 /// Largest DATA payload; a larger length on the wire is a protocol error.
@@ -100,8 +113,9 @@ pub const KIND_FIN: u8 = 3;
 pub const KIND_RESET: u8 = 4;
 pub const KIND_WINDOW: u8 = 5;
 
-/// Send credit a peer may grant a stream at most; more is a protocol error.
-const MAX_CREDIT: usize = 1 << 31;
+/// Send credit a peer may grant a stream at most (its largest possible window); more is a
+/// protocol error. Kept in `u64` so that adding a WINDOW increment cannot wrap on any platform.
+const MAX_CREDIT: u64 = MAX_WINDOW as u64;
 /// The reader moves a partial frame to the front of its buffer when less than this is free.
 const MIN_READ_ROOM: usize = 16 * 1024;
 /// Reads per driver poll before it lets other tasks run.
@@ -114,10 +128,11 @@ const YIELD_CREDIT: u32 = 8;
 const YIELD_PROBE_EVERY: u32 = 8;
 /// Writer/reader rounds per driver poll.
 const ROUNDS_PER_POLL: usize = 4;
-/// The reader stops reading while the outgoing buffer holds this much more than the batch
-/// limit (only control frames can grow it that far: a peer that floods us with frames needing
-/// an answer and reads nothing).
-const OUT_PAUSE_SLACK: usize = 1024 * 1024;
+/// The reader stops reading, and [`MuxHandle::open`] refuses, while the outgoing buffer holds
+/// this much more than the batch limit (only control frames and OPENs can grow it that far: a
+/// peer that floods us with frames needing an answer, or stops reading, while visitors keep
+/// coming).
+pub const OUT_PAUSE_SLACK: usize = 1024 * 1024;
 
 /// Which end of the mux this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,8 +215,10 @@ pub enum ProtocolError {
     WindowExceeded(u32),
     #[error("stream {0}: DATA after FIN or RESET")]
     DataAfterFin(u32),
-    #[error("stream {0}: send credit grown past 2^31")]
+    #[error("stream {0}: send credit grown past {MAX_CREDIT}")]
     WindowOverflow(u32),
+    #[error("OPEN for the reserved stream id {PING_ID}")]
+    ReservedStreamId,
 }
 
 /// Why a mux operation or the driver failed.
@@ -221,6 +238,8 @@ pub enum MuxError {
     MetaTooLarge(usize),
     #[error("stream ids exhausted: open a new mux")]
     IdsExhausted,
+    #[error("the peer is not reading: {0} bytes queued for it")]
+    Backlogged(usize),
     #[error("only the opener role opens streams")]
     NotOpener,
 }
@@ -260,8 +279,8 @@ struct Stream {
     recv_remaining: u32,
     /// Bytes read since credit was last returned.
     recv_unacked: u32,
-    /// Bytes we may still send.
-    send_credit: usize,
+    /// Bytes we may still send (at most [`MAX_CREDIT`]).
+    send_credit: u64,
     read_waker: Option<Waker>,
     write_waker: Option<Waker>,
     fin_recv: bool,
@@ -280,7 +299,7 @@ impl Stream {
             half_at: Instant::now(),
             recv_remaining: INITIAL_WINDOW,
             recv_unacked: 0,
-            send_credit: INITIAL_WINDOW as usize,
+            send_credit: u64::from(INITIAL_WINDOW),
             read_waker: None,
             write_waker: None,
             fin_recv: false,
@@ -385,9 +404,41 @@ struct Shared {
     window_budget: usize,
     max_streams: usize,
     batch_limit: usize,
+    /// Queued bytes past which the reader pauses and `open` refuses.
+    out_limit: usize,
 }
 
 impl Shared {
+    fn new(role: Role, cfg: &MuxConfig) -> Arc<Shared> {
+        let batch_limit = cfg.batch_limit.max(MAX_PAYLOAD);
+        Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                streams: IdMap::default(),
+                out: Vec::new(),
+                out_waiters: Vec::new(),
+                writer_parked: false,
+                driver_waker: None,
+                accept_queue: VecDeque::new(),
+                accept_waker: None,
+                acceptor_alive: true,
+                refs: 2,
+                closed: None,
+                last_id: 0,
+                window_extra: 0,
+                rtt: None,
+                ping_sent: None,
+                last_ping: None,
+            }),
+            closing: AtomicBool::new(false),
+            role,
+            max_window: cfg.window.clamp(INITIAL_WINDOW, MAX_WINDOW),
+            window_budget: cfg.window_budget,
+            max_streams: cfg.max_streams.max(1),
+            batch_limit,
+            out_limit: batch_limit + OUT_PAUSE_SLACK,
+        })
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -462,32 +513,7 @@ pub fn mux<T>(
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let batch_limit = cfg.batch_limit.max(MAX_PAYLOAD);
-    let shared = Arc::new(Shared {
-        inner: Mutex::new(Inner {
-            streams: IdMap::default(),
-            out: Vec::new(),
-            out_waiters: Vec::new(),
-            writer_parked: false,
-            driver_waker: None,
-            accept_queue: VecDeque::new(),
-            accept_waker: None,
-            acceptor_alive: true,
-            refs: 2,
-            closed: None,
-            last_id: 0,
-            window_extra: 0,
-            rtt: None,
-            ping_sent: None,
-            last_ping: None,
-        }),
-        closing: AtomicBool::new(false),
-        role,
-        max_window: cfg.window.clamp(INITIAL_WINDOW, MAX_WINDOW),
-        window_budget: cfg.window_budget,
-        max_streams: cfg.max_streams.max(1),
-        batch_limit,
-    });
+    let shared = Shared::new(role, &cfg);
     let driver = Driver {
         io,
         shared: shared.clone(),
@@ -507,7 +533,6 @@ where
         yield_before_write: cfg.yield_before_write,
         linger: cfg.close_linger,
         wakers: Vec::new(),
-        pause_at: batch_limit + OUT_PAUSE_SLACK,
     };
     (MuxHandle { shared: shared.clone() }, Acceptor { shared }, driver.run())
 }
@@ -536,6 +561,9 @@ impl MuxHandle {
         }
         if inner.streams.len() >= shared.max_streams {
             return Err(MuxError::TooManyStreams(shared.max_streams));
+        }
+        if inner.out.len() >= shared.out_limit {
+            return Err(MuxError::Backlogged(inner.out.len()));
         }
         let id = inner.last_id.checked_add(1).filter(|&id| id != PING_ID).ok_or(MuxError::IdsExhausted)?;
         inner.last_id = id;
@@ -696,8 +724,10 @@ impl AsyncRead for MuxStream {
         if s.inbound.is_empty() && s.inbound.capacity() > 64 * 1024 {
             s.inbound = VecDeque::new();
         }
-        s.recv_unacked += n as u32;
-        s.read_since += n as u32;
+        // n <= what was buffered <= the window, a u32.
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        s.recv_unacked = s.recv_unacked.saturating_add(n);
+        s.read_since = s.read_since.saturating_add(n);
         // Credit goes back every half window, and at least every CREDIT_STEP of a large one, so
         // the sender's bytes in flight stay close to the whole window.
         if s.recv_unacked >= (s.window / 2).min(CREDIT_STEP) && !s.fin_recv && !s.reset_recv && inner.closed.is_none() {
@@ -762,8 +792,9 @@ impl AsyncWrite for MuxStream {
             }
             return Poll::Pending;
         }
-        let n = buf.len().min(s.send_credit).min((shared.batch_limit - queued).max(MAX_PAYLOAD));
-        s.send_credit -= n;
+        let credit = usize::try_from(s.send_credit).unwrap_or(usize::MAX);
+        let n = buf.len().min(credit).min((shared.batch_limit - queued).max(MAX_PAYLOAD));
+        s.send_credit -= n as u64;
         inner.out.reserve(n + n.div_ceil(MAX_PAYLOAD) * HEADER_LEN);
         for chunk in buf[..n].chunks(MAX_PAYLOAD) {
             push_frame(&mut inner.out, self.id, KIND_DATA, chunk);
@@ -871,7 +902,6 @@ struct Driver<T> {
     yield_before_write: bool,
     linger: Duration,
     wakers: Vec<Waker>,
-    pause_at: usize,
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Driver<T> {
@@ -1038,8 +1068,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Driver<T> {
                         };
                     }
                     self.rend += n;
-                    let d =
-                        dispatch(&self.shared, &self.rbuf[self.rstart..self.rend], &mut self.wakers, self.pause_at)?;
+                    let d = dispatch(&self.shared, &self.rbuf[self.rstart..self.rend], &mut self.wakers)?;
                     self.rstart += d.consumed;
                     kicked |= d.kicked;
                     self.read_paused = d.pause;
@@ -1112,12 +1141,7 @@ fn check_header(id: u32, kind: u8, flags: u8, len: usize, role: Role) -> Result<
 
 /// Handles every complete frame at the start of `buf` under one lock; collects the wakers to
 /// call once the lock is released.
-fn dispatch(
-    shared: &Shared,
-    buf: &[u8],
-    wakers: &mut Vec<Waker>,
-    pause_at: usize,
-) -> Result<Dispatched, ProtocolError> {
+fn dispatch(shared: &Shared, buf: &[u8], wakers: &mut Vec<Waker>) -> Result<Dispatched, ProtocolError> {
     let mut g = shared.lock();
     let inner = &mut *g;
     let out_before = inner.out.len();
@@ -1152,6 +1176,13 @@ fn dispatch(
                     }
                     s.recv_remaining -= len as u32;
                     if len > 0 {
+                        // Grown geometrically but never past the window: a reader that stops
+                        // holds at most its window, not twice it.
+                        let need = s.inbound.len() + len;
+                        if need > s.inbound.capacity() {
+                            let target = (s.inbound.capacity() * 2).min(s.window as usize).max(need);
+                            s.inbound.reserve_exact(target - s.inbound.len());
+                        }
                         s.inbound.extend(payload);
                         wakers.extend(s.read_waker.take());
                         inner.maybe_ping(shared.max_window, now);
@@ -1159,7 +1190,8 @@ fn dispatch(
                 }
                 None if len == 0 => {}
                 None => match &mut discarded {
-                    Some((did, n)) if *did == id => *n += len as u32,
+                    // Merged while it fits the WINDOW frame's u32 (a read buffer may be large).
+                    Some((did, n)) if *did == id && n.checked_add(len as u32).is_some() => *n += len as u32,
                     _ => {
                         if let Some((did, n)) = discarded.replace((id, len as u32)) {
                             push_frame(&mut inner.out, did, KIND_WINDOW, &n.to_be_bytes());
@@ -1172,9 +1204,9 @@ fn dispatch(
                 if id == PING_ID && !inner.streams.contains_key(&id) {
                     inner.pong(now);
                 } else if let Some(s) = inner.streams.get_mut(&id) {
-                    s.send_credit += credit as usize;
-                    if s.send_credit > MAX_CREDIT {
-                        break Err(ProtocolError::WindowOverflow(id));
+                    match s.send_credit.checked_add(u64::from(credit)).filter(|&c| c <= MAX_CREDIT) {
+                        Some(c) => s.send_credit = c,
+                        None => break Err(ProtocolError::WindowOverflow(id)),
                     }
                     if credit > 0 {
                         wakers.extend(s.write_waker.take());
@@ -1199,6 +1231,10 @@ fn dispatch(
                 if id <= inner.last_id {
                     break Err(ProtocolError::StreamIdNotIncreasing(id));
                 }
+                if id == PING_ID {
+                    // Never allocated: a stream of that id would swallow the round-trip probes.
+                    break Err(ProtocolError::ReservedStreamId);
+                }
                 inner.last_id = id;
                 if inner.closed.is_some() {
                     // Closing: nobody will accept it, and nothing more is sent.
@@ -1221,7 +1257,7 @@ fn dispatch(
     if kicked {
         inner.writer_parked = false;
     }
-    let pause = inner.out.len() > pause_at;
+    let pause = inner.out.len() > shared.out_limit;
     drop(g);
     result.map(|()| Dispatched { consumed: pos, kicked, pause })
 }
@@ -1840,6 +1876,55 @@ mod tests {
         assert!(e.to_string().contains("protocol error"), "{e}");
         assert!(within(PROMPT, acc.accept()).await.is_none());
         assert!(h.is_closed());
+    }
+
+    /// How the connection under a mux ends, for the test below.
+    enum Cut {
+        /// TCP reset (what a TLS layer's truncation error looks like to the mux: an error).
+        Reset,
+        /// EOF between frames, without the streams being finished.
+        Fin,
+    }
+
+    async fn cut_under_open_streams(cut: Cut) -> Result<(), MuxError> {
+        let (mut raw, c) = tcp_conns().await;
+        let (_h, mut acc, d) = start(c, Role::Acceptor, MuxConfig::default());
+        let input = [
+            frame(1, KIND_OPEN, b"a"),
+            frame(1, KIND_DATA, b"part of a body"),
+            frame(2, KIND_OPEN, b"b"),
+            frame(2, KIND_DATA, b"whole"),
+            frame(2, KIND_FIN, b""),
+        ]
+        .concat();
+        raw.write_all(&input).await.unwrap();
+        let (_, mut open) = within(PROMPT, acc.accept()).await.unwrap();
+        let (_, mut finished) = within(PROMPT, acc.accept()).await.unwrap();
+        let mut got = [0u8; 14];
+        within(PROMPT, open.read_exact(&mut got)).await.unwrap();
+        let mut whole = Vec::new();
+        within(PROMPT, finished.read_to_end(&mut whole)).await.unwrap();
+        assert_eq!(whole, b"whole", "a stream the peer finished ends cleanly");
+        match cut {
+            Cut::Reset => {
+                socket2::SockRef::from(&raw).set_linger(Some(Duration::ZERO)).unwrap();
+                drop(raw);
+            }
+            Cut::Fin => raw.shutdown().await.unwrap(),
+        }
+        let e = within(PROMPT, open.read(&mut got)).await.expect_err("an unfinished stream fails, never ends");
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionAborted, "{e}");
+        let e = within(PROMPT, open.write_all(b"answer")).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionAborted, "{e}");
+        within(PROMPT, d).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_cut_connection_is_an_error_on_every_unfinished_stream() {
+        let r = cut_under_open_streams(Cut::Reset).await;
+        assert!(matches!(&r, Err(MuxError::Io(e)) if e.kind() == io::ErrorKind::ConnectionReset), "{r:?}");
+        // A clean end of the connection under unfinished streams is no end of theirs either.
+        cut_under_open_streams(Cut::Fin).await.unwrap();
     }
 
     #[tokio::test]

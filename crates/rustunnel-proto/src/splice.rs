@@ -28,9 +28,20 @@ const BULK_POOL_MAX: usize = 2;
 
 static BULK_LIVE: AtomicUsize = AtomicUsize::new(0);
 
+/// A thread's pooled bulk buffers. They count as live in [`BULK_LIVE`], so when the thread
+/// ends (a runtime shut down, a blocking-pool thread retired) they leave the count with it.
+struct BulkPool(Vec<Box<[u8]>>);
+
+impl Drop for BulkPool {
+    fn drop(&mut self) {
+        let n = self.0.len();
+        let _ = BULK_LIVE.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |live| Some(live.saturating_sub(n)));
+    }
+}
+
 thread_local! {
     static POOL: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
-    static BULK_POOL: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+    static BULK_POOL: RefCell<BulkPool> = const { RefCell::new(BulkPool(Vec::new())) };
 }
 
 /// A copy buffer of [`BUF_SIZE`] bytes from the per-thread pool (or a new one).
@@ -40,7 +51,7 @@ pub fn take_buf() -> Box<[u8]> {
 
 /// A [`BULK_SIZE`] buffer, if the process's bulk budget allows one.
 pub(crate) fn take_bulk() -> Option<Box<[u8]>> {
-    if let Some(b) = BULK_POOL.with(|p| p.borrow_mut().pop()) {
+    if let Some(b) = BULK_POOL.with(|p| p.borrow_mut().0.pop()) {
         return Some(b);
     }
     BULK_LIVE.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < BULK_MAX).then_some(n + 1)).ok()?;
@@ -53,7 +64,9 @@ pub(crate) fn take_sized(bulk: bool) -> Box<[u8]> {
 }
 
 /// Returns a buffer to the per-thread pool of its size (dropped when that pool is full, or
-/// when it is of neither pooled size).
+/// when it is of neither pooled size). Only for buffers [`take_buf`] or [`take_sized`] gave:
+/// a bulk-sized buffer from anywhere else would be counted out of a budget it was never
+/// counted into.
 pub fn give_buf(b: Box<[u8]>) {
     match b.len() {
         BUF_SIZE => POOL.with(|p| {
@@ -64,11 +77,10 @@ pub fn give_buf(b: Box<[u8]>) {
         }),
         BULK_SIZE => BULK_POOL.with(|p| {
             let mut p = p.borrow_mut();
-            if p.len() < BULK_POOL_MAX {
-                p.push(b);
+            if p.0.len() < BULK_POOL_MAX {
+                p.0.push(b);
             } else {
                 drop(b);
-                // Saturating: a grown buffer (`Window::reserve`) may happen to have this size.
                 let _ = BULK_LIVE.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
             }
         }),
@@ -99,12 +111,15 @@ pub struct Window {
     give: fn(Box<[u8]>),
     /// Size class of the next buffer taken (see [`BULK_SIZE`]).
     bulk: bool,
+    /// The held buffer was allocated by [`Window::reserve`], not taken from the pool: it is
+    /// freed, never given to `give` (whatever its size, it was never counted in).
+    own: bool,
 }
 
 impl Window {
     /// An empty window over the pool `take` / `give`.
     pub(crate) const fn new(take: fn(bool) -> Box<[u8]>, give: fn(Box<[u8]>)) -> Window {
-        Window { buf: None, start: 0, end: 0, take, give, bulk: false }
+        Window { buf: None, start: 0, end: 0, take, give, bulk: false, own: false }
     }
 
     /// Whether the owner's stream is bulk: buffers taken from now on are bulk ones (and a held
@@ -166,19 +181,24 @@ impl Window {
     fn grow(&mut self) {
         let bigger = (self.take)(true);
         if self.capacity().is_some_and(|held| bigger.len() > held) {
-            self.move_into(bigger);
+            self.move_into(bigger, false);
         } else {
             (self.give)(bigger);
             self.bulk = false;
         }
     }
 
-    /// Swaps the held buffer for `bigger`, the pending bytes moved to its front.
-    fn move_into(&mut self, mut bigger: Box<[u8]>) {
+    /// Swaps the held buffer for `bigger` (`own`: allocated here, not taken from the pool), the
+    /// pending bytes moved to its front.
+    fn move_into(&mut self, mut bigger: Box<[u8]>, own: bool) {
         let n = self.end - self.start;
         if let Some(old) = self.buf.as_mut() {
             bigger[..n].copy_from_slice(&old[self.start..self.end]);
-            (self.give)(std::mem::replace(old, bigger));
+            let old = std::mem::replace(old, bigger);
+            if !self.own {
+                (self.give)(old);
+            }
+            self.own = own;
         }
         self.start = 0;
         self.end = n;
@@ -211,7 +231,7 @@ impl Window {
     pub fn reserve(&mut self, need: usize) -> &mut [u8] {
         if self.spare(need).len() < need {
             let pending = self.end - self.start;
-            self.move_into(vec![0u8; pending + need].into_boxed_slice());
+            self.move_into(vec![0u8; pending + need].into_boxed_slice(), true);
         }
         self.spare(need)
     }
@@ -232,7 +252,14 @@ impl Window {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
-            if let Some(b) = self.buf.take() {
+            self.free();
+        }
+    }
+
+    /// Lets go of the held buffer: back to the pool it came from, or freed if it is our own.
+    fn free(&mut self) {
+        if let Some(b) = self.buf.take() {
+            if !std::mem::take(&mut self.own) {
                 (self.give)(b);
             }
         }
@@ -241,9 +268,7 @@ impl Window {
 
 impl Drop for Window {
     fn drop(&mut self) {
-        if let Some(b) = self.buf.take() {
-            (self.give)(b);
-        }
+        self.free();
     }
 }
 
@@ -513,6 +538,76 @@ mod tests {
         sink.read_to_end(&mut got).await.unwrap();
         assert_eq!(got.len(), data.len() + 13);
         assert!(got[..data.len()] == data[..] && &got[data.len()..] == b"a little more");
+    }
+
+    /// Buffers handed out by `ledger_take` (addresses) and given back to `ledger_give` (kept
+    /// alive, so an address is never reused within a test).
+    type Ledger = (Vec<usize>, Vec<Box<[u8]>>);
+
+    thread_local! {
+        static LEDGER: RefCell<Ledger> = const { RefCell::new((Vec::new(), Vec::new())) };
+    }
+
+    fn ledger_take(bulk: bool) -> Box<[u8]> {
+        let b = vec![0u8; if bulk { BULK_SIZE } else { BUF_SIZE }].into_boxed_slice();
+        LEDGER.with(|l| l.borrow_mut().0.push(b.as_ptr() as usize));
+        b
+    }
+
+    fn ledger_give(b: Box<[u8]>) {
+        LEDGER.with(|l| l.borrow_mut().1.push(b));
+    }
+
+    #[test]
+    fn a_window_gives_back_exactly_the_buffers_it_took() {
+        let mut w = Window::new(ledger_take, ledger_give);
+        w.spare(0)[..5].copy_from_slice(b"hello");
+        w.commit(5);
+        w.consume(1);
+        // Grown by `reserve` to exactly the bulk size past the pending bytes, and used.
+        let room = w.reserve(BULK_SIZE).len();
+        assert!(room >= BULK_SIZE);
+        w.commit(10);
+        w.set_bulk(true);
+        let _ = w.spare(0);
+        w.consume(14);
+        // A second one, grown to twice a small buffer, then drained.
+        w.set_bulk(false);
+        w.spare(0)[..3].copy_from_slice(b"abc");
+        w.commit(3);
+        let _ = w.reserve(2 * BUF_SIZE);
+        w.consume(3);
+        // A pooled small buffer swapped for a pooled bulk one.
+        w.spare(0)[0] = 1;
+        w.commit(1);
+        w.set_bulk(true);
+        assert!(w.spare(0).len() >= BULK_SIZE - 1);
+        drop(w);
+        LEDGER.with(|l| {
+            let (taken, given) = &*l.borrow();
+            let mut given: Vec<usize> = given.iter().map(|b| b.as_ptr() as usize).collect();
+            for g in &given {
+                assert!(taken.contains(g), "a buffer the pool never gave was given back to it");
+            }
+            given.sort_unstable();
+            given.dedup();
+            assert_eq!(given.len(), taken.len(), "every buffer taken is given back once");
+        });
+    }
+
+    #[test]
+    fn a_buffer_grown_to_the_bulk_size_stays_out_of_the_bulk_pool() {
+        let pooled = || BULK_POOL.with(|p| p.borrow().0.len());
+        let before = pooled();
+        let mut w = Window::pooled();
+        // Nothing pending: the grown buffer is exactly BULK_SIZE long.
+        assert_eq!(w.reserve(BULK_SIZE).len(), BULK_SIZE);
+        w.commit(1);
+        assert_eq!(w.capacity(), Some(BULK_SIZE));
+        w.consume(1);
+        // Pooled, it would be handed out by `take_bulk` without being counted in the budget
+        // (and counted out when freed).
+        assert_eq!(pooled(), before, "a buffer of our own went into the bulk pool");
     }
 
     fn futures_noop_waker() -> std::task::Waker {

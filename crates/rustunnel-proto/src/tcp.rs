@@ -1,5 +1,5 @@
-//! Socket options both ends set on every TCP connection they open or accept, and a lingering
-//! close.
+//! Socket options both ends set on every TCP connection they open or accept, a lingering
+//! close, and an abortive one.
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -25,6 +25,13 @@ pub fn tune(stream: &TcpStream, peer: SocketAddr) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = peer;
+}
+
+/// Makes the coming close of `stream` a reset (RST, `SO_LINGER` 0) instead of a FIN: for a
+/// connection one of whose copies failed (the tunnel hop was cut, the other end reset), so
+/// that its peer sees an error and never takes a cut-off transfer for a complete one.
+pub fn reset_on_close(stream: &TcpStream) {
+    let _ = stream.set_zero_linger();
 }
 
 /// Reads and drops what the peer still sends, until it pauses for `pause`, ends, or `max` bytes

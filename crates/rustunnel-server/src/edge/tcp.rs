@@ -4,6 +4,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use rustunnel_proto::stream::StreamHeader;
+use rustunnel_proto::tcp::reset_on_close;
 use rustunnel_proto::Protocol;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -90,6 +91,10 @@ fn refused(tunnel: &Tunnel, peer: std::net::SocketAddr) {
     tracing::debug!(tunnel = %tunnel.id, %peer, "visitor address refused by the tunnel's rules");
 }
 
+/// Copies between the visitor and a data connection. When either side fails (the data
+/// connection cut without a clean TLS close, a reset), the visitor's connection is reset
+/// rather than closed, so a cut-off transfer never looks complete to it; a plain data
+/// connection is reset too, so the client resets its local service's connection.
 async fn forward(mut visitor: TcpStream, peer: String, tunnel: &Tunnel) {
     // Boxed so the wait's state (timers, notification) is freed before the long splice.
     let Ok(conn) = Box::pin(tunnel.session.take_data_conn()).await else {
@@ -99,26 +104,36 @@ async fn forward(mut visitor: TcpStream, peer: String, tunnel: &Tunnel) {
     let mut conn = conn;
     let header = header.encode();
     if conn.write_all(&header).await.is_err() {
+        reset_on_close(&visitor);
         return;
     }
     tunnel.stats.add_in(header.len());
-    match conn {
+    let copied = match conn {
         // Both hops plain TCP: spliced in the kernel, counted as it moves.
         DataConn::Plain(mut data) => {
             let stats = &tunnel.stats;
-            let _ = rustunnel_proto::zerocopy::splice_tcp(&mut visitor, &mut data, &|n| stats.add_in(n), &|n| {
+            let r = rustunnel_proto::zerocopy::splice_tcp(&mut visitor, &mut data, &|n| stats.add_in(n), &|n| {
                 stats.add_out(n)
             })
             .await;
+            if r.is_err() {
+                reset_on_close(&data);
+            }
+            r
         }
         // TLS 1.3 records of our own: sealed from and opened into the visitor's socket directly.
+        // Dropped after an error without close_notify, which the client takes as an error.
         DataConn::Tls(mut lean) if lean.owns_records() => {
             let stats = &tunnel.stats;
-            let _ = lean.splice_tcp(&mut visitor, &|n| stats.add_in(n), &|n| stats.add_out(n)).await;
+            lean.splice_tcp(&mut visitor, &|n| stats.add_in(n), &|n| stats.add_out(n)).await
         }
         tls => {
             let mut data = Counted::new(tls, tunnel.stats.clone());
-            let _ = rustunnel_proto::splice::splice(&mut visitor, &mut data).await;
+            rustunnel_proto::splice::splice(&mut visitor, &mut data).await
         }
+    };
+    if let Err(e) = copied {
+        tracing::debug!(tunnel = %tunnel.id, error = %e, "tcp stream failed; visitor reset");
+        reset_on_close(&visitor);
     }
 }
