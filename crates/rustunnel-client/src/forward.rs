@@ -206,18 +206,23 @@ pub async fn serve_until<S: ServerStream>(
     cancel: &CancellationToken,
     report: impl Fn(LocalFailure) + Sync,
 ) {
+    // The stream first: once it copies, it sees `cancel` itself and resets the local connection
+    // (a transfer cut short must not end like a complete one); before that, dropping it is all.
     tokio::select! {
-        r = serve_stream(header, stream, targets, &report) => if let Err(f) = r { report(f) },
+        biased;
+        r = serve_stream(header, stream, targets, cancel, &report) => if let Err(f) = r { report(f) },
         _ = cancel.cancelled() => {}
     }
 }
 
 /// Serves one handed-out stream to completion. A failure that does not end it (a UDP flow
-/// whose local service is down) goes to `report` as it happens.
+/// whose local service is down) goes to `report` as it happens. A copy still running when
+/// `cancel` fires resets the local connection.
 pub async fn serve_stream<S: ServerStream>(
     header: StreamHeader,
     mut data: S,
     targets: &Targets,
+    cancel: &CancellationToken,
     report: &(impl Fn(LocalFailure) + Sync),
 ) -> Result<(), LocalFailure> {
     let target = targets.read().unwrap_or_else(|e| e.into_inner()).get(&header.tunnel_id).cloned();
@@ -253,7 +258,11 @@ pub async fn serve_stream<S: ServerStream>(
             // resets the local connection instead of closing it, so the local service never
             // takes a cut-off request or upload for a complete one; a plain data connection is
             // reset too, so the server resets its visitor.
-            if let Err(e) = copy_to_local(header.protocol, &mut data, &mut local).await {
+            let copied = tokio::select! {
+                r = copy_to_local(header.protocol, &mut data, &mut local) => r,
+                _ = cancel.cancelled() => Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "client stopping")),
+            };
+            if let Err(e) = copied {
                 tracing::debug!(tunnel = %target.name, error = %e, "stream failed; local connection reset");
                 reset_on_close(&local);
             }
