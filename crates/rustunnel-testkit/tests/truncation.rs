@@ -400,7 +400,6 @@ async fn a_reset_data_connection_under_an_http2_download_resets_the_stream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the record layer to report a FIN without close_notify as an error"]
 async fn a_fin_injected_into_a_tcp_download_resets_the_visitor() {
     tcp_download(Cut::Fin).await;
 }
@@ -411,7 +410,6 @@ async fn a_reset_data_connection_under_a_tcp_download_resets_the_visitor() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the record layer to report a FIN without close_notify as an error"]
 async fn a_fin_injected_into_a_tcp_upload_resets_the_local_service() {
     tcp_upload(Cut::Fin).await;
 }
@@ -422,13 +420,11 @@ async fn a_reset_data_connection_under_a_tcp_upload_resets_the_local_service() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the record layer to report a FIN without close_notify as an error, and the lean HTTP path to reset the visitor on an upstream error"]
 async fn a_fin_injected_into_an_http_download_delimited_by_close_is_not_complete() {
     http_download_delimited_by_close(Cut::Fin).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the lean HTTP path to reset the visitor on an upstream error"]
 async fn a_reset_data_connection_under_an_http_download_delimited_by_close_is_not_complete() {
     http_download_delimited_by_close(Cut::Reset).await;
 }
