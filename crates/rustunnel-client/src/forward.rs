@@ -206,18 +206,23 @@ pub async fn serve_until<S: ServerStream>(
     cancel: &CancellationToken,
     report: impl Fn(LocalFailure) + Sync,
 ) {
+    // The stream first: once it copies, it sees `cancel` itself and resets the local connection
+    // (a transfer cut short must not end like a complete one); before that, dropping it is all.
     tokio::select! {
-        r = serve_stream(header, stream, targets, &report) => if let Err(f) = r { report(f) },
+        biased;
+        r = serve_stream(header, stream, targets, cancel, &report) => if let Err(f) = r { report(f) },
         _ = cancel.cancelled() => {}
     }
 }
 
 /// Serves one handed-out stream to completion. A failure that does not end it (a UDP flow
-/// whose local service is down) goes to `report` as it happens.
+/// whose local service is down) goes to `report` as it happens. A copy still running when
+/// `cancel` fires resets the local connection.
 pub async fn serve_stream<S: ServerStream>(
     header: StreamHeader,
     mut data: S,
     targets: &Targets,
+    cancel: &CancellationToken,
     report: &(impl Fn(LocalFailure) + Sync),
 ) -> Result<(), LocalFailure> {
     let target = targets.read().unwrap_or_else(|e| e.into_inner()).get(&header.tunnel_id).cloned();
@@ -253,7 +258,11 @@ pub async fn serve_stream<S: ServerStream>(
             // resets the local connection instead of closing it, so the local service never
             // takes a cut-off request or upload for a complete one; a plain data connection is
             // reset too, so the server resets its visitor.
-            if let Err(e) = copy_to_local(header.protocol, &mut data, &mut local).await {
+            let copied = tokio::select! {
+                r = copy_to_local(header.protocol, &mut data, &mut local) => r,
+                _ = cancel.cancelled() => Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "client stopping")),
+            };
+            if let Err(e) = copied {
                 tracing::debug!(tunnel = %target.name, error = %e, "stream failed; local connection reset");
                 reset_on_close(&local);
             }
@@ -373,5 +382,71 @@ where
     tokio::select! {
         _ = up => {}
         _ = down => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    impl ServerStream for tokio::io::DuplexStream {}
+
+    /// A local TCP service `name` on a fresh port, as the client's targets.
+    async fn local_service(name: &str) -> (TcpListener, Targets) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let target = LocalTarget { name: name.into(), protocol: Protocol::Tcp, host: "127.0.0.1".into(), port };
+        (l, Arc::new(RwLock::new(HashMap::from([(name.to_string(), target)]))))
+    }
+
+    fn header(tunnel: &str) -> StreamHeader {
+        StreamHeader { tunnel_id: tunnel.into(), protocol: Protocol::Tcp, peer: "127.0.0.1:1".into(), mux: false }
+    }
+
+    /// A TCP stream copied to the local service; after the first bytes, `cut` ends it (and
+    /// keeps the server's end if it wants it open). Returns how the local service's next read
+    /// ended.
+    async fn copy_then(
+        cut: impl FnOnce(tokio::io::DuplexStream, &CancellationToken) -> Option<tokio::io::DuplexStream>,
+    ) -> std::io::Result<usize> {
+        let (l, targets) = local_service("t").await;
+        let (ours, mut server) = tokio::io::duplex(64 * 1024);
+        let cancel = CancellationToken::new();
+        let (t, c) = (targets.clone(), cancel.clone());
+        let task = tokio::spawn(async move { serve_until(header("t"), ours, &t, &c, |_| {}).await });
+        let (mut local, _) = l.accept().await.unwrap();
+        server.write_all(b"part of an upload").await.unwrap();
+        let mut got = [0u8; 17];
+        local.read_exact(&mut got).await.unwrap();
+        let _kept = cut(server, &cancel);
+        let mut buf = [0u8; 64];
+        let r = tokio::time::timeout(Duration::from_secs(10), local.read(&mut buf)).await.expect("the read ends");
+        drop(local);
+        tokio::time::timeout(Duration::from_secs(10), task).await.expect("the stream ends").unwrap();
+        r
+    }
+
+    #[tokio::test]
+    async fn a_copy_cut_by_stopping_resets_the_local_connection() {
+        let r = copy_then(|server, cancel| {
+            cancel.cancel();
+            // Still open: only the stop ends the copy.
+            Some(server)
+        })
+        .await;
+        let e = r.expect_err("a cut upload must not end cleanly");
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_clean_end_from_the_server_half_closes_the_local_connection() {
+        let r = copy_then(|server, _| {
+            drop(server);
+            None
+        })
+        .await;
+        assert_eq!(r.unwrap(), 0, "EOF after the bytes, as before");
     }
 }

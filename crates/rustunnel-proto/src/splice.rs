@@ -30,18 +30,18 @@ static BULK_LIVE: AtomicUsize = AtomicUsize::new(0);
 
 /// A thread's pooled bulk buffers. They count as live in [`BULK_LIVE`], so when the thread
 /// ends (a runtime shut down, a blocking-pool thread retired) they leave the count with it.
-struct BulkPool(Vec<Box<[u8]>>);
+struct BulkPool(Vec<Box<[u8]>>, &'static AtomicUsize);
 
 impl Drop for BulkPool {
     fn drop(&mut self) {
         let n = self.0.len();
-        let _ = BULK_LIVE.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |live| Some(live.saturating_sub(n)));
+        let _ = self.1.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |live| Some(live.saturating_sub(n)));
     }
 }
 
 thread_local! {
     static POOL: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
-    static BULK_POOL: RefCell<BulkPool> = const { RefCell::new(BulkPool(Vec::new())) };
+    static BULK_POOL: RefCell<BulkPool> = const { RefCell::new(BulkPool(Vec::new(), &BULK_LIVE)) };
 }
 
 /// A copy buffer of [`BUF_SIZE`] bytes from the per-thread pool (or a new one).
@@ -593,6 +593,20 @@ mod tests {
             given.dedup();
             assert_eq!(given.len(), taken.len(), "every buffer taken is given back once");
         });
+    }
+
+    #[test]
+    fn a_threads_pooled_bulk_buffers_leave_the_count_with_it() {
+        // A count of its own: the process's is shared with the tests running beside this one.
+        static LIVE: AtomicUsize = AtomicUsize::new(5);
+        let pool = BulkPool(vec![vec![0u8; 8].into_boxed_slice(), vec![0u8; 8].into_boxed_slice()], &LIVE);
+        std::thread::spawn(move || {
+            thread_local!(static P: RefCell<Option<BulkPool>> = const { RefCell::new(None) });
+            P.with(|p| *p.borrow_mut() = Some(pool));
+        })
+        .join()
+        .unwrap();
+        assert_eq!(LIVE.load(Ordering::Relaxed), 3, "the ended thread's two buffers are no longer counted");
     }
 
     #[test]

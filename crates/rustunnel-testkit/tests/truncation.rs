@@ -400,7 +400,6 @@ async fn a_reset_data_connection_under_an_http2_download_resets_the_stream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the record layer to report a FIN without close_notify as an error"]
 async fn a_fin_injected_into_a_tcp_download_resets_the_visitor() {
     tcp_download(Cut::Fin).await;
 }
@@ -411,7 +410,6 @@ async fn a_reset_data_connection_under_a_tcp_download_resets_the_visitor() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the record layer to report a FIN without close_notify as an error"]
 async fn a_fin_injected_into_a_tcp_upload_resets_the_local_service() {
     tcp_upload(Cut::Fin).await;
 }
@@ -429,4 +427,37 @@ async fn a_fin_injected_into_an_http_download_delimited_by_close_is_not_complete
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_data_connection_under_an_http_download_delimited_by_close_is_not_complete() {
     http_download_delimited_by_close(Cut::Reset).await;
+}
+
+/// A TCP tunnel closed on the server while a download runs: its visitor is reset, not told the
+/// download ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_closed_mid_transfer_resets_its_visitors() {
+    let server = TestServer::start().await;
+    // Sends a first part, then holds the connection open: the transfer is not over.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let source = l.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((mut s, _)) = l.accept().await {
+            let _ = s.write_all(&pattern(64 * 1024)).await;
+            conns.push(s);
+        }
+    });
+    let (_client, ready) = server.client(vec![tunnel("held", Protocol::Tcp, source.port())]).await;
+    let mut v = TcpStream::connect(("127.0.0.1", ready[0].port())).await.unwrap();
+    assert_eq!(read_n(&mut v, 64 * 1024).await, pattern(64 * 1024));
+    let closed = server
+        .handle
+        .shared()
+        .close_tunnel(&ready[0].tunnel_id, rustunnel_proto::control::CloseReason::ClosedByApi, "closed by the test")
+        .await;
+    assert!(closed.is_some());
+    let (rest, end) = tokio::time::timeout(LIMIT, read_all(&mut v)).await.expect("the visitor's read ends");
+    assert!(rest.is_empty());
+    assert!(
+        matches!(end, End::Error(std::io::ErrorKind::ConnectionReset)),
+        "a transfer cut by closing its tunnel must end in a reset, not {end:?}"
+    );
+    held.abort();
 }

@@ -1,5 +1,6 @@
 //! TCP tunnels: one listener per tunnel; each visitor connection takes a data connection from
 //! the client's pool and is spliced to it with half-close preserved.
+use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -39,10 +40,7 @@ pub async fn run(listener: TcpListener, tunnel: Arc<Tunnel>, shared: Arc<Shared>
         let t = tunnel.clone();
         shared.tasks.spawn(async move {
             let _permit = permit;
-            tokio::select! {
-                _ = forward(stream, peer.to_string(), &t) => {}
-                _ = t.cancel.cancelled() => {}
-            }
+            forward(stream, peer.to_string(), &t).await;
         });
     }
 }
@@ -78,10 +76,7 @@ pub async fn run_pool(
         tunnel.stats.connections.fetch_add(1, Ordering::Relaxed);
         shared.tasks.spawn(async move {
             let _permit = permit;
-            tokio::select! {
-                _ = forward(stream, peer.to_string(), &tunnel) => {}
-                _ = tunnel.cancel.cancelled() => {}
-            }
+            forward(stream, peer.to_string(), &tunnel).await;
         });
     }
 }
@@ -91,49 +86,54 @@ fn refused(tunnel: &Tunnel, peer: std::net::SocketAddr) {
     tracing::debug!(tunnel = %tunnel.id, %peer, "visitor address refused by the tunnel's rules");
 }
 
-/// Copies between the visitor and a data connection. When either side fails (the data
-/// connection cut without a clean TLS close, a reset), the visitor's connection is reset
-/// rather than closed, so a cut-off transfer never looks complete to it; a plain data
-/// connection is reset too, so the client resets its local service's connection.
+/// Serves one visitor until its copy ends or the tunnel is closed. When the copy fails (the
+/// data connection cut without a clean TLS close, a reset) or the tunnel closes under it, the
+/// visitor's connection is reset rather than closed, so a cut-off transfer never looks
+/// complete to it.
 async fn forward(mut visitor: TcpStream, peer: String, tunnel: &Tunnel) {
-    // Boxed so the wait's state (timers, notification) is freed before the long splice.
-    let Ok(conn) = Box::pin(tunnel.session.take_data_conn()).await else {
-        return;
-    };
-    let header = StreamHeader { tunnel_id: tunnel.id.clone(), protocol: Protocol::Tcp, peer, mux: false };
-    let mut conn = conn;
-    let header = header.encode();
-    if conn.write_all(&header).await.is_err() {
-        reset_on_close(&visitor);
-        return;
-    }
-    tunnel.stats.add_in(header.len());
-    let copied = match conn {
-        // Both hops plain TCP: spliced in the kernel, counted as it moves.
-        DataConn::Plain(mut data) => {
-            let stats = &tunnel.stats;
-            let r = rustunnel_proto::zerocopy::splice_tcp(&mut visitor, &mut data, &|n| stats.add_in(n), &|n| {
-                stats.add_out(n)
-            })
-            .await;
-            if r.is_err() {
-                reset_on_close(&data);
-            }
-            r
-        }
-        // TLS 1.3 records of our own: sealed from and opened into the visitor's socket directly.
-        // Dropped after an error without close_notify, which the client takes as an error.
-        DataConn::Tls(mut lean) if lean.owns_records() => {
-            let stats = &tunnel.stats;
-            lean.splice_tcp(&mut visitor, &|n| stats.add_in(n), &|n| stats.add_out(n)).await
-        }
-        tls => {
-            let mut data = Counted::new(tls, tunnel.stats.clone());
-            rustunnel_proto::splice::splice(&mut visitor, &mut data).await
-        }
+    let copied = tokio::select! {
+        r = copy(&mut visitor, peer, tunnel) => r,
+        _ = tunnel.cancel.cancelled() => Err(io::Error::new(io::ErrorKind::ConnectionAborted, "tunnel closed")),
     };
     if let Err(e) = copied {
         tracing::debug!(tunnel = %tunnel.id, error = %e, "tcp stream failed; visitor reset");
         reset_on_close(&visitor);
+    }
+}
+
+/// Copies between the visitor and a data connection of the tunnel's client. A plain data
+/// connection is reset when the copy fails, so the client resets its local service's
+/// connection; a TLS one is dropped without close_notify, which the client takes as an error.
+async fn copy(visitor: &mut TcpStream, peer: String, tunnel: &Tunnel) -> io::Result<()> {
+    // Boxed so the wait's state (timers, notification) is freed before the long splice.
+    let Ok(conn) = Box::pin(tunnel.session.take_data_conn()).await else {
+        // No data connection came: nothing was forwarded, the visitor is just closed.
+        return Ok(());
+    };
+    let header = StreamHeader { tunnel_id: tunnel.id.clone(), protocol: Protocol::Tcp, peer, mux: false };
+    let mut conn = conn;
+    let header = header.encode();
+    conn.write_all(&header).await?;
+    tunnel.stats.add_in(header.len());
+    let stats = &tunnel.stats;
+    match conn {
+        // Both hops plain TCP: spliced in the kernel, counted as it moves.
+        DataConn::Plain(mut data) => {
+            let r =
+                rustunnel_proto::zerocopy::splice_tcp(visitor, &mut data, &|n| stats.add_in(n), &|n| stats.add_out(n))
+                    .await;
+            if r.is_err() {
+                reset_on_close(&data);
+            }
+            r.map(drop)
+        }
+        // TLS 1.3 records of our own: sealed from and opened into the visitor's socket directly.
+        DataConn::Tls(mut lean) if lean.owns_records() => {
+            lean.splice_tcp(visitor, &|n| stats.add_in(n), &|n| stats.add_out(n)).await.map(drop)
+        }
+        tls => {
+            let mut data = Counted::new(tls, tunnel.stats.clone());
+            rustunnel_proto::splice::splice(visitor, &mut data).await.map(drop)
+        }
     }
 }
