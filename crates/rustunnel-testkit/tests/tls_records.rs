@@ -26,8 +26,9 @@ async fn patient_server() -> TestServer {
     .await
 }
 
-/// A TLS 1.3 connection to the control port whose records are ours to seal.
-async fn flooder(server: &TestServer) -> (TcpStream, Flooder) {
+/// A TLS 1.3 connection to the control port whose records are ours to seal, and the bytes
+/// that came with the end of the handshake (the server's session tickets, some of the time).
+async fn flooder(server: &TestServer) -> (TcpStream, Flooder, Vec<u8>) {
     let tls = rustunnel_client::tls::client_config(
         &rustunnel_client::TlsOptions { insecure: true, ca: None },
         &[b"http/1.1"],
@@ -36,7 +37,8 @@ async fn flooder(server: &TestServer) -> (TcpStream, Flooder) {
     let tcp = TcpStream::connect(server.handle.control_addr()).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
     let lean = LeanClient::connect(tls, name, tcp).await.unwrap();
-    lean.into_records().expect("TLS 1.3, records taken over")
+    let t = lean.into_records().expect("TLS 1.3, records taken over");
+    (t.tcp, t.records, t.received)
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -64,10 +66,10 @@ fn seal(rec: &mut Flooder, flood: Flood, n: usize, out: &mut Vec<u8>) -> usize {
     at
 }
 
-/// What the server sent until it closed: the application data, and the error that ended
-/// its records (the alert it sent), if any. Fails the test if it is still open after 30 s.
-async fn server_records(tcp: &mut TcpStream, rec: &mut Flooder) -> (Vec<u8>, Option<RecordError>) {
-    let mut wire = Vec::new();
+/// What the server sent until it closed (after `wire`, received already): the application
+/// data, and the error that ended its records (the alert it sent), if any. Fails the test if
+/// it is still open after 30 s.
+async fn server_records(tcp: &mut TcpStream, rec: &mut Flooder, mut wire: Vec<u8>) -> (Vec<u8>, Option<RecordError>) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -101,14 +103,14 @@ async fn as_many_as_rustls_allows_pass_and_one_more_ends_the_connection_with_an_
     for (flood, allowed) in FLOODS {
         // The most allowed in a row, then a request: the server answers it, after a single
         // key update of its own however many were asked for.
-        let (mut tcp, mut rec) = flooder(&server).await;
+        let (mut tcp, mut rec, received) = flooder(&server).await;
         let mut out = Vec::new();
         let n = seal(&mut rec, flood, allowed, &mut out);
         let request = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
         out.resize(n + request.len() + 64, 0);
         let m = rec.seal_data(&mut out[n..], request).unwrap();
         tcp.write_all(&out[..n + m]).await.unwrap();
-        let (data, end) = server_records(&mut tcp, &mut rec).await;
+        let (data, end) = server_records(&mut tcp, &mut rec, received).await;
         assert!(data.starts_with(b"HTTP/1.1 "), "{flood:?}: answered ({end:?})");
         assert_eq!(end, None, "{flood:?}");
         let followed = rec.key_updates().0;
@@ -118,10 +120,10 @@ async fn as_many_as_rustls_allows_pass_and_one_more_ends_the_connection_with_an_
         }
 
         // One more: the connection ends with unexpected_message.
-        let (mut tcp, mut rec) = flooder(&server).await;
+        let (mut tcp, mut rec, received) = flooder(&server).await;
         let n = seal(&mut rec, flood, allowed + 1, &mut out);
         tcp.write_all(&out[..n]).await.unwrap();
-        let (data, end) = server_records(&mut tcp, &mut rec).await;
+        let (data, end) = server_records(&mut tcp, &mut rec, received).await;
         assert!(data.is_empty(), "{flood:?}");
         assert_eq!(end, Some(RecordError::Alert(UNEXPECTED_MESSAGE)), "{flood:?}");
     }
@@ -138,13 +140,13 @@ fn rss_kib() -> u64 {
 async fn floods_of_100_000_records_without_data_are_cut_off_and_memory_stays_flat() {
     let server = patient_server().await;
     // One connection first, so the baseline includes what any connection costs.
-    let (mut tcp, mut rec) = flooder(&server).await;
+    let (mut tcp, mut rec, _) = flooder(&server).await;
     let mut out = Vec::new();
     let n = seal(&mut rec, Flood::EmptyRecords, 1, &mut out);
     tcp.write_all(&out[..n]).await.unwrap();
     let before = rss_kib();
     for (flood, _) in FLOODS {
-        let (mut tcp, mut rec) = flooder(&server).await;
+        let (mut tcp, mut rec, received) = flooder(&server).await;
         let start = Instant::now();
         let mut sent = 0;
         while sent < 100_000 {
@@ -159,7 +161,7 @@ async fn floods_of_100_000_records_without_data_are_cut_off_and_memory_stays_fla
         }
         // The close is a reset when our records were still unread, and the alert before it
         // may be lost with it; when it arrived, it is unexpected_message.
-        let (data, end) = server_records(&mut tcp, &mut rec).await;
+        let (data, end) = server_records(&mut tcp, &mut rec, received).await;
         assert!(data.is_empty(), "{flood:?}");
         assert!(matches!(end, None | Some(RecordError::Alert(UNEXPECTED_MESSAGE))), "{flood:?}: {end:?}");
         let took = start.elapsed();

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 
 use super::tests::{configs, ServerSide};
 use super::*;
-use crate::record::{sealed_len, Secrets, HEADER, KEY_UPDATE_ROOM};
+use crate::record::{record_len, sealed_len, Opened, Secrets, HEADER, KEY_UPDATE_ROOM};
 
 type ClientSide = tokio_rustls::client::TlsStream<TcpStream>;
 
@@ -456,4 +456,91 @@ async fn reading_stops_while_the_output_for_the_peer_is_above_its_bound() {
     tokio::time::timeout(Duration::from_secs(20), lean.read_exact(&mut buf)).await.expect("reads again").unwrap();
     assert_eq!(&buf, b"hello");
     assert!(drain.await.unwrap() >= sent + held);
+}
+
+#[tokio::test]
+async fn a_key_update_request_right_behind_the_finished_message_is_answered() {
+    // The client's Finished, a key update request and data reach the server in one read (a
+    // relay holds the client's bytes until all are written): the request is for our record
+    // layer, which answers it, not for rustls before the hand-over (whose answer would be lost
+    // with it, and the client left unable to read).
+    let (s, c) = configs(&rustls::version::TLS13);
+    let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let back_addr = backend.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let mut lean = LeanServer::accept(s, backend.accept().await.unwrap().0).await.unwrap();
+        let mut got = [0u8; 5];
+        lean.read_exact(&mut got).await.unwrap();
+        lean.write_all(b"pong!").await.unwrap();
+        lean.flush().await.unwrap();
+        (got, lean)
+    });
+    let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front_addr = front.local_addr().unwrap();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let relay = tokio::spawn(async move {
+        let (client, _) = front.accept().await.unwrap();
+        let server = TcpStream::connect(back_addr).await.unwrap();
+        let (mut cr, mut cw) = client.into_split();
+        let (mut sr, mut sw) = server.into_split();
+        let down = tokio::spawn(async move { tokio::io::copy(&mut sr, &mut cw).await });
+        // The ClientHello passes; the four records after it (change_cipher_spec, Finished,
+        // the key update, the data) are held until all are there, then go in one write.
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = cr.read(&mut buf).await.unwrap();
+        sw.write_all(&buf[..n]).await.unwrap();
+        released.await.unwrap();
+        let mut held = Vec::new();
+        let records = |wire: &[u8]| {
+            let (mut at, mut n) = (0, 0);
+            while let [_, _, _, l1, l2, ..] = wire[at..] {
+                at += 5 + usize::from(u16::from_be_bytes([l1, l2]));
+                if at > wire.len() {
+                    break;
+                }
+                n += 1;
+            }
+            n
+        };
+        while records(&held) < 4 {
+            let n = cr.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+            held.extend_from_slice(&buf[..n]);
+        }
+        sw.write_all(&held).await.unwrap();
+        let _ = tokio::io::copy(&mut cr, &mut sw).await;
+        let _ = down.await;
+    });
+    let tcp = TcpStream::connect(front_addr).await.unwrap();
+    let lean = LeanClient::connect(c, ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
+    let super::TakenOver { mut tcp, mut records, received } = lean.into_records().unwrap();
+    let mut out = vec![0u8; KEY_UPDATE_ROOM + sealed_len(5)];
+    let mut at = records.key_update(&mut out, true).unwrap();
+    at += records.seal_data(&mut out[at..], b"ping!").unwrap();
+    tcp.write_all(&out[..at]).await.unwrap();
+    release.send(()).unwrap();
+    let (got, _lean) = tokio::time::timeout(Duration::from_secs(20), server).await.expect("no hang").unwrap();
+    assert_eq!(&got, b"ping!");
+    // The server's records: its session tickets, its key update, then "pong!" under its new key.
+    let mut wire = received;
+    let mut plain = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    while plain.len() < 5 {
+        let n = tokio::time::timeout(Duration::from_secs(20), tcp.read(&mut buf)).await.expect("no hang").unwrap();
+        assert!(n > 0, "the server closed");
+        wire.extend_from_slice(&buf[..n]);
+        while let Ok(Some(len)) = record_len(&wire) {
+            if len > wire.len() {
+                break;
+            }
+            match records.open(&mut wire[..len]).unwrap() {
+                Opened::Data(r) => plain.extend_from_slice(&wire[r]),
+                Opened::Control | Opened::Closed => {}
+            }
+            wire.drain(..len);
+        }
+    }
+    assert_eq!(&plain, b"pong!");
+    assert_eq!(records.key_updates(), (1, 1), "the server answered our request");
+    relay.abort();
 }

@@ -123,6 +123,15 @@ impl Side for UnbufferedServerConnection {
     }
 }
 
+/// A connection taken apart by [`LeanTls::into_records`] (for tests).
+#[doc(hidden)]
+pub struct TakenOver<D> {
+    pub tcp: TcpStream,
+    pub records: Records<Kernel<D>>,
+    /// Bytes received and not yet opened.
+    pub received: Vec<u8>,
+}
+
 /// The client end.
 pub type LeanClient = LeanTls<UnbufferedClientConnection>;
 /// The server end.
@@ -148,6 +157,8 @@ pub struct LeanTls<C: Side> {
     peer_closed: bool,
     closed: bool,
     close_sent: bool,
+    /// The handshake is on and its records will be handed over to [`Records`] after it.
+    hand_over: bool,
     /// The error that ended the connection after the plaintext before it was handed out:
     /// returned by the next read.
     failed: Option<io::Error>,
@@ -209,9 +220,11 @@ impl<C: Side> LeanTls<C> {
             peer_closed: false,
             closed: false,
             close_sent: false,
+            hand_over: own_records,
             failed: None,
         };
         std::future::poll_fn(|cx| s.poll_handshake(cx)).await?;
+        s.hand_over = false;
         // Driven until it allows writing with nothing left to send: the state rustls requires
         // for the hand-over. Records it has not processed yet stay in `inbuf` for ours, and
         // data it decrypted already is in `plain`, read first.
@@ -242,12 +255,14 @@ impl<C: Side> LeanTls<C> {
     }
 
     /// Takes the socket and the record layer out of a connection whose records are ours, so a
-    /// test can send records a correct peer never would (floods of key updates, alerts).
-    /// Bytes received and not yet read are dropped.
+    /// test can send records a correct peer never would (floods of key updates, alerts), with
+    /// the bytes received and not yet opened (records that came with the end of the
+    /// handshake, such as session tickets). Plaintext already opened is dropped.
     #[doc(hidden)]
-    pub fn into_records(self) -> Option<(TcpStream, Records<Kernel<C::Data>>)> {
+    pub fn into_records(self) -> Option<TakenOver<C::Data>> {
+        let received = self.inbuf.pending().to_vec();
         let LeanTls { records, io, .. } = self;
-        Some((io, records?))
+        Some(TakenOver { tcp: io, records: records?, received })
     }
 
     /// Ends the connection on a record that broke the rules: the alert it calls for goes out
@@ -345,7 +360,16 @@ impl<C: Side> LeanTls<C> {
         let Some(conn) = self.conn.as_mut() else {
             return Err(io::Error::other("TLS records are no longer with rustls"));
         };
-        let incoming = self.inbuf.pending_mut();
+        // Once a TLS 1.3 handshake is over, the records behind it are for our record layer:
+        // rustls must not read them before the hand-over. It would follow a key update request
+        // there and switch its sending key, and the key update announcing the switch, queued
+        // for its next write, would be lost with it. (It is aligned on a record boundary after
+        // the peer's Finished, so it holds no bytes of the input.)
+        let incoming: &mut [u8] = if self.hand_over && !conn.is_handshaking() && conn.is_tls13() {
+            &mut []
+        } else {
+            self.inbuf.pending_mut()
+        };
         let UnbufferedStatus { mut discard, state } = conn.process(incoming);
         let state = match state {
             Ok(state) => state,
