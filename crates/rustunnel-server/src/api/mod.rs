@@ -4,7 +4,7 @@
 //! - [`error`]: the one JSON error shape, and extractor rejections mapped into it.
 //! - [`extract`]: the caller's identity (`Authorization: Bearer`) and JSON/query/path extractors.
 //! - one file per resource: [`status`] (status, regions), [`tunnels`], [`pools`], [`p2p`], [`history`], [`tokens`],
-//!   [`metrics`], [`openapi`], [`agents_md`]; [`convert`] maps state and rows to the DTOs.
+//!   [`metrics`], [`openapi`], [`agents_md`], [`health`] (probes); [`convert`] maps state and rows to the DTOs.
 //!
 //! Tenancy: every route that is not public is scoped to the token's owner; the admin token
 //! sees every owner; another owner's object answers 404. No CORS headers are sent: browsers
@@ -28,6 +28,7 @@ pub mod agents_md;
 pub mod convert;
 pub mod error;
 pub mod extract;
+pub mod health;
 pub mod history;
 pub mod metrics;
 pub mod openapi;
@@ -57,6 +58,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/openapi.json", get(openapi::openapi_json))
         .route("/metrics", get(metrics::metrics))
         .route("/agents.md", get(agents_md::agents_md))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .fallback(|| async { ApiError::not_found("no such route; see /api/openapi.json") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")

@@ -24,6 +24,8 @@ use rustunnel_api_types as dto;
         openapi_json,
         super::metrics::metrics,
         super::agents_md::agents_md,
+        super::health::healthz,
+        super::health::readyz,
     ),
     components(schemas(
         dto::ErrorBody, dto::ErrorDetail, dto::StatusResponse, dto::ProtocolCounts, dto::Region, dto::RegionList,

@@ -661,6 +661,8 @@ async fn responses_conform_to_the_openapi_document() {
             ("/api/openapi.json", Method::GET, "/api/openapi.json".into(), None, None),
             ("/metrics", Method::GET, "/metrics".into(), None, None),
             ("/agents.md", Method::GET, "/agents.md".into(), None, None),
+            ("/healthz", Method::GET, "/healthz".into(), None, None),
+            ("/readyz", Method::GET, "/readyz".into(), None, None),
             ("/api/tunnels", Method::GET, "/api/tunnels".into(), t, None),
             ("/api/tunnels", Method::GET, "/api/tunnels".into(), Some("rt_bad"), None),
             ("/api/tunnels/{id}", Method::GET, web_path.clone(), t, None),
@@ -818,6 +820,24 @@ async fn minted_rights_stay_within_the_minting_token() {
         let inside = sh.open_tunnel(&s, serde_json::from_value(spec).unwrap()).await.map_err(|e| e.message).unwrap();
         let r = call(&e.app, Method::DELETE, &format!("/api/tunnels/{}", inside.tunnel_id), Some(&limited), None).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        e.handle.abort().await;
+    }
+}
+
+#[tokio::test]
+async fn probes_answer_and_readiness_ends_with_the_drain() {
+    for e in envs().await {
+        let r = call(&e.app, Method::GET, "/healthz", None, None).await;
+        assert_eq!((r.status, r.json["status"].as_str()), (StatusCode::OK, Some("ok")), "{}", r.text);
+        let r = call(&e.app, Method::GET, "/readyz", None, None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(r.json, json!({ "status": "ready", "draining": false, "database": "ok" }));
+        // The first step of a graceful shutdown: from then on the server is not ready.
+        e.shared().stop_accepting.cancel();
+        let r = call(&e.app, Method::GET, "/readyz", None, None).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+        assert_eq!(r.json, json!({ "status": "not_ready", "draining": true, "database": "ok" }));
+        assert_eq!(call(&e.app, Method::GET, "/healthz", None, None).await.status, StatusCode::OK);
         e.handle.abort().await;
     }
 }

@@ -564,6 +564,12 @@ impl Store {
         Ok(r.rows_affected())
     }
 
+    /// One round trip to the database (readiness probes).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
