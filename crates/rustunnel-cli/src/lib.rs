@@ -5,10 +5,12 @@
 //! - [`output`]: the human console (status block + live request log) and `--json` lines.
 //! - [`demo`]: `rustunnel demo`, a self-contained tour on loopback.
 //! - [`manage`]: management commands over the REST API (tokens, tunnels, history, regions).
+//! - [`completions`]: `rustunnel completions <shell>` and `rustunnel man` (generated from clap).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 use clap::{Parser, Subcommand};
 
+pub mod completions;
 pub mod demo;
 pub mod manage;
 pub mod output;
@@ -27,6 +29,10 @@ pub struct Cli {
     /// More logging on stderr (or set RUSTUNNEL_LOG, e.g. RUSTUNNEL_LOG=debug).
     #[arg(short, long, global = true)]
     pub verbose: bool,
+    /// Log lines on stderr as human-readable text, or as one JSON object per line
+    /// (timestamp, level, target, message, fields) [default: human].
+    #[arg(long, global = true, env = "RUSTUNNEL_LOG_FORMAT", value_enum)]
+    pub log_format: Option<rustunnel_server::logging::LogFormat>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -46,15 +52,18 @@ pub enum Command {
     Demo(demo::DemoArgs),
     #[command(flatten)]
     Manage(manage::ManageCommand),
+    /// Print a shell completion script: bash, zsh, fish, powershell or elvish.
+    Completions(completions::CompletionsArgs),
+    /// Write man pages (rustunnel.1 and one per subcommand) into a directory.
+    Man(completions::ManArgs),
 }
 
-pub fn init_logging(verbose: bool) {
-    let default = if verbose { "debug" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RUSTUNNEL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    // Colours only for a terminal: escape codes are noise in a redirected log file.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
+/// Logs on stderr: warnings (everything with `--verbose`, or RUSTUNNEL_LOG's filter), as text
+/// or JSON lines.
+pub fn init_logging(verbose: bool, format: Option<rustunnel_server::logging::LogFormat>) {
+    let level = if verbose { "debug" } else { "warn" };
+    // Both levels are valid filters; a failure here would only leave logging off.
+    let _ = rustunnel_server::logging::init(format.unwrap_or_default(), level);
 }
 
 /// Runs a command; returns the process exit code.
@@ -68,5 +77,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::P2p(a) => p2p::run(a).await,
         Command::Demo(a) => demo::run(a).await,
         Command::Manage(m) => manage::run(m).await,
+        Command::Completions(a) => completions::completions(a),
+        Command::Man(a) => completions::man(a),
     }
 }

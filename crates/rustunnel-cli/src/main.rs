@@ -5,7 +5,7 @@ use clap::Parser;
 #[tokio::main]
 async fn main() {
     let cli = rustunnel_cli::Cli::parse();
-    rustunnel_cli::init_logging(cli.verbose);
+    rustunnel_cli::init_logging(cli.verbose, cli.log_format);
     let code = rustunnel_cli::run(cli).await;
     std::process::exit(code);
 }

@@ -7,6 +7,13 @@ use clap::{Parser, Subcommand};
 use rustunnel_mcp::{McpConfig, McpServer};
 use tokio_util::sync::CancellationToken;
 
+/// How log lines are written on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "rustunnel-mcp",
@@ -37,6 +44,9 @@ struct Cli {
     /// Your display name in agent rooms (default: $USER).
     #[arg(long = "name", env = "RUSTUNNEL_AGENT_NAME")]
     name: Option<String>,
+    /// Log lines on stderr as text or as one JSON object per line (stdout is the protocol's).
+    #[arg(long, env = "RUSTUNNEL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -80,7 +90,11 @@ fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUSTUNNEL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     // stdout is the protocol channel: logs must never go there.
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false);
+    match cli.log_format {
+        LogFormat::Human => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

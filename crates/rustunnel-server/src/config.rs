@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::logging::LogFormat;
+
 /// Configuration problems, reported before anything binds.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -88,6 +90,11 @@ pub struct FileConfig {
     /// visitors' bytes then cross the client-server link in the clear. The control connection
     /// and the token always stay on TLS.
     pub allow_plain_data: Option<bool>,
+    /// Log level or filter directives (`info`, `rustunnel_server=debug,warn`) [default: info];
+    /// `RUSTUNNEL_LOG` overrides it.
+    pub log_level: Option<String>,
+    /// `human` (default) or `json` (one object per line).
+    pub log_format: Option<LogFormat>,
 }
 
 impl std::fmt::Debug for FileConfig {
@@ -151,7 +158,9 @@ impl FileConfig {
             pool_size,
             alert_webhook,
             p2p_udp_addr,
-            allow_plain_data
+            allow_plain_data,
+            log_level,
+            log_format
         )
     }
 }
@@ -201,6 +210,9 @@ pub struct Config {
     pub p2p_udp: P2pUdp,
     /// Grant plain (unencrypted) data connections to clients that ask; see `FileConfig`.
     pub allow_plain_data: bool,
+    /// Log filter directives (checked).
+    pub log_level: String,
+    pub log_format: LogFormat,
 }
 
 /// The placeholder of `examples/server.toml`, refused so a copied example cannot run with it.
@@ -347,6 +359,8 @@ impl Config {
         if let Some(w) = &alert_webhook {
             crate::alert::parse_webhook(w).map_err(|e| ConfigError::Invalid(format!("alert_webhook: {e}")))?;
         }
+        let log_level = f.log_level.clone().unwrap_or_else(|| "info".to_string());
+        crate::logging::parse_level(&log_level).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let secs = |v: Option<u64>, d: u64| Duration::from_secs(v.unwrap_or(d));
         Ok(Config {
             alert_webhook,
@@ -379,6 +393,8 @@ impl Config {
             pool_size: f.pool_size.unwrap_or(8),
             handshake_timeout: rustunnel_proto::limits::HANDSHAKE_TIMEOUT,
             allow_plain_data: f.allow_plain_data.unwrap_or(false),
+            log_level,
+            log_format: f.log_format.unwrap_or_default(),
             header_timeout: Duration::from_secs(30),
             p2p_udp: match f.p2p_udp_addr.as_deref() {
                 None => P2pUdp::SameAsControl,

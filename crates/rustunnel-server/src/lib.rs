@@ -13,6 +13,8 @@
 //! - [`auth`], [`store`]: tokens (hashed), owners, tunnel history (SQLite or PostgreSQL);
 //!   [`rights`]: the subdomains and ports a token may open.
 //! - [`api`]: the management REST API; [`metrics`]: server-wide counters for `/metrics`.
+//! - [`reload`]: what SIGHUP's re-read configuration changes in a running server.
+//! - [`logging`]: human or JSON log lines, with a level SIGHUP can change.
 //! - [`tls`]: certificates (operator files or a generated self-signed pair for dev).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -23,10 +25,12 @@ pub mod config;
 pub mod control;
 pub mod edge;
 pub mod listener;
+pub mod logging;
 pub mod metrics;
 pub mod p2p;
 pub mod pool;
 pub mod registry;
+pub mod reload;
 pub mod rights;
 pub mod server;
 pub mod session;

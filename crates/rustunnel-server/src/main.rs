@@ -3,6 +3,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use rustunnel_server::logging::{LogControl, LogFormat};
 use rustunnel_server::{Config, FileConfig, ServerHandle};
 
 #[derive(Parser)]
@@ -119,10 +120,28 @@ struct RunArgs {
     /// (and when it recovers).
     #[arg(long, env = "RUSTUNNEL_ALERT_WEBHOOK")]
     alert_webhook: Option<String>,
+    /// Log level or filter directives, e.g. `debug` or `rustunnel_server=debug,info`
+    /// [default: info]; RUSTUNNEL_LOG overrides it. SIGHUP applies a changed config file's.
+    #[arg(long, env = "RUSTUNNEL_LOG_LEVEL")]
+    log_level: Option<String>,
+    /// Log lines on stderr as human-readable text, or as one JSON object per line
+    /// (timestamp, level, target, message, fields) [default: human].
+    #[arg(long, env = "RUSTUNNEL_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Print a shell completion script: bash, zsh, fish, powershell or elvish.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (rustunnel-server.1 and one per subcommand) into a directory.
+    Man {
+        #[arg(long, default_value = ".")]
+        out_dir: PathBuf,
+    },
     /// Manage client tokens directly in the database (no running server needed).
     Token {
         #[command(subcommand)]
@@ -192,18 +211,12 @@ impl RunArgs {
             region_name: self.region_name.clone(),
             region_location: self.region_location.clone(),
             alert_webhook: self.alert_webhook.clone(),
+            log_level: self.log_level.clone(),
+            log_format: self.log_format,
             ..Default::default()
         };
         Ok(base.merge(flags))
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RUSTUNNEL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only for a person at a terminal: log files and journals get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
 }
 
 fn main() -> std::process::ExitCode {
@@ -241,11 +254,29 @@ fn explained(e: &anyhow::Error) -> String {
 
 async fn async_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging();
     match cli.command {
+        Some(Command::Completions { shell }) => {
+            use clap::CommandFactory;
+            use std::io::Write as _;
+            // Into memory first: the generator panics on a write error (`| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "rustunnel-server", &mut script);
+            let _ = std::io::stdout().write_all(&script);
+            Ok(())
+        }
+        Some(Command::Man { out_dir }) => {
+            use clap::CommandFactory;
+            std::fs::create_dir_all(&out_dir)
+                .and_then(|()| clap_mangen::generate_to(Cli::command(), &out_dir))
+                .with_context(|| format!("writing man pages to {}", out_dir.display()))?;
+            println!("man pages written to {}", out_dir.display());
+            Ok(())
+        }
         Some(Command::Token {
             action: TokenAction::Create { label, owner, subdomains, ports, data_dir, database_url, config },
         }) => {
+            let level = cli.run.log_level.as_deref().unwrap_or("info");
+            rustunnel_server::logging::init(cli.run.log_format.unwrap_or_default(), level)?;
             let rights = rustunnel_server::rights::Rights::parse(subdomains.as_deref(), ports.as_deref())?;
             let file = match &config {
                 Some(p) => FileConfig::from_file(p)?,
@@ -284,8 +315,10 @@ macro_rules! say {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = Config::from_file_config(args.file_config()?)?;
+    let log = rustunnel_server::logging::init(config.log_format, &config.log_level)?;
     let dev = config.dev;
     let mut signals = ShutdownSignals::install();
+    let mut reloads = ReloadSignal::install();
     let handle = ServerHandle::spawn(config.clone()).await?;
     let domain = &config.domain;
     say!("rustunnel-server {} ready", env!("CARGO_PKG_VERSION"));
@@ -316,7 +349,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     for caveat in config.caveats() {
         say!("  warning: {caveat}");
     }
-    signals.recv().await;
+    let mut running = config.clone();
+    loop {
+        tokio::select! {
+            _ = signals.recv() => break,
+            _ = reloads.recv() => reload(&args, &handle, &mut running, &log),
+        }
+    }
     tracing::info!("shutting down: draining for up to {:?}", config.drain_timeout);
     // Bounded: a drain that cannot finish, or a second signal, still ends the process.
     let limit = config.drain_timeout + std::time::Duration::from_secs(10);
@@ -326,6 +365,49 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         _ = signals.recv() => tracing::warn!("second signal: exiting without waiting for the drain"),
     }
     Ok(())
+}
+
+/// Re-reads the config file (with the same flags and environment over it) and applies what
+/// can change while running; one log line says what was applied and what needs a restart.
+fn reload(args: &RunArgs, handle: &ServerHandle, running: &mut Config, log: &LogControl) {
+    let new = args.file_config().and_then(|f| Ok(Config::from_file_config(f)?));
+    let outcome = match new {
+        Ok(new) => rustunnel_server::reload::apply(handle.shared(), running, new, Some(log)).map_err(Into::into),
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(o) => tracing::info!(applied = %o.applied.join(", "), needs_restart = %o.needs_restart.join(", "), "{o}"),
+        Err(e) => tracing::error!("configuration not reloaded (nothing changed): {}", explained(&e)),
+    }
+}
+
+/// SIGHUP, subscribed to before the server starts (its default action ends the process).
+struct ReloadSignal {
+    #[cfg(unix)]
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl ReloadSignal {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            ReloadSignal { hup: signal(SignalKind::hangup()).ok() }
+        }
+        #[cfg(not(unix))]
+        {
+            ReloadSignal {}
+        }
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(s) = &mut self.hup {
+            s.recv().await;
+            return;
+        }
+        std::future::pending::<()>().await
+    }
 }
 
 /// SIGTERM and SIGINT, subscribed to before the server starts so that no signal can arrive

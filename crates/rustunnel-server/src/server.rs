@@ -76,6 +76,8 @@ pub struct Shared {
     pub p2p: crate::p2p::P2pHub,
     /// Wakes the claim writer after registry changes (see [`claim_writer`]).
     claims_changed: tokio::sync::Notify,
+    /// Settings a reload may change while running (see [`crate::reload`]).
+    pub live: crate::reload::Live,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -771,18 +773,16 @@ impl Shared {
 
 /// Delivers pool alerts one after another (so a down and its recovery arrive in order) to the
 /// members' webhooks and the server-wide one.
-async fn alert_loop(
-    mut rx: tokio::sync::mpsc::Receiver<Alert>,
-    server_webhook: Option<String>,
-    stop: tokio_util::sync::CancellationToken,
-) {
+async fn alert_loop(mut rx: tokio::sync::mpsc::Receiver<Alert>, shared: Arc<Shared>) {
+    let stop = shared.hard_stop.clone();
     loop {
         let alert = tokio::select! {
             a = rx.recv() => match a { Some(a) => a, None => return },
             _ = stop.cancelled() => return,
         };
         let mut urls = alert.webhooks.clone();
-        urls.extend(server_webhook.clone());
+        // Read per alert: a reload may have changed it.
+        urls.extend(shared.live.alert_webhook());
         urls.sort();
         urls.dedup();
         let body = bytes::Bytes::from(crate::alert::body(&alert, std::time::SystemTime::now()));
@@ -895,6 +895,7 @@ impl ServerHandle {
             alerts: alert_tx,
             p2p: crate::p2p::P2pHub::default(),
             claims_changed: tokio::sync::Notify::new(),
+            live: crate::reload::Live::new(&config),
             store,
             tls,
             config,
@@ -918,7 +919,7 @@ impl ServerHandle {
         }
         shared.tasks.spawn(retention_loop(shared.clone()));
         shared.tasks.spawn(claim_writer(shared.clone()));
-        shared.tasks.spawn(alert_loop(alert_rx, shared.config.alert_webhook.clone(), shared.hard_stop.clone()));
+        shared.tasks.spawn(alert_loop(alert_rx, shared.clone()));
         Ok(ServerHandle { shared, control_addr, http_addr, https_addr, api_addr, admin_token })
     }
 

@@ -45,6 +45,8 @@ pub struct TlsMaterial {
     pub control: Arc<ServerConfig>,
     /// HTTPS edge: h2 and http/1.1 by ALPN.
     pub https: Arc<ServerConfig>,
+    /// The operator's certificate, when it comes from files ([`Self::replace_operator_cert`]).
+    operator_files: Option<Arc<FileResolver>>,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -211,19 +213,12 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 impl TlsMaterial {
     pub fn load(source: &TlsSource, data_dir: &Path, domain: &str) -> Result<Self, TlsError> {
+        let mut operator_files = None;
         let (cert_path, resolver): (PathBuf, Arc<dyn ResolvesServerCert>) = match source {
             TlsSource::Files { cert, key } => {
-                let cert_pem = read(cert)?;
-                let key_pem = read(key)?;
-                let certs: Vec<CertificateDer<'static>> =
-                    CertificateDer::pem_slice_iter(&cert_pem).filter_map(Result::ok).collect();
-                if certs.is_empty() {
-                    return Err(TlsError::NoCert(cert.clone()));
-                }
-                let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::NoKey(key.clone()))?;
-                let signing = provider().key_provider.load_private_key(key)?;
-                let single = rustls::sign::SingleCertAndKey::from(CertifiedKey::new(certs, signing));
-                (cert.clone(), Arc::new(single))
+                let files = Arc::new(FileResolver { current: std::sync::RwLock::new(load_files(cert, key)?) });
+                operator_files = Some(files.clone());
+                (cert.clone(), files)
             }
             TlsSource::SelfSigned => {
                 let (path, ca, ca_key) = ensure_ca(data_dir, domain)?;
@@ -252,7 +247,61 @@ impl TlsMaterial {
             control: build(vec![b"http/1.1".to_vec()], true)?,
             https: build(vec![b"h2".to_vec(), b"http/1.1".to_vec()], false)?,
             cert_path,
+            operator_files,
         })
+    }
+
+    /// Whether the certificate comes from operator files (and can be re-read).
+    pub fn has_operator_files(&self) -> bool {
+        self.operator_files.is_some()
+    }
+
+    /// Reads operator certificate files without using them yet: a reload checks every change
+    /// before it applies any.
+    pub fn read_operator_files(cert: &Path, key: &Path) -> Result<CertifiedCert, TlsError> {
+        load_files(cert, key).map(CertifiedCert)
+    }
+
+    /// Serves `cert` to every handshake from now on (both ports); connections already
+    /// established keep theirs. Does nothing for a generated CA.
+    pub fn replace_operator_cert(&self, cert: CertifiedCert) {
+        if let Some(files) = &self.operator_files {
+            *files.current.write().unwrap_or_else(|e| e.into_inner()) = cert.0;
+        }
+    }
+}
+
+/// A certificate chain and key read from operator files, ready to serve.
+pub struct CertifiedCert(Arc<CertifiedKey>);
+
+fn load_files(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
+    let cert_pem = read(cert)?;
+    let key_pem = read(key)?;
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(&cert_pem).filter_map(Result::ok).collect();
+    if certs.is_empty() {
+        return Err(TlsError::NoCert(cert.to_path_buf()));
+    }
+    let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::NoKey(key.to_path_buf()))?;
+    let signing = provider().key_provider.load_private_key(key_der)?;
+    let certified = CertifiedKey::new(certs, signing);
+    // A key that does not belong to the chain would fail every handshake: refuse it here.
+    match certified.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+        Err(e) => return Err(TlsError::Rustls(e)),
+    }
+    Ok(Arc::new(certified))
+}
+
+/// Serves the operator's certificate, replaceable while running (renewed files, SIGHUP).
+#[derive(Debug)]
+struct FileResolver {
+    current: std::sync::RwLock<Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for FileResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.read().unwrap_or_else(|e| e.into_inner()).clone())
     }
 }
 

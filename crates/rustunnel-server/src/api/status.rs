@@ -37,9 +37,10 @@ pub async fn regions(State(shared): State<Arc<Shared>>) -> Json<RegionList> {
 }
 
 pub fn region_list(shared: &Shared) -> Vec<rustunnel_api_types::Region> {
-    if shared.config.regions.is_empty() {
+    let regions = shared.live.regions();
+    if regions.is_empty() {
         vec![convert::region(&shared.config.region)]
     } else {
-        shared.config.regions.iter().map(convert::region).collect()
+        regions.iter().map(convert::region).collect()
     }
 }
