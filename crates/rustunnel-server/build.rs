@@ -1,4 +1,5 @@
-include!("../../build-support/release_link.rs");
+// A link to build-support/release_link.rs, so the packaged crate carries it.
+include!("release_link.rs");
 
 fn main() {
     release_link_args();

@@ -1,0 +1,1 @@
+../../build-support/release_link.rs
