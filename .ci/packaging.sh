@@ -57,4 +57,5 @@ for unit in "$tmp"/units/*.service; do
 done
 
 bash .ci/plugin.sh
+bash .ci/self-hosting.sh "$bin"
 step "done"
