@@ -338,6 +338,50 @@ mod tests {
         panic!("handshake did not finish");
     }
 
+    /// Operator files for `name`: a CA file (what clients trust) and a chain and key signed by
+    /// it, in `dir` under `tag`.
+    fn operator_files(dir: &Path, tag: &str, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let ca = ca_params(name).self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params(name), ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap().signed_by(&key, &issuer).unwrap();
+        let paths = (
+            dir.join(format!("{tag}-ca.pem")),
+            dir.join(format!("{tag}-cert.pem")),
+            dir.join(format!("{tag}-key.pem")),
+        );
+        std::fs::write(&paths.0, ca.pem()).unwrap();
+        std::fs::write(&paths.1, leaf.pem()).unwrap();
+        std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+        paths
+    }
+
+    #[test]
+    fn operator_certificate_files_are_replaced_while_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = "tunnel.example";
+        let (old_ca, old_cert, old_key) = operator_files(dir.path(), "old", name);
+        let (new_ca, new_cert, new_key) = operator_files(dir.path(), "new", name);
+        let t =
+            TlsMaterial::load(&TlsSource::Files { cert: old_cert.clone(), key: old_key }, dir.path(), name).unwrap();
+        assert!(t.has_operator_files());
+        handshake(t.https.clone(), &old_ca, name).unwrap();
+        assert!(handshake(t.https.clone(), &new_ca, name).is_err());
+
+        // A key of another certificate is refused before anything changes.
+        assert!(TlsMaterial::read_operator_files(&new_cert, &old_cert).is_err());
+        let e = TlsMaterial::read_operator_files(&old_cert, &new_key).err().unwrap();
+        assert!(e.to_string().contains("invalid TLS configuration"), "{e}");
+        handshake(t.control.clone(), &old_ca, name).unwrap();
+
+        t.replace_operator_cert(TlsMaterial::read_operator_files(&new_cert, &new_key).unwrap());
+        for config in [t.https.clone(), t.control.clone()] {
+            handshake(config.clone(), &new_ca, name).unwrap();
+            assert!(handshake(config, &old_ca, name).is_err());
+        }
+    }
+
     #[test]
     fn each_name_gets_a_certificate_of_its_own_from_the_generated_ca() {
         let dir = tempfile::tempdir().unwrap();
