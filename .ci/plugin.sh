@@ -5,14 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== Claude Code plugin"
-if ! command -v claude >/dev/null 2>&1; then
-  if ! command -v npm >/dev/null 2>&1; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
-  fi
-  npm install -g --silent @anthropic-ai/claude-code >/dev/null
+if ! command -v npm >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
 fi
 home=$(mktemp -d)
 trap 'rm -rf "$home"' EXIT
+# Into a prefix of its own, not onto the PATH: the install script's tests expect no agent host.
+npm install --silent --prefix "$home/npm" @anthropic-ai/claude-code >/dev/null
+claude() { "$home/npm/node_modules/.bin/claude" "$@"; }
 export HOME=$home
 claude plugin validate integrations/claude-code-plugin
 claude plugin validate .

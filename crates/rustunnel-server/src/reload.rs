@@ -111,7 +111,7 @@ pub fn apply(
 /// of the configuration file.
 fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     let tls_kind = |t: &TlsSource| matches!(t, TlsSource::Files { .. });
-    let checks: [(&'static str, bool); 31] = [
+    let checks: [(&'static str, bool); 28] = [
         ("dev", old.dev != new.dev),
         ("domain", old.domain != new.domain),
         ("control_addr", old.control_addr != new.control_addr),
@@ -140,9 +140,6 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         ("p2p_udp_addr", old.p2p_udp != new.p2p_udp),
         ("allow_plain_data", old.allow_plain_data != new.allow_plain_data),
         ("log_format", old.log_format != new.log_format),
-        ("handshake_timeout", old.handshake_timeout != new.handshake_timeout),
-        ("header_timeout", old.header_timeout != new.header_timeout),
-        ("allow_anonymous", old.allow_anonymous != new.allow_anonymous),
     ];
     checks.into_iter().filter(|(_, differs)| *differs).map(|(name, _)| name).collect()
 }
