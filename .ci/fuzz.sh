@@ -35,8 +35,7 @@ for target in $(cargo +nightly fuzz list); do
     echo "fuzz: $target failed; the input that shows it is under fuzz/artifacts/$target/" >&2
     exit 1
   fi
-  printf "fuzz: %s: " "$target"
-  grep -E '^stat::(number_of_executed_units|peak_rss_mb)' "$log" | tr '\n' ' '
-  echo
+  awk -v t="$target" '/^stat::number_of_executed_units/ {n=$2} /^stat::peak_rss_mb/ {m=$2}
+    END {printf "fuzz: %s: %s runs, peak RSS %s MB\n", t, n, m}' "$log"
 done
 echo "fuzz: all targets ran in $(($(date +%s) - built)) s"
