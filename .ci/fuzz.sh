@@ -11,7 +11,7 @@ rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly -
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 
 # cargo fuzz has no --locked: check the fuzz workspace's own lock file first. If this fails, a
-# crate's dependencies changed: run `cargo fetch` in fuzz/ and commit fuzz/Cargo.lock.
+# crate's dependencies changed: refresh fuzz/Cargo.lock as fuzz/README.md says and commit it.
 cargo +nightly fetch --locked
 
 # The fuzz crate is outside the main workspace, so `cargo fmt --all` there does not see it.

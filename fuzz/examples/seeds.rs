@@ -314,6 +314,129 @@ fn mux(s: &Seeds) {
     s.put("mux_driver", "opener_answers", &op);
 }
 
+fn tls(s: &Seeds) {
+    // The first byte picks the suite: AES-128-GCM (0), AES-256-GCM (1), ChaCha20-Poly1305 (2).
+    const SUITE: u8 = 0;
+    let step = |out: &mut Vec<u8>, kind: u8, part: &[u8]| {
+        out.push(kind);
+        put_part(out, part);
+    };
+    let mut data = vec![SUITE];
+    step(&mut data, 1, b"GET / HTTP/1.1\r\n\r\n");
+    data.push(0);
+    step(&mut data, 1, &[0x42; 1000]);
+    data.push(16);
+    s.put("tls_records", "application_data", &data);
+    let mut ku = vec![2];
+    step(&mut ku, 2, &[24, 0, 0, 1, 1]);
+    step(&mut ku, 1, b"after a key update");
+    ku.push(0);
+    // A key update split over two records.
+    step(&mut ku, 2, &[24, 0]);
+    step(&mut ku, 2, &[0, 1, 0]);
+    step(&mut ku, 1, b"again");
+    ku.push(0);
+    s.put("tls_records", "key_updates", &ku);
+    let mut alerts = vec![1];
+    step(&mut alerts, 3, &[1, 90, 21]);
+    step(&mut alerts, 3, &[23, 0, 0, 0]);
+    step(&mut alerts, 3, &[1, 0, 21]);
+    s.put("tls_records", "alerts", &alerts);
+    let mut ticket = vec![SUITE];
+    step(&mut ticket, 2, &[4, 0, 0, 8, 0, 0, 0, 60, 1, 2, 3, 4]);
+    s.put("tls_records", "ticket", &ticket);
+    let mut raw = vec![SUITE];
+    step(&mut raw, 1, b"ok");
+    raw.push(0);
+    step(&mut raw, 0, &[23, 3, 3, 0, 17]);
+    s.put("tls_records", "raw_header", &raw);
+}
+
+fn mux_sans_io(s: &Seeds) {
+    let meta =
+        StreamHeader { tunnel_id: "t1".into(), protocol: Protocol::Http, peer: "203.0.113.7:5000".into(), mux: false }
+            .encode();
+    let feed = |out: &mut Vec<u8>, frames: &[u8]| {
+        out.push(0);
+        put_part(out, frames);
+    };
+    // Acceptor: the peer opens a stream and sends a request; it is accepted, read, answered.
+    let mut acc = vec![0];
+    let mut f = Vec::new();
+    frame(&mut f, 1, KIND_OPEN, &meta);
+    frame(&mut f, 1, KIND_DATA, b"GET / HTTP/1.1\r\nhost: app.example.com\r\n\r\n");
+    feed(&mut acc, &f);
+    acc.push(2);
+    acc.extend_from_slice(&[3, 0, 4, 0]);
+    acc.extend_from_slice(&[4, 0]);
+    put_part(&mut acc, b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+    acc.push(7);
+    let mut f = Vec::new();
+    frame(&mut f, 1, KIND_WINDOW, &65536u32.to_be_bytes());
+    frame(&mut f, 1, KIND_FIN, b"");
+    frame(&mut f, 2, KIND_OPEN, &meta);
+    frame(&mut f, 2, KIND_RESET, b"");
+    frame(&mut f, PING_ID, KIND_DATA, b"p");
+    feed(&mut acc, &f);
+    acc.extend_from_slice(&[5, 0, 6, 0, 7]);
+    s.put("mux_frames", "acceptor", &acc);
+    // Opener with growing windows: two streams opened here, the peer answers on them.
+    let mut op = vec![3, 1];
+    put_part(&mut op, &meta);
+    op.push(1);
+    put_part(&mut op, &meta);
+    op.extend_from_slice(&[4, 0]);
+    put_part(&mut op, b"GET / HTTP/1.1\r\nhost: app.example.com\r\n\r\n");
+    op.push(7);
+    let mut f = Vec::new();
+    frame(&mut f, 1, KIND_DATA, b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+    frame(&mut f, 1, KIND_WINDOW, &(u32::MAX).to_be_bytes());
+    frame(&mut f, 1, KIND_FIN, b"");
+    frame(&mut f, 2, KIND_DATA, &[0x55; 1024]);
+    frame(&mut f, 2, KIND_RESET, b"");
+    frame(&mut f, PING_ID, KIND_WINDOW, &1u32.to_be_bytes());
+    feed(&mut op, &f);
+    op.extend_from_slice(&[3, 1, 255, 255, 7]);
+    s.put("mux_frames", "opener", &op);
+}
+
+fn h1(s: &Seeds) {
+    let bodies: [(&str, &[u8]); 5] = [
+        ("chunked", b"5\r\nhello\r\n0\r\n\r\n"),
+        ("chunked_ext_trailer", b"5;name=value\r\nhello\r\n0\r\nexpires: never\r\n\r\n"),
+        ("chunked_bare_lf", b"5\r\nhello\r\n0\r\n\nHTTP/1.1 200 OK\r\n\r\n"),
+        (
+            "requests",
+            b"POST /a HTTP/1.1\r\nHost: app.example.com\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+GET /b HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 2\r\n\r\nhi",
+        ),
+        (
+            "smuggle",
+            b"POST / HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+    ];
+    for (name, body) in bodies {
+        s.put("h1_chunked", name, &[&[255u8][..], body].concat());
+        s.put("h1_chunked", &format!("{name}_bytewise"), &[&[0u8][..], body].concat());
+    }
+    let heads: [(&str, u8, &[u8]); 6] = [
+        (
+            "request",
+            0,
+            b"GET /path?q=1 HTTP/1.1\r\nHost: app.example.com\r\nConnection: keep-alive, x-drop\r\nx-drop: 1\r\n\
+Authorization: Basic YW5hOmNvcnJlY3QgaG9yc2U=\r\nX-Forwarded-For: 10.0.0.1\r\nContent-Length: 0\r\n\r\n",
+        ),
+        ("request_options", 0, b"OPTIONS * HTTP/1.1\r\nHost: app.example.com\r\n\r\n"),
+        ("response", 1, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=5\r\n\r\nok"),
+        ("response_chunked", 1, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n"),
+        ("response_head", 3, b"HTTP/1.1 204 No Content\r\nContent-Length: 10\r\n\r\n"),
+        ("response_interim", 5, b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"),
+    ];
+    for (name, how, head) in heads {
+        s.put("h1_heads", name, &[&[how][..], head].concat());
+    }
+}
+
 fn main() {
     let root = std::env::args().nth(1).map(PathBuf::from).unwrap_or_else(|| Path::new("seeds").to_path_buf());
     let s = Seeds { root };
@@ -323,4 +446,7 @@ fn main() {
     p2p(&s);
     agent(&s);
     mux(&s);
+    mux_sans_io(&s);
+    tls(&s);
+    h1(&s);
 }
