@@ -24,6 +24,7 @@ echo "fuzz: targets built in $((built - start)) s"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+failed=()
 for target in $(cargo +nightly fuzz list); do
   # New inputs go to a scratch corpus; the committed seeds are only read.
   mkdir -p "$work/$target"
@@ -31,11 +32,18 @@ for target in $(cargo +nightly fuzz list); do
   if ! cargo +nightly fuzz run "$target" "$work/$target" "seeds/$target" -- \
     -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=512 -print_final_stats=1 \
     >"$log" 2>&1; then
-    cat "$log" >&2
+    # The panic or sanitizer report and the input; every other target still runs.
+    grep -E -A3 'panicked at|ERROR: ' "$log" >&2 || true
+    sed -n '/^SUMMARY/,$p' "$log" | grep -v '^stat::' >&2
     echo "fuzz: $target failed; the input that shows it is under fuzz/artifacts/$target/" >&2
-    exit 1
+    failed+=("$target")
+    continue
   fi
   awk -v t="$target" '/^stat::number_of_executed_units/ {n=$2} /^stat::peak_rss_mb/ {m=$2}
     END {printf "fuzz: %s: %s runs, peak RSS %s MB\n", t, n, m}' "$log"
 done
 echo "fuzz: all targets ran in $(($(date +%s) - built)) s"
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "fuzz: failed: ${failed[*]}" >&2
+  exit 1
+fi
