@@ -36,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
         1 => {
             // The host's answer as a guest reads it: the real one, altered by the input. Only
             // the very reply the host made completes the handshake.
-            let kind = if input.byte() % 2 == 0 { HelloKind::Join } else { HelloKind::Resume };
+            let kind = if input.byte().is_multiple_of(2) { HelloKind::Join } else { HelloKind::Resume };
             let (ini, hello) = Initiator::start(&room, kind, ID, &PSK).expect("a handshake starts");
             let hello = ClientHello::decode(&hello).expect("our hello decodes");
             let (_, real) = respond(&room, &hello, &PSK).expect("the host accepts our hello");

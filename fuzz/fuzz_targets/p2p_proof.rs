@@ -38,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
     match input.byte() % 4 {
         0 => {
             // The other side's PAKE message, as hex text in a control message.
-            let visitor = input.byte() % 2 == 0;
+            let visitor = input.byte().is_multiple_of(2);
             let _ = proof::start(visitor, SECRET).finish(&text(input.rest()));
         }
         1 => {

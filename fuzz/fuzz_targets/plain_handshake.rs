@@ -17,7 +17,7 @@ const BOUND: usize = 4096;
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);
-    let server = input.byte() % 2 == 0;
+    let server = input.byte().is_multiple_of(2);
     let bytes = input.rest();
     let mut peer = Peer::new(bytes);
     if server {

@@ -58,7 +58,7 @@ impl Reader {
             let updates = self.records.key_updates().0;
             match self.records.open(&mut rec) {
                 Ok(Opened::Data(r)) => {
-                    assert!(r.start == HEADER && r.end <= n - TAG - 1 && r.len() <= MAX_PLAIN, "{r:?} in {n}");
+                    assert!(r.start == HEADER && r.end < n - TAG && r.len() <= MAX_PLAIN, "{r:?} in {n}");
                     if !self.raw {
                         let (bytes, want) = self.expect.pop_front().expect("a record sealed here");
                         assert_eq!(bytes, sealed);
