@@ -331,8 +331,9 @@ fn parse_response(buf: &[u8], head_method: bool, close_visitor: bool) -> Result<
         Err(_) => return Err(()),
     };
     let (Some(version), Some(status)) = (resp.version, resp.code) else { return Err(()) };
-    if status == 101 {
-        // Not asked for: upgrades never take this path.
+    if status == 101 || status < 100 {
+        // 101 was not asked for (upgrades never take this path). Below 100 is not a status
+        // (httparse takes any three digits) and would go out as a status line no client reads.
         return Err(());
     }
     let headers = &*resp.headers;
@@ -1209,6 +1210,8 @@ mod tests {
         assert!(h.interim);
         for bad in [
             "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            "HTTP/1.1 003 OK\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.1 000 OK\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
             "SSH-2.0-x\r\n\r\n",
