@@ -711,17 +711,6 @@ def many_tunnels(args, work):
             "tunnels_per_s": n * per / opened_s, "idle_server_cpu_pct": idle * 100, "last_tunnel_serves": ok}
 
 
-def heavy(args, work, only):
-    results = {"runs": 1}
-    if "tunnels" in only:
-        log("many tunnels")
-        results["tunnels"] = many_tunnels(args, work)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
-    report_heavy(results)
-
-
 def report_heavy(results):
     t = results.get("tunnels")
     if not t:
@@ -821,9 +810,8 @@ def main():
     ap.add_argument("--baseline-bin", metavar="DIR",
                     help="also run rustunnel (TLS) from the binaries in DIR as 'rustunnel-baseline' (A/B of two builds)")
     ap.add_argument("--only", choices=list(PARTS) + list(HEAVY), action="append",
-                    help="measure only this (repeatable); skips memory and restart figures. The default runs "
-                         "all but " + ", ".join(HEAVY))
-    ap.add_argument("--udp-secs", type=int, default=2, help="seconds of each iperf3 -u run of the UDP search")
+                    help="measure only this (repeatable); skips memory and restart figures. The default runs all")
+    ap.add_argument("--udp-secs", type=int, default=3, help="seconds of each iperf3 -u run of the UDP search")
     ap.add_argument("--udp-steps", type=int, default=4, help="bisection steps of the UDP rate search")
     ap.add_argument("--pings", type=int, default=2000, help="UDP round trips per latency probe")
     ap.add_argument("--tunnel-clients", type=int, default=200, help="clients of --only tunnels")
@@ -840,12 +828,19 @@ def main():
     LINK["delay_ms"] = args.link_delay
     svc = {"http": start_nginx(work), "iperf": start_iperf(work), "echo": start_echo(work),
            "udp_echo": start_udp_echo(work), "https": start_nginx_tls(work)}
-    only = set(args.only or PARTS)
-    if only & set(HEAVY):
-        heavy(args, work, only)
-        only -= set(HEAVY)
-        if not only:
-            return
+    only = set(args.only or PARTS + HEAVY)
+    # First, with its own server, clients and nginx, all stopped before the others start.
+    tunnels = None
+    if "tunnels" in only:
+        log("many tunnels")
+        tunnels = many_tunnels(args, work)
+    if not only - set(HEAVY):
+        results = {"runs": 1, "tunnels": tunnels}
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=2)
+        report_heavy(results)
+        return
     systems = [Direct(svc), Rustunnel(svc, work), Rustunnel(svc, work, plain=True)]
     if args.baseline_bin:
         systems.append(Rustunnel(svc, work, bin_dir=args.baseline_bin, name="rustunnel-baseline"))
@@ -856,6 +851,8 @@ def main():
 
     results = {s.name: {k: [] for k in SERIES} for s in systems}
     results["runs"] = args.runs
+    if tunnels:
+        results["tunnels"] = tunnels
     if only & {"https-edge", "h2"}:
         for s in systems:
             e = s.endpoints()
@@ -931,9 +928,8 @@ def report_streams(results, runs, secs):
     print("| system | TCP Gbit/s | vs direct | HTTP req/s (50 conns) | vs direct | HTTP download Gbit/s |"
           " serial p50 ms | p99 ms | max ms | idle RSS MiB | KiB/held conn | restart recovery s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, r in results.items():
-        if not isinstance(r, dict):
-            continue
+    for name in systems_of(results):
+        r = results[name]
         t, h = median(r["tcp_gbps"]), median(r["http_rps"])
         print(f"| {name} | {t:.2f} | {t / median(d['tcp_gbps']):.0%} | {h:,.0f} | {h / median(d['http_rps']):.0%} | "
               f"{median(r.get('download_gbps', [])):.2f} | "
@@ -964,8 +960,8 @@ def report_streams(results, runs, secs):
         return x - y
 
     print("\nPaired by round (median of the per-round figures):")
-    for name in results:
-        if name == "direct" or not isinstance(results[name], dict):
+    for name in systems_of(results):
+        if name == "direct":
             continue
         print(f"- {name} vs direct: TCP {per_round(name, 'direct', 'tcp_gbps', ratio):.0%}, "
               f"HTTP {per_round(name, 'direct', 'http_rps', ratio):.0%}, "

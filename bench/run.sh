@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reruns the side-by-side benchmarks: installs the tools, builds release binaries, runs bench.py.
 # Usage: bench/run.sh [--runs N] [--secs S] [--held N] [--json out.json] [--only PART ...] [--link-delay MS]
-# PART: tcp http download latency udp conn-rate https-edge h2 (the default runs these), tunnels.
+# PART: tcp http download latency udp conn-rate https-edge h2 tunnels (the default runs all).
 # RUSTUNNEL_BIN=DIR uses the release binaries in DIR instead of building them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
