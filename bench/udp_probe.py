@@ -12,6 +12,7 @@ import time
 def echo(port):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", port))
+    print("ready", flush=True)
     while True:
         data, peer = s.recvfrom(65536)
         s.sendto(data, peer)
