@@ -76,6 +76,11 @@ pub struct OneTunnel {
     /// X-Forwarded-Host.
     #[arg(long, value_name = "rewrite|HOST")]
     pub host_header: Option<String>,
+    /// HTTP and TCP: start each connection to the local service with a PROXY protocol header
+    /// (v1 text or v2 binary) naming the visitor, for services that read one (nginx
+    /// `proxy_protocol`, HAProxy `accept-proxy`, PostgreSQL poolers).
+    #[arg(long, value_name = "v1|v2")]
+    pub proxy_protocol: Option<rustunnel_client::proxy_header::ProxyProtocol>,
     #[command(flatten)]
     pub pool: PoolArgs,
     #[command(flatten)]
@@ -202,6 +207,15 @@ pub async fn run_one(protocol: Protocol, a: OneTunnel) -> i32 {
     t.cidr_allow = a.cidr_allow.clone();
     t.cidr_deny = a.cidr_deny.clone();
     t.host_header = a.host_header.clone();
+    t.proxy_protocol = a.proxy_protocol;
+    if t.proxy_protocol.is_some() && protocol == Protocol::Udp {
+        return fail(
+            &mut printer,
+            "bad_arguments",
+            "--proxy-protocol applies to http and tcp tunnels only".into(),
+            OPTIONS_HINT,
+        );
+    }
     // The rules the server checks, told in the flags' names.
     if let Err(e) = t.spec().check() {
         let (message, hint) = match e {

@@ -36,6 +36,8 @@ pub struct TunnelConfig {
     /// HTTP tunnels: the `Host` the local service gets; `rewrite`: its own address
     /// ([`TunnelConfig::host_header_value`]).
     pub host_header: Option<String>,
+    /// Send each visitor's address to the local service in a PROXY header (v1 or v2).
+    pub proxy_protocol: Option<crate::proxy_header::ProxyProtocol>,
 }
 
 /// Pool membership: the pool's name and its shared key.
@@ -66,6 +68,7 @@ impl TunnelConfig {
             cidr_allow: Vec::new(),
             cidr_deny: Vec::new(),
             host_header: None,
+            proxy_protocol: None,
         }
     }
 
@@ -97,6 +100,9 @@ impl TunnelConfig {
                 "tunnel '{}': local host '{}' is not a host name or IP address (the port is given separately)",
                 self.name, self.local_host
             ));
+        }
+        if self.proxy_protocol.is_some() && self.protocol == Protocol::Udp {
+            return Err(format!("tunnel '{}': proxy_protocol is for http and tcp tunnels", self.name));
         }
         if let Some(g) = &self.group {
             if self.protocol == Protocol::Udp {
@@ -141,6 +147,7 @@ impl TunnelConfig {
             cidr_allow: self.cidr_allow.clone(),
             cidr_deny: self.cidr_deny.clone(),
             host_header: self.host_header_value(),
+            upstream_per_visitor: self.proxy_protocol.is_some() && self.protocol == Protocol::Http,
         }
     }
 
@@ -263,6 +270,9 @@ pub struct StartTunnel {
     pub cidr_deny: Vec<String>,
     /// `rewrite` (the local address) or the `Host` the local service gets; http tunnels only.
     pub host_header: Option<String>,
+    /// `v1` or `v2`: each connection to the local service starts with a PROXY protocol
+    /// header naming the visitor; http and tcp tunnels.
+    pub proxy_protocol: Option<crate::proxy_header::ProxyProtocol>,
 }
 
 /// `[tunnels.<name>.health_check]`.
@@ -392,6 +402,7 @@ impl StartFile {
                 cidr_allow: t.cidr_allow.clone(),
                 cidr_deny: t.cidr_deny.clone(),
                 host_header: t.host_header.clone(),
+                proxy_protocol: t.proxy_protocol,
             })
             .collect()
     }
@@ -536,6 +547,21 @@ mod tests {
         assert!(StartFile::parse(&format!("{base}host_header = \"two words\"")).is_err());
         let tcp = "[tunnels.a]\nprotocol = \"tcp\"\nlocal_port = 1\nhost_header = \"rewrite\"";
         assert!(StartFile::parse(tcp).unwrap_err().contains("http tunnels only"));
+    }
+
+    #[test]
+    fn proxy_protocol_is_read_for_http_and_tcp_tunnels() {
+        use crate::proxy_header::ProxyProtocol;
+        let f =
+            StartFile::parse("[tunnels.db]\nprotocol = \"tcp\"\nlocal_port = 5432\nproxy_protocol = \"v2\"").unwrap();
+        let t = &f.tunnel_configs()[0];
+        assert_eq!(t.proxy_protocol, Some(ProxyProtocol::V2));
+        assert!(!t.spec().upstream_per_visitor, "tcp streams always carry their visitor");
+        let f =
+            StartFile::parse("[tunnels.web]\nprotocol = \"http\"\nlocal_port = 80\nproxy_protocol = \"v1\"").unwrap();
+        assert!(f.tunnel_configs()[0].spec().upstream_per_visitor);
+        assert!(StartFile::parse("[tunnels.a]\nprotocol = \"udp\"\nlocal_port = 1\nproxy_protocol = \"v1\"").is_err());
+        assert!(StartFile::parse("[tunnels.a]\nprotocol = \"tcp\"\nlocal_port = 1\nproxy_protocol = \"v3\"").is_err());
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct LocalTarget {
     pub protocol: Protocol,
     pub host: String,
     pub port: u16,
+    /// Each connection to the local service starts with a PROXY header naming the visitor.
+    pub proxy_protocol: Option<crate::proxy_header::ProxyProtocol>,
 }
 
 /// tunnel id -> local target; shared by the session and its streams.
@@ -254,6 +256,11 @@ pub async fn serve_stream<S: ServerStream>(
                     return Err(LocalFailure { name: target.name, addr, error });
                 }
             };
+            if let Some(version) = target.proxy_protocol {
+                if let Err(e) = crate::proxy_header::send(version, &header.peer, &mut local).await {
+                    return Err(LocalFailure { name: target.name, addr, error: e.to_string() });
+                }
+            }
             // A copy that fails (the data connection cut without a clean TLS close, a reset)
             // resets the local connection instead of closing it, so the local service never
             // takes a cut-off request or upload for a complete one; a plain data connection is

@@ -6,6 +6,7 @@
 //!   jittered backoff) and [`ClientHandle`] for running it in the background.
 //! - [`forward`]: data connections and forwarding to local services (TCP/HTTP splice, UDP).
 //! - [`net`], [`tls`]: dialing and certificate trust (`--insecure`, `--ca`).
+//! - [`proxy_header`]: PROXY protocol headers to local services (`--proxy-protocol`).
 //! - [`health`]: health checks a pool member runs on its local service (tcp / http).
 //! - [`events`]: what a run reports (`tunnel_ready`, `reconnecting`, requests, errors).
 //! - [`error`]: typed errors with codes and hints.
@@ -18,6 +19,7 @@ pub mod forward;
 pub mod health;
 pub mod net;
 pub mod p2p;
+pub mod proxy_header;
 pub mod session;
 pub mod tls;
 

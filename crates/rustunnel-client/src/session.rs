@@ -432,7 +432,13 @@ impl Runner {
                             let Some(cfg) = pending.remove(&req_id) else { continue };
                             self.targets.write().unwrap_or_else(|e| e.into_inner()).insert(
                                 tunnel.tunnel_id.clone(),
-                                LocalTarget { name: cfg.name.clone(), protocol: cfg.protocol, host: cfg.local_host.clone(), port: cfg.local_port },
+                                LocalTarget {
+                                    name: cfg.name.clone(),
+                                    protocol: cfg.protocol,
+                                    host: cfg.local_host.clone(),
+                                    port: cfg.local_port,
+                                    proxy_protocol: cfg.proxy_protocol,
+                                },
                             );
                             if let Some(check) = cfg.health_check.clone() {
                                 self.streams.spawn(health::run(

@@ -74,6 +74,11 @@ pub struct TunnelSpec {
     /// one stays in `X-Forwarded-Host`); see [`valid_host_header`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_header: Option<String>,
+    /// The client sends each connection's visitor address on to the local service (PROXY
+    /// protocol): HTTP upstreams then name their visitor in the stream header, and a kept one
+    /// serves only later requests from that visitor's address.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub upstream_per_visitor: bool,
 }
 
 /// A tunnel option that only some protocols take.
@@ -139,6 +144,7 @@ impl TunnelSpec {
             cidr_allow: Vec::new(),
             cidr_deny: Vec::new(),
             host_header: None,
+            upstream_per_visitor: false,
         }
     }
 

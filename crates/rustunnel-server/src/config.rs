@@ -95,6 +95,10 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     /// `human` (default) or `json` (one object per line).
     pub log_format: Option<LogFormat>,
+    /// Load balancers whose PROXY protocol headers (v1 or v2) the HTTP, HTTPS and TCP edges
+    /// read: addresses or networks. Connections from them must start with one; see
+    /// docs/proxy-protocol.md.
+    pub proxy_protocol_from: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for FileConfig {
@@ -160,7 +164,8 @@ impl FileConfig {
             p2p_udp_addr,
             allow_plain_data,
             log_level,
-            log_format
+            log_format,
+            proxy_protocol_from
         )
     }
 }
@@ -213,6 +218,8 @@ pub struct Config {
     /// Log filter directives (checked).
     pub log_level: String,
     pub log_format: LogFormat,
+    /// Peers whose connections to the public edges start with a PROXY header naming the visitor.
+    pub proxy_protocol_from: crate::edge::proxy_header::ProxyFrom,
 }
 
 /// The placeholder of `examples/server.toml`, refused so a copied example cannot run with it.
@@ -395,6 +402,10 @@ impl Config {
             allow_plain_data: f.allow_plain_data.unwrap_or(false),
             log_level,
             log_format: f.log_format.unwrap_or_default(),
+            proxy_protocol_from: crate::edge::proxy_header::ProxyFrom::parse(
+                f.proxy_protocol_from.as_deref().unwrap_or_default(),
+            )
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?,
             header_timeout: Duration::from_secs(30),
             p2p_udp: match f.p2p_udp_addr.as_deref() {
                 None => P2pUdp::SameAsControl,

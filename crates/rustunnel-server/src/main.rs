@@ -128,6 +128,12 @@ struct RunArgs {
     /// (timestamp, level, target, message, fields) [default: human].
     #[arg(long, env = "RUSTUNNEL_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
+    /// Load balancers in front of the edges that send a PROXY protocol header (v1 or v2):
+    /// addresses or networks, comma-separated (`10.0.0.0/24,192.0.2.7`). Their connections to
+    /// the HTTP, HTTPS and TCP edges must start with one, and the visitor it names is used for
+    /// X-Forwarded-For, address rules and logs; nobody else's is read.
+    #[arg(long, env = "RUSTUNNEL_PROXY_PROTOCOL_FROM", value_delimiter = ',', value_name = "CIDR")]
+    proxy_protocol_from: Option<Vec<String>>,
 }
 
 #[derive(Subcommand)]
@@ -213,6 +219,7 @@ impl RunArgs {
             alert_webhook: self.alert_webhook.clone(),
             log_level: self.log_level.clone(),
             log_format: self.log_format,
+            proxy_protocol_from: self.proxy_protocol_from.clone(),
             ..Default::default()
         };
         Ok(base.merge(flags))

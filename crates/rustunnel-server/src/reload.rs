@@ -111,7 +111,7 @@ pub fn apply(
 /// of the configuration file.
 fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     let tls_kind = |t: &TlsSource| matches!(t, TlsSource::Files { .. });
-    let checks: [(&'static str, bool); 28] = [
+    let checks: [(&'static str, bool); 29] = [
         ("dev", old.dev != new.dev),
         ("domain", old.domain != new.domain),
         ("control_addr", old.control_addr != new.control_addr),
@@ -140,6 +140,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         ("p2p_udp_addr", old.p2p_udp != new.p2p_udp),
         ("allow_plain_data", old.allow_plain_data != new.allow_plain_data),
         ("log_format", old.log_format != new.log_format),
+        ("proxy_protocol_from", old.proxy_protocol_from != new.proxy_protocol_from),
     ];
     checks.into_iter().filter(|(_, differs)| *differs).map(|(name, _)| name).collect()
 }

@@ -58,6 +58,9 @@ pub struct Tunnel {
     pub access: Access,
     /// HTTP: the `Host` the local service gets instead of the public one (`--host-header`).
     pub host_header: Option<String>,
+    /// HTTP: each upstream belongs to the visitor address that opened it (the client sends
+    /// that address to the local service in a PROXY header).
+    pub upstream_per_visitor: bool,
     /// Its client is leaving: no new requests or connections, the ones in flight finish.
     pub draining: std::sync::atomic::AtomicBool,
     /// Upgraded connections (WebSockets) open now: they hold a concurrency permit but are not
@@ -128,6 +131,7 @@ impl Tunnel {
             http_idle: Default::default(),
             access,
             host_header: spec.host_header.clone(),
+            upstream_per_visitor: spec.upstream_per_visitor,
             draining: Default::default(),
             upgraded: Default::default(),
         }

@@ -27,7 +27,7 @@
 //! idempotent and nothing of its response came back.
 use std::future::poll_fn;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -404,23 +404,32 @@ fn parse_response(buf: &[u8], head_method: bool, close_visitor: bool) -> Result<
 /// another (the client keeps each one's connection to the local service open).
 #[derive(Default)]
 pub struct IdlePool {
-    conns: Mutex<Vec<(Instant, Upstream)>>,
+    /// Oldest first; each with the visitor address it belongs to, for tunnels whose upstreams
+    /// carry one (PROXY protocol to the local service), else `None`.
+    conns: Mutex<Vec<(Instant, Upstream, Option<IpAddr>)>>,
 }
 
 impl IdlePool {
-    fn pop(&self) -> Option<(Instant, Upstream)> {
-        self.conns.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    /// The newest kept upstream of `visitor` (`None`: of any visitor).
+    fn pop(&self, visitor: Option<IpAddr>) -> Option<(Instant, Upstream)> {
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let i = match visitor {
+            None => conns.len().checked_sub(1)?,
+            Some(ip) => conns.iter().rposition(|c| c.2 == Some(ip))?,
+        };
+        let (since, conn, _) = conns.remove(i);
+        Some((since, conn))
     }
 
-    /// Keeps `conn`, first taking out the expired ones (dropped outside the lock); one lock
-    /// per request that ends.
-    fn push(&self, conn: Upstream, max_idle: Duration) {
+    /// Keeps `conn` (of `visitor`, see [`IdlePool::pop`]), first taking out the expired ones
+    /// (dropped outside the lock); one lock per request that ends.
+    fn push(&self, conn: Upstream, max_idle: Duration, visitor: Option<IpAddr>) {
         let now = Instant::now();
         let expired = {
             let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
             let expired = drain_older(&mut conns, now, max_idle);
             if conns.len() < MAX_IDLE {
-                conns.push((now, conn));
+                conns.push((now, conn, visitor));
             }
             expired
         };
@@ -428,7 +437,7 @@ impl IdlePool {
     }
 
     /// Removes the upstreams idle longer than `max_idle`, to be dropped outside the lock.
-    fn take_older_than(&self, max_idle: Duration) -> Vec<(Instant, Upstream)> {
+    fn take_older_than(&self, max_idle: Duration) -> Vec<(Instant, Upstream, Option<IpAddr>)> {
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         drain_older(&mut conns, Instant::now(), max_idle)
     }
@@ -447,8 +456,12 @@ impl IdlePool {
 }
 
 /// Takes the entries idle longer than `max_idle` at `now` out of `conns` (oldest first).
-fn drain_older(conns: &mut Vec<(Instant, Upstream)>, now: Instant, max_idle: Duration) -> Vec<(Instant, Upstream)> {
-    let stale = conns.iter().take_while(|(t, _)| now.duration_since(*t) > max_idle).count();
+fn drain_older<T>(
+    conns: &mut Vec<(Instant, Upstream, T)>,
+    now: Instant,
+    max_idle: Duration,
+) -> Vec<(Instant, Upstream, T)> {
+    let stale = conns.iter().take_while(|(t, _, _)| now.duration_since(*t) > max_idle).count();
     conns.drain(..stale).collect()
 }
 
@@ -489,18 +502,25 @@ pub(super) enum Origin {
     NewConn(Vec<u8>),
 }
 
-/// An upstream for the tunnel: an idle one, else a new mux stream or data connection.
-pub(super) async fn upstream(shared: &Arc<Shared>, tunnel: &Tunnel, fresh: bool) -> Option<(Upstream, Origin)> {
-    while let Some((since, mut conn)) = (!fresh).then(|| tunnel.http_idle.pop()).flatten() {
+/// An upstream for the tunnel: an idle one, else a new mux stream or data connection. For a
+/// tunnel whose upstreams each belong to one visitor address, only one of `visitor`'s, and a
+/// new one names `visitor` in its stream header.
+pub(super) async fn upstream(
+    shared: &Arc<Shared>,
+    tunnel: &Tunnel,
+    fresh: bool,
+    visitor: SocketAddr,
+) -> Option<(Upstream, Origin)> {
+    let key = tunnel.upstream_per_visitor.then(|| visitor.ip());
+    while let Some((since, mut conn)) = (!fresh).then(|| tunnel.http_idle.pop(key)).flatten() {
         // Checked every time (a mux stream without a syscall): stray bytes that came while it
         // was idle would otherwise be read as the next visitor's response.
         if since.elapsed() < shared.config.upstream_idle && still_open(&mut conn) {
             return Some((conn, Origin::Reused));
         }
     }
-    let header =
-        StreamHeader { tunnel_id: tunnel.id.clone(), protocol: Protocol::Http, peer: String::new(), mux: false }
-            .encode();
+    let peer = if tunnel.upstream_per_visitor { visitor.to_string() } else { String::new() };
+    let header = StreamHeader { tunnel_id: tunnel.id.clone(), protocol: Protocol::Http, peer, mux: false }.encode();
     let session = &tunnel.session;
     if session.mux {
         match session.http_mux_stream(&header, |conn| start_mux(shared, session, conn)).await {
@@ -856,7 +876,7 @@ where
 
     let mut fresh = false;
     loop {
-        let Some((mut up, origin)) = upstream(shared, &tunnel, fresh).await else {
+        let Some((mut up, origin)) = upstream(shared, &tunnel, fresh, v.peer).await else {
             log(502);
             return Then::keep_if(page(io, pages::bad_gateway(), page_close).await);
         };
@@ -898,7 +918,8 @@ where
             Ok(sent) => {
                 log(sent.status);
                 if sent.reusable && uploaded {
-                    tunnel.http_idle.push(up, shared.config.upstream_idle);
+                    let key = tunnel.upstream_per_visitor.then(|| v.peer.ip());
+                    tunnel.http_idle.push(up, shared.config.upstream_idle, key);
                 }
                 if sent.reset {
                     Then::Reset
@@ -1070,16 +1091,35 @@ mod tests {
         tokio::spawn(peer_driver);
         let pool = IdlePool::default();
         let minute = Duration::from_secs(60);
-        pool.push(Either::Right(opener.open(b"1").unwrap()), minute);
+        pool.push(Either::Right(opener.open(b"1").unwrap()), minute, None);
         tokio::time::sleep(Duration::from_millis(30)).await;
-        pool.push(Either::Right(opener.open(b"2").unwrap()), minute);
+        pool.push(Either::Right(opener.open(b"2").unwrap()), minute, None);
         assert_eq!(pool.len(), 2);
         pool.sweep(minute);
         assert_eq!(pool.len(), 2, "nothing is idle for a minute yet");
         assert_eq!(pool.take_older_than(Duration::from_millis(20)).len(), 1, "only the older one");
-        let (_, mut left) = pool.pop().unwrap();
+        let (_, mut left) = pool.pop(None).unwrap();
         assert!(still_open(&mut left));
-        assert!(pool.pop().is_none());
+        assert!(pool.pop(None).is_none());
+    }
+
+    #[tokio::test]
+    async fn an_upstream_kept_for_one_visitor_serves_no_other() {
+        let (a, b) = tokio::io::duplex(1024);
+        let (opener, _acc, driver) = mux(a, Role::Opener, MuxConfig::default());
+        let (_h, _peer, peer_driver) = mux(b, Role::Acceptor, MuxConfig::default());
+        tokio::spawn(driver);
+        tokio::spawn(peer_driver);
+        let pool = IdlePool::default();
+        let minute = Duration::from_secs(60);
+        let (one, two): (IpAddr, IpAddr) = ("203.0.113.1".parse().unwrap(), "203.0.113.2".parse().unwrap());
+        pool.push(Either::Right(opener.open(b"1").unwrap()), minute, Some(one));
+        pool.push(Either::Right(opener.open(b"2").unwrap()), minute, Some(two));
+        assert!(pool.pop(Some("203.0.113.3".parse().unwrap())).is_none());
+        assert!(pool.pop(Some(one)).is_some());
+        assert!(pool.pop(Some(one)).is_none(), "the other visitor's upstream was handed out");
+        assert!(pool.pop(Some(two)).is_some());
+        assert_eq!(pool.len(), 0);
     }
 
     /// An upstream that yields its bytes a few at a time, then ends: in order, or with an error

@@ -96,6 +96,14 @@ pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<
         let tls = tls.clone();
         let exec = exec.clone();
         shared.tasks.spawn(async move {
+            let (mut ctx, mut stream) = (ctx, stream);
+            if ctx.shared.config.proxy_protocol_from.trusts(peer.ip()) {
+                // A balancer in front: the visitor is the one its PROXY header names.
+                let Some(visitor) = super::proxy_header::read_visitor(&mut stream, peer, &ctx.shared).await else {
+                    return;
+                };
+                ctx.peer = visitor;
+            }
             let stop = ctx.shared.hard_stop.clone();
             match tls {
                 None => serve_http1(stream, ctx, watcher, exec, &stop).await,
@@ -446,7 +454,13 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
     h.insert(HeaderName::from_static("x-forwarded-for"), ip.clone());
     h.insert(HeaderName::from_static("x-real-ip"), ip);
     h.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static(ctx.scheme));
-    let Ok(uri) = format!("http://{}.tunnel{}", tunnel.id, path).parse::<Uri>() else {
+    // hyper keeps upstreams per URI authority: a tunnel whose upstreams each belong to one
+    // visitor address names it there (hex), so a kept one never serves another visitor.
+    let uri = match tunnel.upstream_per_visitor {
+        false => format!("http://{}.tunnel{}", tunnel.id, path),
+        true => format!("http://{}.{}.tunnel{}", visitor_label(ctx.peer), tunnel.id, path),
+    };
+    let Ok(uri) = uri.parse::<Uri>() else {
         return page(pages::bad_request("The request target is not valid."));
     };
     parts.uri = uri;
@@ -686,15 +700,40 @@ impl tower_service::Service<Uri> for TunnelConnector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let shared = self.shared.clone();
         Box::pin(async move {
-            let id = uri.host().and_then(|h| h.strip_suffix(".tunnel")).ok_or("bad tunnel uri")?;
+            let host = uri.host().and_then(|h| h.strip_suffix(".tunnel")).ok_or("bad tunnel uri")?;
+            let (visitor, id) = match host.split_once('.') {
+                Some((label, id)) => (parse_visitor_label(label).ok_or("bad tunnel uri")?, id),
+                None => (SocketAddr::from(([0, 0, 0, 0], 0)), host),
+            };
             let tunnel = shared.tunnel(id).ok_or("tunnel closed")?;
-            let (mut io, origin) = h1::upstream(&shared, &tunnel, true).await.ok_or("tunnel client gone")?;
+            let (mut io, origin) = h1::upstream(&shared, &tunnel, true, visitor).await.ok_or("tunnel client gone")?;
             if let h1::Origin::NewConn(header) = origin {
                 io.write_all(&header).await?;
             }
             Ok(TunnelIo { inner: TokioIo::new(io), stats: tunnel.stats.clone() })
         })
     }
+}
+
+/// A visitor's address as a host label of the upstream URI: the IP's bytes, then the port's, in hex.
+fn visitor_label(peer: SocketAddr) -> String {
+    let ip = match peer.ip() {
+        std::net::IpAddr::V4(ip) => ip.octets().to_vec(),
+        std::net::IpAddr::V6(ip) => ip.octets().to_vec(),
+    };
+    format!("{}{:04x}", hex::encode(ip), peer.port())
+}
+
+/// The address [`visitor_label`] wrote.
+fn parse_visitor_label(label: &str) -> Option<SocketAddr> {
+    let bytes = hex::decode(label).ok()?;
+    let (ip, port) = bytes.split_last_chunk::<2>()?;
+    let ip = match ip.len() {
+        4 => std::net::IpAddr::from(<[u8; 4]>::try_from(ip).ok()?),
+        16 => std::net::IpAddr::from(<[u8; 16]>::try_from(ip).ok()?),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, u16::from_be_bytes(*port)))
 }
 
 /// An upstream serving HTTP/1.1 for one tunnel, counting bytes.
@@ -753,6 +792,16 @@ impl hyper::rt::Write for TunnelIo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_visitor_named_in_the_upstream_uri_reads_back() {
+        for a in ["203.0.113.7:51000", "[2001:db8::7]:1", "127.0.0.1:0"] {
+            let a: SocketAddr = a.parse().unwrap();
+            assert_eq!(parse_visitor_label(&visitor_label(a)), Some(a));
+        }
+        assert_eq!(parse_visitor_label("zz"), None);
+        assert_eq!(parse_visitor_label("0102"), None);
+    }
 
     #[test]
     fn subdomain_routing_rules() {

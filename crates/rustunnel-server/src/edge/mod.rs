@@ -3,12 +3,14 @@
 //! - [`tcp`]: one listener per TCP tunnel on a port from the configured range.
 //! - [`udp`]: one socket per UDP tunnel; one stream per remote address.
 //! - [`pages`]: the edge's own error pages.
+//! - [`proxy_header`]: PROXY protocol headers from a load balancer in front of the edges.
 //! - `h1`: the lean HTTP/1.1 path most visitor requests take (the rest go to hyper).
 //! - `h2flood`: the bound on HTTP/2 PING/SETTINGS frames a visitor can make the edge answer.
 //! - `stall`: the slow-reader bound on connections served by hyper.
 pub mod access;
 pub mod http;
 pub mod pages;
+pub mod proxy_header;
 pub mod tcp;
 pub mod udp;
 

@@ -1,6 +1,7 @@
 //! TCP tunnels: one listener per tunnel; each visitor connection takes a data connection from
 //! the client's pool and is spliced to it with half-close preserved.
 use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -24,25 +25,40 @@ pub async fn run(listener: TcpListener, tunnel: Arc<Tunnel>, shared: Arc<Shared>
                 None => return,
             },
         };
-        if tunnel.is_draining() {
-            // Its client is leaving: the connections it serves finish, new ones are refused.
+        if shared.config.proxy_protocol_from.trusts(peer.ip()) {
+            // A balancer in front: its header names the visitor, read off the accept loop.
+            let (t, s) = (tunnel.clone(), shared.clone());
+            shared.tasks.spawn(async move {
+                if let Some((stream, peer)) = super::proxy_header::visitor(stream, peer, &s).await {
+                    visit(stream, peer, &t, &s);
+                }
+            });
             continue;
         }
-        if !tunnel.access.ip_rules.permits(peer.ip()) {
-            refused(&tunnel, peer);
-            continue;
-        }
-        let Some(permit) = tunnel.admit() else {
-            // Over the tunnel's cap: refuse this one connection only.
-            continue;
-        };
-        tunnel.stats.connections.fetch_add(1, Ordering::Relaxed);
-        let t = tunnel.clone();
-        shared.tasks.spawn(async move {
-            let _permit = permit;
-            forward(stream, peer.to_string(), &t).await;
-        });
+        visit(stream, peer, &tunnel, &shared);
     }
+}
+
+/// A visitor at `peer` on a tunnel's listener: judged by the tunnel's rules, then forwarded.
+fn visit(stream: TcpStream, peer: SocketAddr, tunnel: &Arc<Tunnel>, shared: &Shared) {
+    if tunnel.is_draining() {
+        // Its client is leaving: the connections it serves finish, new ones are refused.
+        return;
+    }
+    if !tunnel.access.ip_rules.permits(peer.ip()) {
+        refused(tunnel, peer);
+        return;
+    }
+    let Some(permit) = tunnel.admit() else {
+        // Over the tunnel's cap: refuse this one connection only.
+        return;
+    };
+    tunnel.stats.connections.fetch_add(1, Ordering::Relaxed);
+    let t = tunnel.clone();
+    shared.tasks.spawn(async move {
+        let _permit = permit;
+        forward(stream, peer.to_string(), &t).await;
+    });
 }
 
 /// The listener of a TCP pool: each connection goes to the member the pool picks (healthy,
@@ -61,24 +77,38 @@ pub async fn run_pool(
                 None => return,
             },
         };
-        let crate::server::RouteTo::Tunnel(tunnel) = shared.pick_member(&key) else {
-            tracing::debug!(pool = %key.name, "no healthy member; connection refused");
-            continue;
-        };
-        // Every member has the pool's rules.
-        if !tunnel.access.ip_rules.permits(peer.ip()) {
-            refused(&tunnel, peer);
+        if shared.config.proxy_protocol_from.trusts(peer.ip()) {
+            let (k, s) = (key.clone(), shared.clone());
+            shared.tasks.spawn(async move {
+                if let Some((stream, peer)) = super::proxy_header::visitor(stream, peer, &s).await {
+                    visit_pool(stream, peer, &k, &s);
+                }
+            });
             continue;
         }
-        let Some(permit) = tunnel.admit() else {
-            continue;
-        };
-        tunnel.stats.connections.fetch_add(1, Ordering::Relaxed);
-        shared.tasks.spawn(async move {
-            let _permit = permit;
-            forward(stream, peer.to_string(), &tunnel).await;
-        });
+        visit_pool(stream, peer, &key, &shared);
     }
+}
+
+/// A visitor at `peer` on a pool's listener: handed to the member the pool picks.
+fn visit_pool(stream: TcpStream, peer: SocketAddr, key: &crate::pool::PoolKey, shared: &Shared) {
+    let crate::server::RouteTo::Tunnel(tunnel) = shared.pick_member(key) else {
+        tracing::debug!(pool = %key.name, "no healthy member; connection refused");
+        return;
+    };
+    // Every member has the pool's rules.
+    if !tunnel.access.ip_rules.permits(peer.ip()) {
+        refused(&tunnel, peer);
+        return;
+    }
+    let Some(permit) = tunnel.admit() else {
+        return;
+    };
+    tunnel.stats.connections.fetch_add(1, Ordering::Relaxed);
+    shared.tasks.spawn(async move {
+        let _permit = permit;
+        forward(stream, peer.to_string(), &tunnel).await;
+    });
 }
 
 /// A visitor outside the tunnel's address rules: the connection is closed unanswered.
