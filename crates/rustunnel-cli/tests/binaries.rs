@@ -847,3 +847,39 @@ async fn ctrl_c_finishes_in_flight_requests_and_twice_quits_now() {
     let status = tokio::time::timeout(Duration::from_secs(3), t.child.wait()).await.unwrap().unwrap();
     assert_eq!(status.code(), Some(130));
 }
+
+#[tokio::test]
+async fn proxy_protocol_both_ways_through_the_real_binaries() {
+    use tokio::io::AsyncReadExt;
+    // The server believes PROXY headers from the balancer at 127.0.0.2 only; the tunnel sends
+    // one (v2) to its local service, which parses it.
+    let server = start_server_with(true, &["--proxy-protocol-from", "127.0.0.2/32"]).await;
+    let local = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let control = format!("127.0.0.1:{}", server.control);
+    let port = local.local_addr().unwrap().port().to_string();
+    let mut t = client(&["tcp", &port, "--proxy-protocol", "v2", "--server", &control, "--insecure", "--json"]).await;
+    let url = t.event("tunnel_ready").await["public_url"].as_str().unwrap().to_string();
+
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut visitor = sock.connect(([127, 0, 0, 1], port_after(&url)).into()).await.unwrap();
+    visitor.write_all(b"PROXY TCP4 203.0.113.7 127.0.0.1 51000 5432\r\nping").await.unwrap();
+
+    let (mut s, _) = tokio::time::timeout(Duration::from_secs(20), local.accept()).await.unwrap().unwrap();
+    let mut got = Vec::new();
+    let header = loop {
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed before a whole header: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+        if got.len() >= 16 {
+            let len = 16 + usize::from(u16::from_be_bytes([got[14], got[15]]));
+            if got.len() >= len + 4 {
+                break ppp::v2::Header::try_from(&got[..len]).unwrap().to_owned();
+            }
+        }
+    };
+    let ppp::v2::Addresses::IPv4(a) = header.addresses else { panic!("{header:?}") };
+    assert_eq!((a.source_address.to_string(), a.source_port), ("203.0.113.7".to_string(), 51000));
+    assert_eq!(&got[header.len()..], b"ping");
+}

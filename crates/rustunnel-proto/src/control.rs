@@ -735,6 +735,7 @@ mod tests {
                     cidr_allow: vec!["10.0.0.0/8".into()],
                     cidr_deny: vec!["10.9.0.0/16".into()],
                     host_header: Some("localhost:3000".into()),
+                    upstream_per_visitor: true,
                 },
             },
             ClientMsg::CloseTunnel { tunnel_id: "x".into() },
