@@ -404,7 +404,13 @@ mod tests {
     async fn local_service(name: &str) -> (TcpListener, Targets) {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
-        let target = LocalTarget { name: name.into(), protocol: Protocol::Tcp, host: "127.0.0.1".into(), port };
+        let target = LocalTarget {
+            name: name.into(),
+            protocol: Protocol::Tcp,
+            host: "127.0.0.1".into(),
+            port,
+            proxy_protocol: None,
+        };
         (l, Arc::new(RwLock::new(HashMap::from([(name.to_string(), target)]))))
     }
 
