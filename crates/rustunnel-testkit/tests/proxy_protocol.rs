@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use rustunnel_client::proxy_header::ProxyProtocol;
-use rustunnel_client::TunnelConfig;
+use rustunnel_client::{Event, TunnelConfig};
 use rustunnel_proto::Protocol;
 use rustunnel_server::edge::proxy_header::ProxyFrom;
 use rustunnel_testkit::*;
@@ -52,11 +52,18 @@ async fn read_all(s: &mut (impl AsyncRead + Unpin)) -> Vec<u8> {
 /// `GET /headers` from `from` to the HTTP edge, after `preface` (a PROXY header or nothing);
 /// the whole answer as text ("" when the connection was closed unanswered).
 async fn get(from: &str, edge: SocketAddr, preface: &[u8], host: &str) -> String {
+    get_with(from, edge, preface, host, "").await
+}
+
+/// [`get`] with `extra` header lines.
+async fn get_with(from: &str, edge: SocketAddr, preface: &[u8], host: &str, extra: &str) -> String {
     let mut s = connect_from(from, edge).await;
     let mut req = preface.to_vec();
     req.extend_from_slice(
-        format!("GET /headers HTTP/1.1\r\nhost: {host}\r\nx-forwarded-for: 6.6.6.6\r\nconnection: close\r\n\r\n")
-            .as_bytes(),
+        format!(
+            "GET /headers HTTP/1.1\r\nhost: {host}\r\nx-forwarded-for: 6.6.6.6\r\n{extra}connection: close\r\n\r\n"
+        )
+        .as_bytes(),
     );
     let _ = s.write_all(&req).await;
     String::from_utf8_lossy(&read_all(&mut s).await).into_owned()
@@ -105,6 +112,34 @@ async fn a_balancers_header_names_the_visitor_for_forwarding_headers_and_address
     // Visitors who connect directly are unaffected.
     let text = get("127.0.0.1", edge, b"", &open).await;
     assert!(text.contains("\"x-forwarded-for\":\"127.0.0.1\""), "{text}");
+}
+
+#[tokio::test]
+async fn wrong_logins_and_the_request_log_count_the_carried_address() {
+    use base64::Engine;
+    let server = server_behind_balancer().await;
+    let app = http_app("app").await;
+    let mut t = tunnel("login", Protocol::Http, app.port());
+    t.subdomain = Some("guarded".into());
+    t.basic_auth = Some(rustunnel_proto::basic_auth::BasicAuth::parse("ana:correct horse").unwrap());
+    let (mut c, ready) = spawn_ready(server.client_options(vec![t])).await;
+    let (edge, host) = (server.http_addr(), ready[0].host());
+    let login =
+        |creds: &str| format!("authorization: Basic {}\r\n", base64::engine::general_purpose::STANDARD.encode(creds));
+
+    // Ten wrong logins from one carried address block that address, not the balancer's others.
+    for i in 0..10 {
+        let text = get_with(BALANCER, edge, &v1("203.0.113.7:1000"), &host, &login(&format!("ana:guess {i}"))).await;
+        assert!(text.starts_with("HTTP/1.1 401"), "guess {i}: {text}");
+    }
+    let text = get_with(BALANCER, edge, &v2(1, "203.0.113.7:1001"), &host, &login("ana:correct horse")).await;
+    assert!(text.starts_with("HTTP/1.1 429"), "{text}");
+    let text = get_with(BALANCER, edge, &v2(1, "198.51.100.9:4000"), &host, &login("ana:correct horse")).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "another visitor behind the same balancer: {text}");
+    // The client's request log names the visitor, not the balancer.
+    let seen =
+        |e: &Event| matches!(e, Event::Request { status: 200, remote_addr, .. } if remote_addr == "198.51.100.9");
+    next_event(&mut c, seen, WAIT).await;
 }
 
 #[tokio::test]
