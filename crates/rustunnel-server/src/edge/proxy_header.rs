@@ -243,6 +243,21 @@ mod tests {
     }
 
     #[test]
+    fn the_config_key_is_read_and_checked() {
+        use crate::config::{Config, FileConfig};
+        let base = "dev = true\ncontrol_addr = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\n";
+        let f =
+            FileConfig::from_toml(&format!("{base}proxy_protocol_from = [\"10.0.0.0/24\", \"192.0.2.7\"]")).unwrap();
+        let c = Config::from_file_config(f).unwrap();
+        assert_eq!(c.proxy_protocol_from.networks(), ["10.0.0.0/24", "192.0.2.7/32"]);
+        let f = FileConfig::from_toml(&format!("{base}proxy_protocol_from = [\"lb.internal\"]")).unwrap();
+        let e = Config::from_file_config(f).err().unwrap().to_string();
+        assert!(e.contains("'lb.internal' is not an IP address or network"), "{e}");
+        let c = Config::from_file_config(FileConfig::from_toml(base).unwrap()).unwrap();
+        assert!(c.proxy_protocol_from.is_empty());
+    }
+
+    #[test]
     fn the_list_parses_and_matches() {
         let from = ProxyFrom::parse(&["10.0.0.0/8, 192.0.2.7".into(), "fd00::/8".into()]).unwrap();
         assert!(from.trusts("10.1.2.3".parse().unwrap()));
