@@ -371,3 +371,30 @@ async fn an_http_tunnel_sends_one_header_per_upstream_connection_and_never_mixes
     // And the first visitor still gets its own.
     assert_eq!(ask(&mut a, &host).await, first);
 }
+
+#[tokio::test]
+async fn http2_visitors_get_upstream_connections_of_their_own_too() {
+    use http_body_util::BodyExt;
+    let server = TestServer::start().await;
+    let port = http_behind_proxy_protocol().await;
+    let mut t = with_proxy(tunnel("web", Protocol::Http, port), ProxyProtocol::V2);
+    t.subdomain = Some("pp-h2".into());
+    let (_c, _ready) = server.client(vec![t]).await;
+    let https = server.https_addr();
+    let url = format!("https://pp-h2.localhost:{}/", https.port());
+    let mut bodies = Vec::new();
+    for _ in 0..2 {
+        let mut h2 = h2_conn(https, "pp-h2.localhost").await;
+        for _ in 0..2 {
+            let resp = h2.send_request(http::Request::get(&url).body(body("")).unwrap()).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let text = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+            assert!(text.contains(" from=127.0.0.1:"), "{text}");
+            bodies.push(text);
+        }
+    }
+    // One upstream connection (one header) per visitor connection, reused within it only.
+    assert_eq!(bodies[0], bodies[1]);
+    assert_eq!(bodies[2], bodies[3]);
+    assert_ne!(bodies[0], bodies[2]);
+}
