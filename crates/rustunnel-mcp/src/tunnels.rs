@@ -50,6 +50,8 @@ pub struct TunnelRequest {
     pub cidr_deny: Vec<String>,
     /// HTTP: `rewrite` or the Host the local service gets.
     pub host_header: Option<String>,
+    /// HTTP/TCP: send the visitor's address to the local service in a PROXY header.
+    pub proxy_protocol: Option<rustunnel_client::proxy_header::ProxyProtocol>,
 }
 
 impl std::fmt::Debug for TunnelRequest {
@@ -66,6 +68,7 @@ impl std::fmt::Debug for TunnelRequest {
             .field("cidr_allow", &self.cidr_allow)
             .field("cidr_deny", &self.cidr_deny)
             .field("host_header", &self.host_header)
+            .field("proxy_protocol", &self.proxy_protocol)
             .finish()
     }
 }
@@ -90,6 +93,7 @@ impl TunnelRequest {
         t.cidr_allow = self.cidr_allow.clone();
         t.cidr_deny = self.cidr_deny.clone();
         t.host_header = self.host_header.clone();
+        t.proxy_protocol = self.proxy_protocol;
         t
     }
 }
@@ -423,6 +427,7 @@ impl TunnelManager {
                 cidr_allow: Vec::new(),
                 cidr_deny: Vec::new(),
                 host_header: None,
+                proxy_protocol: None,
             };
             progress(format!("checking that something listens on {}", probe.local_addr())).await;
             Self::check_local(&probe).await?;

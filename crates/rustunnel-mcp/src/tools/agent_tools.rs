@@ -787,6 +787,7 @@ async fn tunnel_open(server: McpServer, args: JsonObject, ctx: CallCtx) -> Resul
         cidr_allow: Vec::new(),
         cidr_deny: Vec::new(),
         host_header: None,
+        proxy_protocol: None,
     };
     let progress_ctx = ctx.clone();
     let opened = st

@@ -9,6 +9,7 @@ use rmcp::model::{JsonObject, ToolAnnotations};
 use rustunnel_client::config::StartHealthCheck;
 use rustunnel_client::health::{HealthCheck, HealthKind};
 use rustunnel_client::p2p::P2pRole;
+use rustunnel_client::proxy_header::ProxyProtocol;
 use rustunnel_client::GroupConfig;
 use rustunnel_proto::basic_auth::BasicAuth;
 use rustunnel_proto::ip_rules::MAX_RULES;
@@ -98,6 +99,10 @@ fn tunnel_props(for_info: bool) -> Vec<(&'static str, Value)> {
             json!({"type": "string", "description": "HTTP only: the Host header the local service gets: \"rewrite\" (its own address, e.g. localhost:3000, for dev servers that reject other hosts) or a host name. The public host stays in X-Forwarded-Host."}),
         ),
         (
+            "proxy_protocol",
+            json!({"type": "string", "enum": ["v1", "v2"], "description": "http/tcp: start each connection to the local service with a PROXY protocol header (v1 text, v2 binary) naming the visitor, for services that read one (nginx proxy_protocol, HAProxy accept-proxy)."}),
+        ),
+        (
             "cidr_allow",
             json!({"type": "array", "items": {"type": "string"}, "maxItems": 64, "description": "http/tcp/udp: accept visitors only from these addresses or networks, e.g. [\"10.0.0.0/8\", \"203.0.113.7\"]. Judged on the visitor's own address."}),
         ),
@@ -142,6 +147,7 @@ const TUNNEL_ARGS: &[&str] = &[
     "cidr_allow",
     "cidr_deny",
     "host_header",
+    "proxy_protocol",
 ];
 
 fn create_tunnel_spec() -> ToolSpec {
@@ -258,6 +264,8 @@ pub struct TunnelArgs {
     pub cidr_deny: Vec<String>,
     /// HTTP: `rewrite` or the Host the local service gets.
     pub host_header: Option<String>,
+    /// HTTP/TCP: the PROXY protocol header each local connection starts with.
+    pub proxy_protocol: Option<ProxyProtocol>,
 }
 
 /// What kind of tunnel was asked for.
@@ -342,6 +350,14 @@ pub fn parse_tunnel_args(map: &JsonObject) -> Result<TunnelArgs, ToolError> {
     let cidr_allow = a.opt_str_list("cidr_allow", MAX_RULES, 64)?;
     let cidr_deny = a.opt_str_list("cidr_deny", MAX_RULES, 64)?;
     let host_header = a.opt_str("host_header", 255)?;
+    let proxy_protocol = match a.opt_choice("proxy_protocol", &["v1", "v2"])? {
+        Some("v1") => Some(ProxyProtocol::V1),
+        Some(_) => Some(ProxyProtocol::V2),
+        None => None,
+    };
+    if proxy_protocol.is_some() && !matches!(protocol, "http" | "tcp") {
+        return Err(ToolError::invalid("'proxy_protocol' applies to http and tcp tunnels only"));
+    }
     // The rules the server checks, told in the tool's argument names; a P2P service is a raw
     // TCP/UDP one, so the HTTP-only options are refused for it the same way.
     let probe = |protocol: Protocol| {
@@ -432,7 +448,18 @@ pub fn parse_tunnel_args(map: &JsonObject) -> Result<TunnelArgs, ToolError> {
                 TunnelKind::Plain { protocol: proto, subdomain }
             }
         };
-    Ok(TunnelArgs { token, local_port, local_host, region, kind, basic_auth, cidr_allow, cidr_deny, host_header })
+    Ok(TunnelArgs {
+        token,
+        local_port,
+        local_host,
+        region,
+        kind,
+        basic_auth,
+        cidr_allow,
+        cidr_deny,
+        host_header,
+        proxy_protocol,
+    })
 }
 
 // ---------------------------------------------------------------- outputs
@@ -781,6 +808,7 @@ peer_target \"{}\" and a free local_port. {P2P_LIFETIME_NOTE}",
         cidr_allow: a.cidr_allow.clone(),
         cidr_deny: a.cidr_deny.clone(),
         host_header: a.host_header.clone(),
+        proxy_protocol: a.proxy_protocol,
     };
     let opened = server.tunnels().open(req, ctx.cancelled(), progress).await?;
     let pool = match &opened.group {
@@ -1107,6 +1135,13 @@ const PASSWORD_ENV: &str = "RUSTUNNEL_BASIC_AUTH_PASSWORD";
 /// `rustunnel http|tcp|udp` flags for who may reach the tunnel and the Host header, one-to-one
 /// with the tool's fields: a command that dropped them would publish the service to everyone.
 /// The password is not written: the shell takes it from [`PASSWORD_ENV`].
+fn proxy_version(p: ProxyProtocol) -> &'static str {
+    match p {
+        ProxyProtocol::V1 => "v1",
+        ProxyProtocol::V2 => "v2",
+    }
+}
+
 fn access_flags(a: &TunnelArgs) -> Vec<String> {
     let mut v = Vec::new();
     if let Some(login) = &a.basic_auth {
@@ -1119,6 +1154,9 @@ fn access_flags(a: &TunnelArgs) -> Vec<String> {
     }
     if let Some(h) = &a.host_header {
         v.extend(["--host-header".into(), shell_quote(h)]);
+    }
+    if let Some(p) = a.proxy_protocol {
+        v.extend(["--proxy-protocol".into(), proxy_version(p).into()]);
     }
     v
 }
@@ -1212,6 +1250,9 @@ fn pool_config(a: &TunnelArgs, cfg: &crate::config::McpConfig) -> ConfigFileView
     }
     if let Some(h) = &a.host_header {
         t.push_str(&format!("host_header = {}\n", toml_str(h)));
+    }
+    if let Some(p) = a.proxy_protocol {
+        t.push_str(&format!("proxy_protocol = \"{}\"\n", proxy_version(p)));
     }
     if let Some(h) = health_check {
         t.push_str(&format!("\n[tunnels.{name}.health_check]\n"));
@@ -1390,9 +1431,15 @@ mod tests {
             json!({"local_port": 1, "protocol": "tcp", "basic_auth": "ana:correct horse"}),
             json!({"local_port": 1, "protocol": "p2p", "secret": "s", "peer_name": "a", "basic_auth": "ana:correct horse"}),
             json!({"local_port": 1, "protocol": "http", "basic_auth": "ana"}),
+            json!({"local_port": 1, "protocol": "udp", "proxy_protocol": "v1"}),
+            json!({"local_port": 1, "protocol": "tcp", "proxy_protocol": "v3"}),
         ] {
             assert!(parse_tunnel_args(&args(v.clone())).is_err(), "{v}");
         }
+        let a =
+            parse_tunnel_args(&args(json!({"local_port": 5432, "protocol": "tcp", "proxy_protocol": "V2"}))).unwrap();
+        assert_eq!(a.proxy_protocol, Some(ProxyProtocol::V2));
+        assert_eq!(access_flags(&a), ["--proxy-protocol", "v2"]);
     }
 
     #[test]
