@@ -937,6 +937,13 @@ def report_streams(results, runs, secs):
         rt, rh = results["rustunnel"], results["rathole"]
         print(f"\nrustunnel / rathole (TLS both): TCP {median(rt['tcp_gbps']) / median(rh['tcp_gbps']):.2f}x, "
               f"HTTP {median(rt['http_rps']) / median(rh['http_rps']):.2f}x")
+    # Idle memory is a comparison, not an absolute figure: server plus client at rest, against the
+    # peer with the same encryption, both measured fresh in this run.
+    for ours, theirs in (("rustunnel", "rathole"), ("rustunnel-plain", "rathole-plain")):
+        a, b = results.get(ours, {}).get("idle_rss_mib"), results.get(theirs, {}).get("idle_rss_mib")
+        if a and b:
+            print(f"idle RSS, server + client, {ours} / {theirs}: {a:.1f} / {b:.1f} MiB = {a / b:.2f}x "
+                  f"(target <= 1.00x: {'met' if a <= b else 'NOT met'})")
     if "rathole-plain" in results:
         rt, rp = results["rustunnel"], results["rathole-plain"]
         print(f"rustunnel (TLS) / rathole (plain TCP): TCP {median(rt['tcp_gbps']) / median(rp['tcp_gbps']):.2f}x, "
