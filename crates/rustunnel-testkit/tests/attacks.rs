@@ -1,4 +1,4 @@
-//! The control-plane and edge lines of SECURITY.md, as tests: what an attacker sends, and the
+//! The control-plane and edge attacks listed in docs/security-tests.md, as tests: what an attacker sends, and the
 //! behaviour we promise (bounded, explicit, never a panic, other tunnels unaffected).
 use std::time::{Duration, Instant};
 
@@ -155,7 +155,7 @@ async fn request_times(edge: std::net::SocketAddr, host: &str, n: usize) -> Vec<
     times
 }
 
-/// SECURITY.md: garbage does not change other tunnels' latency. A tunnel's serial request
+/// Garbage does not change other tunnels' latency. A tunnel's serial request
 /// times are measured quiet, then while eight attackers pour random bytes, plain HTTP and
 /// TLS-looking junk into the control port (a new connection every 2 ms each, about 3 000 a
 /// second in all): the median stays within a small margin (the flood shares the machine's
@@ -439,7 +439,7 @@ async fn pending_connections_are_capped_per_ip() {
     drop(held);
 }
 
-/// SECURITY.md: a replayed handshake is refused. Everything a real control client sent for an
+/// A replayed handshake is refused. Everything a real control client sent for an
 /// authenticated session (TLS handshake, WebSocket upgrade, hello with the admin token) is
 /// captured on the wire and sent again on a new connection: the server's new handshake keys
 /// make the old Finished and records worthless, so the connection is closed at once, long
@@ -493,7 +493,7 @@ async fn a_captured_control_session_replayed_is_refused() {
     }
 }
 
-/// SECURITY.md: a huge length prefix is refused before anything is allocated. A WebSocket
+/// A huge length prefix is refused before anything is allocated. A WebSocket
 /// frame header on the control channel declaring 4 GiB - 1 (64-bit length) is refused from its
 /// header alone: the connection closes at once, without waiting for the body, and the server
 /// goes on serving.
@@ -577,7 +577,7 @@ async fn https_edge_h2(server: &TestServer, sni: &str) -> tokio_rustls::client::
     https_edge(server, sni, b"h2").await
 }
 
-/// SECURITY.md slowloris, on a connection the edge has handed over to hyper (an HTTP/1.0
+/// Slowloris, on a connection the edge has handed over to hyper (an HTTP/1.0
 /// keep-alive request goes that way): the next request head, sent a piece at a time and
 /// never finished, is cut off by hyper's header timeout (the server's 400 ms here).
 #[tokio::test]

@@ -220,8 +220,8 @@ fn tcp_port(ready: &str) -> Result<u16, String> {
         .ok_or(format!("no TCP port in {ready}"))
 }
 
-/// SECURITY.md: "Heartbeats stop (packets dropped) -> server frees resources within the
-/// timeout; client reconnects with jittered backoff", and gets its port back.
+/// Heartbeats stop (packets dropped): the server frees resources within the
+/// timeout, and the client reconnects with jittered backoff and gets its port back.
 #[test]
 fn a_cut_link_ends_the_session_and_the_client_returns_on_the_same_port() {
     if common::skipped(&["ip", "python3"], &["/dev/net/tun"]) {
