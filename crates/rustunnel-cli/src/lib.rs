@@ -3,7 +3,6 @@
 //! - [`tunnels`]: `rustunnel http|tcp|udp <port>` and `rustunnel start --config FILE`.
 //! - [`p2p`]: `rustunnel p2p <port> --secret S --name N | --target N` (private P2P tunnels).
 //! - [`output`]: the human console (status block + live request log) and `--json` lines.
-//! - [`demo`]: `rustunnel demo`, a self-contained tour on loopback.
 //! - [`manage`]: management commands over the REST API (tokens, tunnels, history, regions).
 //! - [`completions`]: `rustunnel completions <shell>` and `rustunnel man` (generated from clap).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -11,7 +10,6 @@
 use clap::{Parser, Subcommand};
 
 pub mod completions;
-pub mod demo;
 pub mod manage;
 pub mod output;
 pub mod p2p;
@@ -32,7 +30,7 @@ pub struct Cli {
     /// Log lines on stderr as human-readable text, or as one JSON object per line
     /// (timestamp, level, target, message, fields) [default: human].
     #[arg(long, global = true, env = "RUSTUNNEL_LOG_FORMAT", value_enum)]
-    pub log_format: Option<rustunnel_server::logging::LogFormat>,
+    pub log_format: Option<rustunnel_client::logging::LogFormat>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -48,8 +46,6 @@ pub enum Command {
     P2p(p2p::P2pArgs),
     /// Start several named tunnels from a TOML file.
     Start(tunnels::StartArgs),
-    /// Run a self-contained demo on loopback: dev server, sample page, tunnel, fetch.
-    Demo(demo::DemoArgs),
     #[command(flatten)]
     Manage(manage::ManageCommand),
     /// Print a shell completion script: bash, zsh, fish, powershell or elvish.
@@ -60,10 +56,10 @@ pub enum Command {
 
 /// Logs on stderr: warnings (everything with `--verbose`, or RUSTUNNEL_LOG's filter), as text
 /// or JSON lines.
-pub fn init_logging(verbose: bool, format: Option<rustunnel_server::logging::LogFormat>) {
+pub fn init_logging(verbose: bool, format: Option<rustunnel_client::logging::LogFormat>) {
     let level = if verbose { "debug" } else { "warn" };
     // Both levels are valid filters; a failure here would only leave logging off.
-    let _ = rustunnel_server::logging::init(format.unwrap_or_default(), level);
+    let _ = rustunnel_client::logging::init(format.unwrap_or_default(), level);
 }
 
 /// Runs a command; returns the process exit code.
@@ -75,7 +71,6 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Udp(a) => tunnels::run_one(Protocol::Udp, a).await,
         Command::Start(a) => tunnels::run_start(a).await,
         Command::P2p(a) => p2p::run(a).await,
-        Command::Demo(a) => demo::run(a).await,
         Command::Manage(m) => manage::run(m).await,
         Command::Completions(a) => completions::completions(a),
         Command::Man(a) => completions::man(a),

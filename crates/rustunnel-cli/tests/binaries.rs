@@ -426,7 +426,7 @@ async fn unreachable_server_with_no_reconnect_says_so() {
 
 #[tokio::test]
 async fn demo_runs_end_to_end() {
-    let out = tokio::time::timeout(Duration::from_secs(60), Command::new(CLIENT).arg("demo").output())
+    let out = tokio::time::timeout(Duration::from_secs(60), Command::new(server_bin()).arg("demo").output())
         .await
         .unwrap()
         .unwrap();

@@ -1,15 +1,21 @@
-//! `rustunnel demo agents` as a user runs it: exits 0 and shows each promised step.
+//! `rustunnel-server demo agents` as a user runs it: exits 0 and shows each promised step.
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::process::Command;
 
-const CLIENT: &str = env!("CARGO_BIN_EXE_rustunnel");
+/// The server binary, built beside the client by `cargo test --workspace`.
+fn server_bin() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_BIN_EXE_rustunnel")).with_file_name("rustunnel-server");
+    assert!(p.exists(), "{} missing: run `cargo test --workspace` (or build rustunnel-server first)", p.display());
+    p
+}
 
 #[tokio::test]
 async fn demo_agents_runs_end_to_end() {
     let out = tokio::time::timeout(
         Duration::from_secs(90),
-        Command::new(CLIENT).args(["demo", "agents"]).env_remove("RUSTUNNEL_LOG").kill_on_drop(true).output(),
+        Command::new(server_bin()).args(["demo", "agents"]).env_remove("RUSTUNNEL_LOG").kill_on_drop(true).output(),
     )
     .await
     .expect("demo agents finishes in time")

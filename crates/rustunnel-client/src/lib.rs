@@ -10,6 +10,7 @@
 //! - [`health`]: health checks a pool member runs on its local service (tcp / http).
 //! - [`events`]: what a run reports (`tunnel_ready`, `reconnecting`, requests, errors).
 //! - [`error`]: typed errors with codes and hints.
+//! - [`logging`]: log lines on stderr (human or JSON), shared with the server binary.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod config;
@@ -17,6 +18,7 @@ pub mod error;
 pub mod events;
 pub mod forward;
 pub mod health;
+pub mod logging;
 pub mod net;
 pub mod p2p;
 pub mod proxy_header;

@@ -6,6 +6,8 @@ use clap::{Args, Parser, Subcommand};
 use rustunnel_server::logging::{LogControl, LogFormat};
 use rustunnel_server::{Config, FileConfig, ServerHandle};
 
+mod demo;
+
 #[derive(Parser)]
 #[command(
     name = "rustunnel-server",
@@ -148,6 +150,8 @@ enum Command {
         #[arg(long, default_value = ".")]
         out_dir: PathBuf,
     },
+    /// Run a self-contained demo on loopback: dev server, sample page, tunnel, fetch.
+    Demo(demo::DemoArgs),
     /// Manage client tokens directly in the database (no running server needed).
     Token {
         #[command(subcommand)]
@@ -278,6 +282,15 @@ async fn async_main() -> anyhow::Result<()> {
                 .with_context(|| format!("writing man pages to {}", out_dir.display()))?;
             println!("man pages written to {}", out_dir.display());
             Ok(())
+        }
+        Some(Command::Demo(args)) => {
+            // Warnings only unless asked: the demo prints its own steps.
+            let level = cli.run.log_level.as_deref().unwrap_or("warn");
+            rustunnel_server::logging::init(cli.run.log_format.unwrap_or_default(), level)?;
+            match demo::run(args).await {
+                0 => Ok(()),
+                code => std::process::exit(code),
+            }
         }
         Some(Command::Token {
             action: TokenAction::Create { label, owner, subdomains, ports, data_dir, database_url, config },

@@ -1,4 +1,4 @@
-//! `rustunnel demo agents`: the agent channel on loopback, in one process. A dev server, a room
+//! `rustunnel-server demo agents`: the agent channel on loopback, in one process. A dev server, a room
 //! whose relay is published through an HTTP tunnel (as `tunnel_open` does), a guest that joins
 //! with the single-use link, encrypted messages both ways, matching verification codes, a
 //! reused link refused, and a clean teardown. Each step is printed.

@@ -1,7 +1,8 @@
-//! `rustunnel demo`: everything on loopback, in one process: a dev server on free ports, a
+//! `rustunnel-server demo`: everything on loopback, in one process: a dev server on free ports, a
 //! sample page, a tunnel to it, a fetch through the public URL (HTTP and HTTPS), a TCP echo
 //! through a TCP tunnel, then a clean shutdown. Each step is printed.
-//! `rustunnel demo agents` tours the agent channel instead (see [`agents`]).
+//! `rustunnel-server demo agents` tours the agent channel instead (see [`agents`]).
+//! It lives in the server binary so that the `rustunnel` client binary links no server code.
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 

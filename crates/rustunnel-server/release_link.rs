@@ -1,1 +1,0 @@
-../../build-support/release_link.rs
