@@ -1,14 +1,13 @@
-//! HTTP and HTTPS edges. Requests are routed by `Host: <sub>.<domain>`. Plain HTTP/1.1 requests
-//! take the lean path ([`h1`]); the rest (HTTP/2, HTTP/1.0, upgrades, ...) are forwarded by
-//! hyper through a pooled HTTP/1.1 client keyed by tunnel, over the same upstreams as the lean
-//! path: streams of the session's multiplexed data connection, or data connections of their
-//! own for clients without one. A kept-alive upstream serves many requests, so a visitor's
-//! request normally costs no new connection anywhere. Bodies stream both ways; upgrades
-//! (WebSocket) are spliced end to end.
+//! The hyper path of the HTTP edge: HTTP/2, and the HTTP/1 requests the lean path hands over
+//! (HTTP/1.0, upgrades, chunked requests, ...). They are forwarded by hyper through a pooled
+//! HTTP/1.1 client keyed by tunnel, over the same upstreams as the lean path: streams of the
+//! session's multiplexed data connection, or data connections of their own for clients without
+//! one. A kept-alive upstream serves many requests, so a visitor's request normally costs no new
+//! connection anywhere. Bodies stream both ways; upgrades (WebSocket) are spliced end to end.
 use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,28 +24,33 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use rustunnel_proto::control::RequestLogEntry;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio_rustls::TlsAcceptor;
 
-use super::framing::{self, Tracked, Tracker};
-use super::{h1, pages, stall};
+use super::framing::{Flag, Tracked};
+use super::limits::{HEAD_LIMIT, HOP_BY_HOP, MAX_HEADERS};
+use super::reset::ResetOnClose;
+use super::upstream::{upstream, Origin, Upstream};
+use super::{pages, policy, stall};
 use crate::server::Shared;
 use crate::tunnel::{Tunnel, TunnelStats};
 
 /// Response body: the local service's streamed body, or one of the edge's own pages.
 pub type Body = Either<Either<PermitBody, stall::StreamStall<PermitBody>>, Full<Bytes>>;
 
-type TunnelClient = Client<TunnelConnector, VisitorBody>;
+pub type TunnelClient = Client<TunnelConnector, VisitorBody>;
 
 /// Spawns hyper's background tasks (connection drivers, HTTP/2 streams) on the server's task
 /// tracker, ended by the hard stop, so nothing outlives the server.
 #[derive(Clone)]
 pub struct TrackedExecutor {
     shared: Arc<Shared>,
+}
+
+impl TrackedExecutor {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        TrackedExecutor { shared }
+    }
 }
 
 impl<F> hyper::rt::Executor<F> for TrackedExecutor
@@ -64,10 +68,9 @@ where
     }
 }
 
-/// Accept loop of one edge (plain HTTP when `tls` is `None`).
-pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<Shared>) {
-    let exec = TrackedExecutor { shared: shared.clone() };
-    let client: TunnelClient = Client::builder(exec.clone())
+/// The pooled client through which a listener's hyper connections reach the tunnels.
+pub fn client(shared: &Arc<Shared>, exec: TrackedExecutor) -> TunnelClient {
+    Client::builder(exec)
         .pool_idle_timeout(shared.config.upstream_idle)
         .pool_max_idle_per_host(1024)
         .set_host(false)
@@ -76,94 +79,26 @@ pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<
         // request checks one out: a burst of HTTP/2 requests followed by silence would hold
         // up to 1024 connections to the local service for as long as the tunnel stays quiet.
         .pool_timer(TokioTimer::new())
-        .build(TunnelConnector { shared: shared.clone() });
-    let graceful = GracefulShutdown::new();
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    loop {
-        let Some((stream, peer)) = crate::listener::accept(&listener, &shared.stop_accepting, "HTTP edge").await else {
-            break;
-        };
-        let ctx = Ctx {
-            shared: shared.clone(),
-            client: client.clone(),
-            peer,
-            scheme,
-            both_lengths: Arc::new(framing::Flag::new()),
-            h1_requests: Arc::new(AtomicU64::new(0)),
-            cut: Arc::new(AtomicBool::new(false)),
-        };
-        let watcher = graceful.watcher();
-        let tls = tls.clone();
-        let exec = exec.clone();
-        shared.tasks.spawn(async move {
-            let (mut ctx, mut stream) = (ctx, stream);
-            if ctx.shared.config.proxy_protocol_from.trusts(peer.ip()) {
-                // A balancer in front: the visitor is the one its PROXY header names.
-                let Some(visitor) = super::proxy_header::read_visitor(&mut stream, peer, &ctx.shared).await else {
-                    return;
-                };
-                ctx.peer = visitor;
-            }
-            let stop = ctx.shared.hard_stop.clone();
-            match tls {
-                None => serve_http1(stream, ctx, watcher, exec, &stop).await,
-                Some(acceptor) => {
-                    let hs = tokio::time::timeout(
-                        ctx.shared.config.handshake_timeout,
-                        acceptor.accept(rustunnel_proto::splice::ReadAhead::new(stream)),
-                    );
-                    let Ok(Ok(s)) = hs.await else { return };
-                    if s.get_ref().1.alpn_protocol() == Some(b"h2".as_slice()) {
-                        let flag = ctx.both_lengths.clone();
-                        serve_conn(Tracked::new(s, Tracker::off(), flag), ctx, watcher, exec, &stop).await;
-                    } else {
-                        serve_http1(s, ctx, watcher, exec, &stop).await;
-                    }
-                }
-            }
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = shared.hard_stop.cancelled() => {}
-    }
+        .build(TunnelConnector { shared: shared.clone() })
 }
 
-/// An HTTP/1 connection: the lean path first; what it hands over goes to hyper, whose
-/// tracker stops by itself at an HTTP/2 (h2c) preface.
-async fn serve_http1<I>(
-    io: I,
+/// Serves a visitor connection with hyper until it closes, the listener's graceful shutdown
+/// ends it or the server stops.
+pub async fn serve_conn<I>(
+    io: Tracked<I>,
     ctx: Ctx,
     watcher: hyper_util::server::graceful::Watcher,
     exec: TrackedExecutor,
     stop: &tokio_util::sync::CancellationToken,
 ) where
-    I: AsyncRead + AsyncWrite + h1::ResetOnClose + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + ResetOnClose + Unpin + Send + 'static,
 {
-    let visitor = h1::Visitor { shared: &ctx.shared, peer: ctx.peer, scheme: ctx.scheme };
-    if let h1::End::HandOver(io, pending) = h1::serve(io, visitor).await {
-        let io = Tracked::replaying(pending, io, Tracker::new(), ctx.both_lengths.clone());
-        serve_conn(io, ctx, watcher, exec, stop).await;
-    }
-}
-
-async fn serve_conn<I>(
-    io: I,
-    ctx: Ctx,
-    watcher: hyper_util::server::graceful::Watcher,
-    exec: TrackedExecutor,
-    stop: &tokio_util::sync::CancellationToken,
-) where
-    I: AsyncRead + AsyncWrite + h1::ResetOnClose + Unpin + Send + 'static,
-{
-    let io = ResetIfCut { inner: io, cut: ctx.cut.clone() };
     let mut builder = auto::Builder::new(exec);
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(ctx.shared.config.header_timeout)
-        .max_buf_size(h1::HEAD_LIMIT)
+        .max_buf_size(HEAD_LIMIT)
         // Past hyper's own limit (an empty 431), the edge's check in `handle` answers.
         .max_headers(1000);
     builder
@@ -172,7 +107,7 @@ async fn serve_conn<I>(
         .max_concurrent_streams(250)
         // Twice the edge's limit: between the two `handle` answers a 431 page; past it, h2
         // answers 431 itself and refuses the stream.
-        .max_header_list_size(2 * h1::HEAD_LIMIT as u32)
+        .max_header_list_size(2 * HEAD_LIMIT as u32)
         .max_pending_accept_reset_streams(64)
         .keep_alive_interval(Duration::from_secs(30));
     let response_timeout = ctx.shared.config.response_timeout;
@@ -186,68 +121,26 @@ async fn serve_conn<I>(
     }
 }
 
+/// One visitor connection as the request handler sees it.
 #[derive(Clone)]
-struct Ctx {
-    shared: Arc<Shared>,
+pub struct Ctx {
+    pub(super) shared: Arc<Shared>,
     client: TunnelClient,
-    peer: SocketAddr,
-    scheme: &'static str,
+    pub(super) peer: SocketAddr,
+    pub(super) scheme: &'static str,
     /// Which HTTP/1 request of this connection had both `Content-Length` and
-    /// `Transfer-Encoding` (set by the connection's [`Tracker`] as hyper reads the head).
-    both_lengths: Arc<framing::Flag>,
+    /// `Transfer-Encoding` (set by the connection's [`Tracker`](super::framing::Tracker) as
+    /// hyper reads the head), and whether a response body failed on it.
+    pub(super) flag: Arc<Flag>,
     /// HTTP/1 requests of this connection handed to [`handle`] so far. hyper serves them one at
     /// a time, in order, once per parsed head: the count is the tracker's request index.
     h1_requests: Arc<AtomicU64>,
-    /// An HTTP/1 response body of this connection failed (see [`ResetIfCut`]).
-    cut: Arc<AtomicBool>,
 }
 
-/// A visitor connection served by hyper whose close is made a reset when a response body
-/// failed on it. hyper ends an HTTP/1 connection whose response body fails without the last
-/// chunk, but with an orderly close, and a body delimited by that close (an HTTP/1.0 visitor)
-/// would look complete; an HTTP/2 stream is reset by hyper itself.
-struct ResetIfCut<I: h1::ResetOnClose> {
-    inner: I,
-    cut: Arc<AtomicBool>,
-}
-
-impl<I: h1::ResetOnClose> Drop for ResetIfCut<I> {
-    fn drop(&mut self) {
-        if self.cut.load(Ordering::Acquire) {
-            self.inner.reset_on_close();
-        }
-    }
-}
-
-impl<I: AsyncRead + h1::ResetOnClose + Unpin> AsyncRead for ResetIfCut<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<I: AsyncWrite + h1::ResetOnClose + Unpin> AsyncWrite for ResetIfCut<I> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+impl Ctx {
+    pub fn new(shared: Arc<Shared>, client: TunnelClient, peer: SocketAddr, scheme: &'static str) -> Self {
+        let (flag, h1_requests) = (Arc::new(Flag::new()), Arc::new(AtomicU64::new(0)));
+        Ctx { shared, client, peer, scheme, flag, h1_requests }
     }
 }
 
@@ -265,12 +158,12 @@ fn closing(p: pages::Page, version: Version) -> Result<Response<Body>, Infallibl
     Ok(r.map(Either::Right))
 }
 
-/// Whether a head is over the edge's limits: more than [`h1::MAX_HEADERS`] fields, or more
-/// than [`h1::HEAD_LIMIT`] bytes counted as HTTP/2 counts a header list (name, value and 32
+/// Whether a head is over the edge's limits: more than [`MAX_HEADERS`] fields, or more
+/// than [`HEAD_LIMIT`] bytes counted as HTTP/2 counts a header list (name, value and 32
 /// bytes per field).
 fn too_large(headers: &HeaderMap) -> bool {
     let size: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 32).sum();
-    headers.len() > h1::MAX_HEADERS || size > h1::HEAD_LIMIT
+    headers.len() > MAX_HEADERS || size > HEAD_LIMIT
 }
 
 /// The request's host name without port, lowercased, and the original value; or why the
@@ -295,29 +188,8 @@ fn host_of<B>(req: &Request<B>) -> Result<(String, String), &'static str> {
     if raw.is_empty() {
         return Err("The Host header is empty.");
     }
-    Ok((h1::host_name(raw), raw.to_string()))
+    Ok((policy::host_name(raw), raw.to_string()))
 }
-
-/// The single label in front of the domain, or `None` when the host is not one of ours
-/// (IP literals, trailing dots, nested labels, other domains).
-pub fn subdomain_of<'a>(host: &'a str, domain: &str) -> Option<&'a str> {
-    if host.ends_with('.') || host.parse::<IpAddr>().is_ok() || host.starts_with('[') {
-        return None;
-    }
-    let sub = host.strip_suffix(domain)?.strip_suffix('.')?;
-    (!sub.is_empty() && !sub.contains('.')).then_some(sub)
-}
-
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
 
 /// The 400 page's reason for a request target that is neither a path nor (on the lean path)
 /// `OPTIONS *`.
@@ -351,16 +223,18 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         .flat_map(|s| s.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect();
-    for n in named.iter().chain(HOP_BY_HOP.iter()) {
-        if keep_upgrade && n == header::UPGRADE {
-            continue;
+    for n in &named {
+        if !(keep_upgrade && n == header::UPGRADE) {
+            headers.remove(n);
         }
-        headers.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        if !(keep_upgrade && n == "upgrade") {
+            headers.remove(n);
+        }
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
 }
 
@@ -371,7 +245,7 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
     // hyper lets Transfer-Encoding win (and closes after the response); SECURITY.md wants a 400.
     if !h2 {
         let index = ctx.h1_requests.fetch_add(1, Ordering::Relaxed);
-        if ctx.both_lengths.is_flagged(index) {
+        if ctx.flag.is_flagged(index) {
             let p = pages::bad_request("The request has both Content-Length and Transfer-Encoding.");
             return closing(p, version);
         }
@@ -399,20 +273,14 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
         Ok(h) => h,
         Err(why) => return page(pages::bad_request(why)),
     };
-    let Some(sub) = subdomain_of(&host, &ctx.shared.config.domain) else {
-        return page(pages::not_found());
-    };
-    // Pools pick a healthy member per request; plain tunnels map one to one.
-    let tunnel = match ctx.shared.route_to(sub) {
-        crate::server::RouteTo::Tunnel(t) => t,
-        crate::server::RouteTo::NoneAvailable => return page(pages::no_healthy_member()),
-        crate::server::RouteTo::ClientGone => return page(pages::bad_gateway()),
-        crate::server::RouteTo::NotFound => return page(pages::not_found()),
+    let tunnel = match policy::route(&ctx.shared, &host) {
+        Ok(t) => t,
+        Err(p) => return page(p),
     };
     let method = req.method().clone();
     let path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
     let given = || req.headers().get_all(header::AUTHORIZATION).iter().map(|v| v.as_bytes()).collect();
-    if let Some(p) = super::access::refusal(&ctx.shared, &tunnel, ctx.peer.ip(), given) {
+    if let Some(p) = policy::refusal(&ctx.shared, &tunnel, ctx.peer.ip(), given) {
         log(&ctx, &tunnel, &method, &path, p.status.as_u16(), started);
         return page(p);
     }
@@ -426,10 +294,10 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
             NOT_A_PATH
         }));
     }
-    let Some(permit) = tunnel.admit() else {
-        return page(pages::busy());
+    let permit = match policy::admit(&tunnel) {
+        Ok(permit) => permit,
+        Err(p) => return page(p),
     };
-    tunnel.stats.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let upgrade = !h2 && is_upgrade(req.headers());
     let visitor_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
@@ -528,7 +396,7 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
     };
     let limit = ctx.shared.config.response_timeout;
     Ok(resp.map(|b| {
-        let cut = (!h2).then(|| ctx.cut.clone());
+        let cut = (!h2).then(|| ctx.flag.clone());
         let body = PermitBody { inner: b, stats, log: Some(log), cut, _permit: permit };
         // HTTP/2: a visitor can hold a stream open by never opening its window, with the
         // connection still busy, so no write stalls; the stream's own bound lets go of it.
@@ -541,28 +409,7 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
 }
 
 fn log(ctx: &Ctx, tunnel: &Tunnel, method: &Method, path: &str, status: u16, started: Instant) {
-    log_request(&ctx.shared, ctx.peer, tunnel, method.as_str(), path, status, started);
-}
-
-/// Records a forwarded request: metrics, and an entry for the client's live console.
-pub(super) fn log_request(
-    shared: &Shared,
-    peer: SocketAddr,
-    tunnel: &Tunnel,
-    method: &str,
-    path: &str,
-    status: u16,
-    started: Instant,
-) {
-    shared.metrics.observe_http(started.elapsed());
-    tunnel.session.log_request(RequestLogEntry {
-        tunnel_id: tunnel.id.clone(),
-        method: method.chars().take(32).collect(),
-        path: path.chars().take(256).collect(),
-        status,
-        duration_us: started.elapsed().as_micros() as u64,
-        remote_addr: peer.ip().to_string(),
-    });
+    policy::log_request(&ctx.shared, ctx.peer, tunnel, method.as_str(), path, status, started);
 }
 
 /// A forwarded request's log entry, written when its response body has ended (or was dropped,
@@ -580,7 +427,7 @@ struct PendingLog {
 impl PendingLog {
     fn write(self) {
         let method = self.method.as_str();
-        log_request(&self.shared, self.peer, &self.tunnel, method, &self.path, self.status, self.started);
+        policy::log_request(&self.shared, self.peer, &self.tunnel, method, &self.path, self.status, self.started);
     }
 }
 
@@ -607,7 +454,7 @@ pub struct PermitBody {
     stats: Arc<TunnelStats>,
     log: Option<PendingLog>,
     /// HTTP/1: set when the body fails, so that the visitor's connection is reset.
-    cut: Option<Arc<AtomicBool>>,
+    cut: Option<Arc<Flag>>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -633,7 +480,7 @@ impl HttpBody for PermitBody {
             Poll::Ready(None | Some(Err(_))) => {
                 if matches!(r, Poll::Ready(Some(Err(_)))) {
                     if let Some(cut) = &self.cut {
-                        cut.store(true, Ordering::Release);
+                        cut.cut();
                     }
                 }
                 if let Some(log) = self.log.take() {
@@ -655,7 +502,7 @@ impl HttpBody for PermitBody {
 /// A visitor's request body on its way to the tunnel. It remembers whether the visitor's side
 /// failed (a malformed chunked body, a connection cut mid-body), so that a forward failing
 /// because of it is answered 400, not blamed on the tunnel with a 502.
-struct VisitorBody {
+pub struct VisitorBody {
     inner: Incoming,
     failed: Arc<AtomicBool>,
 }
@@ -706,8 +553,8 @@ impl tower_service::Service<Uri> for TunnelConnector {
                 None => (SocketAddr::from(([0, 0, 0, 0], 0)), host),
             };
             let tunnel = shared.tunnel(id).ok_or("tunnel closed")?;
-            let (mut io, origin) = h1::upstream(&shared, &tunnel, true, visitor).await.ok_or("tunnel client gone")?;
-            if let h1::Origin::NewConn(header) = origin {
+            let (mut io, origin) = upstream(&shared, &tunnel, true, visitor).await.ok_or("tunnel client gone")?;
+            if let Origin::NewConn(header) = origin {
                 io.write_all(&header).await?;
             }
             Ok(TunnelIo { inner: TokioIo::new(io), stats: tunnel.stats.clone() })
@@ -738,7 +585,7 @@ fn parse_visitor_label(label: &str) -> Option<SocketAddr> {
 
 /// An upstream serving HTTP/1.1 for one tunnel, counting bytes.
 pub struct TunnelIo {
-    inner: TokioIo<h1::Upstream>,
+    inner: TokioIo<Upstream>,
     stats: Arc<TunnelStats>,
 }
 
@@ -790,172 +637,4 @@ impl hyper::rt::Write for TunnelIo {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_visitor_named_in_the_upstream_uri_reads_back() {
-        for a in ["203.0.113.7:51000", "[2001:db8::7]:1", "127.0.0.1:0"] {
-            let a: SocketAddr = a.parse().unwrap();
-            assert_eq!(parse_visitor_label(&visitor_label(a)), Some(a));
-        }
-        assert_eq!(parse_visitor_label("zz"), None);
-        assert_eq!(parse_visitor_label("0102"), None);
-    }
-
-    #[test]
-    fn subdomain_routing_rules() {
-        assert_eq!(subdomain_of("app.localhost", "localhost"), Some("app"));
-        assert_eq!(subdomain_of("app.localhost.", "localhost"), None);
-        assert_eq!(subdomain_of("a.b.localhost", "localhost"), None);
-        assert_eq!(subdomain_of("localhost", "localhost"), None);
-        assert_eq!(subdomain_of("applocalhost", "localhost"), None);
-        assert_eq!(subdomain_of("127.0.0.1", "localhost"), None);
-        assert_eq!(subdomain_of("[::1]", "localhost"), None);
-        assert_eq!(subdomain_of("app.example.com", "localhost"), None);
-    }
-
-    #[test]
-    fn a_request_must_name_exactly_one_host() {
-        let req = |uri: &str, hosts: &[&str]| {
-            let mut b = Request::builder().uri(uri);
-            for h in hosts {
-                b = b.header(header::HOST, *h);
-            }
-            host_of(&b.body(()).unwrap())
-        };
-        assert_eq!(req("/", &["App.localhost:8080"]), Ok(("app.localhost".into(), "App.localhost:8080".into())));
-        assert_eq!(req("https://app.localhost/x", &[]), Ok(("app.localhost".into(), "app.localhost".into())));
-        assert_eq!(req("https://app.localhost/x", &["APP.localhost"]).map(|h| h.0), Ok("app.localhost".into()));
-        for (uri, hosts) in [
-            ("/", &["a.localhost", "evil.example"][..]),
-            ("/", &["a.localhost", "a.localhost"]),
-            ("/", &[""]),
-            ("/", &[]),
-            ("https://a.localhost/", &["b.localhost"]),
-        ] {
-            assert!(req(uri, hosts).is_err(), "{uri} {hosts:?}");
-        }
-    }
-
-    /// An upstream whose end is an error, as a tunnel's data stream cut without a proper close.
-    struct FailsAtEnd(tokio::io::DuplexStream);
-
-    impl AsyncRead for FailsAtEnd {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &mut tokio::io::ReadBuf<'_>,
-        ) -> Poll<std::io::Result<()>> {
-            let before = buf.filled().len();
-            match Pin::new(&mut self.0).poll_read(cx, buf) {
-                Poll::Ready(Ok(())) if buf.filled().len() == before => {
-                    Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "cut")))
-                }
-                other => other,
-            }
-        }
-    }
-
-    impl AsyncWrite for FailsAtEnd {
-        fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-            Pin::new(&mut self.0).poll_write(cx, buf)
-        }
-        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-            Pin::new(&mut self.0).poll_flush(cx)
-        }
-        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-            Pin::new(&mut self.0).poll_shutdown(cx)
-        }
-    }
-
-    /// A response read by hyper's client from an upstream that answers with a body delimited by
-    /// close and then fails, wrapped as the edge wraps the bodies it forwards.
-    async fn cut_response(cut: Option<Arc<AtomicBool>>) -> PermitBody {
-        use tokio::io::AsyncReadExt;
-        let (edge, mut local) = tokio::io::duplex(1 << 16);
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(FailsAtEnd(edge))).await.unwrap();
-        tokio::spawn(conn);
-        tokio::spawn(async move {
-            let mut head = [0u8; 1024];
-            let _ = local.read(&mut head).await;
-            let _ = local.write_all(b"HTTP/1.1 200 OK\r\n\r\nthe first part").await;
-        });
-        let resp = send.send_request(Request::get("/").body(http_body_util::Empty::<Bytes>::new()).unwrap());
-        let resp = resp.await.unwrap();
-        let permit = Arc::new(tokio::sync::Semaphore::new(1)).try_acquire_owned().unwrap();
-        PermitBody { inner: resp.into_body(), stats: Arc::default(), log: None, cut, _permit: permit }
-    }
-
-    fn answer_with(
-        body: PermitBody,
-    ) -> impl hyper::service::Service<
-        Request<Incoming>,
-        Response = Response<PermitBody>,
-        Error = Infallible,
-        Future = std::future::Ready<Result<Response<PermitBody>, Infallible>>,
-    > + Clone {
-        let body = Arc::new(std::sync::Mutex::new(Some(body)));
-        hyper::service::service_fn(move |_| {
-            let b = body.lock().unwrap().take().unwrap();
-            std::future::ready(Ok(Response::new(b)))
-        })
-    }
-
-    /// A body delimited by close on an HTTP/1.0 visitor's connection, whose upstream fails: the
-    /// visitor's connection is reset, not closed in order as if the body were complete.
-    #[tokio::test]
-    async fn an_http1_response_cut_upstream_resets_the_visitor() {
-        use tokio::io::AsyncReadExt;
-        let cut = Arc::new(AtomicBool::new(false));
-        let body = cut_response(Some(cut.clone())).await;
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut visitor = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        let (edge, _) = l.accept().await.unwrap();
-        let io = TokioIo::new(ResetIfCut { inner: edge, cut });
-        tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(io, answer_with(body)));
-        visitor.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
-        let mut got = Vec::new();
-        let end = tokio::time::timeout(Duration::from_secs(10), visitor.read_to_end(&mut got)).await.unwrap();
-        let got = String::from_utf8_lossy(&got);
-        assert_eq!(end.map_err(|e| e.kind()).err(), Some(std::io::ErrorKind::ConnectionReset), "{got}");
-    }
-
-    /// Over HTTP/2 the same cut resets the stream: its body ends in an error, not as complete.
-    #[tokio::test]
-    async fn an_http2_response_cut_upstream_resets_the_stream() {
-        use http_body_util::BodyExt;
-        let body = cut_response(None).await;
-        let (client, server) = tokio::io::duplex(1 << 16);
-        let exec = hyper_util::rt::TokioExecutor::new();
-        let serve = hyper::server::conn::http2::Builder::new(exec.clone());
-        tokio::spawn(serve.serve_connection(TokioIo::new(server), answer_with(body)));
-        let (mut send, conn) = hyper::client::conn::http2::handshake(exec, TokioIo::new(client)).await.unwrap();
-        tokio::spawn(conn);
-        let req = Request::get("http://a.localhost/").body(http_body_util::Empty::<Bytes>::new()).unwrap();
-        let resp = send.send_request(req).await.unwrap();
-        let mut body = resp.into_body();
-        let end = loop {
-            match tokio::time::timeout(Duration::from_secs(10), body.frame()).await.unwrap() {
-                Some(Ok(_)) => {}
-                other => break other,
-            }
-        };
-        assert!(matches!(end, Some(Err(_))), "reset, not ended as if complete: {end:?}");
-    }
-
-    #[test]
-    fn hop_by_hop_headers_are_removed() {
-        let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        h.insert("x-keep", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut h, false);
-        assert!(h.get("x-secret").is_none());
-        assert!(h.get(header::TRANSFER_ENCODING).is_none());
-        assert!(h.get(header::UPGRADE).is_none());
-        assert!(h.get("x-keep").is_some());
-    }
-}
+mod tests;
