@@ -11,7 +11,7 @@
 //! Anything else goes to hyper ([`super::http`]) for the rest of the connection, from the first
 //! byte of that request: HTTP/1.0, `Transfer-Encoding` on a request (so both framing headers get
 //! the smuggling 400 there), upgrades (WebSocket), `Expect`, `CONNECT`, absolute-form targets,
-//! heads over [`BUF_SIZE`](rustunnel_proto::splice::BUF_SIZE) or hyper would refuse, HTTP/2 (h2c prior knowledge; ALPN h2 never
+//! heads over [`BUF_SIZE`](rustunnel_transport::splice::BUF_SIZE) or hyper would refuse, HTTP/2 (h2c prior knowledge; ALPN h2 never
 //! comes here). hyper's answers to those are the edge's answers; this path only takes requests
 //! it forwards exactly as hyper would.
 //!
@@ -34,10 +34,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use rustunnel_proto::mux::{mux, MuxConfig, MuxHandle, MuxStream, Role};
-use rustunnel_proto::splice::Window;
 use rustunnel_proto::stream::StreamHeader;
 use rustunnel_proto::Protocol;
+use rustunnel_transport::mux::{mux, MuxConfig, MuxHandle, MuxStream, Role};
+use rustunnel_transport::splice::Window;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant as TokioInstant;
@@ -99,7 +99,7 @@ impl ResetOnClose for TcpStream {
     }
 }
 
-impl<T: ResetOnClose> ResetOnClose for rustunnel_proto::splice::ReadAhead<T> {
+impl<T: ResetOnClose> ResetOnClose for rustunnel_transport::splice::ReadAhead<T> {
     fn reset_on_close(&self) {
         self.get_ref().reset_on_close();
     }

@@ -110,7 +110,7 @@ pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<
                 Some(acceptor) => {
                     let hs = tokio::time::timeout(
                         ctx.shared.config.handshake_timeout,
-                        acceptor.accept(rustunnel_proto::splice::ReadAhead::new(stream)),
+                        acceptor.accept(rustunnel_transport::splice::ReadAhead::new(stream)),
                     );
                     let Ok(Ok(s)) = hs.await else { return };
                     if s.get_ref().1.alpn_protocol() == Some(b"h2".as_slice()) {
@@ -503,7 +503,7 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
                 let mut v = TokioIo::new(v);
                 let mut l = TokioIo::new(l);
                 tokio::select! {
-                    r = rustunnel_proto::splice::splice(&mut v, &mut l) => {
+                    r = rustunnel_transport::splice::splice(&mut v, &mut l) => {
                         if let Ok((up, down)) = r {
                             t.stats.add_in(up as usize);
                             t.stats.add_out(down as usize);
