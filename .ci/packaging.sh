@@ -21,7 +21,7 @@ for p in json.load(sys.stdin)["packages"]:
         if not p.get(key):
             bad.append(f"{p['"'"'name'"'"']}: no {key}")
 sys.exit("\n".join(bad) or None)'
-for crate in proto api-types agent client server cli mcp; do
+for crate in proto transport api-types agent client server cli mcp; do
   list=$(cargo package --locked --allow-dirty --list -p "rustunnel-$crate")
   grep -qx README.md <<<"$list" || { echo "rustunnel-$crate: README.md not packaged" >&2; exit 1; }
 done

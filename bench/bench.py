@@ -11,7 +11,7 @@ iperf3, wrk, nginx, openssl. bench/run.sh installs them.
 
 --link-delay MS puts every tunnel client's connections to its server (and the direct runs'
 connections to the services) behind a relay that adds MS milliseconds each way (the example
-`delay_relay` of rustunnel-proto; the kernel here has no netem): a long link, for the HTTP
+`delay_relay` of rustunnel-transport; the kernel here has no netem): a long link, for the HTTP
 download figure (--only download).
 """
 import argparse

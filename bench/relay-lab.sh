@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 rounds="${1:-5}"
 secs="${2:-4}"
 command -v iperf3 >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3 >/dev/null; }
-cargo build --release --locked -p rustunnel-proto --example splice_relay
+cargo build --release --locked -p rustunnel-transport --example splice_relay
 relay="${CARGO_TARGET_DIR:-target}/release/examples/splice_relay"
 . bench/common.sh
 pids=()

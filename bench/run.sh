@@ -19,7 +19,7 @@ fi
 if [ -z "${RUSTUNNEL_BIN:-}" ]; then
   cargo build --release --locked --bin rustunnel-server --bin rustunnel
   # The delay relay of --link-delay (a long link between tunnel clients and servers).
-  cargo build --release --locked -p rustunnel-proto --example delay_relay
+  cargo build --release --locked -p rustunnel-transport --example delay_relay
 fi
 # Many held connections and tunnels need more descriptors than the usual 1024.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

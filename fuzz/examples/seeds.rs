@@ -14,10 +14,11 @@ use rustunnel_proto::basic_auth::BasicAuth;
 use rustunnel_proto::control::{
     ClientMsg, CloseReason, ErrorCode, GroupSpec, Protocol, RequestLogEntry, ServerMsg, TunnelInfo, TunnelSpec,
 };
-use rustunnel_proto::mux::{KIND_DATA, KIND_FIN, KIND_OPEN, KIND_RESET, KIND_WINDOW, PING_ID};
+use rustunnel_transport::mux::{KIND_DATA, KIND_FIN, KIND_OPEN, KIND_RESET, KIND_WINDOW, PING_ID};
 use rustunnel_proto::p2p::{encode_probe, encode_reflect};
-use rustunnel_proto::plain::{client_handshake, NONCE_LEN};
-use rustunnel_proto::stream::{write_datagram, StreamHeader};
+use rustunnel_transport::plain::{client_handshake, NONCE_LEN};
+use rustunnel_proto::stream::StreamHeader;
+use rustunnel_transport::stream::write_datagram;
 
 struct Seeds {
     root: PathBuf,

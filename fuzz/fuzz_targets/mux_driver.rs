@@ -1,4 +1,4 @@
-//! The multiplexer's driver (`rustunnel_proto::mux::mux`) over an in-memory connection: the
+//! The multiplexer's driver (`rustunnel_transport::mux::mux`) over an in-memory connection: the
 //! bytes a peer sends (any stream id, any credit, any kind), cut into reads anywhere, at either
 //! role, with the streams opened or accepted read and answered by tasks as a server or client
 //! would. The first byte picks the role and how the bytes are cut. Where `mux_frames` drives the
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use rustunnel_fuzz::{measure, Input};
-use rustunnel_proto::mux::{mux, MuxConfig, MuxStream, Role};
+use rustunnel_transport::mux::{mux, MuxConfig, MuxStream, Role};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Heap one input may make the mux hold: its 64 KiB read buffer, the windows of the few streams

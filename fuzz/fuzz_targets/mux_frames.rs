@@ -1,4 +1,4 @@
-//! The multiplexer's frame dispatch (`rustunnel_proto::mux`), through its sans-IO face: the
+//! The multiplexer's frame dispatch (`rustunnel_transport::mux`), through its sans-IO face: the
 //! peer's bytes (any stream id, any credit, any kind, cut anywhere) interleaved with what the
 //! local side does to its streams (open, accept, read, write, finish, drop), at either role.
 //!
@@ -15,8 +15,8 @@ use std::task::Poll;
 
 use libfuzzer_sys::fuzz_target;
 use rustunnel_fuzz::Input;
-use rustunnel_proto::mux::sans_io::SansIo;
-use rustunnel_proto::mux::{
+use rustunnel_transport::mux::sans_io::SansIo;
+use rustunnel_transport::mux::{
     MuxConfig, Role, HEADER_LEN, KIND_DATA, KIND_FIN, KIND_OPEN, KIND_RESET, KIND_WINDOW, MAX_META, MAX_PAYLOAD,
 };
 

@@ -1,4 +1,4 @@
-//! The plain data connection handshake (`rustunnel_proto::plain`): the server's side reads a
+//! The plain data connection handshake (`rustunnel_transport::plain`): the server's side reads a
 //! client's magic, session id and HMAC; the client's side reads the server's nonce and status.
 //! The first byte picks the side. Only the right HMAC for the known session is accepted, and
 //! neither side answers with more than the protocol's fixed messages.
@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use rustunnel_fuzz::{block_on, measure, Input, Peer};
-use rustunnel_proto::plain::{client_handshake, server_handshake, PlainError, NONCE_LEN, PLAIN_MAGIC};
+use rustunnel_transport::plain::{client_handshake, server_handshake, PlainError, NONCE_LEN, PLAIN_MAGIC};
 
 /// The nonce, session and key the seeds were made with (`examples/seeds.rs`).
 const NONCE: [u8; NONCE_LEN] = [7; NONCE_LEN];

@@ -1,13 +1,15 @@
-//! Data connection framing (`rustunnel_proto::stream`): the stream header the server writes
-//! at the start of a handed-out data connection (read by the client), and the length-prefixed
-//! datagrams of UDP tunnels (read by both ends). `read` and `decode` agree, a header that
+//! Data connection framing (`rustunnel_proto::stream`, read off a connection by
+//! `rustunnel_transport::stream`): the stream header the server writes at the start of a
+//! handed-out data connection (read by the client), and the length-prefixed datagrams of UDP
+//! tunnels (read by both ends). `read_header` and `decode` agree, a header that
 //! decodes encodes back to itself, and datagrams written back give the bytes they came from.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use rustunnel_fuzz::{block_on, measure};
 use rustunnel_proto::limits::{MAX_DATAGRAM, MAX_STREAM_HEADER};
-use rustunnel_proto::stream::{read_datagram, write_datagram, StreamHeader};
+use rustunnel_proto::stream::StreamHeader;
+use rustunnel_transport::stream::{read_datagram, read_header, write_datagram};
 
 /// Heap a header read may hold: its buffer (at most the limit) and serde's strings.
 const HEADER_BOUND: usize = 8 * MAX_STREAM_HEADER;
@@ -23,10 +25,10 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let mut r = data;
-    let (read, peak) = measure(|| block_on(StreamHeader::read(&mut r)));
-    assert!(peak <= HEADER_BOUND, "StreamHeader::read held {peak} bytes");
+    let (read, peak) = measure(|| block_on(read_header(&mut r)));
+    assert!(peak <= HEADER_BOUND, "read_header held {peak} bytes");
     if let Ok(h) = read {
-        // `read` takes exactly one header off the connection: the same bytes decode alike.
+        // `read_header` takes exactly one header off the connection: the same bytes decode alike.
         let used = data.len() - r.len();
         assert_eq!(StreamHeader::decode(&data[..used]).expect("what read took decodes"), h);
     }

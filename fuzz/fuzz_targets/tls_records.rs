@@ -1,4 +1,4 @@
-//! The TLS 1.3 record layer after the handshake (`rustunnel_proto::record`): record headers
+//! The TLS 1.3 record layer after the handshake (`rustunnel_transport::record`): record headers
 //! (`record_len`), `Records::open` and the reassembly of post-handshake messages (key updates
 //! split over records, alerts, padding, empty records), as the control port and the data
 //! connections read them from a peer. Both ends start from known traffic secrets, so the
@@ -17,7 +17,7 @@
 use libfuzzer_sys::fuzz_target;
 use ring::aead;
 use rustunnel_fuzz::{measure, Input};
-use rustunnel_proto::record::{
+use rustunnel_transport::record::{
     record_len, sealed_len, Opened, RecordError, Records, Secrets, ALERT_ROOM, HEADER, KEY_UPDATE_ROOM, MAX_CIPHER,
     MAX_PLAIN, TAG,
 };

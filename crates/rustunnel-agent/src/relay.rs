@@ -322,7 +322,7 @@ async fn handle_conn(stream: TcpStream, shared: Arc<HostShared>, cancel: Cancell
     shared.live.send_modify(|n| *n += 1);
     let outcome = serve_member(&mut ws, &shared, authed).await;
     if matches!(outcome, Outcome::TooBig) {
-        rustunnel_proto::ws::close_too_big(&mut ws, MAX_WIRE_FRAME, CLOSE_LINGER).await;
+        rustunnel_transport::ws::close_too_big(&mut ws, MAX_WIRE_FRAME, CLOSE_LINGER).await;
     } else {
         let _ = ws.close(None).await;
     }

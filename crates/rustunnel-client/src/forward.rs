@@ -8,11 +8,12 @@ use std::time::Duration;
 use http_body_util::Empty;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use rustunnel_proto::lean_tls::LeanClient;
-use rustunnel_proto::mux::{mux, MuxConfig, MuxStream, Role};
-use rustunnel_proto::stream::{read_datagram, write_datagram, StreamHeader};
-use rustunnel_proto::tcp::reset_on_close;
+use rustunnel_proto::stream::StreamHeader;
 use rustunnel_proto::{Protocol, DATA_PATH, DATA_UPGRADE, HEADER_DATA_KEY, HEADER_SESSION};
+use rustunnel_transport::lean_tls::LeanClient;
+use rustunnel_transport::mux::{mux, MuxConfig, MuxStream, Role};
+use rustunnel_transport::stream::{read_datagram, read_header, write_datagram};
+use rustunnel_transport::tcp::reset_on_close;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
@@ -38,9 +39,9 @@ pub struct LocalTarget {
 pub type Targets = Arc<RwLock<HashMap<String, LocalTarget>>>;
 
 /// A data connection: TLS (upgraded on the control port) or, when the server granted it,
-/// plain TCP (see `rustunnel_proto::plain`).
+/// plain TCP (see `rustunnel_transport::plain`).
 /// Boxed: the TLS state is large, and futures holding a data connection should not be.
-pub type DataConn = rustunnel_proto::plain::DataConn<Box<LeanClient>>;
+pub type DataConn = rustunnel_transport::plain::DataConn<Box<LeanClient>>;
 
 /// Opens a data connection. TLS: TLS to the control port, `GET /v1/data` with the session's
 /// credentials, `101 Switching Protocols`. Plain: TCP to the control port and the plain
@@ -65,7 +66,7 @@ pub async fn open_data_conn(
     let mut tcp = dialer.dial_tcp().await?;
     tokio::time::timeout(
         rustunnel_proto::limits::HANDSHAKE_TIMEOUT,
-        rustunnel_proto::plain::client_handshake(&mut tcp, session_id, data_key),
+        rustunnel_transport::plain::client_handshake(&mut tcp, session_id, data_key),
     )
     .await
     .map_err(|_| ClientError::Handshake("plain data connection: timed out".into()))?
@@ -125,7 +126,7 @@ pub fn pooled_stream<'a>(
 
 /// Waits for the server to hand this connection a visitor.
 pub async fn wait_for_stream(mut io: DataConn) -> Result<HandedStream, ClientError> {
-    let header = StreamHeader::read(&mut io).await.map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let header = read_header(&mut io).await.map_err(|e| ClientError::Protocol(e.to_string()))?;
     Ok((header, io))
 }
 
@@ -325,7 +326,7 @@ async fn copy_to_local<S: ServerStream>(
     // opened into and sealed from the local socket directly.
     if protocol == Protocol::Tcp {
         if let Some(tcp) = data.plain_tcp() {
-            let r = rustunnel_proto::zerocopy::splice_tcp(tcp, local, &|_| {}, &|_| {}).await;
+            let r = rustunnel_transport::zerocopy::splice_tcp(tcp, local, &|_| {}, &|_| {}).await;
             if r.is_err() {
                 reset_on_close(tcp);
             }
@@ -335,7 +336,7 @@ async fn copy_to_local<S: ServerStream>(
             return lean.splice_tcp(local, &|_| {}, &|_| {}).await.map(drop);
         }
     }
-    rustunnel_proto::splice::splice(data, local).await.map(drop)
+    rustunnel_transport::splice::splice(data, local).await.map(drop)
 }
 
 fn describe_local_error(e: &std::io::Error, addr: &str) -> String {

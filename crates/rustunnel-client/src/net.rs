@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
-use rustunnel_proto::splice::ReadAhead;
+use rustunnel_transport::splice::ReadAhead;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -62,7 +62,7 @@ pub async fn connect_tcp(host: &str, port: u16, timeout: Duration) -> std::io::R
     for addr in addrs {
         match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => {
-                rustunnel_proto::tcp::tune(&s, addr);
+                rustunnel_transport::tcp::tune(&s, addr);
                 return Ok(s);
             }
             Ok(Err(e)) => last = e,
@@ -102,12 +102,12 @@ impl Dialer {
     }
 
     /// TLS for a data connection: the lean stream, which holds no buffer while idle.
-    pub async fn dial_lean(&self) -> Result<rustunnel_proto::lean_tls::LeanClient, ClientError> {
+    pub async fn dial_lean(&self) -> Result<rustunnel_transport::lean_tls::LeanClient, ClientError> {
         let tcp = self.dial_tcp().await?;
         let name = self.server_name()?;
         tokio::time::timeout(
             Duration::from_secs(10),
-            rustunnel_proto::lean_tls::LeanClient::connect(self.tls.clone(), name, tcp),
+            rustunnel_transport::lean_tls::LeanClient::connect(self.tls.clone(), name, tcp),
         )
         .await
         .map_err(|_| ClientError::Tls("TLS handshake timed out".into()))?

@@ -411,7 +411,7 @@ impl Runner {
                         Some(Ok(Message::Text(t))) => t,
                         Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => {
                             tracing::warn!("the server sent a control message over the size limit");
-                            rustunnel_proto::ws::close_too_big(&mut ws, MAX_CONTROL_FRAME, Duration::from_secs(1)).await;
+                            rustunnel_transport::ws::close_too_big(&mut ws, MAX_CONTROL_FRAME, Duration::from_secs(1)).await;
                             break Ok(SessionEnd::Lost { reason: "the server sent a control message over the size limit".into(), retry_after, established: true });
                         }
                         Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {

@@ -72,7 +72,7 @@ pub fn client_config(opts: &TlsOptions, alpn: &[&[u8]]) -> Result<Arc<ClientConf
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     // Lean data connections take the TLS 1.3 records over from rustls after the handshake
-    // (`rustunnel_proto::record`); buffered connections on this config never extract anything.
+    // (`rustunnel_transport::record`); buffered connections on this config never extract anything.
     config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }

@@ -10,31 +10,18 @@
 //!   [`basic_auth`]: the rules for credentials a tunnel asks of its visitors; [`ip_rules`]:
 //!   the visitor addresses a tunnel accepts.
 //! - [`limits`]: every bound and timeout in one place.
-//! - [`mux`]: many streams over one data connection (flow-controlled, frames of many streams
-//!   batched into one write).
-//! - [`splice`], [`zerocopy`]: moving bytes between two connections (buffer-pooled copy;
-//!   `splice(2)` between plain sockets), and [`plain`]: the opt-in unencrypted data connection.
-//! - [`ws`]: closing a WebSocket whose peer sent a message over the limit (code 1009); [`tcp`]:
-//!   socket options, and reading off what a peer still sends before a close.
 //!
+//! Moving these messages over sockets (TLS, the multiplexer, splicing) is `rustunnel-transport`.
 //! This crate has no sockets and no business logic; see `docs/protocol.md` for the exchange.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod basic_auth;
 pub mod control;
 pub mod ip_rules;
-pub mod lean_tls;
 pub mod limits;
-pub mod mux;
 pub mod names;
 pub mod p2p;
-pub mod plain;
-pub mod record;
-pub mod splice;
 pub mod stream;
-pub mod tcp;
-pub mod ws;
-pub mod zerocopy;
 
 /// Version of the wire protocol. Bumped on any incompatible change; a peer speaking another
 /// version is refused with a human "upgrade rustunnel" message.

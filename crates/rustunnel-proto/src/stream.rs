@@ -5,8 +5,10 @@
 //! the server writes one [`StreamHeader`] (u16 big-endian length + JSON) and from then on the
 //! connection carries the visitor's bytes verbatim (TCP, HTTP), or length-prefixed datagrams
 //! (UDP: u16 big-endian length + payload, boundaries preserved).
+//!
+//! This module is the codec only; reading and writing these frames on a connection is
+//! `rustunnel_transport::stream`.
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::control::Protocol;
 use crate::limits::{MAX_DATAGRAM, MAX_STREAM_HEADER};
@@ -19,7 +21,7 @@ pub struct StreamHeader {
     pub protocol: Protocol,
     /// The visitor's address as the server saw it.
     pub peer: String,
-    /// This data connection carries a multiplexer ([`crate::mux`]) instead of one stream: each
+    /// This data connection carries a multiplexer (`rustunnel_transport::mux`) instead of one stream: each
     /// stream's OPEN meta is that stream's own header ([`StreamHeader::encode`]). Only sent to a
     /// client that said it takes them (`mux` in its hello).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -74,48 +76,36 @@ impl StreamHeader {
         Ok(serde_json::from_slice(json)?)
     }
 
-    /// Reads one header, refusing lengths over [`MAX_STREAM_HEADER`] before allocating.
-    pub async fn read<R: AsyncRead + Unpin>(r: &mut R) -> Result<Self, FrameError> {
-        // Nothing held while waiting for the prefix: an idle pooled connection waits here.
-        let prefix = r.read_u16().await?;
-        let len = usize::from(prefix);
+    /// The JSON length a header's 2-byte prefix announces, refused over [`MAX_STREAM_HEADER`]
+    /// so a reader allocates nothing for a lying prefix.
+    pub fn body_len(prefix: [u8; 2]) -> Result<usize, FrameError> {
+        let len = usize::from(u16::from_be_bytes(prefix));
         if len > MAX_STREAM_HEADER {
             return Err(FrameError::TooLarge(len));
         }
-        let mut buf = vec![0u8; 2 + len];
-        buf[..2].copy_from_slice(&prefix.to_be_bytes());
-        r.read_exact(&mut buf[2..]).await?;
-        Self::decode(&buf)
+        Ok(len)
     }
 }
 
-/// Writes one datagram with its length prefix in a single write, so small datagrams
-/// are not split across TLS records.
-pub async fn write_datagram<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    payload: &[u8],
-    scratch: &mut Vec<u8>,
-) -> Result<(), FrameError> {
+/// Appends one datagram with its length prefix to `out` (cleared first), so a writer sends
+/// prefix and payload in a single write and small datagrams are not split across TLS records.
+pub fn encode_datagram(payload: &[u8], out: &mut Vec<u8>) -> Result<(), FrameError> {
     if payload.len() > MAX_DATAGRAM {
         return Err(FrameError::TooLarge(payload.len()));
     }
-    scratch.clear();
-    scratch.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-    scratch.extend_from_slice(payload);
-    w.write_all(scratch).await?;
-    w.flush().await?;
+    out.clear();
+    out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    out.extend_from_slice(payload);
     Ok(())
 }
 
-/// Reads one datagram into `buf` (resized to the datagram's length).
-pub async fn read_datagram<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> Result<(), FrameError> {
-    let len = r.read_u16().await? as usize;
+/// The payload length a datagram's 2-byte prefix announces, refused over [`MAX_DATAGRAM`].
+pub fn datagram_len(prefix: [u8; 2]) -> Result<usize, FrameError> {
+    let len = usize::from(u16::from_be_bytes(prefix));
     if len > MAX_DATAGRAM {
         return Err(FrameError::TooLarge(len));
     }
-    buf.resize(len, 0);
-    r.read_exact(buf).await?;
-    Ok(())
+    Ok(len)
 }
 
 #[cfg(test)]
@@ -123,13 +113,12 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    #[tokio::test]
-    async fn header_round_trip() {
+    #[test]
+    fn header_round_trip() {
         let h = StreamHeader { tunnel_id: "t1".into(), protocol: Protocol::Tcp, peer: "1.2.3.4:5".into(), mux: false };
         let bytes = h.encode();
-        let got = StreamHeader::read(&mut &bytes[..]).await.unwrap();
-        assert_eq!(got, h);
         assert_eq!(StreamHeader::decode(&bytes).unwrap(), h);
+        assert_eq!(StreamHeader::body_len([bytes[0], bytes[1]]).unwrap(), bytes.len() - 2);
         assert!(!String::from_utf8_lossy(&bytes).contains("mux"), "absent unless set");
         let m = StreamHeader { mux: true, ..h };
         assert_eq!(StreamHeader::decode(&m.encode()).unwrap(), m);
@@ -137,42 +126,26 @@ mod tests {
         assert!(StreamHeader::decode(&[0xff, 0xff, b'{']).is_err());
     }
 
-    #[tokio::test]
-    async fn huge_length_refused_before_allocating() {
-        let bytes = [0xff, 0xff, b'{'];
-        assert!(matches!(StreamHeader::read(&mut &bytes[..]).await, Err(FrameError::TooLarge(65535))));
+    #[test]
+    fn lengths_over_the_limits_are_refused_from_the_prefix() {
+        assert!(matches!(StreamHeader::body_len([0xff, 0xff]), Err(FrameError::TooLarge(65535))));
+        let over = (MAX_DATAGRAM + 1) as u16;
+        assert!(matches!(datagram_len(over.to_be_bytes()), Err(FrameError::TooLarge(_))));
+        assert!(matches!(encode_datagram(&vec![0; MAX_DATAGRAM + 1], &mut Vec::new()), Err(FrameError::TooLarge(_))));
     }
 
-    #[tokio::test]
-    async fn truncated_is_closed() {
-        let bytes = [0x00, 0x10, b'{'];
-        assert!(matches!(StreamHeader::read(&mut &bytes[..]).await, Err(FrameError::Closed)));
-    }
-
-    #[tokio::test]
-    async fn datagrams_keep_boundaries() {
-        let mut out = Vec::new();
-        let mut scratch = Vec::new();
-        for d in [&b"a"[..], b"", b"hello world"] {
-            write_datagram(&mut out, d, &mut scratch).await.unwrap();
-        }
-        let mut r = &out[..];
-        let mut buf = Vec::new();
-        for d in [&b"a"[..], b"", b"hello world"] {
-            read_datagram(&mut r, &mut buf).await.unwrap();
-            assert_eq!(buf, d);
-        }
+    #[test]
+    fn datagrams_carry_their_length() {
+        let mut out = vec![9; 4];
+        encode_datagram(b"hello", &mut out).unwrap();
+        assert_eq!(out, b"\x00\x05hello");
+        assert_eq!(datagram_len([out[0], out[1]]).unwrap(), 5);
     }
 
     proptest! {
         #[test]
-        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-            rt.block_on(async {
-                let _ = StreamHeader::read(&mut &bytes[..]).await;
-                let mut buf = Vec::new();
-                let _ = read_datagram(&mut &bytes[..], &mut buf).await;
-            });
+        fn random_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = StreamHeader::decode(&bytes);
         }
     }
 }

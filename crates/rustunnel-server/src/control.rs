@@ -16,11 +16,11 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustunnel_proto::control::CloseReason;
 use rustunnel_proto::limits::{HEARTBEAT_MISSES, MAX_CONTROL_FRAME};
-use rustunnel_proto::plain::PLAIN_MAGIC;
 use rustunnel_proto::{
     ClientMsg, ErrorCode, ServerMsg, CONTROL_PATH, DATA_PATH, DATA_UPGRADE, HEADER_DATA_KEY, HEADER_SESSION,
     PROTOCOL_VERSION,
 };
+use rustunnel_transport::plain::PLAIN_MAGIC;
 use subtle::ConstantTimeEq;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -104,7 +104,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             let tls = match tokio::time::timeout(
                 shared2.config.handshake_timeout,
                 // Lean TLS: the many data connections each end holds cost no idle buffer.
-                rustunnel_proto::lean_tls::LeanServer::accept(shared2.tls.control.clone(), stream),
+                rustunnel_transport::lean_tls::LeanServer::accept(shared2.tls.control.clone(), stream),
             )
             .await
             {
@@ -134,12 +134,12 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 /// A plain data connection: authenticated with the session's data key (never sent), then
 /// pooled. Refused unless the session was granted plain data connections.
 async fn plain_data_conn(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
-    let mut nonce = [0u8; rustunnel_proto::plain::NONCE_LEN];
+    let mut nonce = [0u8; rustunnel_transport::plain::NONCE_LEN];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut nonce);
     let key_of = |sid: &str| shared.session(sid).filter(|s| s.plain_data).map(|s| s.data_key.clone());
     let hs = tokio::time::timeout(
         shared.config.handshake_timeout,
-        rustunnel_proto::plain::server_handshake(&mut stream, nonce, key_of),
+        rustunnel_transport::plain::server_handshake(&mut stream, nonce, key_of),
     );
     match hs.await {
         Ok(Ok(sid)) => {
@@ -232,7 +232,7 @@ fn route(
                         // Every connection on this port is a lean one: taken back out of the
                         // upgrade (with any bytes it had read ahead), so the TCP edge can copy
                         // records straight to and from the visitor's socket.
-                        None => match upgraded.downcast::<TokioIo<rustunnel_proto::lean_tls::LeanServer>>() {
+                        None => match upgraded.downcast::<TokioIo<rustunnel_transport::lean_tls::LeanServer>>() {
                             Ok(parts) => {
                                 let mut lean = parts.io.into_inner();
                                 lean.unread(&parts.read_buf);
@@ -309,7 +309,7 @@ async fn reject_too_big(ws: &mut Ws) {
         retry_after_ms: None,
     };
     let _ = send(ws, &rejected).await;
-    rustunnel_proto::ws::close_too_big(ws, MAX_CONTROL_FRAME, Duration::from_secs(1)).await;
+    rustunnel_transport::ws::close_too_big(ws, MAX_CONTROL_FRAME, Duration::from_secs(1)).await;
 }
 
 async fn run_control(mut ws: Ws, peer: SocketAddr, shared: Arc<Shared>, slot: Arc<PendingSlot>) {
@@ -399,7 +399,7 @@ async fn run_control(mut ws: Ws, peer: SocketAddr, shared: Arc<Shared>, slot: Ar
         if shared.stop_accepting.is_cancelled() { CloseReason::ServerShutdown } else { CloseReason::SessionEnded };
     shared.end_session(&session, reason).await;
     if too_big {
-        rustunnel_proto::ws::close_too_big(&mut ws, MAX_CONTROL_FRAME, Duration::from_secs(1)).await;
+        rustunnel_transport::ws::close_too_big(&mut ws, MAX_CONTROL_FRAME, Duration::from_secs(1)).await;
     } else {
         let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
     }

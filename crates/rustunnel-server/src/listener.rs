@@ -21,7 +21,7 @@ pub async fn accept(listener: &TcpListener, stop: &CancellationToken, what: &str
             _ = stop.cancelled() => return None,
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
-                    rustunnel_proto::tcp::tune(&stream, peer);
+                    rustunnel_transport::tcp::tune(&stream, peer);
                     return Some((stream, peer));
                 }
                 Err(e) => {

@@ -510,7 +510,7 @@ pub async fn relay(shared: Arc<Shared>, link: Link, visitor_peer: SocketAddr, vi
         }
         let mut data = Counted::new(Counted::new(conn, link.stats.clone()), shared.p2p.relay_stats.clone());
         let mut v = TokioIo::new(visitor);
-        let _ = rustunnel_proto::splice::splice(&mut v, &mut data).await;
+        let _ = rustunnel_transport::splice::splice(&mut v, &mut data).await;
     };
     tokio::select! {
         _ = work => {}

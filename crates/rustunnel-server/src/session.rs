@@ -7,9 +7,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rustunnel_proto::control::RequestLogEntry;
-use rustunnel_proto::mux::{MuxError, MuxHandle, MuxStream};
 use rustunnel_proto::stream::StreamHeader;
 use rustunnel_proto::{Protocol, ServerMsg};
+use rustunnel_transport::mux::{MuxError, MuxHandle, MuxStream};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
@@ -18,7 +18,7 @@ use crate::auth::Principal;
 
 /// A pooled data connection: TLS (upgraded on the control port) or, when granted, plain TCP.
 /// Boxed: the TLS state is large, and futures holding a data connection should not be.
-pub type DataConn = rustunnel_proto::plain::DataConn<Box<rustunnel_proto::lean_tls::LeanServer>>;
+pub type DataConn = rustunnel_transport::plain::DataConn<Box<rustunnel_transport::lean_tls::LeanServer>>;
 
 /// Most idle data connections the server keeps for one session; more are refused.
 pub const MAX_IDLE_DATA_CONNS: usize = 256;

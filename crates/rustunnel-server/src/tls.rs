@@ -238,7 +238,7 @@ impl TlsMaterial {
                 c.send_tls13_tickets = 0;
                 c.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
                 // After a TLS 1.3 handshake rustls hands the traffic keys to the lean
-                // connections' own record layer (`rustunnel_proto::record`).
+                // connections' own record layer (`rustunnel_transport::record`).
                 c.enable_secret_extraction = true;
             }
             Ok(Arc::new(c))

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use rustunnel_client::events::Event;
 use rustunnel_proto::control::{ClientMsg, ServerMsg};
-use rustunnel_proto::plain::PLAIN_MAGIC;
 use rustunnel_proto::Protocol;
 use rustunnel_testkit::*;
+use rustunnel_transport::plain::PLAIN_MAGIC;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 

@@ -5,9 +5,9 @@
 //! traffic keys over (as our own client does) and seals the records itself.
 use std::time::{Duration, Instant};
 
-use rustunnel_proto::lean_tls::LeanClient;
-use rustunnel_proto::record::{record_len, Kernel, Opened, RecordError, Records, KEY_UPDATE_ROOM};
 use rustunnel_testkit::*;
+use rustunnel_transport::lean_tls::LeanClient;
+use rustunnel_transport::record::{record_len, Kernel, Opened, RecordError, Records, KEY_UPDATE_ROOM};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::client::ClientConnectionData;

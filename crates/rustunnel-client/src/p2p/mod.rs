@@ -24,8 +24,8 @@ use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use rustunnel_proto::limits::{HANDSHAKE_TIMEOUT, HEARTBEAT_MISSES};
-use rustunnel_proto::stream::{read_datagram, write_datagram};
 use rustunnel_proto::{ClientMsg, ErrorCode, Protocol, ServerMsg};
+use rustunnel_transport::stream::{read_datagram, write_datagram};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
@@ -636,7 +636,7 @@ async fn tcp_listener(l: TcpListener, ctx: Arc<VisitorCtx>, stop: CancellationTo
                 }
             },
         };
-        rustunnel_proto::tcp::tune(&local, peer);
+        rustunnel_transport::tcp::tune(&local, peer);
         let c = ctx.clone();
         let stop2 = stop.clone();
         ctx.tasks.spawn(async move {
@@ -649,7 +649,7 @@ async fn tcp_listener(l: TcpListener, ctx: Arc<VisitorCtx>, stop: CancellationTo
                     mode: mode.into(),
                     peer: peer.to_string(),
                 });
-                let _ = rustunnel_proto::splice::splice(&mut local, &mut io).await;
+                let _ = rustunnel_transport::splice::splice(&mut local, &mut io).await;
             };
             tokio::select! {
                 _ = work => {}
@@ -1094,7 +1094,7 @@ async fn serve_stream(
                 });
                 return;
             };
-            let _ = rustunnel_proto::splice::splice(&mut io, &mut local).await;
+            let _ = rustunnel_transport::splice::splice(&mut io, &mut local).await;
         }
     }
 }

@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use rustunnel_proto::stream::StreamHeader;
-use rustunnel_proto::tcp::reset_on_close;
 use rustunnel_proto::Protocol;
+use rustunnel_transport::tcp::reset_on_close;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -149,9 +149,10 @@ async fn copy(visitor: &mut TcpStream, peer: String, tunnel: &Tunnel) -> io::Res
     match conn {
         // Both hops plain TCP: spliced in the kernel, counted as it moves.
         DataConn::Plain(mut data) => {
-            let r =
-                rustunnel_proto::zerocopy::splice_tcp(visitor, &mut data, &|n| stats.add_in(n), &|n| stats.add_out(n))
-                    .await;
+            let r = rustunnel_transport::zerocopy::splice_tcp(visitor, &mut data, &|n| stats.add_in(n), &|n| {
+                stats.add_out(n)
+            })
+            .await;
             if r.is_err() {
                 reset_on_close(&data);
             }
@@ -163,7 +164,7 @@ async fn copy(visitor: &mut TcpStream, peer: String, tunnel: &Tunnel) -> io::Res
         }
         tls => {
             let mut data = Counted::new(tls, tunnel.stats.clone());
-            rustunnel_proto::splice::splice(visitor, &mut data).await.map(drop)
+            rustunnel_transport::splice::splice(visitor, &mut data).await.map(drop)
         }
     }
 }

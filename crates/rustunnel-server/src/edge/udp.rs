@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rustunnel_proto::limits::MAX_DATAGRAM;
-use rustunnel_proto::stream::{read_datagram, write_datagram, StreamHeader};
+use rustunnel_proto::stream::StreamHeader;
 use rustunnel_proto::Protocol;
+use rustunnel_transport::stream::{read_datagram, write_datagram};
 use tokio::io::AsyncWriteExt;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;

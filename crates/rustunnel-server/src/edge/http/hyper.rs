@@ -371,7 +371,7 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
                 let mut v = TokioIo::new(v);
                 let mut l = TokioIo::new(l);
                 tokio::select! {
-                    r = rustunnel_proto::splice::splice(&mut v, &mut l) => {
+                    r = rustunnel_transport::splice::splice(&mut v, &mut l) => {
                         if let Ok((up, down)) = r {
                             t.stats.add_in(up as usize);
                             t.stats.add_out(down as usize);

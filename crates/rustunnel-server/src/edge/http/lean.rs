@@ -11,7 +11,7 @@
 //! Anything else goes to hyper ([`super::hyper`]) for the rest of the connection, from the first
 //! byte of that request: HTTP/1.0, `Transfer-Encoding` on a request (so both framing headers get
 //! the smuggling 400 there), upgrades (WebSocket), `Expect`, `CONNECT`, absolute-form targets,
-//! heads over [`BUF_SIZE`](rustunnel_proto::splice::BUF_SIZE) or hyper would refuse, HTTP/2 (h2c prior knowledge; ALPN h2 never
+//! heads over [`BUF_SIZE`](rustunnel_transport::splice::BUF_SIZE) or hyper would refuse, HTTP/2 (h2c prior knowledge; ALPN h2 never
 //! comes here). hyper's answers to those are the edge's answers; this path only takes requests
 //! it forwards exactly as hyper would.
 //!
@@ -32,7 +32,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustunnel_proto::splice::Window;
+use rustunnel_transport::splice::Window;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant as TokioInstant;
 use tokio_util::either::Either;

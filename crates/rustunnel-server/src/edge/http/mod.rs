@@ -69,7 +69,7 @@ pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<
                 Some(acceptor) => {
                     let hs = tokio::time::timeout(
                         ctx.shared.config.handshake_timeout,
-                        acceptor.accept(rustunnel_proto::splice::ReadAhead::new(stream)),
+                        acceptor.accept(rustunnel_transport::splice::ReadAhead::new(stream)),
                     );
                     let Ok(Ok(s)) = hs.await else { return };
                     if s.get_ref().1.alpn_protocol() == Some(b"h2".as_slice()) {

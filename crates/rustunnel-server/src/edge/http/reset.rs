@@ -19,7 +19,7 @@ impl ResetOnClose for TcpStream {
     }
 }
 
-impl<T: ResetOnClose> ResetOnClose for rustunnel_proto::splice::ReadAhead<T> {
+impl<T: ResetOnClose> ResetOnClose for rustunnel_transport::splice::ReadAhead<T> {
     fn reset_on_close(&self) {
         self.get_ref().reset_on_close();
     }

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use rustunnel_proto::mux::{mux, MuxConfig, MuxHandle, MuxStream, Role};
+use rustunnel_transport::mux::{mux, MuxConfig, MuxHandle, MuxStream, Role};
 use rustunnel_proto::stream::StreamHeader;
 use rustunnel_proto::Protocol;
 use tokio::io::{AsyncRead, ReadBuf};

@@ -3,7 +3,7 @@
 //! rustunnel.
 //!
 //! `splice_relay MODE LISTEN TARGET`, MODE:
-//! - `tokio`: rustunnel's own socket-to-socket copy ([`rustunnel_proto::zerocopy::splice_tcp`]);
+//! - `tokio`: rustunnel's own socket-to-socket copy ([`rustunnel_transport::zerocopy::splice_tcp`]);
 //! - `threads`: the simplest relay there is, one blocking thread per direction moving bytes with
 //!   `splice(2)` through a pipe (Linux only).
 use std::net::SocketAddr;
@@ -35,7 +35,7 @@ fn tokio_relay(listen: SocketAddr, target: SocketAddr) -> std::io::Result<()> {
             tokio::spawn(async move {
                 let Ok(mut b) = tokio::net::TcpStream::connect(target).await else { return };
                 let _ = (a.set_nodelay(true), b.set_nodelay(true));
-                let _ = rustunnel_proto::zerocopy::splice_tcp(&mut a, &mut b, &|_| {}, &|_| {}).await;
+                let _ = rustunnel_transport::zerocopy::splice_tcp(&mut a, &mut b, &|_| {}, &|_| {}).await;
             });
         }
     })

@@ -1,4 +1,4 @@
-//! Micro benchmark of [`rustunnel_proto::mux`]: request/response round trips per second of 50
+//! Micro benchmark of [`rustunnel_transport::mux`]: request/response round trips per second of 50
 //! concurrent "connections" on loopback, each looping write 120-byte request / read 200-byte
 //! response, (a) as 50 plain TCP connections, (b) as 50 mux streams over one TCP connection
 //! (with and without the writer's yield before a batch). The responder runs in a second process
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use rustunnel_proto::mux::{mux, MuxConfig, Role};
+use rustunnel_transport::mux::{mux, MuxConfig, Role};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use proptest::prelude::*;
 use ring::aead;
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer, ServerName};
-use rustunnel_proto::record::{record_len, Opened, Records, Secrets, HEADER, KEY_UPDATE_ROOM, MAX_PLAIN, TAG};
+use rustunnel_transport::record::{record_len, Opened, Records, Secrets, HEADER, KEY_UPDATE_ROOM, MAX_PLAIN, TAG};
 
 #[derive(Debug, Default)]
 struct KeyLog(Mutex<HashMap<String, Vec<u8>>>);
