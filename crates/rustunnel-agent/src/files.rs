@@ -9,9 +9,18 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rand::RngCore as _;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::room::FileInfo;
+/// A shared file as announced in the transcript. `name` is display-only, already sanitized.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileInfo {
+    pub artifact_id: String,
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+}
 
 /// File caps.
 #[derive(Debug, Clone)]

@@ -5,10 +5,11 @@
 //! with [`JoinError::TlsUnsupported`]. In development the tunnel edge is plain HTTP.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::SinkExt as _;
+use parking_lot::{Mutex, MutexGuard};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
@@ -155,7 +156,7 @@ pub(crate) struct GuestShared {
 
 impl GuestShared {
     pub(crate) fn lock(&self) -> MutexGuard<'_, GuestState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
     fn notify(&self) {
         self.changed.send_modify(|v| *v = v.wrapping_add(1));

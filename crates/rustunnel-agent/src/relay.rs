@@ -7,10 +7,11 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
+use parking_lot::{Mutex, MutexGuard};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -98,8 +99,7 @@ pub(crate) struct HostShared {
 
 impl HostShared {
     pub(crate) fn lock(&self) -> MutexGuard<'_, HostState> {
-        // A panic while holding the lock would be a bug; keep serving rather than cascade.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
     pub(crate) fn notify(&self) {
         self.changed.send_modify(|v| *v = v.wrapping_add(1));

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::files::FileInfo;
 use crate::files::{sanitize_display_name, Artifact, FileLimits};
 use crate::link::RoomId;
 
@@ -81,16 +82,6 @@ pub enum EventKind {
     Chat,
     System,
     File,
-}
-
-/// A shared file as announced in the transcript. `name` is display-only, already sanitized.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FileInfo {
-    pub artifact_id: String,
-    pub name: String,
-    pub size: u64,
-    pub sha256: String,
 }
 
 /// Roster entry.

@@ -7,7 +7,7 @@
 //! - [`completions`]: `rustunnel completions <shell>` and `rustunnel man` (generated from clap).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 pub mod completions;
 pub mod manage;
@@ -72,7 +72,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Start(a) => tunnels::run_start(a).await,
         Command::P2p(a) => p2p::run(a).await,
         Command::Manage(m) => manage::run(m).await,
-        Command::Completions(a) => completions::completions(a),
-        Command::Man(a) => completions::man(a),
+        Command::Completions(a) => completions::completions(a, Cli::command()),
+        Command::Man(a) => completions::man(a, Cli::command()),
     }
 }

@@ -2,12 +2,13 @@
 //! server hands it a visitor, then forward to the local service (TCP/HTTP splice, or UDP
 //! datagrams); or, when the server makes it a multiplexed one, serve each of its streams so.
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::Empty;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use parking_lot::RwLock;
 use rustunnel_proto::stream::StreamHeader;
 use rustunnel_proto::{Protocol, DATA_PATH, DATA_UPGRADE, HEADER_DATA_KEY, HEADER_SESSION};
 use rustunnel_transport::lean_tls::LeanClient;
@@ -228,7 +229,7 @@ pub async fn serve_stream<S: ServerStream>(
     cancel: &CancellationToken,
     report: &(impl Fn(LocalFailure) + Sync),
 ) -> Result<(), LocalFailure> {
-    let target = targets.read().unwrap_or_else(|e| e.into_inner()).get(&header.tunnel_id).cloned();
+    let target = targets.read().get(&header.tunnel_id).cloned();
     let Some(target) = target else {
         // A stream for a tunnel we no longer have: drop it.
         return Ok(());

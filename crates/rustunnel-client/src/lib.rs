@@ -2,8 +2,9 @@
 //!
 //! Component map:
 //! - [`config`]: [`ClientOptions`], tunnel definitions, the `rustunnel start` TOML file.
-//! - [`session`]: the run loop (connect, hello, open tunnels, heartbeats, reconnect with
-//!   jittered backoff) and [`ClientHandle`] for running it in the background.
+//! - [`session`]: the run loop (connect, hello, open tunnels, heartbeats, reconnect) and
+//!   [`ClientHandle`] for running it in the background.
+//! - [`reconnect`]: the backoff shared by the tunnel and P2P sessions (jitter, cap, reset).
 //! - [`forward`]: data connections and forwarding to local services (TCP/HTTP splice, UDP).
 //! - [`net`], [`tls`]: dialing and certificate trust (`--insecure`, `--ca`).
 //! - [`proxy_header`]: PROXY protocol headers to local services (`--proxy-protocol`).
@@ -22,6 +23,7 @@ pub mod logging;
 pub mod net;
 pub mod p2p;
 pub mod proxy_header;
+pub mod reconnect;
 pub mod session;
 pub mod tls;
 

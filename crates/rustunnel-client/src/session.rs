@@ -1,11 +1,10 @@
 //! The client run loop: connect, authenticate, open the tunnels, keep a pool of data
-//! connections, and reconnect with jittered exponential backoff when the connection is lost,
+//! connections, and reconnect (the policy of [`crate::reconnect`]) when the connection is lost,
 //! asking for the same subdomains and ports back.
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use rand::Rng;
 use rustunnel_proto::limits::{HANDSHAKE_TIMEOUT, HEARTBEAT_MISSES, MAX_CONTROL_FRAME};
 use rustunnel_proto::{ClientMsg, ErrorCode, ServerMsg, TunnelInfo, CONTROL_PATH, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
@@ -20,6 +19,7 @@ use crate::events::Event;
 use crate::forward::{self, LocalTarget, Targets};
 use crate::health::{self, HealthChange};
 use crate::net::{split_host_port, Dialer};
+use crate::reconnect::{Backoff, Wait};
 use crate::tls::client_config;
 
 /// Event-channel slots that request-log events may never use, kept for lifecycle events.
@@ -185,43 +185,6 @@ async fn run_inner(
     result
 }
 
-fn jittered(d: Duration) -> Duration {
-    let ms = d.as_millis().max(2) as u64;
-    Duration::from_millis(rand::rng().random_range(ms / 2..=ms))
-}
-
-/// How long a client refused for too many failed logins from its address waits before trying
-/// again. The server counts failures per IP over a fixed minute and names no retry time, so a
-/// minute always outlasts the block; retrying sooner only gets refused again.
-pub const RATE_LIMITED_WAIT: Duration = Duration::from_secs(60);
-/// The longest wait a server's `retry_after_ms` can impose on a reconnecting client.
-pub const MAX_SERVER_WAIT: Duration = Duration::from_secs(600);
-
-/// What decides the pause before the next reconnect attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Wait {
-    /// Jittered exponential backoff up to the configured maximum.
-    Backoff,
-    /// The server announced a restart and when to come back.
-    ServerAsked(Duration),
-    /// The server refuses us for a while: never sooner than this (plus jitter, so clients
-    /// behind one address do not return together).
-    AtLeast(Duration),
-}
-
-impl Wait {
-    fn delay(self, attempt: u32, max_backoff: Duration) -> Duration {
-        match self {
-            Wait::Backoff => {
-                let exp = Duration::from_millis(100u64.saturating_mul(1 << attempt.min(10).saturating_sub(1)));
-                jittered(exp.min(max_backoff))
-            }
-            Wait::ServerAsked(d) => jittered(d),
-            Wait::AtLeast(d) => d + jittered(d / 6),
-        }
-    }
-}
-
 impl Runner {
     /// Reports an event without ever waiting: a consumer that stops reading (a blocked
     /// stdout, a busy agent) must not stall heartbeats and forwarding. Request-log events are
@@ -233,14 +196,15 @@ impl Runner {
     }
 
     async fn run_loop(&mut self) -> Result<(), ClientError> {
-        let mut attempt: u32 = 0;
+        let mut backoff = Backoff::new(self.opts.max_backoff);
         loop {
+            let started = tokio::time::Instant::now();
             let end = self.session_once().await;
             let (reason, wait) = match end {
                 Ok(SessionEnd::Cancelled) | Ok(SessionEnd::NoTunnelsLeft) => return Ok(()),
                 Ok(SessionEnd::Lost { reason, retry_after, established }) => {
                     if established {
-                        attempt = 0;
+                        backoff.session_ended(started.elapsed());
                     }
                     (reason, retry_after.map_or(Wait::Backoff, Wait::ServerAsked))
                 }
@@ -254,21 +218,13 @@ impl Runner {
                         fatal: false,
                     })
                     .await;
-                    let wait = match e {
-                        // As long as the server says (bounded), else its usual one-minute block.
-                        ClientError::Rejected { code: ErrorCode::RateLimited, retry_after, .. } => Wait::AtLeast(
-                            retry_after.map_or(RATE_LIMITED_WAIT, |d| d.clamp(Duration::from_secs(1), MAX_SERVER_WAIT)),
-                        ),
-                        _ => Wait::Backoff,
-                    };
-                    (e.to_string(), wait)
+                    (e.to_string(), Wait::after(&e))
                 }
             };
             if !self.opts.reconnect {
                 return Err(ClientError::GaveUp(format!("connection to the server lost ({reason})")));
             }
-            attempt = attempt.saturating_add(1);
-            let delay = wait.delay(attempt, self.opts.max_backoff);
+            let (attempt, delay) = backoff.next(wait);
             self.emit(Event::Reconnecting { attempt, delay_ms: delay.as_millis() as u64, reason }).await;
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -301,7 +257,7 @@ impl Runner {
             .await;
         }
         // A fresh session: tunnel ids from the previous one mean nothing any more.
-        self.targets.write().unwrap_or_else(|e| e.into_inner()).clear();
+        self.targets.write().clear();
         let mut pending: HashMap<u64, TunnelConfig> = HashMap::new();
         for (i, t) in self.active_tunnels().into_iter().enumerate() {
             let prev = self.assigned.get(&t.name);
@@ -381,7 +337,7 @@ impl Runner {
                     break Ok(SessionEnd::Cancelled);
                 }
                 Some(h) = health_rx.recv() => {
-                    let still_open = self.targets.read().unwrap_or_else(|e| e.into_inner()).contains_key(&h.tunnel_id);
+                    let still_open = self.targets.read().contains_key(&h.tunnel_id);
                     if !still_open { continue; }
                     let msg = ClientMsg::HealthReport { tunnel_id: h.tunnel_id.clone(), healthy: h.healthy, detail: h.detail.clone() };
                     if ws.send(Message::text(msg.encode())).await.is_err() {
@@ -430,7 +386,7 @@ impl Runner {
                     match msg {
                         ServerMsg::TunnelOpened { req_id, tunnel } => {
                             let Some(cfg) = pending.remove(&req_id) else { continue };
-                            self.targets.write().unwrap_or_else(|e| e.into_inner()).insert(
+                            self.targets.write().insert(
                                 tunnel.tunnel_id.clone(),
                                 LocalTarget {
                                     name: cfg.name.clone(),
@@ -470,7 +426,7 @@ impl Runner {
                             break Err(err);
                         }
                         ServerMsg::TunnelClosed { tunnel_id, reason, message } => {
-                            let target = self.targets.write().unwrap_or_else(|e| e.into_inner()).remove(&tunnel_id);
+                            let target = self.targets.write().remove(&tunnel_id);
                             if let Some(t) = target {
                                 self.closed.insert(t.name.clone());
                                 let reason = serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
@@ -516,7 +472,7 @@ impl Runner {
     /// The server's batch of served requests, as `Request` events (counted, not shown, when
     /// the event consumer lags).
     fn show_requests(&self, entries: Vec<rustunnel_proto::control::RequestLogEntry>, dropped: u64) {
-        let names = self.targets.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let names = self.targets.read().clone();
         let mut not_shown = dropped;
         for e in entries {
             if self.events.capacity() < EVENT_RESERVE {
@@ -546,7 +502,7 @@ impl Runner {
     where
         S: futures_util::Sink<Message> + Unpin,
     {
-        let ids: Vec<String> = self.targets.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+        let ids: Vec<String> = self.targets.read().keys().cloned().collect();
         let send = async {
             for tunnel_id in ids {
                 if ws.send(Message::text(ClientMsg::CloseTunnel { tunnel_id }.encode())).await.is_err() {
@@ -568,7 +524,7 @@ impl Runner {
             + Unpin,
     {
         let members: Vec<(String, String)> = {
-            let targets = self.targets.read().unwrap_or_else(|e| e.into_inner());
+            let targets = self.targets.read();
             targets
                 .iter()
                 .filter(|(_, t)| t.protocol != rustunnel_proto::Protocol::Udp)
@@ -680,39 +636,5 @@ impl ClientHandle {
     /// Waits for the client to end by itself.
     pub async fn join(mut self) -> Result<(), ClientError> {
         finish(self.task.take()).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rate_limited_clients_wait_at_least_a_minute_others_back_off_briefly() {
-        let max = Duration::from_millis(800);
-        for attempt in [1, 2, 5, 100] {
-            let d = Wait::AtLeast(RATE_LIMITED_WAIT).delay(attempt, max);
-            assert!(d >= RATE_LIMITED_WAIT && d <= RATE_LIMITED_WAIT * 2, "{d:?}");
-            assert!(Wait::Backoff.delay(attempt, max) <= max);
-        }
-        assert!(Wait::ServerAsked(Duration::from_secs(2)).delay(1, max) <= Duration::from_secs(2));
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_maximum_and_is_spread_at_random() {
-        let max = Duration::from_secs(30);
-        for attempt in 1..=12u32 {
-            let base = Duration::from_millis(100 << (attempt.min(10) - 1)).min(max);
-            let delays: Vec<Duration> = (0..200).map(|_| Wait::Backoff.delay(attempt, max)).collect();
-            // Between half and all of the exponential step, never the same for everyone: clients
-            // that lost one server together do not come back together.
-            assert!(delays.iter().all(|d| *d >= base / 2 && *d <= base), "attempt {attempt}: {delays:?}");
-            let distinct: std::collections::BTreeSet<_> = delays.iter().collect();
-            assert!(distinct.len() > 20, "attempt {attempt}: only {} distinct delays", distinct.len());
-        }
-        // A server that asked for a pause is given at most that long, also spread.
-        let asked: std::collections::BTreeSet<_> =
-            (0..100).map(|_| Wait::ServerAsked(Duration::from_secs(2)).delay(1, max)).collect();
-        assert!(asked.len() > 20 && asked.iter().all(|d| *d >= Duration::from_secs(1)));
     }
 }

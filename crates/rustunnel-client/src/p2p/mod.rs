@@ -17,12 +17,13 @@ mod quic;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use parking_lot::RwLock;
 use rustunnel_proto::limits::{HANDSHAKE_TIMEOUT, HEARTBEAT_MISSES};
 use rustunnel_proto::{ClientMsg, ErrorCode, Protocol, ServerMsg};
 use rustunnel_transport::stream::{read_datagram, write_datagram};
@@ -36,6 +37,7 @@ use tokio_util::task::TaskTracker;
 use crate::error::ClientError;
 use crate::events::Event;
 use crate::net::{connect_tcp, resolve, split_host_port, Dialer};
+use crate::reconnect::{Backoff, Wait, DEFAULT_MAX_BACKOFF};
 use crate::tls::{client_config, TlsOptions};
 use proof::{LinkKey, Transcript, STREAM_AUTH_LEN};
 
@@ -224,8 +226,9 @@ async fn run_inner(
     result
 }
 
-/// Runs `session` until it is cancelled or fails for good, reconnecting with backoff after a
-/// lost connection or a retryable error (unless reconnecting is off).
+/// Runs `session` until it is cancelled or fails for good, reconnecting after a lost
+/// connection or a retryable error (unless reconnecting is off), with the policy the tunnel
+/// session uses ([`crate::reconnect`]).
 async fn reconnect_loop<F, Fut>(
     opts: &P2pOptions,
     events: &mpsc::Sender<Event>,
@@ -236,10 +239,10 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<End, ClientError>>,
 {
-    let mut attempt = 0u32;
+    let mut backoff = Backoff::new(DEFAULT_MAX_BACKOFF);
     loop {
-        let mut server_asked = None;
-        let reason = match session().await {
+        let started = tokio::time::Instant::now();
+        let (reason, wait) = match session().await {
             Ok(End::Cancelled) => return Ok(()),
             Err(e) if e.is_fatal() || !opts.reconnect => return Err(e),
             Ok(End::Lost(reason)) if !opts.reconnect => {
@@ -251,36 +254,19 @@ where
                 };
                 return Err(ClientError::GaveUp(what));
             }
-            Ok(End::Lost(reason)) => reason,
-            Err(e) => {
-                server_asked = e.retry_after();
-                e.to_string()
+            // Only a session that had its control connection ends as lost.
+            Ok(End::Lost(reason)) => {
+                backoff.session_ended(started.elapsed());
+                (reason, Wait::Backoff)
             }
+            Err(e) => (e.to_string(), Wait::after(&e)),
         };
-        if !backoff(events, cancel, &mut attempt, reason, server_asked).await {
-            return Ok(());
+        let (attempt, delay) = backoff.next(wait);
+        let _ = events.try_send(Event::Reconnecting { attempt, delay_ms: delay.as_millis() as u64, reason });
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = cancel.cancelled() => return Ok(()),
         }
-    }
-}
-
-/// Waits before the next attempt: exponential up to 5 s, or as long as the server asked (a
-/// rate limit's end, bounded by [`crate::session::MAX_SERVER_WAIT`]).
-async fn backoff(
-    events: &mpsc::Sender<Event>,
-    cancel: &CancellationToken,
-    attempt: &mut u32,
-    reason: String,
-    server_asked: Option<Duration>,
-) -> bool {
-    *attempt = attempt.saturating_add(1);
-    let ms = match server_asked {
-        Some(d) => d.clamp(Duration::from_millis(200), crate::session::MAX_SERVER_WAIT).as_millis() as u64,
-        None => 200u64.saturating_mul(1 << (*attempt).min(5)).min(5_000),
-    };
-    let _ = events.try_send(Event::Reconnecting { attempt: *attempt, delay_ms: ms, reason });
-    tokio::select! {
-        _ = tokio::time::sleep(Duration::from_millis(ms)) => true,
-        _ = cancel.cancelled() => false,
     }
 }
 
@@ -804,7 +790,7 @@ async fn publisher_session(
                 _ = sc.cancelled() => return,
             };
             let _ = pool_tx.try_send(PoolEvent::Used);
-            let key = keys.read().unwrap_or_else(|e| e.into_inner()).get(&header.tunnel_id).cloned();
+            let key = keys.read().get(&header.tunnel_id).cloned();
             let Some(key) = key else { return };
             tokio::select! {
                 _ = serve_stream(&key, &svc, Box::new(io), "relayed", &header.peer, &ev) => {}
@@ -893,7 +879,7 @@ async fn publisher_session(
         }
     };
     session_cancel.cancel();
-    keys.write().unwrap_or_else(|e| e.into_inner()).clear();
+    keys.write().clear();
     end
 }
 
@@ -923,7 +909,7 @@ impl LinkTask {
             _ = self.handshake_and_serve(offer, &mut rx) => {}
             _ = cancel.cancelled() => {}
         }
-        self.keys.write().unwrap_or_else(|e| e.into_inner()).remove(&link_id);
+        self.keys.write().remove(&link_id);
     }
 
     async fn handshake_and_serve(&self, offer: Offer, rx: &mut mpsc::Receiver<ServerMsg>) {
@@ -985,7 +971,7 @@ impl LinkTask {
             });
             return;
         }
-        self.keys.write().unwrap_or_else(|e| e.into_inner()).insert(link_id.clone(), key.clone());
+        self.keys.write().insert(link_id.clone(), key.clone());
         if self.out.send(ClientMsg::P2pResult { link_id: link_id.clone(), accepted: true }).await.is_err() {
             return;
         }
