@@ -14,6 +14,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+mod common;
+use common::scripted::{read_body, read_head, Head};
+
 /// What the local service counts and how the test talks to it.
 #[derive(Default)]
 struct Seen {
@@ -52,32 +55,12 @@ async fn hostile(stray: Option<Stray>) -> (u16, Arc<Seen>) {
 async fn serve(mut s: TcpStream, seen: Arc<Seen>, stray: Option<Arc<Stray>>) {
     let mut buf = Vec::new();
     loop {
-        let head_end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let mut chunk = [0u8; 4096];
-            match s.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
+        let Some(Head { method, path, content_length: cl, .. }) = read_head(&mut s, &mut buf).await else {
+            return;
         };
-        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        buf.drain(..head_end);
-        let mut words = head.split_whitespace();
-        let (method, path) = (words.next().unwrap_or("").to_string(), words.next().unwrap_or("").to_string());
-        let cl: usize = head
-            .lines()
-            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
-            .unwrap_or(0);
-        while buf.len() < cl {
-            let mut chunk = [0u8; 4096];
-            match s.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
+        if read_body(&mut s, &mut buf, cl).await.is_none() {
+            return;
         }
-        buf.drain(..cl);
         let chunked = |body: &[u8]| [&b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"[..], body].concat();
         let resp: Vec<u8> = match path.as_str() {
             // `0\r\n\n`: the end of the body for some clients, the start of a trailer for others.

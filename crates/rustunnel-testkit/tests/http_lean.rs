@@ -11,6 +11,9 @@ use rustunnel_testkit::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+mod common;
+use common::scripted::{read_body, read_head, Head};
+
 /// A local service answering by path with hand-written responses. Counts connections.
 async fn scripted() -> (u16, Arc<AtomicUsize>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -29,38 +32,18 @@ async fn scripted() -> (u16, Arc<AtomicUsize>) {
 async fn serve(mut s: TcpStream) {
     let mut buf = Vec::new();
     loop {
-        let head_end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let mut chunk = [0u8; 4096];
-            match s.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
+        let Some(Head { text: head, method, path, content_length: cl }) = read_head(&mut s, &mut buf).await else {
+            return;
         };
-        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        buf.drain(..head_end);
-        let mut words = head.split_whitespace();
-        let (method, path) = (words.next().unwrap_or("").to_string(), words.next().unwrap_or("").to_string());
-        let cl: usize = head
-            .lines()
-            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
-            .unwrap_or(0);
         if path == "/early" {
             // Answers before reading the body (and never reads it).
             let _ = s.write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 5\r\n\r\nearly").await;
             tokio::time::sleep(Duration::from_secs(5)).await;
             return;
         }
-        while buf.len() < cl {
-            let mut chunk = [0u8; 4096];
-            match s.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-        let body: Vec<u8> = buf.drain(..cl).collect();
+        let Some(body) = read_body(&mut s, &mut buf, cl).await else {
+            return;
+        };
         let ok = |b: &[u8]| {
             let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", b.len()).into_bytes();
             r.extend_from_slice(b);
@@ -251,7 +234,7 @@ async fn a_visitor_that_does_not_read_holds_up_no_one() {
     }
 }
 
-/// SECURITY.md: slow reading and slow POST end in timeouts. With a 1 s response timeout, a
+/// Slow reading and slow POST end in timeouts. With a 1 s response timeout, a
 /// visitor that stops reading a 64 MiB answer is cut off once it has accepted nothing for 1 s
 /// (it does not hold its stream, upstream and permit forever), and a visitor that trickles a
 /// body the local service waits for gets a 504 and a closed connection.

@@ -3,6 +3,8 @@
 //! processes inside a namespace and reading their output. Each lab deletes its namespaces (and
 //! so every link and address in them) and kills its processes on drop, also on failure.
 #![allow(dead_code)]
+pub mod scripted;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -591,7 +591,7 @@ impl<T: AsyncWrite + ResetOnClose + Unpin> AsyncWrite for Tracked<T> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;
 
 /// Generated request streams (pipelined GETs, bodies with `Content-Length`, chunked bodies with
 /// extensions and trailers, smuggling text inside bodies, requests with both framing headers):

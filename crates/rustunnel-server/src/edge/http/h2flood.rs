@@ -1,11 +1,11 @@
 //! A bound on the HTTP/2 frames a visitor can make the edge answer. Every PING and every
 //! SETTINGS frame without the ACK flag obliges the server to send a frame back; hyper/h2 answer
 //! each one and have no limit to turn on, so a visitor streaming tiny PINGs (17 bytes each)
-//! made the edge spend CPU in step with the visitor's bandwidth (about two cores for 165 MB of
-//! PINGs in eight seconds). [`FloodGuard`] watches the frame headers of a connection's incoming
-//! bytes, sans-IO, and refuses a connection whose answered frames exceed a token bucket:
-//! [`BURST`] at once, [`RATE`] a second after that. Legitimate clients stay far below it
-//! (browsers send a handful; gRPC's bandwidth probe at most one PING per round trip).
+//! made the edge spend CPU in step with the visitor's bandwidth. [`FloodGuard`] watches the
+//! frame headers of a connection's incoming bytes, sans-IO, and refuses a connection whose
+//! answered frames exceed a token bucket: [`BURST`] at once, [`RATE`] a second after that.
+//! Legitimate clients stay far below it (browsers send a handful; gRPC's bandwidth probe at
+//! most one PING per round trip).
 use std::time::Instant;
 
 /// The client connection preface (RFC 9113 section 3.4).

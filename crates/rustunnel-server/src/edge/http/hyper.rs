@@ -242,7 +242,8 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
     let started = Instant::now();
     let version = req.version();
     let h2 = version == Version::HTTP_2;
-    // hyper lets Transfer-Encoding win (and closes after the response); SECURITY.md wants a 400.
+    // hyper lets Transfer-Encoding win (and closes after the response); the edge answers such
+    // a request with a 400, as the lean path hands it here and a server behind may read it otherwise.
     if !h2 {
         let index = ctx.h1_requests.fetch_add(1, Ordering::Relaxed);
         if ctx.flag.is_flagged(index) {

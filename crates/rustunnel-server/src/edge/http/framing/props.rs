@@ -1,6 +1,6 @@
 use proptest::prelude::*;
 
-use super::tests::{run, run_pieces, through_hyper};
+use super::tests::{chunked_bytes, run, run_pieces, through_hyper};
 use super::*;
 
 #[derive(Debug, Clone)]
@@ -41,19 +41,7 @@ fn encode(r: &Req, eol: &str, i: usize) -> Vec<u8> {
         Req::Get => format!("GET /{i} HTTP/1.1{eol}Host: a{eol}{eol}").into_bytes(),
         Req::Length(b) => [head(&format!("Content-Length: {}{eol}", b.len())), b.clone()].concat(),
         Req::Chunked(chunks, trailers, upper) => {
-            let mut out = head(&format!("Transfer-Encoding: chunked{eol}"));
-            for (data, ext) in chunks {
-                let size = if *upper { format!("{:X}", data.len()) } else { format!("{:x}", data.len()) };
-                out.extend_from_slice(format!("{size}{ext}\r\n").as_bytes());
-                out.extend_from_slice(data);
-                out.extend_from_slice(b"\r\n");
-            }
-            out.extend_from_slice(b"0\r\n");
-            for t in trailers {
-                out.extend_from_slice(format!("{t}\r\n").as_bytes());
-            }
-            out.extend_from_slice(b"\r\n");
-            out
+            [head(&format!("Transfer-Encoding: chunked{eol}")), chunked_bytes(chunks, trailers, *upper)].concat()
         }
         Req::Both(te_first) => {
             let (a, b) = ("Transfer-Encoding: chunked", "Content-Length: 4");

@@ -1,5 +1,23 @@
 use super::*;
 
+/// A chunked body: each chunk with its size in hex (upper case when `upper`) and extension,
+/// the last chunk, the trailer fields and the final CRLF.
+pub(crate) fn chunked_bytes(chunks: &[(Vec<u8>, &str)], trailers: &[String], upper: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (data, ext) in chunks {
+        let size = if upper { format!("{:X}", data.len()) } else { format!("{:x}", data.len()) };
+        out.extend_from_slice(format!("{size}{ext}\r\n").as_bytes());
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n");
+    for t in trailers {
+        out.extend_from_slice(format!("{t}\r\n").as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
 /// Feeds all at once: (flagged index, tracker stopped).
 pub(super) fn run(input: &[u8]) -> (Option<u64>, bool) {
     run_pieces(&[input])

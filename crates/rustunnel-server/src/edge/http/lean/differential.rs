@@ -5,6 +5,7 @@ use proptest::prelude::*;
 use tokio::io::AsyncReadExt;
 
 use super::*;
+use crate::edge::http::framing::tests::chunked_bytes;
 use crate::edge::http::head::props::{eol, head, headers, request, response};
 use crate::edge::http::head::{parse_request, Parsed};
 
@@ -77,20 +78,7 @@ fn chunked_body() -> impl Strategy<Value = Vec<u8>> {
     let ext = prop::sample::select(vec!["", "", ";a", ";a=b", "; q=\"x\""]);
     let chunks = prop::collection::vec((prop::collection::vec(any::<u8>(), 1..12), ext), 0..4);
     let trailers = prop::collection::vec("X-[a-z]{1,6}: [a-z0-9]{0,6}", 0..3);
-    (chunks, trailers).prop_map(|(chunks, trailers)| {
-        let mut out = Vec::new();
-        for (data, ext) in chunks {
-            out.extend_from_slice(format!("{:x}{ext}\r\n", data.len()).as_bytes());
-            out.extend_from_slice(&data);
-            out.extend_from_slice(b"\r\n");
-        }
-        out.extend_from_slice(b"0\r\n");
-        for t in trailers {
-            out.extend_from_slice(format!("{t}\r\n").as_bytes());
-        }
-        out.extend_from_slice(b"\r\n");
-        out
-    })
+    (chunks, trailers).prop_map(|(chunks, trailers)| chunked_bytes(&chunks, &trailers, false))
 }
 
 /// Responses of every framing, well-formed and not: generated heads with any body, and

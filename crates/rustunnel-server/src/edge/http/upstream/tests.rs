@@ -2,13 +2,20 @@ use std::net::IpAddr;
 
 use super::*;
 
-#[tokio::test]
-async fn idle_upstreams_expire_oldest_first() {
+/// Both ends of a multiplexed connection in memory, their drivers running: the opener, whose
+/// streams the tests keep in a pool, and the other handles, held so that neither end closes.
+fn mux_pair() -> (MuxHandle, impl Sized) {
     let (a, b) = tokio::io::duplex(1024);
-    let (opener, _acc, driver) = mux(a, Role::Opener, MuxConfig::default());
-    let (_h, _peer, peer_driver) = mux(b, Role::Acceptor, MuxConfig::default());
+    let (opener, acc, driver) = mux(a, Role::Opener, MuxConfig::default());
+    let (h, peer, peer_driver) = mux(b, Role::Acceptor, MuxConfig::default());
     tokio::spawn(driver);
     tokio::spawn(peer_driver);
+    (opener, (acc, h, peer))
+}
+
+#[tokio::test]
+async fn idle_upstreams_expire_oldest_first() {
+    let (opener, _ends) = mux_pair();
     let pool = IdlePool::default();
     let minute = Duration::from_secs(60);
     pool.push(Either::Right(opener.open(b"1").unwrap()), minute, None);
@@ -25,11 +32,7 @@ async fn idle_upstreams_expire_oldest_first() {
 
 #[tokio::test]
 async fn an_upstream_kept_for_one_visitor_serves_no_other() {
-    let (a, b) = tokio::io::duplex(1024);
-    let (opener, _acc, driver) = mux(a, Role::Opener, MuxConfig::default());
-    let (_h, _peer, peer_driver) = mux(b, Role::Acceptor, MuxConfig::default());
-    tokio::spawn(driver);
-    tokio::spawn(peer_driver);
+    let (opener, _ends) = mux_pair();
     let pool = IdlePool::default();
     let minute = Duration::from_secs(60);
     let (one, two): (IpAddr, IpAddr) = ("203.0.113.1".parse().unwrap(), "203.0.113.2".parse().unwrap());
