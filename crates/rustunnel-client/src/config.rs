@@ -275,23 +275,30 @@ pub struct StartTunnel {
     pub proxy_protocol: Option<crate::proxy_header::ProxyProtocol>,
 }
 
-/// `[tunnels.<name>.health_check]`.
+/// `[tunnels.<name>.health_check]`, also the MCP tools' `health_check` argument (its JSON
+/// Schema, with the `schema` feature, is what the tools publish).
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StartHealthCheck {
-    /// `tcp` (connect) or `http` (GET `path`).
+    /// tcp: connect only; http: GET the path.
     #[serde(rename = "type")]
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["tcp", "http"])))]
     pub kind: String,
+    /// HTTP path to GET, e.g. "/health".
     pub path: Option<String>,
-    /// Seconds between checks (default 5).
+    /// Seconds between checks.
+    #[cfg_attr(feature = "schema", schemars(extend("type" = "integer", "minimum" = 1)))]
     pub interval_secs: Option<f64>,
-    /// Seconds one check may take (default 3).
+    /// Seconds before a check fails.
+    #[cfg_attr(feature = "schema", schemars(extend("type" = "integer", "minimum" = 1)))]
     pub timeout_secs: Option<f64>,
-    /// Consecutive failures before the member is taken out of the pool (default 3).
+    /// Failed checks before a member is taken out.
+    #[cfg_attr(feature = "schema", schemars(extend("minimum" = 1)))]
     pub max_failed: Option<u32>,
-    /// HTTP checks pass on 2xx only (default true); false accepts any status below 500.
+    /// HTTP checks: require a 2xx status.
     pub expect_2xx: Option<bool>,
-    /// `http://` URL the server POSTs an alert to when the pool has no healthy member left.
+    /// http:// URL the server POSTs an alert to when the pool has no healthy member left.
     pub alert_webhook: Option<String>,
 }
 

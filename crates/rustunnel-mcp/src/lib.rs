@@ -6,9 +6,10 @@
 //! Component map:
 //! - [`server`]: [`McpServer`] (the rmcp handler, composable tool routers, module state,
 //!   shutdown) and the stdio lifecycle.
-//! - [`tools`]: tool plumbing ([`tools::route`], [`tools::ToolError`], argument parsing,
-//!   schemas), [`tools::tunnel_tools`] (the six tunnel tools) and [`tools::agent_tools`] (the nine
-//!   agent-channel tools, on `rustunnel-agent`).
+//! - [`tools`]: one file per tool or small family, each with its typed arguments (schema and
+//!   parsing from one type): [`tools::tunnel`] (the six tunnel tools) and [`tools::agent`] (the
+//!   nine agent-channel tools, on `rustunnel-agent`); below them the plumbing
+//!   ([`tools::route`], [`tools::error`], [`tools::parse`], [`tools::fields`], [`tools::schema`]).
 //! - [`tunnels`]: in-process tunnels ([`tunnels::TunnelManager`]) on the client library.
 //! - [`api`]: the management REST API client.
 //! - [`transport`]: tolerance for stray messages before the session starts.

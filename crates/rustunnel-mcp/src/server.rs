@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! let server = McpServer::builder(config)
-//!     .with_tools(crate::tools::tunnel_tools::router())
+//!     .with_tools(crate::tools::tunnel::router())
 //!     .with_tools(my_module::router())          // ToolRouter<McpServer>
 //!     .with_state(MyModuleState::new())         // read back with server.state::<MyModuleState>()
 //!     .build();
@@ -117,10 +117,10 @@ impl McpServer {
 
     /// The standard server, appearing as `agent_name` in agent rooms (`--name`).
     pub fn standard(config: McpConfig, agent_name: &str) -> Self {
-        let agent = crate::tools::agent_tools::AgentState::new(&config, agent_name);
+        let agent = crate::tools::agent::state::AgentState::new(&config, agent_name);
         Self::builder(config)
-            .with_tools(crate::tools::tunnel_tools::router())
-            .with_tools(crate::tools::agent_tools::router())
+            .with_tools(crate::tools::tunnel::router())
+            .with_tools(crate::tools::agent::router())
             .with_state(agent)
             .build()
     }

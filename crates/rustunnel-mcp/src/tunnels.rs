@@ -7,9 +7,10 @@
 //! closes it, and stops the client when asked. [`TunnelManager::shutdown`] stops them all; the MCP
 //! server calls it when stdin closes.
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use rustunnel_client::health::HealthCheck;
 use rustunnel_client::p2p::{P2pHandle, P2pOptions, P2pRole};
 use rustunnel_client::{ClientHandle, ClientOptions, Event, GroupConfig, TlsOptions, TunnelConfig};
@@ -235,19 +236,7 @@ struct LiveP2p {
 
 type P2pMap = Arc<Mutex<HashMap<String, LiveP2p>>>;
 
-fn lock_p2p(m: &P2pMap) -> std::sync::MutexGuard<'_, HashMap<String, LiveP2p>> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn lock_val<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 type LiveMap = Arc<Mutex<HashMap<String, LiveTunnel>>>;
-
-fn lock(m: &LiveMap) -> std::sync::MutexGuard<'_, HashMap<String, LiveTunnel>> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Owns every tunnel this MCP server opened.
 pub struct TunnelManager {
@@ -356,7 +345,7 @@ impl TunnelManager {
         let id = info.tunnel_id.clone();
         let state = Arc::new(Mutex::new(None));
         // Held across the spawn so the monitor cannot remove the entry before it exists.
-        let mut map = lock(&self.live);
+        let mut map = self.live.lock();
         let task = self.tasks.spawn({
             let stop = stop.clone();
             let id = id.clone();
@@ -365,7 +354,7 @@ impl TunnelManager {
                 loop {
                     tokio::select! {
                         ev = client.events.recv() => match ev {
-                            Some(Event::Health { healthy, .. }) => *lock_val(&state) = Some(healthy),
+                            Some(Event::Health { healthy, .. }) => *state.lock() = Some(healthy),
                             Some(Event::TunnelClosed { reason, .. }) => {
                                 tracing::info!(tunnel_id = %id, %reason, "tunnel closed by the server");
                                 break;
@@ -381,7 +370,7 @@ impl TunnelManager {
                     }
                 }
                 stop_client(client).await;
-                lock(&live).remove(&id);
+                live.lock().remove(&id);
             }
         });
         map.insert(id, LiveTunnel { info, state, stop, task });
@@ -389,7 +378,7 @@ impl TunnelManager {
 
     /// Tunnels and P2P endpoints open now.
     fn count(&self) -> usize {
-        lock(&self.live).len() + lock_p2p(&self.p2p).len()
+        self.live.lock().len() + self.p2p.lock().len()
     }
 
     /// Starts a P2P publisher or visitor and waits until it is ready: published (publish), or
@@ -465,7 +454,7 @@ impl TunnelManager {
         let stop = self.shutdown.child_token();
         let mode = Arc::new(Mutex::new(info.mode.clone()));
         let map_ref = self.p2p.clone();
-        let mut map = lock_p2p(&self.p2p);
+        let mut map = self.p2p.lock();
         let task = self.tasks.spawn({
             let stop = stop.clone();
             let id = info.id.clone();
@@ -475,7 +464,7 @@ impl TunnelManager {
                     tokio::select! {
                         ev = h.events.recv() => match ev {
                             Some(Event::P2pLink { mode: m, .. }) | Some(Event::P2pReady { mode: Some(m), .. }) => {
-                                *lock_val(&mode) = Some(m);
+                                *mode.lock() = Some(m);
                             }
                             Some(Event::Error { fatal: true, message, .. }) => {
                                 tracing::warn!(p2p_id = %id, %message, "P2P client ended");
@@ -488,7 +477,7 @@ impl TunnelManager {
                     }
                 }
                 stop_p2p(h).await;
-                lock_p2p(&map_ref).remove(&id);
+                map_ref.lock().remove(&id);
             }
         });
         map.insert(info.id.clone(), LiveP2p { info: info.clone(), mode, stop, task });
@@ -497,7 +486,7 @@ impl TunnelManager {
 
     /// Stops one of our P2P endpoints. `false` if `id` is not one.
     pub async fn close_p2p(&self, id: &str) -> bool {
-        let entry = lock_p2p(&self.p2p).remove(id);
+        let entry = self.p2p.lock().remove(id);
         match entry {
             Some(t) => {
                 t.stop.cancel();
@@ -510,10 +499,8 @@ impl TunnelManager {
 
     /// The P2P endpoints running now, sorted by id, with their current mode.
     pub fn list_p2p(&self) -> Vec<OpenedP2p> {
-        let mut v: Vec<OpenedP2p> = lock_p2p(&self.p2p)
-            .values()
-            .map(|t| OpenedP2p { mode: lock_val(&t.mode).clone(), ..t.info.clone() })
-            .collect();
+        let mut v: Vec<OpenedP2p> =
+            self.p2p.lock().values().map(|t| OpenedP2p { mode: t.mode.lock().clone(), ..t.info.clone() }).collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
     }
@@ -521,7 +508,7 @@ impl TunnelManager {
     /// Stops one of our tunnels and waits until its control connection is closed. `false` if it
     /// is not one of ours.
     pub async fn close(&self, tunnel_id: &str) -> bool {
-        let entry = lock(&self.live).remove(tunnel_id);
+        let entry = self.live.lock().remove(tunnel_id);
         match entry {
             Some(t) => {
                 t.stop.cancel();
@@ -533,15 +520,13 @@ impl TunnelManager {
     }
 
     pub fn is_ours(&self, tunnel_id: &str) -> bool {
-        lock(&self.live).contains_key(tunnel_id)
+        self.live.lock().contains_key(tunnel_id)
     }
 
     /// The tunnels currently open, sorted by id.
     pub fn list(&self) -> Vec<OpenedTunnel> {
-        let mut v: Vec<OpenedTunnel> = lock(&self.live)
-            .values()
-            .map(|t| OpenedTunnel { healthy: *lock_val(&t.state), ..t.info.clone() })
-            .collect();
+        let mut v: Vec<OpenedTunnel> =
+            self.live.lock().values().map(|t| OpenedTunnel { healthy: *t.state.lock(), ..t.info.clone() }).collect();
         v.sort_by(|a, b| a.tunnel_id.cmp(&b.tunnel_id));
         v
     }

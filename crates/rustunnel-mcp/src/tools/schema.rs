@@ -3,7 +3,7 @@
 use rmcp::model::JsonObject;
 use schemars::generate::SchemaSettings;
 use schemars::JsonSchema;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// The output schema of `T` (a struct: MCP requires an object at the root), simplified.
 pub fn output_schema<T: JsonSchema>() -> JsonObject {
@@ -71,20 +71,70 @@ fn is_null_schema(s: &Value) -> bool {
     s.get("type").and_then(Value::as_str) == Some("null") || s.get("const") == Some(&Value::Null)
 }
 
-/// `{"type":"object","properties":{..},"required":[..],"additionalProperties":false}`.
-pub fn object(properties: Vec<(&str, Value)>, required: &[&str]) -> Value {
-    let mut props = Map::new();
-    for (k, v) in properties {
-        props.insert(k.to_string(), v);
+/// The input schema of a tool's argument type `T`, as the tools publish it: the plain form of
+/// [`simplify`], without the type's own title and description (the tool carries those), and
+/// each field's description on one line (doc comments wrap).
+pub fn input_schema<T: JsonSchema>() -> JsonObject {
+    let schema = SchemaSettings::draft2020_12()
+        .with(|s| {
+            s.inline_subschemas = true;
+            s.meta_schema = None;
+        })
+        .for_deserialize()
+        .into_generator()
+        .into_root_schema_for::<T>();
+    let mut v = schema.to_value();
+    simplify(&mut v);
+    plain_input(&mut v, true);
+    match v {
+        Value::Object(mut o) => {
+            o.remove("title");
+            o.remove("description");
+            // A tool without arguments still lists its (empty) properties.
+            o.entry("properties").or_insert_with(|| Value::Object(JsonObject::new()));
+            o
+        }
+        _ => JsonObject::new(),
     }
-    let mut o = Map::new();
-    o.insert("type".into(), "object".into());
-    o.insert("properties".into(), Value::Object(props));
-    if !required.is_empty() {
-        o.insert("required".into(), Value::Array(required.iter().map(|r| Value::from(*r)).collect()));
+}
+
+/// Replaces the description of the argument `field` (tools that share an argument type but
+/// say something different about one argument).
+pub fn describe_field(schema: &mut JsonObject, field: &str, description: &str) {
+    if let Some(Value::Object(p)) = schema.get_mut("properties").and_then(|p| p.get_mut(field)) {
+        p.insert("description".into(), description.into());
     }
-    o.insert("additionalProperties".into(), false.into());
-    Value::Object(o)
+}
+
+/// The names of an input schema's properties and those it requires.
+pub fn fields(schema: &JsonObject) -> (Vec<&str>, Vec<&str>) {
+    let names = schema.get("properties").and_then(Value::as_object).map(|p| p.keys().map(String::as_str).collect());
+    let required = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    (names.unwrap_or_default(), required)
+}
+
+/// Titles of nested types go; multi-line doc comments become one line; nested objects (the
+/// `health_check` argument) state no required fields, which the tool's own checks report by
+/// name.
+fn plain_input(v: &mut Value, root: bool) {
+    let Value::Object(o) = v else { return };
+    o.remove("title");
+    if !root {
+        o.remove("required");
+    }
+    if let Some(Value::String(d)) = o.get_mut("description") {
+        *d = d.lines().map(str::trim).collect::<Vec<_>>().join(" ");
+    }
+    if let Some(Value::Object(props)) = o.get_mut("properties") {
+        props.values_mut().for_each(|p| plain_input(p, false));
+    }
+    if let Some(items) = o.get_mut("items") {
+        plain_input(items, false);
+    }
 }
 
 #[cfg(test)]
