@@ -9,7 +9,11 @@ use std::task::{Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{dispatch, Acceptor, MuxConfig, MuxError, MuxHandle, MuxStream, ProtocolError, Role, Shared};
+use super::config::MuxConfig;
+use super::error::MuxError;
+use super::frame::{ProtocolError, Role};
+use super::state::{dispatch, Shared};
+use super::stream::{Acceptor, MuxHandle, MuxStream};
 
 /// Bytes handed to one dispatch pass at most, like one read of the driver's 64 KiB buffer.
 const READ_STEP: usize = 64 * 1024;
@@ -188,8 +192,11 @@ impl SansIo {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{push_frame, KIND_DATA, KIND_FIN, KIND_OPEN, KIND_RESET, KIND_WINDOW, MAX_PAYLOAD, MAX_WINDOW};
-    use super::super::{INITIAL_WINDOW, OUT_PAUSE_SLACK, PING_ID};
+    use super::super::config::OUT_PAUSE_SLACK;
+    use super::super::frame::{
+        push_frame, INITIAL_WINDOW, KIND_DATA, KIND_FIN, KIND_OPEN, KIND_RESET, KIND_WINDOW, MAX_PAYLOAD, MAX_WINDOW,
+        PING_ID,
+    };
     use super::*;
 
     fn frame(id: u32, kind: u8, payload: &[u8]) -> Vec<u8> {
