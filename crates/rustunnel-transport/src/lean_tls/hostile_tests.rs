@@ -3,16 +3,20 @@
 //! logged, so the test seals records of its own choosing under the peer's keys and writes them
 //! to the socket under rustls; rustls then reads what our end answers (its alert).
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use ring::aead;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
+use super::buffers::HELD_MAX;
 use super::tests::{configs, ServerSide};
 use super::*;
-use crate::record::{record_len, sealed_len, Opened, Secrets, HEADER, KEY_UPDATE_ROOM};
+use crate::record::{self, record_len, sealed_len, Opened, Records, Secrets, HEADER, KEY_UPDATE_ROOM};
 
 type ClientSide = tokio_rustls::client::TlsStream<TcpStream>;
 
@@ -30,7 +34,7 @@ struct Secrets0(Mutex<HashMap<String, Vec<u8>>>);
 
 impl rustls::KeyLog for Secrets0 {
     fn log(&self, label: &str, _client_random: &[u8], secret: &[u8]) {
-        self.0.lock().unwrap().insert(label.to_string(), secret.to_vec());
+        self.0.lock().insert(label.to_string(), secret.to_vec());
     }
 }
 
@@ -70,7 +74,7 @@ fn sealer(suite: rustls::CipherSuite, log: &Secrets0, tx: &str, rx: &str) -> Opt
         rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => &aead::CHACHA20_POLY1305,
         _ => return None,
     };
-    let log = log.0.lock().unwrap();
+    let log = log.0.lock();
     Some(Records::from_secrets(alg, &log[tx], &log[rx], 0).unwrap())
 }
 

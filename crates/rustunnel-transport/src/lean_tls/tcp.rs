@@ -20,7 +20,8 @@ use std::task::{ready, Context, Poll};
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
-use super::{LeanTls, Side};
+use super::conn::LeanTls;
+use super::side::Side;
 use crate::record::{record_len, sealed_len, Opened, RecordError, HEADER, KEY_UPDATE_ROOM, MAX_PLAIN};
 use crate::splice::still_bulk;
 
