@@ -11,9 +11,9 @@
 //! Anything else goes to hyper ([`super::hyper`]) for the rest of the connection, from the first
 //! byte of that request: HTTP/1.0, `Transfer-Encoding` on a request (so both framing headers get
 //! the smuggling 400 there), upgrades (WebSocket), `Expect`, `CONNECT`, absolute-form targets,
-//! heads over [`BUF_SIZE`](rustunnel_transport::splice::BUF_SIZE) or hyper would refuse, HTTP/2 (h2c prior knowledge; ALPN h2 never
-//! comes here). hyper's answers to those are the edge's answers; this path only takes requests
-//! it forwards exactly as hyper would.
+//! heads over [`BUF_SIZE`](rustunnel_transport::splice::BUF_SIZE) or hyper would refuse, HTTP/2
+//! (h2c prior knowledge; ALPN h2 never comes here). hyper's answers to those are the edge's
+//! answers; this path only takes requests it forwards exactly as hyper would.
 //!
 //! Data connections that served a request are kept per tunnel ([`IdlePool`](super::upstream::IdlePool)) and reused: a
 //! visitor's kept-alive connection holds one only while a request is in flight.
