@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use super::framing::{content_length, is_chunked, ChunkScan};
 use super::limits::{is_one_of, FORWARDING, HOP_BY_HOP, MAX_HEADERS};
-use super::policy::host_name;
+use super::policy::{host_name, Carries, SET_BY_EDGE};
 
 /// A request head this path forwards.
 pub(super) struct ReqHead {
@@ -135,10 +135,14 @@ pub(super) fn parse_request(buf: &[u8], peer_ip: &str, scheme: &str) -> Parsed {
             }
         }
     }
-    put_header(&mut out, b"x-forwarded-host", host.as_bytes());
-    put_header(&mut out, b"x-forwarded-for", peer_ip.as_bytes());
-    put_header(&mut out, b"x-real-ip", peer_ip.as_bytes());
-    put_header(&mut out, b"x-forwarded-proto", scheme.as_bytes());
+    for (name, carries) in SET_BY_EDGE {
+        let value = match carries {
+            Carries::Host => host.as_bytes(),
+            Carries::PeerIp => peer_ip.as_bytes(),
+            Carries::Scheme => scheme.as_bytes(),
+        };
+        put_header(&mut out, name.as_bytes(), value);
+    }
     out.extend_from_slice(b"\r\n");
     Parsed::Lean(ReqHead {
         len,

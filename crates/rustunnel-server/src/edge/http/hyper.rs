@@ -29,6 +29,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::framing::{Flag, Tracked};
 use super::limits::{HEAD_LIMIT, HOP_BY_HOP, MAX_HEADERS};
+use super::policy::{Carries, NoAnswer};
 use super::reset::ResetOnClose;
 use super::upstream::{upstream, Origin, Upstream};
 use super::{pages, policy, stall};
@@ -305,9 +306,9 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers, upgrade);
     let h = &mut parts.headers;
-    if let Ok(v) = HeaderValue::from_str(&raw_host) {
+    let host_value = HeaderValue::from_str(&raw_host).ok();
+    if let Some(v) = &host_value {
         h.insert(header::HOST, v.clone());
-        h.insert(HeaderName::from_static("x-forwarded-host"), v);
     }
     // `--host-header`: the local service gets the Host it expects (checked when opened).
     if let Some(v) = tunnel.host_header.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
@@ -320,9 +321,17 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
         h.remove(header::AUTHORIZATION);
     }
     let ip = HeaderValue::from_str(&ctx.peer.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"));
-    h.insert(HeaderName::from_static("x-forwarded-for"), ip.clone());
-    h.insert(HeaderName::from_static("x-real-ip"), ip);
-    h.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static(ctx.scheme));
+    for (name, carries) in policy::SET_BY_EDGE {
+        let value = match carries {
+            Carries::Host => match &host_value {
+                Some(v) => v.clone(),
+                None => continue,
+            },
+            Carries::PeerIp => ip.clone(),
+            Carries::Scheme => HeaderValue::from_static(ctx.scheme),
+        };
+        h.insert(HeaderName::from_static(name), value);
+    }
     // hyper keeps upstreams per URI authority: a tunnel whose upstreams each belong to one
     // visitor address names it there (hex), so a kept one never serves another visitor.
     let uri = match tunnel.upstream_per_visitor {
@@ -340,8 +349,9 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
     let result = tokio::time::timeout(ctx.shared.config.response_timeout, ctx.client.request(out)).await;
     let mut resp = match result {
         Err(_) => {
-            log(&ctx, &tunnel, &method, &path, 504, started);
-            return page(pages::gateway_timeout());
+            let p = policy::no_answer_page(NoAnswer::Timeout);
+            log(&ctx, &tunnel, &method, &path, p.status.as_u16(), started);
+            return page(p);
         }
         Ok(Err(_)) if body_failed.load(Ordering::Relaxed) => {
             log(&ctx, &tunnel, &method, &path, 400, started);
@@ -349,12 +359,13 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
         }
         Ok(Err(e)) => {
             tracing::debug!(tunnel = %tunnel.id, error = %e, source = ?e.source(), "forwarding failed");
-            log(&ctx, &tunnel, &method, &path, 502, started);
-            // On a mux stream an orderly end before any response is the client closing it
-            // for the local service (a lost client aborts the stream instead).
+            // An orderly end before any response (see `NoAnswer::Closed`).
             let incomplete =
                 e.source().and_then(|s| s.downcast_ref::<hyper::Error>()).is_some_and(|h| h.is_incomplete_message());
-            return page(if incomplete && tunnel.session.mux { pages::local_closed() } else { pages::bad_gateway() });
+            let why = if incomplete { NoAnswer::Closed { mux: tunnel.session.mux } } else { NoAnswer::Failed };
+            let p = policy::no_answer_page(why);
+            log(&ctx, &tunnel, &method, &path, p.status.as_u16(), started);
+            return page(p);
         }
         Ok(Ok(r)) => r,
     };

@@ -11,9 +11,9 @@
 //! Anything else goes to hyper ([`super::hyper`]) for the rest of the connection, from the first
 //! byte of that request: HTTP/1.0, `Transfer-Encoding` on a request (so both framing headers get
 //! the smuggling 400 there), upgrades (WebSocket), `Expect`, `CONNECT`, absolute-form targets,
-//! heads over [`BUF_SIZE`](rustunnel_transport::splice::BUF_SIZE) or hyper would refuse, HTTP/2 (h2c prior knowledge; ALPN h2 never
-//! comes here). hyper's answers to those are the edge's answers; this path only takes requests
-//! it forwards exactly as hyper would.
+//! heads over [`BUF_SIZE`](rustunnel_transport::splice::BUF_SIZE) or hyper would refuse, HTTP/2
+//! (h2c prior knowledge; ALPN h2 never comes here). hyper's answers to those are the edge's
+//! answers; this path only takes requests it forwards exactly as hyper would.
 //!
 //! Data connections that served a request are kept per tunnel ([`IdlePool`](super::upstream::IdlePool)) and reused: a
 //! visitor's kept-alive connection holds one only while a request is in flight.
@@ -41,7 +41,7 @@ use super::framing::ChunkStep;
 use super::head::{edit_head, parse_request, parse_response, Framing, Parsed, ReqHead};
 use super::limits::HEAD_LIMIT;
 use super::pages::{self, Page};
-use super::policy;
+use super::policy::{self, NoAnswer};
 use super::reset::ResetOnClose;
 use super::upstream::{upstream, Origin};
 use crate::server::Shared;
@@ -403,8 +403,9 @@ where
     let mut fresh = false;
     loop {
         let Some((mut up, origin)) = upstream(shared, &tunnel, fresh, v.peer).await else {
-            log(502);
-            return Then::keep_if(page(io, pages::bad_gateway(), page_close).await);
+            let p = policy::no_answer_page(NoAnswer::Failed);
+            log(p.status.as_u16());
+            return Then::keep_if(page(io, p, page_close).await);
         };
         let reused = matches!(origin, Origin::Reused);
         let wrote = match origin {
@@ -461,17 +462,15 @@ where
                 fresh = true;
                 continue;
             }
-            Err(Fail::Closed) if matches!(up, Either::Right(_)) => {
-                log(502);
-                Then::keep_if(page(io, pages::local_closed(), true).await)
-            }
-            Err(Fail::Timeout) => {
-                log(504);
-                Then::keep_if(page(io, pages::gateway_timeout(), true).await)
-            }
-            Err(Fail::NoResponse | Fail::Closed | Fail::BadResponse) => {
-                log(502);
-                Then::keep_if(page(io, pages::bad_gateway(), true).await)
+            Err(fail @ (Fail::NoResponse | Fail::Closed | Fail::BadResponse | Fail::Timeout)) => {
+                let why = match fail {
+                    Fail::Timeout => NoAnswer::Timeout,
+                    Fail::Closed => NoAnswer::Closed { mux: matches!(up, Either::Right(_)) },
+                    _ => NoAnswer::Failed,
+                };
+                let p = policy::no_answer_page(why);
+                log(p.status.as_u16());
+                Then::keep_if(page(io, p, true).await)
             }
             Err(Fail::Visitor) => Then::Close,
         };

@@ -67,6 +67,48 @@ pub fn admit(tunnel: &Tunnel) -> Result<OwnedSemaphorePermit, Page> {
     Ok(permit)
 }
 
+/// What a forwarding header set by the edge carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carries {
+    /// The host the visitor asked for, as it asked (port included).
+    Host,
+    /// The visitor's address (the L4 peer, or the one a trusted balancer's PROXY header names).
+    PeerIp,
+    /// `http` or `https`: the edge the visitor came in on.
+    Scheme,
+}
+
+/// The forwarding headers the edge sets on every forwarded request, in the order it writes
+/// them. The visitor's own ([`FORWARDING`](super::limits::FORWARDING)) never pass: only the
+/// L4 peer is trustworthy.
+pub const SET_BY_EDGE: [(&str, Carries); 4] = [
+    ("x-forwarded-host", Carries::Host),
+    ("x-forwarded-for", Carries::PeerIp),
+    ("x-real-ip", Carries::PeerIp),
+    ("x-forwarded-proto", Carries::Scheme),
+];
+
+/// Why a forwarded request got no response to pass on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoAnswer {
+    /// No response head within the response timeout.
+    Timeout,
+    /// The upstream ended in order before any response byte. On a multiplexed stream the
+    /// client is there (a lost client aborts the stream instead): the local service closed.
+    Closed { mux: bool },
+    /// No upstream, or it failed, or what came back could not be passed on.
+    Failed,
+}
+
+/// The page answering a forwarded request that got no response.
+pub fn no_answer_page(why: NoAnswer) -> Page {
+    match why {
+        NoAnswer::Timeout => pages::gateway_timeout(),
+        NoAnswer::Closed { mux: true } => pages::local_closed(),
+        NoAnswer::Closed { mux: false } | NoAnswer::Failed => pages::bad_gateway(),
+    }
+}
+
 /// Records a forwarded request: metrics, and an entry for the client's live console.
 pub fn log_request(
     shared: &Shared,
