@@ -2,8 +2,8 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use rustunnel_client::options::AccessOptions;
 use rustunnel_client::{ClientHandle, ClientOptions, Event, StartFile, TlsOptions, TunnelConfig};
-use rustunnel_proto::basic_auth::BasicAuth;
 use rustunnel_proto::control::HOST_HEADER_RULE;
 use rustunnel_proto::{Protocol, SpecError, SpecOption};
 
@@ -59,28 +59,8 @@ pub struct OneTunnel {
     /// Name of the tunnel (shown in logs and the API).
     #[arg(long)]
     pub name: Option<String>,
-    /// HTTP: visitors must log in with these credentials (HTTP Basic, checked at the edge and
-    /// not passed on). The password is 8-128 characters; `basic_auth` in a `start` config
-    /// file keeps it out of the process list.
-    #[arg(long, value_name = "USER:PASSWORD", value_parser = parse_basic_auth)]
-    pub basic_auth: Option<BasicAuth>,
-    /// Accept visitors only from these networks (e.g. 10.0.0.0/8, 203.0.113.7, 2001:db8::/32;
-    /// repeat the flag or separate with commas). Judged on the visitor's own address.
-    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
-    pub cidr_allow: Vec<String>,
-    /// Refuse visitors from these networks, even inside --cidr-allow.
-    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
-    pub cidr_deny: Vec<String>,
-    /// HTTP: the Host header the local service gets: `rewrite` (its own address, e.g.
-    /// localhost:3000, for dev servers that check it) or a host name. The public host stays in
-    /// X-Forwarded-Host.
-    #[arg(long, value_name = "rewrite|HOST")]
-    pub host_header: Option<String>,
-    /// HTTP and TCP: start each connection to the local service with a PROXY protocol header
-    /// (v1 text or v2 binary) naming the visitor, for services that read one (nginx
-    /// `proxy_protocol`, HAProxy `accept-proxy`, PostgreSQL poolers).
-    #[arg(long, value_name = "v1|v2")]
-    pub proxy_protocol: Option<rustunnel_client::proxy_header::ProxyProtocol>,
+    #[command(flatten)]
+    pub access: AccessOptions,
     #[command(flatten)]
     pub pool: PoolArgs,
     #[command(flatten)]
@@ -180,10 +160,6 @@ fn fail(printer: &mut Printer, code: &str, message: String, hint: &str) -> i32 {
     1
 }
 
-fn parse_basic_auth(s: &str) -> Result<BasicAuth, String> {
-    BasicAuth::parse(s).map_err(|e| e.to_string())
-}
-
 const OPTIONS_HINT: &str = "see `rustunnel http --help` (or tcp, udp) for the options";
 
 /// The flag that sets `o`, and what to use instead.
@@ -203,11 +179,7 @@ pub async fn run_one(protocol: Protocol, a: OneTunnel) -> i32 {
     t.local_host = a.local_host.clone();
     t.subdomain = a.subdomain.clone();
     t.remote_port = a.remote_port;
-    t.basic_auth = a.basic_auth.clone();
-    t.cidr_allow = a.cidr_allow.clone();
-    t.cidr_deny = a.cidr_deny.clone();
-    t.host_header = a.host_header.clone();
-    t.proxy_protocol = a.proxy_protocol;
+    a.access.apply_to(&mut t);
     if t.proxy_protocol.is_some() && protocol == Protocol::Udp {
         return fail(
             &mut printer,

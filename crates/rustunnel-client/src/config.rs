@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::error::ClientError;
 use crate::health::{normalize_path, HealthCheck, HealthKind};
+use crate::options::AccessOptions;
 use crate::tls::TlsOptions;
 
 /// Default control-plane address.
@@ -261,18 +262,9 @@ pub struct StartTunnel {
     pub group: Option<String>,
     pub group_key: Option<String>,
     pub health_check: Option<StartHealthCheck>,
-    /// `user:password` visitors must present (HTTP Basic); http tunnels only.
-    pub basic_auth: Option<BasicAuth>,
-    /// Visitor networks accepted (none: any) and refused.
-    #[serde(default)]
-    pub cidr_allow: Vec<String>,
-    #[serde(default)]
-    pub cidr_deny: Vec<String>,
-    /// `rewrite` (the local address) or the `Host` the local service gets; http tunnels only.
-    pub host_header: Option<String>,
-    /// `v1` or `v2`: each connection to the local service starts with a PROXY protocol
-    /// header naming the visitor; http and tcp tunnels.
-    pub proxy_protocol: Option<crate::proxy_header::ProxyProtocol>,
+    /// `basic_auth`, `cidr_allow`, `cidr_deny`, `host_header`, `proxy_protocol`.
+    #[serde(flatten)]
+    pub access: AccessOptions,
 }
 
 /// `[tunnels.<name>.health_check]`, also the MCP tools' `health_check` argument (its JSON
@@ -392,24 +384,21 @@ impl StartFile {
     pub fn tunnel_configs(&self) -> Vec<TunnelConfig> {
         self.tunnels
             .iter()
-            .map(|(name, t)| TunnelConfig {
-                name: name.clone(),
-                protocol: t.protocol,
-                local_host: t.local_host.as_deref().map_or("localhost", local_host).to_string(),
-                local_port: t.local_port,
-                subdomain: t.subdomain.clone(),
-                remote_port: t.remote_port,
-                group: match (&t.group, &t.group_key) {
-                    (Some(name), Some(key)) => Some(GroupConfig { name: name.clone(), key: key.clone() }),
-                    _ => None,
-                },
-                // Validated in `parse`; a bad one here is dropped rather than panicking.
-                health_check: t.health_check.as_ref().and_then(|h| h.to_check().ok()),
-                basic_auth: t.basic_auth.clone(),
-                cidr_allow: t.cidr_allow.clone(),
-                cidr_deny: t.cidr_deny.clone(),
-                host_header: t.host_header.clone(),
-                proxy_protocol: t.proxy_protocol,
+            .map(|(name, t)| {
+                let mut c = TunnelConfig {
+                    local_host: t.local_host.as_deref().map_or("localhost", local_host).to_string(),
+                    subdomain: t.subdomain.clone(),
+                    remote_port: t.remote_port,
+                    group: match (&t.group, &t.group_key) {
+                        (Some(name), Some(key)) => Some(GroupConfig { name: name.clone(), key: key.clone() }),
+                        _ => None,
+                    },
+                    // Validated in `parse`; a bad one here is dropped rather than panicking.
+                    health_check: t.health_check.as_ref().and_then(|h| h.to_check().ok()),
+                    ..TunnelConfig::new(name.clone(), t.protocol, t.local_port)
+                };
+                t.access.apply_to(&mut c);
+                c
             })
             .collect()
     }

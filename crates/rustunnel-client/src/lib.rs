@@ -21,6 +21,7 @@ pub mod forward;
 pub mod health;
 pub mod logging;
 pub mod net;
+pub mod options;
 pub mod p2p;
 pub mod proxy_header;
 pub mod reconnect;

@@ -11,10 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use rustunnel_client::health::HealthCheck;
 use rustunnel_client::p2p::{P2pHandle, P2pOptions, P2pRole};
-use rustunnel_client::{ClientHandle, ClientOptions, Event, GroupConfig, TlsOptions, TunnelConfig};
-use rustunnel_proto::basic_auth::BasicAuth;
+use rustunnel_client::{ClientHandle, ClientOptions, Event, TlsOptions, TunnelConfig};
 use rustunnel_proto::Protocol;
 use serde::Serialize;
 use tokio::task::JoinHandle;
@@ -28,75 +26,29 @@ pub const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the local-service check waits for a TCP connection.
 pub const LOCAL_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// One tunnel to open.
+/// One tunnel to open: the tunnel as the client library describes it, and where to open it.
 #[derive(Clone)]
 pub struct TunnelRequest {
-    pub protocol: Protocol,
-    pub local_host: String,
-    pub local_port: u16,
-    pub subdomain: Option<String>,
-    pub remote_port: Option<u16>,
+    pub tunnel: TunnelConfig,
     /// Control-plane `host:port`.
     pub server: String,
     pub token: String,
     pub tls: TlsOptions,
-    /// Join this load-balanced pool (name and shared key).
-    pub group: Option<GroupConfig>,
-    /// Health check the client runs on the local service and reports to the server.
-    pub health_check: Option<HealthCheck>,
-    /// HTTP: the login visitors must present (HTTP Basic).
-    pub basic_auth: Option<BasicAuth>,
-    /// Visitor networks accepted (none: any) and refused.
-    pub cidr_allow: Vec<String>,
-    pub cidr_deny: Vec<String>,
-    /// HTTP: `rewrite` or the Host the local service gets.
-    pub host_header: Option<String>,
-    /// HTTP/TCP: send the visitor's address to the local service in a PROXY header.
-    pub proxy_protocol: Option<rustunnel_client::proxy_header::ProxyProtocol>,
 }
 
 impl std::fmt::Debug for TunnelRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TunnelRequest")
-            .field("protocol", &self.protocol)
-            .field("local", &self.local_addr())
-            .field("subdomain", &self.subdomain)
-            .field("remote_port", &self.remote_port)
-            .field("server", &self.server)
-            .field("group", &self.group)
-            .field("health_check", &self.health_check)
-            .field("basic_auth", &self.basic_auth)
-            .field("cidr_allow", &self.cidr_allow)
-            .field("cidr_deny", &self.cidr_deny)
-            .field("host_header", &self.host_header)
-            .field("proxy_protocol", &self.proxy_protocol)
-            .finish()
+        f.debug_struct("TunnelRequest").field("tunnel", &self.tunnel).field("server", &self.server).finish()
     }
 }
 
-impl TunnelRequest {
-    pub fn local_addr(&self) -> String {
-        rustunnel_client::config::host_port(&self.local_host, self.local_port)
-    }
-
-    fn tunnel_config(&self) -> TunnelConfig {
-        let name = match &self.subdomain {
-            Some(s) => s.clone(),
-            None => format!("mcp-{}-{}", self.protocol.as_str(), self.local_port),
-        };
-        let mut t = TunnelConfig::new(name, self.protocol, self.local_port);
-        t.local_host = self.local_host.clone();
-        t.subdomain = self.subdomain.clone();
-        t.remote_port = self.remote_port;
-        t.group = self.group.clone();
-        t.health_check = self.health_check.clone();
-        t.basic_auth = self.basic_auth.clone();
-        t.cidr_allow = self.cidr_allow.clone();
-        t.cidr_deny = self.cidr_deny.clone();
-        t.host_header = self.host_header.clone();
-        t.proxy_protocol = self.proxy_protocol;
-        t
-    }
+/// A tunnel of this MCP server: named after its subdomain, else `mcp-<protocol>-<port>`.
+pub fn named_tunnel(protocol: Protocol, local_port: u16, subdomain: Option<String>) -> TunnelConfig {
+    let name = match &subdomain {
+        Some(s) => s.clone(),
+        None => format!("mcp-{}-{}", protocol.as_str(), local_port),
+    };
+    TunnelConfig { subdomain, ..TunnelConfig::new(name, protocol, local_port) }
 }
 
 /// A tunnel this MCP server opened and keeps open.
@@ -259,15 +211,15 @@ impl TunnelManager {
     }
 
     /// Checks that something accepts TCP connections at the local address (http/tcp tunnels).
-    pub async fn check_local(req: &TunnelRequest) -> Result<(), OpenError> {
-        if req.protocol == Protocol::Udp {
+    pub async fn check_local(t: &TunnelConfig) -> Result<(), OpenError> {
+        if t.protocol == Protocol::Udp {
             // UDP has no handshake to probe; a missing service shows up as unanswered datagrams.
             return Ok(());
         }
-        rustunnel_client::net::connect_tcp(&req.local_host, req.local_port, LOCAL_CHECK_TIMEOUT)
+        rustunnel_client::net::connect_tcp(&t.local_host, t.local_port, LOCAL_CHECK_TIMEOUT)
             .await
             .map(drop)
-            .map_err(|e| OpenError::LocalUnreachable { addr: req.local_addr(), detail: e.to_string() })
+            .map_err(|e| OpenError::LocalUnreachable { addr: t.local_addr(), detail: e.to_string() })
     }
 
     /// Opens a tunnel and keeps it open until [`Self::close`] or shutdown. `cancel` aborts the
@@ -288,13 +240,13 @@ impl TunnelManager {
         if self.count() >= MAX_TUNNELS {
             return Err(OpenError::TooMany);
         }
-        progress(format!("checking that something listens on {}", req.local_addr())).await;
-        Self::check_local(&req).await?;
+        progress(format!("checking that something listens on {}", req.tunnel.local_addr())).await;
+        Self::check_local(&req.tunnel).await?;
         progress(format!("connecting to the rustunnel server at {}", req.server)).await;
         let mut opts = ClientOptions::new(req.server.clone(), req.token.clone());
         opts.tls = req.tls.clone();
         opts.reconnect = true;
-        opts.tunnels = vec![req.tunnel_config()];
+        opts.tunnels = vec![req.tunnel.clone()];
         let mut client = ClientHandle::spawn(opts);
         let outcome = wait_ready(
             &mut client.events,
@@ -313,7 +265,7 @@ impl TunnelManager {
                         public_urls,
                         local_addr,
                         server: req.server.clone(),
-                        group: req.group.as_ref().map(|g| g.name.clone()),
+                        group: req.tunnel.group.as_ref().map(|g| g.name.clone()),
                         healthy: None,
                     }))
                 }
@@ -401,22 +353,9 @@ impl TunnelManager {
             return Err(OpenError::TooMany);
         }
         if let P2pRole::Publish { local_host, local_port, .. } = &req.role {
-            let probe = TunnelRequest {
-                protocol: Protocol::Tcp,
+            let probe = TunnelConfig {
                 local_host: local_host.clone(),
-                local_port: *local_port,
-                subdomain: None,
-                remote_port: None,
-                server: req.server.clone(),
-                token: String::new(),
-                tls: req.tls.clone(),
-                group: None,
-                health_check: None,
-                basic_auth: None,
-                cidr_allow: Vec::new(),
-                cidr_deny: Vec::new(),
-                host_header: None,
-                proxy_protocol: None,
+                ..TunnelConfig::new("p2p-publish", Protocol::Tcp, *local_port)
             };
             progress(format!("checking that something listens on {}", probe.local_addr())).await;
             Self::check_local(&probe).await?;

@@ -4,6 +4,7 @@
 use rmcp::handler::server::router::tool::ToolRoute;
 use rmcp::model::ToolAnnotations;
 use rustunnel_agent::session::{Role, SessionError, MAX_INVITES_PER_CALL};
+use rustunnel_client::TunnelConfig;
 use rustunnel_proto::Protocol;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -16,7 +17,7 @@ use crate::server::McpServer;
 use crate::tools::error::ToolError;
 use crate::tools::fields::{Int, Text};
 use crate::tools::route::{route, CallCtx, ToolSpec};
-use crate::tunnels::TunnelRequest;
+use crate::tunnels::{named_tunnel, TunnelRequest};
 
 /// Longest goal accepted by `tunnel_open`.
 pub const MAX_GOAL: usize = 4096;
@@ -202,21 +203,10 @@ async fn tunnel_open(server: McpServer, args: OpenArgs, ctx: CallCtx) -> Result<
     let port = listener.local_addr().map_err(|e| ToolError::Agent(AgentError::Bind(e)))?.port();
     let cfg = server.config();
     let req = TunnelRequest {
-        protocol: Protocol::Http,
-        local_host: "127.0.0.1".into(),
-        local_port: port,
-        subdomain: None,
-        remote_port: None,
+        tunnel: TunnelConfig { local_host: "127.0.0.1".into(), ..named_tunnel(Protocol::Http, port, None) },
         server: cfg.server.clone(),
         token: cfg.token(None).unwrap_or_default(),
         tls: cfg.tls(),
-        group: None,
-        health_check: None,
-        basic_auth: None,
-        cidr_allow: Vec::new(),
-        cidr_deny: Vec::new(),
-        host_header: None,
-        proxy_protocol: None,
     };
     let progress_ctx = ctx.clone();
     let opened = st

@@ -90,7 +90,7 @@ async fn get_connection_info(server: McpServer, args: TunnelArgs, _ctx: CallCtx)
                 cmd.extend(["--subdomain".into(), shell_quote(s)]);
             }
             cmd.extend(access_flags(&a));
-            if let Some(login) = &a.basic_auth {
+            if let Some(login) = &a.access.basic_auth {
                 secret_env = Some(PASSWORD_ENV.to_string());
                 notes.push(format!(
                     "Set {PASSWORD_ENV} to the visitors' password (user {}); the command reads it from there. While the command runs, the password shows in the process list; a config file (rustunnel start) keeps it out.",
@@ -124,7 +124,7 @@ async fn get_connection_info(server: McpServer, args: TunnelArgs, _ctx: CallCtx)
                         contents = file.contents
                     ));
                 }
-                let vars = if a.basic_auth.is_some() {
+                let vars = if a.access.basic_auth.is_some() {
                     format!("$RUSTUNNEL_GROUP_KEY and ${PASSWORD_ENV}")
                 } else {
                     "$RUSTUNNEL_GROUP_KEY".to_string()
@@ -205,18 +205,18 @@ fn proxy_version(p: ProxyProtocol) -> &'static str {
 
 fn access_flags(a: &Tunnel) -> Vec<String> {
     let mut v = Vec::new();
-    if let Some(login) = &a.basic_auth {
+    if let Some(login) = &a.access.basic_auth {
         v.extend(["--basic-auth".into(), format!("{}\":${PASSWORD_ENV}\"", shell_quote(login.user()))]);
     }
-    for (flag, list) in [("--cidr-allow", &a.cidr_allow), ("--cidr-deny", &a.cidr_deny)] {
+    for (flag, list) in [("--cidr-allow", &a.access.cidr_allow), ("--cidr-deny", &a.access.cidr_deny)] {
         if !list.is_empty() {
             v.extend([flag.into(), shell_quote(&list.join(","))]);
         }
     }
-    if let Some(h) = &a.host_header {
+    if let Some(h) = &a.access.host_header {
         v.extend(["--host-header".into(), shell_quote(h)]);
     }
-    if let Some(p) = a.proxy_protocol {
+    if let Some(p) = a.access.proxy_protocol {
         v.extend(["--proxy-protocol".into(), proxy_version(p).into()]);
     }
     v
@@ -297,22 +297,22 @@ fn pool_config(a: &Tunnel, cfg: &crate::config::McpConfig) -> ConfigFileView {
         t.push_str(&format!("group = {}\n", toml_str(g)));
         t.push_str("group_key = \"$RUSTUNNEL_GROUP_KEY\"\n");
     }
-    for (key, list) in [("cidr_allow", &a.cidr_allow), ("cidr_deny", &a.cidr_deny)] {
+    for (key, list) in [("cidr_allow", &a.access.cidr_allow), ("cidr_deny", &a.access.cidr_deny)] {
         if !list.is_empty() {
             let items: Vec<String> = list.iter().map(|s| toml_str(s)).collect();
             t.push_str(&format!("{key} = [{}]\n", items.join(", ")));
         }
     }
-    if let Some(login) = &a.basic_auth {
+    if let Some(login) = &a.access.basic_auth {
         // The pool's login, which every member must use. The password comes from the
         // environment through config_command's heredoc; a TOML literal string takes it as it is
         // (quotes and backslashes included).
         t.push_str(&format!("basic_auth = '''{}:${PASSWORD_ENV}'''\n", login.user()));
     }
-    if let Some(h) = &a.host_header {
+    if let Some(h) = &a.access.host_header {
         t.push_str(&format!("host_header = {}\n", toml_str(h)));
     }
-    if let Some(p) = a.proxy_protocol {
+    if let Some(p) = a.access.proxy_protocol {
         t.push_str(&format!("proxy_protocol = \"{}\"\n", proxy_version(p)));
     }
     if let Some(h) = health_check {
@@ -350,7 +350,7 @@ mod tests {
         let a = tunnel(json!({"local_port": 3000, "protocol": "http", "group": "pool",
             "group_key": "k", "basic_auth": "ana:correct horse"}))
         .unwrap();
-        assert_eq!(a.basic_auth.as_ref().map(|b| b.as_str()), Some("ana:correct horse"));
+        assert_eq!(a.access.basic_auth.as_ref().map(|b| b.as_str()), Some("ana:correct horse"));
         assert!(!format!("{a:?}").contains("correct horse"));
         // The pool's config file names the user; the password comes from the environment.
         let cfg = crate::config::McpConfig::new("127.0.0.1:4040", "http://127.0.0.1:4041", true, None);
@@ -371,7 +371,7 @@ mod tests {
             (&["10.0.0.0/8".to_string()][..], &["10.9.0.0/16".to_string()][..])
         );
         let a = tunnel(json!({"local_port": 3000, "protocol": "http", "host_header": "rewrite"})).unwrap();
-        assert_eq!(a.host_header.as_deref(), Some("rewrite"));
+        assert_eq!(a.access.host_header.as_deref(), Some("rewrite"));
         for v in [
             json!({"local_port": 1, "protocol": "tcp", "host_header": "rewrite"}),
             json!({"local_port": 1, "protocol": "http", "host_header": "two words"}),
@@ -387,7 +387,7 @@ mod tests {
             assert!(tunnel(v.clone()).is_err(), "{v}");
         }
         let a = tunnel(json!({"local_port": 5432, "protocol": "tcp", "proxy_protocol": "V2"})).unwrap();
-        assert_eq!(a.proxy_protocol, Some(ProxyProtocol::V2));
+        assert_eq!(a.access.proxy_protocol, Some(ProxyProtocol::V2));
         assert_eq!(access_flags(&a), ["--proxy-protocol", "v2"]);
     }
 

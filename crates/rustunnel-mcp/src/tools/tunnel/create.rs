@@ -13,7 +13,7 @@ use super::regions::resolve_region;
 use crate::server::McpServer;
 use crate::tools::error::ToolError;
 use crate::tools::route::{route, CallCtx, ToolSpec};
-use crate::tunnels::{OpenedP2p, P2pRequest, TunnelRequest};
+use crate::tunnels::{named_tunnel, OpenedP2p, P2pRequest, TunnelRequest};
 
 pub fn tool() -> ToolRoute<McpServer> {
     route(spec(), create_tunnel)
@@ -167,23 +167,12 @@ peer_target \"{}\" and a free local_port. {P2P_LIFETIME_NOTE}",
             });
         }
     };
-    let req = TunnelRequest {
-        protocol,
-        local_host: a.local_host,
-        local_port: a.local_port,
-        subdomain,
-        remote_port: None,
-        server: control,
-        token,
-        tls: cfg.tls(),
-        group,
-        health_check,
-        basic_auth: a.basic_auth.clone(),
-        cidr_allow: a.cidr_allow.clone(),
-        cidr_deny: a.cidr_deny.clone(),
-        host_header: a.host_header.clone(),
-        proxy_protocol: a.proxy_protocol,
-    };
+    let mut tunnel = named_tunnel(protocol, a.local_port, subdomain);
+    tunnel.local_host = a.local_host;
+    tunnel.group = group;
+    tunnel.health_check = health_check;
+    a.access.apply_to(&mut tunnel);
+    let req = TunnelRequest { tunnel, server: control, token, tls: cfg.tls() };
     let opened = server.tunnels().open(req, ctx.cancelled(), progress).await?;
     let pool = match &opened.group {
         Some(g) => {

@@ -3,6 +3,7 @@
 //! arguments (p2p, pools, HTTP-only options) are checked.
 use rustunnel_client::config::StartHealthCheck;
 use rustunnel_client::health::HealthCheck;
+use rustunnel_client::options::AccessOptions;
 use rustunnel_client::proxy_header::ProxyProtocol;
 use rustunnel_proto::basic_auth::BasicAuth;
 use rustunnel_proto::ip_rules::MAX_RULES;
@@ -97,15 +98,9 @@ pub struct Tunnel {
     pub local_host: String,
     pub region: Option<String>,
     pub kind: TunnelKind,
-    /// HTTP tunnels (plain or pooled): the login visitors must present.
-    pub basic_auth: Option<BasicAuth>,
-    /// Visitor networks accepted (none: any) and refused.
-    pub cidr_allow: Vec<String>,
-    pub cidr_deny: Vec<String>,
-    /// HTTP: `rewrite` or the Host the local service gets.
-    pub host_header: Option<String>,
-    /// HTTP/TCP: the PROXY protocol header each local connection starts with.
-    pub proxy_protocol: Option<ProxyProtocol>,
+    /// Who may reach the tunnel and what the local service receives (the options the CLI
+    /// flags and the config file name the same way).
+    pub access: AccessOptions,
 }
 
 /// What kind of tunnel was asked for.
@@ -286,11 +281,7 @@ impl TunnelArgs {
             local_host,
             region,
             kind,
-            basic_auth,
-            cidr_allow,
-            cidr_deny,
-            host_header,
-            proxy_protocol,
+            access: AccessOptions { basic_auth, cidr_allow, cidr_deny, host_header, proxy_protocol },
         })
     }
 }
