@@ -8,9 +8,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use rustunnel_transport::mux::{mux, MuxConfig, MuxHandle, MuxStream, Role};
 use rustunnel_proto::stream::StreamHeader;
 use rustunnel_proto::Protocol;
+use rustunnel_transport::mux::{mux, MuxConfig, MuxHandle, MuxStream, Role};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio_util::either::Either;
 
