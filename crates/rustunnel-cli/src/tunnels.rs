@@ -179,7 +179,7 @@ pub async fn run_one(protocol: Protocol, a: OneTunnel) -> i32 {
     t.local_host = a.local_host.clone();
     t.subdomain = a.subdomain.clone();
     t.remote_port = a.remote_port;
-    a.access.apply_to(&mut t);
+    t.set_access(&a.access);
     if t.proxy_protocol.is_some() && protocol == Protocol::Udp {
         return fail(
             &mut printer,

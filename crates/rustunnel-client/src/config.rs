@@ -84,6 +84,16 @@ impl TunnelConfig {
         })
     }
 
+    /// Sets who may reach the tunnel and what its local service receives (the one place the
+    /// CLI flags, the start file and the MCP tools reach a tunnel definition).
+    pub fn set_access(&mut self, a: &AccessOptions) {
+        self.basic_auth = a.basic_auth.clone();
+        self.cidr_allow = a.cidr_allow.clone();
+        self.cidr_deny = a.cidr_deny.clone();
+        self.host_header = a.host_header.clone();
+        self.proxy_protocol = a.proxy_protocol;
+    }
+
     /// Makes this tunnel a member of pool `name` with the shared `key`.
     pub fn with_group(mut self, name: impl Into<String>, key: impl Into<String>) -> Self {
         self.group = Some(GroupConfig { name: name.into(), key: key.into() });
@@ -397,7 +407,7 @@ impl StartFile {
                     health_check: t.health_check.as_ref().and_then(|h| h.to_check().ok()),
                     ..TunnelConfig::new(name.clone(), t.protocol, t.local_port)
                 };
-                t.access.apply_to(&mut c);
+                c.set_access(&t.access);
                 c
             })
             .collect()

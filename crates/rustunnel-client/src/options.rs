@@ -2,12 +2,11 @@
 //! once for every front end: the `rustunnel http|tcp|udp` flags (a clap `Args` the CLI
 //! flattens), the `[tunnels.<name>]` keys of a `rustunnel start` file
 //! (flattened into [`crate::config::StartTunnel`]) and the MCP tools, each under the same
-//! names; [`AccessOptions::apply_to`] sets them on a [`TunnelConfig`], which makes the
+//! names; `TunnelConfig::set_access` sets them on a tunnel definition, which makes the
 //! protocol's `TunnelSpec`.
 use rustunnel_proto::basic_auth::BasicAuth;
 use serde::Deserialize;
 
-use crate::config::TunnelConfig;
 use crate::proxy_header::ProxyProtocol;
 
 /// Access and upstream options of one tunnel.
@@ -39,17 +38,6 @@ pub struct AccessOptions {
     pub proxy_protocol: Option<ProxyProtocol>,
 }
 
-impl AccessOptions {
-    /// Sets these options on `t` (the one place they reach a tunnel definition).
-    pub fn apply_to(&self, t: &mut TunnelConfig) {
-        t.basic_auth = self.basic_auth.clone();
-        t.cidr_allow = self.cidr_allow.clone();
-        t.cidr_deny = self.cidr_deny.clone();
-        t.host_header = self.host_header.clone();
-        t.proxy_protocol = self.proxy_protocol;
-    }
-}
-
 fn parse_basic_auth(s: &str) -> Result<BasicAuth, String> {
     BasicAuth::parse(s).map_err(|e| e.to_string())
 }
@@ -57,6 +45,7 @@ fn parse_basic_auth(s: &str) -> Result<BasicAuth, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::TunnelConfig;
     use rustunnel_proto::Protocol;
 
     #[test]
@@ -66,7 +55,7 @@ mod tests {
         )
         .unwrap();
         let mut t = TunnelConfig::new("web", Protocol::Http, 3000);
-        o.apply_to(&mut t);
+        t.set_access(&o);
         let spec = t.spec();
         assert_eq!(spec.basic_auth.as_ref().map(|b| b.user()), Some("ana"));
         assert_eq!(spec.cidr_allow, ["10.0.0.0/8"]);

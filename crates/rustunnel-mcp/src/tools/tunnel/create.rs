@@ -171,7 +171,7 @@ peer_target \"{}\" and a free local_port. {P2P_LIFETIME_NOTE}",
     tunnel.local_host = a.local_host;
     tunnel.group = group;
     tunnel.health_check = health_check;
-    a.access.apply_to(&mut tunnel);
+    tunnel.set_access(&a.access);
     let req = TunnelRequest { tunnel, server: control, token, tls: cfg.tls() };
     let opened = server.tunnels().open(req, ctx.cancelled(), progress).await?;
     let pool = match &opened.group {
