@@ -234,12 +234,7 @@ impl TunnelManager {
         P: Fn(String) -> Fut,
         Fut: std::future::Future<Output = ()>,
     {
-        if self.shutdown.is_cancelled() {
-            return Err(OpenError::ShuttingDown);
-        }
-        if self.count() >= MAX_TUNNELS {
-            return Err(OpenError::TooMany);
-        }
+        self.admit()?;
         progress(format!("checking that something listens on {}", req.tunnel.local_addr())).await;
         Self::check_local(&req.tunnel).await?;
         progress(format!("connecting to the rustunnel server at {}", req.server)).await;
@@ -333,6 +328,17 @@ impl TunnelManager {
         self.live.lock().len() + self.p2p.lock().len()
     }
 
+    /// Refuses a new tunnel while shutting down or at [`MAX_TUNNELS`].
+    fn admit(&self) -> Result<(), OpenError> {
+        if self.shutdown.is_cancelled() {
+            return Err(OpenError::ShuttingDown);
+        }
+        if self.count() >= MAX_TUNNELS {
+            return Err(OpenError::TooMany);
+        }
+        Ok(())
+    }
+
     /// Starts a P2P publisher or visitor and waits until it is ready: published (publish), or
     /// linked with the publisher and listening locally (connect). Any error before that is
     /// returned (wrong secret, unknown name, ...) and the client is stopped.
@@ -346,12 +352,7 @@ impl TunnelManager {
         P: Fn(String) -> Fut,
         Fut: std::future::Future<Output = ()>,
     {
-        if self.shutdown.is_cancelled() {
-            return Err(OpenError::ShuttingDown);
-        }
-        if self.count() >= MAX_TUNNELS {
-            return Err(OpenError::TooMany);
-        }
+        self.admit()?;
         if let P2pRole::Publish { local_host, local_port, .. } = &req.role {
             let probe = TunnelConfig {
                 local_host: local_host.clone(),
