@@ -183,9 +183,9 @@ proptest! {
 async fn hyper_serves(bytes: Vec<u8>) -> Option<Message> {
     let (mut client, server) = tokio::io::duplex(1 << 20);
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let tx = std::sync::Mutex::new(Some(tx));
+    let tx = parking_lot::Mutex::new(Some(tx));
     let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        let tx = tx.lock().unwrap().take();
+        let tx = tx.lock().take();
         async move {
             let (parts, body) = req.into_parts();
             let body = body.collect().await.map(|b| b.to_bytes().to_vec());
