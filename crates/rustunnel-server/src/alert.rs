@@ -105,6 +105,37 @@ pub async fn deliver(url: &str, body: Bytes) -> Result<(), WebhookError> {
     Err(last)
 }
 
+/// Delivers pool alerts one after another (so a down and its recovery arrive in order) to the
+/// members' webhooks and the server-wide one.
+pub(crate) async fn alert_loop(
+    mut rx: tokio::sync::mpsc::Receiver<Alert>,
+    shared: std::sync::Arc<crate::state::Shared>,
+) {
+    let stop = shared.hard_stop().clone();
+    loop {
+        let alert = tokio::select! {
+            a = rx.recv() => match a { Some(a) => a, None => return },
+            _ = stop.cancelled() => return,
+        };
+        let mut urls = alert.webhooks.clone();
+        // Read per alert: a reload may have changed it.
+        urls.extend(shared.live().alert_webhook());
+        urls.sort();
+        urls.dedup();
+        let body = Bytes::from(body(&alert, SystemTime::now()));
+        for url in urls {
+            tokio::select! {
+                r = deliver(&url, body.clone()) => {
+                    if let Err(e) = r {
+                        tracing::warn!(pool = %alert.pool.name, error = %e, "pool alert not delivered");
+                    }
+                }
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+}
+
 async fn post(uri: &Uri, body: Bytes) -> Result<(), WebhookError> {
     let host = uri.host().ok_or_else(|| WebhookError::BadUrl(uri.to_string()))?;
     let port = uri.port_u16().unwrap_or(80);

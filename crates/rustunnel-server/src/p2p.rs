@@ -22,8 +22,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::UdpSocket;
 
 use crate::edge::Counted;
-use crate::server::Shared;
 use crate::session::Session;
+use crate::state::Shared;
 use crate::tunnel::TunnelStats;
 
 /// Links that have not completed their secret proof, per owner.
@@ -439,7 +439,7 @@ pub fn on_message(shared: &Arc<Shared>, session: &Arc<Session>, msg: ClientMsg) 
     };
     match msg {
         ClientMsg::P2pPublish { name, protocol } => {
-            match shared.p2p.table().publish(&owner, &session.id, &name, protocol) {
+            match shared.p2p().table().publish(&owner, &session.id, &name, protocol) {
                 Ok(()) => {
                     tracing::info!(session = %session.id, %name, %protocol, "p2p service published");
                     reply(ServerMsg::P2pPublished { name });
@@ -448,7 +448,7 @@ pub fn on_message(shared: &Arc<Shared>, session: &Arc<Session>, msg: ClientMsg) 
             }
         }
         ClientMsg::P2pConnect { link_id, name, protocol, pake, fingerprint, candidates } => {
-            let r = shared.p2p.table().connect(
+            let r = shared.p2p().table().connect(
                 Instant::now(),
                 &owner,
                 &session.id,
@@ -465,7 +465,7 @@ pub fn on_message(shared: &Arc<Shared>, session: &Arc<Session>, msg: ClientMsg) 
             }
         }
         other => {
-            let out = shared.p2p.table().step(&session.id, other);
+            let out = shared.p2p().table().step(&session.id, other);
             deliver(shared, out);
         }
     }
@@ -473,13 +473,13 @@ pub fn on_message(shared: &Arc<Shared>, session: &Arc<Session>, msg: ClientMsg) 
 
 /// A session ended: withdraw its services, close its links.
 pub fn session_ended(shared: &Shared, session: &Session) {
-    let out = shared.p2p.table().session_ended(&session.id);
+    let out = shared.p2p().table().session_ended(&session.id);
     deliver(shared, out);
 }
 
 /// The link `session` may relay over, checked before the data connection is upgraded.
 pub fn relayable(shared: &Shared, session: &Session, link_id: &str) -> Option<Link> {
-    shared.p2p.table().relayable(&session.id, link_id)
+    shared.p2p().table().relayable(&session.id, link_id)
 }
 
 /// Relays one stream of an accepted link: the visitor's upgraded connection is spliced to a
@@ -497,7 +497,7 @@ pub async fn relay(shared: Arc<Shared>, link: Link, visitor_peer: SocketAddr, vi
         let Ok(conn) = publisher.take_data_conn().await else {
             return;
         };
-        shared.p2p.relayed_streams.fetch_add(1, Ordering::Relaxed);
+        shared.p2p().relayed_streams.fetch_add(1, Ordering::Relaxed);
         let header = StreamHeader {
             tunnel_id: link.id.clone(),
             protocol: link.protocol,
@@ -508,14 +508,14 @@ pub async fn relay(shared: Arc<Shared>, link: Link, visitor_peer: SocketAddr, vi
         if conn.write_all(&header.encode()).await.is_err() {
             return;
         }
-        let mut data = Counted::new(Counted::new(conn, link.stats.clone()), shared.p2p.relay_stats.clone());
+        let mut data = Counted::new(Counted::new(conn, link.stats.clone()), shared.p2p().relay_stats.clone());
         let mut v = TokioIo::new(visitor);
         let _ = rustunnel_transport::splice::splice(&mut v, &mut data).await;
     };
     tokio::select! {
         _ = work => {}
         _ = cancel.cancelled() => {}
-        _ = shared.hard_stop.cancelled() => {}
+        _ = shared.hard_stop().cancelled() => {}
     }
 }
 
@@ -557,7 +557,7 @@ pub async fn reflector(sock: UdpSocket, shared: Arc<Shared>) {
     let mut limiter = ReflectLimiter::default();
     loop {
         let (n, from) = tokio::select! {
-            _ = shared.stop_accepting.cancelled() => return,
+            _ = shared.stop_accepting().cancelled() => return,
             r = sock.recv_from(&mut buf) => match r {
                 Ok(x) => x,
                 Err(_) => {

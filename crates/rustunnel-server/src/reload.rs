@@ -4,11 +4,11 @@
 //!
 //! Applied live: the log level, the operator's certificate files (re-read on every reload, so
 //! renewed files take effect; new handshakes get them), the alert webhook, the regions list.
-use std::sync::RwLock;
+use parking_lot::RwLock;
 
 use crate::config::{Config, ConfigError, RegionConfig, TlsSource};
 use crate::logging::LogControl;
-use crate::server::Shared;
+use crate::state::Shared;
 use crate::tls::{TlsError, TlsMaterial};
 
 /// The reloadable settings as the server uses them now.
@@ -24,12 +24,12 @@ impl Live {
 
     /// The configured regions (empty: the server lists itself).
     pub fn regions(&self) -> Vec<RegionConfig> {
-        crate::server::read(&self.regions).clone()
+        self.regions.read().clone()
     }
 
     /// The server-wide webhook for pool alerts.
     pub fn alert_webhook(&self) -> Option<String> {
-        crate::server::read(&self.alert_webhook).clone()
+        self.alert_webhook.read().clone()
     }
 }
 
@@ -71,7 +71,7 @@ pub fn apply(
     // Files to files: re-read (renewed certificates keep their paths). A switch between files
     // and the generated CA changes what clients must trust: that takes a restart.
     let cert = match (&current.tls, &new.tls) {
-        (TlsSource::Files { .. }, TlsSource::Files { cert, key }) if shared.tls.has_operator_files() => {
+        (TlsSource::Files { .. }, TlsSource::Files { cert, key }) if shared.tls().has_operator_files() => {
             Some(TlsMaterial::read_operator_files(cert, key)?)
         }
         _ => None,
@@ -90,17 +90,17 @@ pub fn apply(
         current.log_level = new.log_level.clone();
     }
     if let Some(cert) = cert {
-        shared.tls.replace_operator_cert(cert);
+        shared.tls().replace_operator_cert(cert);
         out.applied.push("tls certificate files (re-read)".into());
         current.tls = new.tls.clone();
     }
     if new.alert_webhook != current.alert_webhook {
-        *crate::server::write(&shared.live.alert_webhook) = new.alert_webhook.clone();
+        *shared.live().alert_webhook.write() = new.alert_webhook.clone();
         out.applied.push("alert_webhook".into());
         current.alert_webhook = new.alert_webhook.clone();
     }
     if new.regions != current.regions {
-        *crate::server::write(&shared.live.regions) = new.regions.clone();
+        *shared.live().regions.write() = new.regions.clone();
         out.applied.push("regions".into());
         current.regions = new.regions;
     }

@@ -2,7 +2,7 @@
 use rustunnel_api_types as dto;
 
 use crate::config::RegionConfig;
-use crate::server::Shared;
+use crate::state::Shared;
 use crate::store::{HistoryRecord, TokenRecord};
 use crate::tunnel::Tunnel;
 
@@ -38,7 +38,7 @@ pub fn tunnel(shared: &Shared, t: &Tunnel) -> dto::Tunnel {
         port: t.info.remote_port,
         local_addr: t.local_addr.clone(),
         client_addr: t.session.peer.to_string(),
-        region: shared.config.region.id.clone(),
+        region: shared.config().region.id.clone(),
         owner_id: t.session.principal.owner_id.clone(),
         created_at: rfc3339(t.opened_at_ms),
         bytes_in,

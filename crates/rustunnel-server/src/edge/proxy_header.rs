@@ -14,7 +14,7 @@ use ppp::v2::{Addresses, Command};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// The v2 signature; a v1 header starts with `PROXY `.
 const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
@@ -103,7 +103,7 @@ pub async fn visitor(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) -
 
 /// [`visitor`] for a stream the caller keeps.
 pub async fn read_visitor(stream: &mut TcpStream, peer: SocketAddr, shared: &Shared) -> Option<SocketAddr> {
-    let deadline = shared.config.handshake_timeout;
+    let deadline = shared.config().handshake_timeout;
     let r = match tokio::time::timeout(deadline, read_header(stream, peer)).await {
         Ok(r) => r,
         Err(_) => Err(ProxyHeaderError::TimedOut(deadline)),

@@ -8,14 +8,14 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use rustunnel_transport::mux::{mux, MuxConfig, MuxHandle, MuxStream, Role};
 use rustunnel_proto::stream::StreamHeader;
 use rustunnel_proto::Protocol;
+use rustunnel_transport::mux::{mux, MuxConfig, MuxHandle, MuxStream, Role};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio_util::either::Either;
 
-use crate::server::Shared;
 use crate::session::{DataConn, DataConnError, Session};
+use crate::state::Shared;
 use crate::tunnel::Tunnel;
 
 /// Where a request goes: a data connection of its own, or a stream of the session's
@@ -103,8 +103,8 @@ pub(super) fn still_open(conn: &mut Upstream) -> bool {
 /// ends or the server stops.
 fn start_mux(shared: &Arc<Shared>, session: &Session, conn: DataConn) -> MuxHandle {
     let (handle, _opener_accepts_nothing, driver) = mux(conn, Role::Opener, MuxConfig::data_link());
-    let (stop, ended) = (shared.hard_stop.clone(), session.cancel.clone());
-    shared.tasks.spawn(async move {
+    let (stop, ended) = (shared.hard_stop().clone(), session.cancel.clone());
+    shared.tasks().spawn(async move {
         tokio::select! {
             r = driver => if let Err(e) = r {
                 tracing::debug!(error = %e, "multiplexed data connection ended");
@@ -139,7 +139,7 @@ pub(super) async fn upstream(
     while let Some((since, mut conn)) = (!fresh).then(|| tunnel.http_idle.pop(key)).flatten() {
         // Checked every time (a mux stream without a syscall): stray bytes that came while it
         // was idle would otherwise be read as the next visitor's response.
-        if since.elapsed() < shared.config.upstream_idle && still_open(&mut conn) {
+        if since.elapsed() < shared.config().upstream_idle && still_open(&mut conn) {
             return Some((conn, Origin::Reused));
         }
     }
