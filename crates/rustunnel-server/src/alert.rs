@@ -33,17 +33,12 @@ pub enum WebhookError {
     Timeout,
 }
 
-/// Checks a webhook URL before it is accepted from a member.
-pub fn parse_webhook(url: &str) -> Result<Uri, WebhookError> {
-    let bad = || WebhookError::BadUrl(url.chars().take(80).collect());
-    if url.len() > crate::pool::MAX_WEBHOOK_LEN {
-        return Err(bad());
+pub use crate::webhook::parse_webhook;
+
+impl From<crate::webhook::BadWebhookUrl> for WebhookError {
+    fn from(e: crate::webhook::BadWebhookUrl) -> Self {
+        WebhookError::BadUrl(e.0)
     }
-    let uri: Uri = url.parse().map_err(|_| bad())?;
-    if uri.scheme_str() != Some("http") || uri.host().is_none_or(str::is_empty) {
-        return Err(bad());
-    }
-    Ok(uri)
 }
 
 #[derive(Debug, Serialize)]

@@ -32,8 +32,6 @@ use crate::auth::AuthError;
 use crate::session::{DataConn, Session, PROBE_AFTER, PROBE_WINDOW};
 use crate::state::Shared;
 
-/// How often a session's served requests go to its client as one batch.
-pub(crate) const LOG_FLUSH: Duration = Duration::from_millis(100);
 /// Connections that have not authenticated yet, in total and per source address.
 const MAX_PENDING: usize = 1024;
 const MAX_PENDING_PER_IP: usize = 64;
@@ -435,7 +433,7 @@ async fn session_loop(
     let hb = shared.config().heartbeat.max(Duration::from_millis(100));
     let mut heartbeat = tokio::time::interval(hb);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut log_flush = tokio::time::interval(LOG_FLUSH);
+    let mut log_flush = tokio::time::interval(crate::session::LOG_FLUSH);
     log_flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_seen = tokio::time::Instant::now();
     let mut nonce = 0u64;

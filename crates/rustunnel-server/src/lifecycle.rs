@@ -362,7 +362,7 @@ impl Shared {
             return Err(OpenError::new(ErrorCode::BadRequest, "group key must be 1-256 characters"));
         }
         if let Some(w) = &group.alert_webhook {
-            crate::alert::parse_webhook(w).map_err(|e| OpenError::new(ErrorCode::BadRequest, e.to_string()))?;
+            crate::webhook::parse_webhook(w).map_err(|e| OpenError::new(ErrorCode::BadRequest, e.to_string()))?;
         }
         let requested = match spec.protocol {
             Protocol::Http => {
@@ -499,7 +499,7 @@ impl Shared {
             shared.close_tunnel(&tunnel.id, CloseReason::ClientRequest, "drained").await;
             // The last requests' log lines go out with the session's next batch: let it leave
             // before the answer that ends the client's wait.
-            tokio::time::sleep(crate::control::LOG_FLUSH + Duration::from_millis(50)).await;
+            tokio::time::sleep(crate::session::LOG_FLUSH + Duration::from_millis(50)).await;
             let _ = tunnel.session.out.try_send(ServerMsg::TunnelDrained { tunnel_id: tunnel.id.clone() });
         });
     }

@@ -4,34 +4,10 @@
 //!
 //! Applied live: the log level, the operator's certificate files (re-read on every reload, so
 //! renewed files take effect; new handshakes get them), the alert webhook, the regions list.
-use parking_lot::RwLock;
-
-use crate::config::{Config, ConfigError, RegionConfig, TlsSource};
+use crate::config::{Config, ConfigError, TlsSource};
 use crate::logging::LogControl;
 use crate::state::Shared;
 use crate::tls::{TlsError, TlsMaterial};
-
-/// The reloadable settings as the server uses them now.
-pub struct Live {
-    regions: RwLock<Vec<RegionConfig>>,
-    alert_webhook: RwLock<Option<String>>,
-}
-
-impl Live {
-    pub fn new(config: &Config) -> Live {
-        Live { regions: RwLock::new(config.regions.clone()), alert_webhook: RwLock::new(config.alert_webhook.clone()) }
-    }
-
-    /// The configured regions (empty: the server lists itself).
-    pub fn regions(&self) -> Vec<RegionConfig> {
-        self.regions.read().clone()
-    }
-
-    /// The server-wide webhook for pool alerts.
-    pub fn alert_webhook(&self) -> Option<String> {
-        self.alert_webhook.read().clone()
-    }
-}
 
 /// A reload that changed nothing: the server runs on as it was.
 #[derive(Debug, thiserror::Error)]
@@ -95,12 +71,12 @@ pub fn apply(
         current.tls = new.tls.clone();
     }
     if new.alert_webhook != current.alert_webhook {
-        *shared.live().alert_webhook.write() = new.alert_webhook.clone();
+        shared.live().set_alert_webhook(new.alert_webhook.clone());
         out.applied.push("alert_webhook".into());
         current.alert_webhook = new.alert_webhook.clone();
     }
     if new.regions != current.regions {
-        *shared.live().regions.write() = new.regions.clone();
+        shared.live().set_regions(new.regions.clone());
         out.applied.push("regions".into());
         current.regions = new.regions;
     }

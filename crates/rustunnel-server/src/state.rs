@@ -12,10 +12,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{Authenticator, FailureLimiter};
 use crate::config::Config;
+use crate::live::Live;
 use crate::p2p::P2pHub;
 use crate::pool::{Alert, Endpoint, Member, Pick, PoolKey, PoolMemberSnapshot, PoolSnapshot, PoolTable};
 use crate::registry::{ClaimChange, ClaimRecord, Registry};
-use crate::reload::Live;
 use crate::session::Session;
 use crate::store::{InstanceLock, Store};
 use crate::tls::TlsMaterial;

@@ -35,15 +35,7 @@ pub fn host_name(raw: &str) -> String {
     name.to_ascii_lowercase()
 }
 
-/// The single label in front of the domain, or `None` when the host is not one of ours
-/// (IP literals, trailing dots, nested labels, other domains).
-pub fn subdomain_of<'a>(host: &'a str, domain: &str) -> Option<&'a str> {
-    if host.ends_with('.') || host.parse::<IpAddr>().is_ok() || host.starts_with('[') {
-        return None;
-    }
-    let sub = host.strip_suffix(domain)?.strip_suffix('.')?;
-    (!sub.is_empty() && !sub.contains('.')).then_some(sub)
-}
+pub use rustunnel_proto::names::subdomain_of;
 
 /// The tunnel a request for `host` (a [`host_name`]) goes to, or the page that answers it:
 /// pools pick a healthy member per request; plain tunnels map one to one.
