@@ -28,6 +28,7 @@ pub mod claims;
 pub mod config;
 pub mod control;
 pub mod edge;
+pub mod idle;
 pub mod lifecycle;
 pub mod listener;
 pub mod live;

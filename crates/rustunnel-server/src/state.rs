@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{Authenticator, FailureLimiter};
 use crate::config::Config;
 use crate::live::Live;
-use crate::p2p::P2pHub;
+use crate::p2p::rendezvous::P2pHub;
 use crate::pool::{Alert, Endpoint, Member, Pick, PoolKey, PoolMemberSnapshot, PoolSnapshot, PoolTable};
 use crate::registry::{ClaimChange, ClaimRecord, Registry};
 use crate::session::Session;

@@ -124,10 +124,11 @@ fn session(shared: &Arc<Shared>, owner: &str, token_id: Option<&str>) -> (Arc<Se
 
 /// Publishes P2P service `name` from `publisher` and opens a (pending) link to it from `visitor`.
 fn p2p_link(shared: &Arc<Shared>, owner: &str, publisher: &Session, visitor: &Session, name: &str, link: &str) {
-    let mut t = shared.p2p().table.lock().unwrap();
-    t.publish(owner, &publisher.id, name, Protocol::Tcp).unwrap();
-    let now = std::time::Instant::now();
-    t.connect(now, owner, &visitor.id, link, name, Protocol::Tcp, "pake".into(), "fp".into(), vec![]).unwrap();
+    shared.p2p().with_table(|t| {
+        t.publish(owner, &publisher.id, name, Protocol::Tcp).unwrap();
+        let now = std::time::Instant::now();
+        t.connect(now, owner, &visitor.id, link, name, Protocol::Tcp, "pake".into(), "fp".into(), vec![]).unwrap();
+    });
 }
 
 async fn open(shared: &Arc<Shared>, s: &Arc<Session>, name: &str, protocol: &str) -> TunnelInfo {
@@ -379,7 +380,7 @@ async fn p2p_services_and_links_are_listed_per_tenant() {
         let (visitor, _vrx) = session(&sh, &owner, Some(&tok_id));
         p2p_link(&sh, &owner, &publisher, &visitor, "svc", "link-0123456789abcdef");
         // A published service with no link yet.
-        sh.p2p().table.lock().unwrap().publish(&owner, &publisher.id, "idle", Protocol::Udp).unwrap();
+        sh.p2p().with_table(|t| t.publish(&owner, &publisher.id, "idle", Protocol::Udp)).unwrap();
 
         let r = call(&e.app, Method::GET, "/api/p2p", Some(&tok), None).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
