@@ -8,6 +8,9 @@ use http::{header, Request, Uri};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
+use time::{OffsetDateTime, PrimitiveDateTime};
 use tokio::net::TcpStream;
 
 use crate::pool::{Alert, AlertKind};
@@ -166,20 +169,17 @@ async fn post(uri: &Uri, body: Bytes) -> Result<(), WebhookError> {
     }
 }
 
-/// `2024-05-01T12:34:56Z` without a date crate (civil-from-days, Howard Hinnant).
+/// `2024-05-01T12:34:56Z`: UTC, whole seconds, as webhook receivers get it.
+const RFC3339_S: &[BorrowedFormatItem<'static>] = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+
+/// A wall-clock instant as RFC 3339 UTC in whole seconds (`2024-05-01T12:34:56Z`).
 pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let t = i64::try_from(secs)
+        .ok()
+        .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
+        .unwrap_or(PrimitiveDateTime::MAX.assume_utc());
+    t.format(RFC3339_S).unwrap_or_default()
 }
 
 #[cfg(test)]
