@@ -82,9 +82,31 @@ pub fn validate_subdomain(name: &str) -> Result<(), SubdomainError> {
     Ok(())
 }
 
+/// The single label in front of the domain, or `None` when the host is not one of ours
+/// (IP literals, trailing dots, nested labels, other domains).
+pub fn subdomain_of<'a>(host: &'a str, domain: &str) -> Option<&'a str> {
+    if host.ends_with('.') || host.parse::<std::net::IpAddr>().is_ok() || host.starts_with('[') {
+        return None;
+    }
+    let sub = host.strip_suffix(domain)?.strip_suffix('.')?;
+    (!sub.is_empty() && !sub.contains('.')).then_some(sub)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subdomain_routing_rules() {
+        assert_eq!(subdomain_of("app.localhost", "localhost"), Some("app"));
+        assert_eq!(subdomain_of("app.localhost.", "localhost"), None);
+        assert_eq!(subdomain_of("a.b.localhost", "localhost"), None);
+        assert_eq!(subdomain_of("localhost", "localhost"), None);
+        assert_eq!(subdomain_of("applocalhost", "localhost"), None);
+        assert_eq!(subdomain_of("127.0.0.1", "localhost"), None);
+        assert_eq!(subdomain_of("[::1]", "localhost"), None);
+        assert_eq!(subdomain_of("app.example.com", "localhost"), None);
+    }
 
     #[test]
     fn hidden_characters() {

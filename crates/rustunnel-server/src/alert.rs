@@ -8,6 +8,9 @@ use http::{header, Request, Uri};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
+use time::{OffsetDateTime, PrimitiveDateTime};
 use tokio::net::TcpStream;
 
 use crate::pool::{Alert, AlertKind};
@@ -33,17 +36,12 @@ pub enum WebhookError {
     Timeout,
 }
 
-/// Checks a webhook URL before it is accepted from a member.
-pub fn parse_webhook(url: &str) -> Result<Uri, WebhookError> {
-    let bad = || WebhookError::BadUrl(url.chars().take(80).collect());
-    if url.len() > crate::pool::MAX_WEBHOOK_LEN {
-        return Err(bad());
+pub use crate::webhook::parse_webhook;
+
+impl From<crate::webhook::BadWebhookUrl> for WebhookError {
+    fn from(e: crate::webhook::BadWebhookUrl) -> Self {
+        WebhookError::BadUrl(e.0)
     }
-    let uri: Uri = url.parse().map_err(|_| bad())?;
-    if uri.scheme_str() != Some("http") || uri.host().is_none_or(str::is_empty) {
-        return Err(bad());
-    }
-    Ok(uri)
 }
 
 #[derive(Debug, Serialize)]
@@ -105,6 +103,37 @@ pub async fn deliver(url: &str, body: Bytes) -> Result<(), WebhookError> {
     Err(last)
 }
 
+/// Delivers pool alerts one after another (so a down and its recovery arrive in order) to the
+/// members' webhooks and the server-wide one.
+pub(crate) async fn alert_loop(
+    mut rx: tokio::sync::mpsc::Receiver<Alert>,
+    shared: std::sync::Arc<crate::state::Shared>,
+) {
+    let stop = shared.hard_stop().clone();
+    loop {
+        let alert = tokio::select! {
+            a = rx.recv() => match a { Some(a) => a, None => return },
+            _ = stop.cancelled() => return,
+        };
+        let mut urls = alert.webhooks.clone();
+        // Read per alert: a reload may have changed it.
+        urls.extend(shared.live().alert_webhook());
+        urls.sort();
+        urls.dedup();
+        let body = Bytes::from(body(&alert, SystemTime::now()));
+        for url in urls {
+            tokio::select! {
+                r = deliver(&url, body.clone()) => {
+                    if let Err(e) = r {
+                        tracing::warn!(pool = %alert.pool.name, error = %e, "pool alert not delivered");
+                    }
+                }
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+}
+
 async fn post(uri: &Uri, body: Bytes) -> Result<(), WebhookError> {
     let host = uri.host().ok_or_else(|| WebhookError::BadUrl(uri.to_string()))?;
     let port = uri.port_u16().unwrap_or(80);
@@ -140,20 +169,17 @@ async fn post(uri: &Uri, body: Bytes) -> Result<(), WebhookError> {
     }
 }
 
-/// `2024-05-01T12:34:56Z` without a date crate (civil-from-days, Howard Hinnant).
+/// `2024-05-01T12:34:56Z`: UTC, whole seconds, as webhook receivers get it.
+const RFC3339_S: &[BorrowedFormatItem<'static>] = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+
+/// A wall-clock instant as RFC 3339 UTC in whole seconds (`2024-05-01T12:34:56Z`).
 pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let t = i64::try_from(secs)
+        .ok()
+        .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
+        .unwrap_or(PrimitiveDateTime::MAX.assume_utc());
+    t.format(RFC3339_S).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -219,7 +219,7 @@ pub struct Config {
     pub log_level: String,
     pub log_format: LogFormat,
     /// Peers whose connections to the public edges start with a PROXY header naming the visitor.
-    pub proxy_protocol_from: crate::edge::proxy_header::ProxyFrom,
+    pub proxy_protocol_from: crate::proxy_from::ProxyFrom,
 }
 
 /// The placeholder of `examples/server.toml`, refused so a copied example cannot run with it.
@@ -364,7 +364,7 @@ impl Config {
         };
         let alert_webhook = f.alert_webhook.clone().filter(|w| !w.is_empty());
         if let Some(w) = &alert_webhook {
-            crate::alert::parse_webhook(w).map_err(|e| ConfigError::Invalid(format!("alert_webhook: {e}")))?;
+            crate::webhook::parse_webhook(w).map_err(|e| ConfigError::Invalid(format!("alert_webhook: {e}")))?;
         }
         let log_level = f.log_level.clone().unwrap_or_else(|| "info".to_string());
         crate::logging::parse_level(&log_level).map_err(|e| ConfigError::Invalid(e.to_string()))?;
@@ -402,7 +402,7 @@ impl Config {
             allow_plain_data: f.allow_plain_data.unwrap_or(false),
             log_level,
             log_format: f.log_format.unwrap_or_default(),
-            proxy_protocol_from: crate::edge::proxy_header::ProxyFrom::parse(
+            proxy_protocol_from: crate::proxy_from::ProxyFrom::parse(
                 f.proxy_protocol_from.as_deref().unwrap_or_default(),
             )
             .map_err(|e| ConfigError::Invalid(e.to_string()))?,

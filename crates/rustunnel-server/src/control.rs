@@ -29,11 +29,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::auth::AuthError;
-use crate::server::Shared;
 use crate::session::{DataConn, Session, PROBE_AFTER, PROBE_WINDOW};
+use crate::state::Shared;
 
-/// How often a session's served requests go to its client as one batch.
-pub(crate) const LOG_FLUSH: Duration = Duration::from_millis(100);
 /// Connections that have not authenticated yet, in total and per source address.
 const MAX_PENDING: usize = 1024;
 const MAX_PENDING_PER_IP: usize = 64;
@@ -80,7 +78,7 @@ impl Drop for PendingSlot {
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     let counts = Arc::new(Mutex::new(PendingCounts::default()));
     loop {
-        let Some((stream, peer)) = crate::listener::accept(&listener, &shared.stop_accepting, "control plane").await
+        let Some((stream, peer)) = crate::listener::accept(&listener, shared.stop_accepting(), "control plane").await
         else {
             return;
         };
@@ -89,10 +87,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             continue;
         };
         let shared2 = shared.clone();
-        shared.tasks.spawn(async move {
+        shared.tasks().spawn(async move {
             // A plain data connection announces itself in its first byte; TLS starts with 0x16.
             let mut first = [0u8; 1];
-            let peeked = tokio::time::timeout(shared2.config.handshake_timeout, stream.peek(&mut first)).await;
+            let peeked = tokio::time::timeout(shared2.config().handshake_timeout, stream.peek(&mut first)).await;
             match peeked {
                 Ok(Ok(1)) if first[0] == PLAIN_MAGIC[0] => {
                     plain_data_conn(stream, peer, &shared2).await;
@@ -102,9 +100,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 _ => return,
             }
             let tls = match tokio::time::timeout(
-                shared2.config.handshake_timeout,
+                shared2.config().handshake_timeout,
                 // Lean TLS: the many data connections each end holds cost no idle buffer.
-                rustunnel_transport::lean_tls::LeanServer::accept(shared2.tls.control.clone(), stream),
+                rustunnel_transport::lean_tls::LeanServer::accept(shared2.tls().control.clone(), stream),
             )
             .await
             {
@@ -119,13 +117,13 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(shared2.config.handshake_timeout)
+                .header_read_timeout(shared2.config().handshake_timeout)
                 .max_buf_size(16 * 1024)
                 .serve_connection(TokioIo::new(tls), service)
                 .with_upgrades();
             tokio::select! {
                 _ = conn => {}
-                _ = shared2.hard_stop.cancelled() => {}
+                _ = shared2.hard_stop().cancelled() => {}
             }
         });
     }
@@ -138,7 +136,7 @@ async fn plain_data_conn(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<S
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut nonce);
     let key_of = |sid: &str| shared.session(sid).filter(|s| s.plain_data).map(|s| s.data_key.clone());
     let hs = tokio::time::timeout(
-        shared.config.handshake_timeout,
+        shared.config().handshake_timeout,
         rustunnel_transport::plain::server_handshake(&mut stream, nonce, key_of),
     );
     match hs.await {
@@ -172,7 +170,7 @@ fn route(
     shared: Arc<Shared>,
     slot: Arc<PendingSlot>,
 ) -> Response<Full<Bytes>> {
-    if shared.stop_accepting.is_cancelled() {
+    if shared.stop_accepting().is_cancelled() {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down");
     }
     let upgrade = header_is(&req, header::CONNECTION, "upgrade");
@@ -186,7 +184,7 @@ fn route(
             }
             let on_upgrade = hyper::upgrade::on(&mut req);
             let sh = shared.clone();
-            shared.tasks.spawn(async move {
+            shared.tasks().spawn(async move {
                 let Ok(upgraded) = on_upgrade.await else { return };
                 let mut cfg = WebSocketConfig::default();
                 cfg.max_message_size = Some(MAX_CONTROL_FRAME);
@@ -225,7 +223,7 @@ fn route(
             };
             let on_upgrade = hyper::upgrade::on(&mut req);
             let sh = shared.clone();
-            shared.tasks.spawn(async move {
+            shared.tasks().spawn(async move {
                 if let Ok(upgraded) = on_upgrade.await {
                     match p2p_link {
                         Some(link) => crate::p2p::relay(sh, link, session.peer, upgraded).await,
@@ -314,8 +312,8 @@ async fn reject_too_big(ws: &mut Ws) {
 
 async fn run_control(mut ws: Ws, peer: SocketAddr, shared: Arc<Shared>, slot: Arc<PendingSlot>) {
     let hello = tokio::select! {
-        r = tokio::time::timeout(shared.config.handshake_timeout, read_hello(&mut ws)) => r,
-        _ = shared.hard_stop.cancelled() => return,
+        r = tokio::time::timeout(shared.config().handshake_timeout, read_hello(&mut ws)) => r,
+        _ = shared.hard_stop().cancelled() => return,
     };
     let (version, token, agent, plain_asked, mux) = match hello {
         Ok(Ok(h)) => h,
@@ -347,7 +345,7 @@ async fn run_control(mut ws: Ws, peer: SocketAddr, shared: Arc<Shared>, slot: Ar
         .await;
         return;
     }
-    let principal = match shared.auth.authenticate(&shared.store, peer.ip(), &token).await {
+    let principal = match shared.auth().authenticate(shared.store(), peer.ip(), &token).await {
         Ok(p) => p,
         Err(e) => {
             let (code, retry_after) = match e {
@@ -374,20 +372,20 @@ async fn run_control(mut ws: Ws, peer: SocketAddr, shared: Arc<Shared>, slot: Ar
             peer,
             agent.chars().take(128).collect(),
             out_tx,
-            shared.hard_stop.child_token(),
+            shared.hard_stop().child_token(),
         )
-        .with_plain_data(plain_asked && shared.config.allow_plain_data)
+        .with_plain_data(plain_asked && shared.config().allow_plain_data)
         .with_mux(mux),
     );
-    crate::server::write(&shared.sessions).insert(session.id.clone(), session.clone());
+    shared.add_session(session.clone());
     let welcome = ServerMsg::Welcome {
         version: PROTOCOL_VERSION,
         session_id: session.id.clone(),
         data_key: session.data_key.clone(),
-        heartbeat_secs: shared.config.heartbeat.as_secs().max(1),
-        pool_size: shared.config.pool_size,
+        heartbeat_secs: shared.config().heartbeat.as_secs().max(1),
+        pool_size: shared.config().pool_size,
         server_agent: format!("rustunnel-server/{}", env!("CARGO_PKG_VERSION")),
-        p2p_udp_port: shared.p2p.reflector_port.get().copied(),
+        p2p_udp_port: shared.p2p().reflector_port.get().copied(),
         plain_data: session.plain_data,
     };
     tracing::info!(session = %session.id, %peer, owner = %session.principal.owner_id, "client connected");
@@ -396,7 +394,7 @@ async fn run_control(mut ws: Ws, peer: SocketAddr, shared: Arc<Shared>, slot: Ar
         too_big = session_loop(&mut ws, &session, &shared, &mut out_rx).await == LoopEnd::TooBig;
     }
     let reason =
-        if shared.stop_accepting.is_cancelled() { CloseReason::ServerShutdown } else { CloseReason::SessionEnded };
+        if shared.stop_accepting().is_cancelled() { CloseReason::ServerShutdown } else { CloseReason::SessionEnded };
     shared.end_session(&session, reason).await;
     if too_big {
         rustunnel_transport::ws::close_too_big(&mut ws, MAX_CONTROL_FRAME, Duration::from_secs(1)).await;
@@ -432,10 +430,10 @@ async fn session_loop(
     shared: &Arc<Shared>,
     out_rx: &mut mpsc::Receiver<ServerMsg>,
 ) -> LoopEnd {
-    let hb = shared.config.heartbeat.max(Duration::from_millis(100));
+    let hb = shared.config().heartbeat.max(Duration::from_millis(100));
     let mut heartbeat = tokio::time::interval(hb);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut log_flush = tokio::time::interval(LOG_FLUSH);
+    let mut log_flush = tokio::time::interval(crate::session::LOG_FLUSH);
     log_flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_seen = tokio::time::Instant::now();
     let mut nonce = 0u64;

@@ -5,11 +5,12 @@
 //! Nothing here carries a token, an owner or a URL: metrics are public and aggregate only.
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustunnel_proto::Protocol;
 
-use crate::server::{read, Shared};
+use crate::tunnel::Tunnel;
 
 /// Upper bounds (seconds) of the HTTP latency histogram buckets.
 pub const LATENCY_BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -47,10 +48,10 @@ impl Metrics {
     }
 
     /// Renders every metric in the Prometheus text exposition format (version 0.0.4).
-    pub fn render(&self, shared: &Shared) -> String {
+    pub fn render(&self, now: &Sample<'_>) -> String {
         let mut by_proto = [0u64; 3];
         let (mut bytes_in, mut bytes_out, mut requests, mut connections) = (0u64, 0u64, 0u64, 0u64);
-        for t in read(&shared.tunnels).values() {
+        for t in now.tunnels {
             by_proto[proto_index(t.protocol)] += 1;
             let (i, o, r, c) = t.stats.get();
             bytes_in += i;
@@ -63,7 +64,6 @@ impl Metrics {
         bytes_out += load(&self.closed_bytes_out);
         requests += load(&self.closed_requests);
         connections += load(&self.closed_connections);
-        let sessions = read(&shared.sessions).len();
 
         let mut s = String::with_capacity(2048);
         family(&mut s, "rustunnel_tunnels", "gauge", "Open tunnels by protocol.");
@@ -71,7 +71,7 @@ impl Metrics {
             let _ = writeln!(s, "rustunnel_tunnels{{protocol=\"{p}\"}} {n}");
         }
         family(&mut s, "rustunnel_sessions", "gauge", "Connected client sessions.");
-        let _ = writeln!(s, "rustunnel_sessions {sessions}");
+        let _ = writeln!(s, "rustunnel_sessions {}", now.sessions);
         family(&mut s, "rustunnel_tunnels_closed_total", "counter", "Tunnels closed since the server started.");
         let _ = writeln!(s, "rustunnel_tunnels_closed_total {}", load(&self.tunnels_closed));
         family(&mut s, "rustunnel_connections_total", "counter", "TCP connections and UDP flows served by tunnels.");
@@ -102,7 +102,7 @@ impl Metrics {
         let sum = load(&self.latency_sum_us) as f64 / 1e6;
         let _ = writeln!(s, "rustunnel_http_request_duration_seconds_sum {sum}");
         let _ = writeln!(s, "rustunnel_http_request_duration_seconds_count {}", load(&self.latency_count));
-        let (failures, limited) = shared.auth.failure_counts();
+        let (failures, limited) = now.auth_failures;
         family(&mut s, "rustunnel_auth_failures_total", "counter", "Rejected tokens (control plane and API).");
         let _ = writeln!(s, "rustunnel_auth_failures_total {failures}");
         family(
@@ -118,15 +118,22 @@ impl Metrics {
             "counter",
             "Payload bytes of P2P links relayed through the server (direct links add nothing).",
         );
-        let _ = writeln!(s, "rustunnel_p2p_relayed_bytes_total {}", shared.p2p.relayed_total());
+        let _ = writeln!(s, "rustunnel_p2p_relayed_bytes_total {}", now.p2p_relayed_bytes);
         family(&mut s, "rustunnel_p2p_relayed_streams_total", "counter", "P2P streams relayed through the server.");
-        let _ = writeln!(
-            s,
-            "rustunnel_p2p_relayed_streams_total {}",
-            shared.p2p.relayed_streams.load(std::sync::atomic::Ordering::Relaxed)
-        );
+        let _ = writeln!(s, "rustunnel_p2p_relayed_streams_total {}", now.p2p_relayed_streams);
         s
     }
+}
+
+/// What the rest of the server holds at render time: open tunnels and sessions, and the
+/// counters kept by the authenticator and the P2P hub.
+pub struct Sample<'a> {
+    pub tunnels: &'a [Arc<Tunnel>],
+    pub sessions: usize,
+    /// Rejected tokens, and attempts refused by the per-address limit.
+    pub auth_failures: (u64, u64),
+    pub p2p_relayed_bytes: u64,
+    pub p2p_relayed_streams: u64,
 }
 
 fn family(s: &mut String, name: &str, kind: &str, help: &str) {

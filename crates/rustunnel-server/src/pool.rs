@@ -19,8 +19,7 @@ use crate::tunnel::Access;
 pub const MAX_MEMBERS: usize = 64;
 /// Longest pool name.
 pub const MAX_POOL_NAME: usize = 63;
-/// Longest alert webhook URL a member may give.
-pub const MAX_WEBHOOK_LEN: usize = 512;
+pub use crate::webhook::MAX_WEBHOOK_LEN;
 
 /// A pool is identified by its protocol and group name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

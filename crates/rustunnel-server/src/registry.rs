@@ -20,7 +20,26 @@ use rand::Rng;
 use rustunnel_proto::limits::whole_secs;
 use rustunnel_proto::names::{validate_subdomain, SubdomainError};
 
-use crate::store::{ClaimChange, ClaimRecord};
+/// A claimed or reserved subdomain or port, as the store keeps it in
+/// `registry_claims` (see [`Registry::load`] for how rows are validated when loaded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRecord {
+    /// `subdomain`, `tcp` or `udp`.
+    pub kind: String,
+    /// The subdomain, or the port number in decimal.
+    pub name: String,
+    /// The owner the name is reserved to (an owner id, never a token).
+    pub owner_id: String,
+    /// `None` while in use; the end of the owner's reservation (unix ms) once released.
+    pub reserved_until: Option<i64>,
+}
+
+/// One change to the stored claims of a region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimChange {
+    Upsert(ClaimRecord),
+    Delete { kind: String, name: String },
+}
 
 /// Why a claim was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

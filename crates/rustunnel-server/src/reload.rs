@@ -4,34 +4,10 @@
 //!
 //! Applied live: the log level, the operator's certificate files (re-read on every reload, so
 //! renewed files take effect; new handshakes get them), the alert webhook, the regions list.
-use std::sync::RwLock;
-
-use crate::config::{Config, ConfigError, RegionConfig, TlsSource};
+use crate::config::{Config, ConfigError, TlsSource};
 use crate::logging::LogControl;
-use crate::server::Shared;
+use crate::state::Shared;
 use crate::tls::{TlsError, TlsMaterial};
-
-/// The reloadable settings as the server uses them now.
-pub struct Live {
-    regions: RwLock<Vec<RegionConfig>>,
-    alert_webhook: RwLock<Option<String>>,
-}
-
-impl Live {
-    pub fn new(config: &Config) -> Live {
-        Live { regions: RwLock::new(config.regions.clone()), alert_webhook: RwLock::new(config.alert_webhook.clone()) }
-    }
-
-    /// The configured regions (empty: the server lists itself).
-    pub fn regions(&self) -> Vec<RegionConfig> {
-        crate::server::read(&self.regions).clone()
-    }
-
-    /// The server-wide webhook for pool alerts.
-    pub fn alert_webhook(&self) -> Option<String> {
-        crate::server::read(&self.alert_webhook).clone()
-    }
-}
 
 /// A reload that changed nothing: the server runs on as it was.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +47,7 @@ pub fn apply(
     // Files to files: re-read (renewed certificates keep their paths). A switch between files
     // and the generated CA changes what clients must trust: that takes a restart.
     let cert = match (&current.tls, &new.tls) {
-        (TlsSource::Files { .. }, TlsSource::Files { cert, key }) if shared.tls.has_operator_files() => {
+        (TlsSource::Files { .. }, TlsSource::Files { cert, key }) if shared.tls().has_operator_files() => {
             Some(TlsMaterial::read_operator_files(cert, key)?)
         }
         _ => None,
@@ -90,17 +66,17 @@ pub fn apply(
         current.log_level = new.log_level.clone();
     }
     if let Some(cert) = cert {
-        shared.tls.replace_operator_cert(cert);
+        shared.tls().replace_operator_cert(cert);
         out.applied.push("tls certificate files (re-read)".into());
         current.tls = new.tls.clone();
     }
     if new.alert_webhook != current.alert_webhook {
-        *crate::server::write(&shared.live.alert_webhook) = new.alert_webhook.clone();
+        shared.live().set_alert_webhook(new.alert_webhook.clone());
         out.applied.push("alert_webhook".into());
         current.alert_webhook = new.alert_webhook.clone();
     }
     if new.regions != current.regions {
-        *crate::server::write(&shared.live.regions) = new.regions.clone();
+        shared.live().set_regions(new.regions.clone());
         out.applied.push("regions".into());
         current.regions = new.regions;
     }

@@ -16,6 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Principal;
 
+/// How often a session's served requests go to its client as one batch.
+pub(crate) const LOG_FLUSH: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A pooled data connection: TLS (upgraded on the control port) or, when granted, plain TCP.
 /// Boxed: the TLS state is large, and futures holding a data connection should not be.
 pub type DataConn = rustunnel_transport::plain::DataConn<Box<rustunnel_transport::lean_tls::LeanServer>>;

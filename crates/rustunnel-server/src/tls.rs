@@ -176,7 +176,7 @@ impl MintingResolver {
     /// Whether `name` is the domain or a valid subdomain label under it: the names served.
     fn is_ours(&self, name: &str) -> bool {
         name == self.domain
-            || crate::edge::http::subdomain_of(name, &self.domain)
+            || rustunnel_proto::names::subdomain_of(name, &self.domain)
                 .is_some_and(|label| rustunnel_proto::names::validate_subdomain(label).is_ok())
     }
 }

@@ -53,7 +53,7 @@ pub struct Tunnel {
     /// Caps concurrent requests/connections of this tunnel so one tunnel cannot starve others.
     pub concurrency: Arc<Semaphore>,
     /// Data connections kept open for the next HTTP request (lean HTTP/1.1 path).
-    pub http_idle: crate::edge::IdlePool,
+    pub http_idle: crate::idle::IdlePool,
     /// Who may reach it.
     pub access: Access,
     /// HTTP: the `Host` the local service gets instead of the public one (`--host-header`).

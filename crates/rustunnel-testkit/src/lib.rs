@@ -106,7 +106,7 @@ impl TestServer {
         &self,
         pred: impl Fn(&[rustunnel_server::store::ClaimRecord]) -> bool,
     ) -> Vec<rustunnel_server::store::ClaimRecord> {
-        let region = self.handle.shared().config.region.id.clone();
+        let region = self.handle.shared().config().region.id.clone();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             let claims = self.handle.store().load_claims(&region).await.expect("load claims");

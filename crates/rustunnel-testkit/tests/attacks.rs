@@ -391,9 +391,9 @@ async fn oversized_and_unknown_messages_after_auth() {
         other => panic!("expected a close frame with code 1009, got {other:?}"),
     }
     assert!(
-        server.handle.shared().sessions.read().unwrap().is_empty() || {
+        server.handle.shared().session_count() == 0 || {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            server.handle.shared().sessions.read().unwrap().is_empty()
+            server.handle.shared().session_count() == 0
         }
     );
 }

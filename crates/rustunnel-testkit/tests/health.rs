@@ -56,8 +56,8 @@ async fn readiness_fails_from_the_first_moment_of_a_drain() {
     let (http, host) = (server.http_addr(), ready[0].host());
     let in_flight = tokio::spawn(async move { get(http, &host, "/slow?ms=1500").await });
     let shared = server.handle.shared().clone();
-    let max = shared.config.max_requests_per_tunnel;
-    let busy = || shared.tunnels.read().unwrap().values().any(|t| t.concurrency.available_permits() < max);
+    let max = shared.config().max_requests_per_tunnel;
+    let busy = || shared.tunnels().iter().any(|t| t.concurrency.available_permits() < max);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !busy() {
         assert!(Instant::now() < deadline, "the slow request never reached the tunnel");

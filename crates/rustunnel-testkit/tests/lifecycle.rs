@@ -333,9 +333,7 @@ async fn heartbeat_loss_frees_server_resources() {
     c.stop().await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
     // (The stopping client drains and closes its tunnel first, then its connection.)
-    while server.handle.shared().tunnel(&ready[0].tunnel_id).is_some()
-        || !server.handle.shared().sessions.read().unwrap().is_empty()
-    {
+    while server.handle.shared().tunnel(&ready[0].tunnel_id).is_some() || server.handle.shared().session_count() != 0 {
         assert!(std::time::Instant::now() < deadline, "tunnel or session not freed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -528,7 +526,7 @@ async fn open_tunnels_counters_reach_the_history_while_they_run() {
     server
         .handle
         .store()
-        .close_region_orphans(&server.handle.shared().config.region.id, "server_restart")
+        .close_region_orphans(&server.handle.shared().config().region.id, "server_restart")
         .await
         .unwrap();
     let rows = server.handle.store().list_history(&query).await.unwrap();

@@ -99,7 +99,7 @@ async fn udp_round_trip(addr: SocketAddr) {
 }
 
 fn relayed(server: &TestServer) -> u64 {
-    server.handle.shared().p2p.relayed_total()
+    server.handle.shared().p2p().relayed_total()
 }
 
 #[tokio::test]
@@ -166,7 +166,7 @@ async fn wrong_secret_is_refused_and_the_service_sees_nothing() {
     assert!(err.contains("wrong secret for 'svc'"), "{err}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The link was never accepted (and is gone): no relayed stream can be opened for it.
-    assert_eq!(server.handle.shared().p2p.table.lock().unwrap().links().count(), 0);
+    assert_eq!(server.handle.shared().p2p().with_table(|t| t.links().count()), 0);
     assert_eq!(accepted.load(Ordering::SeqCst), 0, "no connection may reach the publisher's service");
     p.stop().await.unwrap();
 }

@@ -23,8 +23,8 @@ fn plain_opts(server: &TestServer, tunnels: Vec<rustunnel_client::TunnelConfig>)
 
 /// Every session of the server was granted plain data connections.
 fn all_sessions_plain(server: &TestServer) -> bool {
-    let sessions = server.handle.shared().sessions.read().unwrap();
-    !sessions.is_empty() && sessions.values().all(|s| s.plain_data)
+    let sessions = server.handle.shared().sessions();
+    !sessions.is_empty() && sessions.iter().all(|s| s.plain_data)
 }
 
 #[tokio::test]

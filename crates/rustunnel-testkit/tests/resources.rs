@@ -75,7 +75,7 @@ async fn file_descriptors_return_to_baseline() {
         let shared = server.handle.shared().clone();
         async move {
             let deadline = Instant::now() + Duration::from_secs(10);
-            while !(shared.sessions.read().unwrap().is_empty() && shared.tunnels.read().unwrap().is_empty()) {
+            while !(shared.session_count() == 0 && shared.tunnel_count() == 0) {
                 assert!(Instant::now() < deadline, "sessions/tunnels not freed");
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

@@ -114,7 +114,7 @@ pub fn text(r: &CallToolResult) -> String {
 
 /// Number of tunnels the server has open.
 pub fn server_tunnels(server: &TestServer) -> usize {
-    server.handle.shared().tunnels.read().unwrap_or_else(|e| e.into_inner()).len()
+    server.handle.shared().tunnel_count()
 }
 
 /// Waits until `f` holds (state changes that follow a socket close take a moment).

@@ -6,7 +6,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 
 use super::status::region_list;
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// A manual for AI agents: copy-paste recipes and an FAQ.
 #[utoipa::path(get, path = "/agents.md", tag = "server",
@@ -16,7 +16,7 @@ pub async fn agents_md(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 }
 
 pub fn render(shared: &Shared) -> String {
-    let c = &shared.config;
+    let c = &shared.config();
     let control = &c.region.control_addr;
     let api = if c.region.api_url.is_empty() { "http://localhost:4041".to_string() } else { c.region.api_url.clone() };
     let web = shared.http_urls("myapp").into_iter().next().unwrap_or_else(|| format!("http://myapp.{}", c.domain));

@@ -1,28 +1,27 @@
 //! From server state and store rows to the shared REST DTOs, and RFC 3339 timestamps.
 use rustunnel_api_types as dto;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
+use time::{OffsetDateTime, PrimitiveDateTime};
 
 use crate::config::RegionConfig;
-use crate::server::Shared;
+use crate::state::Shared;
 use crate::store::{HistoryRecord, TokenRecord};
 use crate::tunnel::Tunnel;
 
+/// `2024-05-01T12:00:00.000Z`: UTC, millisecond precision.
+const RFC3339_MS: &[BorrowedFormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+
 /// Unix milliseconds as RFC 3339 UTC with millisecond precision (`2024-05-01T12:00:00.000Z`).
-/// Civil-from-days after Howard Hinnant's algorithm; valid for every `i64` day count we can meet.
+/// Instants beyond the years 1-9999 (only a corrupt row holds one) show as the nearest end.
 pub fn rfc3339(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z", sod / 3600, (sod % 3600) / 60, sod % 60)
+    let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(if ms < 0 {
+        PrimitiveDateTime::MIN.assume_utc()
+    } else {
+        PrimitiveDateTime::MAX.assume_utc()
+    });
+    t.format(RFC3339_MS).unwrap_or_default()
 }
 
 pub fn tunnel(shared: &Shared, t: &Tunnel) -> dto::Tunnel {
@@ -38,7 +37,7 @@ pub fn tunnel(shared: &Shared, t: &Tunnel) -> dto::Tunnel {
         port: t.info.remote_port,
         local_addr: t.local_addr.clone(),
         client_addr: t.session.peer.to_string(),
-        region: shared.config.region.id.clone(),
+        region: shared.config().region.id.clone(),
         owner_id: t.session.principal.owner_id.clone(),
         created_at: rfc3339(t.opened_at_ms),
         bytes_in,

@@ -9,7 +9,7 @@ use axum::http::request::Parts;
 
 use super::error::ApiError;
 use crate::auth::Principal;
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// A JSON body (`Content-Type: application/json`, at most [`super::MAX_BODY`] bytes).
 #[derive(FromRequest)]
@@ -62,7 +62,7 @@ impl FromRequestParts<Arc<Shared>> for Caller {
                 _ => "\u{0}malformed".to_string(),
             },
         };
-        let principal = shared.auth.authenticate(&shared.store, ip, &token).await?;
+        let principal = shared.auth().authenticate(shared.store(), ip, &token).await?;
         Ok(Caller(principal))
     }
 }

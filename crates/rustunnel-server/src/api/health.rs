@@ -15,7 +15,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::json;
 
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// How long `/readyz` waits for the database: a probe must answer well within a load
 /// balancer's own timeout (commonly 2-5 s), unreachable or not.
@@ -35,8 +35,8 @@ pub async fn healthz() -> impl IntoResponse {
         (status = 200, description = "Ready for visitors", body = Object),
         (status = 503, description = "Draining, or the database is unreachable", body = Object)))]
 pub async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    let draining = shared.stop_accepting.is_cancelled();
-    let database = match tokio::time::timeout(DB_TIMEOUT, shared.store.ping()).await {
+    let draining = shared.stop_accepting().is_cancelled();
+    let database = match tokio::time::timeout(DB_TIMEOUT, shared.store().ping()).await {
         Ok(Ok(())) => "ok".to_string(),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness: the database does not answer");

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::convert;
 use super::error::ApiError;
 use super::extract::{Caller, Query};
-use crate::server::Shared;
+use crate::state::Shared;
 use crate::store::HistoryQuery;
 
 pub const DEFAULT_LIMIT: i64 = 25;
@@ -68,7 +68,7 @@ pub async fn list(
     Query(params): Query<HistoryParams>,
 ) -> Result<Json<HistoryList>, ApiError> {
     let q = params.to_query(caller.scope())?;
-    let rows = shared.store.list_history(&q).await?;
+    let rows = shared.store().list_history(&q).await?;
     Ok(Json(HistoryList {
         entries: rows.into_iter().map(|h| convert::history(&shared, h)).collect(),
         // Both were range-checked above.

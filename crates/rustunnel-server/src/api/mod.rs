@@ -22,7 +22,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::server::Shared;
+use crate::state::Shared;
 
 pub mod agents_md;
 pub mod convert;
@@ -89,14 +89,14 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     let app = router(shared.clone());
     let graceful = GracefulShutdown::new();
     loop {
-        let Some((stream, peer)) = crate::listener::accept(&listener, &shared.stop_accepting, "management API").await
+        let Some((stream, peer)) = crate::listener::accept(&listener, shared.stop_accepting(), "management API").await
         else {
             break;
         };
         let app = app.clone();
         let watcher = graceful.watcher();
-        let stop = shared.hard_stop.clone();
-        shared.tasks.spawn(async move {
+        let stop = shared.hard_stop().clone();
+        shared.tasks().spawn(async move {
             let svc = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(peer));
                 let mut app = app.clone();
@@ -116,7 +116,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     drop(listener);
     tokio::select! {
         _ = graceful.shutdown() => {}
-        _ = shared.hard_stop.cancelled() => {}
+        _ = shared.hard_stop().cancelled() => {}
     }
 }
 

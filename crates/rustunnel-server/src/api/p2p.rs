@@ -10,7 +10,7 @@ use rustunnel_api_types::{ErrorBody, P2pLink, P2pList, P2pPeer, P2pService};
 
 use super::extract::Caller;
 use crate::p2p::LinkState;
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// P2P services visible to the caller, by owner then name; links by age (oldest first).
 #[utoipa::path(get, path = "/api/p2p", tag = "tunnels", security(("bearer" = [])),
@@ -38,8 +38,7 @@ pub fn visible_services(shared: &Shared, caller: &Caller) -> Vec<P2pService> {
     type Key = (String, String);
     let mut services: BTreeMap<Key, (String, Option<String>)> = BTreeMap::new();
     let mut links: Vec<(Key, String, String, String, u64, u64, std::time::Duration)> = Vec::new();
-    {
-        let table = shared.p2p.table.lock().unwrap_or_else(|e| e.into_inner());
+    shared.p2p().with_table(|table| {
         for (owner, name, protocol, session) in table.published() {
             if caller.may_see(owner) {
                 services
@@ -59,7 +58,7 @@ pub fn visible_services(shared: &Shared, caller: &Caller) -> Vec<P2pService> {
             services.entry(key.clone()).or_insert_with(|| (l.protocol.to_string(), None));
             links.push((key, l.id.clone(), l.visitor.clone(), mode, bytes_in, bytes_out, l.created.elapsed()));
         }
-    }
+    });
     links.sort_by(|a, b| b.6.cmp(&a.6).then_with(|| a.1.cmp(&b.1)));
     services
         .into_iter()

@@ -7,7 +7,7 @@ use axum::Json;
 use rustunnel_api_types::{ErrorBody, Pool, PoolList, PoolMember};
 
 use super::extract::Caller;
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// Open pools, by protocol then name.
 #[utoipa::path(get, path = "/api/pools", tag = "tunnels", security(("bearer" = [])),

@@ -7,14 +7,14 @@ use rustunnel_api_types::{ProtocolCounts, RegionList, StatusResponse};
 use rustunnel_proto::Protocol;
 
 use super::convert;
-use crate::server::{read, Shared};
+use crate::state::Shared;
 
 /// Server version, region, and how many sessions and tunnels are open.
 #[utoipa::path(get, path = "/api/status", tag = "server",
     responses((status = 200, description = "Server status", body = StatusResponse)))]
 pub async fn status(State(shared): State<Arc<Shared>>) -> Json<StatusResponse> {
     let mut tunnels = ProtocolCounts::default();
-    for t in read(&shared.tunnels).values() {
+    for t in shared.tunnels() {
         match t.protocol {
             Protocol::Http => tunnels.http += 1,
             Protocol::Tcp => tunnels.tcp += 1,
@@ -23,8 +23,8 @@ pub async fn status(State(shared): State<Arc<Shared>>) -> Json<StatusResponse> {
     }
     Json(StatusResponse {
         version: env!("CARGO_PKG_VERSION").to_string(),
-        region: shared.config.region.id.clone(),
-        sessions: read(&shared.sessions).len() as u64,
+        region: shared.config().region.id.clone(),
+        sessions: shared.session_count() as u64,
         tunnels,
     })
 }
@@ -37,9 +37,9 @@ pub async fn regions(State(shared): State<Arc<Shared>>) -> Json<RegionList> {
 }
 
 pub fn region_list(shared: &Shared) -> Vec<rustunnel_api_types::Region> {
-    let regions = shared.live.regions();
+    let regions = shared.live().regions();
     if regions.is_empty() {
-        vec![convert::region(&shared.config.region)]
+        vec![convert::region(&shared.config().region)]
     } else {
         regions.iter().map(convert::region).collect()
     }

@@ -19,8 +19,8 @@ use tower::ServiceExt;
 use super::router;
 use crate::auth::Principal;
 use crate::config::Config;
-use crate::server::{read, write, Shared};
 use crate::session::Session;
+use crate::state::Shared;
 use crate::ServerHandle;
 
 struct Env {
@@ -116,18 +116,19 @@ fn session(shared: &Arc<Shared>, owner: &str, token_id: Option<&str>) -> (Arc<Se
         "127.0.0.1:40000".parse().unwrap(),
         "test".into(),
         tx,
-        shared.hard_stop.child_token(),
+        shared.hard_stop().child_token(),
     ));
-    write(&shared.sessions).insert(s.id.clone(), s.clone());
+    shared.add_session(s.clone());
     (s, rx)
 }
 
 /// Publishes P2P service `name` from `publisher` and opens a (pending) link to it from `visitor`.
 fn p2p_link(shared: &Arc<Shared>, owner: &str, publisher: &Session, visitor: &Session, name: &str, link: &str) {
-    let mut t = shared.p2p.table.lock().unwrap();
-    t.publish(owner, &publisher.id, name, Protocol::Tcp).unwrap();
-    let now = std::time::Instant::now();
-    t.connect(now, owner, &visitor.id, link, name, Protocol::Tcp, "pake".into(), "fp".into(), vec![]).unwrap();
+    shared.p2p().with_table(|t| {
+        t.publish(owner, &publisher.id, name, Protocol::Tcp).unwrap();
+        let now = std::time::Instant::now();
+        t.connect(now, owner, &visitor.id, link, name, Protocol::Tcp, "pake".into(), "fp".into(), vec![]).unwrap();
+    });
 }
 
 async fn open(shared: &Arc<Shared>, s: &Arc<Session>, name: &str, protocol: &str) -> TunnelInfo {
@@ -177,7 +178,7 @@ async fn public_routes_answer_without_a_token() {
         let r = call(&e.app, Method::GET, "/api/status", None, None).await;
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.json["version"], env!("CARGO_PKG_VERSION"));
-        assert_eq!(r.json["region"], e.shared().config.region.id.as_str());
+        assert_eq!(r.json["region"], e.shared().config().region.id.as_str());
         assert!(r.headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
 
         // A server with no regions configured lists itself, with the ports it really bound.
@@ -379,7 +380,7 @@ async fn p2p_services_and_links_are_listed_per_tenant() {
         let (visitor, _vrx) = session(&sh, &owner, Some(&tok_id));
         p2p_link(&sh, &owner, &publisher, &visitor, "svc", "link-0123456789abcdef");
         // A published service with no link yet.
-        sh.p2p.table.lock().unwrap().publish(&owner, &publisher.id, "idle", Protocol::Udp).unwrap();
+        sh.p2p().with_table(|t| t.publish(&owner, &publisher.id, "idle", Protocol::Udp)).unwrap();
 
         let r = call(&e.app, Method::GET, "/api/p2p", Some(&tok), None).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
@@ -439,7 +440,7 @@ async fn revoking_a_token_closes_its_tunnels_and_refuses_it_at_once() {
         let r = call(&e.app, Method::GET, "/api/tunnels", Some(&tok), None).await;
         assert_error(&r, StatusCode::UNAUTHORIZED, "revoked token");
         assert_eq!(r.headers[header::WWW_AUTHENTICATE], "Bearer");
-        assert!(sh.store.verify_token(&tok).await.unwrap().is_none());
+        assert!(sh.store().verify_token(&tok).await.unwrap().is_none());
         drop(s);
         let msgs = tokio::time::timeout(std::time::Duration::from_secs(5), drained).await.unwrap().unwrap();
         let reasons: Vec<CloseReason> = msgs
@@ -593,7 +594,7 @@ async fn metrics_expose_tunnels_sessions_traffic_and_latency() {
     let t = sh.tunnel(&web.tunnel_id).unwrap();
     t.stats.add_in(100);
     t.stats.add_out(250);
-    sh.metrics.observe_http(std::time::Duration::from_millis(30));
+    sh.metrics().observe_http(std::time::Duration::from_millis(30));
     let m = call(&e.app, Method::GET, "/metrics", None, None).await;
     assert_eq!(m.status, StatusCode::OK);
     assert!(m.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
@@ -745,7 +746,7 @@ async fn history_survives_a_restart() {
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0]["id"], id.as_str());
     assert_eq!(entries[0]["close_reason"], "closed_by_api");
-    assert!(read(&h.shared().tunnels).is_empty());
+    assert_eq!(h.shared().tunnel_count(), 0);
 }
 
 /// Rights through the API: the admin mints a limited token; that token mints narrower ones
@@ -833,7 +834,7 @@ async fn probes_answer_and_readiness_ends_with_the_drain() {
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
         assert_eq!(r.json, json!({ "status": "ready", "draining": false, "database": "ok" }));
         // The first step of a graceful shutdown: from then on the server is not ready.
-        e.shared().stop_accepting.cancel();
+        e.shared().stop_accepting().cancel();
         let r = call(&e.app, Method::GET, "/readyz", None, None).await;
         assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
         assert_eq!(r.json, json!({ "status": "not_ready", "draining": true, "database": "ok" }));

@@ -12,8 +12,8 @@ use super::convert;
 use super::error::ApiError;
 use super::extract::{Caller, Json, Path};
 use crate::rights::Rights;
-use crate::server::{read, Shared};
 use crate::session::Session;
+use crate::state::Shared;
 
 pub use crate::store::MAX_LABEL;
 const MAX_ID: usize = 128;
@@ -26,7 +26,7 @@ const MAX_ID: usize = 128;
         (status = 429, description = "Too many failed authentications from this address", body = ErrorBody),
     ))]
 pub async fn list(State(shared): State<Arc<Shared>>, caller: Caller) -> Result<axum::Json<TokenList>, ApiError> {
-    let tokens = shared.store.list_tokens(caller.scope()).await?;
+    let tokens = shared.store().list_tokens(caller.scope()).await?;
     Ok(axum::Json(TokenList { tokens: tokens.into_iter().map(convert::token).collect() }))
 }
 
@@ -59,7 +59,7 @@ pub async fn create(
     let owner = if p.is_admin {
         match body.owner_id.as_deref() {
             None => None,
-            Some(o) if o.len() <= MAX_ID && shared.store.owner_exists(o).await? => Some(o.to_string()),
+            Some(o) if o.len() <= MAX_ID && shared.store().owner_exists(o).await? => Some(o.to_string()),
             Some(_) => return Err(ApiError::not_found("no such owner")),
         }
     } else if p.token_id.is_none() {
@@ -75,7 +75,7 @@ pub async fn create(
     let asked = Rights::parse(body.subdomains.as_deref(), body.ports.as_deref())
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let rights = asked.minted_by(&p.rights).map_err(|e| ApiError::forbidden(e.to_string()))?;
-    let (rec, raw) = shared.store.create_token_with(owner.as_deref(), label, &rights).await?;
+    let (rec, raw) = shared.store().create_token_with(owner.as_deref(), label, &rights).await?;
     tracing::info!(token_id = %rec.id, owner = %rec.owner_id, "token created through the API");
     let t = convert::token(rec);
     Ok((
@@ -116,14 +116,14 @@ pub async fn revoke(
     // owner's unlimited one).
     let rights = &caller.0.rights;
     if !rights.is_unrestricted() {
-        let target = shared.store.token(&id, caller.scope()).await?.ok_or_else(not_found)?;
+        let target = shared.store().token(&id, caller.scope()).await?.ok_or_else(not_found)?;
         if !target.rights.within(rights) {
             return Err(ApiError::forbidden(format!(
                 "that token has rights beyond this one's ({rights}); revoke it with a token that has them"
             )));
         }
     }
-    let rec = shared.store.revoke_token(&id, caller.scope()).await?.ok_or_else(not_found)?;
+    let rec = shared.store().revoke_token(&id, caller.scope()).await?.ok_or_else(not_found)?;
     let closed_tunnels = revoke_sessions(&shared, &rec.id).await;
     tracing::info!(token_id = %rec.id, closed_tunnels, "token revoked through the API");
     Ok(axum::Json(RevokedToken { id: rec.id, revoked: true, closed_tunnels }))
@@ -133,13 +133,11 @@ pub async fn revoke(
 /// close before this returns; the sessions end once their `tunnel_closed` messages are
 /// flushed (bounded wait), so clients learn why and do not re-create the tunnels.
 async fn revoke_sessions(shared: &Arc<Shared>, token_id: &str) -> u32 {
-    let sessions: Vec<Arc<Session>> = read(&shared.sessions)
-        .values()
-        .filter(|s| s.principal.token_id.as_deref() == Some(token_id))
-        .cloned()
-        .collect();
-    let tunnel_ids: Vec<String> = read(&shared.tunnels)
-        .values()
+    let sessions: Vec<Arc<Session>> =
+        shared.sessions().into_iter().filter(|s| s.principal.token_id.as_deref() == Some(token_id)).collect();
+    let tunnel_ids: Vec<String> = shared
+        .tunnels()
+        .iter()
         .filter(|t| t.session.principal.token_id.as_deref() == Some(token_id))
         .map(|t| t.id.clone())
         .collect();

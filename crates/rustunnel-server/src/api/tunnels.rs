@@ -10,7 +10,7 @@ use rustunnel_proto::control::CloseReason;
 use super::convert;
 use super::error::ApiError;
 use super::extract::{Caller, Path};
-use crate::server::{read, Shared};
+use crate::state::Shared;
 
 fn find(shared: &Shared, caller: &Caller, id: &str) -> Result<Arc<crate::tunnel::Tunnel>, ApiError> {
     shared.tunnel(id).filter(|t| caller.may_see(&t.session.principal.owner_id)).ok_or_else(|| {
@@ -27,7 +27,7 @@ fn find(shared: &Shared, caller: &Caller, id: &str) -> Result<Arc<crate::tunnel:
     ))]
 pub async fn list(State(shared): State<Arc<Shared>>, caller: Caller) -> Json<TunnelList> {
     let mut open: Vec<_> =
-        read(&shared.tunnels).values().filter(|t| caller.may_see(&t.session.principal.owner_id)).cloned().collect();
+        shared.tunnels().into_iter().filter(|t| caller.may_see(&t.session.principal.owner_id)).collect();
     open.sort_by(|a, b| a.opened_at_ms.cmp(&b.opened_at_ms).then_with(|| a.id.cmp(&b.id)));
     Json(TunnelList { tunnels: open.iter().map(|t| convert::tunnel(&shared, t)).collect() })
 }

@@ -6,15 +6,14 @@
 //!
 //! The header is read without reading past it (exact reads for v2, a peek up to the line end
 //! for v1), so the bytes after it reach TLS, the HTTP parser or the tunnel untouched.
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use ipnet::IpNet;
 use ppp::v2::{Addresses, Command};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// The v2 signature; a v1 header starts with `PROXY `.
 const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
@@ -23,61 +22,7 @@ const V1_MAX: usize = 107;
 /// Most v2 bytes after the fixed 16: address blocks take at most 216, and the TLVs balancers
 /// add (connection ids, TLS details) tens more.
 const V2_MAX_PAYLOAD: usize = 512;
-/// Most networks in `proxy_protocol_from`.
-pub const MAX_NETWORKS: usize = 64;
-
-/// The peers whose PROXY headers are believed (`--proxy-protocol-from`); empty: none.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProxyFrom {
-    nets: Vec<IpNet>,
-}
-
-/// A `proxy_protocol_from` entry that is not an address or network.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProxyFromError {
-    #[error("proxy_protocol_from: '{0}' is not an IP address or network (e.g. 10.0.0.5, 10.0.0.0/24)")]
-    Syntax(String),
-    #[error("proxy_protocol_from: at most {MAX_NETWORKS} networks")]
-    TooMany,
-}
-
-impl ProxyFrom {
-    /// Parses addresses and networks (`10.0.0.5`, `10.0.0.0/24`, `fd00::/8`); an entry may hold
-    /// several separated by commas, as the flag and the environment give them.
-    pub fn parse(list: &[String]) -> Result<Self, ProxyFromError> {
-        let mut nets = Vec::new();
-        for s in list.iter().flat_map(|s| s.split(',')).map(str::trim).filter(|s| !s.is_empty()) {
-            let net = s
-                .parse::<IpNet>()
-                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| ProxyFromError::Syntax(s.chars().take(64).collect()))?;
-            nets.push(net.trunc());
-            if nets.len() > MAX_NETWORKS {
-                return Err(ProxyFromError::TooMany);
-            }
-        }
-        Ok(ProxyFrom { nets })
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.nets.is_empty()
-    }
-
-    /// Whether connections from `ip` must start with a PROXY header. Nothing to compare (and
-    /// so no cost) when the list is empty.
-    #[inline]
-    pub fn trusts(&self, ip: IpAddr) -> bool {
-        !self.nets.is_empty() && {
-            let ip = ip.to_canonical();
-            self.nets.iter().any(|n| n.contains(&ip))
-        }
-    }
-
-    /// The networks, in canonical form.
-    pub fn networks(&self) -> Vec<String> {
-        self.nets.iter().map(|n| n.to_string()).collect()
-    }
-}
+pub use crate::proxy_from::{ProxyFrom, ProxyFromError, MAX_NETWORKS};
 
 /// Why a connection from a listed balancer was refused.
 #[derive(Debug, thiserror::Error)]
@@ -103,7 +48,7 @@ pub async fn visitor(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) -
 
 /// [`visitor`] for a stream the caller keeps.
 pub async fn read_visitor(stream: &mut TcpStream, peer: SocketAddr, shared: &Shared) -> Option<SocketAddr> {
-    let deadline = shared.config.handshake_timeout;
+    let deadline = shared.config().handshake_timeout;
     let r = match tokio::time::timeout(deadline, read_header(stream, peer)).await {
         Ok(r) => r,
         Err(_) => Err(ProxyHeaderError::TimedOut(deadline)),
@@ -168,6 +113,7 @@ pub async fn read_header(stream: &mut TcpStream, peer: SocketAddr) -> Result<Soc
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
 

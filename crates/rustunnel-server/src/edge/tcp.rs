@@ -12,23 +12,23 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::Counted;
-use crate::server::Shared;
 use crate::session::DataConn;
+use crate::state::Shared;
 use crate::tunnel::Tunnel;
 
 pub async fn run(listener: TcpListener, tunnel: Arc<Tunnel>, shared: Arc<Shared>) {
     loop {
         let (stream, peer) = tokio::select! {
             _ = tunnel.cancel.cancelled() => return,
-            r = crate::listener::accept(&listener, &shared.stop_accepting, "tcp tunnel") => match r {
+            r = crate::listener::accept(&listener, shared.stop_accepting(), "tcp tunnel") => match r {
                 Some(x) => x,
                 None => return,
             },
         };
-        if shared.config.proxy_protocol_from.trusts(peer.ip()) {
+        if shared.config().proxy_protocol_from.trusts(peer.ip()) {
             // A balancer in front: its header names the visitor, read off the accept loop.
             let (t, s) = (tunnel.clone(), shared.clone());
-            shared.tasks.spawn(async move {
+            shared.tasks().spawn(async move {
                 if let Some((stream, peer)) = super::proxy_header::visitor(stream, peer, &s).await {
                     visit(stream, peer, &t, &s);
                 }
@@ -55,7 +55,7 @@ fn visit(stream: TcpStream, peer: SocketAddr, tunnel: &Arc<Tunnel>, shared: &Sha
     };
     tunnel.stats.connections.fetch_add(1, Ordering::Relaxed);
     let t = tunnel.clone();
-    shared.tasks.spawn(async move {
+    shared.tasks().spawn(async move {
         let _permit = permit;
         forward(stream, peer.to_string(), &t).await;
     });
@@ -72,14 +72,14 @@ pub async fn run_pool(
     loop {
         let (stream, peer) = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = crate::listener::accept(&listener, &shared.stop_accepting, "tcp pool") => match r {
+            r = crate::listener::accept(&listener, shared.stop_accepting(), "tcp pool") => match r {
                 Some(x) => x,
                 None => return,
             },
         };
-        if shared.config.proxy_protocol_from.trusts(peer.ip()) {
+        if shared.config().proxy_protocol_from.trusts(peer.ip()) {
             let (k, s) = (key.clone(), shared.clone());
-            shared.tasks.spawn(async move {
+            shared.tasks().spawn(async move {
                 if let Some((stream, peer)) = super::proxy_header::visitor(stream, peer, &s).await {
                     visit_pool(stream, peer, &k, &s);
                 }
@@ -92,7 +92,7 @@ pub async fn run_pool(
 
 /// A visitor at `peer` on a pool's listener: handed to the member the pool picks.
 fn visit_pool(stream: TcpStream, peer: SocketAddr, key: &crate::pool::PoolKey, shared: &Shared) {
-    let crate::server::RouteTo::Tunnel(tunnel) = shared.pick_member(key) else {
+    let crate::state::RouteTo::Tunnel(tunnel) = shared.pick_member(key) else {
         tracing::debug!(pool = %key.name, "no healthy member; connection refused");
         return;
     };
@@ -105,7 +105,7 @@ fn visit_pool(stream: TcpStream, peer: SocketAddr, key: &crate::pool::PoolKey, s
         return;
     };
     tunnel.stats.connections.fetch_add(1, Ordering::Relaxed);
-    shared.tasks.spawn(async move {
+    shared.tasks().spawn(async move {
         let _permit = permit;
         forward(stream, peer.to_string(), &tunnel).await;
     });

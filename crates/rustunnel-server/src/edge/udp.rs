@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::JoinSet;
 
-use crate::server::Shared;
+use crate::state::Shared;
 use crate::tunnel::Tunnel;
 
 /// Most concurrent remote peers per UDP tunnel.
@@ -31,7 +31,7 @@ pub async fn run(socket: UdpSocket, tunnel: Arc<Tunnel>, shared: Arc<Shared>) {
     let mut peers: HashMap<SocketAddr, mpsc::Sender<Bytes>> = HashMap::new();
     let mut tasks: Sessions = JoinSet::new();
     let mut buf = vec![0u8; MAX_DATAGRAM];
-    let idle = shared.config.udp_idle;
+    let idle = shared.config().udp_idle;
     loop {
         tokio::select! {
             _ = tunnel.cancel.cancelled() => break,

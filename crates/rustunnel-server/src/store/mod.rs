@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
+pub use crate::registry::{ClaimChange, ClaimRecord};
 use crate::rights::Rights;
 
 mod migrations;
@@ -134,27 +135,6 @@ pub struct CloseRecord {
     pub bytes_out: i64,
     pub requests: i64,
     pub connections: i64,
-}
-
-/// A claimed or reserved subdomain or port, as stored in `registry_claims` (see
-/// [`crate::registry`] for what the fields mean and how rows are validated when loaded).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClaimRecord {
-    /// `subdomain`, `tcp` or `udp`.
-    pub kind: String,
-    /// The subdomain, or the port number in decimal.
-    pub name: String,
-    /// The owner the name is reserved to (an owner id, never a token).
-    pub owner_id: String,
-    /// `None` while in use; the end of the owner's reservation (unix ms) once released.
-    pub reserved_until: Option<i64>,
-}
-
-/// One change to the stored claims of a region.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClaimChange {
-    Upsert(ClaimRecord),
-    Delete { kind: String, name: String },
 }
 
 #[derive(Clone)]

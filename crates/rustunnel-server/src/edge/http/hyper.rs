@@ -33,7 +33,7 @@ use super::policy::{Carries, NoAnswer};
 use super::reset::ResetOnClose;
 use super::upstream::{upstream, Origin, Upstream};
 use super::{pages, policy, stall};
-use crate::server::Shared;
+use crate::state::Shared;
 use crate::tunnel::{Tunnel, TunnelStats};
 
 /// Response body: the local service's streamed body, or one of the edge's own pages.
@@ -59,8 +59,8 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, fut: F) {
-        let stop = self.shared.hard_stop.clone();
-        self.shared.tasks.spawn(async move {
+        let stop = self.shared.hard_stop().clone();
+        self.shared.tasks().spawn(async move {
             tokio::select! {
                 _ = fut => {}
                 _ = stop.cancelled() => {}
@@ -72,7 +72,7 @@ where
 /// The pooled client through which a listener's hyper connections reach the tunnels.
 pub fn client(shared: &Arc<Shared>, exec: TrackedExecutor) -> TunnelClient {
     Client::builder(exec)
-        .pool_idle_timeout(shared.config.upstream_idle)
+        .pool_idle_timeout(shared.config().upstream_idle)
         .pool_max_idle_per_host(1024)
         .set_host(false)
         .timer(TokioTimer::new())
@@ -98,7 +98,7 @@ pub async fn serve_conn<I>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(ctx.shared.config.header_timeout)
+        .header_read_timeout(ctx.shared.config().header_timeout)
         .max_buf_size(HEAD_LIMIT)
         // Past hyper's own limit (an empty 431), the edge's check in `handle` answers.
         .max_headers(1000);
@@ -111,7 +111,7 @@ pub async fn serve_conn<I>(
         .max_header_list_size(2 * HEAD_LIMIT as u32)
         .max_pending_accept_reset_streams(64)
         .keep_alive_interval(Duration::from_secs(30));
-    let response_timeout = ctx.shared.config.response_timeout;
+    let response_timeout = ctx.shared.config().response_timeout;
     let service = hyper::service::service_fn(move |req| handle(req, ctx.clone()));
     // A visitor that stops reading is cut off after the response timeout, as on the lean path.
     let io = stall::WriteStall::new(io, response_timeout);
@@ -346,7 +346,7 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
     let body_failed = Arc::new(AtomicBool::new(false));
     let out = Request::from_parts(parts, VisitorBody { inner: body, failed: body_failed.clone() });
 
-    let result = tokio::time::timeout(ctx.shared.config.response_timeout, ctx.client.request(out)).await;
+    let result = tokio::time::timeout(ctx.shared.config().response_timeout, ctx.client.request(out)).await;
     let mut resp = match result {
         Err(_) => {
             let p = policy::no_answer_page(NoAnswer::Timeout);
@@ -376,7 +376,7 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
         if let Some(visitor) = visitor_upgrade {
             let local = hyper::upgrade::on(&mut resp);
             let t = tunnel.clone();
-            ctx.shared.tasks.spawn(async move {
+            ctx.shared.tasks().spawn(async move {
                 let _permit = permit;
                 let _upgraded = UpgradedGuard::count(&t);
                 let (Ok(v), Ok(l)) = tokio::join!(visitor, local) else { return };
@@ -406,14 +406,14 @@ async fn handle(mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, 
         status: status.as_u16(),
         started,
     };
-    let limit = ctx.shared.config.response_timeout;
+    let limit = ctx.shared.config().response_timeout;
     Ok(resp.map(|b| {
         let cut = (!h2).then(|| ctx.flag.clone());
         let body = PermitBody { inner: b, stats, log: Some(log), cut, _permit: permit };
         // HTTP/2: a visitor can hold a stream open by never opening its window, with the
         // connection still busy, so no write stalls; the stream's own bound lets go of it.
         Either::Left(if h2 {
-            Either::Right(stall::StreamStall::new(body, limit, &ctx.shared.tasks, ctx.shared.hard_stop.clone()))
+            Either::Right(stall::StreamStall::new(body, limit, ctx.shared.tasks(), ctx.shared.hard_stop().clone()))
         } else {
             Either::Left(body)
         })

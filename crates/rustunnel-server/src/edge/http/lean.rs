@@ -44,7 +44,7 @@ use super::pages::{self, Page};
 use super::policy::{self, NoAnswer};
 use super::reset::ResetOnClose;
 use super::upstream::{upstream, Origin};
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// Who is on the other end of a visitor connection.
 pub struct Visitor<'a> {
@@ -287,7 +287,7 @@ where
     let mut vb = Window::pooled();
     loop {
         // The next request head, within the header deadline.
-        let deadline = TokioInstant::now() + shared.config.header_timeout;
+        let deadline = TokioInstant::now() + shared.config().header_timeout;
         let head = loop {
             if !vb.is_empty() {
                 match parse_request(vb.pending(), &peer_ip, v.scheme) {
@@ -314,15 +314,15 @@ where
                     Ok(Ok(n)) if n > 0 => {}
                     _ => return End::Closed,
                 },
-                _ = shared.stop_accepting.cancelled(), if idle => return End::Closed,
-                _ = shared.hard_stop.cancelled() => return End::Closed,
+                _ = shared.stop_accepting().cancelled(), if idle => return End::Closed,
+                _ = shared.hard_stop().cancelled() => return End::Closed,
             }
         };
         vb.consume(head.len);
-        let close = head.close || shared.stop_accepting.is_cancelled();
+        let close = head.close || shared.stop_accepting().is_cancelled();
         let then = tokio::select! {
             t = forward(&mut io, &mut vb, head, close, &v) => t,
-            _ = shared.hard_stop.cancelled() => Then::Close,
+            _ = shared.hard_stop().cancelled() => Then::Close,
         };
         match then {
             Then::Keep => {}
@@ -419,7 +419,7 @@ where
         if wrote {
             tunnel.stats.add_in(request.len());
         }
-        let timeout = shared.config.response_timeout;
+        let timeout = shared.config().response_timeout;
         let (result, uploaded) = if !wrote {
             (Err(Fail::NoResponse), left == 0)
         } else if left == 0 {
@@ -446,7 +446,7 @@ where
                 log(sent.status);
                 if sent.reusable && uploaded {
                     let key = tunnel.upstream_per_visitor.then(|| v.peer.ip());
-                    tunnel.http_idle.push(up, shared.config.upstream_idle, key);
+                    tunnel.http_idle.push(up, shared.config().upstream_idle, key);
                 }
                 if sent.reset {
                     Then::Reset

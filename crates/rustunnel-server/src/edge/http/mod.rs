@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use self::framing::{Tracked, Tracker};
 use self::hyper::{Ctx, TrackedExecutor};
 use self::reset::ResetOnClose;
-use crate::server::Shared;
+use crate::state::Shared;
 
 mod framing;
 #[doc(hidden)]
@@ -47,28 +47,29 @@ pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<
     let graceful = GracefulShutdown::new();
     let scheme = if tls.is_some() { "https" } else { "http" };
     loop {
-        let Some((stream, peer)) = crate::listener::accept(&listener, &shared.stop_accepting, "HTTP edge").await else {
+        let Some((stream, peer)) = crate::listener::accept(&listener, shared.stop_accepting(), "HTTP edge").await
+        else {
             break;
         };
         let ctx = Ctx::new(shared.clone(), client.clone(), peer, scheme);
         let watcher = graceful.watcher();
         let tls = tls.clone();
         let exec = exec.clone();
-        shared.tasks.spawn(async move {
+        shared.tasks().spawn(async move {
             let (mut ctx, mut stream) = (ctx, stream);
-            if ctx.shared.config.proxy_protocol_from.trusts(peer.ip()) {
+            if ctx.shared.config().proxy_protocol_from.trusts(peer.ip()) {
                 // A balancer in front: the visitor is the one its PROXY header names.
                 let Some(visitor) = super::proxy_header::read_visitor(&mut stream, peer, &ctx.shared).await else {
                     return;
                 };
                 ctx.peer = visitor;
             }
-            let stop = ctx.shared.hard_stop.clone();
+            let stop = ctx.shared.hard_stop().clone();
             match tls {
                 None => serve_http1(stream, ctx, watcher, exec, &stop).await,
                 Some(acceptor) => {
                     let hs = tokio::time::timeout(
-                        ctx.shared.config.handshake_timeout,
+                        ctx.shared.config().handshake_timeout,
                         acceptor.accept(rustunnel_transport::splice::ReadAhead::new(stream)),
                     );
                     let Ok(Ok(s)) = hs.await else { return };
@@ -85,7 +86,7 @@ pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<
     drop(listener);
     tokio::select! {
         _ = graceful.shutdown() => {}
-        _ = shared.hard_stop.cancelled() => {}
+        _ = shared.hard_stop().cancelled() => {}
     }
 }
 

@@ -19,7 +19,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::pages::{self, Page};
-use crate::server::{RouteTo, Shared};
+use crate::state::{RouteTo, Shared};
 use crate::tunnel::Tunnel;
 
 /// The host name without port, lowercased.
@@ -35,20 +35,12 @@ pub fn host_name(raw: &str) -> String {
     name.to_ascii_lowercase()
 }
 
-/// The single label in front of the domain, or `None` when the host is not one of ours
-/// (IP literals, trailing dots, nested labels, other domains).
-pub fn subdomain_of<'a>(host: &'a str, domain: &str) -> Option<&'a str> {
-    if host.ends_with('.') || host.parse::<IpAddr>().is_ok() || host.starts_with('[') {
-        return None;
-    }
-    let sub = host.strip_suffix(domain)?.strip_suffix('.')?;
-    (!sub.is_empty() && !sub.contains('.')).then_some(sub)
-}
+pub use rustunnel_proto::names::subdomain_of;
 
 /// The tunnel a request for `host` (a [`host_name`]) goes to, or the page that answers it:
 /// pools pick a healthy member per request; plain tunnels map one to one.
 pub fn route(shared: &Shared, host: &str) -> Result<Arc<Tunnel>, Page> {
-    let Some(sub) = subdomain_of(host, &shared.config.domain) else {
+    let Some(sub) = subdomain_of(host, &shared.config().domain) else {
         return Err(pages::not_found());
     };
     match shared.route_to(sub) {
@@ -119,7 +111,7 @@ pub fn log_request(
     status: u16,
     started: Instant,
 ) {
-    shared.metrics.observe_http(started.elapsed());
+    shared.metrics().observe_http(started.elapsed());
     tunnel.session.log_request(RequestLogEntry {
         tunnel_id: tunnel.id.clone(),
         method: method.chars().take(32).collect(),
@@ -171,14 +163,14 @@ pub fn refusal<'a>(
 /// Judges the values of a request's `Authorization` headers against the login digest `want`.
 fn check(shared: &Shared, want: &[u8; 32], peer: IpAddr, values: &[&[u8]]) -> Verdict {
     let now = Instant::now();
-    if let Some(d) = shared.visitor_logins.blocked_for(peer, now) {
+    if let Some(d) = shared.visitor_logins().blocked_for(peer, now) {
         return Verdict::Blocked(d);
     }
     match values {
         [] => Verdict::Challenge,
         [one] if matches(one, want) => Verdict::Pass,
         _ => {
-            shared.visitor_logins.record_failure(peer, now);
+            shared.visitor_logins().record_failure(peer, now);
             Verdict::Challenge
         }
     }

@@ -1,93 +1,23 @@
 //! Upstreams of the HTTP edge, shared by both paths: a stream of the session's multiplexed
 //! data connection, or a data connection of its own for clients without one, and the idle
 //! ones kept per tunnel for the next request.
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use rustunnel_proto::stream::StreamHeader;
 use rustunnel_proto::Protocol;
-use rustunnel_transport::mux::{mux, MuxConfig, MuxHandle, MuxStream, Role};
+use rustunnel_transport::mux::{mux, MuxConfig, MuxHandle, Role};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio_util::either::Either;
 
-use crate::server::Shared;
 use crate::session::{DataConn, DataConnError, Session};
+use crate::state::Shared;
 use crate::tunnel::Tunnel;
 
-/// Where a request goes: a data connection of its own, or a stream of the session's
-/// multiplexed data connection (clients that take them).
-pub(super) type Upstream = Either<DataConn, MuxStream>;
-/// Idle data connections kept per tunnel.
-const MAX_IDLE: usize = 1024;
-
-/// Data connections (or mux streams) of one tunnel that served an HTTP request and can serve
-/// another (the client keeps each one's connection to the local service open).
-#[derive(Default)]
-pub struct IdlePool {
-    /// Oldest first; each with the visitor address it belongs to, for tunnels whose upstreams
-    /// carry one (PROXY protocol to the local service), else `None`.
-    conns: Mutex<Vec<(Instant, Upstream, Option<IpAddr>)>>,
-}
-
-impl IdlePool {
-    /// The newest kept upstream of `visitor` (`None`: of any visitor).
-    pub(super) fn pop(&self, visitor: Option<IpAddr>) -> Option<(Instant, Upstream)> {
-        let mut conns = self.conns.lock();
-        let i = match visitor {
-            None => conns.len().checked_sub(1)?,
-            Some(ip) => conns.iter().rposition(|c| c.2 == Some(ip))?,
-        };
-        let (since, conn, _) = conns.remove(i);
-        Some((since, conn))
-    }
-
-    /// Keeps `conn` (of `visitor`, see [`IdlePool::pop`]), first taking out the expired ones
-    /// (dropped outside the lock); one lock per request that ends.
-    pub(super) fn push(&self, conn: Upstream, max_idle: Duration, visitor: Option<IpAddr>) {
-        let now = Instant::now();
-        let expired = {
-            let mut conns = self.conns.lock();
-            let expired = drain_older(&mut conns, now, max_idle);
-            if conns.len() < MAX_IDLE {
-                conns.push((now, conn, visitor));
-            }
-            expired
-        };
-        drop(expired);
-    }
-
-    /// Removes the upstreams idle longer than `max_idle`, to be dropped outside the lock.
-    pub(super) fn take_older_than(&self, max_idle: Duration) -> Vec<(Instant, Upstream, Option<IpAddr>)> {
-        let mut conns = self.conns.lock();
-        drain_older(&mut conns, Instant::now(), max_idle)
-    }
-
-    /// Closes the upstreams idle longer than `max_idle` (the server's `upstream_idle`, and
-    /// with them the client's connections to the local service); the server calls it
-    /// periodically, so a tunnel whose traffic stopped does not hold them until its next request.
-    pub fn sweep(&self, max_idle: Duration) {
-        drop(self.take_older_than(max_idle));
-    }
-
-    #[cfg(test)]
-    pub(super) fn len(&self) -> usize {
-        self.conns.lock().len()
-    }
-}
-
-/// Takes the entries idle longer than `max_idle` at `now` out of `conns` (oldest first).
-fn drain_older<T>(
-    conns: &mut Vec<(Instant, Upstream, T)>,
-    now: Instant,
-    max_idle: Duration,
-) -> Vec<(Instant, Upstream, T)> {
-    let stale = conns.iter().take_while(|(t, _, _)| now.duration_since(*t) > max_idle).count();
-    conns.drain(..stale).collect()
-}
+pub use crate::idle::IdlePool;
+pub(super) use crate::idle::Upstream;
 
 /// Whether an idle upstream is still open and silent: one that closed, or received bytes (a
 /// local service that sent more than its response, after a bodiless one say), is out of step
@@ -103,8 +33,8 @@ pub(super) fn still_open(conn: &mut Upstream) -> bool {
 /// ends or the server stops.
 fn start_mux(shared: &Arc<Shared>, session: &Session, conn: DataConn) -> MuxHandle {
     let (handle, _opener_accepts_nothing, driver) = mux(conn, Role::Opener, MuxConfig::data_link());
-    let (stop, ended) = (shared.hard_stop.clone(), session.cancel.clone());
-    shared.tasks.spawn(async move {
+    let (stop, ended) = (shared.hard_stop().clone(), session.cancel.clone());
+    shared.tasks().spawn(async move {
         tokio::select! {
             r = driver => if let Err(e) = r {
                 tracing::debug!(error = %e, "multiplexed data connection ended");
@@ -139,7 +69,7 @@ pub(super) async fn upstream(
     while let Some((since, mut conn)) = (!fresh).then(|| tunnel.http_idle.pop(key)).flatten() {
         // Checked every time (a mux stream without a syscall): stray bytes that came while it
         // was idle would otherwise be read as the next visitor's response.
-        if since.elapsed() < shared.config.upstream_idle && still_open(&mut conn) {
+        if since.elapsed() < shared.config().upstream_idle && still_open(&mut conn) {
             return Some((conn, Origin::Reused));
         }
     }
