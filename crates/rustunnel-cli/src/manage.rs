@@ -12,14 +12,11 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use clap::{Args, Subcommand};
-use http::{header, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::{Method, StatusCode};
 use rustunnel_api_types as api;
+use rustunnel_client::api::{encode_path_segment as path_segment, ApiError};
+use rustunnel_client::TlsOptions;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -27,9 +24,6 @@ use crate::tunnels::ConnectArgs;
 
 /// How long a `--region auto` choice is reused.
 pub const AUTO_REGION_TTL: Duration = Duration::from_secs(600);
-/// Largest API answer read (history pages are capped well below this).
-const MAX_RESPONSE: usize = 8 * 1024 * 1024;
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Flags shared by every management command.
@@ -178,22 +172,37 @@ impl std::fmt::Display for ManageError {
 
 impl std::error::Error for ManageError {}
 
-/// A small client of the management API (plain HTTP/1.1 via hyper-util's pooled client).
+impl From<ApiError> for ManageError {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::BadUrl { url, .. } => ManageError::BadUrl(url),
+            ApiError::Unreachable { url, detail } => ManageError::Unreachable { url, detail },
+            ApiError::Timeout { url, .. } => ManageError::Timeout(url),
+            ApiError::Read { detail, .. } | ApiError::Decode { detail, .. } => ManageError::BadResponse(detail),
+            ApiError::Status { status, code, message } => match StatusCode::from_u16(status) {
+                Ok(status) if !code.is_empty() => ManageError::Api { status, code, message },
+                Ok(status) => ManageError::BadResponse(format!("HTTP {status} without an error body")),
+                Err(_) => ManageError::BadResponse(format!("HTTP {status} without an error body")),
+            },
+        }
+    }
+}
+
+/// The management API client ([`rustunnel_client::api`]) with the command's token.
 pub struct ApiClient {
-    base: String,
+    inner: rustunnel_client::api::ApiClient,
     token: Option<String>,
-    client: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl ApiClient {
+    /// A client of the API at `base`, which must be an `http://host:port` URL.
     pub fn new(base: &str, token: Option<String>) -> Result<ApiClient, ManageError> {
-        let base = base.trim().trim_end_matches('/').to_string();
-        let uri: http::Uri = base.parse().map_err(|_| ManageError::BadUrl(base.clone()))?;
-        if uri.scheme_str() != Some("http") || uri.host().is_none() {
-            return Err(ManageError::BadUrl(base));
+        let inner = rustunnel_client::api::ApiClient::new(base, &TlsOptions::default());
+        match inner.check() {
+            Ok(uri) if uri.scheme_str() == Some("http") => {}
+            _ => return Err(ManageError::BadUrl(inner.base().to_string())),
         }
-        let client = Client::builder(TokioExecutor::new()).build_http();
-        Ok(ApiClient { base, token: token.filter(|t| !t.is_empty()), client })
+        Ok(ApiClient { inner, token: token.filter(|t| !t.is_empty()) })
     }
 
     pub fn from_args(a: &ApiArgs) -> Result<ApiClient, ManageError> {
@@ -208,41 +217,7 @@ impl ApiClient {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<T, ManageError> {
-        let url = format!("{}{path}", self.base);
-        let mut b = Request::builder().method(method).uri(&url).header(header::ACCEPT, "application/json");
-        if let Some(t) = &self.token {
-            b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
-        }
-        let body = match body {
-            Some(v) => {
-                b = b.header(header::CONTENT_TYPE, "application/json");
-                Full::new(Bytes::from(v.to_string()))
-            }
-            None => Full::new(Bytes::new()),
-        };
-        let req = b.body(body).map_err(|_| ManageError::BadUrl(url.clone()))?;
-        let resp = match tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(req)).await {
-            Err(_) => return Err(ManageError::Timeout(self.base.clone())),
-            Ok(Err(e)) => {
-                let detail = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| e.to_string());
-                return Err(ManageError::Unreachable { url: self.base.clone(), detail });
-            }
-            Ok(Ok(r)) => r,
-        };
-        let status = resp.status();
-        let read = tokio::time::timeout(REQUEST_TIMEOUT, Limited::new(resp.into_body(), MAX_RESPONSE).collect());
-        let bytes = match read.await {
-            Err(_) => return Err(ManageError::Timeout(self.base.clone())),
-            Ok(Err(e)) => return Err(ManageError::BadResponse(e.to_string())),
-            Ok(Ok(b)) => b.to_bytes(),
-        };
-        if !status.is_success() {
-            return Err(match serde_json::from_slice::<api::ErrorBody>(&bytes) {
-                Ok(e) => ManageError::Api { status, code: e.error.code, message: e.error.message },
-                Err(_) => ManageError::BadResponse(format!("HTTP {status} without an error body")),
-            });
-        }
-        serde_json::from_slice(&bytes).map_err(|e| ManageError::BadResponse(e.to_string()))
+        Ok(self.inner.call(method, path, self.token.as_deref(), body.as_ref()).await?)
     }
 }
 
@@ -425,19 +400,6 @@ pub async fn execute(cmd: ManageCommand) -> Result<String, ManageError> {
             Ok(table(&["ID", "NAME", "LOCATION", "CONTROL", "API"], rows, "no regions"))
         }
     }
-}
-
-/// Percent-encodes everything but unreserved characters, for ids and values in URLs.
-fn path_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// The "POOLS" section of `tunnels list`: one row per member, with the pool's health count.

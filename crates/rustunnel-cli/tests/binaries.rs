@@ -1,6 +1,5 @@
 //! The real `rustunnel-server` and `rustunnel` binaries, driven as a user would: start the
 //! server, run `rustunnel http|tcp|udp|start`, use the public URLs, stop with signals.
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -9,13 +8,8 @@ use rustunnel_testkit::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
-const CLIENT: &str = env!("CARGO_BIN_EXE_rustunnel");
-
-fn server_bin() -> PathBuf {
-    let p = PathBuf::from(CLIENT).with_file_name("rustunnel-server");
-    assert!(p.exists(), "{} missing: run `cargo test --workspace` (or build rustunnel-server first)", p.display());
-    p
-}
+mod common;
+use common::{listening, port_after, server_bin, CLIENT};
 
 struct Server {
     child: Child,
@@ -31,10 +25,6 @@ async fn next_line(lines: &mut Lines<BufReader<ChildStdout>>) -> String {
         .expect("output in time")
         .unwrap()
         .expect("process still running")
-}
-
-fn port_after(line: &str) -> u16 {
-    line.rsplit(':').next().unwrap().trim().parse().unwrap()
 }
 
 async fn start_server(dev: bool) -> Server {
@@ -67,18 +57,7 @@ async fn start_server_with(dev: bool, extra: &[&str]) -> Server {
         cmd.args(["--admin-token", "admin-secret-for-tests"]);
     }
     let mut child = cmd.spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut control, mut http) = (0, 0);
-    while control == 0 || http == 0 {
-        let line = next_line(&mut lines).await;
-        if line.contains("control plane") {
-            control = port_after(&line);
-        } else if line.contains("HTTP edge") {
-            http = port_after(&line);
-        }
-    }
-    // Keep draining stdout so the server never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let common::Ports { control, http, .. } = listening(&mut child).await;
     let admin_token = if dev {
         std::fs::read_to_string(dir.path().join("admin-token")).unwrap().trim().to_string()
     } else {

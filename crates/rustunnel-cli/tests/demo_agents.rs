@@ -1,15 +1,10 @@
 //! `rustunnel-server demo agents` as a user runs it: exits 0 and shows each promised step.
-use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::process::Command;
 
-/// The server binary, built beside the client by `cargo test --workspace`.
-fn server_bin() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_BIN_EXE_rustunnel")).with_file_name("rustunnel-server");
-    assert!(p.exists(), "{} missing: run `cargo test --workspace` (or build rustunnel-server first)", p.display());
-    p
-}
+mod common;
+use common::server_bin;
 
 #[tokio::test]
 async fn demo_agents_runs_end_to_end() {

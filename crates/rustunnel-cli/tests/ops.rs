@@ -15,13 +15,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-const CLIENT: &str = env!("CARGO_BIN_EXE_rustunnel");
-
-fn server_bin() -> PathBuf {
-    let p = PathBuf::from(CLIENT).with_file_name("rustunnel-server");
-    assert!(p.exists(), "{} missing: run `cargo test --workspace` (or build rustunnel-server first)", p.display());
-    p
-}
+mod common;
+use common::{listening, server_bin, CLIENT};
 
 /// A loopback dev server from a config file, with JSON logs read line by line.
 struct Server {
@@ -42,10 +37,6 @@ fn loopback_config(dir: &Path, extra: &str) -> String {
     )
 }
 
-fn port_after(line: &str) -> u16 {
-    line.rsplit(':').next().unwrap().trim().parse().unwrap()
-}
-
 async fn start_server(extra_config: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("server.toml");
@@ -59,19 +50,7 @@ async fn start_server(extra_config: &str) -> Server {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut control, mut api, mut http) = (0, 0, 0);
-    while control == 0 || api == 0 || http == 0 {
-        let line = tokio::time::timeout(Duration::from_secs(30), out.next_line()).await.unwrap().unwrap().unwrap();
-        if line.contains("control plane") {
-            control = port_after(&line);
-        } else if line.contains("management API") {
-            api = port_after(&line);
-        } else if line.contains("HTTP edge") {
-            http = port_after(&line);
-        }
-    }
-    tokio::spawn(async move { while let Ok(Some(_)) = out.next_line().await {} });
+    let common::Ports { control, api, http } = listening(&mut child).await;
     let (tx, logs) = mpsc::unbounded_channel();
     let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
     tokio::spawn(async move {

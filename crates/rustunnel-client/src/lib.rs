@@ -1,6 +1,7 @@
 //! The rustunnel client library.
 //!
 //! Component map:
+//! - [`api`]: the management REST API client used by the CLI and the MCP server.
 //! - [`config`]: [`ClientOptions`], tunnel definitions, the `rustunnel start` TOML file.
 //! - [`session`]: the run loop (connect, hello, open tunnels, heartbeats, reconnect) and
 //!   [`ClientHandle`] for running it in the background.
@@ -14,6 +15,7 @@
 //! - [`logging`]: log lines on stderr (human or JSON), shared with the server binary.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod api;
 pub mod config;
 pub mod error;
 pub mod events;

@@ -2,6 +2,7 @@
 //! connections, and reconnect (the policy of [`crate::reconnect`]) when the connection is lost,
 //! asking for the same subdomains and ports back.
 use std::collections::{HashMap, HashSet};
+use std::ops::ControlFlow::{self, Break, Continue};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -108,6 +109,37 @@ enum PoolEvent {
     Used,
     /// Opening or holding a connection failed.
     Failed,
+}
+
+/// What a handler of the session loop says: go on, or end the session this way.
+type Step = ControlFlow<Result<SessionEnd, ClientError>>;
+
+/// One control connection's state, shared by the handlers of its loop.
+struct Live {
+    ws: ControlWs,
+    /// Tunnels asked for and not yet answered, by request id.
+    pending: HashMap<u64, TunnelConfig>,
+    session_id: String,
+    data_key: String,
+    plain: bool,
+    /// Ends this connection's idle data connections and health checks.
+    cancel: CancellationToken,
+    pool_tx: mpsc::Sender<PoolEvent>,
+    health_tx: mpsc::Sender<HealthChange>,
+    /// Data connections open and not yet handed a visitor.
+    idle: usize,
+    heartbeat: Duration,
+    last_seen: tokio::time::Instant,
+    nonce: u64,
+    /// When the server announced a restart, how soon to come back.
+    retry_after: Option<Duration>,
+}
+
+impl Live {
+    /// The connection is gone after it was up.
+    fn lost(&self, reason: &str) -> Step {
+        Break(Ok(SessionEnd::Lost { reason: reason.into(), retry_after: self.retry_after, established: true }))
+    }
 }
 
 struct Runner {
@@ -243,7 +275,7 @@ impl Runner {
             _ = self.cancel.cancelled() => return Ok(SessionEnd::Cancelled),
         };
         let agent = format!("rustunnel/{}", env!("CARGO_PKG_VERSION"));
-        let (mut ws, welcome) =
+        let (ws, welcome) =
             open_control(&self.dialer, tls, &self.opts.token, agent, self.opts.plain_data, self.opts.mux).await?;
         let Welcome { session_id, data_key, heartbeat, pool_size, plain_data: plain, .. } = welcome;
 
@@ -258,213 +290,318 @@ impl Runner {
         }
         // A fresh session: tunnel ids from the previous one mean nothing any more.
         self.targets.write().clear();
-        let mut pending: HashMap<u64, TunnelConfig> = HashMap::new();
+        let (pool_tx, mut pool_rx) = mpsc::channel::<PoolEvent>(256);
+        let (health_tx, mut health_rx) = mpsc::channel::<HealthChange>(64);
+        let mut live = Live {
+            ws,
+            pending: HashMap::new(),
+            session_id,
+            data_key,
+            plain,
+            cancel: self.cancel.child_token(),
+            pool_tx,
+            health_tx,
+            idle: 0,
+            heartbeat,
+            last_seen: tokio::time::Instant::now(),
+            nonce: 0,
+            retry_after: None,
+        };
+        let end = self.serve(&mut live, pool_size, &mut pool_rx, &mut health_rx).await;
+        live.cancel.cancel();
+        end
+    }
+
+    /// The session's loop: each arm hands its input to a named handler, which says whether
+    /// the session goes on.
+    async fn serve(
+        &mut self,
+        live: &mut Live,
+        pool_size: u16,
+        pool_rx: &mut mpsc::Receiver<PoolEvent>,
+        health_rx: &mut mpsc::Receiver<HealthChange>,
+    ) -> Result<SessionEnd, ClientError> {
+        self.open_tunnels(live).await?;
+        for _ in 0..pool_size.max(1) {
+            self.spawn_conn(live, Duration::ZERO);
+        }
+        let mut heartbeat_tick = tokio::time::interval(live.heartbeat);
+        heartbeat_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let step = tokio::select! {
+                _ = self.cancel.cancelled() => Break(Ok(self.leave(live).await)),
+                Some(h) = health_rx.recv() => self.handle_health(live, h).await,
+                Some(ev) = pool_rx.recv() => self.handle_pool_event(live, ev),
+                _ = heartbeat_tick.tick() => self.send_heartbeat(live).await,
+                frame = live.ws.next() => self.handle_frame(live, frame).await,
+            };
+            if let Break(end) = step {
+                return end;
+            }
+        }
+    }
+
+    /// Asks for every tunnel still wanted; a returning client asks for what it had, whatever
+    /// the config says.
+    async fn open_tunnels(&mut self, live: &mut Live) -> Result<(), ClientError> {
         for (i, t) in self.active_tunnels().into_iter().enumerate() {
-            let prev = self.assigned.get(&t.name);
-            // A returning client asks for what it had, whatever the config says.
             let mut spec = t.spec();
-            if let Some(p) = prev {
+            if let Some(p) = self.assigned.get(&t.name) {
                 spec.subdomain = p.subdomain.clone().or(spec.subdomain);
                 spec.remote_port = p.remote_port.or(spec.remote_port);
             }
             let req_id = i as u64 + 1;
-            ws.send(Message::text(ClientMsg::OpenTunnel { req_id, spec }.encode()))
+            live.ws
+                .send(Message::text(ClientMsg::OpenTunnel { req_id, spec }.encode()))
                 .await
                 .map_err(|e| ClientError::Lost(e.to_string()))?;
-            pending.insert(req_id, t);
+            live.pending.insert(req_id, t);
         }
+        Ok(())
+    }
 
-        let session_cancel = self.cancel.child_token();
-        let (pool_tx, mut pool_rx) = mpsc::channel::<PoolEvent>(256);
-        let (health_tx, mut health_rx) = mpsc::channel::<HealthChange>(64);
-        let mut idle = 0usize;
-        let spawn_conn = |delay: Duration, idle: &mut usize| {
-            if *idle >= MAX_IDLE {
+    /// A deliberate stop: drain, close the tunnels, say goodbye.
+    async fn leave(&self, live: &mut Live) -> SessionEnd {
+        self.drain_tunnels(&mut live.ws).await;
+        self.close_tunnels(&mut live.ws).await;
+        let _ = live.ws.close(None).await;
+        SessionEnd::Cancelled
+    }
+
+    /// Opens one idle data connection (after `delay`) that serves visitors once the server
+    /// hands it one, unless enough are already idle.
+    fn spawn_conn(&self, live: &mut Live, delay: Duration) {
+        if live.idle >= MAX_IDLE {
+            return;
+        }
+        live.idle += 1;
+        let dialer = self.dialer.clone();
+        let (sid, key, plain) = (live.session_id.clone(), live.data_key.clone(), live.plain);
+        let targets = self.targets.clone();
+        let pool_tx = live.pool_tx.clone();
+        let session_cancel = live.cancel.clone();
+        let run_cancel = self.stream_cancel.clone();
+        let events = self.events.clone();
+        let streams = self.streams.clone();
+        self.streams.spawn(async move {
+            let (header, io) = tokio::select! {
+                r = forward::pooled_stream(&dialer, &sid, &key, plain, delay) => match r {
+                    Ok(x) => x,
+                    Err(_) => {
+                        let _ = pool_tx.try_send(PoolEvent::Failed);
+                        return;
+                    }
+                },
+                _ = session_cancel.cancelled() => return,
+            };
+            let _ = pool_tx.try_send(PoolEvent::Used);
+            let report = move |f: forward::LocalFailure| {
+                tracing::warn!(tunnel = %f.name, "{}", f.error);
+                let _ = events.try_send(Event::Error {
+                    code: "local_unreachable".into(),
+                    message: format!("tunnel '{}': {}", f.name, f.error),
+                    hint: format!("start the local service on {}, or fix --local-host/port", f.addr),
+                    fatal: false,
+                });
+            };
+            if header.mux {
+                forward::serve_mux(io, targets, streams, run_cancel, report).await;
                 return;
             }
-            *idle += 1;
-            let dialer = self.dialer.clone();
-            let (sid, key) = (session_id.clone(), data_key.clone());
-            let targets = self.targets.clone();
-            let pool_tx = pool_tx.clone();
-            let session_cancel = session_cancel.clone();
-            let run_cancel = self.stream_cancel.clone();
-            let events = self.events.clone();
-            let streams = self.streams.clone();
-            self.streams.spawn(async move {
-                let (header, io) = tokio::select! {
-                    r = forward::pooled_stream(&dialer, &sid, &key, plain, delay) => match r {
-                        Ok(x) => x,
-                        Err(_) => {
-                            let _ = pool_tx.try_send(PoolEvent::Failed);
-                            return;
-                        }
-                    },
-                    _ = session_cancel.cancelled() => return,
-                };
-                let _ = pool_tx.try_send(PoolEvent::Used);
-                let report = move |f: forward::LocalFailure| {
-                    tracing::warn!(tunnel = %f.name, "{}", f.error);
-                    let _ = events.try_send(Event::Error {
-                        code: "local_unreachable".into(),
-                        message: format!("tunnel '{}': {}", f.name, f.error),
-                        hint: format!("start the local service on {}, or fix --local-host/port", f.addr),
-                        fatal: false,
-                    });
-                };
-                if header.mux {
-                    forward::serve_mux(io, targets, streams, run_cancel, report).await;
-                    return;
-                }
-                forward::serve_until(header, io, &targets, &run_cancel, report).await;
-            });
-        };
-        for _ in 0..pool_size.max(1) {
-            spawn_conn(Duration::ZERO, &mut idle);
-        }
+            forward::serve_until(header, io, &targets, &run_cancel, report).await;
+        });
+    }
 
-        let mut heartbeat_tick = tokio::time::interval(heartbeat);
-        heartbeat_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_seen = tokio::time::Instant::now();
-        let mut nonce = 0u64;
-        let mut retry_after = None;
-        let end = loop {
-            tokio::select! {
-                _ = self.cancel.cancelled() => {
-                    self.drain_tunnels(&mut ws).await;
-                    self.close_tunnels(&mut ws).await;
-                    let _ = ws.close(None).await;
-                    break Ok(SessionEnd::Cancelled);
-                }
-                Some(h) = health_rx.recv() => {
-                    let still_open = self.targets.read().contains_key(&h.tunnel_id);
-                    if !still_open { continue; }
-                    let msg = ClientMsg::HealthReport { tunnel_id: h.tunnel_id.clone(), healthy: h.healthy, detail: h.detail.clone() };
-                    if ws.send(Message::text(msg.encode())).await.is_err() {
-                        break Ok(SessionEnd::Lost { reason: "control connection closed".into(), retry_after, established: true });
-                    }
-                    self.emit(Event::Health { tunnel_id: h.tunnel_id, name: h.name, healthy: h.healthy, detail: h.detail }).await;
-                }
-                Some(ev) = pool_rx.recv() => {
-                    idle = idle.saturating_sub(1);
-                    match ev {
-                        PoolEvent::Used => spawn_conn(Duration::ZERO, &mut idle),
-                        PoolEvent::Failed => spawn_conn(Duration::from_millis(500), &mut idle),
-                    }
-                }
-                _ = heartbeat_tick.tick() => {
-                    if last_seen.elapsed() > heartbeat * HEARTBEAT_MISSES {
-                        break Ok(SessionEnd::Lost { reason: "heartbeat timeout".into(), retry_after: None, established: true });
-                    }
-                    nonce += 1;
-                    if ws.send(Message::text(ClientMsg::Ping { nonce }.encode())).await.is_err() {
-                        break Ok(SessionEnd::Lost { reason: "control connection closed".into(), retry_after, established: true });
-                    }
-                }
-                msg = ws.next() => {
-                    last_seen = tokio::time::Instant::now();
-                    let text = match msg {
-                        Some(Ok(Message::Text(t))) => t,
-                        Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => {
-                            tracing::warn!("the server sent a control message over the size limit");
-                            rustunnel_transport::ws::close_too_big(&mut ws, MAX_CONTROL_FRAME, Duration::from_secs(1)).await;
-                            break Ok(SessionEnd::Lost { reason: "the server sent a control message over the size limit".into(), retry_after, established: true });
-                        }
-                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
-                            let reason = if retry_after.is_some() { "server restarting" } else { "control connection closed" };
-                            break Ok(SessionEnd::Lost { reason: reason.into(), retry_after, established: true });
-                        }
-                        Some(Ok(_)) => continue,
-                    };
-                    let msg = match ServerMsg::decode(text.as_str()) {
-                        Ok(m) => m,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "undecodable control message");
-                            continue;
-                        }
-                    };
-                    match msg {
-                        ServerMsg::TunnelOpened { req_id, tunnel } => {
-                            let Some(cfg) = pending.remove(&req_id) else { continue };
-                            self.targets.write().insert(
-                                tunnel.tunnel_id.clone(),
-                                LocalTarget {
-                                    name: cfg.name.clone(),
-                                    protocol: cfg.protocol,
-                                    host: cfg.local_host.clone(),
-                                    port: cfg.local_port,
-                                    proxy_protocol: cfg.proxy_protocol,
-                                },
-                            );
-                            if let Some(check) = cfg.health_check.clone() {
-                                self.streams.spawn(health::run(
-                                    check,
-                                    tunnel.tunnel_id.clone(),
-                                    cfg.name.clone(),
-                                    cfg.local_host.clone(),
-                                    cfg.local_port,
-                                    health_tx.clone(),
-                                    session_cancel.clone(),
-                                ));
-                            }
-                            let event = if self.assigned.contains_key(&cfg.name) {
-                                Event::Reconnected { tunnel_id: tunnel.tunnel_id.clone(), name: cfg.name.clone(), public_url: tunnel.public_url.clone() }
-                            } else {
-                                Event::ready(&tunnel, cfg.local_addr())
-                            };
-                            self.assigned.insert(cfg.name.clone(), tunnel);
-                            self.emit(event).await;
-                        }
-                        ServerMsg::TunnelRejected { req_id, code, message, retry_after_ms } => {
-                            let Some(cfg) = pending.remove(&req_id) else { continue };
-                            let retry_after = retry_after_ms.map(Duration::from_millis);
-                            let err = ClientError::TunnelRejected { name: cfg.name.clone(), code, message, retry_after };
-                            if self.assigned.contains_key(&cfg.name) {
-                                // Restoring after a reconnect: back off and try again.
-                                break Ok(SessionEnd::Lost { reason: err.to_string(), retry_after: None, established: false });
-                            }
-                            break Err(err);
-                        }
-                        ServerMsg::TunnelClosed { tunnel_id, reason, message } => {
-                            let target = self.targets.write().remove(&tunnel_id);
-                            if let Some(t) = target {
-                                self.closed.insert(t.name.clone());
-                                let reason = serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
-                                self.emit(Event::TunnelClosed { tunnel_id, name: t.name, reason, message }).await;
-                            }
-                            if self.active_tunnels().is_empty() {
-                                let _ = ws.close(None).await;
-                                break Ok(SessionEnd::NoTunnelsLeft);
-                            }
-                        }
-                        ServerMsg::NeedDataConns { count } => {
-                            for _ in 0..count.min(MAX_IDLE as u16) {
-                                spawn_conn(Duration::ZERO, &mut idle);
-                            }
-                        }
-                        ServerMsg::RequestLog { entries, dropped } => self.show_requests(entries, dropped),
-                        ServerMsg::Ping { nonce } => {
-                            let _ = ws.send(Message::text(ClientMsg::Pong { nonce }.encode())).await;
-                        }
-                        ServerMsg::Shutdown { message, retry_after_ms } => {
-                            retry_after = Some(Duration::from_millis(retry_after_ms.clamp(50, 30_000)));
-                            self.emit(Event::ServerShutdown { message }).await;
-                        }
-                        ServerMsg::Error { code, message } => tracing::warn!(?code, "server: {message}"),
-                        ServerMsg::Rejected { code, message, retry_after_ms } => {
-                            break Err(ClientError::rejected(code, message, retry_after_ms))
-                        }
-                        ServerMsg::Pong { .. } | ServerMsg::Welcome { .. } | ServerMsg::TunnelDrained { .. } | ServerMsg::Unknown => {}
-                        // P2P runs its own sessions (crate::p2p); nothing to do here.
-                        ServerMsg::P2pPublished { .. } | ServerMsg::P2pIncoming { .. } | ServerMsg::P2pAnswer { .. }
-                        | ServerMsg::P2pConfirm { .. } | ServerMsg::P2pResult { .. } | ServerMsg::P2pClosed { .. }
-                        | ServerMsg::P2pError { .. } => {}
-                    }
-                }
+    /// A health check changed its verdict: tell the server and the user.
+    async fn handle_health(&self, live: &mut Live, h: HealthChange) -> Step {
+        if !self.targets.read().contains_key(&h.tunnel_id) {
+            return Continue(());
+        }
+        let msg =
+            ClientMsg::HealthReport { tunnel_id: h.tunnel_id.clone(), healthy: h.healthy, detail: h.detail.clone() };
+        if live.ws.send(Message::text(msg.encode())).await.is_err() {
+            return live.lost("control connection closed");
+        }
+        self.emit(Event::Health { tunnel_id: h.tunnel_id, name: h.name, healthy: h.healthy, detail: h.detail }).await;
+        Continue(())
+    }
+
+    /// An idle data connection was used or failed: open its replacement.
+    fn handle_pool_event(&self, live: &mut Live, ev: PoolEvent) -> Step {
+        live.idle = live.idle.saturating_sub(1);
+        match ev {
+            PoolEvent::Used => self.spawn_conn(live, Duration::ZERO),
+            PoolEvent::Failed => self.spawn_conn(live, Duration::from_millis(500)),
+        }
+        Continue(())
+    }
+
+    /// Pings the server; a server silent for [`HEARTBEAT_MISSES`] intervals is gone.
+    async fn send_heartbeat(&self, live: &mut Live) -> Step {
+        if live.last_seen.elapsed() > live.heartbeat * HEARTBEAT_MISSES {
+            return Break(Ok(SessionEnd::Lost {
+                reason: "heartbeat timeout".into(),
+                retry_after: None,
+                established: true,
+            }));
+        }
+        live.nonce += 1;
+        if live.ws.send(Message::text(ClientMsg::Ping { nonce: live.nonce }.encode())).await.is_err() {
+            return live.lost("control connection closed");
+        }
+        Continue(())
+    }
+
+    /// One WebSocket frame from the server (or its end).
+    async fn handle_frame(
+        &mut self,
+        live: &mut Live,
+        frame: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    ) -> Step {
+        live.last_seen = tokio::time::Instant::now();
+        let text = match frame {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => {
+                tracing::warn!("the server sent a control message over the size limit");
+                rustunnel_transport::ws::close_too_big(&mut live.ws, MAX_CONTROL_FRAME, Duration::from_secs(1)).await;
+                return live.lost("the server sent a control message over the size limit");
             }
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                let reason = if live.retry_after.is_some() { "server restarting" } else { "control connection closed" };
+                return live.lost(reason);
+            }
+            Some(Ok(_)) => return Continue(()),
         };
-        session_cancel.cancel();
-        end
+        match ServerMsg::decode(text.as_str()) {
+            Ok(msg) => self.handle_message(live, msg).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "undecodable control message");
+                Continue(())
+            }
+        }
+    }
+
+    /// One control message from the server.
+    async fn handle_message(&mut self, live: &mut Live, msg: ServerMsg) -> Step {
+        match msg {
+            ServerMsg::TunnelOpened { req_id, tunnel } => self.tunnel_opened(live, req_id, tunnel).await,
+            ServerMsg::TunnelRejected { req_id, code, message, retry_after_ms } => {
+                let Some(cfg) = live.pending.remove(&req_id) else { return Continue(()) };
+                let retry_after = retry_after_ms.map(Duration::from_millis);
+                let err = ClientError::TunnelRejected { name: cfg.name.clone(), code, message, retry_after };
+                if self.assigned.contains_key(&cfg.name) {
+                    // Restoring after a reconnect: back off and try again.
+                    return Break(Ok(SessionEnd::Lost {
+                        reason: err.to_string(),
+                        retry_after: None,
+                        established: false,
+                    }));
+                }
+                Break(Err(err))
+            }
+            ServerMsg::TunnelClosed { tunnel_id, reason, message } => {
+                self.tunnel_closed(live, tunnel_id, reason, message).await
+            }
+            ServerMsg::NeedDataConns { count } => {
+                for _ in 0..count.min(MAX_IDLE as u16) {
+                    self.spawn_conn(live, Duration::ZERO);
+                }
+                Continue(())
+            }
+            ServerMsg::RequestLog { entries, dropped } => {
+                self.show_requests(entries, dropped);
+                Continue(())
+            }
+            ServerMsg::Ping { nonce } => {
+                let _ = live.ws.send(Message::text(ClientMsg::Pong { nonce }.encode())).await;
+                Continue(())
+            }
+            ServerMsg::Shutdown { message, retry_after_ms } => {
+                live.retry_after = Some(Duration::from_millis(retry_after_ms.clamp(50, 30_000)));
+                self.emit(Event::ServerShutdown { message }).await;
+                Continue(())
+            }
+            ServerMsg::Error { code, message } => {
+                tracing::warn!(?code, "server: {message}");
+                Continue(())
+            }
+            ServerMsg::Rejected { code, message, retry_after_ms } => {
+                Break(Err(ClientError::rejected(code, message, retry_after_ms)))
+            }
+            ServerMsg::Pong { .. }
+            | ServerMsg::Welcome { .. }
+            | ServerMsg::TunnelDrained { .. }
+            | ServerMsg::Unknown => Continue(()),
+            // P2P runs its own sessions (crate::p2p); nothing to do here.
+            ServerMsg::P2pPublished { .. }
+            | ServerMsg::P2pIncoming { .. }
+            | ServerMsg::P2pAnswer { .. }
+            | ServerMsg::P2pConfirm { .. }
+            | ServerMsg::P2pResult { .. }
+            | ServerMsg::P2pClosed { .. }
+            | ServerMsg::P2pError { .. } => Continue(()),
+        }
+    }
+
+    /// A tunnel asked for is open: route its visitors, start its health check, tell the user.
+    async fn tunnel_opened(&mut self, live: &mut Live, req_id: u64, tunnel: TunnelInfo) -> Step {
+        let Some(cfg) = live.pending.remove(&req_id) else { return Continue(()) };
+        self.targets.write().insert(
+            tunnel.tunnel_id.clone(),
+            LocalTarget {
+                name: cfg.name.clone(),
+                protocol: cfg.protocol,
+                host: cfg.local_host.clone(),
+                port: cfg.local_port,
+                proxy_protocol: cfg.proxy_protocol,
+            },
+        );
+        if let Some(check) = cfg.health_check.clone() {
+            self.streams.spawn(health::run(
+                check,
+                tunnel.tunnel_id.clone(),
+                cfg.name.clone(),
+                cfg.local_host.clone(),
+                cfg.local_port,
+                live.health_tx.clone(),
+                live.cancel.clone(),
+            ));
+        }
+        let event = if self.assigned.contains_key(&cfg.name) {
+            Event::Reconnected {
+                tunnel_id: tunnel.tunnel_id.clone(),
+                name: cfg.name.clone(),
+                public_url: tunnel.public_url.clone(),
+            }
+        } else {
+            Event::ready(&tunnel, cfg.local_addr())
+        };
+        self.assigned.insert(cfg.name.clone(), tunnel);
+        self.emit(event).await;
+        Continue(())
+    }
+
+    /// The server closed a tunnel (API close, revoked token): it is not asked for again; the
+    /// session ends with the last one.
+    async fn tunnel_closed(
+        &mut self,
+        live: &mut Live,
+        tunnel_id: String,
+        reason: rustunnel_proto::control::CloseReason,
+        message: String,
+    ) -> Step {
+        let target = self.targets.write().remove(&tunnel_id);
+        if let Some(t) = target {
+            self.closed.insert(t.name.clone());
+            let reason =
+                serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+            self.emit(Event::TunnelClosed { tunnel_id, name: t.name, reason, message }).await;
+        }
+        if self.active_tunnels().is_empty() {
+            let _ = live.ws.close(None).await;
+            return Break(Ok(SessionEnd::NoTunnelsLeft));
+        }
+        Continue(())
     }
 }
 

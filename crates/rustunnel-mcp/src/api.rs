@@ -1,35 +1,9 @@
-//! A small client for the management REST API (`GET /api/tunnels`, `DELETE /api/tunnels/{id}`,
-//! `GET /api/history`, `GET /api/regions`), on hyper-util's pooled client. Plain HTTP and HTTPS
-//! (the latter honours `--insecure`). Answers are bounded in size and time.
-use std::future::Future;
-use std::io;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
-
-use bytes::Bytes;
-use http::{Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustunnel_api_types::{ClosedTunnel, ErrorBody, HistoryList, P2pList, PoolList, RegionList, TunnelList};
-use serde::de::DeserializeOwned;
-use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
-use tokio_rustls::rustls::ClientConfig;
-
+//! The MCP server's face of the management REST API: the shared client of
+//! [`rustunnel_client::api`], with errors in the words an agent acts on (what failed and what to
+//! do about it).
+use rustunnel_api_types::{ClosedTunnel, HistoryList, P2pList, PoolList, RegionList, TunnelList};
+pub use rustunnel_client::api::{HISTORY_PAGE, MAX_RESPONSE_BYTES, REQUEST_TIMEOUT};
 use rustunnel_client::TlsOptions;
-
-/// Largest API answer read (a long history page is well below this).
-pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
-/// Deadline for one API call, connection included.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Most history rows the API returns per page.
-pub const HISTORY_PAGE: u32 = 200;
 
 /// Why an API call failed. Each variant says what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -95,60 +69,63 @@ impl ApiError {
     }
 }
 
-/// The management API client. Cheap to clone.
-#[derive(Clone)]
-pub struct ApiClient {
-    base: String,
-    client: Client<ApiConnector, Full<Bytes>>,
+impl From<rustunnel_client::api::ApiError> for ApiError {
+    fn from(e: rustunnel_client::api::ApiError) -> Self {
+        use rustunnel_client::api::ApiError as E;
+        match e {
+            E::BadUrl { url, reason } => ApiError::BadUrl { url, reason },
+            E::Unreachable { url, detail } => ApiError::Unreachable { url, detail },
+            E::Timeout { url, after } => {
+                ApiError::Unreachable { url, detail: format!("no answer within {}s", after.as_secs()) }
+            }
+            E::Read { url, detail } => ApiError::Unreachable { url, detail: format!("reading the answer: {detail}") },
+            E::Status { status: 401 | 403, message, .. } => ApiError::Unauthorized {
+                message: if message.is_empty() { "missing or invalid token".into() } else { message },
+            },
+            E::Status { status: 404, code, message } if !code.is_empty() => ApiError::NotFound { message },
+            E::Status { status, code, message } => ApiError::Status { status, code, message },
+            E::Decode { url, detail } => ApiError::Decode { url, detail },
+        }
+    }
 }
 
-impl std::fmt::Debug for ApiClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiClient").field("base", &self.base).finish()
-    }
+/// The management API client. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ApiClient {
+    inner: rustunnel_client::api::ApiClient,
 }
 
 impl ApiClient {
     /// `base` is the API root (`http://localhost:4041`); TLS settings apply to `https://` bases.
     pub fn new(base: &str, tls: &TlsOptions) -> Self {
-        // A bad TLS setup surfaces on the first https call instead of failing construction:
-        // plain-HTTP deployments never need it.
-        let tls = rustunnel_client::tls::client_config(tls, &[b"http/1.1"]).map_err(|e| e.to_string());
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(4)
-            // Idle connections to the API close on time, not at the next call.
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .build(ApiConnector { tls: Arc::new(tls) });
-        ApiClient { base: base.trim_end_matches('/').to_string(), client }
+        ApiClient { inner: rustunnel_client::api::ApiClient::new(base, tls) }
     }
 
     pub fn base(&self) -> &str {
-        &self.base
+        self.inner.base()
     }
 
     /// `GET /api/tunnels`
     pub async fn list_tunnels(&self, token: Option<&str>) -> Result<TunnelList, ApiError> {
-        self.call(Method::GET, "/api/tunnels", token).await
+        Ok(self.inner.list_tunnels(token).await?)
     }
 
     /// `GET /api/pools`
     pub async fn pools(&self, token: Option<&str>) -> Result<PoolList, ApiError> {
-        self.call(Method::GET, "/api/pools", token).await
+        Ok(self.inner.pools(token).await?)
     }
 
     /// `GET /api/p2p`
     pub async fn p2p(&self, token: Option<&str>) -> Result<P2pList, ApiError> {
-        self.call(Method::GET, "/api/p2p", token).await
+        Ok(self.inner.p2p(token).await?)
     }
 
     /// `DELETE /api/tunnels/{id}`
     pub async fn close_tunnel(&self, token: Option<&str>, id: &str) -> Result<ClosedTunnel, ApiError> {
-        self.call(Method::DELETE, &format!("/api/tunnels/{}", encode_path_segment(id)), token).await
+        Ok(self.inner.close_tunnel(token, id).await?)
     }
 
-    /// `GET /api/history?protocol=&limit=&offset=` (one page: `limit` at most
-    /// [`HISTORY_PAGE`]).
+    /// `GET /api/history` (one page: `limit` at most [`HISTORY_PAGE`]).
     pub async fn history(
         &self,
         token: Option<&str>,
@@ -156,188 +133,12 @@ impl ApiClient {
         limit: u32,
         offset: u32,
     ) -> Result<HistoryList, ApiError> {
-        let mut path = format!("/api/history?limit={}&offset={offset}", limit.min(HISTORY_PAGE));
-        if let Some(p) = protocol {
-            path.push_str("&protocol=");
-            path.push_str(&encode_path_segment(p));
-        }
-        self.call(Method::GET, &path, token).await
+        Ok(self.inner.history(token, protocol, limit, offset).await?)
     }
 
     /// `GET /api/regions` (public).
     pub async fn regions(&self) -> Result<RegionList, ApiError> {
-        self.call(Method::GET, "/api/regions", None).await
-    }
-
-    async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, token: Option<&str>) -> Result<T, ApiError> {
-        let url = format!("{}{}", self.base, path);
-        let uri: Uri = url
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| ApiError::BadUrl { url: self.base.clone(), reason: e.to_string() })?;
-        match uri.scheme_str() {
-            Some("http") | Some("https") => {}
-            _ => {
-                return Err(ApiError::BadUrl {
-                    url: self.base.clone(),
-                    reason: "must start with http:// or https://".into(),
-                })
-            }
-        }
-        let mut req = Request::builder().method(method).uri(uri).header("accept", "application/json");
-        if let Some(t) = token.filter(|t| !t.is_empty()) {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let req = req
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| ApiError::BadUrl { url: self.base.clone(), reason: e.to_string() })?;
-        let unreachable = |detail: String| ApiError::Unreachable { url: self.base.clone(), detail };
-        let exchange = async {
-            let resp = self.client.request(req).await.map_err(|e| unreachable(error_chain(&e)))?;
-            let status = resp.status();
-            let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map_err(|e| unreachable(format!("reading the answer: {e}")))?
-                .to_bytes();
-            Ok::<_, ApiError>((status, body))
-        };
-        let (status, body) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
-            .await
-            .map_err(|_| unreachable(format!("no answer within {}s", REQUEST_TIMEOUT.as_secs())))??;
-        if status.is_success() {
-            return serde_json::from_slice(&body)
-                .map_err(|e| ApiError::Decode { url: url.clone(), detail: e.to_string() });
-        }
-        let (code, message) = match serde_json::from_slice::<ErrorBody>(&body) {
-            Ok(b) => (b.error.code, b.error.message),
-            Err(_) => (String::new(), String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_string()),
-        };
-        Err(match status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ApiError::Unauthorized {
-                message: if message.is_empty() { "missing or invalid token".into() } else { message },
-            },
-            StatusCode::NOT_FOUND if !code.is_empty() => ApiError::NotFound { message },
-            s => ApiError::Status { status: s.as_u16(), code, message },
-        })
-    }
-}
-
-/// Percent-encodes everything but unreserved characters (ids are UUIDs; this keeps odd input
-/// from changing the path).
-fn encode_path_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
-}
-
-/// Dials `http://` with TCP and `https://` with TCP + rustls.
-#[derive(Clone)]
-struct ApiConnector {
-    tls: Arc<Result<Arc<ClientConfig>, String>>,
-}
-
-type ConnectFuture = Pin<Box<dyn Future<Output = io::Result<ApiStream>> + Send>>;
-
-impl tower_service::Service<Uri> for ApiConnector {
-    type Response = ApiStream;
-    type Error = io::Error;
-    type Future = ConnectFuture;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let tls = self.tls.clone();
-        Box::pin(async move {
-            let https = uri.scheme_str() == Some("https");
-            let host = uri
-                .host()
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "URL has no host"))?
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string();
-            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-            let tcp = rustunnel_client::net::connect_tcp(&host, port, CONNECT_TIMEOUT).await?;
-            if !https {
-                return Ok(ApiStream::Plain(TokioIo::new(tcp)));
-            }
-            let cfg = match tls.as_ref() {
-                Ok(c) => c.clone(),
-                Err(e) => return Err(io::Error::other(format!("TLS setup: {e}"))),
-            };
-            let name = rustls_pki_types::ServerName::try_from(host.clone())
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-            let s = tokio::time::timeout(CONNECT_TIMEOUT, tokio_rustls::TlsConnector::from(cfg).connect(name, tcp))
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
-            Ok(ApiStream::Tls(Box::new(TokioIo::new(s))))
-        })
-    }
-}
-
-enum ApiStream {
-    Plain(TokioIo<TcpStream>),
-    Tls(Box<TokioIo<TlsStream<TcpStream>>>),
-}
-
-impl Connection for ApiStream {
-    fn connected(&self) -> Connected {
-        Connected::new()
-    }
-}
-
-impl hyper::rt::Read for ApiStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ApiStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ApiStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl hyper::rt::Write for ApiStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ApiStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ApiStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ApiStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            ApiStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ApiStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            ApiStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
+        Ok(self.inner.regions().await?)
     }
 }
 
@@ -357,12 +158,6 @@ mod tests {
         assert!(hint(status(502, "")).contains("--api"));
     }
 
-    #[test]
-    fn path_segments_are_encoded() {
-        assert_eq!(encode_path_segment("a1-b_c.d~"), "a1-b_c.d~");
-        assert_eq!(encode_path_segment("../x?y"), "..%2Fx%3Fy");
-    }
-
     #[tokio::test]
     async fn unreachable_api_is_reported_with_its_url() {
         // Bind then drop: nothing listens on that port afterwards.
@@ -371,6 +166,21 @@ mod tests {
         let e = api.regions().await.unwrap_err();
         assert_eq!(e.code(), "api_unreachable", "{e}");
         assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
+    }
+
+    #[test]
+    fn refusals_keep_their_words() {
+        use rustunnel_client::api::ApiError as E;
+        let status = |status: u16, code: &str, message: &str| {
+            ApiError::from(E::Status { status, code: code.into(), message: message.into() })
+        };
+        assert_eq!(status(401, "", "").to_string(), "token rejected by the server: missing or invalid token");
+        assert_eq!(status(403, "forbidden", "no").to_string(), "token rejected by the server: no");
+        assert!(matches!(status(404, "not_found", "no tunnel x"), ApiError::NotFound { .. }));
+        assert!(matches!(status(404, "", "nginx"), ApiError::Status { status: 404, .. }));
+        let timeout = ApiError::from(E::Timeout { url: "http://a".into(), after: REQUEST_TIMEOUT });
+        assert_eq!(timeout.code(), "api_unreachable");
+        assert!(timeout.to_string().starts_with("management API unreachable at http://a: no answer within"));
     }
 
     #[tokio::test]
