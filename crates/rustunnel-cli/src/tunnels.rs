@@ -2,7 +2,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use rustunnel_client::options::AccessOptions;
+use rustunnel_client::options::{AccessOptions, GroupConfig, PoolOptions, TunnelOptions};
 use rustunnel_client::{ClientHandle, ClientOptions, Event, StartFile, TlsOptions, TunnelConfig};
 use rustunnel_proto::control::HOST_HEADER_RULE;
 use rustunnel_proto::{Protocol, SpecError, SpecOption};
@@ -99,13 +99,11 @@ pub struct PoolArgs {
 }
 
 impl PoolArgs {
-    /// Applies the flags to a tunnel definition.
-    pub fn apply(&self, t: &mut TunnelConfig) -> Result<(), String> {
+    /// The pool the flags describe, or the flag that is out of range.
+    pub fn options(&self) -> Result<PoolOptions, String> {
         use rustunnel_client::health::{HealthCheck, HealthKind};
-        if let (Some(name), Some(key)) = (&self.group, &self.group_key) {
-            t.group = Some(rustunnel_client::GroupConfig { name: name.clone(), key: key.clone() });
-        }
-        if let Some(spec) = &self.health_check {
+        let group = GroupConfig::from_pair(self.group.as_deref(), self.group_key.as_deref());
+        let health_check = if let Some(spec) = &self.health_check {
             let mut kind = HealthCheck::parse_kind(spec)?;
             if let HealthKind::Http { expect_2xx, .. } = &mut kind {
                 *expect_2xx = !self.health_any_status;
@@ -117,19 +115,21 @@ impl PoolArgs {
                     Err(format!("--health-{what} must be between 0 and 3600 seconds"))
                 }
             };
-            t.health_check = Some(HealthCheck {
+            Some(HealthCheck {
                 kind,
                 interval: secs("interval", self.health_interval)?,
                 timeout: secs("timeout", self.health_timeout)?,
                 max_failed: self.health_max_failed,
                 alert_webhook: self.alert_webhook.clone(),
-            });
+            })
         } else if self.alert_webhook.is_some() {
             let mut h = HealthCheck::new(HealthKind::Tcp);
             h.alert_webhook = self.alert_webhook.clone();
-            t.health_check = Some(h);
-        }
-        t.validate()
+            Some(h)
+        } else {
+            None
+        };
+        Ok(PoolOptions { group, health_check })
     }
 }
 
@@ -174,12 +174,17 @@ fn flag_of(o: SpecOption) -> (&'static str, &'static str) {
 
 pub async fn run_one(protocol: Protocol, a: OneTunnel) -> i32 {
     let mut printer = Printer::new(a.connect.json);
-    let mut t = TunnelConfig::new(a.name.clone().unwrap_or_else(|| protocol.to_string()), protocol, a.port);
-    // `[::1]` is read as `::1` by the client library, like every other way in.
-    t.local_host = a.local_host.clone();
-    t.subdomain = a.subdomain.clone();
-    t.remote_port = a.remote_port;
-    t.set_access(&a.access);
+    // A bad pool flag is reported after the access options, as the server would judge them.
+    let pool = a.pool.options();
+    let t = TunnelConfig::from(TunnelOptions {
+        // `[::1]` is read as `::1` by the client library, like every other way in.
+        local_host: a.local_host.clone(),
+        subdomain: a.subdomain.clone(),
+        remote_port: a.remote_port,
+        access: a.access.clone(),
+        pool: pool.clone().unwrap_or_default(),
+        ..TunnelOptions::new(a.name.clone().unwrap_or_else(|| protocol.to_string()), protocol, a.port)
+    });
     if t.proxy_protocol.is_some() && protocol == Protocol::Udp {
         return fail(
             &mut printer,
@@ -201,7 +206,7 @@ pub async fn run_one(protocol: Protocol, a: OneTunnel) -> i32 {
         };
         return fail(&mut printer, "bad_arguments", message, hint);
     }
-    if let Err(e) = a.pool.apply(&mut t) {
+    if let Err(e) = pool.and_then(|_| t.validate()) {
         return fail(&mut printer, "bad_arguments", e, OPTIONS_HINT);
     }
     let server = match crate::manage::resolve_server(&a.connect).await {

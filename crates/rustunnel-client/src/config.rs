@@ -10,7 +10,8 @@ use serde::Deserialize;
 
 use crate::error::ClientError;
 use crate::health::{normalize_path, HealthCheck, HealthKind};
-use crate::options::AccessOptions;
+pub use crate::options::GroupConfig;
+use crate::options::{AccessOptions, PoolOptions, TunnelOptions};
 use crate::tls::TlsOptions;
 
 /// Default control-plane address.
@@ -41,16 +42,27 @@ pub struct TunnelConfig {
     pub proxy_protocol: Option<crate::proxy_header::ProxyProtocol>,
 }
 
-/// Pool membership: the pool's name and its shared key.
-#[derive(Clone, PartialEq, Eq)]
-pub struct GroupConfig {
-    pub name: String,
-    pub key: String,
-}
-
-impl std::fmt::Debug for GroupConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GroupConfig").field("name", &self.name).field("key", &"***").finish()
+impl From<TunnelOptions> for TunnelConfig {
+    /// The one place a tunnel's options (from flags, a start file, the MCP or agent tools)
+    /// become a tunnel definition.
+    fn from(o: TunnelOptions) -> Self {
+        let TunnelOptions { name, protocol, local_host, local_port, subdomain, remote_port, access, pool } = o;
+        TunnelConfig {
+            name,
+            protocol,
+            // Kept as written (errors quote it); `local_addr` reads `[::1]` as `::1`.
+            local_host,
+            local_port,
+            subdomain,
+            remote_port,
+            group: pool.group,
+            health_check: pool.health_check,
+            basic_auth: access.basic_auth,
+            cidr_allow: access.cidr_allow,
+            cidr_deny: access.cidr_deny,
+            host_header: access.host_header,
+            proxy_protocol: access.proxy_protocol,
+        }
     }
 }
 
@@ -82,16 +94,6 @@ impl TunnelConfig {
                 h.to_string()
             }
         })
-    }
-
-    /// Sets who may reach the tunnel and what its local service receives (the one place the
-    /// CLI flags, the start file and the MCP tools reach a tunnel definition).
-    pub fn set_access(&mut self, a: &AccessOptions) {
-        self.basic_auth = a.basic_auth.clone();
-        self.cidr_allow = a.cidr_allow.clone();
-        self.cidr_deny = a.cidr_deny.clone();
-        self.host_header = a.host_header.clone();
-        self.proxy_protocol = a.proxy_protocol;
     }
 
     /// Makes this tunnel a member of pool `name` with the shared `key`.
@@ -395,20 +397,18 @@ impl StartFile {
         self.tunnels
             .iter()
             .map(|(name, t)| {
-                let mut c = TunnelConfig {
+                TunnelConfig::from(TunnelOptions {
                     local_host: t.local_host.as_deref().map_or("localhost", local_host).to_string(),
                     subdomain: t.subdomain.clone(),
                     remote_port: t.remote_port,
-                    group: match (&t.group, &t.group_key) {
-                        (Some(name), Some(key)) => Some(GroupConfig { name: name.clone(), key: key.clone() }),
-                        _ => None,
+                    access: t.access.clone(),
+                    pool: PoolOptions {
+                        group: GroupConfig::from_pair(t.group.as_deref(), t.group_key.as_deref()),
+                        // Validated in `parse`; a bad one here is dropped rather than panicking.
+                        health_check: t.health_check.as_ref().and_then(|h| h.to_check().ok()),
                     },
-                    // Validated in `parse`; a bad one here is dropped rather than panicking.
-                    health_check: t.health_check.as_ref().and_then(|h| h.to_check().ok()),
-                    ..TunnelConfig::new(name.clone(), t.protocol, t.local_port)
-                };
-                c.set_access(&t.access);
-                c
+                    ..TunnelOptions::new(name.clone(), t.protocol, t.local_port)
+                })
             })
             .collect()
     }

@@ -1,13 +1,77 @@
-//! The options that say who may reach a tunnel and what its local service receives, described
-//! once for every front end: the `rustunnel http|tcp|udp` flags (a clap `Args` the CLI
-//! flattens), the `[tunnels.<name>]` keys of a `rustunnel start` file
-//! (flattened into [`crate::config::StartTunnel`]) and the MCP tools, each under the same
-//! names; `TunnelConfig::set_access` sets them on a tunnel definition, which makes the
-//! protocol's `TunnelSpec`.
+//! The options of one tunnel, described once for every front end: the `rustunnel
+//! http|tcp|udp` flags, the `[tunnels.<name>]` keys of a `rustunnel start` file, the MCP
+//! tools and the agent tools each fill a [`TunnelOptions`], and `TunnelConfig::from` turns it
+//! into the tunnel definition that makes the protocol's `TunnelSpec`. [`AccessOptions`] is
+//! shared as is (a clap `Args` the CLI flattens, a serde struct the start file flattens).
 use rustunnel_proto::basic_auth::BasicAuth;
+use rustunnel_proto::Protocol;
 use serde::Deserialize;
 
+use crate::health::HealthCheck;
 use crate::proxy_header::ProxyProtocol;
+
+/// Everything one tunnel is made of: the local service it forwards to, the public name or
+/// port it asks for, who may reach it and the pool it joins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelOptions {
+    /// Shown in logs and the API.
+    pub name: String,
+    pub protocol: Protocol,
+    /// Host of the local service, as written (`[::1]` and `::1` both work).
+    pub local_host: String,
+    pub local_port: u16,
+    /// HTTP: the subdomain to ask for; random when `None`.
+    pub subdomain: Option<String>,
+    /// TCP/UDP: the public port to ask for; any free one when `None`.
+    pub remote_port: Option<u16>,
+    pub access: AccessOptions,
+    pub pool: PoolOptions,
+}
+
+impl TunnelOptions {
+    /// A tunnel to `localhost:local_port` with every other option at its default.
+    pub fn new(name: impl Into<String>, protocol: Protocol, local_port: u16) -> Self {
+        TunnelOptions {
+            name: name.into(),
+            protocol,
+            local_host: "localhost".into(),
+            local_port,
+            subdomain: None,
+            remote_port: None,
+            access: AccessOptions::default(),
+            pool: PoolOptions::default(),
+        }
+    }
+}
+
+/// Load balancing: the pool a tunnel joins and how its local service is checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolOptions {
+    /// Join a load-balanced pool (HTTP subdomain or TCP port shared with other members).
+    pub group: Option<GroupConfig>,
+    /// Check the local service and report its health; unhealthy pool members get no traffic.
+    pub health_check: Option<HealthCheck>,
+}
+
+/// Pool membership: the pool's name and its shared key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GroupConfig {
+    pub name: String,
+    pub key: String,
+}
+
+impl std::fmt::Debug for GroupConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupConfig").field("name", &self.name).field("key", &"***").finish()
+    }
+}
+
+impl GroupConfig {
+    /// The pool named by a `group`/`group_key` pair, when both are given.
+    pub fn from_pair(name: Option<&str>, key: Option<&str>) -> Option<Self> {
+        Some(GroupConfig { name: name?.to_string(), key: key?.to_string() })
+    }
+}
 
 /// Access and upstream options of one tunnel.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, clap::Args)]
@@ -54,12 +118,28 @@ mod tests {
             "basic_auth = \"ana:correct horse\"\ncidr_allow = [\"10.0.0.0/8\"]\nhost_header = \"rewrite\"\nproxy_protocol = \"v2\"",
         )
         .unwrap();
-        let mut t = TunnelConfig::new("web", Protocol::Http, 3000);
-        t.set_access(&o);
+        let t = TunnelConfig::from(TunnelOptions { access: o, ..TunnelOptions::new("web", Protocol::Http, 3000) });
         let spec = t.spec();
         assert_eq!(spec.basic_auth.as_ref().map(|b| b.user()), Some("ana"));
         assert_eq!(spec.cidr_allow, ["10.0.0.0/8"]);
         assert_eq!(spec.host_header.as_deref(), Some("localhost:3000"));
         assert!(spec.upstream_per_visitor);
+    }
+
+    #[test]
+    fn every_option_reaches_the_config() {
+        let mut o = TunnelOptions::new("db", Protocol::Tcp, 5432);
+        o.local_host = "[::1]".into();
+        o.remote_port = Some(15432);
+        o.pool.group = GroupConfig::from_pair(Some("pg"), Some("k"));
+        o.pool.health_check = Some(HealthCheck::new(crate::health::HealthKind::Tcp));
+        let t = TunnelConfig::from(o);
+        assert_eq!(t.local_addr(), "[::1]:5432");
+        assert_eq!(t.remote_port, Some(15432));
+        let spec = t.spec();
+        let g = spec.group.expect("pool");
+        assert_eq!((g.name.as_str(), g.key.as_str()), ("pg", "k"));
+        assert!(g.health_check.is_some());
+        assert!(GroupConfig::from_pair(Some("pg"), None).is_none());
     }
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use rustunnel_client::options::TunnelOptions;
 use rustunnel_client::p2p::{P2pHandle, P2pOptions, P2pRole};
 use rustunnel_client::{ClientHandle, ClientOptions, Event, TlsOptions, TunnelConfig};
 use rustunnel_proto::Protocol;
@@ -43,12 +44,12 @@ impl std::fmt::Debug for TunnelRequest {
 }
 
 /// A tunnel of this MCP server: named after its subdomain, else `mcp-<protocol>-<port>`.
-pub fn named_tunnel(protocol: Protocol, local_port: u16, subdomain: Option<String>) -> TunnelConfig {
+pub fn named_tunnel(protocol: Protocol, local_port: u16, subdomain: Option<String>) -> TunnelOptions {
     let name = match &subdomain {
         Some(s) => s.clone(),
         None => format!("mcp-{}-{}", protocol.as_str(), local_port),
     };
-    TunnelConfig { subdomain, ..TunnelConfig::new(name, protocol, local_port) }
+    TunnelOptions { subdomain, ..TunnelOptions::new(name, protocol, local_port) }
 }
 
 /// A tunnel this MCP server opened and keeps open.

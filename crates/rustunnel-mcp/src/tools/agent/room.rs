@@ -4,6 +4,7 @@
 use rmcp::handler::server::router::tool::ToolRoute;
 use rmcp::model::ToolAnnotations;
 use rustunnel_agent::session::{Role, SessionError, MAX_INVITES_PER_CALL};
+use rustunnel_client::options::TunnelOptions;
 use rustunnel_client::TunnelConfig;
 use rustunnel_proto::Protocol;
 use schemars::JsonSchema;
@@ -203,7 +204,10 @@ async fn tunnel_open(server: McpServer, args: OpenArgs, ctx: CallCtx) -> Result<
     let port = listener.local_addr().map_err(|e| ToolError::Agent(AgentError::Bind(e)))?.port();
     let cfg = server.config();
     let req = TunnelRequest {
-        tunnel: TunnelConfig { local_host: "127.0.0.1".into(), ..named_tunnel(Protocol::Http, port, None) },
+        tunnel: TunnelConfig::from(TunnelOptions {
+            local_host: "127.0.0.1".into(),
+            ..named_tunnel(Protocol::Http, port, None)
+        }),
         server: cfg.server.clone(),
         token: cfg.token(None).unwrap_or_default(),
         tls: cfg.tls(),

@@ -3,8 +3,9 @@
 //! (ids `p2p-...`, managed here).
 use rmcp::handler::server::router::tool::ToolRoute;
 use rmcp::model::ToolAnnotations;
+use rustunnel_client::options::{GroupConfig, PoolOptions, TunnelOptions};
 use rustunnel_client::p2p::P2pRole;
-use rustunnel_client::GroupConfig;
+use rustunnel_client::TunnelConfig;
 use schemars::JsonSchema;
 use serde::Serialize;
 
@@ -121,11 +122,11 @@ async fn create_tunnel(server: McpServer, args: TunnelArgs, ctx: CallCtx) -> Res
         let c = progress_ctx.clone();
         async move { c.progress(m, Some(total)).await }
     };
-    let (protocol, subdomain, group, health_check) = match a.kind {
-        TunnelKind::Plain { protocol, subdomain } => (protocol, subdomain, None, None),
+    let (protocol, subdomain, pool) = match a.kind {
+        TunnelKind::Plain { protocol, subdomain } => (protocol, subdomain, PoolOptions::default()),
         TunnelKind::Pooled { protocol, subdomain, group, group_key, health_check } => {
-            let group = group.zip(group_key).map(|(name, key)| GroupConfig { name, key });
-            (protocol, subdomain, group, health_check.map(|h| h.check))
+            let group = GroupConfig::from_pair(group.as_deref(), group_key.as_deref());
+            (protocol, subdomain, PoolOptions { group, health_check: health_check.map(|h| h.check) })
         }
         TunnelKind::P2p { secret, peer_name, peer_target } => {
             let role = match (peer_name, peer_target) {
@@ -167,11 +168,12 @@ peer_target \"{}\" and a free local_port. {P2P_LIFETIME_NOTE}",
             });
         }
     };
-    let mut tunnel = named_tunnel(protocol, a.local_port, subdomain);
-    tunnel.local_host = a.local_host;
-    tunnel.group = group;
-    tunnel.health_check = health_check;
-    tunnel.set_access(&a.access);
+    let tunnel = TunnelConfig::from(TunnelOptions {
+        local_host: a.local_host,
+        access: a.access,
+        pool,
+        ..named_tunnel(protocol, a.local_port, subdomain)
+    });
     let req = TunnelRequest { tunnel, server: control, token, tls: cfg.tls() };
     let opened = server.tunnels().open(req, ctx.cancelled(), progress).await?;
     let pool = match &opened.group {
