@@ -2,7 +2,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use rustunnel_client::options::{AccessOptions, GroupConfig, PoolOptions, TunnelOptions};
+use rustunnel_client::options::{AccessOptions, GroupConfig, LocalTarget, PoolOptions, PublicName, TunnelOptions};
 use rustunnel_client::{ClientHandle, ClientOptions, Event, StartFile, TlsOptions, TunnelConfig};
 use rustunnel_proto::control::HOST_HEADER_RULE;
 use rustunnel_proto::{Protocol, SpecError, SpecOption};
@@ -178,9 +178,8 @@ pub async fn run_one(protocol: Protocol, a: OneTunnel) -> i32 {
     let pool = a.pool.options();
     let t = TunnelConfig::from(TunnelOptions {
         // `[::1]` is read as `::1` by the client library, like every other way in.
-        local_host: a.local_host.clone(),
-        subdomain: a.subdomain.clone(),
-        remote_port: a.remote_port,
+        target: LocalTarget { host: a.local_host.clone(), port: a.port },
+        public: PublicName { subdomain: a.subdomain.clone(), remote_port: a.remote_port },
         access: a.access.clone(),
         pool: pool.clone().unwrap_or_default(),
         ..TunnelOptions::new(a.name.clone().unwrap_or_else(|| protocol.to_string()), protocol, a.port)

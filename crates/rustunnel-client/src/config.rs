@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::error::ClientError;
 use crate::health::{normalize_path, HealthCheck, HealthKind};
 pub use crate::options::GroupConfig;
-use crate::options::{AccessOptions, PoolOptions, TunnelOptions};
+use crate::options::{AccessOptions, LocalTarget, PoolOptions, PublicName, TunnelOptions};
 use crate::tls::TlsOptions;
 
 /// Default control-plane address.
@@ -46,15 +46,15 @@ impl From<TunnelOptions> for TunnelConfig {
     /// The one place a tunnel's options (from flags, a start file, the MCP or agent tools)
     /// become a tunnel definition.
     fn from(o: TunnelOptions) -> Self {
-        let TunnelOptions { name, protocol, local_host, local_port, subdomain, remote_port, access, pool } = o;
+        let TunnelOptions { name, protocol, target, public, access, pool } = o;
         TunnelConfig {
             name,
             protocol,
             // Kept as written (errors quote it); `local_addr` reads `[::1]` as `::1`.
-            local_host,
-            local_port,
-            subdomain,
-            remote_port,
+            local_host: target.host,
+            local_port: target.port,
+            subdomain: public.subdomain,
+            remote_port: public.remote_port,
             group: pool.group,
             health_check: pool.health_check,
             basic_auth: access.basic_auth,
@@ -398,9 +398,11 @@ impl StartFile {
             .iter()
             .map(|(name, t)| {
                 TunnelConfig::from(TunnelOptions {
-                    local_host: t.local_host.as_deref().map_or("localhost", local_host).to_string(),
-                    subdomain: t.subdomain.clone(),
-                    remote_port: t.remote_port,
+                    target: LocalTarget {
+                        host: t.local_host.as_deref().map_or("localhost", local_host).to_string(),
+                        port: t.local_port,
+                    },
+                    public: PublicName { subdomain: t.subdomain.clone(), remote_port: t.remote_port },
                     access: t.access.clone(),
                     pool: PoolOptions {
                         group: GroupConfig::from_pair(t.group.as_deref(), t.group_key.as_deref()),

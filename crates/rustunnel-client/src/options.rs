@@ -17,31 +17,41 @@ pub struct TunnelOptions {
     /// Shown in logs and the API.
     pub name: String,
     pub protocol: Protocol,
-    /// Host of the local service, as written (`[::1]` and `::1` both work).
-    pub local_host: String,
-    pub local_port: u16,
-    /// HTTP: the subdomain to ask for; random when `None`.
-    pub subdomain: Option<String>,
-    /// TCP/UDP: the public port to ask for; any free one when `None`.
-    pub remote_port: Option<u16>,
+    pub target: LocalTarget,
+    pub public: PublicName,
     pub access: AccessOptions,
     pub pool: PoolOptions,
 }
 
 impl TunnelOptions {
-    /// A tunnel to `localhost:local_port` with every other option at its default.
-    pub fn new(name: impl Into<String>, protocol: Protocol, local_port: u16) -> Self {
+    /// A tunnel to `localhost:port` with every other option at its default.
+    pub fn new(name: impl Into<String>, protocol: Protocol, port: u16) -> Self {
         TunnelOptions {
             name: name.into(),
             protocol,
-            local_host: "localhost".into(),
-            local_port,
-            subdomain: None,
-            remote_port: None,
+            target: LocalTarget { host: "localhost".into(), port },
+            public: PublicName::default(),
             access: AccessOptions::default(),
             pool: PoolOptions::default(),
         }
     }
+}
+
+/// The local service a tunnel forwards to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalTarget {
+    /// As written (`[::1]` and `::1` both work); errors quote it so.
+    pub host: String,
+    pub port: u16,
+}
+
+/// What a tunnel asks the server to publish it under; the server picks when `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublicName {
+    /// HTTP: the subdomain.
+    pub subdomain: Option<String>,
+    /// TCP/UDP: the public port.
+    pub remote_port: Option<u16>,
 }
 
 /// Load balancing: the pool a tunnel joins and how its local service is checked.
@@ -129,8 +139,8 @@ mod tests {
     #[test]
     fn every_option_reaches_the_config() {
         let mut o = TunnelOptions::new("db", Protocol::Tcp, 5432);
-        o.local_host = "[::1]".into();
-        o.remote_port = Some(15432);
+        o.target.host = "[::1]".into();
+        o.public.remote_port = Some(15432);
         o.pool.group = GroupConfig::from_pair(Some("pg"), Some("k"));
         o.pool.health_check = Some(HealthCheck::new(crate::health::HealthKind::Tcp));
         let t = TunnelConfig::from(o);

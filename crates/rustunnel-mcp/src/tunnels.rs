@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use rustunnel_client::options::TunnelOptions;
+use rustunnel_client::options::{PublicName, TunnelOptions};
 use rustunnel_client::p2p::{P2pHandle, P2pOptions, P2pRole};
 use rustunnel_client::{ClientHandle, ClientOptions, Event, TlsOptions, TunnelConfig};
 use rustunnel_proto::Protocol;
@@ -49,7 +49,10 @@ pub fn named_tunnel(protocol: Protocol, local_port: u16, subdomain: Option<Strin
         Some(s) => s.clone(),
         None => format!("mcp-{}-{}", protocol.as_str(), local_port),
     };
-    TunnelOptions { subdomain, ..TunnelOptions::new(name, protocol, local_port) }
+    TunnelOptions {
+        public: PublicName { subdomain, remote_port: None },
+        ..TunnelOptions::new(name, protocol, local_port)
+    }
 }
 
 /// A tunnel this MCP server opened and keeps open.

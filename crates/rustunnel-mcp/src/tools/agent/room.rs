@@ -4,7 +4,7 @@
 use rmcp::handler::server::router::tool::ToolRoute;
 use rmcp::model::ToolAnnotations;
 use rustunnel_agent::session::{Role, SessionError, MAX_INVITES_PER_CALL};
-use rustunnel_client::options::TunnelOptions;
+use rustunnel_client::options::{LocalTarget, TunnelOptions};
 use rustunnel_client::TunnelConfig;
 use rustunnel_proto::Protocol;
 use schemars::JsonSchema;
@@ -205,7 +205,7 @@ async fn tunnel_open(server: McpServer, args: OpenArgs, ctx: CallCtx) -> Result<
     let cfg = server.config();
     let req = TunnelRequest {
         tunnel: TunnelConfig::from(TunnelOptions {
-            local_host: "127.0.0.1".into(),
+            target: LocalTarget { host: "127.0.0.1".into(), port },
             ..named_tunnel(Protocol::Http, port, None)
         }),
         server: cfg.server.clone(),

@@ -3,7 +3,7 @@
 //! (ids `p2p-...`, managed here).
 use rmcp::handler::server::router::tool::ToolRoute;
 use rmcp::model::ToolAnnotations;
-use rustunnel_client::options::{GroupConfig, PoolOptions, TunnelOptions};
+use rustunnel_client::options::{GroupConfig, LocalTarget, PoolOptions, TunnelOptions};
 use rustunnel_client::p2p::P2pRole;
 use rustunnel_client::TunnelConfig;
 use schemars::JsonSchema;
@@ -169,7 +169,7 @@ peer_target \"{}\" and a free local_port. {P2P_LIFETIME_NOTE}",
         }
     };
     let tunnel = TunnelConfig::from(TunnelOptions {
-        local_host: a.local_host,
+        target: LocalTarget { host: a.local_host, port: a.local_port },
         access: a.access,
         pool,
         ..named_tunnel(protocol, a.local_port, subdomain)
