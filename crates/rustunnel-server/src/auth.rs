@@ -1,10 +1,10 @@
 //! Authentication of control connections: the admin token, stored client tokens, and the
 //! anonymous owner of loopback dev servers. Failures are answered identically whatever the
 //! cause, and per-IP failures are rate-limited.
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -57,14 +57,14 @@ pub struct FailureLimiter {
 impl FailureLimiter {
     /// How long `ip` stays refused, if it is.
     pub fn blocked_for(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
-        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let map = self.map.lock();
         let (n, start) = map.get(&ip)?;
         let left = WINDOW.checked_sub(now.duration_since(*start)).filter(|d| !d.is_zero())?;
         (*n >= MAX_FAILURES).then_some(left)
     }
 
     pub fn record_failure(&self, ip: IpAddr, now: Instant) {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.map.lock();
         if map.len() >= MAX_TRACKED {
             map.retain(|_, (_, start)| now.duration_since(*start) < WINDOW);
             if map.len() >= MAX_TRACKED {
@@ -173,7 +173,7 @@ mod tests {
         for i in 0..(MAX_TRACKED as u32 + 100) {
             l.record_failure(IpAddr::from(i.to_be_bytes()), t0 + Duration::from_micros(i as u64));
         }
-        assert!(l.map.lock().unwrap().len() <= MAX_TRACKED);
+        assert!(l.map.lock().len() <= MAX_TRACKED);
     }
 
     #[tokio::test]

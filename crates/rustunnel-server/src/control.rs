@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -50,7 +52,7 @@ struct PendingSlot {
 
 impl PendingSlot {
     fn acquire(counts: &Arc<Mutex<PendingCounts>>, ip: IpAddr) -> Option<Arc<PendingSlot>> {
-        let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut c = counts.lock();
         let n = c.per_ip.get(&ip).copied().unwrap_or(0);
         if c.total >= MAX_PENDING || n >= MAX_PENDING_PER_IP {
             return None;
@@ -63,7 +65,7 @@ impl PendingSlot {
 
 impl Drop for PendingSlot {
     fn drop(&mut self) {
-        let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut c = self.counts.lock();
         c.total = c.total.saturating_sub(1);
         if let Some(n) = c.per_ip.get_mut(&self.ip) {
             *n -= 1;
@@ -593,7 +595,7 @@ mod tests {
         assert!(PendingSlot::acquire(&counts, ip(1000)).is_none());
         drop(again);
         drop(held);
-        let c = counts.lock().unwrap();
+        let c = counts.lock();
         assert!(c.total == 0 && c.per_ip.is_empty(), "every slot is given back");
     }
 }

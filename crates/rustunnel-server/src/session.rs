@@ -1,9 +1,9 @@
 //! A connected client: its outgoing control queue, its pool of idle data connections, its
 //! multiplexed HTTP data connection and its batched request log.
+use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rustunnel_proto::control::RequestLogEntry;
@@ -152,7 +152,7 @@ impl Session {
     }
 
     fn live_mux(&self) -> Option<MuxHandle> {
-        self.http_mux.lock().unwrap_or_else(|e| e.into_inner()).as_ref().filter(|h| !h.is_closed()).cloned()
+        self.http_mux.lock().as_ref().filter(|h| !h.is_closed()).cloned()
     }
 
     /// A new HTTP stream with header `meta` on the session's multiplexed data connection. The
@@ -183,13 +183,13 @@ impl Session {
             StreamHeader { tunnel_id: String::new(), protocol: Protocol::Http, peer: String::new(), mux: true };
         conn.write_all(&header.encode()).await.map_err(|_| DataConnError::Gone)?;
         let handle = start(conn);
-        *self.http_mux.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle.clone());
+        *self.http_mux.lock() = Some(handle.clone());
         open(handle)
     }
 
     /// Adds an idle data connection; false when the pool is full (the connection is dropped).
     pub fn add_data_conn(&self, conn: DataConn) -> bool {
-        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pool = self.pool.lock();
         if pool.len() >= MAX_IDLE_DATA_CONNS || self.cancel.is_cancelled() {
             return false;
         }
@@ -200,11 +200,11 @@ impl Session {
     }
 
     pub fn idle_data_conns(&self) -> usize {
-        self.pool.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.pool.lock().len()
     }
 
     fn pop(&self) -> Option<DataConn> {
-        self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
+        self.pool.lock().pop_front()
     }
 
     /// Takes an idle data connection, asking the client for more when none is idle.
@@ -244,7 +244,7 @@ impl Session {
 
     /// Queues a request-log entry for the client's live console.
     pub fn log_request(&self, e: RequestLogEntry) {
-        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        let mut log = self.log.lock();
         if log.entries.len() < MAX_PENDING_LOG {
             log.entries.push(e);
         } else {
@@ -254,12 +254,12 @@ impl Session {
 
     /// The entries since the last call, and how many more requests were left out.
     pub fn take_log(&self) -> (Vec<RequestLogEntry>, u64) {
-        let log = std::mem::take(&mut *self.log.lock().unwrap_or_else(|e| e.into_inner()));
+        let log = std::mem::take(&mut *self.log.lock());
         (log.entries, log.dropped)
     }
 
     /// Drops every idle data connection (session ending).
     pub fn drain_pool(&self) {
-        self.pool.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.pool.lock().clear();
     }
 }

@@ -9,7 +9,9 @@
 //! loopback addresses.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -186,7 +188,7 @@ impl ResolvesServerCert for MintingResolver {
         let Some(name) = hello.server_name().map(str::to_ascii_lowercase).filter(|n| self.is_ours(n)) else {
             return Some(self.default.clone());
         };
-        let mut minted = self.minted.lock().unwrap_or_else(|e| e.into_inner());
+        let mut minted = self.minted.lock();
         if let Some(c) = minted.get(&name) {
             return Some(c.clone());
         }
@@ -216,7 +218,7 @@ impl TlsMaterial {
         let mut operator_files = None;
         let (cert_path, resolver): (PathBuf, Arc<dyn ResolvesServerCert>) = match source {
             TlsSource::Files { cert, key } => {
-                let files = Arc::new(FileResolver { current: std::sync::RwLock::new(load_files(cert, key)?) });
+                let files = Arc::new(FileResolver { current: parking_lot::RwLock::new(load_files(cert, key)?) });
                 operator_files = Some(files.clone());
                 (cert.clone(), files)
             }
@@ -266,7 +268,7 @@ impl TlsMaterial {
     /// established keep theirs. Does nothing for a generated CA.
     pub fn replace_operator_cert(&self, cert: CertifiedCert) {
         if let Some(files) = &self.operator_files {
-            *files.current.write().unwrap_or_else(|e| e.into_inner()) = cert.0;
+            *files.current.write() = cert.0;
         }
     }
 }
@@ -296,12 +298,12 @@ fn load_files(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
 /// Serves the operator's certificate, replaceable while running (renewed files, SIGHUP).
 #[derive(Debug)]
 struct FileResolver {
-    current: std::sync::RwLock<Arc<CertifiedKey>>,
+    current: parking_lot::RwLock<Arc<CertifiedKey>>,
 }
 
 impl ResolvesServerCert for FileResolver {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.read().unwrap_or_else(|e| e.into_inner()).clone())
+        Some(self.current.read().clone())
     }
 }
 
