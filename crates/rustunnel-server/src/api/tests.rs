@@ -145,7 +145,7 @@ fn assert_error(r: &Resp, status: StatusCode, what: &str) {
     assert_eq!(r.json.as_object().unwrap().len(), 1, "{what}: only `error` at the top: {}", r.text);
 }
 
-/// SECURITY.md: CORS is not `*` on authenticated routes. The API sends no CORS headers at all,
+/// CORS is not `*` on authenticated routes. The API sends no CORS headers at all,
 /// so a page on another origin can neither read an answer nor get a preflight through.
 #[tokio::test]
 async fn authenticated_routes_send_no_cors_headers_to_other_origins() {
