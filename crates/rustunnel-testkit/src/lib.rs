@@ -513,6 +513,24 @@ pub async fn next_event(c: &mut ClientHandle, pred: impl Fn(&Event) -> bool, wit
     .expect("event in time")
 }
 
+/// Waits until `f` holds, checking it every 20 ms; fails the test with `what` once `within`
+/// has passed. Tests wait on such conditions instead of sleeping for a guessed time.
+pub async fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !f() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the server has at least one request or connection in flight on the tunnel
+/// `tunnel_id`: the moment a spawned request has been admitted by the edge.
+pub async fn wait_in_flight(server: &TestServer, tunnel_id: &str) {
+    let shared = server.handle.shared();
+    let t = shared.tunnel(tunnel_id).expect("tunnel open");
+    wait_until("a request in flight on the tunnel", Duration::from_secs(20), || shared.in_flight(&t) > 0).await;
+}
+
 pub type Shared = Arc<rustunnel_server::server::Shared>;
 
 /// A TCP proxy that can black-hole its connections: after [`Blackhole::cut`], every existing

@@ -40,14 +40,6 @@ fn pools(server: &TestServer) -> Vec<PoolSnapshot> {
     server.handle.shared().pools()
 }
 
-async fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// An HTTP app whose `/health` answers 200 or 503 as `healthy` says; `/` names the app.
 async fn toggled_app(name: &'static str, healthy: Arc<AtomicBool>) -> Service2 {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
