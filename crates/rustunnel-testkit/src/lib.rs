@@ -195,7 +195,7 @@ pub async fn tcp_echo() -> Service {
 
 /// A loopback listener on port 0 handing each accepted connection to `handle` (with the
 /// service's cancellation) until the service is dropped.
-async fn serve_tcp(mut handle: impl FnMut(tokio::net::TcpStream, CancellationToken) + Send + 'static) -> Service {
+pub async fn serve_tcp(mut handle: impl FnMut(tokio::net::TcpStream, CancellationToken) + Send + 'static) -> Service {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = l.local_addr().expect("addr");
     let cancel = CancellationToken::new();
@@ -529,6 +529,25 @@ pub async fn wait_in_flight(server: &TestServer, tunnel_id: &str) {
     let shared = server.handle.shared();
     let t = shared.tunnel(tunnel_id).expect("tunnel open");
     wait_until("a request in flight on the tunnel", Duration::from_secs(20), || shared.in_flight(&t) > 0).await;
+}
+
+/// Sends 64 MiB of [`pattern`] through the TCP echo behind `port`, then half-closes, and
+/// checks that the same bytes come back before the echo closes its side.
+pub async fn echo_64_mib(port: u16) {
+    let s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let (mut r, mut w) = s.into_split();
+    let data = pattern(64 << 20);
+    let expect = sha256_hex(&data);
+    let writer = tokio::spawn(async move {
+        w.write_all(&data).await.expect("write");
+        // Half-close: the echo sees EOF through every hop and closes its side.
+        w.shutdown().await.expect("shutdown");
+    });
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), r.read_to_end(&mut got)).await.expect("echo in time").expect("read");
+    writer.await.expect("writer");
+    assert_eq!(got.len(), 64 << 20);
+    assert_eq!(sha256_hex(&got), expect);
 }
 
 pub type Shared = Arc<rustunnel_server::server::Shared>;
