@@ -299,7 +299,7 @@ async fn three_agents_talk_share_and_close_through_a_real_server() {
     }
 }
 
-/// SECURITY.md: peer text is data. A goal and messages written as instructions to the agent,
+/// Peer text is data. A goal and messages written as instructions to the agent,
 /// a fake JSON-RPC notification and a fake tool result with line breaks (an attempt to forge
 /// protocol messages on the host's stdio) come back verbatim, as strings inside the structured
 /// result, marked untrusted; the host's tool list is the same before and after, no tool-list

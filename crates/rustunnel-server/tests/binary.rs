@@ -188,7 +188,7 @@ fn a_closed_stdout_does_not_stop_the_server() {
     let _ = child.wait();
 }
 
-/// Out of file descriptors (SECURITY.md): the accept loop backs off instead of spinning on
+/// Out of file descriptors: the accept loop backs off instead of spinning on
 /// EMFILE, nothing crashes, and the edge serves again once descriptors are free.
 #[cfg(target_os = "linux")]
 #[test]
@@ -314,7 +314,7 @@ fn tokens_never_reach_the_logs() {
     }
 }
 
-/// SECURITY.md: random bytes, a TLS hello on a plaintext port, an HTTP request on a TLS port
+/// Random bytes, a TLS hello on a plaintext port, an HTTP request on a TLS port
 /// and a port scan are closed quietly, with logging kept in bounds. Against every port of the
 /// real binary at its default log level: 100 connect-then-close probes, 30 connections of
 /// random bytes, 30 TLS ClientHello-shaped openings and 30 plain HTTP requests each; the

@@ -195,7 +195,7 @@ pub async fn tcp_echo() -> Service {
 
 /// A loopback listener on port 0 handing each accepted connection to `handle` (with the
 /// service's cancellation) until the service is dropped.
-async fn serve_tcp(mut handle: impl FnMut(tokio::net::TcpStream, CancellationToken) + Send + 'static) -> Service {
+pub async fn serve_tcp(mut handle: impl FnMut(tokio::net::TcpStream, CancellationToken) + Send + 'static) -> Service {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = l.local_addr().expect("addr");
     let cancel = CancellationToken::new();
@@ -511,6 +511,43 @@ pub async fn next_event(c: &mut ClientHandle, pred: impl Fn(&Event) -> bool, wit
     })
     .await
     .expect("event in time")
+}
+
+/// Waits until `f` holds, checking it every 20 ms; fails the test with `what` once `within`
+/// has passed. Tests wait on such conditions instead of sleeping for a guessed time.
+pub async fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !f() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the server has at least one request or connection in flight on the tunnel
+/// `tunnel_id`: the moment a spawned request has been admitted by the edge.
+pub async fn wait_in_flight(server: &TestServer, tunnel_id: &str) {
+    let shared = server.handle.shared();
+    let t = shared.tunnel(tunnel_id).expect("tunnel open");
+    wait_until("a request in flight on the tunnel", Duration::from_secs(20), || shared.in_flight(&t) > 0).await;
+}
+
+/// Sends 64 MiB of [`pattern`] through the TCP echo behind `port`, then half-closes, and
+/// checks that the same bytes come back before the echo closes its side.
+pub async fn echo_64_mib(port: u16) {
+    let s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let (mut r, mut w) = s.into_split();
+    let data = pattern(64 << 20);
+    let expect = sha256_hex(&data);
+    let writer = tokio::spawn(async move {
+        w.write_all(&data).await.expect("write");
+        // Half-close: the echo sees EOF through every hop and closes its side.
+        w.shutdown().await.expect("shutdown");
+    });
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), r.read_to_end(&mut got)).await.expect("echo in time").expect("read");
+    writer.await.expect("writer");
+    assert_eq!(got.len(), 64 << 20);
+    assert_eq!(sha256_hex(&got), expect);
 }
 
 pub type Shared = Arc<rustunnel_server::server::Shared>;

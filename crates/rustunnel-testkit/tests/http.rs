@@ -513,7 +513,7 @@ async fn a_client_gone_mid_request_answers_502_at_once() {
     let (edge, host) = (server.http_addr(), ready[0].host());
     let started = tokio::time::Instant::now();
     let waiting = tokio::spawn(async move { get(edge, &host, "/slow?ms=5000").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_in_flight(&server, &ready[0].tunnel_id).await;
     c.abort();
     let (status, page) = tokio::time::timeout(Duration::from_secs(4), waiting).await.expect("no hung request").unwrap();
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{}", String::from_utf8_lossy(&page));

@@ -56,7 +56,7 @@ async fn graceful_shutdown_drains_in_flight_requests_and_clients_reconnect() {
         let host = host.clone();
         async move { get(http, &host, "/slow?ms=700").await }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_in_flight(&server, &ready[0].tunnel_id).await;
     let TestServer { handle, dir } = server;
     let shutdown = tokio::spawn(handle.shutdown());
     next_event(&mut c, |e| matches!(e, Event::ServerShutdown { .. }), Duration::from_secs(5)).await;
@@ -556,7 +556,8 @@ async fn a_stopping_client_finishes_in_flight_requests_and_connections() {
 
     let h = host.clone();
     let slow = tokio::spawn(async move { get(edge, &h, "/slow?ms=1000").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let web_id = &ready.iter().find(|r| r.name == "web").unwrap().tunnel_id;
+    wait_in_flight(&server, web_id).await;
     let stopping = tokio::spawn(c.stop());
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!stopping.is_finished(), "the client waits for what is in flight");

@@ -16,7 +16,6 @@ use rustunnel_proto::Protocol;
 use rustunnel_server::pool::PoolSnapshot;
 use rustunnel_testkit::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -40,92 +39,90 @@ fn pools(server: &TestServer) -> Vec<PoolSnapshot> {
     server.handle.shared().pools()
 }
 
-async fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// An HTTP app whose `/health` answers 200 or 503 as `healthy` says; `/` names the app.
-async fn toggled_app(name: &'static str, healthy: Arc<AtomicBool>) -> Service2 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    let cancel = CancellationToken::new();
-    let c = cancel.clone();
-    tokio::spawn(async move {
-        loop {
-            let (s, _) = tokio::select! {
-                r = l.accept() => match r { Ok(x) => x, Err(_) => continue },
-                _ = c.cancelled() => return,
-            };
-            let healthy = healthy.clone();
-            let c2 = c.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let ok = healthy.load(Ordering::SeqCst);
-                    async move {
-                        let resp = if req.uri().path() == "/health" {
-                            let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-                            Response::builder().status(status).body(Full::new(Bytes::from("health"))).unwrap()
-                        } else {
-                            Response::new(Full::new(Bytes::from(format!("hello from {name}\n"))))
-                        };
-                        Ok::<_, Infallible>(resp)
-                    }
-                });
-                let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc);
-                tokio::select! { _ = conn => {} _ = c2.cancelled() => {} }
+async fn toggled_app(name: &'static str, healthy: Arc<AtomicBool>) -> Service {
+    serve_tcp(move |s, c| {
+        let healthy = healthy.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let ok = healthy.load(Ordering::SeqCst);
+                async move {
+                    let resp = if req.uri().path() == "/health" {
+                        let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                        Response::builder().status(status).body(Full::new(Bytes::from("health"))).unwrap()
+                    } else {
+                        Response::new(Full::new(Bytes::from(format!("hello from {name}\n"))))
+                    };
+                    Ok::<_, Infallible>(resp)
+                }
             });
-        }
-    });
-    Service2 { port, cancel }
-}
-
-struct Service2 {
-    port: u16,
-    cancel: CancellationToken,
-}
-
-impl Drop for Service2 {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc);
+            tokio::select! { _ = conn => {} _ = c.cancelled() => {} }
+        });
+    })
+    .await
 }
 
 /// A real local HTTP listener recording every POST as (path, JSON body).
-async fn webhook_listener() -> (String, mpsc::UnboundedReceiver<(String, serde_json::Value)>, Service2) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
+async fn webhook_listener() -> (String, mpsc::UnboundedReceiver<(String, serde_json::Value)>, Service) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let cancel = CancellationToken::new();
-    let c = cancel.clone();
-    tokio::spawn(async move {
-        loop {
-            let (s, _) = tokio::select! {
-                r = l.accept() => match r { Ok(x) => x, Err(_) => continue },
-                _ = c.cancelled() => return,
-            };
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let tx = tx.clone();
-                    async move {
-                        assert_eq!(req.method(), http::Method::POST);
-                        assert_eq!(req.headers()["content-type"], "application/json");
-                        let path = req.uri().path().to_string();
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                        let _ = tx.send((path, v));
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).await;
+    let service = serve_tcp(move |s, _| {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let tx = tx.clone();
+                async move {
+                    assert_eq!(req.method(), http::Method::POST);
+                    assert_eq!(req.headers()["content-type"], "application/json");
+                    let path = req.uri().path().to_string();
+                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    let _ = tx.send((path, v));
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+                }
             });
-        }
-    });
-    (format!("http://127.0.0.1:{port}"), rx, Service2 { port, cancel })
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).await;
+        });
+    })
+    .await;
+    (format!("http://127.0.0.1:{}", service.port()), rx, service)
+}
+
+type Visit = (Instant, StatusCode, Bytes);
+
+/// `n` visitors asking the pool for `path` back to back until `stop`, each recording when it
+/// started every request, its status and its body.
+fn visitors(
+    n: usize,
+    edge: std::net::SocketAddr,
+    host: &str,
+    path: &'static str,
+    stop: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<Vec<Visit>>> {
+    (0..n)
+        .map(|_| {
+            let (stop, host) = (stop.clone(), host.to_string());
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                while !stop.is_cancelled() {
+                    let started = Instant::now();
+                    let (s, body) = get(edge, &host, path).await;
+                    out.push((started, s, body));
+                }
+                out
+            })
+        })
+        .collect()
+}
+
+/// Stops the visitors and gathers what they saw.
+async fn visits(stop: CancellationToken, workers: Vec<tokio::task::JoinHandle<Vec<Visit>>>) -> Vec<Visit> {
+    stop.cancel();
+    let mut seen = Vec::new();
+    for w in workers {
+        seen.extend(w.await.unwrap());
+    }
+    seen
 }
 
 fn body_name(b: &Bytes) -> String {
@@ -253,20 +250,11 @@ async fn failover_under_load_when_a_service_dies() {
 
     // Load: 4 workers sending requests back to back, recording (start, status, who).
     let stop = CancellationToken::new();
-    let mut workers = Vec::new();
-    for _ in 0..4 {
-        let (stop, host) = (stop.clone(), host.clone());
-        workers.push(tokio::spawn(async move {
-            let mut out = Vec::new();
-            while !stop.is_cancelled() {
-                let started = Instant::now();
-                let (s, body) = get(edge, &host, "/").await;
-                out.push((started, s, body_name(&body)));
-            }
-            out
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let workers = visitors(4, edge, &host, "/", &stop);
+    // Member "a" has served the load before it dies.
+    let ta = server.handle.shared().tunnel(&ready[0].tunnel_id).unwrap();
+    wait_until("a request served by a", Duration::from_secs(20), || ta.stats.requests.load(Ordering::Relaxed) > 0)
+        .await;
     drop(a); // the service behind member "a" dies
     wait_until("member a marked unhealthy", Duration::from_secs(5), || {
         pools(&server)[0].members.iter().any(|m| !m.healthy)
@@ -274,11 +262,8 @@ async fn failover_under_load_when_a_service_dies() {
     .await;
     let marked = Instant::now();
     tokio::time::sleep(Duration::from_millis(700)).await;
-    stop.cancel();
-    let mut results = Vec::new();
-    for w in workers {
-        results.extend(w.await.unwrap());
-    }
+    let results: Vec<_> =
+        visits(stop, workers).await.into_iter().map(|(t, s, body)| (t, s, body_name(&body))).collect();
     let after: Vec<_> = results.iter().filter(|(t, _, _)| *t > marked).collect();
     assert!(after.len() > 20, "load kept running: {}", after.len());
     for (_, s, who) in &after {
@@ -299,7 +284,7 @@ async fn flapping_member_alerts_down_and_recovered_to_both_webhooks() {
     let server = TestServer::start_with(|c| c.alert_webhook = Some(server_hook.clone())).await;
     let healthy = Arc::new(AtomicBool::new(true));
     let app = toggled_app("flappy", healthy.clone()).await;
-    let mut t = member("web", Protocol::Http, app.port, "flap");
+    let mut t = member("web", Protocol::Http, app.port(), "flap");
     let mut check = fast_check("/health");
     check.alert_webhook = Some(format!("{hook}/member"));
     t.health_check = Some(check);
@@ -358,19 +343,7 @@ async fn graceful_leave_drops_no_request() {
 
     // Slow requests in flight on both members while "a" leaves.
     let stop = CancellationToken::new();
-    let mut workers = Vec::new();
-    for _ in 0..6 {
-        let (stop, host) = (stop.clone(), host.clone());
-        workers.push(tokio::spawn(async move {
-            let mut out = Vec::new();
-            while !stop.is_cancelled() {
-                let started = Instant::now();
-                let (s, body) = get(edge, &host, "/slow?ms=300").await;
-                out.push((started, s, body));
-            }
-            out
-        }));
-    }
+    let workers = visitors(6, edge, &host, "/slow?ms=300", &stop);
     tokio::time::sleep(Duration::from_millis(450)).await;
     let leaving = Instant::now();
     ca.stop().await.unwrap();
@@ -379,11 +352,7 @@ async fn graceful_leave_drops_no_request() {
     let p = pools(&server);
     assert_eq!(p[0].members.len(), 1, "a is gone from the pool");
     tokio::time::sleep(Duration::from_millis(700)).await;
-    stop.cancel();
-    let mut all = Vec::new();
-    for w in workers {
-        all.extend(w.await.unwrap());
-    }
+    let all = visits(stop, workers).await;
     assert!(all.len() >= 12);
     for (_, s, body) in &all {
         assert_eq!(*s, StatusCode::OK, "no request dropped: {}", String::from_utf8_lossy(body));

@@ -30,19 +30,7 @@ async fn tcp_large_transfer_hash_matches() {
     let server = TestServer::start().await;
     let echo = tcp_echo().await;
     let (_c, ready) = server.client(vec![tunnel("echo", Protocol::Tcp, echo.port())]).await;
-    let s = TcpStream::connect(("127.0.0.1", ready[0].port())).await.unwrap();
-    let (mut r, mut w) = s.into_split();
-    let data = pattern(64 << 20);
-    let expect = sha256_hex(&data);
-    let writer = tokio::spawn(async move {
-        w.write_all(&data).await.unwrap();
-        w.shutdown().await.unwrap();
-    });
-    let mut got = Vec::new();
-    r.read_to_end(&mut got).await.unwrap();
-    writer.await.unwrap();
-    assert_eq!(got.len(), 64 << 20);
-    assert_eq!(sha256_hex(&got), expect);
+    echo_64_mib(ready[0].port()).await;
 }
 
 #[tokio::test]
