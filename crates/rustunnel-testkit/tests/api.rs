@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use rustunnel_client::Event;
+use rustunnel_client::{ClientHandle, Event};
 use rustunnel_proto::Protocol;
 use rustunnel_testkit::*;
 
@@ -56,19 +56,26 @@ async fn quiet(c: &mut rustunnel_client::ClientHandle, pred: impl Fn(&Event) -> 
     }
 }
 
+/// A client holding `tok` with an HTTP tunnel "web" to an app and a TCP tunnel "db" to an
+/// echo; the services live as long as the returned pair.
+async fn web_and_db(server: &TestServer, tok: &str) -> (ClientHandle, Ready, Ready, (Service, Service)) {
+    let app = http_app("app").await;
+    let echo = tcp_echo().await;
+    let mut opts = server
+        .client_options(vec![tunnel("web", Protocol::Http, app.port()), tunnel("db", Protocol::Tcp, echo.port())]);
+    opts.token = tok.to_string();
+    let (c, ready) = spawn_ready(opts).await;
+    let web = ready.iter().find(|r| r.name == "web").unwrap().clone();
+    let db = ready.iter().find(|r| r.name == "db").unwrap().clone();
+    (c, web, db, (app, echo))
+}
+
 #[tokio::test]
 async fn closing_through_the_api_stops_the_url_at_once_and_is_final() {
     let server = TestServer::start().await;
     let api_addr = server.handle.api_addr().unwrap();
     let (tok, _) = mint(&server, "ci").await;
-    let app = http_app("app").await;
-    let echo = tcp_echo().await;
-    let mut opts = server
-        .client_options(vec![tunnel("web", Protocol::Http, app.port()), tunnel("db", Protocol::Tcp, echo.port())]);
-    opts.token = tok.clone();
-    let (mut c, ready) = spawn_ready(opts).await;
-    let web = ready.iter().find(|r| r.name == "web").unwrap().clone();
-    let db = ready.iter().find(|r| r.name == "db").unwrap().clone();
+    let (mut c, web, db, _services) = web_and_db(&server, &tok).await;
     assert_eq!(get(server.http_addr(), &web.host(), "/").await.0, StatusCode::OK);
 
     let started = Instant::now();
@@ -101,14 +108,7 @@ async fn a_revoked_token_is_refused_at_once_and_its_tunnels_close() {
     let api_addr = server.handle.api_addr().unwrap();
     let (tok, tok_id) = mint(&server, "doomed").await;
     let (other, _) = mint(&server, "other").await;
-    let app = http_app("app").await;
-    let echo = tcp_echo().await;
-    let mut opts = server
-        .client_options(vec![tunnel("web", Protocol::Http, app.port()), tunnel("db", Protocol::Tcp, echo.port())]);
-    opts.token = tok.clone();
-    let (mut c, ready) = spawn_ready(opts).await;
-    let web = ready.iter().find(|r| r.name == "web").unwrap().clone();
-    let db = ready.iter().find(|r| r.name == "db").unwrap().clone();
+    let (mut c, web, db, services) = web_and_db(&server, &tok).await;
     let mut held = tokio::net::TcpStream::connect(("127.0.0.1", db.port())).await.unwrap();
     tokio::io::AsyncWriteExt::write_all(&mut held, b"x").await.unwrap();
     assert_eq!(read_n(&mut held, 1).await, b"x");
@@ -146,7 +146,7 @@ async fn a_revoked_token_is_refused_at_once_and_its_tunnels_close() {
     );
     assert!(fatal.is_none() || fatal.as_deref() == Some("unauthorized"), "{fatal:?}");
     // Connecting again with the revoked token is refused.
-    let mut opts = server.client_options(vec![tunnel("web", Protocol::Http, app.port())]);
+    let mut opts = server.client_options(vec![tunnel("web", Protocol::Http, services.0.port())]);
     opts.token = tok.clone();
     opts.reconnect = false;
     let mut again = rustunnel_client::ClientHandle::spawn(opts);
