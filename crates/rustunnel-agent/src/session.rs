@@ -15,7 +15,7 @@ use crate::invite::MintError;
 use crate::link::{JoinLink, LinkError, RelayBase};
 use crate::member::{EndReason, GuestOpError, GuestSession, JoinError};
 use crate::relay::{HostConfig, HostSession, OpenError};
-use crate::room::{Event, EventKind, FileInfo, MemberId, RoomError, Sender, HOST_ID};
+use crate::room::{Event, EventKind, FileInfo, MemberId, MemberInfo, RoomError, Sender, HOST_ID};
 
 /// Default and maximum `tunnel_listen` wait.
 pub const DEFAULT_LISTEN: Duration = Duration::from_secs(25);
@@ -160,6 +160,17 @@ pub struct MemberStatus {
     /// Host view only: the code shared with this member.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verification_code: Option<String>,
+}
+
+impl MemberStatus {
+    fn new(m: MemberInfo, verification_code: Option<String>) -> Self {
+        MemberStatus { id: m.id, name: m.name, is_host: m.is_host, connected: m.connected, verification_code }
+    }
+
+    /// A guest sees the roster without codes: each code is between the host and one member.
+    fn guest_view(roster: &[MemberInfo]) -> Vec<Self> {
+        roster.iter().map(|m| MemberStatus::new(m.clone(), None)).collect()
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -386,17 +397,7 @@ impl AgentChannel {
                 room_id: g.room_id().to_string(),
                 goal: st.goal.clone(),
                 me: Sender { id: st.member_id, name: st.name.clone() },
-                members: st
-                    .roster
-                    .iter()
-                    .map(|m| MemberStatus {
-                        id: m.id,
-                        name: m.name.clone(),
-                        is_host: m.is_host,
-                        connected: m.connected,
-                        verification_code: None,
-                    })
-                    .collect(),
+                members: MemberStatus::guest_view(&st.roster),
                 verification_code: st.verification_code.clone(),
                 untrusted: true,
             }
@@ -508,12 +509,9 @@ impl AgentChannel {
                         .room
                         .roster()
                         .into_iter()
-                        .map(|m| MemberStatus {
-                            verification_code: st.room.verification_code(m.id).map(str::to_owned),
-                            id: m.id,
-                            name: m.name,
-                            is_host: m.is_host,
-                            connected: m.connected,
+                        .map(|m| {
+                            let code = st.room.verification_code(m.id).map(str::to_owned);
+                            MemberStatus::new(m, code)
                         })
                         .collect(),
                     last_seq: st.room.last_seq(),
@@ -535,17 +533,7 @@ impl AgentChannel {
                     room_id: g.room_id().to_string(),
                     goal: st.goal.clone(),
                     me: Sender { id: st.member_id, name: st.name.clone() },
-                    members: st
-                        .roster
-                        .iter()
-                        .map(|m| MemberStatus {
-                            id: m.id,
-                            name: m.name.clone(),
-                            is_host: m.is_host,
-                            connected: m.connected,
-                            verification_code: None,
-                        })
-                        .collect(),
+                    members: MemberStatus::guest_view(&st.roster),
                     last_seq: st.last_seq,
                     pending_invites: None,
                     verification_code: Some(st.verification_code.clone()),
