@@ -59,6 +59,13 @@ impl Scheme {
     }
 }
 
+/// `N` bytes from the thread's CSPRNG.
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    rand::rng().fill_bytes(&mut b);
+    b
+}
+
 /// Opaque room identifier; the only room-identifying value on the wire in clear.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RoomId(String);
@@ -66,9 +73,7 @@ pub struct RoomId(String);
 impl RoomId {
     /// A fresh random room id (32 lowercase hex chars).
     pub fn random() -> Self {
-        let mut b = [0u8; 16];
-        rand::rng().fill_bytes(&mut b);
-        RoomId(hex::encode(b))
+        RoomId(hex::encode(random_bytes::<16>()))
     }
     /// Validates a room id taken from a URL path.
     pub fn parse(s: &str) -> Result<Self, LinkError> {
@@ -96,9 +101,7 @@ pub struct InviteId(pub [u8; INVITE_ID_LEN]);
 
 impl InviteId {
     pub fn random() -> Self {
-        let mut b = [0u8; INVITE_ID_LEN];
-        rand::rng().fill_bytes(&mut b);
-        InviteId(b)
+        InviteId(random_bytes())
     }
 }
 
@@ -108,9 +111,7 @@ pub struct InviteKey(pub [u8; INVITE_KEY_LEN]);
 
 impl InviteKey {
     pub fn random() -> Self {
-        let mut b = [0u8; INVITE_KEY_LEN];
-        rand::rng().fill_bytes(&mut b);
-        InviteKey(b)
+        InviteKey(random_bytes())
     }
 }
 

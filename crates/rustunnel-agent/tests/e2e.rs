@@ -10,6 +10,7 @@ use rustunnel_agent::member::JoinError;
 use rustunnel_agent::room::EventKind;
 use rustunnel_agent::session::{AgentChannel, ChannelConfig, SessionError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -21,12 +22,18 @@ fn chan(name: &str) -> AgentChannel {
     })
 }
 
-async fn host(goal: &str) -> (AgentChannel, String, SocketAddr) {
-    let h = chan("alice-host");
+/// `name` opens a room on a relay bound to a free loopback port; `public(port)` is the base of
+/// its links. Returns the channel, the first join link and the relay's address.
+async fn open_room(name: &str, goal: &str, public: impl FnOnce(u16) -> String) -> (AgentChannel, String, SocketAddr) {
+    let h = chan(name);
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    let r = h.open(goal, None, l, &format!("http://abc.localhost:{}", addr.port())).await.unwrap();
+    let r = h.open(goal, None, l, &public(addr.port())).await.unwrap();
     (h, r.join_link, addr)
+}
+
+async fn host(goal: &str) -> (AgentChannel, String, SocketAddr) {
+    open_room("alice-host", goal, |port| format!("http://abc.localhost:{port}")).await
 }
 
 /// A TCP proxy that records every byte, can cut all connections, and can flip one
@@ -37,6 +44,25 @@ struct Proxy {
     kill: watch::Sender<u64>,
     flip_next_down: Arc<AtomicBool>,
     _tasks: JoinSet<()>,
+}
+
+/// Copies `r` to `w`, recording every byte in `cap`; when `flip` is set, flips one bit in the
+/// next read (once) after recording it.
+async fn pump(mut r: OwnedReadHalf, mut w: OwnedWriteHalf, cap: Arc<Mutex<Vec<u8>>>, flip: Option<Arc<AtomicBool>>) {
+    let mut b = vec![0u8; 1 << 16];
+    loop {
+        let n = match r.read(&mut b).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        cap.lock().unwrap().extend_from_slice(&b[..n]);
+        if flip.as_ref().is_some_and(|f| f.swap(false, Ordering::SeqCst)) {
+            b[n - 1] ^= 0x01;
+        }
+        if w.write_all(&b[..n]).await.is_err() {
+            break;
+        }
+    }
 }
 
 impl Proxy {
@@ -59,38 +85,10 @@ impl Proxy {
                 };
                 let (cap, mut rx, f) = (cap.clone(), k.subscribe(), f.clone());
                 conns.spawn(async move {
-                    let (mut dr, mut dw) = down.into_split();
-                    let (mut ur, mut uw) = up.into_split();
-                    let cap2 = cap.clone();
-                    let upstream = async move {
-                        let mut b = vec![0u8; 1 << 16];
-                        loop {
-                            let n = match dr.read(&mut b).await {
-                                Ok(0) | Err(_) => break,
-                                Ok(n) => n,
-                            };
-                            cap2.lock().unwrap().extend_from_slice(&b[..n]);
-                            if uw.write_all(&b[..n]).await.is_err() {
-                                break;
-                            }
-                        }
-                    };
-                    let downstream = async move {
-                        let mut b = vec![0u8; 1 << 16];
-                        loop {
-                            let n = match ur.read(&mut b).await {
-                                Ok(0) | Err(_) => break,
-                                Ok(n) => n,
-                            };
-                            cap.lock().unwrap().extend_from_slice(&b[..n]);
-                            if f.swap(false, Ordering::SeqCst) {
-                                b[n - 1] ^= 0x01;
-                            }
-                            if dw.write_all(&b[..n]).await.is_err() {
-                                break;
-                            }
-                        }
-                    };
+                    let (dr, dw) = down.into_split();
+                    let (ur, uw) = up.into_split();
+                    let upstream = pump(dr, uw, cap.clone(), None);
+                    let downstream = pump(ur, dw, cap, Some(f));
                     tokio::select! {
                         _ = rx.changed() => {}
                         _ = async { tokio::join!(upstream, downstream) } => {}
@@ -387,10 +385,7 @@ async fn wrong_path_and_garbage_are_refused() {
 
 #[tokio::test(start_paused = true)]
 async fn listen_waits_with_progress_and_caps_timeout() {
-    let h = chan("host");
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    h.open("g", None, l, &format!("ws://127.0.0.1:{port}")).await.unwrap();
+    let (h, _link, _addr) = open_room("host", "g", |port| format!("ws://127.0.0.1:{port}")).await;
     // The opening system message is returned immediately.
     let first = h.listen(None, None, None).await.unwrap();
     assert!(first.messages[0].text.contains("opened the room") && !first.timed_out);
@@ -409,10 +404,7 @@ async fn listen_waits_with_progress_and_caps_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn idle_room_closes_after_30_minutes() {
-    let h = chan("host");
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    h.open("g", None, l, &format!("ws://127.0.0.1:{port}")).await.unwrap();
+    let (h, _link, _addr) = open_room("host", "g", |port| format!("ws://127.0.0.1:{port}")).await;
     tokio::time::sleep(Duration::from_secs(29 * 60)).await;
     assert!(!h.status().await.unwrap().closed);
     tokio::time::sleep(Duration::from_secs(61)).await;
