@@ -2,89 +2,82 @@
 //! [`rustunnel_client::api`], with errors in the words an agent acts on (what failed and what to
 //! do about it).
 use rustunnel_api_types::{ClosedTunnel, HistoryList, P2pList, PoolList, RegionList, TunnelList};
+use rustunnel_client::api::ApiError as ClientError;
 pub use rustunnel_client::api::{HISTORY_PAGE, MAX_RESPONSE_BYTES, REQUEST_TIMEOUT};
 use rustunnel_client::TlsOptions;
 
-/// Why an API call failed. Each variant says what to do about it.
+/// Why an API call failed, with a code and a hint that say what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// `--api` is not a usable URL.
-    #[error("invalid management API URL {url}: {reason}")]
-    BadUrl { url: String, reason: String },
-    /// Nothing answered (connection refused, DNS, TLS, timeout).
-    #[error("management API unreachable at {url}: {detail}")]
-    Unreachable { url: String, detail: String },
     /// 401/403: the token is missing, wrong or revoked.
     #[error("token rejected by the server: {message}")]
     Unauthorized { message: String },
     /// 404 with an API error body (unknown tunnel id, ...).
     #[error("{message}")]
     NotFound { message: String },
-    /// Any other non-2xx answer.
-    #[error("management API answered {status}: {message}")]
-    Status { status: u16, code: String, message: String },
-    /// A 2xx answer that is not the JSON expected.
-    #[error("unexpected answer from the management API at {url}: {detail}")]
-    Decode { url: String, detail: String },
+    /// Any other failure, in the shared client's words: `--api` is not a usable URL, nothing
+    /// answered in time, another non-2xx answer, or a 2xx answer that is not the JSON expected.
+    #[error(transparent)]
+    Client(ClientError),
 }
 
 impl ApiError {
     /// Stable machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::BadUrl { .. } => "config_error",
-            ApiError::Unreachable { .. } => "api_unreachable",
             ApiError::Unauthorized { .. } => "unauthorized",
             ApiError::NotFound { .. } => "not_found",
-            ApiError::Status { .. } => "api_error",
-            ApiError::Decode { .. } => "api_error",
+            ApiError::Client(ClientError::BadUrl { .. }) => "config_error",
+            ApiError::Client(
+                ClientError::Unreachable { .. } | ClientError::Timeout { .. } | ClientError::Read { .. },
+            ) => "api_unreachable",
+            ApiError::Client(ClientError::Status { .. } | ClientError::Decode { .. }) => "api_error",
         }
     }
 
     /// What to do about it.
     pub fn hint(&self) -> String {
-        match self {
-            ApiError::BadUrl { .. } => "start rustunnel-mcp with --api http://HOST:4041 (the server's management API)".into(),
-            ApiError::Unreachable { url, .. } => format!(
-                "is rustunnel-server running with its management API at {url}? Start rustunnel-mcp with --api pointing at it"
-            ),
+        let e = match self {
             ApiError::Unauthorized { .. } => {
-                "pass a valid `token` argument or set RUSTUNNEL_TOKEN in the MCP server's environment".into()
+                return "pass a valid `token` argument or set RUSTUNNEL_TOKEN in the MCP server's environment".into()
             }
-            ApiError::NotFound { .. } => "call list_tunnels to see the ids of open tunnels".into(),
+            ApiError::NotFound { .. } => return "call list_tunnels to see the ids of open tunnels".into(),
+            ApiError::Client(e) => e,
+        };
+        match e {
+            ClientError::BadUrl { .. } => {
+                "start rustunnel-mcp with --api http://HOST:4041 (the server's management API)".into()
+            }
+            ClientError::Unreachable { url, .. } | ClientError::Timeout { url, .. } | ClientError::Read { url, .. } => {
+                format!(
+                    "is rustunnel-server running with its management API at {url}? Start rustunnel-mcp with --api pointing at it"
+                )
+            }
             // An error body of the API's own: it was reached and refused or failed.
-            ApiError::Status { status: 429, code, .. } if !code.is_empty() => {
+            ClientError::Status { status: 429, code, .. } if !code.is_empty() => {
                 "the server is limiting this caller's requests: wait a little and retry".into()
             }
-            ApiError::Status { status: 400..=499, code, .. } if !code.is_empty() => {
+            ClientError::Status { status: 400..=499, code, .. } if !code.is_empty() => {
                 "the server refused the request as the message says: correct the arguments".into()
             }
-            ApiError::Status { code, .. } if !code.is_empty() => {
+            ClientError::Status { code, .. } if !code.is_empty() => {
                 "the server failed to answer: retry, and see its log if it goes on".into()
             }
-            ApiError::Status { .. } | ApiError::Decode { .. } => {
+            ClientError::Status { .. } | ClientError::Decode { .. } => {
                 "check that --api points at the rustunnel-server management API (default port 4041)".into()
             }
         }
     }
 }
 
-impl From<rustunnel_client::api::ApiError> for ApiError {
-    fn from(e: rustunnel_client::api::ApiError) -> Self {
-        use rustunnel_client::api::ApiError as E;
+impl From<ClientError> for ApiError {
+    fn from(e: ClientError) -> Self {
         match e {
-            E::BadUrl { url, reason } => ApiError::BadUrl { url, reason },
-            E::Unreachable { url, detail } => ApiError::Unreachable { url, detail },
-            E::Timeout { url, after } => {
-                ApiError::Unreachable { url, detail: format!("no answer within {}s", after.as_secs()) }
-            }
-            E::Read { url, detail } => ApiError::Unreachable { url, detail: format!("reading the answer: {detail}") },
-            E::Status { status: 401 | 403, message, .. } => ApiError::Unauthorized {
+            ClientError::Status { status: 401 | 403, message, .. } => ApiError::Unauthorized {
                 message: if message.is_empty() { "missing or invalid token".into() } else { message },
             },
-            E::Status { status: 404, code, message } if !code.is_empty() => ApiError::NotFound { message },
-            E::Status { status, code, message } => ApiError::Status { status, code, message },
-            E::Decode { url, detail } => ApiError::Decode { url, detail },
+            ClientError::Status { status: 404, code, message } if !code.is_empty() => ApiError::NotFound { message },
+            e => ApiError::Client(e),
         }
     }
 }
@@ -148,7 +141,9 @@ mod tests {
 
     #[test]
     fn hints_blame_the_api_address_only_when_something_else_answered() {
-        let status = |status: u16, code: &str| ApiError::Status { status, code: code.into(), message: "m".into() };
+        let status = |status: u16, code: &str| {
+            ApiError::Client(ClientError::Status { status, code: code.into(), message: "m".into() })
+        };
         let hint = |e: ApiError| e.hint();
         assert!(hint(status(400, "bad_request")).contains("correct the arguments"));
         assert!(hint(status(429, "rate_limited")).contains("retry"));
@@ -177,7 +172,7 @@ mod tests {
         assert_eq!(status(401, "", "").to_string(), "token rejected by the server: missing or invalid token");
         assert_eq!(status(403, "forbidden", "no").to_string(), "token rejected by the server: no");
         assert!(matches!(status(404, "not_found", "no tunnel x"), ApiError::NotFound { .. }));
-        assert!(matches!(status(404, "", "nginx"), ApiError::Status { status: 404, .. }));
+        assert!(matches!(status(404, "", "nginx"), ApiError::Client(E::Status { status: 404, .. })));
         let timeout = ApiError::from(E::Timeout { url: "http://a".into(), after: REQUEST_TIMEOUT });
         assert_eq!(timeout.code(), "api_unreachable");
         assert!(timeout.to_string().starts_with("management API unreachable at http://a: no answer within"));
