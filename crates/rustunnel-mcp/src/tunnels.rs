@@ -7,6 +7,7 @@
 //! closes it, and stops the client when asked. [`TunnelManager::shutdown`] stops them all; the MCP
 //! server calls it when stdin closes.
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use rustunnel_client::p2p::{P2pHandle, P2pOptions, P2pRole};
 use rustunnel_client::{ClientHandle, ClientOptions, Event, TlsOptions, TunnelConfig};
 use rustunnel_proto::Protocol;
 use serde::Serialize;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -302,24 +304,22 @@ impl TunnelManager {
             let id = id.clone();
             let state = state.clone();
             async move {
-                loop {
-                    tokio::select! {
-                        ev = client.events.recv() => match ev {
-                            Some(Event::Health { healthy, .. }) => *state.lock() = Some(healthy),
-                            Some(Event::TunnelClosed { reason, .. }) => {
-                                tracing::info!(tunnel_id = %id, %reason, "tunnel closed by the server");
-                                break;
-                            }
-                            Some(Event::Error { fatal: true, message, .. }) => {
-                                tracing::warn!(tunnel_id = %id, %message, "tunnel client ended");
-                                break;
-                            }
-                            Some(_) => {}
-                            None => break,
-                        },
-                        _ = stop.cancelled() => break,
+                watch(&mut client.events, &stop, |ev| match ev {
+                    Event::Health { healthy, .. } => {
+                        *state.lock() = Some(healthy);
+                        ControlFlow::Continue(())
                     }
-                }
+                    Event::TunnelClosed { reason, .. } => {
+                        tracing::info!(tunnel_id = %id, %reason, "tunnel closed by the server");
+                        ControlFlow::Break(())
+                    }
+                    Event::Error { fatal: true, message, .. } => {
+                        tracing::warn!(tunnel_id = %id, %message, "tunnel client ended");
+                        ControlFlow::Break(())
+                    }
+                    _ => ControlFlow::Continue(()),
+                })
+                .await;
                 stop_client(client).await;
                 live.lock().remove(&id);
             }
@@ -404,22 +404,18 @@ impl TunnelManager {
             let id = info.id.clone();
             let mode = mode.clone();
             async move {
-                loop {
-                    tokio::select! {
-                        ev = h.events.recv() => match ev {
-                            Some(Event::P2pLink { mode: m, .. }) | Some(Event::P2pReady { mode: Some(m), .. }) => {
-                                *mode.lock() = Some(m);
-                            }
-                            Some(Event::Error { fatal: true, message, .. }) => {
-                                tracing::warn!(p2p_id = %id, %message, "P2P client ended");
-                                break;
-                            }
-                            Some(_) => {}
-                            None => break,
-                        },
-                        _ = stop.cancelled() => break,
+                watch(&mut h.events, &stop, |ev| match ev {
+                    Event::P2pLink { mode: m, .. } | Event::P2pReady { mode: Some(m), .. } => {
+                        *mode.lock() = Some(m);
+                        ControlFlow::Continue(())
                     }
-                }
+                    Event::Error { fatal: true, message, .. } => {
+                        tracing::warn!(p2p_id = %id, %message, "P2P client ended");
+                        ControlFlow::Break(())
+                    }
+                    _ => ControlFlow::Continue(()),
+                })
+                .await;
                 stop_p2p(h).await;
                 map_ref.lock().remove(&id);
             }
@@ -494,6 +490,28 @@ async fn stop_client(mut client: ClientHandle) {
     }
 }
 
+/// Hands a client's events to `on_event` until it says to stop, the client ends (its event
+/// channel closes) or `stop` is cancelled.
+async fn watch(
+    events: &mut mpsc::Receiver<Event>,
+    stop: &CancellationToken,
+    mut on_event: impl FnMut(Event) -> ControlFlow<()>,
+) {
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(ev) => {
+                    if on_event(ev).is_break() {
+                        break;
+                    }
+                }
+                None => break,
+            },
+            _ = stop.cancelled() => break,
+        }
+    }
+}
+
 /// Stops a P2P client, draining its events so it never blocks.
 async fn stop_p2p(mut h: P2pHandle) {
     h.events.close();
@@ -519,7 +537,7 @@ fn new_p2p_id() -> String {
 /// retrying in the background), and so are the call's cancellation, the server's shutdown, the
 /// deadline `limit` and a client that stops (`stopped` says so).
 async fn wait_ready<T>(
-    events: &mut tokio::sync::mpsc::Receiver<Event>,
+    events: &mut mpsc::Receiver<Event>,
     server: &str,
     limit: Duration,
     cancel: &CancellationToken,
