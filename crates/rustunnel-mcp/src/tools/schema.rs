@@ -7,23 +7,28 @@ use serde_json::Value;
 
 /// The output schema of `T` (a struct: MCP requires an object at the root), simplified.
 pub fn output_schema<T: JsonSchema>() -> JsonObject {
-    let schema = SchemaSettings::draft2020_12()
-        .with(|s| {
-            s.inline_subschemas = true;
-            s.meta_schema = None;
-        })
-        .for_serialize()
-        .into_generator()
-        .into_root_schema_for::<T>();
-    let mut v = schema.to_value();
-    simplify(&mut v);
-    match v {
+    match inline_schema::<T>(SchemaSettings::draft2020_12().for_serialize()) {
         Value::Object(mut o) => {
             o.remove("title");
             o
         }
         _ => JsonObject::new(),
     }
+}
+
+/// `T`'s schema under `settings` with every subschema inline (no `$ref` to follow) and no
+/// meta-schema line, then [`simplify`]d.
+fn inline_schema<T: JsonSchema>(settings: SchemaSettings) -> Value {
+    let mut v = settings
+        .with(|s| {
+            s.inline_subschemas = true;
+            s.meta_schema = None;
+        })
+        .into_generator()
+        .into_root_schema_for::<T>()
+        .to_value();
+    simplify(&mut v);
+    v
 }
 
 /// Removes what models and strict clients trip on; keeps the meaning.
@@ -75,16 +80,7 @@ fn is_null_schema(s: &Value) -> bool {
 /// [`simplify`], without the type's own title and description (the tool carries those), and
 /// each field's description on one line (doc comments wrap).
 pub fn input_schema<T: JsonSchema>() -> JsonObject {
-    let schema = SchemaSettings::draft2020_12()
-        .with(|s| {
-            s.inline_subschemas = true;
-            s.meta_schema = None;
-        })
-        .for_deserialize()
-        .into_generator()
-        .into_root_schema_for::<T>();
-    let mut v = schema.to_value();
-    simplify(&mut v);
+    let mut v = inline_schema::<T>(SchemaSettings::draft2020_12().for_deserialize());
     plain_input(&mut v, true);
     match v {
         Value::Object(mut o) => {

@@ -339,11 +339,8 @@ fn pool_config(a: &Tunnel, cfg: &crate::config::McpConfig) -> ConfigFileView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::{json, Value};
-
-    fn tunnel(v: Value) -> Result<Tunnel, ToolError> {
-        crate::tools::parse::parse::<TunnelArgs>(v.as_object().cloned().unwrap())?.validate()
-    }
+    use crate::tools::tunnel::options::tests::tunnel;
+    use serde_json::json;
 
     #[test]
     fn basic_auth_is_for_http_and_hidden() {

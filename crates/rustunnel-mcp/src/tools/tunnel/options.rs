@@ -287,12 +287,13 @@ impl TunnelArgs {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use rustunnel_client::health::HealthKind;
     use serde_json::{json, Value};
 
-    fn tunnel(v: Value) -> Result<Tunnel, ToolError> {
+    /// `create_tunnel` arguments parsed and checked as the tool does.
+    pub(crate) fn tunnel(v: Value) -> Result<Tunnel, ToolError> {
         crate::tools::parse::parse::<TunnelArgs>(v.as_object().cloned().unwrap())?.validate()
     }
 
