@@ -239,6 +239,21 @@ fn json_out<T: Serialize>(v: &T) -> Result<String, ManageError> {
     serde_json::to_string_pretty(v).map(|s| s + "\n").map_err(|e| ManageError::BadResponse(e.to_string()))
 }
 
+/// A list answer: the whole of it as JSON with `--json`, else a table with one `row` per item.
+fn listing<T: Serialize, I>(
+    json: bool,
+    answer: &T,
+    items: &[I],
+    headers: &[&str],
+    empty: &str,
+    row: impl Fn(&I) -> Vec<String>,
+) -> Result<String, ManageError> {
+    if json {
+        return json_out(answer);
+    }
+    Ok(table(headers, items.iter().map(row).collect(), empty))
+}
+
 /// Runs a command and returns what to print on stdout.
 pub async fn execute(cmd: ManageCommand) -> Result<String, ManageError> {
     match cmd {
@@ -270,25 +285,18 @@ pub async fn execute(cmd: ManageCommand) -> Result<String, ManageError> {
         }
         ManageCommand::Token { action: TokenAction::List { api: a } } => {
             let l: api::TokenList = ApiClient::from_args(&a)?.call(Method::GET, "/api/tokens", None).await?;
-            if a.json {
-                return json_out(&l);
-            }
-            let rows = l
-                .tokens
-                .iter()
-                .map(|t| {
-                    vec![
-                        t.id.clone(),
-                        t.label.clone(),
-                        t.owner_id.clone(),
-                        t.created_at.clone(),
-                        t.last_used_at.clone().unwrap_or_else(|| "never".into()),
-                        list_or_any(&t.subdomains),
-                        list_or_any(&t.ports),
-                    ]
-                })
-                .collect();
-            Ok(table(&["ID", "LABEL", "OWNER", "CREATED", "LAST USED", "SUBDOMAINS", "PORTS"], rows, "no tokens"))
+            let headers = ["ID", "LABEL", "OWNER", "CREATED", "LAST USED", "SUBDOMAINS", "PORTS"];
+            listing(a.json, &l, &l.tokens, &headers, "no tokens", |t| {
+                vec![
+                    t.id.clone(),
+                    t.label.clone(),
+                    t.owner_id.clone(),
+                    t.created_at.clone(),
+                    t.last_used_at.clone().unwrap_or_else(|| "never".into()),
+                    list_or_any(&t.subdomains),
+                    list_or_any(&t.ports),
+                ]
+            })
         }
         ManageCommand::Token { action: TokenAction::Revoke { id, api: a } } => {
             let c = ApiClient::from_args(&a)?;
@@ -359,45 +367,26 @@ pub async fn execute(cmd: ManageCommand) -> Result<String, ManageError> {
                 q.push_str("&active=false");
             }
             let l: api::HistoryList = ApiClient::from_args(&a)?.call(Method::GET, &q, None).await?;
-            if a.json {
-                return json_out(&l);
-            }
-            let rows = l
-                .entries
-                .iter()
-                .map(|h| {
-                    vec![
-                        h.id.clone(),
-                        h.name.clone(),
-                        h.protocol.clone(),
-                        h.public_url.clone(),
-                        h.opened_at.clone(),
-                        h.closed_at.clone().unwrap_or_else(|| "open".into()),
-                        h.close_reason.clone().unwrap_or_default(),
-                        human_bytes(h.bytes_in),
-                        human_bytes(h.bytes_out),
-                    ]
-                })
-                .collect();
-            Ok(table(
-                &["ID", "NAME", "PROTO", "PUBLIC URL", "OPENED", "CLOSED", "REASON", "IN", "OUT"],
-                rows,
-                "no history",
-            ))
+            let headers = ["ID", "NAME", "PROTO", "PUBLIC URL", "OPENED", "CLOSED", "REASON", "IN", "OUT"];
+            listing(a.json, &l, &l.entries, &headers, "no history", |h| {
+                vec![
+                    h.id.clone(),
+                    h.name.clone(),
+                    h.protocol.clone(),
+                    h.public_url.clone(),
+                    h.opened_at.clone(),
+                    h.closed_at.clone().unwrap_or_else(|| "open".into()),
+                    h.close_reason.clone().unwrap_or_default(),
+                    human_bytes(h.bytes_in),
+                    human_bytes(h.bytes_out),
+                ]
+            })
         }
         ManageCommand::Regions { api: a } => {
             let l: api::RegionList = ApiClient::from_args(&a)?.call(Method::GET, "/api/regions", None).await?;
-            if a.json {
-                return json_out(&l);
-            }
-            let rows = l
-                .regions
-                .iter()
-                .map(|r| {
-                    vec![r.id.clone(), r.name.clone(), r.location.clone(), r.control_addr.clone(), r.api_url.clone()]
-                })
-                .collect();
-            Ok(table(&["ID", "NAME", "LOCATION", "CONTROL", "API"], rows, "no regions"))
+            listing(a.json, &l, &l.regions, &["ID", "NAME", "LOCATION", "CONTROL", "API"], "no regions", |r| {
+                vec![r.id.clone(), r.name.clone(), r.location.clone(), r.control_addr.clone(), r.api_url.clone()]
+            })
         }
     }
 }
