@@ -304,7 +304,7 @@ impl TunnelManager {
             let id = id.clone();
             let state = state.clone();
             async move {
-                watch(&mut client.events, &stop, |ev| match ev {
+                let fatal = watch(&mut client.events, &stop, |ev| match ev {
                     Event::Health { healthy, .. } => {
                         *state.lock() = Some(healthy);
                         ControlFlow::Continue(())
@@ -313,13 +313,12 @@ impl TunnelManager {
                         tracing::info!(tunnel_id = %id, %reason, "tunnel closed by the server");
                         ControlFlow::Break(())
                     }
-                    Event::Error { fatal: true, message, .. } => {
-                        tracing::warn!(tunnel_id = %id, %message, "tunnel client ended");
-                        ControlFlow::Break(())
-                    }
                     _ => ControlFlow::Continue(()),
                 })
                 .await;
+                if let Some(message) = fatal {
+                    tracing::warn!(tunnel_id = %id, %message, "tunnel client ended");
+                }
                 stop_client(client).await;
                 live.lock().remove(&id);
             }
@@ -404,18 +403,16 @@ impl TunnelManager {
             let id = info.id.clone();
             let mode = mode.clone();
             async move {
-                watch(&mut h.events, &stop, |ev| match ev {
-                    Event::P2pLink { mode: m, .. } | Event::P2pReady { mode: Some(m), .. } => {
+                let fatal = watch(&mut h.events, &stop, |ev| {
+                    if let Event::P2pLink { mode: m, .. } | Event::P2pReady { mode: Some(m), .. } = ev {
                         *mode.lock() = Some(m);
-                        ControlFlow::Continue(())
                     }
-                    Event::Error { fatal: true, message, .. } => {
-                        tracing::warn!(p2p_id = %id, %message, "P2P client ended");
-                        ControlFlow::Break(())
-                    }
-                    _ => ControlFlow::Continue(()),
+                    ControlFlow::Continue(())
                 })
                 .await;
+                if let Some(message) = fatal {
+                    tracing::warn!(p2p_id = %id, %message, "P2P client ended");
+                }
                 stop_p2p(h).await;
                 map_ref.lock().remove(&id);
             }
@@ -490,24 +487,25 @@ async fn stop_client(mut client: ClientHandle) {
     }
 }
 
-/// Hands a client's events to `on_event` until it says to stop, the client ends (its event
-/// channel closes) or `stop` is cancelled.
+/// Hands a client's events to `on_event` until it says to stop, the client ends (a fatal
+/// error, or its event channel closes) or `stop` is cancelled. Returns a fatal error's message.
 async fn watch(
     events: &mut mpsc::Receiver<Event>,
     stop: &CancellationToken,
     mut on_event: impl FnMut(Event) -> ControlFlow<()>,
-) {
+) -> Option<String> {
     loop {
         tokio::select! {
             ev = events.recv() => match ev {
+                Some(Event::Error { fatal: true, message, .. }) => return Some(message),
                 Some(ev) => {
                     if on_event(ev).is_break() {
-                        break;
+                        return None;
                     }
                 }
-                None => break,
+                None => return None,
             },
-            _ = stop.cancelled() => break,
+            _ = stop.cancelled() => return None,
         }
     }
 }
