@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::*;
-use rustunnel_testkit::{get, http_app, tcp_echo, TestServer};
+use rustunnel_testkit::{get, http_app, tcp_echo, Service, TestServer};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -21,6 +21,15 @@ async fn bodies(server: &TestServer, url: &str, n: usize) -> HashSet<String> {
     seen
 }
 
+/// A server, two HTTP apps answering "a" and "b", and an MCP client holding the admin token.
+async fn two_apps_and_a_client() -> (TestServer, Service, Service, Client) {
+    let server = TestServer::start().await;
+    let a = http_app("a").await;
+    let b = http_app("b").await;
+    let (client, _) = connect(&mcp_args(&server), Some(server.handle.admin_token()), Era::Initialize).await;
+    (server, a, b, client)
+}
+
 fn member(port: u16, path: &str) -> Value {
     json!({
         "local_port": port, "protocol": "http", "local_host": "127.0.0.1",
@@ -31,10 +40,7 @@ fn member(port: u16, path: &str) -> Value {
 
 #[tokio::test]
 async fn two_members_share_a_url_and_one_can_leave() {
-    let server = TestServer::start().await;
-    let a = http_app("a").await;
-    let b = http_app("b").await;
-    let (client, _) = connect(&mcp_args(&server), Some(server.handle.admin_token()), Era::Initialize).await;
+    let (server, a, b, client) = two_apps_and_a_client().await;
 
     let ma = ok(&call(&client, "create_tunnel", member(a.port(), "/")).await);
     let mb = ok(&call(&client, "create_tunnel", member(b.port(), "/")).await);
@@ -169,10 +175,7 @@ async fn connection_info_keeps_the_protection(client: &Client) {
 
 #[tokio::test]
 async fn a_failing_health_check_takes_the_member_out() {
-    let server = TestServer::start().await;
-    let a = http_app("a").await;
-    let b = http_app("b").await;
-    let (client, _) = connect(&mcp_args(&server), Some(server.handle.admin_token()), Era::Initialize).await;
+    let (server, a, b, client) = two_apps_and_a_client().await;
     let ma = ok(&call(&client, "create_tunnel", member(a.port(), "/")).await);
     // b's check GETs a path its app does not serve (404): it fails.
     let mb = ok(&call(&client, "create_tunnel", member(b.port(), "/no-such-health")).await);
