@@ -17,8 +17,8 @@ pub const BUF_SIZE: usize = 32 * 1024;
 const POOL_MAX: usize = 64;
 /// Size of a buffer for a bulk stream: one whose last read filled its whole buffer, so more
 /// bytes were waiting. Moving such a stream in 512 KiB steps instead of 32 KiB ones costs far
-/// fewer syscalls and wake-ups per byte (one TLS stream: 4.1 -> 7.9 Gbit/s on the benchmark
-/// machine, see docs/benchmarks.md). A stream holds one only while it keeps its reader busy.
+/// fewer syscalls and wake-ups per byte (docs/benchmarks.md has the figures). A stream holds
+/// one only while it keeps its reader busy.
 pub const BULK_SIZE: usize = 512 * 1024;
 /// Bulk buffers alive in a process at most, in use or pooled (32 MiB); past that, streams go
 /// on with [`BUF_SIZE`] buffers.
