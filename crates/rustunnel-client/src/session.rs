@@ -122,7 +122,8 @@ struct Live {
     session_id: String,
     data_key: String,
     plain: bool,
-    /// Ends this connection's idle data connections and health checks.
+    /// Ends this connection's idle data connections and health checks, once the session is
+    /// over (after the drain of a deliberate stop).
     cancel: CancellationToken,
     pool_tx: mpsc::Sender<PoolEvent>,
     health_tx: mpsc::Sender<HealthChange>,
@@ -298,7 +299,9 @@ impl Runner {
             session_id,
             data_key,
             plain,
-            cancel: self.cancel.child_token(),
+            // Its own token, not a child of the run's: a deliberate stop drains first, and the
+            // idle data connections the server holds must still serve what it routes here meanwhile.
+            cancel: CancellationToken::new(),
             pool_tx,
             health_tx,
             idle: 0,

@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use rustunnel_client::health::{HealthCheck, HealthKind};
 use rustunnel_client::{ClientHandle, TunnelConfig};
+use rustunnel_proto::stream::StreamHeader;
 use rustunnel_proto::Protocol;
 use rustunnel_server::pool::PoolSnapshot;
 use rustunnel_testkit::*;
@@ -344,7 +345,7 @@ async fn graceful_leave_drops_no_request() {
     // Slow requests in flight on both members while "a" leaves.
     let stop = CancellationToken::new();
     let workers = visitors(6, edge, &host, "/slow?ms=300", &stop);
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    wait_in_flight(&server, &ready[0].tunnel_id).await;
     let leaving = Instant::now();
     ca.stop().await.unwrap();
     let left = Instant::now();
@@ -361,6 +362,35 @@ async fn graceful_leave_drops_no_request() {
     let b_only = all.iter().filter(|(t, _, _)| *t > left).all(|(_, _, body)| body.as_ref() == b"slow done\n");
     assert!(b_only);
     let _ = a;
+}
+
+#[tokio::test]
+async fn a_leaving_member_keeps_its_idle_data_connections_until_drained() {
+    // A request the edge admitted just before the leave may still need a data connection: the
+    // ones the server holds idle must still reach the client while it drains.
+    let server = TestServer::start().await;
+    let a = http_app("a").await;
+    let (ca, ready) = server.client(vec![member("web", Protocol::Http, a.port(), "calm")]).await;
+    let (edge, host, id) = (server.http_addr(), ready[0].host(), ready[0].tunnel_id.clone());
+    let slow = tokio::spawn(async move { get(edge, &host, "/slow?ms=1500").await });
+    wait_in_flight(&server, &id).await;
+
+    let leaving = tokio::spawn(ca.stop());
+    let tunnel = server.handle.shared().tunnel(&id).expect("tunnel open");
+    wait_until("the server drains a", Duration::from_secs(20), || tunnel.is_draining()).await;
+    let mut conn = tunnel.session.take_data_conn().await.expect("an idle data connection");
+    let mut out = StreamHeader { tunnel_id: id, protocol: Protocol::Http, peer: String::new(), mux: false }.encode();
+    out.extend_from_slice(b"GET / HTTP/1.1\r\nHost: calm\r\nConnection: close\r\n\r\n");
+    conn.write_all(&out).await.expect("write");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), conn.read_to_end(&mut answer)).await.expect("answer in time");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "the leaving client served the data connection: {answer:?}");
+    assert!(answer.contains("hello from a"), "{answer:?}");
+
+    let (status, body) = slow.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    leaving.await.unwrap().unwrap();
 }
 
 #[tokio::test]
