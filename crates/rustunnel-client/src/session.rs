@@ -332,7 +332,7 @@ impl Runner {
         heartbeat_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let step = tokio::select! {
-                _ = self.cancel.cancelled() => Break(Ok(self.leave(live).await)),
+                _ = self.cancel.cancelled() => Break(Ok(self.leave(live, pool_rx).await)),
                 Some(h) = health_rx.recv() => self.handle_health(live, h).await,
                 Some(ev) = pool_rx.recv() => self.handle_pool_event(live, ev),
                 _ = heartbeat_tick.tick() => self.send_heartbeat(live).await,
@@ -364,8 +364,8 @@ impl Runner {
     }
 
     /// A deliberate stop: drain, close the tunnels, say goodbye.
-    async fn leave(&self, live: &mut Live) -> SessionEnd {
-        self.drain_tunnels(&mut live.ws).await;
+    async fn leave(&self, live: &mut Live, pool_rx: &mut mpsc::Receiver<PoolEvent>) -> SessionEnd {
+        self.drain_tunnels(live, pool_rx).await;
         self.close_tunnels(&mut live.ws).await;
         let _ = live.ws.close(None).await;
         SessionEnd::Cancelled
@@ -427,6 +427,13 @@ impl Runner {
         }
         self.emit(Event::Health { tunnel_id: h.tunnel_id, name: h.name, healthy: h.healthy, detail: h.detail }).await;
         Continue(())
+    }
+
+    /// The server has no idle data connection for a visitor: open up to `count` more.
+    fn need_data_conns(&self, live: &mut Live, count: u16) {
+        for _ in 0..count.min(MAX_IDLE as u16) {
+            self.spawn_conn(live, Duration::ZERO);
+        }
     }
 
     /// An idle data connection was used or failed: open its replacement.
@@ -506,9 +513,7 @@ impl Runner {
                 self.tunnel_closed(live, tunnel_id, reason, message).await
             }
             ServerMsg::NeedDataConns { count } => {
-                for _ in 0..count.min(MAX_IDLE as u16) {
-                    self.spawn_conn(live, Duration::ZERO);
-                }
+                self.need_data_conns(live, count);
                 Continue(())
             }
             ServerMsg::RequestLog { entries, dropped } => {
@@ -655,14 +660,10 @@ impl Runner {
 
     /// Graceful leave: asks the server to drain each HTTP and TCP tunnel (pool members and
     /// lone tunnels alike: no new requests or connections) and waits (bounded) until their
-    /// in-flight traffic has finished; streams keep serving meanwhile. UDP has no requests to
+    /// in-flight traffic has finished; streams keep serving meanwhile, and so does the supply
+    /// of data connections for requests admitted just before the drain. UDP has no requests to
     /// finish.
-    async fn drain_tunnels<S>(&self, ws: &mut S)
-    where
-        S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
-            + futures_util::Sink<Message>
-            + Unpin,
-    {
+    async fn drain_tunnels(&self, live: &mut Live, pool_rx: &mut mpsc::Receiver<PoolEvent>) {
         let members: Vec<(String, String)> = {
             let targets = self.targets.read();
             targets
@@ -676,7 +677,7 @@ impl Runner {
         }
         let mut waiting: HashSet<String> = HashSet::new();
         for (id, _) in &members {
-            if ws.send(Message::text(ClientMsg::DrainTunnel { tunnel_id: id.clone() }.encode())).await.is_err() {
+            if live.ws.send(Message::text(ClientMsg::DrainTunnel { tunnel_id: id.clone() }.encode())).await.is_err() {
                 return;
             }
             waiting.insert(id.clone());
@@ -684,7 +685,14 @@ impl Runner {
         self.emit(Event::Draining { names: members.into_iter().map(|(_, n)| n).collect() }).await;
         let wait = async {
             while !waiting.is_empty() {
-                match ws.next().await {
+                let frame = tokio::select! {
+                    frame = live.ws.next() => frame,
+                    Some(ev) = pool_rx.recv() => {
+                        let _ = self.handle_pool_event(live, ev);
+                        continue;
+                    }
+                };
+                match frame {
                     // The requests finishing meanwhile still reach the live log.
                     Some(Ok(Message::Text(t))) => match ServerMsg::decode(t.as_str()) {
                         Ok(ServerMsg::TunnelDrained { tunnel_id }) => {
@@ -692,8 +700,9 @@ impl Runner {
                         }
                         Ok(ServerMsg::RequestLog { entries, dropped }) => self.show_requests(entries, dropped),
                         Ok(ServerMsg::Ping { nonce }) => {
-                            let _ = ws.send(Message::text(ClientMsg::Pong { nonce }.encode())).await;
+                            let _ = live.ws.send(Message::text(ClientMsg::Pong { nonce }.encode())).await;
                         }
+                        Ok(ServerMsg::NeedDataConns { count }) => self.need_data_conns(live, count),
                         _ => {}
                     },
                     Some(Ok(_)) => {}

@@ -11,13 +11,15 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use rustunnel_client::health::{HealthCheck, HealthKind};
-use rustunnel_client::{ClientHandle, TunnelConfig};
+use rustunnel_client::{ClientError, ClientHandle, TunnelConfig};
 use rustunnel_proto::stream::StreamHeader;
 use rustunnel_proto::Protocol;
 use rustunnel_server::pool::PoolSnapshot;
+use rustunnel_server::session::DATA_CONN_WAIT;
+use rustunnel_server::tunnel::Tunnel;
 use rustunnel_testkit::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 const KEY: &str = "s3cret-pool-key";
@@ -364,32 +366,64 @@ async fn graceful_leave_drops_no_request() {
     let _ = a;
 }
 
+/// Member "a" alone in a pool, with a request the edge admitted (its permit held by the test)
+/// when its client starts to leave; returns once the server drains it.
+async fn leaving_with_a_request_admitted(
+    server: &TestServer,
+    app: &Service,
+) -> (Arc<Tunnel>, OwnedSemaphorePermit, tokio::task::JoinHandle<Result<(), ClientError>>) {
+    let (ca, ready) = server.client(vec![member("web", Protocol::Http, app.port(), "calm")]).await;
+    let tunnel = server.handle.shared().tunnel(&ready[0].tunnel_id).expect("tunnel open");
+    let admitted = tunnel.admit().expect("room for a request");
+    let leaving = tokio::spawn(ca.stop());
+    wait_until("the server drains a", Duration::from_secs(20), || tunnel.is_draining()).await;
+    (tunnel, admitted, leaving)
+}
+
+/// Forwards `GET /` over a data connection of `tunnel`, as the edge does; the raw answer.
+async fn get_by_hand(tunnel: &Tunnel, mut conn: impl AsyncRead + AsyncWrite + Unpin) -> String {
+    let header =
+        StreamHeader { tunnel_id: tunnel.id.clone(), protocol: Protocol::Http, peer: String::new(), mux: false };
+    let mut out = header.encode();
+    out.extend_from_slice(b"GET / HTTP/1.1\r\nHost: calm\r\nConnection: close\r\n\r\n");
+    conn.write_all(&out).await.expect("write");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), conn.read_to_end(&mut answer)).await.expect("answer in time");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 #[tokio::test]
 async fn a_leaving_member_keeps_its_idle_data_connections_until_drained() {
     // A request the edge admitted just before the leave may still need a data connection: the
     // ones the server holds idle must still reach the client while it drains.
     let server = TestServer::start().await;
     let a = http_app("a").await;
-    let (ca, ready) = server.client(vec![member("web", Protocol::Http, a.port(), "calm")]).await;
-    let (edge, host, id) = (server.http_addr(), ready[0].host(), ready[0].tunnel_id.clone());
-    let slow = tokio::spawn(async move { get(edge, &host, "/slow?ms=1500").await });
-    wait_in_flight(&server, &id).await;
-
-    let leaving = tokio::spawn(ca.stop());
-    let tunnel = server.handle.shared().tunnel(&id).expect("tunnel open");
-    wait_until("the server drains a", Duration::from_secs(20), || tunnel.is_draining()).await;
-    let mut conn = tunnel.session.take_data_conn().await.expect("an idle data connection");
-    let mut out = StreamHeader { tunnel_id: id, protocol: Protocol::Http, peer: String::new(), mux: false }.encode();
-    out.extend_from_slice(b"GET / HTTP/1.1\r\nHost: calm\r\nConnection: close\r\n\r\n");
-    conn.write_all(&out).await.expect("write");
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(20), conn.read_to_end(&mut answer)).await.expect("answer in time");
-    let answer = String::from_utf8_lossy(&answer);
+    let (tunnel, admitted, leaving) = leaving_with_a_request_admitted(&server, &a).await;
+    let conn = tunnel.session.take_data_conn().await.expect("an idle data connection");
+    let answer = get_by_hand(&tunnel, conn).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "the leaving client served the data connection: {answer:?}");
     assert!(answer.contains("hello from a"), "{answer:?}");
+    drop(admitted);
+    leaving.await.unwrap().unwrap();
+}
 
-    let (status, body) = slow.await.unwrap();
-    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+#[tokio::test]
+async fn a_leaving_member_opens_the_data_connections_the_server_asks_for() {
+    // More requests admitted before the leave than idle connections: the server asks the
+    // draining client for more, and gets them well before its wait for one runs out.
+    let server = TestServer::start().await;
+    let a = http_app("a").await;
+    let (tunnel, admitted, leaving) = leaving_with_a_request_admitted(&server, &a).await;
+    let mut used = Vec::new();
+    while tunnel.session.idle_data_conns() > 0 {
+        used.push(tunnel.session.take_data_conn().await.expect("an idle data connection"));
+    }
+    let asked = Instant::now();
+    let conn = tunnel.session.take_data_conn().await.expect("a data connection opened on the server's ask");
+    assert!(asked.elapsed() < DATA_CONN_WAIT / 2, "opened on the ask, not found by chance: {:?}", asked.elapsed());
+    let answer = get_by_hand(&tunnel, conn).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    drop((used, admitted));
     leaving.await.unwrap().unwrap();
 }
 
