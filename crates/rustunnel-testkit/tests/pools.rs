@@ -254,10 +254,10 @@ async fn failover_under_load_when_a_service_dies() {
     // Load: 4 workers sending requests back to back, recording (start, status, who).
     let stop = CancellationToken::new();
     let workers = visitors(4, edge, &host, "/", &stop);
-    // Member "a" has served the load before it dies.
+    // Member "a" has served the load before it dies: its answers have reached visitors
+    // (`requests` counts a request once admitted, before any answer).
     let ta = server.handle.shared().tunnel(&ready[0].tunnel_id).unwrap();
-    wait_until("a request served by a", Duration::from_secs(20), || ta.stats.requests.load(Ordering::Relaxed) > 0)
-        .await;
+    wait_until("an answer from a", Duration::from_secs(20), || ta.stats.bytes_out.load(Ordering::Relaxed) > 0).await;
     drop(a); // the service behind member "a" dies
     wait_until("member a marked unhealthy", Duration::from_secs(5), || {
         pools(&server)[0].members.iter().any(|m| !m.healthy)
