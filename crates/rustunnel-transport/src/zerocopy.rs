@@ -20,7 +20,19 @@ pub async fn splice_tcp(
     on_ab: &(dyn Fn(usize) + Sync),
     on_ba: &(dyn Fn(usize) + Sync),
 ) -> io::Result<(u64, u64)> {
-    imp::splice_tcp(a, b, on_ab, on_ba).await
+    #[cfg(target_os = "linux")]
+    {
+        let (a, b) = (&*a, &*b);
+        tokio::try_join!(imp::one_way(a, b, on_ab), imp::one_way(b, a, on_ba))
+    }
+    // Elsewhere there is no splice(2): the buffered copy, counted once at the end.
+    #[cfg(not(target_os = "linux"))]
+    {
+        let (x, y) = crate::splice::splice(a, b).await?;
+        on_ab(x as usize);
+        on_ba(y as usize);
+        Ok((x, y))
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -108,7 +120,7 @@ mod imp {
         }
     }
 
-    async fn one_way(r: &TcpStream, w: &TcpStream, on: &(dyn Fn(usize) + Sync)) -> io::Result<u64> {
+    pub(super) async fn one_way(r: &TcpStream, w: &TcpStream, on: &(dyn Fn(usize) + Sync)) -> io::Result<u64> {
         let mut total = 0u64;
         loop {
             r.readable().await?;
@@ -127,35 +139,6 @@ mod imp {
                 Err(e) => return Err(e),
             }
         }
-    }
-
-    pub async fn splice_tcp(
-        a: &mut TcpStream,
-        b: &mut TcpStream,
-        on_ab: &(dyn Fn(usize) + Sync),
-        on_ba: &(dyn Fn(usize) + Sync),
-    ) -> io::Result<(u64, u64)> {
-        let (a, b) = (&*a, &*b);
-        tokio::try_join!(one_way(a, b, on_ab), one_way(b, a, on_ba))
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-mod imp {
-    use std::io;
-
-    use tokio::net::TcpStream;
-
-    pub async fn splice_tcp(
-        a: &mut TcpStream,
-        b: &mut TcpStream,
-        on_ab: &(dyn Fn(usize) + Sync),
-        on_ba: &(dyn Fn(usize) + Sync),
-    ) -> io::Result<(u64, u64)> {
-        let (x, y) = crate::splice::splice(a, b).await?;
-        on_ab(x as usize);
-        on_ba(y as usize);
-        Ok((x, y))
     }
 }
 
