@@ -178,9 +178,17 @@ async fn run_plain(port: u16, dur: Duration, conns: usize) -> Res<(f64, u64)> {
         s.set_nodelay(true)?;
         socks.push(s);
     }
+    request_loops(socks, dur).await
+}
+
+/// Runs one request loop per connection or stream for `dur`: requests per second, and in all.
+async fn request_loops<S>(conns: Vec<S>, dur: Duration) -> Res<(f64, u64)>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let start = Instant::now();
     let deadline = start + dur;
-    let tasks: Vec<_> = socks.into_iter().map(|s| tokio::spawn(client_loop(s, deadline))).collect();
+    let tasks: Vec<_> = conns.into_iter().map(|s| tokio::spawn(client_loop(s, deadline))).collect();
     let mut total = 0;
     for t in tasks {
         total += t.await??;
@@ -203,14 +211,7 @@ async fn run_mux(port: u16, dur: Duration, conns: usize, yield_before_write: boo
     let (h, _acc, driver) = mux(io, Role::Opener, MuxConfig { yield_before_write, ..MuxConfig::default() });
     let driver = tokio::spawn(driver);
     let streams = (0..conns).map(|_| h.open(b"bench")).collect::<Result<Vec<_>, _>>()?;
-    let start = Instant::now();
-    let deadline = start + dur;
-    let tasks: Vec<_> = streams.into_iter().map(|s| tokio::spawn(client_loop(s, deadline))).collect();
-    let mut total = 0;
-    for t in tasks {
-        total += t.await??;
-    }
-    let rps = total as f64 / start.elapsed().as_secs_f64();
+    let (rps, total) = request_loops(streams, dur).await?;
     drop((h, _acc));
     driver.await??;
     Ok(MuxRun { rps, requests: total, writes: writes.load(Ordering::Relaxed), reads: reads.load(Ordering::Relaxed) })

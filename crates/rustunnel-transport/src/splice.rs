@@ -501,12 +501,17 @@ mod tests {
         assert!(take_bulk().is_some(), "buffers given back free the budget");
     }
 
-    #[test]
-    fn a_window_turning_bulk_keeps_its_pending_bytes() {
-        let mut w = Window::new(take_sized, give_buf);
+    /// `w` after "hello" was read into it and its first byte written out: "ello" pending.
+    fn pending_ello(mut w: Window) -> Window {
         w.spare(0)[..5].copy_from_slice(b"hello");
         w.commit(5);
         w.consume(1);
+        w
+    }
+
+    #[test]
+    fn a_window_turning_bulk_keeps_its_pending_bytes() {
+        let mut w = pending_ello(Window::new(take_sized, give_buf));
         w.set_bulk(true);
         let room = w.spare(0).len();
         assert_eq!(w.pending(), b"ello");
@@ -560,10 +565,7 @@ mod tests {
 
     #[test]
     fn a_window_gives_back_exactly_the_buffers_it_took() {
-        let mut w = Window::new(ledger_take, ledger_give);
-        w.spare(0)[..5].copy_from_slice(b"hello");
-        w.commit(5);
-        w.consume(1);
+        let mut w = pending_ello(Window::new(ledger_take, ledger_give));
         // Grown by `reserve` to exactly the bulk size past the pending bytes, and used.
         let room = w.reserve(BULK_SIZE).len();
         assert!(room >= BULK_SIZE);

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use proptest::prelude::*;
 use ring::aead;
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::ConnectionCommon;
 use rustunnel_transport::record::{record_len, Opened, Records, Secrets, HEADER, KEY_UPDATE_ROOM, MAX_PLAIN, TAG};
 
 #[derive(Debug, Default)]
@@ -70,27 +71,24 @@ fn handshake(suite: usize) -> (rustls::ServerConnection, Vec<u8>, Vec<u8>) {
     let mut c = rustls::ClientConnection::new(Arc::new(client), ServerName::try_from("localhost").unwrap()).unwrap();
     let mut s = rustls::ServerConnection::new(Arc::new(server)).unwrap();
     while c.is_handshaking() || s.is_handshaking() || c.wants_write() || s.wants_write() {
-        let mut wire = Vec::new();
-        while c.wants_write() {
-            c.write_tls(&mut wire).unwrap();
-        }
-        let mut rd = &wire[..];
-        while !rd.is_empty() {
-            s.read_tls(&mut rd).unwrap();
-            s.process_new_packets().unwrap();
-        }
-        wire.clear();
-        while s.wants_write() {
-            s.write_tls(&mut wire).unwrap();
-        }
-        let mut rd = &wire[..];
-        while !rd.is_empty() {
-            c.read_tls(&mut rd).unwrap();
-            c.process_new_packets().unwrap();
-        }
+        flight(&mut c, &mut s);
+        flight(&mut s, &mut c);
     }
     let log = log.0.lock().unwrap();
     (s, log["CLIENT_TRAFFIC_SECRET_0"].clone(), log["SERVER_TRAFFIC_SECRET_0"].clone())
+}
+
+/// Hands everything `from` has to send to `to`, which processes it.
+fn flight<A, B>(from: &mut ConnectionCommon<A>, to: &mut ConnectionCommon<B>) {
+    let mut wire = Vec::new();
+    while from.wants_write() {
+        from.write_tls(&mut wire).unwrap();
+    }
+    let mut rd = &wire[..];
+    while !rd.is_empty() {
+        to.read_tls(&mut rd).unwrap();
+        to.process_new_packets().unwrap();
+    }
 }
 
 /// One record of a stream, as the peer seals it.

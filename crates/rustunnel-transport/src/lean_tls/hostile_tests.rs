@@ -10,7 +10,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use ring::aead;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::buffers::HELD_MAX;
@@ -193,6 +193,21 @@ async fn send_cut<T: Socket>(peer: &mut Peer<T>, cut: &Cut) {
     peer.tls.tcp().shutdown().await.unwrap();
 }
 
+/// What a TLS 1.2 peer sends for `cut` after "hello": rustls seals the records itself, and a
+/// cut inside a record is a bare header with part of its body.
+async fn send_cut_tls12<T: Socket + AsyncWrite + Unpin>(peer: &mut Peer<T>, cut: &Cut) {
+    peer.tls.write_all(b"hello").await.unwrap();
+    peer.tls.flush().await.unwrap();
+    match cut {
+        Cut::CloseNotify => peer.tls.shutdown().await.unwrap(),
+        Cut::InRecord => {
+            peer.tls.tcp().write_all(&[23, 3, 3, 0, 64, 1, 2, 3]).await.unwrap();
+            peer.tls.tcp().shutdown().await.unwrap();
+        }
+        _ => peer.tls.tcp().shutdown().await.unwrap(),
+    }
+}
+
 fn check_end(what: &str, got: &[u8], end: io::Result<()>, want: Option<&str>) {
     assert_eq!(got, b"hello", "{what}: the data before the cut ({end:?})");
     match (end, want) {
@@ -248,16 +263,7 @@ async fn a_cut_stream_is_an_error_on_rustls_records_too() {
     for cut in [Cut::AtRecord, Cut::InRecord, Cut::CloseNotify] {
         let (mut lean, mut peer) = lean_client(&rustls::version::TLS12).await;
         assert!(!lean.owns_records());
-        peer.tls.write_all(b"hello").await.unwrap();
-        peer.tls.flush().await.unwrap();
-        match cut {
-            Cut::CloseNotify => peer.tls.shutdown().await.unwrap(),
-            Cut::InRecord => {
-                peer.tls.tcp().write_all(&[23, 3, 3, 0, 64, 1, 2, 3]).await.unwrap();
-                peer.tls.tcp().shutdown().await.unwrap();
-            }
-            _ => peer.tls.tcp().shutdown().await.unwrap(),
-        }
+        send_cut_tls12(&mut peer, &cut).await;
         let (got, end) = read_all(&mut lean).await;
         let want = match cut {
             Cut::AtRecord => Some("without close_notify"),
@@ -267,16 +273,7 @@ async fn a_cut_stream_is_an_error_on_rustls_records_too() {
         check_end("TLS 1.2 lean client", &got, end, want);
 
         let (mut lean, mut peer) = lean_server(&rustls::version::TLS12).await;
-        peer.tls.write_all(b"hello").await.unwrap();
-        peer.tls.flush().await.unwrap();
-        match cut {
-            Cut::CloseNotify => peer.tls.shutdown().await.unwrap(),
-            Cut::InRecord => {
-                peer.tls.tcp().write_all(&[23, 3, 3, 0, 64, 1, 2, 3]).await.unwrap();
-                peer.tls.tcp().shutdown().await.unwrap();
-            }
-            _ => peer.tls.tcp().shutdown().await.unwrap(),
-        }
+        send_cut_tls12(&mut peer, &cut).await;
         let (got, end) = read_all(&mut lean).await;
         check_end("TLS 1.2 lean server", &got, end, want);
     }

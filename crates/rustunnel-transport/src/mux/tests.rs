@@ -173,16 +173,23 @@ async fn echo_many(h: &MuxHandle, streams: usize, len: usize) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn echo_200_streams_of_1mib_over_tcp() {
-    let ((h, _acc, d1), (_h2, acc2, d2)) = tcp_pair().await;
+/// Echoes `streams` streams of `len` bytes each through a checking echo on `acceptor`, then
+/// closes the opener: the echo counts every stream (within `wait`) and both drivers end cleanly.
+async fn echo_then_close(opener: End, acceptor: End, streams: usize, len: usize, wait: Duration) {
+    let ((h, _acc, d1), (_h2, acc2, d2)) = (opener, acceptor);
     let checker = checking_echo(acc2);
-    echo_many(&h, 200, 1 << 20).await;
+    echo_many(&h, streams, len).await;
     assert_eq!(h.stream_count(), 0);
     h.close();
-    assert_eq!(within(LIMIT, checker).await.unwrap(), 200);
+    assert_eq!(within(wait, checker).await.unwrap(), streams);
     within(PROMPT, d1).await.unwrap().unwrap();
     within(PROMPT, d2).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_200_streams_of_1mib_over_tcp() {
+    let (opener, acceptor) = tcp_pair().await;
+    echo_then_close(opener, acceptor, 200, 1 << 20, LIMIT).await;
 }
 
 /// Over an in-memory pipe on one thread (256 KiB each: 1 MiB would take most of a minute
@@ -207,13 +214,8 @@ async fn echo_over_tls() {
     let (server, client) = configs(&rustls::version::TLS13);
     let (c, s) = tls_pair(server, client).await;
     let (c, s) = (c.unwrap(), s.unwrap());
-    let ((h, _a, d1), (_h2, acc, d2)) = pair(s, c, MuxConfig::default(), MuxConfig::default());
-    let checker = checking_echo(acc);
-    echo_many(&h, 20, 256 * 1024).await;
-    h.close();
-    assert_eq!(within(PROMPT, checker).await.unwrap(), 20);
-    within(PROMPT, d1).await.unwrap().unwrap();
-    within(PROMPT, d2).await.unwrap().unwrap();
+    let (opener, acceptor) = pair(s, c, MuxConfig::default(), MuxConfig::default());
+    echo_then_close(opener, acceptor, 20, 256 * 1024, PROMPT).await;
 }
 
 #[tokio::test]
