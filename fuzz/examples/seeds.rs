@@ -10,9 +10,8 @@ use rustunnel_agent::link::{InviteId, InviteKey, RelayBase, RoomId};
 use rustunnel_client::p2p::proof;
 use rustunnel_fuzz::input::put_part;
 use rustunnel_fuzz::{block_on, Peer};
-use rustunnel_proto::basic_auth::BasicAuth;
 use rustunnel_proto::control::{
-    ClientMsg, CloseReason, ErrorCode, GroupSpec, Protocol, RequestLogEntry, ServerMsg, TunnelInfo, TunnelSpec,
+    ClientMsg, CloseReason, ErrorCode, Protocol, RequestLogEntry, ServerMsg, TunnelInfo, TunnelSpec,
 };
 use rustunnel_transport::mux::{KIND_DATA, KIND_FIN, KIND_OPEN, KIND_RESET, KIND_WINDOW, PING_ID};
 use rustunnel_proto::p2p::{encode_probe, encode_reflect};
@@ -38,20 +37,7 @@ impl Seeds {
 }
 
 fn control(s: &Seeds) {
-    let spec = TunnelSpec {
-        subdomain: Some("app".into()),
-        group: Some(GroupSpec {
-            name: "pool".into(),
-            key: "k".into(),
-            alert_webhook: Some("http://127.0.0.1:9/alert".into()),
-            health_check: Some("http GET /health every 5s".into()),
-        }),
-        basic_auth: Some(BasicAuth::parse("ana:correct horse").expect("valid credentials")),
-        cidr_allow: vec!["10.0.0.0/8".into(), "2001:db8::/32".into()],
-        cidr_deny: vec!["10.9.0.0/16".into()],
-        host_header: Some("localhost:3000".into()),
-        ..TunnelSpec::new("web", Protocol::Http, "localhost:3000")
-    };
+    let spec = TunnelSpec::sample();
     let client = [
         (
             "hello",

@@ -148,6 +148,26 @@ impl TunnelSpec {
         }
     }
 
+    /// A request that sets every option an HTTP tunnel takes, for round-trip tests and fuzz
+    /// seeds; not part of the API.
+    #[doc(hidden)]
+    pub fn sample() -> Self {
+        TunnelSpec {
+            subdomain: Some("app".into()),
+            group: Some(GroupSpec {
+                name: "pool".into(),
+                key: "k".into(),
+                alert_webhook: Some("http://127.0.0.1:9/alert".into()),
+                health_check: Some("http GET /health every 5s".into()),
+            }),
+            basic_auth: crate::basic_auth::BasicAuth::parse("ana:correct horse").ok(),
+            cidr_allow: vec!["10.0.0.0/8".into(), "2001:db8::/32".into()],
+            cidr_deny: vec!["10.9.0.0/16".into()],
+            host_header: Some("localhost:3000".into()),
+            ..TunnelSpec::new("web", Protocol::Http, "localhost:3000")
+        }
+    }
+
     /// Checks the request against the rules every end shares (the server adds its own: names
     /// taken, ports in range, pools).
     pub fn check(&self) -> Result<(), SpecError> {
@@ -719,24 +739,7 @@ mod tests {
             ClientMsg::Hello { version: 1, token: "t".into(), agent: "a".into(), plain_data: true, mux: false },
             ClientMsg::OpenTunnel {
                 req_id: 7,
-                spec: TunnelSpec {
-                    name: "web".into(),
-                    protocol: Protocol::Http,
-                    subdomain: Some("app".into()),
-                    remote_port: None,
-                    local_addr: "localhost:3000".into(),
-                    group: Some(GroupSpec {
-                        name: "pool".into(),
-                        key: "k".into(),
-                        alert_webhook: None,
-                        health_check: Some("tcp".into()),
-                    }),
-                    basic_auth: Some(crate::basic_auth::BasicAuth::parse("ana:correct horse").unwrap()),
-                    cidr_allow: vec!["10.0.0.0/8".into()],
-                    cidr_deny: vec!["10.9.0.0/16".into()],
-                    host_header: Some("localhost:3000".into()),
-                    upstream_per_visitor: true,
-                },
+                spec: TunnelSpec { upstream_per_visitor: true, ..TunnelSpec::sample() },
             },
             ClientMsg::CloseTunnel { tunnel_id: "x".into() },
             ClientMsg::HealthReport { tunnel_id: "x".into(), healthy: false, detail: "HTTP 503".into() },
