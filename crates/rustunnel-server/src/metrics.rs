@@ -70,14 +70,22 @@ impl Metrics {
         for (p, n) in ["http", "tcp", "udp"].iter().zip(by_proto) {
             let _ = writeln!(s, "rustunnel_tunnels{{protocol=\"{p}\"}} {n}");
         }
-        family(&mut s, "rustunnel_sessions", "gauge", "Connected client sessions.");
-        let _ = writeln!(s, "rustunnel_sessions {}", now.sessions);
-        family(&mut s, "rustunnel_tunnels_closed_total", "counter", "Tunnels closed since the server started.");
-        let _ = writeln!(s, "rustunnel_tunnels_closed_total {}", load(&self.tunnels_closed));
-        family(&mut s, "rustunnel_connections_total", "counter", "TCP connections and UDP flows served by tunnels.");
-        let _ = writeln!(s, "rustunnel_connections_total {connections}");
-        family(&mut s, "rustunnel_http_requests_total", "counter", "HTTP requests served by tunnels.");
-        let _ = writeln!(s, "rustunnel_http_requests_total {requests}");
+        one_value(&mut s, "rustunnel_sessions", "gauge", "Connected client sessions.", now.sessions);
+        one_value(
+            &mut s,
+            "rustunnel_tunnels_closed_total",
+            "counter",
+            "Tunnels closed since the server started.",
+            load(&self.tunnels_closed),
+        );
+        one_value(
+            &mut s,
+            "rustunnel_connections_total",
+            "counter",
+            "TCP connections and UDP flows served by tunnels.",
+            connections,
+        );
+        one_value(&mut s, "rustunnel_http_requests_total", "counter", "HTTP requests served by tunnels.", requests);
         family(
             &mut s,
             "rustunnel_bytes_total",
@@ -103,24 +111,34 @@ impl Metrics {
         let _ = writeln!(s, "rustunnel_http_request_duration_seconds_sum {sum}");
         let _ = writeln!(s, "rustunnel_http_request_duration_seconds_count {}", load(&self.latency_count));
         let (failures, limited) = now.auth_failures;
-        family(&mut s, "rustunnel_auth_failures_total", "counter", "Rejected tokens (control plane and API).");
-        let _ = writeln!(s, "rustunnel_auth_failures_total {failures}");
-        family(
+        one_value(
+            &mut s,
+            "rustunnel_auth_failures_total",
+            "counter",
+            "Rejected tokens (control plane and API).",
+            failures,
+        );
+        one_value(
             &mut s,
             "rustunnel_auth_rate_limited_total",
             "counter",
             "Attempts refused because the source IP failed too often.",
+            limited,
         );
-        let _ = writeln!(s, "rustunnel_auth_rate_limited_total {limited}");
-        family(
+        one_value(
             &mut s,
             "rustunnel_p2p_relayed_bytes_total",
             "counter",
             "Payload bytes of P2P links relayed through the server (direct links add nothing).",
+            now.p2p_relayed_bytes,
         );
-        let _ = writeln!(s, "rustunnel_p2p_relayed_bytes_total {}", now.p2p_relayed_bytes);
-        family(&mut s, "rustunnel_p2p_relayed_streams_total", "counter", "P2P streams relayed through the server.");
-        let _ = writeln!(s, "rustunnel_p2p_relayed_streams_total {}", now.p2p_relayed_streams);
+        one_value(
+            &mut s,
+            "rustunnel_p2p_relayed_streams_total",
+            "counter",
+            "P2P streams relayed through the server.",
+            now.p2p_relayed_streams,
+        );
         s
     }
 }
@@ -138,6 +156,12 @@ pub struct Sample<'a> {
 
 fn family(s: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A family with one sample and no labels.
+fn one_value(s: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    family(s, name, kind, help);
+    let _ = writeln!(s, "{name} {value}");
 }
 
 fn proto_index(p: Protocol) -> usize {
