@@ -17,26 +17,8 @@ use crate::state::Shared;
 use crate::tunnel::Tunnel;
 
 pub async fn run(listener: TcpListener, tunnel: Arc<Tunnel>, shared: Arc<Shared>) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = tunnel.cancel.cancelled() => return,
-            r = crate::listener::accept(&listener, shared.stop_accepting(), "tcp tunnel") => match r {
-                Some(x) => x,
-                None => return,
-            },
-        };
-        if shared.config().proxy_protocol_from.trusts(peer.ip()) {
-            // A balancer in front: its header names the visitor, read off the accept loop.
-            let (t, s) = (tunnel.clone(), shared.clone());
-            shared.tasks().spawn(async move {
-                if let Some((stream, peer)) = super::proxy_header::visitor(stream, peer, &s).await {
-                    visit(stream, peer, &t, &s);
-                }
-            });
-            continue;
-        }
-        visit(stream, peer, &tunnel, &shared);
-    }
+    let cancel = tunnel.cancel.clone();
+    accept_loop(listener, &cancel, "tcp tunnel", tunnel, shared, visit).await
 }
 
 /// A visitor at `peer` on a tunnel's listener: judged by the tunnel's rules, then forwarded.
@@ -45,20 +27,7 @@ fn visit(stream: TcpStream, peer: SocketAddr, tunnel: &Arc<Tunnel>, shared: &Sha
         // Its client is leaving: the connections it serves finish, new ones are refused.
         return;
     }
-    if !tunnel.access.ip_rules.permits(peer.ip()) {
-        refused(tunnel, peer);
-        return;
-    }
-    let Some(permit) = tunnel.admit() else {
-        // Over the tunnel's cap: refuse this one connection only.
-        return;
-    };
-    tunnel.stats.connections.fetch_add(1, Ordering::Relaxed);
-    let t = tunnel.clone();
-    shared.tasks().spawn(async move {
-        let _permit = permit;
-        forward(stream, peer.to_string(), &t).await;
-    });
+    serve(stream, peer, tunnel.clone(), shared);
 }
 
 /// The listener of a TCP pool: each connection goes to the member the pool picks (healthy,
@@ -69,25 +38,7 @@ pub async fn run_pool(
     cancel: tokio_util::sync::CancellationToken,
     shared: Arc<Shared>,
 ) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = crate::listener::accept(&listener, shared.stop_accepting(), "tcp pool") => match r {
-                Some(x) => x,
-                None => return,
-            },
-        };
-        if shared.config().proxy_protocol_from.trusts(peer.ip()) {
-            let (k, s) = (key.clone(), shared.clone());
-            shared.tasks().spawn(async move {
-                if let Some((stream, peer)) = super::proxy_header::visitor(stream, peer, &s).await {
-                    visit_pool(stream, peer, &k, &s);
-                }
-            });
-            continue;
-        }
-        visit_pool(stream, peer, &key, &shared);
-    }
+    accept_loop(listener, &cancel, "tcp pool", key, shared, visit_pool).await
 }
 
 /// A visitor at `peer` on a pool's listener: handed to the member the pool picks.
@@ -97,11 +48,52 @@ fn visit_pool(stream: TcpStream, peer: SocketAddr, key: &crate::pool::PoolKey, s
         return;
     };
     // Every member has the pool's rules.
+    serve(stream, peer, tunnel, shared);
+}
+
+/// Accepts visitors until `cancel` or the server stops accepting, and hands each to `visit`
+/// with `target` (a tunnel or a pool).
+async fn accept_loop<T, V>(
+    listener: TcpListener,
+    cancel: &tokio_util::sync::CancellationToken,
+    what: &'static str,
+    target: T,
+    shared: Arc<Shared>,
+    visit: V,
+) where
+    T: Clone + Send + Sync + 'static,
+    V: Fn(TcpStream, SocketAddr, &T, &Shared) + Copy + Send + 'static,
+{
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = crate::listener::accept(&listener, shared.stop_accepting(), what) => match r {
+                Some(x) => x,
+                None => return,
+            },
+        };
+        if shared.config().proxy_protocol_from.trusts(peer.ip()) {
+            // A balancer in front: its header names the visitor, read off the accept loop.
+            let (t, s) = (target.clone(), shared.clone());
+            shared.tasks().spawn(async move {
+                if let Some((stream, peer)) = super::proxy_header::visitor(stream, peer, &s).await {
+                    visit(stream, peer, &t, &s);
+                }
+            });
+            continue;
+        }
+        visit(stream, peer, &target, &shared);
+    }
+}
+
+/// Judges a visitor by `tunnel`'s address rules and connection cap, then forwards it.
+fn serve(stream: TcpStream, peer: SocketAddr, tunnel: Arc<Tunnel>, shared: &Shared) {
     if !tunnel.access.ip_rules.permits(peer.ip()) {
         refused(&tunnel, peer);
         return;
     }
     let Some(permit) = tunnel.admit() else {
+        // Over the tunnel's cap: refuse this one connection only.
         return;
     };
     tunnel.stats.connections.fetch_add(1, Ordering::Relaxed);
