@@ -15,6 +15,8 @@
 //!   closing a WebSocket whose peer sent a message over the limit (code 1009).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+#[doc(hidden)]
+pub mod forward;
 pub mod lean_tls;
 pub mod mux;
 pub mod plain;

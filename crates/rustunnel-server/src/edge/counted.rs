@@ -41,12 +41,6 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
         }
         r
     }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -58,7 +52,5 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
         }
         r
     }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
+    rustunnel_transport::forward_write!(inner: poll_flush, poll_shutdown, is_write_vectored);
 }
