@@ -92,7 +92,12 @@ fn expected_hash(seed: u64, len: usize) -> Vec<u8> {
     h.finalize().to_vec()
 }
 
-async fn hash_to_end<R: AsyncRead + Unpin>(r: &mut R) -> (usize, Vec<u8>) {
+/// Reads `r` to its end, writing each chunk on to `echo`: the bytes read and their hash.
+async fn hash_to_end<R, W>(r: &mut R, echo: &mut W) -> (usize, Vec<u8>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0;
@@ -103,6 +108,7 @@ async fn hash_to_end<R: AsyncRead + Unpin>(r: &mut R) -> (usize, Vec<u8>) {
         }
         h.update(&buf[..n]);
         total += n;
+        echo.write_all(&buf[..n]).await.unwrap();
     }
 }
 
@@ -117,21 +123,10 @@ fn checking_echo(mut acc: Acceptor) -> JoinHandle<usize> {
                 let (seed, len) = meta.split_once(' ').unwrap();
                 let (seed, len): (u64, usize) = (seed.parse().unwrap(), len.parse().unwrap());
                 let (mut r, mut w) = tokio::io::split(s);
-                let mut h = Sha256::new();
-                let mut buf = vec![0u8; 64 * 1024];
-                let mut total = 0;
-                loop {
-                    let n = r.read(&mut buf).await.unwrap();
-                    if n == 0 {
-                        break;
-                    }
-                    h.update(&buf[..n]);
-                    total += n;
-                    w.write_all(&buf[..n]).await.unwrap();
-                }
+                let (total, got) = hash_to_end(&mut r, &mut w).await;
                 w.shutdown().await.unwrap();
                 assert_eq!(total, len);
-                assert_eq!(h.finalize().to_vec(), expected_hash(seed, len), "acceptor side got other bytes");
+                assert_eq!(got, expected_hash(seed, len), "acceptor side got other bytes");
             }));
         }
         let n = checks.len();
@@ -162,7 +157,7 @@ async fn echo_many(h: &MuxHandle, streams: usize, len: usize) {
                 w.shutdown().await.unwrap();
                 w
             });
-            let (total, got) = hash_to_end(&mut r).await;
+            let (total, got) = hash_to_end(&mut r, &mut tokio::io::sink()).await;
             let _w = sender.await.unwrap();
             assert_eq!(total, len);
             assert_eq!(got, expected_hash(seed, len), "echo came back different");
@@ -755,12 +750,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Counting<I> {
         }
         r
     }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
+    crate::forward_write!(inner: poll_flush, poll_shutdown);
 }
 
 /// 50 streams send a 100-byte request at once (a barrier), the acceptor answers each, and
