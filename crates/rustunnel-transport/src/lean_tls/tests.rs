@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer, ServerName};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::buffers::MAX_FRAGMENT;
@@ -65,6 +65,19 @@ pub(crate) async fn pair(
 
 pub(crate) fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+/// Writes `data` to `from` and flushes it; `to` then reads exactly that.
+async fn send<W, R>(from: &mut W, to: &mut R, data: &[u8])
+where
+    W: AsyncWrite + Unpin,
+    R: AsyncRead + Unpin,
+{
+    from.write_all(data).await.unwrap();
+    from.flush().await.unwrap();
+    let mut got = vec![0u8; data.len()];
+    to.read_exact(&mut got).await.unwrap();
+    assert_eq!(got, data);
 }
 
 #[tokio::test]
@@ -139,16 +152,8 @@ async fn key_updates_from_the_server_are_followed() {
     assert!(client.owns_records());
     for round in 0..3u8 {
         server.get_mut().1.refresh_traffic_keys().unwrap();
-        server.write_all(&[round; 1000]).await.unwrap();
-        server.flush().await.unwrap();
-        let mut buf = [0u8; 1000];
-        client.read_exact(&mut buf).await.unwrap();
-        assert_eq!(buf, [round; 1000]);
-        client.write_all(&[round + 10; 500]).await.unwrap();
-        client.flush().await.unwrap();
-        let mut back = [0u8; 500];
-        server.read_exact(&mut back).await.unwrap();
-        assert_eq!(back, [round + 10; 500]);
+        send(&mut server, &mut client, &[round; 1000]).await;
+        send(&mut client, &mut server, &[round + 10; 500]).await;
     }
     // rustls asks for ours each time, and follows them.
     assert_eq!(client.records.as_ref().unwrap().key_updates(), (3, 3), "followed three, answered three");
@@ -196,16 +201,8 @@ async fn a_requested_key_update_is_answered_by_rustls_and_followed() {
         let records = client.records.as_mut().unwrap();
         let n = records.key_update(client.out.reserve(record::KEY_UPDATE_ROOM), true).unwrap();
         client.out.commit(n);
-        client.write_all(&[round; 3000]).await.unwrap();
-        client.flush().await.unwrap();
-        let mut got = [0u8; 3000];
-        server.read_exact(&mut got).await.unwrap();
-        assert_eq!(got, [round; 3000]);
-        server.write_all(&[round + 1; 2000]).await.unwrap();
-        server.flush().await.unwrap();
-        let mut back = [0u8; 2000];
-        client.read_exact(&mut back).await.unwrap();
-        assert_eq!(back, [round + 1; 2000]);
+        send(&mut client, &mut server, &[round; 3000]).await;
+        send(&mut server, &mut client, &[round + 1; 2000]).await;
         assert_eq!(client.records.as_ref().unwrap().key_updates(), (u32::from(round) + 1, u32::from(round) + 1));
     }
 }
@@ -222,11 +219,7 @@ async fn session_tickets_after_the_hand_over_reach_rustls() {
         let kind = server.get_ref().1.handshake_kind();
         let want = if attempt == 0 { rustls::HandshakeKind::Full } else { rustls::HandshakeKind::Resumed };
         assert_eq!(kind, Some(want), "attempt {attempt}");
-        server.write_all(b"tickets came first").await.unwrap();
-        server.flush().await.unwrap();
-        let mut got = [0u8; 18];
-        client.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got, b"tickets came first");
+        send(&mut server, &mut client, b"tickets came first").await;
     }
 }
 
@@ -341,14 +334,8 @@ async fn an_idle_connection_holds_no_buffer_and_close_notify_is_eof() {
     let (s, c) = configs(&rustls::version::TLS13);
     let (client, server) = pair(s, c).await;
     let (mut client, mut server) = (client.unwrap(), server.unwrap());
-    server.write_all(b"ping").await.unwrap();
-    server.flush().await.unwrap();
-    let mut buf = [0u8; 4];
-    client.read_exact(&mut buf).await.unwrap();
-    client.write_all(b"pong").await.unwrap();
-    client.flush().await.unwrap();
-    server.read_exact(&mut buf).await.unwrap();
-    assert_eq!(&buf, b"pong");
+    send(&mut server, &mut client, b"ping").await;
+    send(&mut client, &mut server, b"pong").await;
     assert!(!client.inbuf.is_held() && client.inbuf.is_empty(), "no input buffer while idle");
     assert!(!client.out.is_held() && client.plain.capacity() == 0, "no output or plaintext buffer");
     server.shutdown().await.unwrap();
