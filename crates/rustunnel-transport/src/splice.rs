@@ -408,31 +408,41 @@ where
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    #[tokio::test]
-    async fn copies_both_ways_with_half_close() {
-        let (mut a_outer, mut a_inner) = tokio::io::duplex(1024);
-        let (mut b_inner, mut b_outer) = tokio::io::duplex(1024);
-        let task = tokio::spawn(async move { splice(&mut a_inner, &mut b_inner).await });
-        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    /// Writes `len` bytes of a pattern into `a` and shuts it down: all of them come out of `b`,
+    /// and a 22-byte reply `b` sends after that half-close still reaches `a`.
+    pub(crate) async fn exchange_with_half_close<A, B>(mut a: A, mut b: B, len: u32)
+    where
+        A: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        B: AsyncRead + AsyncWrite + Unpin,
+    {
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
         let d2 = data.clone();
         let writer = tokio::spawn(async move {
-            a_outer.write_all(&d2).await.unwrap();
-            a_outer.shutdown().await.unwrap();
+            a.write_all(&d2).await.unwrap();
+            a.shutdown().await.unwrap();
             let mut back = Vec::new();
-            a_outer.read_to_end(&mut back).await.unwrap();
+            a.read_to_end(&mut back).await.unwrap();
             back
         });
         let mut got = Vec::new();
-        b_outer.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, data);
+        b.read_to_end(&mut got).await.unwrap();
+        assert!(got == data, "bytes arrive intact and in order");
         // The other direction still works after the first one closed.
-        b_outer.write_all(b"reply after half-close").await.unwrap();
-        b_outer.shutdown().await.unwrap();
+        b.write_all(b"reply after half-close").await.unwrap();
+        b.shutdown().await.unwrap();
         assert_eq!(writer.await.unwrap(), b"reply after half-close");
+    }
+
+    #[tokio::test]
+    async fn copies_both_ways_with_half_close() {
+        let (a_outer, mut a_inner) = tokio::io::duplex(1024);
+        let (mut b_inner, b_outer) = tokio::io::duplex(1024);
+        let task = tokio::spawn(async move { splice(&mut a_inner, &mut b_inner).await });
+        exchange_with_half_close(a_outer, b_outer, 300_000).await;
         let (x, y) = task.await.unwrap().unwrap();
         assert_eq!((x, y), (300_000, 22));
     }

@@ -145,7 +145,6 @@ mod imp {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     /// A connected pair of loopback sockets.
@@ -158,8 +157,8 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn moves_both_ways_with_half_close_and_counts() {
-        let (mut outer_a, mut inner_a) = pair().await;
-        let (mut inner_b, mut outer_b) = pair().await;
+        let (outer_a, mut inner_a) = pair().await;
+        let (mut inner_b, outer_b) = pair().await;
         let counted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let c2 = counted.clone();
         let task = tokio::spawn(async move {
@@ -168,21 +167,7 @@ pub(crate) mod tests {
             };
             splice_tcp(&mut inner_a, &mut inner_b, &on_ab, &|_| {}).await
         });
-        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-        let d2 = data.clone();
-        let writer = tokio::spawn(async move {
-            outer_a.write_all(&d2).await.unwrap();
-            outer_a.shutdown().await.unwrap();
-            let mut back = Vec::new();
-            outer_a.read_to_end(&mut back).await.unwrap();
-            back
-        });
-        let mut got = Vec::new();
-        outer_b.read_to_end(&mut got).await.unwrap();
-        assert!(got == data, "bytes arrive intact and in order");
-        outer_b.write_all(b"reply after half-close").await.unwrap();
-        outer_b.shutdown().await.unwrap();
-        assert_eq!(writer.await.unwrap(), b"reply after half-close");
+        crate::splice::tests::exchange_with_half_close(outer_a, outer_b, 3_000_000).await;
         let (x, y) = task.await.unwrap().unwrap();
         assert_eq!((x, y), (3_000_000, 22));
         assert_eq!(counted.load(std::sync::atomic::Ordering::Relaxed), 3_000_000);
