@@ -13,10 +13,10 @@ use rustunnel_fuzz::{block_on, Peer};
 use rustunnel_proto::control::{
     ClientMsg, CloseReason, ErrorCode, Protocol, RequestLogEntry, ServerMsg, TunnelInfo, TunnelSpec,
 };
-use rustunnel_transport::mux::{KIND_DATA, KIND_FIN, KIND_OPEN, KIND_RESET, KIND_WINDOW, PING_ID};
 use rustunnel_proto::p2p::{encode_probe, encode_reflect};
-use rustunnel_transport::plain::{client_handshake, NONCE_LEN};
 use rustunnel_proto::stream::StreamHeader;
+use rustunnel_transport::mux::{KIND_DATA, KIND_FIN, KIND_OPEN, KIND_RESET, KIND_WINDOW, PING_ID};
+use rustunnel_transport::plain::{client_handshake, NONCE_LEN};
 use rustunnel_transport::stream::write_datagram;
 
 struct Seeds {
